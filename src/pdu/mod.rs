@@ -156,12 +156,20 @@ pub fn decode(_bytes: &[u8]) -> Result<Pdu, PduError> {
 }
 
 /// Encode a text into one or more SMS-SUBMIT PDUs for `to` (`+E164`, national digits or a short code).
-pub fn encode_submit(_to: &str, _text: &str, _opts: &SubmitOptions) -> Result<Vec<EncodedPart>, PduError> {
+pub fn encode_submit(
+    _to: &str,
+    _text: &str,
+    _opts: &SubmitOptions,
+) -> Result<Vec<EncodedPart>, PduError> {
     todo!()
 }
 
 /// The segment calculator the API reports to clients.
-pub fn segments(_text: &str, _encoding: EncodingChoice, _smart: bool) -> Result<SegmentInfo, PduError> {
+pub fn segments(
+    _text: &str,
+    _encoding: EncodingChoice,
+    _smart: bool,
+) -> Result<SegmentInfo, PduError> {
     todo!()
 }
 

@@ -1,0 +1,166 @@
+//! The contract between a modem worker and the rest of the daemon.
+//!
+//! A worker owns its serial port; everyone else talks to it through these typed messages. Two events carry an
+//! `ack` the worker waits for, because durability depends on ordering: a part is recorded as `submitting` on
+//! disk *before* its PDU is written to the modem (so a crash can never resend it silently), and an inbound
+//! message is deleted from the SIM only *after* it is stored (so a crash can never lose it).
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// A modem's configured id (`[[modems]] id`).
+pub type ModemId = std::sync::Arc<str>;
+
+/// One message to send, all parts on this modem, in order.
+#[derive(Debug)]
+pub struct SendJob {
+    pub message_id: Uuid,
+    /// E.164 recipient, used to match status reports.
+    pub recipient: String,
+    pub parts: Vec<JobPart>,
+    /// More jobs are waiting for this modem: keep the radio link open with `AT+CMMS=2`.
+    pub more_waiting: bool,
+    /// Where the worker reports how the job ended.
+    pub done: oneshot::Sender<JobOutcome>,
+}
+
+/// One SMS-SUBMIT part.
+#[derive(Debug, Clone)]
+pub struct JobPart {
+    /// 1-based part number within the message.
+    pub part: u16,
+    /// Value for `AT+CMGS=<length>` (TPDU octets, SMSC field excluded).
+    pub tpdu_length: usize,
+    /// Whole PDU in hex, SMSC field included.
+    pub pdu_hex: String,
+}
+
+/// How a job ended. Parts already reported as sent stay sent whatever the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Every part was accepted by the network.
+    Sent,
+    /// Part `part` failed; later parts were not attempted.
+    Failed { part: u16, error: SendError },
+    /// Part `part` was written to the modem but no answer came (deadline missed, port lost): the network may
+    /// or may not have it. Never resend silently.
+    Unknown { part: u16, reason: String },
+    /// The job never reached the modem (worker offline/shutting down): safe to give to another modem.
+    NotAttempted,
+}
+
+/// Why a part could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("+CMS ERROR: {0}")]
+    Cms(u16),
+    #[error("+CME ERROR: {0}")]
+    Cme(u16),
+    #[error("modem answered ERROR")]
+    Error,
+    /// The `> ` prompt never came; ESC was sent, nothing was submitted.
+    #[error("no prompt for AT+CMGS")]
+    NoPrompt,
+}
+
+impl SendError {
+    /// Transient errors are retried (possibly on another modem); permanent ones fail the message.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Cms(code) => crate::at::CmsError::from_code(*code).is_transient(),
+            SendError::Cme(_) | SendError::Error | SendError::NoPrompt => true,
+        }
+    }
+}
+
+/// What a worker tells the daemon, on one channel shared by all workers.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// About to write `part` of `message_id`: record it durably, then send on `ack`.
+    /// If `ack` is dropped, the worker must not send the part (report `NotAttempted`).
+    Submitting {
+        modem: ModemId,
+        message_id: Uuid,
+        part: u16,
+        ack: oneshot::Sender<()>,
+    },
+    /// The network accepted the part with this TP-MR.
+    PartSent {
+        modem: ModemId,
+        message_id: Uuid,
+        part: u16,
+        reference: u8,
+    },
+    /// A message read from the modem (from +CMTI/+CMGR, +CMT or a +CMGL sweep). Store it, then send on `ack`;
+    /// the worker deletes it from the SIM only after the ack.
+    Inbound {
+        modem: ModemId,
+        /// The PDU as the modem printed it (SMSC field included): stored raw so nothing is ever lost.
+        pdu_hex: String,
+        /// The decoded PDU, or why it could not be decoded.
+        decoded: Result<crate::pdu::Pdu, crate::pdu::PduError>,
+        ack: oneshot::Sender<()>,
+    },
+    /// A status report (SMS-STATUS-REPORT) from +CDS or a stored report.
+    StatusReport {
+        modem: ModemId,
+        report: crate::pdu::StatusReport,
+    },
+    /// The modem's health changed (state, signal, registration, identity).
+    Health { modem: ModemId, health: ModemHealth },
+}
+
+/// Coarse state of a modem, as shown in `GET /v1/modems`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModemState {
+    Initialising,
+    Ready,
+    /// Answers, but cannot send SMS right now (not registered, SIM problem, repeated errors).
+    Degraded,
+    /// Port gone or not answering; the worker is backing off and will re-open it.
+    Offline,
+    /// Paused by an admin: finishes nothing new.
+    Paused,
+}
+
+/// Registration status as reported by +CREG/+CGREG/+CEREG (27.007 `<stat>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    NotRegistered,
+    Home,
+    Searching,
+    Denied,
+    Unknown,
+    Roaming,
+    /// Registered for SMS only (stat 6/7) or any other registered variant.
+    RegisteredOther,
+}
+
+/// Identity read at initialisation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ModemIdentity {
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub revision: Option<String>,
+    pub imei: Option<String>,
+    pub imsi: Option<String>,
+    pub iccid: Option<String>,
+    pub own_number: Option<String>,
+}
+
+/// Everything `GET /v1/modems` shows about one modem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModemHealth {
+    pub state: ModemState,
+    /// `+CSQ` RSSI (0-31, 99 = unknown).
+    pub signal: Option<u8>,
+    pub operator: Option<String>,
+    pub cs: Option<Registration>,
+    pub ps: Option<Registration>,
+    pub eps: Option<Registration>,
+    pub identity: ModemIdentity,
+    /// Last error worth showing an admin (e.g. "SIM PIN required", "+CMS ERROR: 500").
+    pub last_error: Option<String>,
+}

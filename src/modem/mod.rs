@@ -1,0 +1,3 @@
+//! Modem workers: one task per modem over tokio-serial.
+
+pub mod job;
