@@ -55,24 +55,19 @@ pub(crate) fn decode(
         Encoding::Ucs2 | Encoding::EightBit => udl,
     };
     let ud = r.take(octets, "TP-UD")?;
-    let (concat, header_octets) = if has_header {
-        let Some((&udhl, after)) = ud.split_first() else {
-            return Err(PduError::invalid(
-                "TP-UDHL",
-                ud_offset,
-                "TP-UDHI is set but the user data is empty",
-            ));
-        };
-        let Some(header) = after.get(..usize::from(udhl)) else {
-            return Err(PduError::invalid(
-                "TP-UDHL",
-                ud_offset,
-                format!("a header of {udhl} octets runs past the {octets} octets of user data"),
-            ));
-        };
-        (udh::parse(header, ud_offset + 1)?, 1 + usize::from(udhl))
-    } else {
-        (None, 0)
+    let (concat, header_octets) = match ud.split_first() {
+        Some((&udhl, after)) if has_header => {
+            let Some(header) = after.get(..usize::from(udhl)) else {
+                return Err(PduError::invalid(
+                    "TP-UDHL",
+                    ud_offset,
+                    format!("a header of {udhl} octets runs past the {octets} octets of user data"),
+                ));
+            };
+            (udh::parse(header, ud_offset + 1)?, 1 + usize::from(udhl))
+        }
+        // No header, or a set TP-UDHI with no user data at all, which phones send (gammu at-sms/20).
+        _ => (None, 0),
     };
     let body = ud.get(header_octets..).unwrap_or_default();
     let user_data = match encoding {
