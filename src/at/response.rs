@@ -434,6 +434,23 @@ fn ucs2_hex_number(s: &str) -> Option<String> {
         .then_some(text)
 }
 
+/// `+CSMS: <service>,<mt>,<mo>,<bm>`: service 1 (phase 2+) means routed `+CMT`/`+CDS` need `AT+CNMA`.
+pub fn csms_service(body: &str) -> Result<u8, ParseError> {
+    fields::split("+CSMS", body)?
+        .first()
+        .and_then(|s| s.int())
+        .ok_or_else(|| ParseError::new("+CSMS", body, "<service> is not a number"))
+}
+
+/// `+CNUM: [<alpha>],<number>,<type>`: the subscriber's own number, when the SIM knows it.
+pub fn own_number(body: &str) -> Result<Option<String>, ParseError> {
+    let f = fields::split("+CNUM", body)?;
+    match f.get(1) {
+        Some(n) => Ok(n.non_empty().map(str::to_owned)),
+        None => Err(ParseError::new("+CNUM", body, "expected <alpha>,<number>,<type>")),
+    }
+}
+
 /// `+CNMI: (...),(...),...`: the values each `AT+CNMI` parameter accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnmiSupport(pub Vec<Vec<u8>>);
@@ -510,6 +527,13 @@ mod tests {
         assert_eq!((r.n, r.stat), (None, RegStatus::Roaming));
         let r = RegistrationReport::parse("+CEREG", "0,1").unwrap();
         assert_eq!((r.n, r.stat, r.lac), (Some(0), RegStatus::Home, None));
+    }
+
+    #[test]
+    fn csms_and_cnum() {
+        assert_eq!(csms_service("1,1,1,1").unwrap(), 1);
+        assert_eq!(own_number("\"Own\",\"+4915112345678\",145").unwrap().as_deref(), Some("+4915112345678"));
+        assert_eq!(own_number(",\"\",129").unwrap(), None);
     }
 
     #[test]
