@@ -363,7 +363,13 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
-    for (i, modem) in config.modems.iter().enumerate() {
+    // Simulated modems have no carrier watching them.
+    let real_modems = config
+        .modems
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m.device, Device::Serial(_)));
+    for (i, modem) in real_modems {
         let per_minute = u64::from(modem.rate.count.get()) * 60 / modem.rate.per.as_secs().max(1);
         if per_minute > 20 {
             out.push(warning(
