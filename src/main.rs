@@ -1,5 +1,6 @@
 //! The `modemgate` binary: parse the command line, call the library, report errors as one line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,20 @@ enum Command {
     /// Encode and decode SMS PDUs.
     #[command(subcommand)]
     Pdu(modemgate::cli::pdu::PduCommand),
+    /// Validate a config file; print every problem as PATH:LINE: message and exit 1 if there are errors.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = modemgate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Pdu(command) => modemgate::cli::pdu::run(command, &mut std::io::stdout().lock()),
+        Command::CheckConfig { config } => {
+            return modemgate::config::check::check_config_cli(&config);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
