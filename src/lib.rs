@@ -4,7 +4,9 @@
 //! - [`pdu`]: 3GPP TS 23.040/23.038 SMS PDU codec (GSM 7-bit, UCS-2, UDH, SUBMIT/DELIVER/STATUS-REPORT).
 //! - [`at`]: AT protocol framing, response and URC parsing, command builders.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
+//! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 
 pub mod at;
 pub mod modem;
 pub mod pdu;
+pub mod sim;
