@@ -5,8 +5,10 @@
 //! - [`at`]: AT protocol framing, response and URC parsing, command builders.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
+//! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod at;
+pub mod cli;
 pub mod modem;
 pub mod pdu;
 pub mod sim;
