@@ -7,6 +7,7 @@
 //! - [`msisdn`]: phone numbers (E.164 recipients, inbound senders) and their masking for logs.
 //! - [`logging`]: the tracing subscriber and what may be logged.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
+//! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod at;
@@ -16,3 +17,4 @@ pub mod logging;
 pub mod modem;
 pub mod msisdn;
 pub mod pdu;
+pub mod sim;

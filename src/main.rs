@@ -27,6 +27,8 @@ enum Command {
         #[arg(long, default_value = modemgate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Simulate modems on pseudo-terminals, print their device paths, serve until interrupted.
+    Simulate(modemgate::sim::cli::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             return modemgate::config::check::check_config_cli(&config);
         }
+        Command::Simulate(args) => modemgate::logging::init(&Default::default())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| tokio::runtime::Runtime::new().map_err(anyhow::Error::from))
+            .and_then(|rt| Ok(rt.block_on(modemgate::sim::cli::run(args))?)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
