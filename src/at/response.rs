@@ -447,7 +447,11 @@ pub fn own_number(body: &str) -> Result<Option<String>, ParseError> {
     let f = fields::split("+CNUM", body)?;
     match f.get(1) {
         Some(n) => Ok(n.non_empty().map(str::to_owned)),
-        None => Err(ParseError::new("+CNUM", body, "expected <alpha>,<number>,<type>")),
+        None => Err(ParseError::new(
+            "+CNUM",
+            body,
+            "expected <alpha>,<number>,<type>",
+        )),
     }
 }
 
@@ -532,7 +536,12 @@ mod tests {
     #[test]
     fn csms_and_cnum() {
         assert_eq!(csms_service("1,1,1,1").unwrap(), 1);
-        assert_eq!(own_number("\"Own\",\"+4915112345678\",145").unwrap().as_deref(), Some("+4915112345678"));
+        assert_eq!(
+            own_number("\"Own\",\"+4915112345678\",145")
+                .unwrap()
+                .as_deref(),
+            Some("+4915112345678")
+        );
         assert_eq!(own_number(",\"\",129").unwrap(), None);
     }
 

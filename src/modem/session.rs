@@ -37,7 +37,10 @@ pub enum SessionError {
 pub enum Unsolicited {
     Urc(Urc),
     /// `+CMT`/`+CDS` with the PDU line that followed it.
-    Routed { urc: Urc, pdu_hex: String },
+    Routed {
+        urc: Urc,
+        pdu_hex: String,
+    },
     /// A `+NAME:` line nobody asked for (a `+CREG:` URC, a late answer).
     Info(Info),
 }
@@ -104,10 +107,16 @@ pub struct Expect {
 }
 
 impl Expect {
-    pub const NOTHING: Expect = Expect { prefix: None, info_is_final_after: None };
+    pub const NOTHING: Expect = Expect {
+        prefix: None,
+        info_is_final_after: None,
+    };
 
     pub const fn info(prefix: &'static str) -> Self {
-        Expect { prefix: Some(prefix), info_is_final_after: None }
+        Expect {
+            prefix: Some(prefix),
+            info_is_final_after: None,
+        }
     }
 }
 
@@ -126,7 +135,12 @@ pub struct Session {
 
 impl Session {
     pub fn new(port: Box<dyn Port>) -> Self {
-        Session { port, framer: Framer::new(), unsolicited: VecDeque::new(), awaiting_pdu: None }
+        Session {
+            port,
+            framer: Framer::new(),
+            unsolicited: VecDeque::new(),
+            awaiting_pdu: None,
+        }
     }
 
     /// The oldest unsolicited event not yet taken.
@@ -150,10 +164,16 @@ impl Session {
     }
 
     /// Run one command with a hard deadline.
-    pub async fn command(&mut self, cmd: &str, expect: Expect, timeout: Duration) -> Result<Response, SessionError> {
+    pub async fn command(
+        &mut self,
+        cmd: &str,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<Response, SessionError> {
         self.drain_idle();
         let deadline = Instant::now() + timeout;
-        self.write(format!("{cmd}\r").as_bytes(), deadline, cmd, timeout).await?;
+        self.write(format!("{cmd}\r").as_bytes(), deadline, cmd, timeout)
+            .await?;
         self.wait_final(expect, deadline, cmd, timeout).await
     }
 
@@ -170,26 +190,42 @@ impl Session {
         let lost = |written, cause| SubmitError::Lost { written, cause };
         self.drain_idle();
         let deadline = Instant::now() + prompt_timeout;
-        self.write(format!("{cmd}\r").as_bytes(), deadline, &cmd, prompt_timeout)
+        self.write(
+            format!("{cmd}\r").as_bytes(),
+            deadline,
+            &cmd,
+            prompt_timeout,
+        )
+        .await
+        .map_err(|e| lost(false, e))?;
+        match self
+            .wait_prompt(deadline)
             .await
-            .map_err(|e| lost(false, e))?;
-        match self.wait_prompt(deadline).await.map_err(|e| lost(false, e))? {
+            .map_err(|e| lost(false, e))?
+        {
             PromptOutcome::Prompt => {}
-            PromptOutcome::Final(result) if result != Final::Ok => return Err(SubmitError::Rejected(result)),
+            PromptOutcome::Final(result) if result != Final::Ok => {
+                return Err(SubmitError::Rejected(result));
+            }
             // No prompt, or an OK instead of one: abort whatever state the modem is in.
             PromptOutcome::Final(_) | PromptOutcome::TimedOut => {
                 let deadline = Instant::now() + prompt_timeout;
                 self.write(&[command::ESC], deadline, "ESC", prompt_timeout)
                     .await
                     .map_err(|e| lost(false, e))?;
-                return match self.wait_final(Expect::NOTHING, deadline, "ESC", prompt_timeout).await {
+                return match self
+                    .wait_final(Expect::NOTHING, deadline, "ESC", prompt_timeout)
+                    .await
+                {
                     Ok(_) => Err(SubmitError::NoPrompt),
                     Err(e) => Err(lost(false, e)),
                 };
             }
         }
         let deadline = Instant::now() + result_timeout;
-        self.write(&body, deadline, &cmd, result_timeout).await.map_err(|e| lost(true, e))?;
+        self.write(&body, deadline, &cmd, result_timeout)
+            .await
+            .map_err(|e| lost(true, e))?;
         let response = self
             .wait_final(Expect::info("+CMGS"), deadline, &cmd, result_timeout)
             .await
@@ -233,9 +269,13 @@ impl Session {
         loop {
             while let Some(event) = self.next_event() {
                 match event {
-                    Event::Line(Line::Final(Final::Call(_)), _) | Event::Line(Line::Echo(_), _) | Event::Prompt => {}
+                    Event::Line(Line::Final(Final::Call(_)), _)
+                    | Event::Line(Line::Echo(_), _)
+                    | Event::Prompt => {}
                     Event::Line(Line::Final(result), _) => return Ok(Response { lines, result }),
-                    Event::Line(Line::Info(info), raw) if expect.prefix == Some(info.name.as_str()) => {
+                    Event::Line(Line::Info(info), raw)
+                        if expect.prefix == Some(info.name.as_str()) =>
+                    {
                         lines.push(raw);
                         if let Some(grace) = expect.info_is_final_after {
                             deadline_now = deadline_now.min(Instant::now() + grace);
@@ -248,8 +288,18 @@ impl Session {
             match timeout_at(deadline_now, self.fill()).await {
                 Ok(read) => read?,
                 // The information line was the whole answer (see `Expect::info_is_final_after`).
-                Err(_) if deadline_now < deadline => return Ok(Response { lines, result: Final::Ok }),
-                Err(_) => return Err(SessionError::Timeout { command: cmd.to_owned(), after: timeout }),
+                Err(_) if deadline_now < deadline => {
+                    return Ok(Response {
+                        lines,
+                        result: Final::Ok,
+                    });
+                }
+                Err(_) => {
+                    return Err(SessionError::Timeout {
+                        command: cmd.to_owned(),
+                        after: timeout,
+                    });
+                }
             }
         }
     }
@@ -283,7 +333,10 @@ impl Session {
             };
             if let Some(urc) = self.awaiting_pdu.take() {
                 if is_pdu_hex(&raw) {
-                    self.unsolicited.push_back(Unsolicited::Routed { urc, pdu_hex: raw.trim().to_owned() });
+                    self.unsolicited.push_back(Unsolicited::Routed {
+                        urc,
+                        pdu_hex: raw.trim().to_owned(),
+                    });
                     continue;
                 }
                 tracing::warn!(?urc, line = %raw, "routed message without a PDU line");
@@ -307,14 +360,23 @@ impl Session {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8], deadline: Instant, cmd: &str, timeout: Duration) -> Result<(), SessionError> {
+    async fn write(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
         let write = async {
             self.port.write_all(bytes).await?;
             self.port.flush().await
         };
         match timeout_at(deadline, write).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(SessionError::Timeout { command: cmd.to_owned(), after: timeout }),
+            Err(_) => Err(SessionError::Timeout {
+                command: cmd.to_owned(),
+                after: timeout,
+            }),
         }
     }
 }
@@ -362,12 +424,23 @@ mod tests {
                 .unwrap();
             modem
         });
-        let r = s.command("AT+CSQ", Expect::info("+CSQ"), SECOND).await.unwrap();
+        let r = s
+            .command("AT+CSQ", Expect::info("+CSQ"), SECOND)
+            .await
+            .unwrap();
         assert_eq!(r.lines, vec!["+CSQ: 20,99"]);
         assert!(r.is_ok());
-        assert_eq!(s.take_unsolicited(), Some(Unsolicited::Urc(Urc::Cmti { memory: "SM".into(), index: 3 })));
+        assert_eq!(
+            s.take_unsolicited(),
+            Some(Unsolicited::Urc(Urc::Cmti {
+                memory: "SM".into(),
+                index: 3
+            }))
+        );
         assert!(matches!(s.take_unsolicited(), Some(Unsolicited::Info(i)) if i.name == "+CREG"));
-        assert!(matches!(s.take_unsolicited(), Some(Unsolicited::Urc(Urc::Other { name, .. })) if name == "^RSSI"));
+        assert!(
+            matches!(s.take_unsolicited(), Some(Unsolicited::Urc(Urc::Other { name, .. })) if name == "^RSSI")
+        );
         assert_eq!(s.take_unsolicited(), None);
         fake.await.unwrap();
     }
@@ -385,9 +458,16 @@ mod tests {
             }
         });
         let start = Instant::now();
-        let err = s.command("AT", Expect::NOTHING, 5 * SECOND).await.unwrap_err();
+        let err = s
+            .command("AT", Expect::NOTHING, 5 * SECOND)
+            .await
+            .unwrap_err();
         assert!(matches!(err, SessionError::Timeout { .. }), "{err}");
-        assert!(start.elapsed() < 6 * SECOND, "deadline stretched to {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < 6 * SECOND,
+            "deadline stretched to {:?}",
+            start.elapsed()
+        );
         assert!(s.has_unsolicited());
     }
 
@@ -399,7 +479,10 @@ mod tests {
             modem.write_all(b"+CPIN: READY\r\n").await.unwrap();
             std::future::pending::<()>().await;
         });
-        let expect = Expect { prefix: Some("+CPIN"), info_is_final_after: Some(Duration::from_millis(500)) };
+        let expect = Expect {
+            prefix: Some("+CPIN"),
+            info_is_final_after: Some(Duration::from_millis(500)),
+        };
         let r = s.command("AT+CPIN?", expect, 10 * SECOND).await.unwrap();
         assert_eq!(r.info("+CPIN").collect::<Vec<_>>(), vec!["READY"]);
     }
@@ -409,13 +492,31 @@ mod tests {
         let (mut s, mut modem) = pair();
         let fake = tokio::spawn(async move {
             assert_eq!(read_until(&mut modem, b"\r").await, "AT+CMGS=5\r");
-            modem.write_all(b"\r\n+ZPASR: \"UMTS\"\r\n\r\n> ").await.unwrap();
+            modem
+                .write_all(b"\r\n+ZPASR: \"UMTS\"\r\n\r\n> ")
+                .await
+                .unwrap();
             assert_eq!(read_until(&mut modem, &[0x1a]).await, "00AABBCCDDEE\x1a");
-            modem.write_all(b"\r\n+CMTI: \"SM\",1\r\n+CMGS: 77\r\n\r\nOK\r\n").await.unwrap();
+            modem
+                .write_all(b"\r\n+CMTI: \"SM\",1\r\n+CMGS: 77\r\n\r\nOK\r\n")
+                .await
+                .unwrap();
         });
-        assert_eq!(s.submit(5, "00AABBCCDDEE", SECOND, SECOND).await.unwrap(), 77);
-        assert!(matches!(s.take_unsolicited(), Some(Unsolicited::Urc(Urc::Other { .. }))));
-        assert_eq!(s.take_unsolicited(), Some(Unsolicited::Urc(Urc::Cmti { memory: "SM".into(), index: 1 })));
+        assert_eq!(
+            s.submit(5, "00AABBCCDDEE", SECOND, SECOND).await.unwrap(),
+            77
+        );
+        assert!(matches!(
+            s.take_unsolicited(),
+            Some(Unsolicited::Urc(Urc::Other { .. }))
+        ));
+        assert_eq!(
+            s.take_unsolicited(),
+            Some(Unsolicited::Urc(Urc::Cmti {
+                memory: "SM".into(),
+                index: 1
+            }))
+        );
         fake.await.unwrap();
     }
 
@@ -443,7 +544,10 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let err = s.submit(1, "00AA", SECOND, SECOND).await.unwrap_err();
-        assert!(matches!(err, SubmitError::Rejected(Final::Cms(CmsError(500)))), "{err}");
+        assert!(
+            matches!(err, SubmitError::Rejected(Final::Cms(CmsError(500)))),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -456,18 +560,36 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let err = s.submit(1, "00AA", SECOND, 120 * SECOND).await.unwrap_err();
-        assert!(matches!(err, SubmitError::Lost { written: true, cause: SessionError::Timeout { .. } }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SubmitError::Lost {
+                    written: true,
+                    cause: SessionError::Timeout { .. }
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn routed_message_is_paired_with_its_pdu_line() {
         let (mut s, mut modem) = pair();
         modem.write_all(b"\r\n+CMT: ,23\r\n").await.unwrap();
-        modem.write_all(b"0791AABB\r\n+CDS: 25\r\nBAD\r\nRING\r\n").await.unwrap();
+        modem
+            .write_all(b"0791AABB\r\n+CDS: 25\r\nBAD\r\nRING\r\n")
+            .await
+            .unwrap();
         s.wait_unsolicited().await.unwrap();
         assert_eq!(
             s.take_unsolicited(),
-            Some(Unsolicited::Routed { urc: Urc::Cmt { alpha: None, length: Some(23) }, pdu_hex: "0791AABB".into() })
+            Some(Unsolicited::Routed {
+                urc: Urc::Cmt {
+                    alpha: None,
+                    length: Some(23)
+                },
+                pdu_hex: "0791AABB".into()
+            })
         );
         drop(modem);
         // "BAD" is not a PDU: the +CDS is dropped, RING still arrives, then the port closes.
