@@ -75,6 +75,11 @@ pub async fn initialise(
         busy_retry(session, command::PDU_MODE, Expect::NOTHING, t).await?,
         command::PDU_MODE,
     )?;
+    // Phase 2+ makes the network redeliver a routed +CDS/+CMT until we acknowledge it after storing: no
+    // report is lost if we stop in between. Refused: stay in phase 2, where none needs acknowledging.
+    session
+        .command("AT+CSMS=1", Expect::info("+CSMS"), t.command)
+        .await?;
     let cnmi = choose_cnmi(session, t).await?;
     let (memory, storage) = select_storage(session, t).await?;
     let cnma_required = match session
