@@ -15,6 +15,8 @@ mod receive;
 mod send;
 pub mod session;
 pub mod worker;
+#[cfg(test)]
+mod worker_tests;
 
 pub use config::{Timeouts, WorkerConfig};
 pub use worker::{Opener, WorkerHandle, spawn_with_opener, spawn_worker};

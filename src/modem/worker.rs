@@ -168,7 +168,9 @@ impl Worker {
                         Some(format!("cannot open {}: {e}", self.cfg.device.display())),
                     )
                     .await;
-                    self.idle(backoff).await;
+                    if !self.idle(backoff).await {
+                        break;
+                    }
                     backoff = (backoff * 2).min(self.cfg.timeouts.max_backoff);
                     continue;
                 }
@@ -192,7 +194,9 @@ impl Worker {
                 Err(InitError::Session(e)) => {
                     self.set_state(ModemState::Offline, Some(format!("initialisation: {e}")))
                         .await;
-                    self.idle(backoff).await;
+                    if !self.idle(backoff).await {
+                        break;
+                    }
                     backoff = (backoff * 2).min(self.cfg.timeouts.max_backoff);
                     continue;
                 }
@@ -200,7 +204,9 @@ impl Worker {
                     // The modem answers but cannot do SMS (SIM locked, PDU mode refused): retry slowly.
                     self.set_state(ModemState::Degraded, Some(e.to_string()))
                         .await;
-                    self.idle(self.cfg.timeouts.max_backoff).await;
+                    if !self.idle(self.cfg.timeouts.max_backoff).await {
+                        break;
+                    }
                     continue;
                 }
             }
@@ -210,23 +216,26 @@ impl Worker {
                     tracing::warn!(modem = %self.cfg.id, %why, "connection lost; re-opening");
                     self.set_state(ModemState::Offline, Some(why)).await;
                     drop(session);
-                    self.idle(backoff).await;
+                    if !self.idle(backoff).await {
+                        break;
+                    }
                 }
             }
         }
         self.set_state(ModemState::Offline, None).await;
     }
 
-    /// Wait out a back-off, answering jobs `NotAttempted` meanwhile.
-    async fn idle(&mut self, pause: Duration) {
+    /// Wait out a back-off, answering jobs `NotAttempted` meanwhile; `false` when the worker should stop
+    /// (cancelled, or every handle dropped).
+    async fn idle(&mut self, pause: Duration) -> bool {
         let until = Instant::now() + pause;
         loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(until) => return,
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
                 job = self.jobs.recv() => match job {
                     Some(job) => { let _ = job.done.send(JobOutcome::NotAttempted); }
-                    None => { self.cancel.cancel(); return; }
+                    None => return false,
                 },
             }
         }
@@ -263,7 +272,11 @@ impl Worker {
                     biased;
                     _ = self.cancel.cancelled() => Wake::Cancelled,
                     r = session.wait_unsolicited() => Wake::Unsolicited(r),
-                    _ = self.paused.changed() => Wake::PauseChanged,
+                    changed = self.paused.changed() => match changed {
+                        Ok(()) => Wake::PauseChanged,
+                        // Every handle is gone: nobody can send jobs or read health any more.
+                        Err(_) => Wake::Cancelled,
+                    },
                     job = self.jobs.recv() => Wake::Job(job),
                     _ = sweep.tick() => Wake::Sweep,
                     _ = health.tick() => Wake::Health,
