@@ -101,10 +101,16 @@ impl Worker {
             let mut h = self.health.clone();
             h.last_error = Some(error.to_string());
             self.publish(h).await;
+            let transient = error.is_transient();
             let _ = done.send(JobOutcome::Failed {
                 part: part.part,
                 error,
             });
+            // A transient failure often means registration changed (CMS 331, 500): let dispatch see it now
+            // rather than at the next poll.
+            if transient {
+                self.refresh_health(session).await?;
+            }
             return Ok(());
         }
         let _ = done.send(JobOutcome::Sent);

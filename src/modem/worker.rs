@@ -329,7 +329,7 @@ impl Worker {
         }
     }
 
-    async fn refresh_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
+    pub(super) async fn refresh_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
         let mut h = self.health.clone();
         health::poll(session, &self.cfg.timeouts, &mut h).await?;
         h.state = if *self.paused.borrow() {
@@ -352,7 +352,7 @@ impl Worker {
 
     /// Record `h` and tell the daemon if anything changed.
     pub(super) async fn publish(&mut self, h: ModemHealth) {
-        if h == self.health && *self.health_tx.borrow() == h {
+        if h == self.health {
             return;
         }
         self.health = h.clone();
