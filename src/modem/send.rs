@@ -4,7 +4,7 @@
 use crate::at::{CmeError, Final, command};
 
 use super::{
-    job::{JobOutcome, SendError, SendJob, WorkerEvent},
+    job::{JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
     session::{Expect, Session, SessionError, SubmitError},
     worker::Worker,
 };
@@ -114,6 +114,10 @@ impl Worker {
             return Ok(());
         }
         let _ = done.send(JobOutcome::Sent);
+        // Sending works again: a degraded state from an earlier failure is probably over.
+        if self.health.state == ModemState::Degraded {
+            self.refresh_health(session).await?;
+        }
         Ok(())
     }
 }

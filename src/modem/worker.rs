@@ -329,7 +329,10 @@ impl Worker {
         }
     }
 
-    pub(super) async fn refresh_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
+    pub(super) async fn refresh_health(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<(), SessionError> {
         let mut h = self.health.clone();
         health::poll(session, &self.cfg.timeouts, &mut h).await?;
         h.state = if *self.paused.borrow() {
