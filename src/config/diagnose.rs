@@ -388,3 +388,83 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Report {
+        Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults_with_warnings_about_what_is_missing() {
+        let report = check("");
+        let config = report.config.clone().unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.body_limit.get(), 65_536);
+        assert!(config.quiet_hours.enabled && config.dispatch.sticky && config.pdu.smart_encoding);
+        assert!(!config.storage.resend_unknown_on_start);
+        assert_eq!(config.dispatch.max_attempts.get(), 5);
+        assert_eq!(
+            report.render(),
+            [
+                "t.toml:1: warning: no [[api_keys]]: no client can use the API",
+                "t.toml:1: warning: no [[modems]]: nothing can be sent or received"
+            ]
+        );
+    }
+
+    #[test]
+    fn modem_defaults_apply_per_modem() {
+        let report = check(
+            "[[api_keys]]\nname = \"a\"\ntoken = \"t\"\nscopes = [\"read\"]\n[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\n",
+        );
+        let modem = &report.config.unwrap().modems[0];
+        assert_eq!(
+            (modem.baud, modem.rate.to_string().as_str()),
+            (115_200, "6/min")
+        );
+        assert!(modem.enabled && !modem.paused && modem.pin.is_none() && modem.smsc.is_none());
+    }
+
+    #[test]
+    fn a_pruned_required_key_is_reported_once() {
+        // `device` is required: removing the bad value must not add "missing field `device`".
+        let report = check("[[modems]]\nid = \"m1\"\ndevice = \"ttyUSB2\"\n");
+        assert_eq!(
+            report.render(),
+            [
+                "t.toml:3: invalid device `ttyUSB2`: expected an absolute serial device path or sim:PROFILE"
+            ]
+        );
+        assert!(report.config.is_none());
+    }
+
+    #[test]
+    fn smsc_must_be_international() {
+        let report =
+            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"2063130004\"\n");
+        assert!(
+            report.render()[0].starts_with("t.toml:4: invalid smsc"),
+            "{:?}",
+            report.render()
+        );
+        let ok =
+            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"+12063130004\"\n");
+        assert_eq!(
+            ok.config.unwrap().modems[0]
+                .smsc
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            Some("+12063130004".into())
+        );
+    }
+
+    #[test]
+    fn lines_count_from_one() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+}
