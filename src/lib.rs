@@ -5,6 +5,8 @@
 //! - [`at`]: AT protocol framing, response and URC parsing, command builders.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
 
+pub mod api;
 pub mod at;
 pub mod modem;
 pub mod pdu;
+pub mod webhook;
