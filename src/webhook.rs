@@ -9,16 +9,16 @@
 //! same event retried keeps its id, so receivers de-duplicate on it.
 //!
 //! # Delivery
-//! Events are fanned out into the store's outbox (one row per subscribed webhook) in the same commit as the
-//! state change that caused them, so none is lost in a crash. The [`Deliverer`] then posts due rows: a 2xx
-//! answer marks a row delivered; anything else (or no answer in time) records the attempt and schedules the
-//! next after an exponential back-off with jitter ([`Backoff`], 1 s doubling to 1 h by default). Rows of one
-//! message go out in order: [`OutboxStore::next_due`] offers only the oldest undelivered row of each message.
+//! Events are written to the store's outbox (one row per event) in the same commit as the state change that
+//! caused them, so none is lost in a crash. The [`Deliverer`] then posts due rows to every webhook subscribed
+//! to the event's type: 2xx from all marks a row delivered; anything else (or no answer in time) records the
+//! attempt and schedules the next after an exponential back-off with jitter ([`Backoff`], 1 s doubling to
+//! 1 h by default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
+//! undelivered row of each message.
 //!
 //! Plain `http://` only: HTTPS would need a TLS stack (rustls + a crypto provider) we do not carry yet; put a
 //! TLS-terminating proxy on the CMS side, or on loopback, meanwhile.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,10 +187,10 @@ impl Envelope {
         }
     }
 
-    /// The exact bytes every attempt sends (stored once, so retries are byte-identical).
-    pub fn body(&self) -> Vec<u8> {
-        // Serialising plain data with string keys cannot fail; an empty body would be refused downstream.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The JSON the outbox stores and every attempt posts (so retries are byte-identical).
+    pub fn payload(&self) -> Value {
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -306,10 +306,6 @@ impl Target {
         })
     }
 
-    pub fn url(&self) -> String {
-        self.url.to_string()
-    }
-
     pub fn wants(&self, kind: EventKind) -> bool {
         self.events
             .as_ref()
@@ -325,47 +321,23 @@ impl Target {
     }
 }
 
-/// A row to add to the outbox, in the same commit as the event it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOutboxEntry {
-    pub event_id: Uuid,
-    pub url: String,
-    /// Rows with the same key are delivered in insertion order.
-    pub ordering_key: Option<Uuid>,
-    pub body: Vec<u8>,
-}
-
-/// The outbox rows for `envelope`: one per webhook subscribed to its type.
-pub fn fan_out(targets: &[Target], envelope: &Envelope) -> Vec<NewOutboxEntry> {
-    let body = envelope.body();
-    targets
-        .iter()
-        .filter(|t| t.wants(envelope.event.kind()))
-        .map(|t| NewOutboxEntry {
-            event_id: envelope.id,
-            url: t.url(),
-            ordering_key: envelope.event.message_id(),
-            body: body.clone(),
-        })
-        .collect()
-}
-
-/// A row due for delivery.
+/// An outbox row due for delivery: one event, to be posted to every webhook subscribed to its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
     pub id: i64,
-    pub url: String,
+    pub kind: EventKind,
+    /// The exact bytes to post (the stored [`Envelope`]).
     pub body: Vec<u8>,
     /// Attempts made so far.
     pub attempts: u32,
 }
 
-/// How an attempt ended.
+/// How an attempt ended for the webhooks that did not accept it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    /// The receiver answered with this status.
+    /// A receiver answered with this (non-2xx) status.
     Status(u16),
-    /// No answer: connection refused, timeout, bad URL.
+    /// No answer: connection refused, timeout, unknown event type.
     Error(String),
 }
 
@@ -383,13 +355,12 @@ pub struct OutboxError(pub String);
 
 pub type OutboxResult<'a, T> = BoxFuture<'a, Result<T, OutboxError>>;
 
-/// The outbox storage (the store's `webhook_outbox` table).
+/// The outbox storage (the store's `webhook_outbox` table). Rows are added with the state change that
+/// caused them, as an [`Envelope`] with its [`EventKind`] and message id.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Undelivered rows with `next_at <= now`, oldest first, at most `limit`, and at most one per ordering
-    /// key: the oldest undelivered row of its key (a later event waits for an earlier one, even if due).
+    /// Undelivered rows due at `now`, oldest first, at most `limit`, and only the oldest undelivered row of
+    /// each message: a message's later event waits for its earlier one even when due.
     fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>>;
-    /// When the earliest undelivered row becomes due, if any.
-    fn next_wakeup(&self) -> OutboxResult<'_, Option<Timestamp>>;
     /// Records a failed attempt and when to try again.
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
     /// Records the successful attempt; the row is never offered again.
@@ -427,13 +398,19 @@ impl Backoff {
 }
 
 /// Posts due outbox rows until cancelled.
+///
+/// A row is delivered when every subscribed webhook answered 2xx in the same attempt; otherwise the whole
+/// row is retried, so a webhook that already accepted it may see it again: receivers de-duplicate on the
+/// envelope `id` (delivery is at least once, as with any webhook).
 pub struct Deliverer {
     store: Arc<dyn OutboxStore>,
-    targets: HashMap<String, Target>,
+    targets: Vec<Target>,
     client: Client<HttpConnector, Full<Bytes>>,
     backoff: Backoff,
     /// Longest wait for a receiver's answer.
     timeout: Duration,
+    /// Longest sleep between rounds: how late a retry scheduled by an earlier run can be.
+    poll: Duration,
     /// Rows fetched (and posted concurrently, all of different messages) per round.
     batch: usize,
     /// Poked when new rows are committed, so they go out without waiting for the next poll.
@@ -446,13 +423,19 @@ impl Deliverer {
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         Deliverer {
             store,
-            targets: targets.into_iter().map(|t| (t.url(), t)).collect(),
+            targets,
             client: Client::builder(TokioExecutor::new()).build(connector),
             backoff,
             timeout: Duration::from_secs(15),
+            poll: Duration::from_secs(1),
             batch: 32,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Whether any webhook wants `kind`: if not, do not enqueue it at all.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.targets.iter().any(|t| t.wants(kind))
     }
 
     /// Notify this after committing outbox rows.
@@ -462,23 +445,18 @@ impl Deliverer {
 
     /// Delivers until `cancel` fires. Store errors are logged and retried on the next round.
     pub async fn run(self, cancel: CancellationToken) {
-        /// Longest sleep between rounds, so rows written without a wake-up still go out.
-        const POLL: Duration = Duration::from_secs(30);
         loop {
-            let mut wait = POLL;
+            let mut wait = self.poll;
             match self.deliver_due().await {
-                Ok(n) if n >= self.batch => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "webhook delivery round failed"),
-            }
-            match self.store.next_wakeup().await {
-                Ok(Some(at)) => {
-                    let until =
-                        Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
-                    wait = wait.min(until);
+                Ok(round) if round.rows >= self.batch => continue,
+                Ok(round) => {
+                    if let Some(at) = round.earliest_retry {
+                        let until = Duration::try_from(at.duration_since(Timestamp::now()))
+                            .unwrap_or_default();
+                        wait = wait.min(until);
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "webhook outbox unreadable"),
+                Err(e) => tracing::warn!(error = %e, "webhook delivery round failed"),
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -488,53 +466,61 @@ impl Deliverer {
         }
     }
 
-    /// One round: posts every due row (concurrently, they are of different messages); returns how many.
-    pub async fn deliver_due(&self) -> Result<usize, OutboxError> {
+    /// One round: posts every due row (concurrently: they are of different messages).
+    pub async fn deliver_due(&self) -> Result<Round, OutboxError> {
         let items = self.store.next_due(Timestamp::now(), self.batch).await?;
-        let count = items.len();
-        let results: Vec<Result<(), OutboxError>> = futures_util::stream::iter(items)
-            .map(|item| self.deliver(item))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<(), _>>()?;
-        Ok(count)
+        let rows = items.len();
+        let results: Vec<Result<Option<Timestamp>, OutboxError>> =
+            futures_util::stream::iter(items)
+                .map(|item| self.deliver(item))
+                .buffer_unordered(8)
+                .collect()
+                .await;
+        let mut earliest_retry: Option<Timestamp> = None;
+        for result in results {
+            if let Some(at) = result? {
+                earliest_retry = Some(earliest_retry.map_or(at, |e| e.min(at)));
+            }
+        }
+        Ok(Round {
+            rows,
+            earliest_retry,
+        })
     }
 
-    async fn deliver(&self, item: OutboxItem) -> Result<(), OutboxError> {
-        let outcome = self.post(&item).await;
+    /// Posts one row to its webhooks; the retry time when it failed.
+    async fn deliver(&self, item: OutboxItem) -> Result<Option<Timestamp>, OutboxError> {
+        let targets: Vec<&Target> = self.targets.iter().filter(|t| t.wants(item.kind)).collect();
+        let outcomes =
+            futures_util::future::join_all(targets.iter().map(|t| self.post(t, &item.body))).await;
         let now = Timestamp::now();
-        match outcome {
-            AttemptOutcome::Status(status) if (200..300).contains(&status) => {
-                self.store.mark_delivered(item.id, now, status).await
+        let failure = outcomes
+            .into_iter()
+            .find(|o| !matches!(o, AttemptOutcome::Status(200..=299)));
+        match failure {
+            None => {
+                self.store.mark_delivered(item.id, now, 200).await?;
+                Ok(None)
             }
-            outcome => {
+            Some(outcome) => {
                 let attempts = item.attempts.saturating_add(1);
-                let delay = self.backoff.delay(item.id, attempts);
-                let next_at = now.checked_add(delay).unwrap_or(now);
-                tracing::info!(id = item.id, url = %item.url, ?outcome, attempts, "webhook attempt failed");
-                self.store
-                    .record_attempt(
-                        item.id,
-                        Attempt {
-                            at: now,
-                            outcome,
-                            next_at,
-                        },
-                    )
-                    .await
+                let next_at = now
+                    .checked_add(self.backoff.delay(item.id, attempts))
+                    .unwrap_or(now);
+                tracing::info!(id = item.id, ?outcome, attempts, "webhook attempt failed");
+                let attempt = Attempt {
+                    at: now,
+                    outcome,
+                    next_at,
+                };
+                self.store.record_attempt(item.id, attempt).await?;
+                Ok(Some(next_at))
             }
         }
     }
 
-    async fn post(&self, item: &OutboxItem) -> AttemptOutcome {
-        let Some(target) = self.targets.get(&item.url) else {
-            return AttemptOutcome::Error(format!(
-                "{} is no longer a configured webhook",
-                item.url
-            ));
-        };
-        let signature = target.signature(Timestamp::now().as_second(), &item.body);
+    async fn post(&self, target: &Target, body: &[u8]) -> AttemptOutcome {
+        let signature = target.signature(Timestamp::now().as_second(), body);
         let request = hyper::Request::post(target.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
@@ -542,17 +528,29 @@ impl Deliverer {
                 concat!("modemgate/", env!("CARGO_PKG_VERSION")),
             )
             .header("Modemgate-Signature", signature)
-            .body(Full::new(Bytes::from(item.body.clone())));
+            .body(Full::new(Bytes::copy_from_slice(body)));
         let request = match request {
             Ok(request) => request,
             Err(e) => return AttemptOutcome::Error(e.to_string()),
         };
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => AttemptOutcome::Status(response.status().as_u16()),
-            Ok(Err(e)) => AttemptOutcome::Error(e.to_string()),
-            Err(_) => AttemptOutcome::Error(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(e)) => AttemptOutcome::Error(format!("{}: {e}", target.url)),
+            Err(_) => AttemptOutcome::Error(format!(
+                "{}: no answer within {:?}",
+                target.url, self.timeout
+            )),
         }
     }
+}
+
+/// What one delivery round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Rows attempted.
+    pub rows: usize,
+    /// The earliest retry scheduled in this round.
+    pub earliest_retry: Option<Timestamp>,
 }
 
 #[cfg(test)]
@@ -574,7 +572,7 @@ mod tests {
     #[test]
     fn envelope_has_id_type_created_at_and_data() {
         let env = Envelope::new(sent(), "2026-11-22T12:00:00Z".parse().unwrap());
-        let json: Value = serde_json::from_slice(&env.body()).unwrap();
+        let json = env.payload();
         assert_eq!(json["type"], "message.sent");
         assert_eq!(json["created_at"], "2026-11-22T12:00:00Z");
         assert_eq!(json["id"], env.id.to_string());
@@ -635,15 +633,13 @@ mod tests {
         );
         let events = vec!["message.delivered".to_owned()];
         let only = Target::new("http://cms/a", "s", Some(&events)).unwrap();
-        let all = Target::new("http://cms/b", "s", None).unwrap();
-        let entries = fan_out(
-            &[only.clone(), all],
-            &Envelope::new(sent(), Timestamp::UNIX_EPOCH),
-        );
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].url, "http://cms/b");
-        assert_eq!(entries[0].ordering_key, Some(Uuid::nil()));
         assert!(only.wants(EventKind::MessageDelivered));
+        assert!(!only.wants(EventKind::MessageSent));
+        assert!(
+            Target::new("http://cms/b", "s", Some(&[]))
+                .unwrap()
+                .wants(EventKind::OptoutCreated)
+        );
         let bad = vec!["message.exploded".to_owned()];
         assert!(matches!(
             Target::new("http://cms/", "s", Some(&bad)),

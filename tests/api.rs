@@ -769,20 +769,45 @@ async fn openapi_lists_every_served_route() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Webhooks: a fake outbox, a real receiver.
+// Webhooks: a fake outbox, real receivers.
 
 #[derive(Debug, Clone)]
 struct Row {
     item: OutboxItem,
-    ordering_key: Option<Uuid>,
+    message_id: Option<Uuid>,
     next_at: Timestamp,
     delivered: bool,
     attempts: Vec<Attempt>,
 }
 
+fn row(id: i64, envelope: &Envelope) -> Row {
+    Row {
+        item: OutboxItem {
+            id,
+            kind: envelope.event.kind(),
+            body: serde_json::to_vec(&envelope.payload()).unwrap(),
+            attempts: 0,
+        },
+        message_id: envelope.event.message_id(),
+        next_at: Timestamp::UNIX_EPOCH,
+        delivered: false,
+        attempts: vec![],
+    }
+}
+
+/// The outbox contract in memory: due rows, oldest first, only the oldest undelivered row per message.
 struct FakeOutbox {
     rows: Mutex<Vec<Row>>,
     delivered: tokio::sync::watch::Sender<usize>,
+}
+
+impl FakeOutbox {
+    fn new(rows: Vec<Row>) -> Arc<FakeOutbox> {
+        Arc::new(FakeOutbox {
+            rows: Mutex::new(rows),
+            delivered: tokio::sync::watch::channel(0).0,
+        })
+    }
 }
 
 impl OutboxStore for FakeOutbox {
@@ -792,23 +817,12 @@ impl OutboxStore for FakeOutbox {
         let due = rows
             .iter()
             .filter(|r| !r.delivered)
-            .filter(|r| r.ordering_key.is_none_or(|k| seen.insert(k)))
+            .filter(|r| r.message_id.is_none_or(|k| seen.insert(k)))
             .filter(|r| r.next_at <= now)
             .take(limit)
             .map(|r| r.item.clone())
             .collect();
         Box::pin(async move { Ok(due) })
-    }
-    fn next_wakeup(&self) -> OutboxResult<'_, Option<Timestamp>> {
-        let next = self
-            .rows
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| !r.delivered)
-            .map(|r| r.next_at)
-            .min();
-        Box::pin(async move { Ok(next) })
     }
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()> {
         let mut rows = self.rows.lock().unwrap();
@@ -826,7 +840,7 @@ impl OutboxStore for FakeOutbox {
     }
 }
 
-fn sent_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
+fn status_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
     Envelope::new(
         kind(MessageEvent {
             message_id,
@@ -841,74 +855,70 @@ fn sent_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
     )
 }
 
-#[tokio::test]
-async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
-    const SECRET: &str = "whsec-test";
-    // The receiver: checks every signature, fails the first two requests, logs (event id, status).
-    let log: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
-    let receiver = {
-        let log = log.clone();
-        axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
-                let log = log.clone();
-                async move {
-                    let signature = headers["modemgate-signature"].to_str().unwrap();
-                    webhook::verify(
-                        SECRET.as_bytes(),
-                        signature,
-                        &body,
-                        Timestamp::now(),
-                        Duration::from_secs(300),
-                    )
-                    .unwrap();
-                    let event: Value = serde_json::from_slice(&body).unwrap();
-                    let mut log = log.lock().unwrap();
-                    let status = if log.len() < 2 { 500 } else { 200 };
-                    log.push((event["id"].as_str().unwrap().to_owned(), status));
-                    StatusCode::from_u16(status).unwrap()
-                }
-            }),
-        )
-    };
+type ReceiverLog = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// A webhook receiver on 127.0.0.1: checks every signature, answers 500 to the first `failures` requests,
+/// logs (event id, status answered).
+async fn receiver(secret: &'static str, failures: usize) -> (String, ReceiverLog) {
+    let log: ReceiverLog = Arc::default();
+    let handler_log = log.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let log = handler_log.clone();
+            async move {
+                let signature = headers["modemgate-signature"].to_str().unwrap();
+                webhook::verify(
+                    secret.as_bytes(),
+                    signature,
+                    &body,
+                    Timestamp::now(),
+                    Duration::from_secs(300),
+                )
+                .unwrap();
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                let mut log = log.lock().unwrap();
+                let status = if log.len() < failures { 500 } else { 200 };
+                log.push((event["id"].as_str().unwrap().to_owned(), status));
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, log)
+}
 
-    let target = Target::new(&url, SECRET, None).unwrap();
+#[tokio::test]
+async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
+    let (all_url, all_log) = receiver("secret-all", 2).await;
+    let (delivered_url, delivered_log) = receiver("secret-delivered", 0).await;
+    let only_delivered = vec!["message.delivered".to_owned()];
+    let targets = vec![
+        Target::new(&all_url, "secret-all", None).unwrap(),
+        Target::new(&delivered_url, "secret-delivered", Some(&only_delivered)).unwrap(),
+    ];
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let envelopes = [
-        sent_event(a, Event::MessageSent),
-        sent_event(b, Event::MessageSent),
-        sent_event(a, Event::MessageDelivered),
+        status_event(a, Event::MessageSent),
+        status_event(b, Event::MessageSent),
+        status_event(a, Event::MessageDelivered),
     ];
-    let rows = envelopes
-        .iter()
-        .flat_map(|e| webhook::fan_out(std::slice::from_ref(&target), e))
-        .enumerate()
-        .map(|(i, entry)| Row {
-            item: OutboxItem {
-                id: i as i64,
-                url: entry.url,
-                body: entry.body,
-                attempts: 0,
-            },
-            ordering_key: entry.ordering_key,
-            next_at: Timestamp::UNIX_EPOCH,
-            delivered: false,
-            attempts: vec![],
-        })
-        .collect();
-    let (delivered, mut delivered_rx) = tokio::sync::watch::channel(0);
-    let outbox = Arc::new(FakeOutbox {
-        rows: Mutex::new(rows),
-        delivered,
-    });
+    let outbox = FakeOutbox::new(
+        envelopes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| row(i as i64, e))
+            .collect(),
+    );
+    let mut delivered_rx = outbox.delivered.subscribe();
     let backoff = Backoff {
         base: Duration::from_millis(20),
         cap: Duration::from_millis(40),
     };
-    let deliverer = Deliverer::new(outbox.clone(), vec![target], backoff);
+    let deliverer = Deliverer::new(outbox.clone(), targets, backoff);
+    assert!(deliverer.wants(webhook::EventKind::MessageSent));
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(deliverer.run(cancel.clone()));
 
@@ -919,24 +929,31 @@ async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
     cancel.cancel();
     task.await.unwrap();
 
-    let ids: HashMap<String, usize> = envelopes
+    let index: HashMap<String, usize> = envelopes
         .iter()
         .enumerate()
         .map(|(i, e)| (e.id.to_string(), i))
         .collect();
-    let log = log.lock().unwrap().clone();
-    assert_eq!(log.iter().filter(|(_, s)| *s == 500).count(), 2);
+    let log = all_log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|(_, s)| *s == 500).count(), 2, "{log:?}");
     // a's second event is never posted before a's first was accepted.
     let first_a_ok = log
         .iter()
-        .position(|(id, s)| ids[id] == 0 && *s == 200)
+        .position(|(id, s)| index[id] == 0 && *s == 200)
         .unwrap();
-    let first_a2 = log.iter().position(|(id, _)| ids[id] == 2).unwrap();
+    let first_a2 = log.iter().position(|(id, _)| index[id] == 2).unwrap();
     assert!(first_a2 > first_a_ok, "out of order: {log:?}");
-    // Every failed attempt was recorded with its status and a later retry time.
+    // The second webhook only subscribed to message.delivered.
+    let delivered_only: Vec<usize> = delivered_log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| index[id])
+        .collect();
+    assert_eq!(delivered_only, vec![2]);
+    // Every failed attempt was recorded with its status and a back-off within the bounds.
     let rows = outbox.rows.lock().unwrap();
-    let failed: usize = rows.iter().map(|r| r.attempts.len()).sum();
-    assert_eq!(failed, 2);
+    assert_eq!(rows.iter().map(|r| r.attempts.len()).sum::<usize>(), 2);
     for attempt in rows.iter().flat_map(|r| &r.attempts) {
         assert_eq!(attempt.outcome, AttemptOutcome::Status(500));
         let delay = attempt.next_at.duration_since(attempt.at);
@@ -957,29 +974,13 @@ async fn unreachable_webhooks_record_the_error() {
         .local_addr()
         .unwrap();
     let target = Target::new(&format!("http://{addr}/hook"), "s", None).unwrap();
-    let entry = webhook::fan_out(
-        std::slice::from_ref(&target),
-        &sent_event(Uuid::nil(), Event::MessageFailed),
-    );
-    let entry = entry.into_iter().next().unwrap();
-    let (delivered, _rx) = tokio::sync::watch::channel(0);
-    let outbox = Arc::new(FakeOutbox {
-        rows: Mutex::new(vec![Row {
-            item: OutboxItem {
-                id: 1,
-                url: entry.url,
-                body: entry.body,
-                attempts: 0,
-            },
-            ordering_key: entry.ordering_key,
-            next_at: Timestamp::UNIX_EPOCH,
-            delivered: false,
-            attempts: vec![],
-        }]),
-        delivered,
-    });
+    let outbox = FakeOutbox::new(vec![row(
+        1,
+        &status_event(Uuid::nil(), Event::MessageFailed),
+    )]);
     let deliverer = Deliverer::new(outbox.clone(), vec![target], Backoff::default());
-    assert_eq!(deliverer.deliver_due().await.unwrap(), 1);
+    let round = deliverer.deliver_due().await.unwrap();
+    assert_eq!(round.rows, 1);
     let rows = outbox.rows.lock().unwrap();
     assert!(
         matches!(&rows[0].attempts[0].outcome, AttemptOutcome::Error(_)),
@@ -990,5 +991,6 @@ async fn unreachable_webhooks_record_the_error() {
         rows[0].next_at > rows[0].attempts[0].at,
         "retry scheduled in the future"
     );
+    assert_eq!(round.earliest_retry, Some(rows[0].next_at));
     assert!(!rows[0].delivered);
 }

@@ -41,19 +41,6 @@ impl Scope {
     }
 }
 
-impl std::str::FromStr for Scope {
-    type Err = AuthConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "send" => Ok(Scope::Send),
-            "read" => Ok(Scope::Read),
-            "admin" => Ok(Scope::Admin),
-            _ => Err(AuthConfigError::UnknownScope(s.to_owned())),
-        }
-    }
-}
-
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -75,14 +62,6 @@ pub enum Token {
 }
 
 impl Token {
-    /// Parses `token_sha256` (64 hex digits, either case).
-    pub fn from_sha256_hex(hex_digest: &str) -> Result<Token, AuthConfigError> {
-        let mut digest = [0u8; 32];
-        hex::decode_to_slice(hex_digest.trim(), &mut digest)
-            .map_err(|_| AuthConfigError::BadDigest(hex_digest.to_owned()))?;
-        Ok(Token::Sha256(digest))
-    }
-
     fn digest(&self) -> [u8; 32] {
         match self {
             Token::Plain(token) => Sha256::digest(token.as_bytes()).into(),
@@ -99,15 +78,6 @@ impl std::fmt::Debug for Token {
             Token::Sha256(_) => f.write_str("Token::Sha256(..)"),
         }
     }
-}
-
-/// Why an auth setting is unusable; the config loader reports it with the line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthConfigError {
-    #[error("unknown scope {0:?} (expected send, read or admin)")]
-    UnknownScope(String),
-    #[error("token_sha256 {0:?} is not 64 hex digits")]
-    BadDigest(String),
 }
 
 /// One `[[api_keys]]` entry, as the daemon maps it from the config.
@@ -239,7 +209,7 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn auth() -> Auth {
-        let digest = hex::encode(Sha256::digest(b"hashed-secret"));
+        let digest: [u8; 32] = Sha256::digest(b"hashed-secret").into();
         Auth::new(vec![
             KeyConfig {
                 name: "cms".into(),
@@ -249,7 +219,7 @@ mod tests {
             },
             KeyConfig {
                 name: "ops".into(),
-                token: Token::from_sha256_hex(&digest).unwrap(),
+                token: Token::Sha256(digest),
                 scopes: vec![Scope::Admin],
                 rate: None,
             },
@@ -305,7 +275,6 @@ mod tests {
                 .unwrap();
             assert_eq!(p.map(|p| p.key_name.to_string()).as_deref(), Some("ops"));
         }
-        assert!(Token::from_sha256_hex("abc").is_err());
     }
 
     #[test]
