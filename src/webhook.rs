@@ -495,11 +495,16 @@ impl Deliverer {
             futures_util::future::join_all(targets.iter().map(|t| self.post(t, &item.body))).await;
         let now = Timestamp::now();
         let failure = outcomes
-            .into_iter()
+            .iter()
             .find(|o| !matches!(o, AttemptOutcome::Status(200..=299)));
-        match failure {
+        match failure.cloned() {
             None => {
-                self.store.mark_delivered(item.id, now, 200).await?;
+                // The first receiver's status; 0 when no webhook subscribes to this type any more.
+                let status = match outcomes.first() {
+                    Some(AttemptOutcome::Status(status)) => *status,
+                    _ => 0,
+                };
+                self.store.mark_delivered(item.id, now, status).await?;
                 Ok(None)
             }
             Some(outcome) => {
