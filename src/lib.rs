@@ -3,10 +3,18 @@
 //! # Layout
 //! - [`pdu`]: 3GPP TS 23.040/23.038 SMS PDU codec (GSM 7-bit, UCS-2, UDH, SUBMIT/DELIVER/STATUS-REPORT).
 //! - [`at`]: AT protocol framing, response and URC parsing, command builders.
+//! - [`config`]: the TOML configuration, its typed values, and `check-config`'s line-accurate diagnostics.
+//! - [`msisdn`]: phone numbers (E.164 recipients, inbound senders) and their masking for logs.
+//! - [`logging`]: the tracing subscriber and what may be logged.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
+//! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod api;
 pub mod at;
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod modem;
+pub mod msisdn;
 pub mod pdu;
 pub mod webhook;
