@@ -25,6 +25,7 @@ use modemgate::api::backend::{
 };
 use modemgate::api::{AppState, Auth, KeyConfig, Metrics, Scope, Token, router};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
+use modemgate::msisdn::{Msisdn, Region};
 use modemgate::pdu::Encoding;
 use modemgate::webhook::{
     self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, MessageEvent, OutboxItem,
@@ -131,7 +132,7 @@ impl Backend for FakeBackend {
     }
     fn conversation(
         &self,
-        number: String,
+        number: Msisdn,
         limit: usize,
         after: Option<String>,
     ) -> BackendResult<'_, Page> {
@@ -164,18 +165,23 @@ impl Backend for FakeBackend {
     fn optouts(&self) -> BackendResult<'_, Vec<Optout>> {
         Box::pin(async { Ok(vec![]) })
     }
-    fn add_optout(&self, number: String, note: Option<String>) -> BackendResult<'_, Optout> {
+    fn add_optout(&self, number: Msisdn, note: Option<String>) -> BackendResult<'_, Optout> {
         Box::pin(async move {
             Ok(Optout {
-                number,
+                number: number.as_str().to_owned(),
                 created_at: Timestamp::UNIX_EPOCH,
                 source: "api".into(),
                 note,
             })
         })
     }
-    fn remove_optout(&self, number: String) -> BackendResult<'_, ()> {
-        Box::pin(async move { Err(BackendError::NotFound(format!("opt-out {number}"))) })
+    fn remove_optout(&self, number: Msisdn) -> BackendResult<'_, ()> {
+        Box::pin(async move {
+            Err(BackendError::NotFound(format!(
+                "opt-out {}",
+                number.as_str()
+            )))
+        })
     }
     fn ready(&self) -> BackendResult<'_, ()> {
         let ready = !self.not_ready;
@@ -247,7 +253,7 @@ async fn serve(backend: FakeBackend) -> (Server, Arc<FakeBackend>) {
     let metrics = Arc::new(Metrics::default());
     metrics.set_queue_depth(3);
     let mut state = AppState::new(backend.clone(), Arc::new(Auth::new(keys())), metrics);
-    state.default_region = Some(phonenumber::country::Id::DE);
+    state.default_region = Some(Region(phonenumber::country::Id::DE));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -580,7 +586,7 @@ async fn list_filters_are_parsed_and_pages_link() {
     assert_eq!(page["next"], "2");
     let filter = backend.last_filter.lock().unwrap().clone().unwrap();
     assert_eq!(
-        filter.to.as_deref(),
+        filter.to.as_ref().map(Msisdn::as_str),
         Some("+4915123456789"),
         "to is normalised to E.164"
     );

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::validate::{Priority, SendRequest};
 use crate::modem::job::ModemHealth;
+use crate::msisdn::Msisdn;
 use crate::pdu::Encoding;
 
 /// Every status a message can be in (outbound, then `received` for inbound).
@@ -161,11 +162,12 @@ pub struct NewMessage {
     pub api_key: String,
 }
 
-/// `GET /v1/messages` filters; `to` is already E.164.
+/// `GET /v1/messages` filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     pub direction: Option<Direction>,
-    pub to: Option<String>,
+    /// The other party (recipient of outbound, sender of inbound messages).
+    pub to: Option<Msisdn>,
     pub status: Option<Status>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
@@ -268,7 +270,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Both directions with `number` (E.164), oldest first.
     fn conversation(
         &self,
-        number: String,
+        number: Msisdn,
         limit: usize,
         after: Option<String>,
     ) -> BackendResult<'_, Page>;
@@ -278,8 +280,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Pauses (or resumes) a modem: the dispatcher gives it nothing new while paused.
     fn set_paused(&self, modem: String, paused: bool) -> BackendResult<'_, ModemView>;
     fn optouts(&self) -> BackendResult<'_, Vec<Optout>>;
-    fn add_optout(&self, number: String, note: Option<String>) -> BackendResult<'_, Optout>;
-    fn remove_optout(&self, number: String) -> BackendResult<'_, ()>;
+    fn add_optout(&self, number: Msisdn, note: Option<String>) -> BackendResult<'_, Optout>;
+    fn remove_optout(&self, number: Msisdn) -> BackendResult<'_, ()>;
     /// Ready to accept traffic (store open, migrations done); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;
 }

@@ -233,7 +233,7 @@ fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiEr
     };
     let to = fields
         .take_string("to")?
-        .map(|n| state.validator().number(&n))
+        .map(|n| state.validator().number("to", &n))
         .transpose()?;
     let status = match fields.take_string("status")? {
         None => None,
@@ -273,13 +273,7 @@ pub async fn conversation(
     PathParam(number): PathParam,
     QueryFields(mut fields): QueryFields,
 ) -> Result<Response, ApiError> {
-    let number = state.validator().number(&number).map_err(|_| {
-        ApiError::invalid(
-            "invalid_number",
-            "number",
-            format!("{number:?} is not a valid phone number"),
-        )
-    })?;
+    let number = state.validator().number("number", &number)?;
     let (limit, after) = paging(&mut fields)?;
     fields.finish()?;
     Ok(Json(state.backend.conversation(number, limit, after).await?).into_response())
@@ -424,13 +418,7 @@ pub async fn add_optout(
     fields.finish()?;
     let number = number
         .ok_or_else(|| ApiError::invalid("missing_field", "number", "`number` is required"))?;
-    let number = state.validator().number(&number).map_err(|_| {
-        ApiError::invalid(
-            "invalid_number",
-            "number",
-            format!("{number:?} is not a valid phone number"),
-        )
-    })?;
+    let number = state.validator().number("number", &number)?;
     let optout = state.backend.add_optout(number, note).await?;
     Ok((StatusCode::CREATED, Json(optout)).into_response())
 }
@@ -442,8 +430,8 @@ pub async fn remove_optout(
 ) -> Result<Response, ApiError> {
     let number = state
         .validator()
-        .number(&number)
-        .map_err(|_| ApiError::NotFound(format!("opt-out {number:?}")))?;
+        .number("number", &number)
+        .map_err(|_| ApiError::NotFound("opt-out".into()))?;
     state.backend.remove_optout(number).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -49,7 +49,7 @@ pub struct AppState {
     /// Rendered by `/metrics`; the daemon updates it.
     pub metrics: Arc<Metrics>,
     /// `[server] default_region`: how to read numbers written without `+`.
-    pub default_region: Option<phonenumber::country::Id>,
+    pub default_region: Option<crate::msisdn::Region>,
     pub clock: Clock,
 }
 

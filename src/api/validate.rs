@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::extract::{Fields, wrong_type};
-use crate::pdu::{self, EncodingChoice, SegmentInfo};
+use crate::msisdn::{Msisdn, Region};
+use crate::pdu::{self, EncodingChoice, PduError, SegmentInfo};
 
 /// Longest message accepted, in SMS parts.
 pub const MAX_PARTS: usize = 10;
@@ -66,8 +67,7 @@ impl Default for Priority {
 /// A validated, normalised send request, ready for the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendRequest {
-    /// E.164, `+` and digits.
-    pub to: String,
+    pub to: Msisdn,
     /// The text as it will be sent (after smart replacement when asked).
     pub text: String,
     pub send_at: Option<Timestamp>,
@@ -88,7 +88,7 @@ pub struct SendRequest {
 pub struct Validator {
     pub now: Timestamp,
     /// Region for numbers written without `+` (`[server] default_region`).
-    pub default_region: Option<phonenumber::country::Id>,
+    pub default_region: Option<Region>,
 }
 
 impl Validator {
@@ -107,7 +107,7 @@ impl Validator {
         let tz = fields.take_string("tz")?;
         fields.finish()?;
 
-        let to = self.number(to.as_deref().ok_or_else(|| missing("to"))?)?;
+        let to = self.number("to", to.as_deref().ok_or_else(|| missing("to"))?)?;
         let text = text.ok_or_else(|| missing("text"))?;
         if text.trim().is_empty() {
             return Err(ApiError::invalid("empty_text", "text", "`text` is empty"));
@@ -174,22 +174,23 @@ impl Validator {
                 format!("unknown IANA time zone {zone:?}"),
             ));
         }
-        let segments = pdu::segments(&text, encoding, smart).map_err(|e| {
+        let too_long = |parts: usize| {
             ApiError::invalid(
+                "text_too_long",
+                "text",
+                format!("`text` needs {parts} SMS parts; the limit is {MAX_PARTS}"),
+            )
+        };
+        let segments = pdu::segments(&text, encoding, smart).map_err(|e| match e {
+            PduError::TooManyParts { parts } => too_long(parts),
+            e => ApiError::invalid(
                 "unencodable_text",
                 "text",
                 format!("`text` cannot be encoded: {e}"),
-            )
+            ),
         })?;
         if segments.parts > MAX_PARTS {
-            return Err(ApiError::invalid(
-                "text_too_long",
-                "text",
-                format!(
-                    "`text` needs {} SMS parts; the limit is {MAX_PARTS}",
-                    segments.parts
-                ),
-            ));
+            return Err(too_long(segments.parts));
         }
         Ok(SendRequest {
             to,
@@ -206,20 +207,15 @@ impl Validator {
         })
     }
 
-    /// Normalises a recipient to E.164, reading national numbers in the default region.
-    pub fn number(&self, raw: &str) -> Result<String, ApiError> {
-        let invalid = || {
+    /// Normalises a number to E.164, reading national numbers in the default region; errors name `field`.
+    pub fn number(&self, field: &str, raw: &str) -> Result<Msisdn, ApiError> {
+        Msisdn::parse(raw, self.default_region).map_err(|e| {
             ApiError::invalid(
                 "invalid_number",
-                "to",
-                format!("{raw:?} is not a valid phone number"),
+                field,
+                format!("`{field}` is not a valid phone number: {e}"),
             )
-        };
-        let parsed = phonenumber::parse(self.default_region, raw).map_err(|_| invalid())?;
-        if !phonenumber::is_valid(&parsed) {
-            return Err(invalid());
-        }
-        Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+        })
     }
 }
 
@@ -284,12 +280,13 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdu::Encoding;
     use serde_json::json;
 
     fn validator() -> Validator {
         Validator {
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
-            default_region: Some(phonenumber::country::Id::DE),
+            default_region: Some(Region(phonenumber::country::Id::DE)),
         }
     }
 
@@ -310,13 +307,68 @@ mod tests {
     #[test]
     fn numbers_normalise_to_e164() {
         let v = validator();
-        assert_eq!(v.number("+49 151 23456789").unwrap(), "+4915123456789");
-        assert_eq!(v.number("0151 23456789").unwrap(), "+4915123456789");
         assert_eq!(
-            v.number("not a number").unwrap_err().code(),
+            v.number("to", "+49 151 23456789").unwrap().as_str(),
+            "+4915123456789"
+        );
+        assert_eq!(
+            v.number("to", "0151 23456789").unwrap().as_str(),
+            "+4915123456789"
+        );
+        assert_eq!(
+            v.number("to", "not a number").unwrap_err().code(),
             "invalid_number"
         );
-        assert_eq!(v.number("+49 1").unwrap_err().field(), Some("to"));
+        assert_eq!(
+            v.number("number", "+49 1").unwrap_err().field(),
+            Some("number")
+        );
+    }
+
+    #[test]
+    fn a_valid_request_is_normalised_and_segmented() {
+        let req = check(json!({
+            "to": "0151 23456789", "text": "x".repeat(161), "send_at": "2026-11-22T13:00:00+01:00",
+            "expires_at": "2026-11-23T12:00:00Z", "priority": "high", "reference": "case-7",
+            "metadata": {"debtor": 42}, "tz": "Europe/Berlin", "smart": true
+        }))
+        .unwrap();
+        assert_eq!(req.to.as_str(), "+4915123456789");
+        assert_eq!(
+            (req.segments.parts, req.segments.encoding),
+            (2, Encoding::Gsm7)
+        );
+        assert_eq!(req.send_at, Some("2026-11-22T12:00:00Z".parse().unwrap()));
+        assert_eq!(req.priority, Priority::HIGH);
+        assert_eq!(req.metadata.unwrap()["debtor"], 42);
+        let ucs2 = check(json!({"to": "+4915123456789", "text": "Zahlung fällig 😀"})).unwrap();
+        assert_eq!(ucs2.segments.encoding, Encoding::Ucs2);
+        // A smart "’" becomes "'" and stays GSM 7-bit.
+        let smart =
+            check(json!({"to": "+4915123456789", "text": "it’s due", "smart": true})).unwrap();
+        assert_eq!(
+            (smart.text.as_str(), smart.segments.encoding),
+            ("it's due", Encoding::Gsm7)
+        );
+    }
+
+    #[test]
+    fn long_or_unencodable_text_is_refused() {
+        let body = |text: String, encoding: &str| json!({"to": "+4915123456789", "text": text, "encoding": encoding});
+        // 10 concatenated GSM parts hold 10 * 153 septets.
+        assert!(check(body("x".repeat(1530), "auto")).is_ok());
+        assert_eq!(
+            err(body("x".repeat(1531), "auto")),
+            is("text_too_long", "text")
+        );
+        assert_eq!(
+            err(body("x".repeat(100_000), "auto")),
+            is("text_too_long", "text")
+        );
+        assert_eq!(
+            err(body("😀".into(), "gsm7")),
+            is("unencodable_text", "text")
+        );
     }
 
     #[test]
