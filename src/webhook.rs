@@ -203,8 +203,6 @@ pub enum WebhookError {
         "webhook url {0:?}: https is not supported yet (use http, e.g. via a TLS-terminating proxy)"
     )]
     HttpsUnsupported(String),
-    #[error("unknown webhook event {0:?}")]
-    UnknownEvent(String),
     #[error("webhook secret is empty")]
     EmptySecret,
     #[error("Modemgate-Signature header is malformed")]
@@ -278,8 +276,12 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// `events`: names as in the config (`message.delivered`, ...); empty or `None` means all.
-    pub fn new(url: &str, secret: &str, events: Option<&[String]>) -> Result<Target, WebhookError> {
+    /// A webhook at `url` (http only) signing with `secret`; `events: None` subscribes to every event.
+    pub fn new(
+        url: &str,
+        secret: &str,
+        events: Option<Vec<EventKind>>,
+    ) -> Result<Target, WebhookError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| WebhookError::BadUrl(url.to_owned()))?;
@@ -288,22 +290,34 @@ impl Target {
             Some("https") => return Err(WebhookError::HttpsUnsupported(url.to_owned())),
             _ => return Err(WebhookError::BadUrl(url.to_owned())),
         }
-        let events = match events {
-            None | Some([]) => None,
-            Some(names) => Some(
-                names
-                    .iter()
-                    .map(|n| {
-                        EventKind::parse(n).ok_or_else(|| WebhookError::UnknownEvent(n.clone()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
         Ok(Target {
             url: uri,
             mac: keyed_mac(secret.as_bytes())?,
             events,
         })
+    }
+
+    /// From `[[webhooks]]`. The config names statuses (`delivered`, `received`...); each maps to its
+    /// `message.*` event. Statuses with no event (`queued`, `scheduled`, `sending`, `cancelled`) subscribe
+    /// to nothing, and `optout.created` goes only to webhooks that list no events (= all).
+    pub fn from_config(webhook: &crate::config::Webhook) -> Result<Target, WebhookError> {
+        use crate::config::WebhookEvent as W;
+        let events = (!webhook.events.is_empty()).then(|| {
+            webhook
+                .events
+                .iter()
+                .filter_map(|event| match event {
+                    W::Sent => Some(EventKind::MessageSent),
+                    W::Delivered => Some(EventKind::MessageDelivered),
+                    W::Failed => Some(EventKind::MessageFailed),
+                    W::Expired => Some(EventKind::MessageExpired),
+                    W::Unknown => Some(EventKind::MessageUnknown),
+                    W::Received => Some(EventKind::MessageReceived),
+                    W::Queued | W::Scheduled | W::Sending | W::Cancelled => None,
+                })
+                .collect()
+        });
+        Target::new(&webhook.url.to_string(), &webhook.secret, events)
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {
@@ -636,20 +650,29 @@ mod tests {
             Target::new("http://cms/", "", None).unwrap_err(),
             WebhookError::EmptySecret
         );
-        let events = vec!["message.delivered".to_owned()];
-        let only = Target::new("http://cms/a", "s", Some(&events)).unwrap();
+        let only =
+            Target::new("http://cms/a", "s", Some(vec![EventKind::MessageDelivered])).unwrap();
         assert!(only.wants(EventKind::MessageDelivered));
         assert!(!only.wants(EventKind::MessageSent));
         assert!(
-            Target::new("http://cms/b", "s", Some(&[]))
+            Target::new("http://cms/b", "s", None)
                 .unwrap()
                 .wants(EventKind::OptoutCreated)
         );
-        let bad = vec!["message.exploded".to_owned()];
-        assert!(matches!(
-            Target::new("http://cms/", "s", Some(&bad)),
-            Err(WebhookError::UnknownEvent(_))
-        ));
+    }
+
+    #[test]
+    fn config_webhooks_map_statuses_to_events() {
+        let config: crate::config::Webhook = toml::from_str(
+            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"delivered\", \"queued\"]",
+        )
+        .unwrap();
+        let target = Target::from_config(&config).unwrap();
+        assert!(target.wants(EventKind::MessageDelivered));
+        assert!(!target.wants(EventKind::MessageSent) && !target.wants(EventKind::OptoutCreated));
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +18,13 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use modemgate::api::auth::api_key;
 use modemgate::api::backend::{
     Accepted, Backend, BackendError, BackendResult, Direction, ListFilter, MessageDetail,
     MessageView, ModemCounters, ModemView, NewMessage, Optout, Page, Status,
 };
-use modemgate::api::{AppState, Auth, KeyConfig, Metrics, Scope, Token, router};
+use modemgate::api::{AppState, Auth, Metrics, router};
+use modemgate::config::{ApiKey, Scope};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::{Msisdn, Region};
 use modemgate::pdu::Encoding;
@@ -198,21 +199,18 @@ impl Backend for FakeBackend {
 // ---------------------------------------------------------------------------------------------------------
 // A server on 127.0.0.1:0 and a real client.
 
-fn keys() -> Vec<KeyConfig> {
-    let key = |name: &str, scopes: Vec<Scope>| KeyConfig {
-        name: name.into(),
-        token: Token::Plain(format!("{name}-token")),
-        scopes,
-        rate: None,
-    };
+fn keys() -> Vec<ApiKey> {
     vec![
-        key("cms", vec![Scope::Send, Scope::Read]),
-        key("reader", vec![Scope::Read]),
-        key("admin", vec![Scope::Admin]),
-        KeyConfig {
-            rate: Some(governor::Quota::per_hour(NonZeroU32::MIN)),
-            ..key("limited", vec![Scope::Read])
-        },
+        api_key("cms", "cms-token", &[Scope::Send, Scope::Read], None).unwrap(),
+        api_key("reader", "reader-token", &[Scope::Read], None).unwrap(),
+        api_key("admin", "admin-token", &[Scope::Admin], None).unwrap(),
+        api_key(
+            "limited",
+            "limited-token",
+            &[Scope::Read],
+            Some((1, Duration::from_secs(3600))),
+        )
+        .unwrap(),
     ]
 }
 
@@ -252,7 +250,7 @@ async fn serve(backend: FakeBackend) -> (Server, Arc<FakeBackend>) {
     let backend = Arc::new(backend);
     let metrics = Arc::new(Metrics::default());
     metrics.set_queue_depth(3);
-    let mut state = AppState::new(backend.clone(), Arc::new(Auth::new(keys())), metrics);
+    let mut state = AppState::new(backend.clone(), Arc::new(Auth::new(&keys())), metrics);
     state.default_region = Some(Region(phonenumber::country::Id::DE));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -900,10 +898,14 @@ async fn receiver(secret: &'static str, failures: usize) -> (String, ReceiverLog
 async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
     let (all_url, all_log) = receiver("secret-all", 2).await;
     let (delivered_url, delivered_log) = receiver("secret-delivered", 0).await;
-    let only_delivered = vec!["message.delivered".to_owned()];
     let targets = vec![
         Target::new(&all_url, "secret-all", None).unwrap(),
-        Target::new(&delivered_url, "secret-delivered", Some(&only_delivered)).unwrap(),
+        Target::new(
+            &delivered_url,
+            "secret-delivered",
+            Some(vec![webhook::EventKind::MessageDelivered]),
+        )
+        .unwrap(),
     ];
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let envelopes = [

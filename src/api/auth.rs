@@ -1,9 +1,11 @@
 //! Bearer-token authentication, scopes and per-key request rates.
 //!
-//! Tokens are compared as SHA-256 digests with `subtle`, against every key without stopping at a match, so
-//! neither the time taken nor the key order tells an attacker how close a guess was. Keys configured with a
-//! plain `token` are hashed once at start-up; `token_sha256` keys never hold the secret at all.
+//! Keys come straight from `[[api_keys]]` ([`ApiKey`]): the token check is the config's constant-time
+//! [`Credential::matches`](crate::config::Credential::matches), run against every key without stopping at
+//! a match, so neither the time taken nor the key order tells an attacker anything. Scopes: `admin` implies
+//! `send` and `read`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,32 +14,17 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use super::error::ApiError;
+use crate::config::{ApiKey, Credential, Scope};
 
-/// What a key may do. `admin` implies the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Queue, batch and cancel messages.
-    Send,
-    /// Read the log, conversations, modems and metrics.
-    Read,
-    /// Pause/resume modems, manage opt-outs.
-    Admin,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Send => "send",
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        }
+/// The scope's name, as written in the config and shown in errors and `/openapi.json`.
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Send => "send",
+        Scope::Read => "read",
+        Scope::Admin => "admin",
     }
 }
 
@@ -50,44 +37,6 @@ pub enum Access {
     Authenticated,
     /// A valid key holding this scope (or `admin`).
     Scope(Scope),
-}
-
-/// How a key's secret is configured.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Token {
-    /// `token = "..."`.
-    Plain(String),
-    /// `token_sha256 = "hex"`: the SHA-256 of the token.
-    Sha256([u8; 32]),
-}
-
-impl Token {
-    fn digest(&self) -> [u8; 32] {
-        match self {
-            Token::Plain(token) => Sha256::digest(token.as_bytes()).into(),
-            Token::Sha256(digest) => *digest,
-        }
-    }
-}
-
-impl std::fmt::Debug for Token {
-    /// Never prints the secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::Plain(_) => f.write_str("Token::Plain(..)"),
-            Token::Sha256(_) => f.write_str("Token::Sha256(..)"),
-        }
-    }
-}
-
-/// One `[[api_keys]]` entry, as the daemon maps it from the config.
-#[derive(Debug, Clone)]
-pub struct KeyConfig {
-    pub name: String,
-    pub token: Token,
-    pub scopes: Vec<Scope>,
-    /// Per-key request limit (`rate = "200/s"`); unlimited when `None`.
-    pub rate: Option<Quota>,
 }
 
 /// The authenticated caller, put into request extensions for handlers that record who did what.
@@ -107,7 +56,7 @@ impl Principal {
 
 struct Key {
     principal: Principal,
-    digest: [u8; 32],
+    credential: Credential,
     /// Direct (unkeyed) limiter per key: keys are few and fixed at start-up, so no map is needed.
     limiter: Option<DefaultDirectRateLimiter>,
 }
@@ -125,15 +74,18 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    pub fn new(keys: Vec<KeyConfig>) -> Auth {
+    /// A key's `rate` becomes a quota whose burst is the count (`200/s` allows 200 at once, then 1 per 5 ms).
+    pub fn new(keys: &[ApiKey]) -> Auth {
         let keys = keys
-            .into_iter()
+            .iter()
             .map(|k| Key {
-                digest: k.token.digest(),
-                limiter: k.rate.map(RateLimiter::direct),
+                credential: k.credential.clone(),
+                limiter: k
+                    .rate
+                    .map(|rate| RateLimiter::direct(rate.quota(Some(rate.count)))),
                 principal: Principal {
-                    key_name: k.name.into(),
-                    scopes: k.scopes,
+                    key_name: k.name.as_str().into(),
+                    scopes: k.scopes.clone(),
                 },
             })
             .collect();
@@ -153,10 +105,9 @@ impl Auth {
             Access::Scope(scope) => Some(scope),
         };
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for key in &self.keys {
-            if bool::from(key.digest.ct_eq(&presented)) {
+            if key.credential.matches(token) {
                 found = Some(key);
             }
         }
@@ -164,7 +115,7 @@ impl Auth {
         if let Some(scope) = required
             && !key.principal.has(scope)
         {
-            return Err(ApiError::Forbidden(scope.as_str()));
+            return Err(ApiError::Forbidden(scope_name(scope)));
         }
         if let Some(limiter) = &key.limiter
             && let Err(not_until) = limiter.check()
@@ -203,32 +154,47 @@ pub async fn guard(
     Ok(next.run(req).await)
 }
 
+/// An `[[api_keys]]` entry built in code (tests, the simulator demo).
+pub fn api_key(
+    name: &str,
+    token: &str,
+    scopes: &[Scope],
+    rate: Option<(u32, Duration)>,
+) -> Option<ApiKey> {
+    Some(ApiKey {
+        name: name.to_owned(),
+        credential: Credential::Token(token.parse().ok()?),
+        scopes: scopes.to_vec(),
+        rate: match rate {
+            None => None,
+            Some((count, per)) => Some(crate::config::Rate {
+                count: NonZeroU32::new(count)?,
+                per,
+            }),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
+    use crate::config::TokenSha256;
+    use sha2::{Digest, Sha256};
 
     fn auth() -> Auth {
         let digest: [u8; 32] = Sha256::digest(b"hashed-secret").into();
-        Auth::new(vec![
-            KeyConfig {
-                name: "cms".into(),
-                token: Token::Plain("cms-secret".into()),
-                scopes: vec![Scope::Send, Scope::Read],
-                rate: None,
-            },
-            KeyConfig {
-                name: "ops".into(),
-                token: Token::Sha256(digest),
-                scopes: vec![Scope::Admin],
-                rate: None,
-            },
-            KeyConfig {
-                name: "slow".into(),
-                token: Token::Plain("slow-secret".into()),
-                scopes: vec![Scope::Read],
-                rate: Some(Quota::per_minute(NonZeroU32::MIN)),
-            },
+        let mut ops = api_key("ops", "unused", &[Scope::Admin], None).unwrap();
+        ops.credential = Credential::Sha256(TokenSha256(digest));
+        Auth::new(&[
+            api_key("cms", "cms-secret", &[Scope::Send, Scope::Read], None).unwrap(),
+            ops,
+            api_key(
+                "slow",
+                "slow-secret",
+                &[Scope::Read],
+                Some((1, Duration::from_secs(60))),
+            )
+            .unwrap(),
         ])
     }
 
@@ -275,6 +241,10 @@ mod tests {
                 .unwrap();
             assert_eq!(p.map(|p| p.key_name.to_string()).as_deref(), Some("ops"));
         }
+        assert_eq!(
+            auth.check(&headers("Bearer unused"), Access::Authenticated),
+            Err(ApiError::Unauthorized)
+        );
     }
 
     #[test]

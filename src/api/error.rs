@@ -38,8 +38,8 @@ pub enum ApiError {
     /// 409: the request clashes with what is stored (idempotency key reuse, a state that forbids it).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    /// 413: the body is over [`super::BODY_LIMIT`].
-    #[error("request body is larger than {} bytes", super::BODY_LIMIT)]
+    /// 413: the body is over `[server] body_limit`.
+    #[error("request body is larger than this server accepts ([server] body_limit)")]
     PayloadTooLarge,
     /// 415: neither JSON nor a form.
     #[error(

@@ -28,12 +28,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use jiff::Timestamp;
 
-pub use auth::{Access, Auth, KeyConfig, Scope, Token};
+pub use auth::{Access, Auth};
 pub use backend::Backend;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
-/// Largest request body accepted (413 above it). A batch of 1,000 typical sends is about 300 KB.
+/// Default largest request body (413 above it): a batch of 1,000 typical sends is about 300 KB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The clock validation uses for "in the future" checks; injected so tests can fix "now".
@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `[server] default_region`: how to read numbers written without `+`.
     pub default_region: Option<crate::msisdn::Region>,
+    /// `[server] body_limit`: larger bodies are refused with 413.
+    pub body_limit: usize,
     pub clock: Clock,
 }
 
@@ -60,6 +62,7 @@ impl AppState {
             auth,
             metrics,
             default_region: None,
+            body_limit: BODY_LIMIT,
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -74,6 +77,7 @@ impl AppState {
 
 /// The whole API as a router, ready for `axum::serve`.
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
     let mut router = Router::new();
     for route in routes::table() {
         router = router.route(route.spec.path, route.into_method_router(&state.auth));
@@ -81,6 +85,6 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -94,7 +94,7 @@ fn operation(spec: &RouteSpec) -> Value {
         Access::Authenticated => op["security"] = json!([{"bearer": []}]),
         Access::Scope(scope) => {
             op["security"] = json!([{"bearer": []}]);
-            op["x-scope"] = json!(scope.as_str());
+            op["x-scope"] = json!(super::auth::scope_name(scope));
         }
     }
     if let Some(body) = spec.body {

@@ -7,8 +7,9 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, delete, get, post};
 
 use super::AppState;
-use super::auth::{Access, Auth, Guard, Scope, guard};
+use super::auth::{Access, Auth, Guard, guard};
 use super::handlers as h;
+use crate::config::Scope;
 
 /// What the OpenAPI document says about a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
