@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `[server] default_region`: how to read numbers written without `+`.
     pub default_region: Option<crate::msisdn::Region>,
+    /// `[pdu] smart_encoding`: the default of a send's `smart`.
+    pub smart_default: bool,
     /// `[server] body_limit`: larger bodies are refused with 413.
     pub body_limit: usize,
     pub clock: Clock,
@@ -62,6 +64,7 @@ impl AppState {
             auth,
             metrics,
             default_region: None,
+            smart_default: false,
             body_limit: BODY_LIMIT,
             clock: Arc::new(Timestamp::now),
         }
@@ -71,6 +74,7 @@ impl AppState {
         validate::Validator {
             now: (self.clock)(),
             default_region: self.default_region,
+            smart_default: self.smart_default,
         }
     }
 }

@@ -153,8 +153,8 @@ fn schemas() -> Value {
                 "oneOf": [{"type": "integer", "minimum": 0, "maximum": 9},
                           {"type": "string", "enum": ["low", "normal", "high"]}]},
             "encoding": {"type": "string", "enum": ["auto", "gsm7", "ucs2"], "default": "auto"},
-            "smart": {"type": "boolean", "default": false,
-                "description": "replace look-alike Unicode with GSM characters"},
+            "smart": {"type": "boolean",
+                "description": "replace look-alike Unicode with GSM characters; default [pdu] smart_encoding"},
             "reference": {"type": "string", "maxLength": MAX_REFERENCE},
             "metadata": {"type": "object", "description": format!("at most {MAX_METADATA} bytes serialised \
                 (a JSON string in a form)")},

@@ -89,6 +89,8 @@ pub struct Validator {
     pub now: Timestamp,
     /// Region for numbers written without `+` (`[server] default_region`).
     pub default_region: Option<Region>,
+    /// `smart` when the request does not say (`[pdu] smart_encoding`).
+    pub smart_default: bool,
 }
 
 impl Validator {
@@ -101,7 +103,7 @@ impl Validator {
         let expires_at = fields.take_string("expires_at")?;
         let priority = fields.take("priority");
         let encoding = fields.take_string("encoding")?;
-        let smart = fields.take_bool("smart")?.unwrap_or(false);
+        let smart = fields.take_bool("smart")?.unwrap_or(self.smart_default);
         let reference = fields.take_string("reference")?;
         let metadata = fields.take("metadata");
         let tz = fields.take_string("tz")?;
@@ -287,6 +289,7 @@ mod tests {
         Validator {
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
             default_region: Some(Region(phonenumber::country::Id::DE)),
+            smart_default: false,
         }
     }
 
