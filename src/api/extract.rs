@@ -175,10 +175,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let raw = req.headers().get(header::CONTENT_TYPE).cloned();
-        if body_kind(req.headers())? != BodyKind::Json {
-            let raw = raw.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            return Err(ApiError::UnsupportedMediaType(raw.unwrap_or_default()));
+        if body_kind(req.headers())? == BodyKind::Form {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/x-www-form-urlencoded".into(),
+            ));
         }
         let bytes = read_body(req, state).await?;
         Ok(JsonObject(Fields::from_json(&bytes)?))

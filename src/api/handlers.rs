@@ -281,33 +281,46 @@ pub async fn conversation(
 
 const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error\r\n";
 
-/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break. A value a spreadsheet would run
+/// as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection, e.g. from an inbound SMS text) gets a
+/// leading `'`, except E.164 numbers (`+` and digits), which are data.
 fn csv_field(out: &mut String, value: &str) {
+    let is_number = value
+        .strip_prefix('+')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number;
+    let value = if formula {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
     if value.contains([',', '"', '\r', '\n']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(value);
+        out.push_str(&value);
+    }
+}
+
+/// The lowercase name serde gives a unit variant (`outbound`, `gsm7`).
+fn variant_name(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
     }
 }
 
 fn csv_row(m: &super::backend::MessageView) -> String {
-    let encoding = serde_json::to_value(m.encoding)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
     let fields = [
         m.id.to_string(),
-        serde_json::to_value(m.direction)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        variant_name(m.direction),
         m.status.as_str().to_owned(),
         m.to.clone().unwrap_or_default(),
         m.from.clone().unwrap_or_default(),
         m.text.clone(),
         m.parts.to_string(),
-        encoding.unwrap_or_default(),
+        variant_name(m.encoding),
         m.priority.map(|p| p.get().to_string()).unwrap_or_default(),
         m.reference.clone().unwrap_or_default(),
         m.modem.clone().unwrap_or_default(),
@@ -342,7 +355,7 @@ pub async fn export_csv(
         Done,
     }
     let backend = state.backend.clone();
-    let header = stream::once(async { Ok::<_, BackendError>(CSV_HEADER.to_owned()) });
+    let head = stream::once(async { Ok::<_, BackendError>(CSV_HEADER.to_owned()) });
     let rows = stream::unfold(Next::Page(first), move |next| {
         let backend = backend.clone();
         let filter = filter.clone();
@@ -368,7 +381,7 @@ pub async fn export_csv(
             Some((Ok(chunk), next))
         }
     });
-    let body = Body::from_stream(futures_util::StreamExt::chain(header, rows));
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, rows));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -475,5 +488,19 @@ mod tests {
         s.push('|');
         csv_field(&mut s, "a,b \"c\"\nd");
         assert_eq!(s, "plain|\"a,b \"\"c\"\"\nd\"");
+    }
+
+    #[test]
+    fn csv_formulas_are_defused_but_numbers_are_not() {
+        let field = |v: &str| {
+            let mut s = String::new();
+            csv_field(&mut s, v);
+            s
+        };
+        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(field("+4915123456789"), "+4915123456789");
+        assert_eq!(field("+1+1"), "'+1+1");
+        assert_eq!(field("-"), "'-");
     }
 }
