@@ -18,7 +18,7 @@ use super::backend::{
 };
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Fields, JsonObject, JsonOrForm, PathParam, QueryFields, wrong_type};
-use super::validate::idempotency_key;
+use super::validate::{check_idempotency_key, idempotency_key};
 
 /// Most sends in one `POST /v1/messages/batch`.
 pub const MAX_BATCH: usize = 1000;
@@ -129,7 +129,10 @@ pub async fn send_batch(
     let mut valid = Vec::new();
     for item in items {
         let parsed = Fields::from_value(item, None).and_then(|mut item| {
-            let idempotency_key = item.take_string("idempotency_key")?;
+            let idempotency_key = item
+                .take_string("idempotency_key")?
+                .map(|key| check_idempotency_key("idempotency_key", &key))
+                .transpose()?;
             let request = validator.send_request(item)?;
             Ok(NewMessage {
                 request,

@@ -262,21 +262,30 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError::invalid(
-            "invalid_idempotency_key",
-            "Idempotency-Key",
-            format!("`Idempotency-Key` must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-        )
-    };
-    let key = value.to_str().map_err(|_| bad())?.trim();
+    let key = value
+        .to_str()
+        .map_err(|_| bad_idempotency_key("Idempotency-Key"))?;
+    check_idempotency_key("Idempotency-Key", key).map(Some)
+}
+
+/// An idempotency key (the header, or a batch item's `idempotency_key`): 1-255 visible ASCII characters.
+pub fn check_idempotency_key(field: &str, key: &str) -> Result<String, ApiError> {
+    let key = key.trim();
     if key.is_empty()
         || key.len() > MAX_IDEMPOTENCY_KEY
         || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
     {
-        return Err(bad());
+        return Err(bad_idempotency_key(field));
     }
-    Ok(Some(key.to_owned()))
+    Ok(key.to_owned())
+}
+
+fn bad_idempotency_key(field: &str) -> ApiError {
+    ApiError::invalid(
+        "invalid_idempotency_key",
+        field,
+        format!("`{field}` must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+    )
 }
 
 #[cfg(test)]
