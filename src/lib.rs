@@ -8,8 +8,11 @@
 //! - [`logging`]: the tracing subscriber and what may be logged.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
+//! - [`api`]: the HTTP API (axum): routes, auth, errors, metrics, OpenAPI.
+//! - [`webhook`]: signed event delivery to the CMS from a durable outbox.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
+pub mod api;
 pub mod at;
 pub mod cli;
 pub mod config;
@@ -18,3 +21,4 @@ pub mod modem;
 pub mod msisdn;
 pub mod pdu;
 pub mod sim;
+pub mod webhook;
