@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use modemgate::config::{Config, Credential, Device, SimProfile};
+use modemgate::config::{Config, Credential, Device};
+use modemgate::sim::Profile;
 
 /// What one run of `modemgate check-config` did.
 struct Checked {
@@ -139,7 +140,7 @@ fn shipped_configs_load_into_the_types_the_daemon_uses() {
     assert!(!demo.quiet_hours.enabled);
     let profiles: Vec<_> = demo.modems.iter().map(|m| m.device.clone()).collect();
     assert!(
-        profiles.contains(&Device::Sim(SimProfile::Ec25)),
+        profiles.contains(&Device::Sim(Profile::Ec25)),
         "{profiles:?}"
     );
     assert!((2..=4).contains(&demo.modems.len()));

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
-    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, SimProfile, TimeZoneName,
-    Token, TokenSha256, ValueError, parse_duration,
+    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, TimeZoneName, Token,
+    TokenSha256, ValueError, parse_duration,
 };
 
 use crate::msisdn::Msisdn;
