@@ -59,6 +59,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Report::from_file(path).into_result()
     }
+
+    /// Validate config text that is not in a file (tests, generated configs); messages name it `<string>`.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Report::from_text(Path::new("<string>"), text).into_result()
+    }
 }
 
 /// `[server]`.
