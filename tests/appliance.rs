@@ -143,6 +143,9 @@ fn shipped_configs_load_into_the_types_the_daemon_uses() {
         "{profiles:?}"
     );
     assert!((2..=4).contains(&demo.modems.len()));
+    // Debug output (what a careless `{config:?}` in a log line prints) hides every secret.
+    assert!(!format!("{production:?}").contains("replace-with-a-long-random-secret"));
+    assert!(!format!("{demo:?}").contains("demo-token"));
     let key = &demo.api_keys[0];
     assert!(key.credential.matches("demo-token"));
     assert_eq!(key.scopes.len(), 3);
