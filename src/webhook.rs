@@ -82,6 +82,20 @@ impl EventKind {
     }
 }
 
+/// `[[webhooks]] events` names event types as they appear in payloads.
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        EventKind::parse(&name).ok_or_else(|| {
+            let names: Vec<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown webhook event `{name}`: expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
 /// `data` of the `message.*` status events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageEvent {
@@ -297,27 +311,10 @@ impl Target {
         })
     }
 
-    /// From `[[webhooks]]`. The config names statuses (`delivered`, `received`...); each maps to its
-    /// `message.*` event. Statuses with no event (`queued`, `scheduled`, `sending`, `cancelled`) subscribe
-    /// to nothing, and `optout.created` goes only to webhooks that list no events (= all).
+    /// From `[[webhooks]]`: an empty event list subscribes to every event.
     pub fn from_config(webhook: &crate::config::Webhook) -> Result<Target, WebhookError> {
-        use crate::config::WebhookEvent as W;
-        let events = (!webhook.events.is_empty()).then(|| {
-            webhook
-                .events
-                .iter()
-                .filter_map(|event| match event {
-                    W::Sent => Some(EventKind::MessageSent),
-                    W::Delivered => Some(EventKind::MessageDelivered),
-                    W::Failed => Some(EventKind::MessageFailed),
-                    W::Expired => Some(EventKind::MessageExpired),
-                    W::Unknown => Some(EventKind::MessageUnknown),
-                    W::Received => Some(EventKind::MessageReceived),
-                    W::Queued | W::Scheduled | W::Sending | W::Cancelled => None,
-                })
-                .collect()
-        });
-        Target::new(&webhook.url.to_string(), &webhook.secret, events)
+        let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
+        Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {

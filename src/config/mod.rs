@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
-    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret,
-    TimeZoneName, Token, TokenSha256, ValueError, parse_duration,
+    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret, TimeZoneName,
+    Token, TokenSha256, ValueError, parse_duration,
 };
 
 use crate::msisdn::Msisdn;
@@ -303,32 +303,6 @@ fn new_york() -> jiff::tz::TimeZone {
     jiff::tz::TimeZone::get("America/New_York").unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
-/// Events a webhook may subscribe to: the message statuses of the HTTP contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookEvent {
-    /// Accepted and waiting.
-    Queued,
-    /// Held for `send_at` or a sending window.
-    Scheduled,
-    /// Handed to a modem.
-    Sending,
-    /// The network accepted it (TP-MR known).
-    Sent,
-    /// A delivery report confirmed it.
-    Delivered,
-    /// Permanently failed.
-    Failed,
-    /// Cancelled through the API.
-    Cancelled,
-    /// `expires_at` passed before it could be sent.
-    Expired,
-    /// A crash or timeout left it unclear whether it was sent.
-    Unknown,
-    /// An inbound message arrived.
-    Received,
-}
-
 /// One `[[webhooks]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,9 +312,10 @@ pub struct Webhook {
     pub url: hyper::Uri,
     /// HMAC-SHA256 key for the signature header, so the CMS can tell our calls from forgeries.
     pub secret: Secret,
-    /// Which events to send; every event when empty or absent.
+    /// Which events to send (`message.sent`, `message.delivered`, ..., `optout.created`); every event when
+    /// empty or absent.
     #[serde(default)]
-    pub events: Vec<WebhookEvent>,
+    pub events: Vec<crate::webhook::EventKind>,
 }
 
 fn webhook_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<hyper::Uri, D::Error> {
