@@ -659,14 +659,23 @@ mod tests {
     }
 
     #[test]
-    fn config_webhooks_map_statuses_to_events() {
+    fn config_webhooks_subscribe_by_event_type() {
         let config: crate::config::Webhook = toml::from_str(
-            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"delivered\", \"queued\"]",
+            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"message.delivered\"]",
         )
         .unwrap();
         let target = Target::from_config(&config).unwrap();
         assert!(target.wants(EventKind::MessageDelivered));
         assert!(!target.wants(EventKind::MessageSent) && !target.wants(EventKind::OptoutCreated));
+        let status_name: Result<crate::config::Webhook, _> = toml::from_str(
+            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"delivered\"]",
+        );
+        assert!(
+            status_name
+                .unwrap_err()
+                .to_string()
+                .contains("unknown webhook event `delivered`")
+        );
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }
