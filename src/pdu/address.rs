@@ -83,12 +83,16 @@ fn decode_value(toa: u8, value: &[u8], semi_octets: usize) -> Address {
         if ton == TON_INTERNATIONAL {
             digits.push('+');
         }
-        let nibbles = value.iter().flat_map(|&octet| [octet & 0x0F, octet >> 4]);
-        digits.extend(
-            nibbles
-                .take(semi_octets)
-                .filter_map(|nibble| DIGITS.get(usize::from(nibble)).map(|&d| char::from(d))),
-        );
+        for (i, &octet) in value.iter().enumerate() {
+            for (j, nibble) in [octet & 0x0F, octet >> 4].into_iter().enumerate() {
+                if 2 * i + j >= semi_octets {
+                    break;
+                }
+                if let Some(&digit) = DIGITS.get(usize::from(nibble)) {
+                    digits.push(char::from(digit));
+                }
+            }
+        }
         digits
     };
     Address::from_parts(toa, text)
