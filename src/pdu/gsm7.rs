@@ -168,17 +168,32 @@ pub(crate) fn decode_packed(packed: &[u8], skip: usize, count: usize) -> String 
         .zip(packed.chunks(7))
         .take(count.div_ceil(8))
     {
-        let mut word = [0u8; 8];
-        for (w, &o) in word.iter_mut().zip(octets) {
-            *w = o;
-        }
-        let word = u64::from_le_bytes(word);
+        let word = match <[u8; 7]>::try_from(octets) {
+            Ok([a, b, c, d, e, f, g]) => u64::from_le_bytes([a, b, c, d, e, f, g, 0]),
+            Err(_) => octets
+                .iter()
+                .rev()
+                .fold(0, |word, &octet| word << 8 | u64::from(octet)),
+        };
         for (i, septet) in septets.iter_mut().enumerate() {
             *septet = ((word >> (7 * i)) & 0x7F) as u8;
         }
     }
     let septets = unpacked.get(skip..count).unwrap_or_default();
-    // Built as UTF-8 octets from a table: pushing chars one by one costs more than the unpacking.
+    // Most texts map to ASCII only: one table lookup per septet into a stack buffer. A set high bit in any
+    // looked-up octet (non-ASCII character or escape) sends the text down the general path.
+    let mut ascii = [0u8; MAX_SEPTETS];
+    let mut high_bits = 0u8;
+    for (out, &septet) in ascii.iter_mut().zip(septets) {
+        let octet = ASCII_OR_FLAG[usize::from(septet & 0x7F)];
+        *out = octet;
+        high_bits |= octet;
+    }
+    if high_bits < 0x80 {
+        let ascii = ascii.get(..septets.len()).unwrap_or_default();
+        return String::from_utf8(ascii.to_vec()).unwrap_or_default();
+    }
+    // Otherwise built as UTF-8 octets from the table: pushing chars one by one costs more than the unpacking.
     let mut utf8 = Vec::with_capacity(septets.len() * 2);
     let mut septets = septets.iter().copied();
     while let Some(septet) = septets.next() {
@@ -206,6 +221,21 @@ pub(crate) fn decode_packed(packed: &[u8], skip: usize, count: usize) -> String 
 /// [`DEFAULT`] as UTF-8: every character of the default table is below U+0800, so it takes one or two octets
 /// (a zero second octet means one).
 const DEFAULT_UTF8: [[u8; 2]; 128] = build_utf8_table();
+
+/// The first UTF-8 octet of each default-table character, with ESC flagged as 0x80: an octet below 0x80 is a
+/// whole ASCII character.
+const ASCII_OR_FLAG: [u8; 128] = build_ascii_or_flag();
+
+const fn build_ascii_or_flag() -> [u8; 128] {
+    let mut table = [0u8; 128];
+    let mut septet = 0;
+    while septet < 128 {
+        table[septet] = DEFAULT_UTF8[septet][0];
+        septet += 1;
+    }
+    table[ESCAPE as usize] = 0x80;
+    table
+}
 
 const fn build_utf8_table() -> [[u8; 2]; 128] {
     let mut table = [[0u8; 2]; 128];
