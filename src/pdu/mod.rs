@@ -176,25 +176,40 @@ pub fn decode_hex(hex: &str) -> Result<Pdu, PduError> {
 }
 
 fn hex_to_octets(hex: &str) -> Result<Vec<u8>, PduError> {
-    if let Some((position, character)) = hex
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !c.is_ascii_hexdigit())
-    {
-        return Err(PduError::NotHex {
-            character,
-            position,
-        });
+    let nibble = |digit: u8| match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    };
+    // Everything before the first non-hex octet is ASCII, so that octet starts a character and its index
+    // among characters is the number of octets before it.
+    let not_hex = |at: usize| PduError::NotHex {
+        character: hex
+            .get(at..)
+            .and_then(|rest| rest.chars().next())
+            .unwrap_or('?'),
+        position: at,
+    };
+    let digits = hex.as_bytes();
+    let mut octets = Vec::with_capacity(digits.len() / 2);
+    for (pair_index, pair) in digits.chunks(2).enumerate() {
+        let at = 2 * pair_index;
+        match *pair {
+            [high, low] => match (nibble(high), nibble(low)) {
+                (Some(high), Some(low)) => octets.push(high << 4 | low),
+                (None, _) => return Err(not_hex(at)),
+                (Some(_), None) => return Err(not_hex(at + 1)),
+            },
+            [last] if nibble(last).is_none() => return Err(not_hex(at)),
+            _ => {
+                return Err(PduError::OddHexLength {
+                    digits: digits.len(),
+                });
+            }
+        }
     }
-    if !hex.len().is_multiple_of(2) {
-        return Err(PduError::OddHexLength { digits: hex.len() });
-    }
-    let nibble = |digit: u8| char::from(digit).to_digit(16).unwrap_or(0) as u8;
-    Ok(hex
-        .as_bytes()
-        .chunks_exact(2)
-        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
-        .collect())
+    Ok(octets)
 }
 
 /// Decode a PDU from raw octets (SMSC field included).
@@ -262,4 +277,47 @@ pub fn encode_status_report(
     status: u8,
 ) -> Result<Vec<u8>, PduError> {
     status_report::encode(smsc, reference, recipient, submitted, discharged, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_errors_point_at_the_character() {
+        assert_eq!(hex_to_octets("0aF9"), Ok(vec![0x0A, 0xF9]));
+        assert_eq!(hex_to_octets(""), Ok(vec![]));
+        assert_eq!(
+            hex_to_octets("00Z0"),
+            Err(PduError::NotHex {
+                character: 'Z',
+                position: 2
+            })
+        );
+        assert_eq!(
+            hex_to_octets("000Z"),
+            Err(PduError::NotHex {
+                character: 'Z',
+                position: 3
+            })
+        );
+        assert_eq!(
+            hex_to_octets("00é0"),
+            Err(PduError::NotHex {
+                character: 'é',
+                position: 2
+            })
+        );
+        assert_eq!(
+            hex_to_octets("000"),
+            Err(PduError::OddHexLength { digits: 3 })
+        );
+        assert_eq!(
+            hex_to_octets("00p"),
+            Err(PduError::NotHex {
+                character: 'p',
+                position: 2
+            })
+        );
+    }
 }
