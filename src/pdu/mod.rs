@@ -175,39 +175,54 @@ pub fn decode_hex(hex: &str) -> Result<Pdu, PduError> {
     decode(&hex_to_octets(hex.trim())?)
 }
 
+/// Value of each octet as a hex digit; [`NOT_HEX`] for every other octet.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xFF;
+
 fn hex_to_octets(hex: &str) -> Result<Vec<u8>, PduError> {
-    let nibble = |digit: u8| match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    };
-    // Everything before the first non-hex octet is ASCII, so that octet starts a character and its index
-    // among characters is the number of octets before it.
-    let not_hex = |at: usize| PduError::NotHex {
-        character: hex
-            .get(at..)
-            .and_then(|rest| rest.chars().next())
-            .unwrap_or('?'),
-        position: at,
-    };
     let digits = hex.as_bytes();
-    let mut octets = Vec::with_capacity(digits.len() / 2);
-    for (pair_index, pair) in digits.chunks(2).enumerate() {
-        let at = 2 * pair_index;
-        match *pair {
-            [high, low] => match (nibble(high), nibble(low)) {
-                (Some(high), Some(low)) => octets.push(high << 4 | low),
-                (None, _) => return Err(not_hex(at)),
-                (Some(_), None) => return Err(not_hex(at + 1)),
-            },
-            [last] if nibble(last).is_none() => return Err(not_hex(at)),
-            _ => {
-                return Err(PduError::OddHexLength {
-                    digits: digits.len(),
-                });
-            }
+    let value = |digit: u8| HEX_VALUE[usize::from(digit)];
+    // One pass that converts and notes whether any digit was bad; the error path then finds the first.
+    let mut seen = 0u8;
+    let octets = digits
+        .chunks_exact(2)
+        .map(|pair| {
+            let (high, low) = (value(pair[0]), value(pair[1]));
+            seen |= high | low;
+            high << 4 | low
+        })
+        .collect();
+    let odd = !digits.len().is_multiple_of(2);
+    if seen == NOT_HEX || odd {
+        if let Some(at) = digits.iter().position(|&d| value(d) == NOT_HEX) {
+            // Everything before the first non-hex octet is ASCII, so that octet starts a character and its
+            // index among characters is its index among octets.
+            let character = hex
+                .get(at..)
+                .and_then(|rest| rest.chars().next())
+                .unwrap_or('?');
+            return Err(PduError::NotHex {
+                character,
+                position: at,
+            });
         }
+        return Err(PduError::OddHexLength {
+            digits: digits.len(),
+        });
     }
     Ok(octets)
 }
