@@ -617,6 +617,32 @@ proptest! {
     }
 
     #[test]
+    fn any_text_round_trips_through_deliver(text in text_strategy(), reference: u8, seconds in 631_238_400i64..3_786_825_600) {
+        let time = jiff::Timestamp::from_second(seconds).unwrap().to_zoned(jiff::tz::TimeZone::get("America/Chicago").unwrap());
+        let pdus = pdu::encode_deliver(Some("+13125550000"), "Cobranza", &text, EncodingChoice::Auto, &time, reference).unwrap();
+        let mut joined = String::new();
+        for (i, bytes) in pdus.iter().enumerate() {
+            let Tpdu::Deliver(d) = pdu::decode(bytes).unwrap().tpdu else { panic!("not a deliver") };
+            prop_assert_eq!(d.sender.value.as_str(), "Cobranza");
+            prop_assert_eq!(d.timestamp.timestamp(), time.timestamp());
+            if pdus.len() > 1 {
+                prop_assert_eq!(d.concat.map(|c| (c.reference, usize::from(c.part))), Some((u16::from(reference), i + 1)));
+            }
+            let UserData::Text(t) = d.user_data else { panic!("binary") };
+            joined.push_str(&t);
+        }
+        prop_assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn status_reports_round_trip(reference: u8, status: u8, number in "\\+?[0-9]{1,20}") {
+        let time: jiff::Zoned = "2026-02-03T04:05:06+05:30[Asia/Kolkata]".parse().unwrap();
+        let bytes = pdu::encode_status_report(None, reference, &number, &time, &time, status).unwrap();
+        let Tpdu::StatusReport(r) = pdu::decode(&bytes).unwrap().tpdu else { panic!("not a status report") };
+        prop_assert_eq!((r.reference, r.status, r.recipient.value), (reference, status, number));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = pdu::decode(&bytes);
     }
