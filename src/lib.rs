@@ -10,6 +10,7 @@
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 //! - [`api`]: the HTTP API (axum): routes, auth, errors, metrics, OpenAPI.
 //! - [`webhook`]: signed event delivery to the CMS from a durable outbox.
+//! - [`rules`]: collections-safety rules (opt-out keywords, quiet hours, contact caps), pure functions.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod api;
@@ -20,5 +21,6 @@ pub mod logging;
 pub mod modem;
 pub mod msisdn;
 pub mod pdu;
+pub mod rules;
 pub mod sim;
 pub mod webhook;
