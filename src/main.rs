@@ -1,3 +1,52 @@
-fn main() {
-    println!("modemgate: work in progress");
+//! The `modemgate` binary: parse the command line, call the library, report errors as one line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "modemgate",
+    version,
+    about = "On-premises SMS gateway for USB GSM/LTE modems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode and decode SMS PDUs.
+    #[command(subcommand)]
+    Pdu(modemgate::cli::pdu::PduCommand),
+    /// Validate a config file; print every problem as PATH:LINE: message and exit 1 if there are errors.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = modemgate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Simulate modems on pseudo-terminals, print their device paths, serve until interrupted.
+    Simulate(modemgate::sim::cli::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Pdu(command) => modemgate::cli::pdu::run(command, &mut std::io::stdout().lock()),
+        Command::CheckConfig { config } => {
+            return modemgate::config::check::check_config_cli(&config);
+        }
+        Command::Simulate(args) => modemgate::logging::init(&Default::default())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| tokio::runtime::Runtime::new().map_err(anyhow::Error::from))
+            .and_then(|rt| Ok(rt.block_on(modemgate::sim::cli::run(args))?)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", modemgate::cli::one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -28,6 +28,8 @@ struct Fake {
     id: String,
     jobs: mpsc::Receiver<SendJob>,
     ready: watch::Sender<bool>,
+    /// Jobs taken and still "being sent": dropping one would tell the dispatcher the worker lost it.
+    sending: Vec<SendJob>,
 }
 
 impl Fake {
@@ -36,9 +38,21 @@ impl Fake {
         self.jobs.try_recv().ok()
     }
 
+    #[track_caller]
     fn take(&mut self) -> SendJob {
-        self.job()
-            .unwrap_or_else(|| panic!("modem {} has no job", self.id))
+        match self.job() {
+            Some(job) => job,
+            None => panic!("modem {} has no job", self.id),
+        }
+    }
+
+    /// Takes the next job and keeps it in progress; returns its message.
+    #[track_caller]
+    fn take_id(&mut self) -> Uuid {
+        let job = self.take();
+        let id = job.message_id;
+        self.sending.push(job);
+        id
     }
 
     fn waiting(&self) -> usize {
@@ -84,6 +98,7 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
             id: spec.id.into(),
             jobs,
             ready,
+            sending: Vec::new(),
         });
     }
     let stop = CancellationToken::new();
@@ -100,9 +115,14 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
 }
 
 impl Running {
+    /// Stops the dispatcher; jobs the fakes still hold are dropped, as a dying worker would.
     async fn stop(self) {
+        drop(self.fakes);
         self.stop.cancel();
-        self.task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the dispatcher did not stop")
+            .unwrap();
     }
 }
 
@@ -235,7 +255,10 @@ async fn a_modem_rate_limit_spaces_its_sends() {
     d.handle.flush().await;
     let first = d.fakes[0].take();
     assert_eq!(first.message_id, ids[0]);
-    assert!(d.fakes[0].job().is_none(), "the second send needs a new permit");
+    assert!(
+        d.fakes[0].job().is_none(),
+        "the second send needs a new permit"
+    );
     complete(&rig.store, "m1", first, 1).await;
 
     rig.clock.advance(Duration::from_secs(9));
@@ -243,10 +266,10 @@ async fn a_modem_rate_limit_spaces_its_sends() {
     assert!(d.fakes[0].job().is_none(), "9 s is too early at 6/min");
     rig.clock.advance(Duration::from_secs(1));
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, ids[1]);
+    assert_eq!(d.fakes[0].take_id(), ids[1]);
     rig.clock.advance(Duration::from_secs(10));
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, ids[2]);
+    assert_eq!(d.fakes[0].take_id(), ids[2]);
     d.stop().await;
 }
 
@@ -257,7 +280,7 @@ async fn a_global_pace_limits_all_modems_together() {
         global: Some(Quota::with_period(Duration::from_secs(5)).unwrap()),
         ..Settings::default()
     };
-    let mut d = run(
+    let d = run(
         &rig.store,
         &[spec("m1"), spec("m2")],
         settings,
@@ -265,7 +288,12 @@ async fn a_global_pace_limits_all_modems_together() {
     )
     .await;
     for i in 0..3 {
-        submit(&rig.store, &d.handle, new_message(&format!("+1555000010{i}"), 1)).await;
+        submit(
+            &rig.store,
+            &d.handle,
+            new_message(&format!("+1555000010{i}"), 1),
+        )
+        .await;
     }
     d.handle.flush().await;
     let handed = |d: &Running| d.fakes.iter().map(Fake::waiting).sum::<usize>();
@@ -284,10 +312,23 @@ async fn the_daily_cap_holds_across_a_restart_and_resets_the_next_day() {
         quota: fast(),
         cap: Some(2),
     };
-    let mut d = run(&rig.store, &[capped()], Settings::default(), Arc::new(AllowAll)).await;
+    let mut d = run(
+        &rig.store,
+        &[capped()],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(submit(&rig.store, &d.handle, new_message(&format!("+1555000020{i}"), 1)).await);
+        ids.push(
+            submit(
+                &rig.store,
+                &d.handle,
+                new_message(&format!("+1555000020{i}"), 1),
+            )
+            .await,
+        );
     }
     d.handle.flush().await;
     let (a, b) = (d.fakes[0].take(), d.fakes[0].take());
@@ -307,14 +348,20 @@ async fn the_daily_cap_holds_across_a_restart_and_resets_the_next_day() {
 
     rig.clock.set("2026-03-03T00:00:00Z".parse().unwrap());
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, ids[2]);
+    assert_eq!(d.fakes[0].take_id(), ids[2]);
     d.stop().await;
 }
 
 #[tokio::test]
 async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
     let rig = rig();
-    let mut d = run(&rig.store, &[spec("m1")], Settings::default(), Arc::new(AllowAll)).await;
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
     d.fakes[0].ready.send(false).unwrap();
     let mut later = new_message("+15550000301", 1);
     later.send_at = Some(start_time() + jiff::SignedDuration::from_hours(1));
@@ -327,8 +374,11 @@ async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
 
     d.fakes[0].ready.send(true).unwrap();
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, urgent);
-    assert_eq!(d.fakes[0].take().message_id, low);
+    let (first, second) = (d.fakes[0].take(), d.fakes[0].take());
+    assert_eq!((first.message_id, second.message_id), (urgent, low));
+    complete(&rig.store, "m1", first, 1).await;
+    complete(&rig.store, "m1", second, 2).await;
+    d.handle.flush().await;
     assert!(d.fakes[0].job().is_none());
 
     rig.clock.advance(Duration::from_secs(3599));
@@ -336,14 +386,20 @@ async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
     assert!(d.fakes[0].job().is_none(), "not before send_at");
     rig.clock.advance(Duration::from_secs(1));
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, later);
+    assert_eq!(d.fakes[0].take_id(), later);
     d.stop().await;
 }
 
 #[tokio::test]
 async fn messages_expire_instead_of_going_out_late() {
     let rig = rig();
-    let mut d = run(&rig.store, &[spec("m1")], Settings::default(), Arc::new(AllowAll)).await;
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
     d.fakes[0].ready.send(false).unwrap();
     let mut waiting = new_message("+15550000401", 1);
     waiting.expires_at = Some(start_time() + jiff::SignedDuration::from_mins(10));
@@ -370,7 +426,13 @@ async fn messages_expire_instead_of_going_out_late() {
 #[tokio::test]
 async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
     let rig = rig();
-    let mut d = run(&rig.store, &[spec("m1")], Settings::default(), Arc::new(AllowAll)).await;
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
     d.fakes[0].ready.send(false).unwrap();
     let pending = submit(&rig.store, &d.handle, new_message("+15550000501", 1)).await;
     let sending = submit(&rig.store, &d.handle, new_message("+15550000502", 1)).await;
@@ -416,7 +478,10 @@ async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
     fail(&rig.store, "m1", job, SendError::Cms(42)).await;
     d.handle.flush().await;
     assert_eq!(state(&rig.store, id).await, MessageState::Queued);
-    assert!(d.fakes.iter_mut().all(|f| f.job().is_none()), "back-off first");
+    assert!(
+        d.fakes.iter_mut().all(|f| f.job().is_none()),
+        "back-off first"
+    );
 
     rig.clock.advance(Duration::from_secs(30));
     d.handle.flush().await;
@@ -425,10 +490,15 @@ async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
     let events = detail(&rig.store, id).await.events;
     let claimed = events.iter().rev().find(|e| e.kind == "claimed").unwrap();
     assert!(
-        claimed.detail.as_deref().unwrap().contains("retry after a failure on modem m1"),
+        claimed
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("retry after a failure on modem m1"),
         "{claimed:?}"
     );
     fail(&rig.store, "m2", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
 
     // Second back-off is doubled but capped at 45 s; the third attempt is the last.
     rig.clock.advance(Duration::from_secs(44));
@@ -514,8 +584,7 @@ async fn a_recipient_sticks_to_its_modem_and_falls_back_with_a_reason() {
     d.fakes[0].ready.send(false).unwrap();
     let fallback = submit(&rig.store, &d.handle, new_message(x, 1)).await;
     d.handle.flush().await;
-    let job = d.fakes[1].take();
-    assert_eq!(job.message_id, fallback);
+    assert_eq!(d.fakes[1].take_id(), fallback);
     let events = detail(&rig.store, fallback).await.events;
     let claimed = events.iter().find(|e| e.kind == "claimed").unwrap();
     assert_eq!(
@@ -549,7 +618,7 @@ async fn a_modem_over_its_cap_hands_sticky_recipients_to_another() {
     complete(&rig.store, "m1", job, 1).await;
     let next = submit(&rig.store, &d.handle, new_message(x, 1)).await;
     d.handle.flush().await;
-    assert_eq!(d.fakes[1].take().message_id, next);
+    assert_eq!(d.fakes[1].take_id(), next);
     let events = detail(&rig.store, next).await.events;
     assert!(
         events.iter().any(|e| e
@@ -612,7 +681,7 @@ async fn the_gate_holds_and_blocks_at_hand_off() {
 
     rig.clock.set(until);
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take().message_id, held);
+    assert_eq!(d.fakes[0].take_id(), held);
     d.stop().await;
 }
 
@@ -639,7 +708,12 @@ async fn four_modems_stay_busy_with_the_next_job_waiting() {
     }
     d.handle.flush().await;
     for fake in &d.fakes {
-        assert_eq!(fake.waiting(), 2, "{}: one job to send, the next waiting", fake.id);
+        assert_eq!(
+            fake.waiting(),
+            2,
+            "{}: one job to send, the next waiting",
+            fake.id
+        );
     }
     let mut sent = 0;
     let mut gaps = 0;
@@ -698,7 +772,7 @@ async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     d.fakes[0].ready.send(false).unwrap();
     job.done.send(JobOutcome::NotAttempted).unwrap();
     d.handle.flush().await;
-    assert_eq!(d.fakes[1].take().message_id, id);
+    assert_eq!(d.fakes[1].take_id(), id);
     // A job lost after its part was submitting is never resent: it becomes unknown.
     let lost = submit(&rig.store, &d.handle, new_message("+15550001202", 1)).await;
     d.handle.flush().await;

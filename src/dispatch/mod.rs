@@ -297,14 +297,14 @@ impl Dispatcher {
                     self.stopping = true;
                 }
                 command = self.commands.recv(), if self.commands_open => match command {
-                    Some(Command::Enqueue(entry)) => {
-                        let now = self.clock.now();
-                        self.enqueue(entry, None, now);
+                    Some(command) => {
+                        // Take every command already waiting, so a burst of new messages is indexed
+                        // before any of it is handed out (priorities hold, `more_waiting` is right).
+                        self.command(command);
+                        while let Ok(command) = self.commands.try_recv() {
+                            self.command(command);
+                        }
                     }
-                    Some(Command::Forget(id)) => {
-                        self.queue.remove(id);
-                    }
-                    Some(Command::Flush(done)) => self.flushes.push(done),
                     None => self.commands_open = false,
                 },
                 Some(_) = self.readiness.recv() => {}
@@ -312,6 +312,19 @@ impl Dispatcher {
             }
         }
         tracing::info!("dispatcher stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Enqueue(entry) => {
+                let now = self.clock.now();
+                self.enqueue(entry, None, now);
+            }
+            Command::Forget(id) => {
+                self.queue.remove(id);
+            }
+            Command::Flush(done) => self.flushes.push(done),
+        }
     }
 
     fn enqueue(&mut self, entry: QueueEntry, avoid: Option<usize>, now: Timestamp) {
@@ -368,11 +381,14 @@ impl Dispatcher {
         wake
     }
 
-    /// Gives each free modem one job per round, round after round, until nothing more can go out now.
+    /// Gives each free modem one job per round, least busy first, round after round, until nothing more
+    /// can go out now.
     async fn hand_out(&mut self, now: Timestamp) {
+        let mut order: Vec<usize> = (0..self.modems.len()).collect();
         loop {
             let mut progressed = false;
-            for modem in 0..self.modems.len() {
+            order.sort_by_key(|&i| self.modems[i].in_flight);
+            for &modem in &order {
                 if self.can_take(modem, now) && self.hand_one(modem, now).await {
                     progressed = true;
                 }

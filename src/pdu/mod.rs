@@ -1,7 +1,38 @@
 //! 3GPP TS 23.040 / 23.038 SMS PDU codec.
 //!
-//! CONTRACT STUB (to be implemented by the pdu work): the signatures below are what the simulator, the modem
-//! worker and the API code against. Implementations may add items but must keep these.
+//! The simulator, the modem worker and the API code against the functions and types here; the work is done in
+//! one submodule per concern:
+//! - `gsm7`: the GSM 03.38 alphabet and septet packing; `ucs2`: UTF-16 user data;
+//! - `address`, `timestamp`, `udh`, `user_data`: the fields;
+//! - `submit`, `deliver`, `status_report`: the three TPDUs;
+//! - `segment`: splitting texts into parts, smart encoding, the segment calculator;
+//! - `error`: [`PduError`], which names the field and octet offset of every decoding failure.
+//!
+//! Decoders never panic and never read out of bounds: all reads go through a checked cursor. Octets after
+//! the end of the TPDU (as its own length fields place it) are ignored: some phones pad stored PDUs.
+
+mod address;
+mod deliver;
+mod error;
+mod gsm7;
+mod reader;
+mod segment;
+mod status_report;
+mod submit;
+mod timestamp;
+mod ucs2;
+mod udh;
+mod user_data;
+
+pub use error::PduError;
+pub use segment::smart_replace;
+pub use status_report::StatusClass;
+pub use timestamp::rfc3339;
+
+use reader::Reader;
+
+/// TP-UDHI, bit 6 of the first octet of every TPDU: the user data starts with a header.
+const UDHI: u8 = 0x40;
 
 use std::time::Duration;
 
@@ -53,7 +84,7 @@ pub struct EncodedPart {
 impl EncodedPart {
     /// Upper-case hex of [`EncodedPart::bytes`], as written to the modem.
     pub fn hex(&self) -> String {
-        todo!()
+        hex::encode_upper(&self.bytes)
     }
 }
 
@@ -138,62 +169,97 @@ pub struct Pdu {
     pub tpdu: Tpdu,
 }
 
-/// A decoding/encoding failure naming the field and offset.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PduError {
-    #[error("placeholder")]
-    Placeholder,
+/// Decode a PDU given as hex (SMSC field included), as printed in +CMGR/+CMGL/+CMT/+CDS.
+/// Surrounding whitespace is ignored; either case of hex digit is accepted.
+pub fn decode_hex(hex: &str) -> Result<Pdu, PduError> {
+    decode(&hex_to_octets(hex.trim())?)
 }
 
-/// Decode a PDU given as hex (SMSC field included), as printed in +CMGR/+CMGL/+CMT/+CDS.
-pub fn decode_hex(_hex: &str) -> Result<Pdu, PduError> {
-    todo!()
+fn hex_to_octets(hex: &str) -> Result<Vec<u8>, PduError> {
+    if let Some((position, character)) = hex
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !c.is_ascii_hexdigit())
+    {
+        return Err(PduError::NotHex {
+            character,
+            position,
+        });
+    }
+    if !hex.len().is_multiple_of(2) {
+        return Err(PduError::OddHexLength { digits: hex.len() });
+    }
+    let nibble = |digit: u8| char::from(digit).to_digit(16).unwrap_or(0) as u8;
+    Ok(hex
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
+        .collect())
 }
 
 /// Decode a PDU from raw octets (SMSC field included).
-pub fn decode(_bytes: &[u8]) -> Result<Pdu, PduError> {
-    todo!()
+pub fn decode(bytes: &[u8]) -> Result<Pdu, PduError> {
+    let mut r = Reader::new(bytes);
+    let smsc = address::decode_smsc(&mut r)?;
+    let offset = r.offset();
+    let first = r.u8("TP-MTI")?;
+    let tpdu = match first & 0x03 {
+        0 => Tpdu::Deliver(deliver::decode(&mut r, first)?),
+        1 => Tpdu::Submit(submit::decode(&mut r, first)?),
+        2 => Tpdu::StatusReport(status_report::decode(&mut r, first)?),
+        _ => {
+            return Err(PduError::invalid(
+                "TP-MTI",
+                offset,
+                format!("message type 3 (first octet {first:02X}) is reserved"),
+            ));
+        }
+    };
+    Ok(Pdu { smsc, tpdu })
 }
 
 /// Encode a text into one or more SMS-SUBMIT PDUs for `to` (`+E164`, national digits or a short code).
+///
+/// Several parts carry an 8-bit concatenation UDH with `opts.concat_reference`; each PDU starts with an
+/// empty SMSC field (`00`), so the modem uses the SIM's SMSC.
 pub fn encode_submit(
-    _to: &str,
-    _text: &str,
-    _opts: &SubmitOptions,
+    to: &str,
+    text: &str,
+    opts: &SubmitOptions,
 ) -> Result<Vec<EncodedPart>, PduError> {
-    todo!()
+    submit::encode(to, text, opts)
 }
 
 /// The segment calculator the API reports to clients.
 pub fn segments(
-    _text: &str,
-    _encoding: EncodingChoice,
-    _smart: bool,
+    text: &str,
+    encoding: EncodingChoice,
+    smart: bool,
 ) -> Result<SegmentInfo, PduError> {
-    todo!()
+    Ok(segment::plan(text, encoding, smart)?.info())
 }
 
 /// Encode SMS-DELIVER PDUs (SMSC field included) as a network would deliver `text` from `sender`
 /// (a number or an alphanumeric sender): used by the simulator to inject inbound messages.
 pub fn encode_deliver(
-    _smsc: Option<&str>,
-    _sender: &str,
-    _text: &str,
-    _encoding: EncodingChoice,
-    _timestamp: &jiff::Zoned,
-    _concat_reference: u8,
+    smsc: Option<&str>,
+    sender: &str,
+    text: &str,
+    encoding: EncodingChoice,
+    timestamp: &jiff::Zoned,
+    concat_reference: u8,
 ) -> Result<Vec<Vec<u8>>, PduError> {
-    todo!()
+    deliver::encode(smsc, sender, text, encoding, timestamp, concat_reference)
 }
 
 /// Encode an SMS-STATUS-REPORT PDU (SMSC field included): used by the simulator.
 pub fn encode_status_report(
-    _smsc: Option<&str>,
-    _reference: u8,
-    _recipient: &str,
-    _submitted: &jiff::Zoned,
-    _discharged: &jiff::Zoned,
-    _status: u8,
+    smsc: Option<&str>,
+    reference: u8,
+    recipient: &str,
+    submitted: &jiff::Zoned,
+    discharged: &jiff::Zoned,
+    status: u8,
 ) -> Result<Vec<u8>, PduError> {
-    todo!()
+    status_report::encode(smsc, reference, recipient, submitted, discharged, status)
 }

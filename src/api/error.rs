@@ -1,0 +1,203 @@
+//! The one error type at the HTTP edge.
+//!
+//! Every failure a client can see goes through [`ApiError`], so the body is always
+//! `{"error": {"code": "...", "message": "...", "field": ...}}` and never axum's plain-text default. `code` is
+//! stable and meant for programs; `message` is for people; `field` names the request field at fault (or null).
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A request that failed, with everything needed to answer it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not syntactically valid JSON (or form encoding).
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    /// 400: a well-formed request that makes no sense (e.g. a bad cursor).
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    /// 401: no bearer token, or one that matches no key.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 403: a valid key without the scope this route needs.
+    #[error("this API key lacks the `{0}` scope")]
+    Forbidden(&'static str),
+    /// 404: nothing at this id.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 409: the request clashes with what is stored (idempotency key reuse, a state that forbids it).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413: the body is over `[server] body_limit`.
+    #[error("request body is larger than this server accepts ([server] body_limit)")]
+    PayloadTooLarge,
+    /// 415: neither JSON nor a form.
+    #[error(
+        "unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded"
+    )]
+    UnsupportedMediaType(String),
+    /// 422: syntactically fine, but a field is wrong.
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    /// 429: this key is over its request rate.
+    #[error("rate limit exceeded; retry in {}s", retry_after_secs(*.0))]
+    RateLimited(Duration),
+    /// 503: the store or the daemon behind us cannot answer right now; safe to retry.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whole seconds for `Retry-After`, rounded up so a client that obeys it is never early.
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+impl ApiError {
+    /// A 422 on one field.
+    pub fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            code,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedBody(_) => "malformed_json",
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Invalid { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadRequest { field, .. } | ApiError::Invalid { field, .. } => {
+                field.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON body, also used for per-item results of a batch.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            field: self.field().map(str::to_owned),
+        }
+    }
+}
+
+/// `{"code", "message", "field"}`: the inside of the `error` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status(), axum::Json(Envelope { error: self.body() })).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"modemgate\""),
+                );
+            }
+            ApiError::RateLimited(wait) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(*wait)),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn error_body_has_code_message_and_field() {
+        let response =
+            ApiError::invalid("invalid_number", "to", "not a phone number").into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let bytes = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "invalid_number", "message": "not a phone number", "field": "to"}})
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn unauthorized_carries_www_authenticate() {
+        let response = ApiError::Unauthorized.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        let response = ApiError::RateLimited(Duration::from_millis(1500)).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+}

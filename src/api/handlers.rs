@@ -1,0 +1,509 @@
+//! Route handlers: thin, each one reads its input, asks the [`Backend`](super::backend::Backend), answers.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Principal;
+use super::backend::{
+    Accepted, AcceptedView, BackendError, Direction, ListFilter, NewMessage, Status,
+};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Fields, JsonObject, JsonOrForm, PathParam, QueryFields, wrong_type};
+use super::validate::{check_idempotency_key, idempotency_key};
+
+/// Most sends in one `POST /v1/messages/batch`.
+pub const MAX_BATCH: usize = 1000;
+/// Page size when `limit` is absent, and the largest allowed.
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+fn key_name(principal: Option<Extension<Principal>>) -> String {
+    principal
+        .map(|Extension(p)| p.key_name.to_string())
+        .unwrap_or_default()
+}
+
+fn accepted_response(accepted: Accepted) -> Response {
+    match accepted {
+        Accepted::New(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Accepted::Repeat(view) => (StatusCode::OK, Json(view)).into_response(),
+    }
+}
+
+/// `POST /v1/messages`.
+pub async fn send(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    JsonOrForm(fields): JsonOrForm,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let request = state.validator().send_request(fields)?;
+    let accepted = state
+        .backend
+        .accept(NewMessage {
+            request,
+            idempotency_key,
+            api_key: key_name(principal),
+        })
+        .await?;
+    Ok(accepted_response(accepted))
+}
+
+/// One item of a batch answer: `{"index", "status", ...AcceptedView}` or `{"index", "status", "error"}`.
+#[derive(Debug, Serialize)]
+struct BatchItem {
+    index: usize,
+    status: u16,
+    #[serde(flatten)]
+    accepted: Option<AcceptedView>,
+    error: Option<ErrorBody>,
+}
+
+impl BatchItem {
+    fn new(index: usize, outcome: Result<Accepted, ApiError>) -> BatchItem {
+        match outcome {
+            Ok(Accepted::New(view)) => BatchItem {
+                index,
+                status: 202,
+                accepted: Some(view),
+                error: None,
+            },
+            Ok(Accepted::Repeat(view)) => BatchItem {
+                index,
+                status: 200,
+                accepted: Some(view),
+                error: None,
+            },
+            Err(e) => BatchItem {
+                index,
+                status: e.status().as_u16(),
+                accepted: None,
+                error: Some(e.body()),
+            },
+        }
+    }
+}
+
+/// `POST /v1/messages/batch`: `{"messages": [send, ...]}`, each item may carry `idempotency_key`. Answers 200
+/// with one result per item, in order; valid items are stored even when others are refused.
+pub async fn send_batch(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    JsonObject(mut fields): JsonObject,
+) -> Result<Response, ApiError> {
+    let items = match fields.take("messages") {
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(wrong_type("messages", "an array")),
+        None => {
+            return Err(ApiError::invalid(
+                "missing_field",
+                "messages",
+                "`messages` is required",
+            ));
+        }
+    };
+    fields.finish()?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_batch_size",
+            "messages",
+            format!(
+                "`messages` must hold 1-{MAX_BATCH} items, not {}",
+                items.len()
+            ),
+        ));
+    }
+    let key = key_name(principal);
+    let validator = state.validator();
+    let mut outcomes: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(items.len());
+    let mut valid = Vec::new();
+    for item in items {
+        let parsed = Fields::from_value(item, None).and_then(|mut item| {
+            let idempotency_key = item
+                .take_string("idempotency_key")?
+                .map(|key| check_idempotency_key("idempotency_key", &key))
+                .transpose()?;
+            let request = validator.send_request(item)?;
+            Ok(NewMessage {
+                request,
+                idempotency_key,
+                api_key: key.clone(),
+            })
+        });
+        match parsed {
+            Ok(message) => {
+                valid.push(message);
+                outcomes.push(None);
+            }
+            Err(e) => outcomes.push(Some(Err(e))),
+        }
+    }
+    let mut stored = state.backend.accept_batch(valid).await?.into_iter();
+    let results: Vec<BatchItem> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| {
+            let outcome = outcome.unwrap_or_else(|| match stored.next() {
+                Some(result) => result.map_err(ApiError::from),
+                None => Err(ApiError::Unavailable(
+                    "the store returned fewer results than items".into(),
+                )),
+            });
+            BatchItem::new(index, outcome)
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+fn message_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("message {raw:?}")))
+}
+
+/// `GET /v1/messages/{id}`.
+pub async fn get_message(
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    let detail = state.backend.message(message_id(&id)?).await?;
+    Ok(Json(detail).into_response())
+}
+
+/// `POST /v1/messages/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    let message = state.backend.cancel(message_id(&id)?).await?;
+    Ok(Json(message).into_response())
+}
+
+fn time_param(fields: &mut Fields, name: &str) -> Result<Option<jiff::Timestamp>, ApiError> {
+    fields
+        .take_string(name)?
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_time",
+                    name,
+                    format!("`{name}` must be an RFC 3339 time with an offset"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn paging(fields: &mut Fields) -> Result<(usize, Option<String>), ApiError> {
+    let limit = match fields.take_string("limit")? {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_limit",
+                    "limit",
+                    format!("`limit` must be 1-{MAX_LIMIT}"),
+                )
+            })?,
+    };
+    Ok((limit, fields.take_string("after")?))
+}
+
+/// The list filters, shared by `GET /v1/messages` and the CSV export.
+fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiError> {
+    let direction = match fields.take_string("direction")?.as_deref() {
+        None => None,
+        Some("outbound") => Some(Direction::Outbound),
+        Some("inbound") => Some(Direction::Inbound),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_direction",
+                "direction",
+                "`direction` must be outbound or inbound",
+            ));
+        }
+    };
+    let to = fields
+        .take_string("to")?
+        .map(|n| state.validator().number("to", &n))
+        .transpose()?;
+    let status = match fields.take_string("status")? {
+        None => None,
+        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+            ApiError::invalid("invalid_status", "status", format!("unknown status {s:?}"))
+        })?),
+    };
+    let since = time_param(&mut fields, "since")?;
+    let until = time_param(&mut fields, "until")?;
+    let reference = fields.take_string("reference")?;
+    let (limit, after) = paging(&mut fields)?;
+    fields.finish()?;
+    Ok(ListFilter {
+        direction,
+        to,
+        status,
+        since,
+        until,
+        reference,
+        limit,
+        after,
+    })
+}
+
+/// `GET /v1/messages`.
+pub async fn list(
+    State(state): State<AppState>,
+    QueryFields(fields): QueryFields,
+) -> Result<Response, ApiError> {
+    let filter = list_filter(&state, fields)?;
+    Ok(Json(state.backend.list(filter).await?).into_response())
+}
+
+/// `GET /v1/conversations/{number}`.
+pub async fn conversation(
+    State(state): State<AppState>,
+    PathParam(number): PathParam,
+    QueryFields(mut fields): QueryFields,
+) -> Result<Response, ApiError> {
+    let number = state.validator().number("number", &number)?;
+    let (limit, after) = paging(&mut fields)?;
+    fields.finish()?;
+    Ok(Json(state.backend.conversation(number, limit, after).await?).into_response())
+}
+
+const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error\r\n";
+
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break. A value a spreadsheet would run
+/// as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection, e.g. from an inbound SMS text) gets a
+/// leading `'`, except E.164 numbers (`+` and digits), which are data.
+fn csv_field(out: &mut String, value: &str) {
+    let is_number = value
+        .strip_prefix('+')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number;
+    let value = if formula {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\r', '\n']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(&value);
+    }
+}
+
+/// The lowercase name serde gives a unit variant (`outbound`, `gsm7`).
+fn variant_name(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+fn csv_row(m: &super::backend::MessageView) -> String {
+    let fields = [
+        m.id.to_string(),
+        variant_name(m.direction),
+        m.status.as_str().to_owned(),
+        m.to.clone().unwrap_or_default(),
+        m.from.clone().unwrap_or_default(),
+        m.text.clone(),
+        m.parts.to_string(),
+        variant_name(m.encoding),
+        m.priority.map(|p| p.get().to_string()).unwrap_or_default(),
+        m.reference.clone().unwrap_or_default(),
+        m.modem.clone().unwrap_or_default(),
+        m.created_at.to_string(),
+        m.updated_at.to_string(),
+        m.error.clone().unwrap_or_default(),
+    ];
+    let mut row = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            row.push(',');
+        }
+        csv_field(&mut row, field);
+    }
+    row.push_str("\r\n");
+    row
+}
+
+/// `GET /v1/messages/export.csv`: the same filters as the list, every page, streamed as it is read. `limit`
+/// sets the page size used internally; a store failure mid-stream ends the body early (the client sees a
+/// truncated transfer, not a well-formed short file: chunked encoding without its final chunk).
+pub async fn export_csv(
+    State(state): State<AppState>,
+    QueryFields(fields): QueryFields,
+) -> Result<Response, ApiError> {
+    let filter = list_filter(&state, fields)?;
+    // Read the first page before answering, so a bad cursor or a down store is still a proper error.
+    let first = state.backend.list(filter.clone()).await?;
+    enum Next {
+        Page(super::backend::Page),
+        After(String),
+        Done,
+    }
+    let backend = state.backend.clone();
+    let head = stream::once(async { Ok::<_, BackendError>(CSV_HEADER.to_owned()) });
+    let rows = stream::unfold(Next::Page(first), move |next| {
+        let backend = backend.clone();
+        let filter = filter.clone();
+        async move {
+            let page = match next {
+                Next::Done => return None,
+                Next::Page(page) => page,
+                Next::After(cursor) => {
+                    match backend
+                        .list(ListFilter {
+                            after: Some(cursor),
+                            ..filter
+                        })
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(e) => return Some((Err(e), Next::Done)),
+                    }
+                }
+            };
+            let chunk: String = page.messages.iter().map(csv_row).collect();
+            let next = page.next.map_or(Next::Done, Next::After);
+            Some((Ok(chunk), next))
+        }
+    });
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, rows));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"messages.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /v1/modems`.
+pub async fn modems(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "modems": state.backend.modems().await? })).into_response())
+}
+
+/// `POST /v1/modems/{id}/pause`.
+pub async fn pause(
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.backend.set_paused(id, true).await?).into_response())
+}
+
+/// `POST /v1/modems/{id}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.backend.set_paused(id, false).await?).into_response())
+}
+
+/// `GET /v1/optouts`.
+pub async fn optouts(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(json!({ "optouts": state.backend.optouts().await? })).into_response())
+}
+
+/// `POST /v1/optouts`: `{"number", "note"?}`; 201 with the opt-out.
+pub async fn add_optout(
+    State(state): State<AppState>,
+    JsonObject(mut fields): JsonObject,
+) -> Result<Response, ApiError> {
+    let number = fields.take_string("number")?;
+    let note = fields.take_string("note")?;
+    fields.finish()?;
+    let number = number
+        .ok_or_else(|| ApiError::invalid("missing_field", "number", "`number` is required"))?;
+    let number = state.validator().number("number", &number)?;
+    let optout = state.backend.add_optout(number, note).await?;
+    Ok((StatusCode::CREATED, Json(optout)).into_response())
+}
+
+/// `DELETE /v1/optouts/{number}`: 204.
+pub async fn remove_optout(
+    State(state): State<AppState>,
+    PathParam(number): PathParam,
+) -> Result<Response, ApiError> {
+    let number = state
+        .validator()
+        .number("number", &number)
+        .map_err(|_| ApiError::NotFound("opt-out".into()))?;
+    state.backend.remove_optout(number).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the store is open and the daemon accepts traffic.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.backend.ready().await?;
+    Ok(Json(json!({ "status": "ready" })).into_response())
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut s = String::new();
+        csv_field(&mut s, "plain");
+        s.push('|');
+        csv_field(&mut s, "a,b \"c\"\nd");
+        assert_eq!(s, "plain|\"a,b \"\"c\"\"\nd\"");
+    }
+
+    #[test]
+    fn csv_formulas_are_defused_but_numbers_are_not() {
+        let field = |v: &str| {
+            let mut s = String::new();
+            csv_field(&mut s, v);
+            s
+        };
+        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(field("+4915123456789"), "+4915123456789");
+        assert_eq!(field("+1+1"), "'+1+1");
+        assert_eq!(field("-"), "'-");
+    }
+}

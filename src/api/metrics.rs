@@ -1,0 +1,302 @@
+//! Prometheus metrics, written by hand in the text exposition format (0.0.4).
+//!
+//! A handful of series does not justify a metrics framework: this keeps one mutex-guarded registry that the
+//! daemon updates as events happen and `/metrics` renders on scrape. The mutex is a `std` one because no
+//! update ever awaits while holding it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::modem::job::ModemState;
+
+/// Upper bounds (seconds) of the send-latency buckets: `AT+CMGS` takes 2-4 s typically, tails of 30 s+.
+const LATENCY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+
+const MODEM_STATES: [(ModemState, &str); 5] = [
+    (ModemState::Initialising, "initialising"),
+    (ModemState::Ready, "ready"),
+    (ModemState::Degraded, "degraded"),
+    (ModemState::Offline, "offline"),
+    (ModemState::Paused, "paused"),
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// (status, modem) → transitions into that status.
+    messages: BTreeMap<(String, String), u64>,
+    queue_depth: u64,
+    send_latency: Histogram,
+    modem_state: BTreeMap<String, ModemState>,
+    modem_signal: BTreeMap<String, u8>,
+    webhook_backlog: u64,
+}
+
+/// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+}
+
+impl Metrics {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic elsewhere while holding the lock leaves plain numbers behind: still fine to use.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A message entered `status` (on `modem`, when one is involved).
+    pub fn message_status(&self, status: &str, modem: Option<&str>) {
+        let key = (status.to_owned(), modem.unwrap_or_default().to_owned());
+        *self.lock().messages.entry(key).or_default() += 1;
+    }
+
+    /// Messages waiting to be sent (queued or scheduled).
+    pub fn set_queue_depth(&self, depth: u64) {
+        self.lock().queue_depth = depth;
+    }
+
+    /// Time from a message being queued to its last part accepted by the network.
+    pub fn observe_send_latency(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let mut registry = self.lock();
+        let histogram = &mut registry.send_latency;
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(bucket) = histogram.buckets.get_mut(slot) {
+            *bucket += 1;
+        }
+        histogram.sum += seconds;
+        histogram.count += 1;
+    }
+
+    /// A modem's current state and `+CSQ` RSSI (99 or `None`: unknown, not exported).
+    pub fn set_modem(&self, modem: &str, state: ModemState, signal: Option<u8>) {
+        let mut registry = self.lock();
+        registry.modem_state.insert(modem.to_owned(), state);
+        match signal.filter(|rssi| *rssi != 99) {
+            Some(rssi) => registry.modem_signal.insert(modem.to_owned(), rssi),
+            None => registry.modem_signal.remove(modem),
+        };
+    }
+
+    /// Webhook deliveries not yet acknowledged by the receiver.
+    pub fn set_webhook_backlog(&self, backlog: u64) {
+        self.lock().webhook_backlog = backlog;
+    }
+
+    /// The exposition text for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let registry = self.lock();
+        let mut out = String::new();
+        header(
+            &mut out,
+            "modemgate_messages_total",
+            "counter",
+            "Messages that entered each status, by modem.",
+        );
+        for ((status, modem), n) in &registry.messages {
+            sample(
+                &mut out,
+                "modemgate_messages_total",
+                &[("status", status), ("modem", modem)],
+                *n as f64,
+            );
+        }
+        header(
+            &mut out,
+            "modemgate_queue_depth",
+            "gauge",
+            "Messages queued or scheduled, not yet sent.",
+        );
+        sample(
+            &mut out,
+            "modemgate_queue_depth",
+            &[],
+            registry.queue_depth as f64,
+        );
+
+        let name = "modemgate_send_latency_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Time from acceptance to the last part sent.",
+        );
+        let histogram = &registry.send_latency;
+        let mut cumulative = 0;
+        for (i, count) in histogram.buckets.iter().enumerate() {
+            cumulative += count;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or("+Inf".to_owned(), |b| b.to_string());
+            sample(
+                &mut out,
+                &format!("{name}_bucket"),
+                &[("le", &le)],
+                cumulative as f64,
+            );
+        }
+        sample(&mut out, &format!("{name}_sum"), &[], histogram.sum);
+        sample(
+            &mut out,
+            &format!("{name}_count"),
+            &[],
+            histogram.count as f64,
+        );
+
+        header(
+            &mut out,
+            "modemgate_modem_state",
+            "gauge",
+            "1 for each modem's current state, 0 for the others.",
+        );
+        for (modem, current) in &registry.modem_state {
+            for (state, label) in MODEM_STATES {
+                let value = if state == *current { 1.0 } else { 0.0 };
+                sample(
+                    &mut out,
+                    "modemgate_modem_state",
+                    &[("modem", modem), ("state", label)],
+                    value,
+                );
+            }
+        }
+        header(
+            &mut out,
+            "modemgate_modem_signal_rssi",
+            "gauge",
+            "Last +CSQ RSSI (0-31) per modem.",
+        );
+        for (modem, rssi) in &registry.modem_signal {
+            sample(
+                &mut out,
+                "modemgate_modem_signal_rssi",
+                &[("modem", modem)],
+                f64::from(*rssi),
+            );
+        }
+        header(
+            &mut out,
+            "modemgate_webhook_backlog",
+            "gauge",
+            "Webhook deliveries waiting or retrying.",
+        );
+        sample(
+            &mut out,
+            "modemgate_webhook_backlog",
+            &[],
+            registry.webhook_backlog as f64,
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (label, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = write!(out, "{label}=\"{escaped}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.message_status("sent", Some("m1"));
+        m.message_status("sent", Some("m1"));
+        m.message_status("queued", None);
+        m.set_queue_depth(7);
+        m.observe_send_latency(Duration::from_millis(1500));
+        m.observe_send_latency(Duration::from_secs(3));
+        m.observe_send_latency(Duration::from_secs(900));
+        m.set_modem("m1", ModemState::Ready, Some(21));
+        m.set_modem("m2", ModemState::Offline, Some(99));
+        m.set_webhook_backlog(3);
+        let text = m.render();
+        for line in [
+            "# TYPE modemgate_messages_total counter",
+            "modemgate_messages_total{status=\"sent\",modem=\"m1\"} 2",
+            "modemgate_messages_total{status=\"queued\",modem=\"\"} 1",
+            "modemgate_queue_depth 7",
+            "modemgate_send_latency_seconds_bucket{le=\"1\"} 0",
+            "modemgate_send_latency_seconds_bucket{le=\"2\"} 1",
+            "modemgate_send_latency_seconds_bucket{le=\"5\"} 2",
+            "modemgate_send_latency_seconds_bucket{le=\"300\"} 2",
+            "modemgate_send_latency_seconds_bucket{le=\"+Inf\"} 3",
+            "modemgate_send_latency_seconds_sum 904.5",
+            "modemgate_send_latency_seconds_count 3",
+            "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
+            "modemgate_modem_state{modem=\"m1\",state=\"offline\"} 0",
+            "modemgate_modem_state{modem=\"m2\",state=\"offline\"} 1",
+            "modemgate_modem_signal_rssi{modem=\"m1\"} 21",
+            "modemgate_webhook_backlog 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("modem_signal_rssi{modem=\"m2\"}"),
+            "RSSI 99 means unknown"
+        );
+        // Every sample's metric has HELP and TYPE lines.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} has no TYPE"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.message_status("failed", Some("we\"ird\\modem\n"));
+        assert!(
+            m.render().contains(
+                r#"modemgate_messages_total{status="failed",modem="we\"ird\\modem\n"} 1"#
+            ),
+            "{}",
+            m.render()
+        );
+    }
+}

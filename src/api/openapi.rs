@@ -1,0 +1,233 @@
+//! `/openapi.json`, assembled from the route table the router is built from.
+//!
+//! Why by hand and not `utoipa`: utoipa is not in our dependency tree (and this box has no registry access
+//! to vet its tree), and paths, methods, parameters and security are all derived here from
+//! [`routes::table`](super::routes::table), the same list the router uses, so a route cannot be served
+//! without being documented or documented without being served. Only the schemas are written out by hand.
+
+use serde_json::{Map, Value, json};
+
+use super::auth::Access;
+use super::routes::{RequestBody, RouteSpec, table};
+use super::validate::{MAX_IDEMPOTENCY_KEY, MAX_METADATA, MAX_PARTS, MAX_REFERENCE};
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in table() {
+        let spec = route.spec;
+        let entry = paths.entry(spec.path).or_insert_with(|| json!({}));
+        if let Value::Object(methods) = entry {
+            methods.insert(spec.method.as_str().to_ascii_lowercase(), operation(&spec));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modemgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "On-premises SMS gateway. Every route but /healthz and /readyz needs \
+                `Authorization: Bearer TOKEN`; `x-scope` names the scope a route needs (admin implies all). \
+                Errors are {\"error\": {\"code\", \"message\", \"field\"}}."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+fn operation(spec: &RouteSpec) -> Value {
+    let mut parameters: Vec<Value> = path_parameters(spec.path)
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    parameters.extend(spec.query.iter().map(|(name, description)| {
+        json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}})
+    }));
+    if spec.body == Some(RequestBody::Send) {
+        parameters.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": format!("1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters; a repeat of the same \
+                request answers 200 with the original, a different request 409 idempotency_conflict"),
+            "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY}
+        }));
+    }
+    let (status, name) = spec.success;
+    let success = match name {
+        "Empty" => json!({"description": "Done"}),
+        "Csv" => {
+            json!({"description": "CSV (RFC 4180)", "content": {"text/csv": {"schema": {"type": "string"}}}})
+        }
+        "Metrics" => {
+            json!({"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        _ => {
+            json!({"description": name, "content": {"application/json": {"schema": schema_ref(name)}}})
+        }
+    };
+    let error = json!({"description": "Error", "content": {"application/json": {"schema": schema_ref("Error")}}});
+    let mut responses = Map::new();
+    responses.insert(status.to_string(), success);
+    if spec.body == Some(RequestBody::Send) {
+        responses.insert(
+            "200".into(),
+            json!({"description": "Idempotent repeat: the original answer",
+            "content": {"application/json": {"schema": schema_ref("Accepted")}}}),
+        );
+    }
+    responses.insert("4XX".into(), error.clone());
+    responses.insert("503".into(), error);
+    let mut op = json!({
+        "summary": spec.summary,
+        "operationId": operation_id(spec),
+        "parameters": parameters,
+        "responses": responses,
+    });
+    match spec.access {
+        Access::Public => op["security"] = json!([]),
+        Access::Authenticated => op["security"] = json!([{"bearer": []}]),
+        Access::Scope(scope) => {
+            op["security"] = json!([{"bearer": []}]);
+            op["x-scope"] = json!(super::auth::scope_name(scope));
+        }
+    }
+    if let Some(body) = spec.body {
+        op["requestBody"] = request_body(body);
+    }
+    op
+}
+
+fn operation_id(spec: &RouteSpec) -> String {
+    let words: Vec<&str> = spec
+        .path
+        .split(['/', '.', '{', '}'])
+        .filter(|w| !w.is_empty() && *w != "v1")
+        .collect();
+    format!(
+        "{}_{}",
+        spec.method.as_str().to_ascii_lowercase(),
+        words.join("_")
+    )
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn request_body(body: RequestBody) -> Value {
+    let content = match body {
+        RequestBody::Send => json!({
+            "application/json": {"schema": schema_ref("SendRequest")},
+            "application/x-www-form-urlencoded": {"schema": schema_ref("SendRequest")},
+        }),
+        RequestBody::Batch => json!({"application/json": {"schema": schema_ref("BatchRequest")}}),
+        RequestBody::Optout => json!({"application/json": {"schema": schema_ref("OptoutRequest")}}),
+    };
+    json!({"required": true, "content": content})
+}
+
+fn schemas() -> Value {
+    let status = json!({"type": "string", "enum": ["scheduled", "queued", "sending", "sent", "delivered", "failed",
+        "cancelled", "expired", "unknown", "received"]});
+    let encoding = json!({"type": "string", "enum": ["gsm7", "ucs2", "8bit"]});
+    let time = json!({"type": "string", "format": "date-time"});
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message", "field"], "properties": {
+                "code": {"type": "string", "description": "stable, e.g. invalid_number, unknown_field, \
+                    malformed_json, unauthorized, forbidden, rate_limited, idempotency_conflict"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]}}}}},
+        "SendRequest": {"type": "object", "required": ["to", "text"], "additionalProperties": false, "properties": {
+            "to": {"type": "string", "description": "E.164, or national in [server] default_region"},
+            "text": {"type": "string", "description": format!("non-blank; at most {MAX_PARTS} SMS parts")},
+            "send_at": {"type": "string", "format": "date-time", "description": "RFC 3339; not in the past"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "after now and send_at"},
+            "priority": {"description": "0-9 (9 most urgent) or low=2, normal=5 (default), high=8",
+                "oneOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                          {"type": "string", "enum": ["low", "normal", "high"]}]},
+            "encoding": {"type": "string", "enum": ["auto", "gsm7", "ucs2"], "default": "auto"},
+            "smart": {"type": "boolean",
+                "description": "replace look-alike Unicode with GSM characters; default [pdu] smart_encoding"},
+            "reference": {"type": "string", "maxLength": MAX_REFERENCE},
+            "metadata": {"type": "object", "description": format!("at most {MAX_METADATA} bytes serialised \
+                (a JSON string in a form)")},
+            "tz": {"type": "string", "description": "the recipient's IANA time zone, for quiet hours"}}},
+        "BatchRequest": {"type": "object", "required": ["messages"], "properties": {"messages": {
+            "type": "array", "minItems": 1, "maxItems": super::handlers::MAX_BATCH,
+            "items": {"allOf": [schema_ref("SendRequest")],
+                "description": "plus optional idempotency_key"}}}},
+        "BatchResults": {"type": "object", "properties": {"results": {"type": "array", "items": {
+            "type": "object", "description": "index, status (202/200/4xx) and either the Accepted fields or error",
+            "properties": {"index": {"type": "integer"}, "status": {"type": "integer"}}}}}},
+        "Accepted": {"type": "object", "required": ["id", "status", "to", "parts", "encoding"], "properties": {
+            "id": {"type": "string", "format": "uuid"}, "status": status, "to": {"type": "string"},
+            "parts": {"type": "integer"}, "encoding": encoding}},
+        "Message": {"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+            "status": status, "to": {"type": ["string", "null"]}, "from": {"type": ["string", "null"]},
+            "text": {"type": "string"}, "parts": {"type": "integer"}, "encoding": encoding,
+            "priority": {"type": ["integer", "null"]}, "reference": {"type": ["string", "null"]},
+            "metadata": {"type": ["object", "null"]}, "modem": {"type": ["string", "null"]},
+            "send_at": time, "expires_at": time, "created_at": time, "updated_at": time,
+            "error": {"type": ["string", "null"]}}},
+        "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {
+            "part_list": {"type": "array", "items": {"type": "object"}},
+            "events": {"type": "array", "items": {"type": "object", "properties": {
+                "at": time, "type": {"type": "string"}, "detail": {}}}}}}]},
+        "Page": {"type": "object", "required": ["messages", "next"], "properties": {
+            "messages": {"type": "array", "items": schema_ref("Message")},
+            "next": {"type": ["string", "null"], "description": "pass back as `after`; null on the last page"}}},
+        "Modem": {"type": "object", "properties": {"id": {"type": "string"},
+            "state": {"type": "string", "enum": ["initialising", "ready", "degraded", "offline", "paused"]},
+            "signal": {"type": ["integer", "null"]}, "operator": {"type": ["string", "null"]},
+            "counters": {"type": "object"}}},
+        "Modems": {"type": "object", "properties": {"modems": {"type": "array", "items": schema_ref("Modem")}}},
+        "OptoutRequest": {"type": "object", "required": ["number"], "additionalProperties": false,
+            "properties": {"number": {"type": "string"}, "note": {"type": "string"}}},
+        "Optout": {"type": "object", "properties": {"number": {"type": "string"}, "created_at": time,
+            "source": {"type": "string"}, "note": {"type": ["string", "null"]}}},
+        "Optouts": {"type": "object", "properties": {"optouts": {"type": "array", "items": schema_ref("Optout")}}},
+        "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "OpenApi": {"type": "object"},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_ref_resolves() {
+        let doc = document();
+        for route in table() {
+            let method = route.spec.method.as_str().to_ascii_lowercase();
+            assert!(
+                doc["paths"][route.spec.path][&method].is_object(),
+                "{method} {}",
+                route.spec.path
+            );
+        }
+        assert_eq!(doc["paths"]["/v1/messages"]["post"]["x-scope"], "send");
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+        assert_eq!(
+            doc["paths"]["/v1/messages/{id}"]["get"]["parameters"][0]["name"],
+            "id"
+        );
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "dangling $ref {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Turning a config file into a [`Config`] and a list of every problem in it, each with its line.
+//!
+//! serde stops at the first error, but an operator fixing a file wants them all at once. So the document
+//! is parsed into toml's spanned tree, deserialized, and on each error the offending entry (the bad key or
+//! value, or the `[[table]]` that cannot stand without it) is pruned from a working copy and deserialization
+//! retried. Each round removes at least one node, so the loop ends. Checks across several values run on
+//! what survives, with their spans looked up in the same working copy.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
+
+use super::{Config, Device};
+
+/// How bad a finding is: errors stop the daemon from starting, warnings do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The file cannot be used as it is.
+    Error,
+    /// The file works, but a setting is risky.
+    Warning,
+}
+
+/// One finding, at a 1-based line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line of the offending key or value (line 1 when the finding is about something absent).
+    pub line: usize,
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong, in the operator's terms.
+    pub message: String,
+}
+
+/// A config file that could not be loaded, with every error found in it.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file, as named to the loader.
+    pub path: PathBuf,
+    /// Its errors, in line order (never empty).
+    pub errors: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.errors.iter().map(|d| render(&self.path, d)).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `PATH:LINE: message`, or `PATH:LINE: warning: message`: the format editors and CI logs link to.
+fn render(path: &Path, diagnostic: &Diagnostic) -> String {
+    let severity = match diagnostic.severity {
+        Severity::Error => "",
+        Severity::Warning => "warning: ",
+    };
+    format!(
+        "{}:{}: {severity}{}",
+        path.display(),
+        diagnostic.line,
+        diagnostic.message
+    )
+}
+
+/// The outcome of checking one config file.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The file, as named.
+    pub path: PathBuf,
+    /// The configuration, present only when there are no errors.
+    pub config: Option<Config>,
+    /// Errors and warnings, in line order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Read and check a file. An unreadable file is one error at line 1.
+    pub fn from_file(path: &Path) -> Report {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Report::from_text(path, &text),
+            Err(e) => Report {
+                path: path.to_owned(),
+                config: None,
+                diagnostics: vec![error(1, format!("cannot read config file: {e}"))],
+            },
+        }
+    }
+
+    /// Check config text; `path` only names it in messages.
+    pub fn from_text(path: &Path, text: &str) -> Report {
+        let (config, diagnostics) = diagnose(text);
+        Report {
+            path: path.to_owned(),
+            config,
+            diagnostics,
+        }
+    }
+
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+
+    /// Every finding as `PATH:LINE: message`, one per line.
+    pub fn render(&self) -> Vec<String> {
+        self.diagnostics
+            .iter()
+            .map(|d| render(&self.path, d))
+            .collect()
+    }
+
+    /// The configuration, or the errors (warnings dropped).
+    pub fn into_result(self) -> Result<Config, ConfigErrors> {
+        match self.config {
+            Some(config) => Ok(config),
+            None => Err(ConfigErrors {
+                path: self.path,
+                errors: self
+                    .diagnostics
+                    .into_iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .collect(),
+            }),
+        }
+    }
+}
+
+fn error(line: usize, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        line,
+        severity: Severity::Error,
+        message: message.into(),
+    }
+}
+
+fn warning(line: usize, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        line,
+        severity: Severity::Warning,
+        message: message.into(),
+    }
+}
+
+/// Parse, deserialize with pruning, cross-check, warn. The config is returned only if nothing is an error.
+fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
+    let at = |span: Option<Range<usize>>| span.map_or(1, |span| line_of(text, span.start));
+    let (mut doc, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        // A broken document has no reliable structure left to check.
+        let diagnostics = syntax_errors
+            .iter()
+            .map(|e| error(at(e.span()), e.message()))
+            .collect();
+        return (None, diagnostics);
+    }
+
+    let mut diagnostics = Vec::new();
+    // Tables that lost an entry to pruning: errors about the table as a whole ("missing field", a refused
+    // combination) are then echoes of the one already reported for the entry.
+    let mut pruned_tables: Vec<Range<usize>> = Vec::new();
+    let config = loop {
+        match Config::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(config) => break Some(config),
+            Err(e) => {
+                let span = e.span();
+                let echo = span.as_ref().is_some_and(|s| pruned_tables.contains(s));
+                if !echo {
+                    diagnostics.push(error(at(span.clone()), e.message()));
+                }
+                let doc_span = doc.span();
+                let pruned = span
+                    .is_some_and(|s| prune_table(doc.get_mut(), doc_span, &s, &mut pruned_tables));
+                if !pruned {
+                    break None;
+                }
+            }
+        }
+    };
+
+    if let Some(config) = &config {
+        let doc = Doc {
+            table: doc.get_ref(),
+            text,
+        };
+        // With errors, a value may hold its default only because pruning removed what was written: checks
+        // that defaults could trip run only on a file that is otherwise sound.
+        let sound = diagnostics.is_empty();
+        cross_check(config, &doc, sound, &mut diagnostics);
+        warn(config, &doc, sound, &mut diagnostics);
+    }
+    diagnostics.sort_by_key(|d| (d.line, d.severity));
+    let config = config.filter(|_| !diagnostics.iter().any(|d| d.severity == Severity::Error));
+    (config, diagnostics)
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// Remove the deepest entry of `table` whose key or value holds `span`. Returns whether anything was removed.
+fn prune_table(
+    table: &mut DeTable<'_>,
+    table_span: Range<usize>,
+    span: &Range<usize>,
+    pruned: &mut Vec<Range<usize>>,
+) -> bool {
+    let mut culprit = None;
+    for (key, value) in table.iter_mut() {
+        if prune_value(value, span, pruned) {
+            return true;
+        }
+        if contains(&key.span(), span) || contains(&value.span(), span) {
+            culprit = Some(key.get_ref().to_string());
+            break;
+        }
+    }
+    match culprit {
+        Some(culprit) => {
+            table.remove(culprit.as_str());
+            pruned.push(table_span);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Prune inside a table or an array of tables; an element table that holds `span` but none of whose
+/// entries does (a missing field, a refused combination) is dropped whole.
+fn prune_value(
+    value: &mut Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+    pruned: &mut Vec<Range<usize>>,
+) -> bool {
+    let value_span = value.span();
+    match value.get_mut() {
+        DeValue::Table(table) => prune_table(table, value_span, span, pruned),
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                if prune_value(item, span, pruned) {
+                    return true;
+                }
+            }
+            let Some(index) = items
+                .iter()
+                .position(|item| item.get_ref().is_table() && contains(&item.span(), span))
+            else {
+                return false;
+            };
+            let mut kept = DeArray::new();
+            for (i, item) in items.iter().enumerate() {
+                if i != index {
+                    kept.push(item.clone());
+                }
+            }
+            *items = kept;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The surviving document, for looking up where a value was written.
+struct Doc<'a, 'i> {
+    table: &'a DeTable<'i>,
+    text: &'a str,
+}
+
+impl Doc<'_, '_> {
+    /// Line of `section.key`, or of `section[index].key` for arrays of tables; line 1 if it is not written.
+    fn line(&self, section: &str, index: Option<usize>, key: &str) -> usize {
+        let section = self.table.get(section).map(|v| v.get_ref());
+        let table = match (section, index) {
+            (Some(DeValue::Array(items)), Some(i)) => {
+                items.get(i).and_then(|t| t.get_ref().as_table())
+            }
+            (Some(DeValue::Table(table)), None) => Some(table),
+            _ => None,
+        };
+        table
+            .and_then(|t| t.get(key))
+            .map_or(1, |value| line_of(self.text, value.span().start))
+    }
+}
+
+/// Checks that involve more than one value.
+fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
+    for (i, modem) in config.modems.iter().enumerate() {
+        let earlier = &config.modems[..i];
+        if let Some(first) = earlier.iter().position(|m| m.id == modem.id) {
+            out.push(error(
+                doc.line("modems", Some(i), "id"),
+                format!(
+                    "duplicate modem id `{}` (first at line {})",
+                    modem.id,
+                    doc.line("modems", Some(first), "id")
+                ),
+            ));
+        }
+        // Simulators each get their own pty, so only real devices can clash.
+        if let Device::Serial(path) = &modem.device
+            && let Some(first) = earlier.iter().find(|m| m.device == modem.device)
+        {
+            out.push(error(
+                doc.line("modems", Some(i), "device"),
+                format!(
+                    "device `{}` is already used by modem `{}`",
+                    path.display(),
+                    first.id
+                ),
+            ));
+        }
+    }
+    for (i, key) in config.api_keys.iter().enumerate() {
+        if config.api_keys[..i].iter().any(|k| k.name == key.name) {
+            out.push(error(
+                doc.line("api_keys", Some(i), "name"),
+                format!("duplicate api key name `{}`", key.name),
+            ));
+        }
+    }
+    let dispatch = &config.dispatch;
+    if sound && dispatch.retry_backoff > dispatch.retry_backoff_max {
+        out.push(error(
+            doc.line("dispatch", None, "retry_backoff"),
+            "retry_backoff is longer than retry_backoff_max",
+        ));
+    }
+}
+
+/// Settings that work but deserve a second look.
+fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
+    let listen = config.server.listen;
+    if !listen.ip().is_loopback() {
+        out.push(warning(
+            doc.line("server", None, "listen"),
+            format!(
+                "listening on {listen}, beyond loopback: firewall it or put a TLS proxy in front"
+            ),
+        ));
+    }
+    if sound && config.api_keys.is_empty() {
+        out.push(warning(1, "no [[api_keys]]: no client can use the API"));
+    }
+    if sound && config.modems.is_empty() {
+        out.push(warning(1, "no [[modems]]: nothing can be sent or received"));
+    }
+    if !config.quiet_hours.enabled {
+        out.push(warning(
+            doc.line("quiet_hours", None, "enabled"),
+            "quiet hours are off: messages may reach recipients at any local hour",
+        ));
+    }
+    // Simulated modems have no carrier watching them.
+    let real_modems = config
+        .modems
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m.device, Device::Serial(_)));
+    for (i, modem) in real_modems {
+        let per_minute = u64::from(modem.rate.count.get()) * 60 / modem.rate.per.as_secs().max(1);
+        if per_minute > 20 {
+            out.push(warning(
+                doc.line("modems", Some(i), "rate"),
+                format!("modem `{}` rate {} is above the 10-20/min modems sustain; carriers flag such SIMs", modem.id, modem.rate),
+            ));
+        }
+    }
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        let local = matches!(hook.url.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if hook.url.scheme_str() == Some("http") && !local {
+            out.push(warning(
+                doc.line("webhooks", Some(i), "url"),
+                "webhook over plain http: message content and numbers cross the network unencrypted",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Report {
+        Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults_with_warnings_about_what_is_missing() {
+        let report = check("");
+        let config = report.config.clone().unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.body_limit.get(), 65_536);
+        assert!(config.quiet_hours.enabled && config.dispatch.sticky && config.pdu.smart_encoding);
+        assert!(!config.storage.resend_unknown_on_start);
+        assert_eq!(config.dispatch.max_attempts.get(), 5);
+        assert_eq!(
+            report.render(),
+            [
+                "t.toml:1: warning: no [[api_keys]]: no client can use the API",
+                "t.toml:1: warning: no [[modems]]: nothing can be sent or received"
+            ]
+        );
+    }
+
+    #[test]
+    fn modem_defaults_apply_per_modem() {
+        let report = check(
+            "[[api_keys]]\nname = \"a\"\ntoken = \"t\"\nscopes = [\"read\"]\n[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\n",
+        );
+        let modem = &report.config.unwrap().modems[0];
+        assert_eq!(
+            (modem.baud, modem.rate.to_string().as_str()),
+            (115_200, "6/min")
+        );
+        assert!(modem.enabled && !modem.paused && modem.pin.is_none() && modem.smsc.is_none());
+    }
+
+    #[test]
+    fn a_pruned_required_key_is_reported_once() {
+        // `device` is required: removing the bad value must not add "missing field `device`".
+        let report = check("[[modems]]\nid = \"m1\"\ndevice = \"ttyUSB2\"\n");
+        assert_eq!(
+            report.render(),
+            [
+                "t.toml:3: invalid device `ttyUSB2`: expected an absolute serial device path or sim:PROFILE"
+            ]
+        );
+        assert!(report.config.is_none());
+    }
+
+    #[test]
+    fn smsc_must_be_international() {
+        let report =
+            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"2063130004\"\n");
+        assert!(
+            report.render()[0].starts_with("t.toml:4: invalid smsc"),
+            "{:?}",
+            report.render()
+        );
+        let ok =
+            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"+12063130004\"\n");
+        assert_eq!(
+            ok.config.unwrap().modems[0]
+                .smsc
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            Some("+12063130004".into())
+        );
+    }
+
+    #[test]
+    fn lines_count_from_one() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+}

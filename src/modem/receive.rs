@@ -1,0 +1,211 @@
+//! Receiving: stored messages (+CMTI/+CDSI and the periodic +CMGL sweep), routed ones (+CMT/+CDS), and
+//! registration URCs. A stored message is deleted from the SIM only after the daemon acknowledged storing
+//! it; a routed one is acknowledged to the network (+CNMA) only then, so the network redelivers otherwise.
+
+use crate::{
+    at::{
+        Urc, command,
+        response::{MessageHeader, pdu_listing},
+    },
+    pdu::{self, Pdu, Tpdu},
+};
+
+use super::{
+    health,
+    job::WorkerEvent,
+    session::{Expect, Session, SessionError, Unsolicited},
+    worker::Worker,
+};
+
+/// What became of a PDU handed to the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandOver {
+    /// The daemon has it: safe to delete or acknowledge.
+    Stored,
+    /// No ack (store failure, shutdown): leave it on the SIM for the next sweep.
+    NotStored,
+    /// An SMS-SUBMIT copy in storage (stat 2/3): not ours to take or delete.
+    NotInbound,
+}
+
+impl Worker {
+    pub(super) async fn unsolicited(
+        &mut self,
+        session: &mut Session,
+        u: Unsolicited,
+    ) -> Result<(), SessionError> {
+        match u {
+            Unsolicited::Urc(Urc::Cmti { memory, index } | Urc::Cdsi { memory, index }) => {
+                self.read_stored(session, &memory, index).await
+            }
+            Unsolicited::Routed { urc, pdu_hex } => {
+                let handed = self.hand_over(&pdu_hex).await;
+                if self.cnma_required && handed == HandOver::Stored {
+                    let r = session
+                        .command(command::CNMA, Expect::NOTHING, self.cfg.timeouts.command)
+                        .await?;
+                    if !r.is_ok() {
+                        tracing::warn!(modem = %self.cfg.id, ?urc, result = ?r.result, "CNMA refused");
+                    }
+                }
+                Ok(())
+            }
+            Unsolicited::Info(info) => {
+                let mut h = self.health.clone();
+                health::apply_urc(&mut h, &info.name, &info.body);
+                if h.state != super::job::ModemState::Paused {
+                    h.state = health::state_of(&h);
+                }
+                self.publish(h).await;
+                Ok(())
+            }
+            Unsolicited::Urc(Urc::Boot(notice)) => {
+                tracing::info!(modem = %self.cfg.id, %notice, "modem start-up notice");
+                Ok(())
+            }
+            Unsolicited::Urc(other) => {
+                tracing::trace!(modem = %self.cfg.id, urc = ?other, "unsolicited");
+                Ok(())
+            }
+        }
+    }
+
+    /// `AT+CMGL=4`: everything in storage, to catch messages whose URC was lost (or arrived before a restart).
+    pub(super) async fn sweep(&mut self, session: &mut Session) -> Result<(), SessionError> {
+        let r = session
+            .command(
+                command::CMGL_ALL,
+                Expect::info("+CMGL"),
+                self.cfg.timeouts.cmgs_result,
+            )
+            .await?;
+        if !r.is_ok() {
+            tracing::warn!(modem = %self.cfg.id, result = ?r.result, "CMGL sweep refused");
+            return Ok(());
+        }
+        for entry in pdu_listing(&r.lines) {
+            let MessageHeader {
+                index: Some(index),
+                stat,
+                ..
+            } = entry.header
+            else {
+                continue;
+            };
+            if matches!(stat, Some(2 | 3)) {
+                continue;
+            }
+            self.stored(session, index, entry.pdu_hex).await?;
+        }
+        Ok(())
+    }
+
+    /// Read one stored message announced by a URC, from `memory` if that is not the one selected.
+    async fn read_stored(
+        &mut self,
+        session: &mut Session,
+        memory: &str,
+        index: u32,
+    ) -> Result<(), SessionError> {
+        let t = self.cfg.timeouts.command;
+        let switch = memory != self.memory;
+        if switch
+            && !session
+                .command(&command::cpms(&[memory]), Expect::info("+CPMS"), t)
+                .await?
+                .is_ok()
+        {
+            tracing::warn!(modem = %self.cfg.id, memory, "cannot select memory; the sweep will retry");
+            return Ok(());
+        }
+        let r = session
+            .command(&command::cmgr(index), Expect::info("+CMGR"), t)
+            .await?;
+        let entry = if r.is_ok() {
+            pdu_listing(&r.lines).into_iter().next()
+        } else {
+            None
+        };
+        match entry {
+            Some(entry) if !matches!(entry.header.stat, Some(2 | 3)) => {
+                self.stored(session, index, entry.pdu_hex).await?
+            }
+            Some(_) => {}
+            // Empty (bare OK) or +CMS ERROR 321: nothing there, maybe already swept.
+            None => {
+                tracing::debug!(modem = %self.cfg.id, memory, index, result = ?r.result, "nothing to read")
+            }
+        }
+        if switch {
+            let selected = self.memory.clone();
+            session
+                .command(&command::cpms(&[&selected]), Expect::info("+CPMS"), t)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hand over a stored message (unless it already was) and delete it once the daemon has it.
+    async fn stored(
+        &mut self,
+        session: &mut Session,
+        index: u32,
+        pdu_hex: String,
+    ) -> Result<(), SessionError> {
+        if self.undeleted.get(&index) != Some(&pdu_hex)
+            && self.hand_over(&pdu_hex).await != HandOver::Stored
+        {
+            return Ok(());
+        }
+        let r = session
+            .command(
+                &command::cmgd(index),
+                Expect::NOTHING,
+                self.cfg.timeouts.command,
+            )
+            .await?;
+        if r.is_ok() {
+            self.undeleted.remove(&index);
+        } else {
+            tracing::warn!(modem = %self.cfg.id, index, result = ?r.result, "delete refused; will retry");
+            self.undeleted.insert(index, pdu_hex);
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, pdu_hex: &str) -> HandOver {
+        let modem = self.cfg.id.clone();
+        match pdu::decode_hex(pdu_hex) {
+            Ok(Pdu {
+                tpdu: Tpdu::StatusReport(report),
+                ..
+            }) => {
+                let _ = self
+                    .events
+                    .send(WorkerEvent::StatusReport { modem, report })
+                    .await;
+                HandOver::Stored
+            }
+            Ok(Pdu {
+                tpdu: Tpdu::Submit(_),
+                ..
+            }) => HandOver::NotInbound,
+            decoded => {
+                let pdu_hex = pdu_hex.to_owned();
+                if self
+                    .acked(|ack| WorkerEvent::Inbound {
+                        modem,
+                        pdu_hex,
+                        decoded,
+                        ack,
+                    })
+                    .await
+                {
+                    HandOver::Stored
+                } else {
+                    HandOver::NotStored
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Sending one job: each part recorded durably (the `Submitting` ack) before its PDU goes out, then
+//! `AT+CMGS`, with the outcome classified for dispatch.
+
+use crate::at::{CmeError, Final, command};
+
+use super::{
+    job::{JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
+    session::{Expect, Session, SessionError, SubmitError},
+    worker::Worker,
+};
+
+impl Worker {
+    /// Send `job` and report its outcome. `Err` only when the conversation broke down (the outcome has
+    /// been reported already: `Unknown` if a PDU was written, `NotAttempted` if not).
+    pub(super) async fn send_job(
+        &mut self,
+        session: &mut Session,
+        job: SendJob,
+    ) -> Result<(), SessionError> {
+        let t = self.cfg.timeouts;
+        let SendJob {
+            message_id,
+            parts,
+            more_waiting,
+            done,
+            ..
+        } = job;
+        if (parts.len() > 1 || more_waiting) && !self.cmms_refused {
+            match session
+                .command(&command::cmms(2), Expect::NOTHING, t.command)
+                .await
+            {
+                Ok(r) if r.is_ok() => {}
+                Ok(_) => self.cmms_refused = true,
+                Err(e) => {
+                    let _ = done.send(JobOutcome::NotAttempted);
+                    return Err(e);
+                }
+            }
+        }
+        for part in parts {
+            let modem = self.cfg.id.clone();
+            let recorded = self
+                .acked(|ack| WorkerEvent::Submitting {
+                    modem,
+                    message_id,
+                    part: part.part,
+                    ack,
+                })
+                .await;
+            if !recorded {
+                let _ = done.send(JobOutcome::NotAttempted);
+                return Ok(());
+            }
+            let error = match session
+                .submit(
+                    part.tpdu_length,
+                    &part.pdu_hex,
+                    t.cmgs_prompt,
+                    t.cmgs_result,
+                )
+                .await
+            {
+                Ok(reference) => {
+                    let modem = self.cfg.id.clone();
+                    let sent = WorkerEvent::PartSent {
+                        modem,
+                        message_id,
+                        part: part.part,
+                        reference,
+                    };
+                    let _ = self.events.send(sent).await;
+                    continue;
+                }
+                Err(SubmitError::Rejected(result)) => send_error(result),
+                Err(SubmitError::NoPrompt) => SendError::NoPrompt,
+                // The modem's own word for a malformed PDU; no modem would take it.
+                Err(SubmitError::InvalidPdu(_)) => SendError::Cms(304),
+                Err(SubmitError::NoReference) => {
+                    let reason = "modem answered OK without a +CMGS reference".to_owned();
+                    let _ = done.send(JobOutcome::Unknown {
+                        part: part.part,
+                        reason,
+                    });
+                    return Ok(());
+                }
+                Err(SubmitError::Lost { written, cause }) => {
+                    let outcome = if written {
+                        JobOutcome::Unknown {
+                            part: part.part,
+                            reason: cause.to_string(),
+                        }
+                    } else {
+                        JobOutcome::NotAttempted
+                    };
+                    let _ = done.send(outcome);
+                    return Err(cause);
+                }
+            };
+            tracing::info!(modem = %self.cfg.id, %message_id, part = part.part, %error, "part failed");
+            let mut h = self.health.clone();
+            h.last_error = Some(error.to_string());
+            self.publish(h).await;
+            let transient = error.is_transient();
+            let _ = done.send(JobOutcome::Failed {
+                part: part.part,
+                error,
+            });
+            // A transient failure often means registration changed (CMS 331, 500): let dispatch see it now
+            // rather than at the next poll.
+            if transient {
+                self.refresh_health(session).await?;
+            }
+            return Ok(());
+        }
+        let _ = done.send(JobOutcome::Sent);
+        // Sending works again: a degraded state from an earlier failure is probably over.
+        if self.health.state == ModemState::Degraded {
+            self.refresh_health(session).await?;
+        }
+        Ok(())
+    }
+}
+
+fn send_error(result: Final) -> SendError {
+    match result {
+        Final::Cms(e) => SendError::Cms(e.code()),
+        Final::Cme(CmeError::Code(code)) => SendError::Cme(code),
+        Final::Cme(CmeError::Text(_))
+        | Final::Ok
+        | Final::Error
+        | Final::NotSupported
+        | Final::Call(_) => SendError::Error,
+    }
+}

@@ -1,0 +1,386 @@
+//! The worker task: owns one port, runs the session, and survives what modems do.
+//!
+//! Life cycle: open → initialise → serve (jobs, URCs, sweeps, health) until the conversation breaks; then
+//! probe with `AT`, and if that fails too, re-open the port with a growing back-off. Jobs arriving while the
+//! modem is offline or paused are answered `NotAttempted` at once so dispatch can use another modem.
+
+use std::{collections::HashMap, io, time::Duration};
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior, interval_at},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    config::WorkerConfig,
+    health,
+    init::{self, InitError},
+    job::{JobOutcome, ModemHealth, ModemIdentity, ModemState, SendJob, WorkerEvent},
+    session::{Port, Session, SessionError},
+};
+
+/// First pause before re-opening a port; doubled up to `Timeouts::max_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Opens the port; replaced in tests.
+pub type Opener = Box<dyn FnMut() -> io::Result<Box<dyn Port>> + Send + Sync>;
+
+/// The daemon's side of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    jobs: mpsc::Sender<SendJob>,
+    paused: watch::Sender<bool>,
+    health: watch::Receiver<ModemHealth>,
+}
+
+impl WorkerHandle {
+    /// Queue a job. If the worker has stopped, the job ends at once as `NotAttempted`.
+    pub async fn send(&self, job: SendJob) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job).await {
+            let _ = job.done.send(JobOutcome::NotAttempted);
+        }
+    }
+
+    /// Stop taking jobs (they are answered `NotAttempted`); receiving carries on.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    pub fn health(&self) -> watch::Receiver<ModemHealth> {
+        self.health.clone()
+    }
+}
+
+/// Start a worker on the serial device named in `cfg`.
+pub fn spawn_worker(
+    cfg: WorkerConfig,
+    events: mpsc::Sender<WorkerEvent>,
+    cancel: CancellationToken,
+) -> (WorkerHandle, JoinHandle<()>) {
+    let (device, baud) = (cfg.device.clone(), cfg.baud);
+    let opener: Opener = Box::new(move || {
+        let port =
+            tokio_serial::SerialStream::open(&tokio_serial::new(device.to_string_lossy(), baud))?;
+        Ok(Box::new(port) as Box<dyn Port>)
+    });
+    spawn_with_opener(cfg, events, cancel, opener)
+}
+
+/// Start a worker that opens its port with `opener` (tests use in-memory pipes).
+pub fn spawn_with_opener(
+    cfg: WorkerConfig,
+    events: mpsc::Sender<WorkerEvent>,
+    cancel: CancellationToken,
+    opener: Opener,
+) -> (WorkerHandle, JoinHandle<()>) {
+    let (jobs_tx, jobs) = mpsc::channel(16);
+    let (paused_tx, paused) = watch::channel(false);
+    let initial = ModemHealth {
+        state: ModemState::Initialising,
+        signal: None,
+        operator: None,
+        cs: None,
+        ps: None,
+        eps: None,
+        identity: ModemIdentity::default(),
+        last_error: None,
+    };
+    let (health_tx, health_rx) = watch::channel(initial.clone());
+    let worker = Worker {
+        cfg,
+        events,
+        cancel,
+        jobs,
+        paused,
+        health_tx,
+        health: initial,
+        opener,
+        cnma_required: false,
+        memory: "SM".into(),
+        undeleted: HashMap::new(),
+        cmms_refused: false,
+        pin_rejected: false,
+    };
+    let task = tokio::spawn(worker.run());
+    (
+        WorkerHandle {
+            jobs: jobs_tx,
+            paused: paused_tx,
+            health: health_rx,
+        },
+        task,
+    )
+}
+
+pub(super) struct Worker {
+    pub(super) cfg: WorkerConfig,
+    pub(super) events: mpsc::Sender<WorkerEvent>,
+    pub(super) cancel: CancellationToken,
+    jobs: mpsc::Receiver<SendJob>,
+    paused: watch::Receiver<bool>,
+    health_tx: watch::Sender<ModemHealth>,
+    /// What was last published; compared to avoid flooding the daemon with identical health events.
+    pub(super) health: ModemHealth,
+    opener: Opener,
+    /// Routed `+CMT`/`+CDS` must be acknowledged with `AT+CNMA` (learnt at initialisation).
+    pub(super) cnma_required: bool,
+    /// The memory `+CMGR`/`+CMGD`/`+CMGL` address.
+    pub(super) memory: String,
+    /// Messages the store has acknowledged but the modem refused to delete, by index: a re-read of the
+    /// same index and PDU is not handed over again, only deleted again.
+    pub(super) undeleted: HashMap<u32, String>,
+    /// The modem refused `AT+CMMS=2` once: do not ask again on this connection.
+    pub(super) cmms_refused: bool,
+    /// The configured PIN was refused: never enter it again (three wrong PINs lock the SIM).
+    pin_rejected: bool,
+}
+
+enum Wake {
+    Cancelled,
+    Unsolicited(Result<(), SessionError>),
+    Job(Option<SendJob>),
+    Sweep,
+    Health,
+    PauseChanged,
+}
+
+/// Why serving a connection stopped.
+enum Exit {
+    Cancelled,
+    Lost(String),
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        while !self.cancel.is_cancelled() {
+            let port = match (self.opener)() {
+                Ok(port) => port,
+                Err(e) => {
+                    self.set_state(
+                        ModemState::Offline,
+                        Some(format!("cannot open {}: {e}", self.cfg.device.display())),
+                    )
+                    .await;
+                    if !self.idle(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.cfg.timeouts.max_backoff);
+                    continue;
+                }
+            };
+            let mut session = Session::new(port);
+            self.set_state(ModemState::Initialising, None).await;
+            let t = self.cfg.timeouts;
+            let init = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = init::initialise(&mut session, &t, self.cfg.pin.as_deref(), &mut self.pin_rejected) => r,
+            };
+            match init {
+                Ok(init) => {
+                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, "initialised");
+                    self.health.identity = init.identity;
+                    self.cnma_required = init.cnma_required;
+                    self.memory = init.memory;
+                    self.cmms_refused = false;
+                    backoff = MIN_BACKOFF;
+                }
+                Err(InitError::Session(e)) => {
+                    self.set_state(ModemState::Offline, Some(format!("initialisation: {e}")))
+                        .await;
+                    if !self.idle(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.cfg.timeouts.max_backoff);
+                    continue;
+                }
+                Err(e) => {
+                    // The modem answers but cannot do SMS (SIM locked, PDU mode refused): retry slowly.
+                    self.set_state(ModemState::Degraded, Some(e.to_string()))
+                        .await;
+                    if !self.idle(self.cfg.timeouts.max_backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            match self.serve(&mut session).await {
+                Exit::Cancelled => break,
+                Exit::Lost(why) => {
+                    tracing::warn!(modem = %self.cfg.id, %why, "connection lost; re-opening");
+                    self.set_state(ModemState::Offline, Some(why)).await;
+                    drop(session);
+                    if !self.idle(backoff).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.set_state(ModemState::Offline, None).await;
+    }
+
+    /// Wait out a back-off, answering jobs `NotAttempted` meanwhile; `false` when the worker should stop
+    /// (cancelled, or every handle dropped).
+    async fn idle(&mut self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                job = self.jobs.recv() => match job {
+                    Some(job) => { let _ = job.done.send(JobOutcome::NotAttempted); }
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    async fn serve(&mut self, session: &mut Session) -> Exit {
+        let t = self.cfg.timeouts;
+        if let Err(e) = self.refresh_health(session).await {
+            return Exit::Lost(e.to_string());
+        }
+        if let Err(e) = self.sweep(session).await {
+            return Exit::Lost(e.to_string());
+        }
+        let mut sweep = interval_at(
+            Instant::now() + self.cfg.sweep_interval,
+            self.cfg.sweep_interval,
+        );
+        let mut health = interval_at(
+            Instant::now() + self.cfg.health_interval,
+            self.cfg.health_interval,
+        );
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut result = Ok(());
+            while result.is_ok()
+                && let Some(u) = session.take_unsolicited()
+            {
+                result = self.unsolicited(session, u).await;
+            }
+            if result.is_ok() {
+                let paused = *self.paused.borrow();
+                let wake = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => Wake::Cancelled,
+                    r = session.wait_unsolicited() => Wake::Unsolicited(r),
+                    changed = self.paused.changed() => match changed {
+                        Ok(()) => Wake::PauseChanged,
+                        // Every handle is gone: nobody can send jobs or read health any more.
+                        Err(_) => Wake::Cancelled,
+                    },
+                    job = self.jobs.recv() => Wake::Job(job),
+                    _ = sweep.tick() => Wake::Sweep,
+                    _ = health.tick() => Wake::Health,
+                };
+                result = match wake {
+                    Wake::Cancelled | Wake::Job(None) => return Exit::Cancelled,
+                    Wake::Unsolicited(r) => r,
+                    Wake::PauseChanged => self.refresh_health(session).await,
+                    Wake::Job(Some(job)) if paused => {
+                        let _ = job.done.send(JobOutcome::NotAttempted);
+                        Ok(())
+                    }
+                    Wake::Job(Some(job)) => self.send_job(session, job).await,
+                    Wake::Sweep => self.sweep(session).await,
+                    Wake::Health => self.refresh_health(session).await,
+                };
+            }
+            if let Err(e) = result
+                && let Err(lost) = self.recover(session, e, &t).await
+            {
+                return Exit::Lost(lost);
+            }
+        }
+    }
+
+    /// After a missed deadline, `AT` decides between "carry on" and "re-open"; a closed port re-opens.
+    async fn recover(
+        &mut self,
+        session: &mut Session,
+        e: SessionError,
+        t: &super::config::Timeouts,
+    ) -> Result<(), String> {
+        tracing::warn!(modem = %self.cfg.id, error = %e, "session error");
+        if !matches!(e, SessionError::Timeout { .. }) {
+            return Err(e.to_string());
+        }
+        match session
+            .command(
+                crate::at::command::PROBE,
+                super::session::Expect::NOTHING,
+                t.command,
+            )
+            .await
+        {
+            Ok(_) => {
+                self.health.last_error = Some(e.to_string());
+                Ok(())
+            }
+            Err(probe) => Err(format!("{e}; probe: {probe}")),
+        }
+    }
+
+    pub(super) async fn refresh_health(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<(), SessionError> {
+        let mut h = self.health.clone();
+        health::poll(session, &self.cfg.timeouts, &mut h).await?;
+        h.state = if *self.paused.borrow() {
+            ModemState::Paused
+        } else {
+            health::state_of(&h)
+        };
+        self.publish(h).await;
+        Ok(())
+    }
+
+    pub(super) async fn set_state(&mut self, state: ModemState, error: Option<String>) {
+        let mut h = self.health.clone();
+        h.state = state;
+        if error.is_some() {
+            h.last_error = error;
+        }
+        self.publish(h).await;
+    }
+
+    /// Record `h` and tell the daemon if anything changed.
+    pub(super) async fn publish(&mut self, h: ModemHealth) {
+        if h == self.health {
+            return;
+        }
+        self.health = h.clone();
+        self.health_tx.send_replace(h.clone());
+        let _ = self
+            .events
+            .send(WorkerEvent::Health {
+                modem: self.cfg.id.clone(),
+                health: h,
+            })
+            .await;
+    }
+
+    /// Hand an event to the daemon and wait for its ack; `false` when it never comes (dropped or shutdown).
+    pub(super) async fn acked(
+        &self,
+        make: impl FnOnce(oneshot::Sender<()>) -> WorkerEvent,
+    ) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(make(tx)).await.is_err() {
+            return false;
+        }
+        tokio::select! {
+            r = rx => r.is_ok(),
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Worker behaviour against a small scripted modem over an in-memory pipe, in paused time: the ordering
+//! rules (delete only after the store's ack, no duplicate after a failed delete) and start-up fallbacks,
+//! which are easier to pin down here than over a pty. The full dialect/fault matrix runs against the
+//! simulator in tests/modem_worker.rs.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex},
+    sync::{mpsc, oneshot, watch},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Opener, WorkerConfig,
+    job::{JobOutcome, JobPart, ModemState, SendJob, WorkerEvent},
+    session::Port,
+    spawn_with_opener,
+};
+
+/// A gammu atgen SMS-DELIVER ("Test" from +48694... ), as a modem prints it.
+const DELIVER: &str = "07918497483252F0040B918496445078F700007121320144744004D4F29C0E";
+
+#[derive(Default)]
+struct FakeState {
+    /// Stored messages by index.
+    stored: BTreeMap<u32, String>,
+    /// Commands received, in order (PDUs excluded).
+    log: Vec<String>,
+    /// Answer this many of the first commands after `AT` with `+CME ERROR: 14`.
+    busy: u32,
+    /// Refuse this many `AT+CMGD` with `+CMS ERROR: 300`.
+    refuse_delete: u32,
+    next_reference: u8,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+/// The scripted modem: answers line by line; `urcs` lets a test make it speak on its own.
+async fn fake_modem(
+    mut io: DuplexStream,
+    state: Shared,
+    log_tx: watch::Sender<usize>,
+    mut urcs: mpsc::UnboundedReceiver<String>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    let mut in_pdu = false;
+    loop {
+        tokio::select! {
+            urc = urcs.recv() => match urc {
+                Some(urc) => { if io.write_all(urc.as_bytes()).await.is_err() { return; } }
+                None => return,
+            },
+            n = io.read(&mut chunk) => {
+                let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == b'\r' || b == 0x1a || b == 0x1b) {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    let reply = {
+                        let mut s = state.lock().unwrap();
+                        if in_pdu {
+                            in_pdu = false;
+                            if line.last() == Some(&0x1a) {
+                                s.next_reference = s.next_reference.wrapping_add(1);
+                                format!("\r\n+CMGS: {}\r\n\r\nOK\r\n", s.next_reference)
+                            } else {
+                                "\r\nOK\r\n".to_owned()
+                            }
+                        } else {
+                            let cmd = String::from_utf8_lossy(&line[..line.len() - 1]).trim().to_owned();
+                            s.log.push(cmd.clone());
+                            log_tx.send_replace(s.log.len());
+                            let (reply, pdu) = answer(&mut s, &cmd);
+                            in_pdu = pdu;
+                            reply
+                        }
+                    };
+                    if io.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
+    let ok = |body: &str| (format!("{body}\r\nOK\r\n"), false);
+    if cmd != "AT" && s.busy > 0 {
+        s.busy -= 1;
+        return ("\r\n+CME ERROR: 14\r\n".into(), false);
+    }
+    match cmd {
+        "AT+CPIN?" => ok("\r\n+CPIN: READY\r\n"),
+        "AT+CSMS?" => ok("\r\n+CSMS: 0,1,1,1\r\n"),
+        "AT+CNMI=?" => ok("\r\n+CNMI: (0-2),(0-3),(0-3),(0-2),(0,1)\r\n"),
+        "AT+CPMS=?" => ok("\r\n+CPMS: (\"SM\"),(\"SM\"),(\"SM\")\r\n"),
+        "AT+CGSN" => ok("\r\n861234050123456\r\n"),
+        "AT+CSQ" => ok("\r\n+CSQ: 17,99\r\n"),
+        "AT+CREG?" => ok("\r\n+CREG: 0,1\r\n"),
+        "AT+CEREG?" => ok("\r\n+CEREG: 0,1\r\n"),
+        "AT+COPS?" => ok("\r\n+COPS: 0,0,\"FAKE\",7\r\n"),
+        "AT+CMGL=4" => {
+            let list: String = s
+                .stored
+                .iter()
+                .map(|(i, pdu)| format!("\r\n+CMGL: {i},0,,23\r\n{pdu}"))
+                .collect();
+            ok(&list)
+        }
+        _ => {
+            if let Some(i) = cmd
+                .strip_prefix("AT+CMGR=")
+                .and_then(|i| i.parse::<u32>().ok())
+            {
+                return match s.stored.get(&i) {
+                    Some(pdu) => ok(&format!("\r\n+CMGR: 0,,23\r\n{pdu}")),
+                    None => ("\r\n+CMS ERROR: 321\r\n".into(), false),
+                };
+            }
+            if let Some(i) = cmd
+                .strip_prefix("AT+CMGD=")
+                .and_then(|i| i.parse::<u32>().ok())
+            {
+                if s.refuse_delete > 0 {
+                    s.refuse_delete -= 1;
+                    return ("\r\n+CMS ERROR: 300\r\n".into(), false);
+                }
+                s.stored.remove(&i);
+                return ok("");
+            }
+            if cmd.starts_with("AT+CMGS=") {
+                return ("\r\n> ".into(), true);
+            }
+            if cmd.starts_with("AT+CGMI")
+                || cmd.starts_with("AT+CGMM")
+                || cmd.starts_with("AT+CGMR")
+            {
+                return ok("\r\nFAKE");
+            }
+            if [
+                "AT",
+                "ATE0",
+                "AT+CMEE=1",
+                "AT+CMGF=0",
+                "AT+COPS=3,0",
+                "AT+CMMS=2",
+            ]
+            .contains(&cmd)
+                || cmd.starts_with("AT+CNMI=")
+                || cmd.starts_with("AT+CPMS=")
+            {
+                return ok("");
+            }
+            ("\r\nERROR\r\n".into(), false)
+        }
+    }
+}
+
+struct Rig {
+    state: Shared,
+    log: watch::Receiver<usize>,
+    urcs: mpsc::UnboundedSender<String>,
+    events: mpsc::Receiver<WorkerEvent>,
+    health: watch::Receiver<super::job::ModemHealth>,
+    handle: super::WorkerHandle,
+    cancel: CancellationToken,
+}
+
+fn rig(state: FakeState) -> Rig {
+    let state = Arc::new(Mutex::new(state));
+    let (log_tx, log) = watch::channel(0);
+    let (urcs, urc_rx) = mpsc::unbounded_channel();
+    let mut pieces = Some((state.clone(), log_tx, urc_rx));
+    let opener: Opener = Box::new(move || {
+        let (ours, theirs) = duplex(8192);
+        let (state, log_tx, urc_rx) = pieces
+            .take()
+            .ok_or_else(|| std::io::Error::other("the fake modem opens once"))?;
+        tokio::spawn(fake_modem(theirs, state, log_tx, urc_rx));
+        Ok(Box::new(ours) as Box<dyn Port>)
+    });
+    let mut cfg = WorkerConfig::new("fake", "/dev/null");
+    cfg.sweep_interval = Duration::from_secs(60);
+    let (tx, events) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let (handle, _task) = spawn_with_opener(cfg, tx, cancel.clone(), opener);
+    let health = handle.health();
+    Rig {
+        state,
+        log,
+        urcs,
+        events,
+        health,
+        handle,
+        cancel,
+    }
+}
+
+impl Rig {
+    /// The next event that is not a health update.
+    async fn event(&mut self) -> WorkerEvent {
+        loop {
+            match self.events.recv().await.expect("worker stopped") {
+                WorkerEvent::Health { .. } => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn wait_log(&mut self, cmd: &str) {
+        let state = self.state.clone();
+        self.log
+            .wait_for(|_| state.lock().unwrap().log.iter().any(|c| c == cmd))
+            .await
+            .unwrap();
+    }
+
+    fn logged(&self, cmd: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|c| *c == cmd)
+            .count()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_busy_at_start_is_waited_out() {
+    let mut rig = rig(FakeState {
+        busy: 4,
+        ..FakeState::default()
+    });
+    let h = rig
+        .health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(h.identity.imei.as_deref(), Some("861234050123456"));
+    assert_eq!((h.signal, h.operator.as_deref()), (Some(17), Some("FAKE")));
+    assert_eq!(rig.logged("AT+CMGF=0"), 1);
+    assert_eq!(rig.logged("AT+CNMI=2,1,2,1,0"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_message_is_deleted_only_after_the_store_acks() {
+    let stored = BTreeMap::from([(3, DELIVER.to_owned())]);
+    let mut rig = rig(FakeState {
+        stored,
+        ..FakeState::default()
+    });
+    let WorkerEvent::Inbound {
+        pdu_hex,
+        decoded,
+        ack,
+        ..
+    } = rig.event().await
+    else {
+        panic!("expected inbound")
+    };
+    assert_eq!(pdu_hex, DELIVER);
+    assert!(decoded.is_ok());
+    // Time passes; without the ack, nothing is deleted.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(rig.logged("AT+CMGD=3"), 0);
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=3").await;
+    assert!(rig.state.lock().unwrap().stored.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_delete_is_retried_without_handing_the_message_over_twice() {
+    let stored = BTreeMap::from([(1, DELIVER.to_owned())]);
+    let mut rig = rig(FakeState {
+        stored,
+        refuse_delete: 1,
+        ..FakeState::default()
+    });
+    let WorkerEvent::Inbound { ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=1").await;
+    // The next sweep (60 s later) lists it again: it is deleted again, not handed over again.
+    let state = rig.state.clone();
+    rig.log
+        .wait_for(|_| state.lock().unwrap().stored.is_empty())
+        .await
+        .unwrap();
+    assert_eq!(rig.logged("AT+CMGD=1"), 2);
+    // A new message announced by +CMTI is the next event: the old one never came back.
+    rig.state
+        .lock()
+        .unwrap()
+        .stored
+        .insert(2, DELIVER.replace("C0E", "C0F"));
+    rig.urcs.send("\r\n+CMTI: \"SM\",2\r\n".into()).unwrap();
+    let WorkerEvent::Inbound { pdu_hex, ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    assert!(pdu_hex.ends_with("C0F"));
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=2").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_submitting_ack_means_nothing_is_sent() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    let part = JobPart {
+        part: 1,
+        tpdu_length: 23,
+        pdu_hex: format!("00{}", &DELIVER[16..]),
+    };
+    let job = SendJob {
+        message_id: uuid::Uuid::now_v7(),
+        recipient: "+15551234567".into(),
+        parts: vec![part.clone(), JobPart { part: 2, ..part }],
+        more_waiting: false,
+        done,
+    };
+    rig.handle.send(job).await;
+    let WorkerEvent::Submitting { part: 1, ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(()).unwrap();
+    let WorkerEvent::PartSent {
+        part: 1,
+        reference: 1,
+        ..
+    } = rig.event().await
+    else {
+        panic!("expected sent")
+    };
+    let WorkerEvent::Submitting { part: 2, ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    drop(ack);
+    assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
+    let cmgs = rig
+        .state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|c| c.starts_with("AT+CMGS="))
+        .count();
+    assert_eq!(cmgs, 1, "part 2 was never offered to the modem");
+    assert_eq!(rig.logged("AT+CMMS=2"), 1);
+}

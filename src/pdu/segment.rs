@@ -1,0 +1,319 @@
+//! Splitting a text into SMS parts, smart encoding, and the segment calculator.
+//!
+//! One part holds 160 GSM septets or 70 UTF-16 units; a concatenated part loses 6 octets to its UDH and holds
+//! 153 septets or 67 units. Parts are cut between characters, so an escape sequence (2 septets) or a
+//! surrogate pair (2 units) never straddles two parts: a part may hold one unit less than the limit.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::{Encoding, EncodingChoice, PduError, SegmentInfo, gsm7};
+
+/// Most parts one 8-bit concatenation reference can number.
+const MAX_PARTS: usize = 255;
+
+/// The two alphabets we write text in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextCoding {
+    Gsm7,
+    Ucs2,
+}
+
+impl TextCoding {
+    fn encoding(self) -> Encoding {
+        match self {
+            TextCoding::Gsm7 => Encoding::Gsm7,
+            TextCoding::Ucs2 => Encoding::Ucs2,
+        }
+    }
+
+    /// Septets or UTF-16 units in a message that fits one part.
+    fn single_limit(self) -> usize {
+        match self {
+            TextCoding::Gsm7 => 160,
+            TextCoding::Ucs2 => 70,
+        }
+    }
+
+    /// Septets or UTF-16 units in each part of a concatenated message.
+    fn part_limit(self) -> usize {
+        match self {
+            TextCoding::Gsm7 => 153,
+            TextCoding::Ucs2 => 67,
+        }
+    }
+
+    fn cost(self, c: char) -> usize {
+        match self {
+            TextCoding::Gsm7 => gsm7::lookup(c).map_or(1, gsm7::GsmChar::len),
+            TextCoding::Ucs2 => c.len_utf16(),
+        }
+    }
+}
+
+/// How a text will be sent: its alphabet, the text after smart replacement, and where each part begins and ends.
+pub(crate) struct Plan<'t> {
+    pub(crate) coding: TextCoding,
+    pub(crate) text: Cow<'t, str>,
+    /// Byte ranges of `text`, one per part.
+    ranges: Vec<Range<usize>>,
+    remaining_in_last: usize,
+}
+
+impl Plan<'_> {
+    /// The text of each part, in order.
+    pub(crate) fn parts(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.ranges
+            .iter()
+            .map(|range| self.text.get(range.clone()).unwrap_or_default())
+    }
+
+    pub(crate) fn info(&self) -> SegmentInfo {
+        SegmentInfo {
+            encoding: self.coding.encoding(),
+            parts: self.ranges.len(),
+            remaining_in_last: self.remaining_in_last,
+            text: self.text.clone().into_owned(),
+        }
+    }
+}
+
+/// Choose the alphabet and the cuts for `text`.
+///
+/// Smart replacement only happens when it makes the whole text GSM 7-bit: if some other character keeps the
+/// message in UCS-2 anyway, the original punctuation is kept, since replacing it would save nothing.
+pub(crate) fn plan(text: &str, choice: EncodingChoice, smart: bool) -> Result<Plan<'_>, PduError> {
+    let (coding, text) = match choice {
+        EncodingChoice::Ucs2 => (TextCoding::Ucs2, Cow::Borrowed(text)),
+        EncodingChoice::Gsm7 | EncodingChoice::Auto if gsm7::is_gsm7(text) => {
+            (TextCoding::Gsm7, Cow::Borrowed(text))
+        }
+        EncodingChoice::Gsm7 | EncodingChoice::Auto => match smart.then(|| smart_replace(text)) {
+            Some(replaced) if gsm7::is_gsm7(&replaced) => (TextCoding::Gsm7, Cow::Owned(replaced)),
+            _ if choice == EncodingChoice::Gsm7 => return Err(first_non_gsm7(text, smart)),
+            _ => (TextCoding::Ucs2, Cow::Borrowed(text)),
+        },
+    };
+    let total: usize = text.chars().map(|c| coding.cost(c)).sum();
+    if total <= coding.single_limit() {
+        return Ok(Plan {
+            coding,
+            ranges: std::iter::once(0..text.len()).collect(),
+            remaining_in_last: coding.single_limit() - total,
+            text,
+        });
+    }
+    let limit = coding.part_limit();
+    let mut ranges = Vec::with_capacity(total.div_ceil(limit));
+    let (mut start, mut used) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let cost = coding.cost(c);
+        if used + cost > limit {
+            ranges.push(start..at);
+            start = at;
+            used = 0;
+        }
+        used += cost;
+    }
+    ranges.push(start..text.len());
+    if ranges.len() > MAX_PARTS {
+        return Err(PduError::TooManyParts {
+            parts: ranges.len(),
+        });
+    }
+    Ok(Plan {
+        coding,
+        ranges,
+        remaining_in_last: limit - used,
+        text,
+    })
+}
+
+/// The error for a forced GSM 7-bit text, naming the first character that cannot be sent (its position is
+/// counted in the caller's text, before any replacement).
+fn first_non_gsm7(text: &str, smart: bool) -> PduError {
+    let found = text
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| gsm7::lookup(c).is_none() && !(smart && look_alike(c).is_some()));
+    match found {
+        Some((position, character)) => PduError::NotGsm7 {
+            character,
+            position,
+        },
+        // Unreachable in practice: a text whose every character is GSM or replaceable becomes GSM.
+        None => PduError::NotGsm7 {
+            character: char::REPLACEMENT_CHARACTER,
+            position: 0,
+        },
+    }
+}
+
+/// `text` with every look-alike character replaced by its GSM equivalent.
+pub fn smart_replace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match look_alike(c) {
+            Some(replacement) => out.push_str(replacement),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that only look like GSM ones (typographic punctuation from word processors and phones),
+/// with what to send instead. Invisible characters are dropped.
+fn look_alike(c: char) -> Option<&'static str> {
+    Some(match c {
+        // Single quotes, apostrophes, primes and accents used as apostrophes.
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{2035}'
+        | '\u{00B4}' | '\u{02B9}' | '\u{02BC}' | '\u{02C8}' | '`' | '\u{FF07}' => "'",
+        // Double quotes, double primes and guillemets.
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{2036}'
+        | '\u{00AB}' | '\u{00BB}' | '\u{02BA}' | '\u{FF02}' => "\"",
+        '\u{2039}' => "<",
+        '\u{203A}' => ">",
+        // Hyphens, dashes and the minus sign.
+        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2015}'
+        | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => "-",
+        // Bullets and middle dots.
+        '\u{2022}' | '\u{2023}' | '\u{2043}' | '\u{2219}' | '\u{25E6}' | '\u{25AA}'
+        | '\u{00B7}' => "-",
+        '\u{2024}' => ".",
+        '\u{2025}' => "..",
+        '\u{2026}' => "...",
+        // Non-breaking and other spaces, and tab (not in GSM 03.38).
+        '\t'
+        | '\u{00A0}'
+        | '\u{1680}'
+        | '\u{2000}'..='\u{200A}'
+        | '\u{202F}'
+        | '\u{205F}'
+        | '\u{3000}' => " ",
+        '\u{2028}' | '\u{2029}' => "\n",
+        // Zero-width characters, word joiner, byte-order mark and soft hyphen: invisible, dropped.
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => "",
+        '\u{02C6}' => "^",
+        '\u{02DC}' | '\u{FF5E}' => "~",
+        '\u{00A6}' => "|",
+        '\u{2044}' | '\u{2215}' => "/",
+        '\u{FF0C}' => ",",
+        '\u{FF01}' => "!",
+        '\u{FF1F}' => "?",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(text: &str, choice: EncodingChoice, smart: bool) -> SegmentInfo {
+        plan(text, choice, smart).unwrap().info()
+    }
+
+    #[test]
+    fn single_part_limits_are_160_septets_and_70_units() {
+        let s = info(&"a".repeat(160), EncodingChoice::Auto, false);
+        assert_eq!(
+            (s.encoding, s.parts, s.remaining_in_last),
+            (Encoding::Gsm7, 1, 0)
+        );
+        let s = info(&"a".repeat(161), EncodingChoice::Auto, false);
+        assert_eq!((s.parts, s.remaining_in_last), (2, 153 * 2 - 161));
+        let s = info(&"ж".repeat(70), EncodingChoice::Auto, false);
+        assert_eq!(
+            (s.encoding, s.parts, s.remaining_in_last),
+            (Encoding::Ucs2, 1, 0)
+        );
+        let s = info(&"ж".repeat(71), EncodingChoice::Auto, false);
+        assert_eq!((s.parts, s.remaining_in_last), (2, 67 * 2 - 71));
+        let s = info("", EncodingChoice::Auto, false);
+        assert_eq!((s.parts, s.remaining_in_last), (1, 160));
+    }
+
+    #[test]
+    fn escapes_count_two_septets_and_are_never_split() {
+        let s = info(&"€".repeat(80), EncodingChoice::Auto, false);
+        assert_eq!(
+            (s.encoding, s.parts, s.remaining_in_last),
+            (Encoding::Gsm7, 1, 0)
+        );
+        // 152 plain septets then an escape: the escape cannot fit the first part's last septet.
+        let text = format!("{}€{}", "a".repeat(152), "b".repeat(10));
+        let p = plan(&text, EncodingChoice::Auto, false).unwrap();
+        let parts: Vec<&str> = p.parts().collect();
+        assert_eq!(parts[0], "a".repeat(152));
+        assert_eq!(parts[1], format!("€{}", "b".repeat(10)));
+    }
+
+    #[test]
+    fn surrogate_pairs_are_never_split() {
+        let text = format!("{}😀{}", "ж".repeat(66), "ж".repeat(10));
+        let p = plan(&text, EncodingChoice::Auto, false).unwrap();
+        let parts: Vec<&str> = p.parts().collect();
+        assert_eq!(parts[0], "ж".repeat(66));
+        assert!(parts[1].starts_with('😀'));
+        assert_eq!(p.info().remaining_in_last, 67 - 12);
+    }
+
+    #[test]
+    fn smart_encoding_turns_look_alikes_into_gsm() {
+        let text =
+            "\u{201C}Pay\u{201D} \u{2014} it\u{2019}s due\u{2026}\u{00A0}\u{2022} now\u{200B}";
+        let plain = info(text, EncodingChoice::Auto, false);
+        assert_eq!(plain.encoding, Encoding::Ucs2);
+        let smart = info(text, EncodingChoice::Auto, true);
+        assert_eq!(smart.encoding, Encoding::Gsm7);
+        assert_eq!(smart.text, "\"Pay\" - it's due... - now");
+        assert_eq!(smart.parts, 1);
+    }
+
+    #[test]
+    fn smart_encoding_keeps_the_original_when_it_cannot_reach_gsm() {
+        let s = info("\u{2019} Привет", EncodingChoice::Auto, true);
+        assert_eq!(
+            (s.encoding, s.text.as_str()),
+            (Encoding::Ucs2, "\u{2019} Привет")
+        );
+    }
+
+    #[test]
+    fn smart_text_that_looks_unicode_costs_one_part_not_three() {
+        let text = "\u{2019}".repeat(150);
+        assert_eq!(info(&text, EncodingChoice::Auto, false).parts, 3);
+        assert_eq!(info(&text, EncodingChoice::Auto, true).parts, 1);
+    }
+
+    #[test]
+    fn forced_encodings() {
+        assert_eq!(
+            info("abc", EncodingChoice::Ucs2, false).encoding,
+            Encoding::Ucs2
+        );
+        assert_eq!(
+            plan("ab\u{2019}ж", EncodingChoice::Gsm7, true).err(),
+            Some(PduError::NotGsm7 {
+                character: 'ж',
+                position: 3
+            })
+        );
+        assert_eq!(
+            plan("ab\u{2019}", EncodingChoice::Gsm7, false).err(),
+            Some(PduError::NotGsm7 {
+                character: '\u{2019}',
+                position: 2
+            })
+        );
+        assert_eq!(info("ab\u{2019}", EncodingChoice::Gsm7, true).text, "ab'");
+    }
+
+    #[test]
+    fn more_than_255_parts_is_refused() {
+        assert!(plan(&"a".repeat(153 * 255), EncodingChoice::Auto, false).is_ok());
+        assert_eq!(
+            plan(&"a".repeat(153 * 255 + 1), EncodingChoice::Auto, false).err(),
+            Some(PduError::TooManyParts { parts: 256 })
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! The appliance around the daemon: `modemgate check-config` run as the real binary on good and bad files,
+//! the shipped configs, and the library loader the daemon uses on them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use modemgate::config::{Config, Credential, Device};
+use modemgate::sim::Profile;
+
+/// What one run of `modemgate check-config` did.
+struct Checked {
+    status: i32,
+    lines: Vec<String>,
+    path: PathBuf,
+}
+
+fn check_file(path: &Path) -> Checked {
+    let output = Command::new(env!("CARGO_BIN_EXE_modemgate"))
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    Checked {
+        status: output.status.code().unwrap(),
+        lines: stdout.lines().map(str::to_owned).collect(),
+        path: path.to_owned(),
+    }
+}
+
+/// Write `text` to a fresh file and check it; the tempdir lives as long as the result needs the path.
+fn check_text(text: &str) -> (Checked, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modemgate.toml");
+    std::fs::write(&path, text).unwrap();
+    (check_file(&path), dir)
+}
+
+impl Checked {
+    /// The lines that are errors (not warnings, not the final "ok").
+    fn errors(&self) -> Vec<&str> {
+        let prefix = format!("{}:", self.path.display());
+        self.lines
+            .iter()
+            .filter(|l| {
+                l.starts_with(&prefix) && !l.contains(": warning: ") && !l.ends_with(": ok")
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn warnings(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|l| l.contains(": warning: "))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// Assert the file fails with exactly one error, `PATH:LINE: ...FRAGMENT...`.
+fn assert_one_error(text: &str, line: usize, fragment: &str) {
+    let (checked, _dir) = check_text(text);
+    assert_eq!(
+        checked.status, 1,
+        "exit status; output: {:#?}",
+        checked.lines
+    );
+    let errors = checked.errors();
+    assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
+    let expected_prefix = format!("{}:{line}: ", checked.path.display());
+    assert!(
+        errors[0].starts_with(&expected_prefix),
+        "wanted line {line}: {}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(fragment),
+        "wanted {fragment:?} in {}",
+        errors[0]
+    );
+}
+
+const MODEM: &str = "[[modems]]\nid = \"m1\"\ndevice = \"/dev/ttyUSB2\"\n";
+const KEY: &str = "[[api_keys]]\nname = \"cms\"\ntoken = \"t0ken\"\nscopes = [\"send\"]\n";
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+#[test]
+fn shipped_production_config_passes_check_config_without_warnings() {
+    let checked = check_file(&shipped("modemgate.toml"));
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+    assert_eq!(
+        checked.lines,
+        vec![format!("{}: ok", checked.path.display())]
+    );
+}
+
+#[test]
+fn shipped_demo_config_passes_check_config() {
+    let checked = check_file(&shipped("demo.toml"));
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+    assert!(checked.errors().is_empty(), "{:#?}", checked.lines);
+    // The one warning is the deliberate one, explained in the file.
+    let warnings = checked.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("quiet hours are off"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn shipped_configs_load_into_the_types_the_daemon_uses() {
+    let production = Config::load(&shipped("modemgate.toml")).unwrap();
+    assert_eq!(production.modems.len(), 4);
+    assert!(
+        production
+            .modems
+            .iter()
+            .all(|m| matches!(&m.device, Device::Serial(p) if p.starts_with("/dev/modemgate/")))
+    );
+    assert!(production.quiet_hours.enabled);
+    assert!(
+        production
+            .api_keys
+            .iter()
+            .all(|k| matches!(k.credential, Credential::Sha256(_)))
+    );
+    assert_eq!(production.modems[0].rate.to_string(), "6/min");
+
+    let demo = Config::load(&shipped("demo.toml")).unwrap();
+    assert_eq!(demo.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(demo.storage.path, Path::new("data/modemgate.db"));
+    assert!(!demo.quiet_hours.enabled);
+    let profiles: Vec<_> = demo.modems.iter().map(|m| m.device.clone()).collect();
+    assert!(
+        profiles.contains(&Device::Sim(Profile::Ec25)),
+        "{profiles:?}"
+    );
+    assert!((2..=4).contains(&demo.modems.len()));
+    let key = &demo.api_keys[0];
+    assert!(key.credential.matches("demo-token"));
+    assert_eq!(key.scopes.len(), 3);
+}
+
+#[test]
+fn toml_syntax_error_is_reported_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[server]\nlisten = \"127.0.0.1:8080\n"),
+        9,
+        "string",
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}baudrate = 9600\n"),
+        8,
+        "unknown field `baudrate`",
+    );
+}
+
+#[test]
+fn unknown_section_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}\n[quiet_hour]\nenabled = false\n"),
+        9,
+        "unknown field `quiet_hour`",
+    );
+}
+
+#[test]
+fn bad_rate_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}rate = \"6/fortnight\"\n"),
+        8,
+        "invalid rate `6/fortnight`",
+    );
+}
+
+#[test]
+fn bad_duration_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[dispatch]\nmax_attempts = 3\nretry_backoff = \"30 seconds\"\n"),
+        10,
+        "invalid duration",
+    );
+}
+
+#[test]
+fn bad_region_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[server]\ndefault_region = \"XX\"\n"),
+        9,
+        "unknown region `XX`",
+    );
+}
+
+#[test]
+fn bad_time_zone_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[quiet_hours]\ndefault_tz = \"America/Gotham\"\n"),
+        9,
+        "unknown time zone",
+    );
+}
+
+#[test]
+fn duplicate_modem_id_is_an_error_at_the_second() {
+    let text = format!("{KEY}{MODEM}{}", MODEM.replace("ttyUSB2", "ttyUSB6"));
+    assert_one_error(&text, 9, "duplicate modem id `m1` (first at line 6)");
+}
+
+#[test]
+fn duplicate_modem_device_is_an_error_at_the_second() {
+    let text = format!("{KEY}{MODEM}{}", MODEM.replace("m1", "m2"));
+    assert_one_error(
+        &text,
+        10,
+        "device `/dev/ttyUSB2` is already used by modem `m1`",
+    );
+}
+
+#[test]
+fn simulated_modems_may_share_a_profile() {
+    let sim = "[[modems]]\nid = \"a\"\ndevice = \"sim:ec25\"\n[[modems]]\nid = \"b\"\ndevice = \"sim:ec25\"\n";
+    let (checked, _dir) = check_text(&format!("{KEY}{sim}"));
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+}
+
+#[test]
+fn empty_token_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{}{MODEM}", KEY.replace("t0ken", "")),
+        3,
+        "token is empty",
+    );
+}
+
+#[test]
+fn bad_token_sha256_is_an_error_at_its_line() {
+    let key = KEY.replace("token = \"t0ken\"", "token_sha256 = \"abc123\"");
+    assert_one_error(&format!("{key}{MODEM}"), 3, "invalid token_sha256");
+}
+
+#[test]
+fn api_key_needs_exactly_one_token_form() {
+    let key = KEY.replace("token = \"t0ken\"\n", "");
+    assert_one_error(
+        &format!("{MODEM}{key}"),
+        4,
+        "set exactly one of `token` or `token_sha256`",
+    );
+}
+
+#[test]
+fn missing_required_key_is_an_error_at_its_table() {
+    assert_one_error(
+        &format!("{KEY}\n[[modems]]\nid = \"m1\"\nrate = \"6/min\"\n"),
+        6,
+        "missing field `device`",
+    );
+}
+
+#[test]
+fn every_problem_in_a_file_is_reported_in_one_run() {
+    let text = "\
+[server]
+default_region = \"XX\"
+[[api_keys]]
+name = \"cms\"
+token = \"\"
+scopes = [\"send\", \"write\"]
+[[modems]]
+id = \"m1\"
+device = \"sim:nokia\"
+rate = \"fast\"
+[dispatch]
+retry_backoff = \"soon\"
+";
+    let (checked, _dir) = check_text(text);
+    assert_eq!(checked.status, 1);
+    let lines: Vec<usize> = checked
+        .errors()
+        .iter()
+        .map(|e| {
+            e.rsplit_once(".toml:")
+                .unwrap()
+                .1
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    // Each bad value once, at its own line; no echoes for the tables that lost a key.
+    assert_eq!(lines, vec![2, 5, 6, 9, 10, 12], "{:#?}", checked.lines);
+}
+
+#[test]
+fn risky_settings_warn_without_failing() {
+    let (checked, _dir) = check_text(&format!("{MODEM}[server]\nlisten = \"0.0.0.0:8080\"\n"));
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+    let warnings = checked.warnings();
+    let prefix = checked.path.display().to_string();
+    assert!(
+        warnings.contains(
+            &format!("{prefix}:1: warning: no [[api_keys]]: no client can use the API").as_str()
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("{prefix}:5: warning: listening on 0.0.0.0:8080"))),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn unreadable_file_fails_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let checked = check_file(&dir.path().join("absent.toml"));
+    assert_eq!(checked.status, 1);
+    assert!(
+        checked.errors()[0].contains("absent.toml:1: cannot read config file"),
+        "{:#?}",
+        checked.lines
+    );
+}
+
+#[test]
+fn load_returns_the_same_errors_as_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, format!("{KEY}{MODEM}rate = \"6/fortnight\"\n")).unwrap();
+    let errors = Config::load(&path).unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(errors.errors[0].line, 8);
+    assert!(
+        errors
+            .to_string()
+            .starts_with(&format!("{}:8: invalid rate", path.display())),
+        "{errors}"
+    );
+}
