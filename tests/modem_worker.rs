@@ -239,6 +239,19 @@ async fn every_profile_initialises_sends_receives_and_reports() {
             Some("001010123456789"),
             "{profile}"
         );
+        let identity = &health.identity;
+        assert_eq!(
+            identity.iccid.as_deref(),
+            Some("8901260123456789012"),
+            "{profile}"
+        );
+        assert_eq!(
+            identity.own_number.as_deref(),
+            Some("+15550100001"),
+            "{profile}"
+        );
+        assert_eq!(health.cs, Some(Registration::Home), "{profile}");
+        assert_eq!(health.eps, Some(Registration::Home), "{profile}");
         assert_eq!(health.operator.as_deref(), Some("SIMNET"), "{profile}");
         assert_eq!(health.signal, Some(20), "{profile}");
 

@@ -366,3 +366,43 @@ async fn a_dropped_submitting_ack_means_nothing_is_sent() {
     assert_eq!(cmgs, 1, "part 2 was never offered to the modem");
     assert_eq!(rig.logged("AT+CMMS=2"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_worker_hands_jobs_back_until_resumed() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    rig.handle.pause();
+    rig.health
+        .wait_for(|h| h.state == ModemState::Paused)
+        .await
+        .unwrap();
+    let job = |done| SendJob {
+        message_id: uuid::Uuid::now_v7(),
+        recipient: "+15551234567".into(),
+        parts: vec![JobPart {
+            part: 1,
+            tpdu_length: 23,
+            pdu_hex: format!("00{}", &DELIVER[16..]),
+        }],
+        more_waiting: false,
+        done,
+    };
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(job(done)).await;
+    assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
+    rig.handle.resume();
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(job(done)).await;
+    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(()).unwrap();
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+}
