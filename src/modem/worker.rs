@@ -13,12 +13,14 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::at::command;
+
 use super::{
     config::WorkerConfig,
     health,
     init::{self, InitError},
     job::{JobOutcome, ModemHealth, ModemIdentity, ModemState, SendJob, WorkerEvent},
-    session::{Port, Session, SessionError},
+    session::{Expect, Port, Session, SessionError},
 };
 
 /// First pause before re-opening a port; doubled up to `Timeouts::max_backoff`.
@@ -242,7 +244,6 @@ impl Worker {
     }
 
     async fn serve(&mut self, session: &mut Session) -> Exit {
-        let t = self.cfg.timeouts;
         if let Err(e) = self.refresh_health(session).await {
             return Exit::Lost(e.to_string());
         }
@@ -269,7 +270,6 @@ impl Worker {
             if result.is_ok() {
                 let paused = *self.paused.borrow();
                 let wake = tokio::select! {
-                    biased;
                     _ = self.cancel.cancelled() => Wake::Cancelled,
                     r = session.wait_unsolicited() => Wake::Unsolicited(r),
                     changed = self.paused.changed() => match changed {
@@ -295,7 +295,7 @@ impl Worker {
                 };
             }
             if let Err(e) = result
-                && let Err(lost) = self.recover(session, e, &t).await
+                && let Err(lost) = self.recover(session, e).await
             {
                 return Exit::Lost(lost);
             }
@@ -303,26 +303,17 @@ impl Worker {
     }
 
     /// After a missed deadline, `AT` decides between "carry on" and "re-open"; a closed port re-opens.
-    async fn recover(
-        &mut self,
-        session: &mut Session,
-        e: SessionError,
-        t: &super::config::Timeouts,
-    ) -> Result<(), String> {
+    async fn recover(&mut self, session: &mut Session, e: SessionError) -> Result<(), String> {
         tracing::warn!(modem = %self.cfg.id, error = %e, "session error");
         if !matches!(e, SessionError::Timeout { .. }) {
             return Err(e.to_string());
         }
-        match session
-            .command(
-                crate::at::command::PROBE,
-                super::session::Expect::NOTHING,
-                t.command,
-            )
-            .await
-        {
+        let probe = session.command(command::PROBE, Expect::NOTHING, self.cfg.timeouts.command);
+        match probe.await {
             Ok(_) => {
-                self.health.last_error = Some(e.to_string());
+                let mut h = self.health.clone();
+                h.last_error = Some(e.to_string());
+                self.publish(h).await;
                 Ok(())
             }
             Err(probe) => Err(format!("{e}; probe: {probe}")),
