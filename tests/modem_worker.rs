@@ -582,3 +582,39 @@ async fn a_send_without_answer_ends_unknown_and_is_never_resent() {
     assert!(slow <= 1, "the unknown part was submitted {slow} times");
     assert_eq!(rig.health.borrow().state, ModemState::Ready);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_that_arrive_while_the_port_is_away_are_swept_up() {
+    // ec25 keeps reports in "SR", plain in "SM": both must be swept after the port comes back.
+    for profile in [Profile::Ec25, Profile::Plain] {
+        let mut rig = rig_with(
+            profile,
+            |s| s.report_delay = Duration::from_millis(500),
+            |_| {},
+        )
+        .await;
+        rig.wait_state(ModemState::Ready).await;
+        let (_, outcome) = rig.send("+15551234567", "report me later", true).await;
+        assert_eq!(outcome, JobOutcome::Sent, "{profile}");
+        let Seen::PartSent { reference, .. } = rig
+            .next_seen("part sent", |s| matches!(s, Seen::PartSent { .. }))
+            .await
+        else {
+            unreachable!()
+        };
+        // Away for longer than the report takes: its URC is lost, the modem stores it on reboot.
+        rig.sim.vanish(Duration::from_secs(2)).unwrap();
+        rig.wait_state(ModemState::Offline).await;
+        rig.wait_state(ModemState::Ready).await;
+        let Seen::StatusReport {
+            reference: reported,
+            status,
+        } = rig
+            .next_seen("swept report", |s| matches!(s, Seen::StatusReport { .. }))
+            .await
+        else {
+            unreachable!()
+        };
+        assert_eq!((reported, status), (reference, 0), "{profile}");
+    }
+}

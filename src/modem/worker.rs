@@ -105,6 +105,7 @@ pub fn spawn_with_opener(
         opener,
         cnma_required: false,
         memory: "SM".into(),
+        report_memory: None,
         undeleted: HashMap::new(),
         cmms_refused: false,
         pin_rejected: false,
@@ -134,9 +135,11 @@ pub(super) struct Worker {
     pub(super) cnma_required: bool,
     /// The memory `+CMGR`/`+CMGD`/`+CMGL` address.
     pub(super) memory: String,
-    /// Messages the store has acknowledged but the modem refused to delete, by index: a re-read of the
-    /// same index and PDU is not handed over again, only deleted again.
-    pub(super) undeleted: HashMap<u32, String>,
+    /// Where status reports are kept apart ("SR"), when the modem has such a memory: swept too.
+    pub(super) report_memory: Option<String>,
+    /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
+    /// of the same slot and PDU is not handed over again, only deleted again.
+    pub(super) undeleted: HashMap<(String, u32), String>,
     /// The modem refused `AT+CMMS=2` once: do not ask again on this connection.
     pub(super) cmms_refused: bool,
     /// The configured PIN was refused: never enter it again (three wrong PINs lock the SIM).
@@ -186,10 +189,11 @@ impl Worker {
             };
             match init {
                 Ok(init) => {
-                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, "initialised");
+                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, storage = ?init.storage, cnma = init.cnma_required, "initialised");
                     self.health.identity = init.identity;
                     self.cnma_required = init.cnma_required;
                     self.memory = init.memory;
+                    self.report_memory = init.report_memory;
                     self.cmms_refused = false;
                     backoff = MIN_BACKOFF;
                 }
