@@ -66,12 +66,8 @@ pub async fn initialise(
 ) -> Result<Initialised, InitError> {
     probe(session, t).await?;
     // Both are best-effort: a modem that keeps echoing or prints bare ERROR still works.
-    session
-        .command(command::ECHO_OFF, Expect::NOTHING, t.command)
-        .await?;
-    session
-        .command(command::CMEE_NUMERIC, Expect::NOTHING, t.command)
-        .await?;
+    busy_retry(session, command::ECHO_OFF, Expect::NOTHING, t).await?;
+    busy_retry(session, command::CMEE_NUMERIC, Expect::NOTHING, t).await?;
     unlock_sim(session, t, pin, pin_rejected).await?;
     ok(
         busy_retry(session, command::PDU_MODE, Expect::NOTHING, t).await?,

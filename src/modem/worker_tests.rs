@@ -259,6 +259,9 @@ async fn sim_busy_at_start_is_waited_out() {
         .clone();
     assert_eq!(h.identity.imei.as_deref(), Some("861234050123456"));
     assert_eq!((h.signal, h.operator.as_deref()), (Some(17), Some("FAKE")));
+    // All four busy answers went to ATE0, retried until it took; nothing after it saw one.
+    assert_eq!(rig.logged("ATE0"), 5);
+    assert_eq!(rig.logged("AT+CMEE=1"), 1);
     assert_eq!(rig.logged("AT+CMGF=0"), 1);
     assert_eq!(rig.logged("AT+CNMI=2,1,2,1,0"), 1);
 }
