@@ -82,6 +82,20 @@ impl EventKind {
     }
 }
 
+/// `[[webhooks]] events` names event types as they appear in payloads.
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        EventKind::parse(&name).ok_or_else(|| {
+            let names: Vec<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown webhook event `{name}`: expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
 /// `data` of the `message.*` status events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageEvent {
@@ -297,27 +311,10 @@ impl Target {
         })
     }
 
-    /// From `[[webhooks]]`. The config names statuses (`delivered`, `received`...); each maps to its
-    /// `message.*` event. Statuses with no event (`queued`, `scheduled`, `sending`, `cancelled`) subscribe
-    /// to nothing, and `optout.created` goes only to webhooks that list no events (= all).
+    /// From `[[webhooks]]`: an empty event list subscribes to every event.
     pub fn from_config(webhook: &crate::config::Webhook) -> Result<Target, WebhookError> {
-        use crate::config::WebhookEvent as W;
-        let events = (!webhook.events.is_empty()).then(|| {
-            webhook
-                .events
-                .iter()
-                .filter_map(|event| match event {
-                    W::Sent => Some(EventKind::MessageSent),
-                    W::Delivered => Some(EventKind::MessageDelivered),
-                    W::Failed => Some(EventKind::MessageFailed),
-                    W::Expired => Some(EventKind::MessageExpired),
-                    W::Unknown => Some(EventKind::MessageUnknown),
-                    W::Received => Some(EventKind::MessageReceived),
-                    W::Queued | W::Scheduled | W::Sending | W::Cancelled => None,
-                })
-                .collect()
-        });
-        Target::new(&webhook.url.to_string(), &webhook.secret, events)
+        let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
+        Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {
@@ -662,14 +659,23 @@ mod tests {
     }
 
     #[test]
-    fn config_webhooks_map_statuses_to_events() {
+    fn config_webhooks_subscribe_by_event_type() {
         let config: crate::config::Webhook = toml::from_str(
-            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"delivered\", \"queued\"]",
+            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"message.delivered\"]",
         )
         .unwrap();
         let target = Target::from_config(&config).unwrap();
         assert!(target.wants(EventKind::MessageDelivered));
         assert!(!target.wants(EventKind::MessageSent) && !target.wants(EventKind::OptoutCreated));
+        let status_name: Result<crate::config::Webhook, _> = toml::from_str(
+            "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"delivered\"]",
+        );
+        assert!(
+            status_name
+                .unwrap_err()
+                .to_string()
+                .contains("unknown webhook event `delivered`")
+        );
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }

@@ -3,6 +3,7 @@
 //! Each value type parses from the string an operator writes, and deserializes through that parser, so a bad
 //! value fails inside serde with the value's span attached and check-config can point at its line.
 
+use crate::sim::Profile;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ deserialize_via_from_str!(
     Token,
     TokenSha256,
     Pin,
+    Secret,
     ModemName,
     LogFilter
 );
@@ -162,41 +164,13 @@ impl fmt::Display for Rate {
     }
 }
 
-/// Behaviour profiles of the built-in modem simulator, each imitating one family's dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SimProfile {
-    /// A well-behaved 27.005 modem with no vendor quirks.
-    Plain,
-    /// Quectel EC25/EG25.
-    Ec25,
-    /// SIMCom SIM7600.
-    Sim7600,
-    /// Huawei E3372h in stick mode (vendor URC noise).
-    Huawei,
-}
-
-impl SimProfile {
-    /// Every profile, in the order the error message lists them.
-    pub const ALL: [SimProfile; 4] = [Self::Plain, Self::Ec25, Self::Sim7600, Self::Huawei];
-
-    /// The name used after `sim:` in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Plain => "plain",
-            Self::Ec25 => "ec25",
-            Self::Sim7600 => "sim7600",
-            Self::Huawei => "huawei",
-        }
-    }
-}
-
 /// Where a modem is: a serial device, or a simulator the daemon starts itself on a pseudo-terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Device {
     /// An absolute path to a tty: `/dev/modemgate/...` from our udev rules, `/dev/ttyUSB2`, or a pty.
     Serial(PathBuf),
     /// `sim:PROFILE`: an in-process simulated modem (demos, integrators' test rigs).
-    Sim(SimProfile),
+    Sim(Profile),
 }
 
 impl FromStr for Device {
@@ -204,12 +178,12 @@ impl FromStr for Device {
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
         if let Some(profile) = text.strip_prefix("sim:") {
-            return SimProfile::ALL
+            return Profile::ALL
                 .into_iter()
                 .find(|p| p.name() == profile)
                 .map(Device::Sim)
                 .ok_or_else(|| {
-                    let names: Vec<_> = SimProfile::ALL.iter().map(|p| p.name()).collect();
+                    let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
                     ValueError::new(format!(
                         "unknown simulator profile `{profile}`: expected sim:{}",
                         names.join(", sim:")
@@ -334,6 +308,37 @@ pub enum Scope {
     Read,
     /// Pause modems, manage opt-outs and other operator actions.
     Admin,
+}
+
+/// A shared secret (webhook HMAC key): at least 16 characters. Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret, for computing signatures only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if text.chars().count() < 16 {
+            Err(ValueError::new(
+                "secret is too short: use at least 16 characters",
+            ))
+        } else {
+            Ok(Secret(text.to_owned()))
+        }
+    }
 }
 
 /// A SIM PIN: 4 to 8 digits (3GPP TS 22.030). Debug never prints it.
@@ -504,7 +509,7 @@ mod tests {
 
     #[test]
     fn devices_are_paths_or_sim_profiles() {
-        assert_eq!("sim:ec25".parse(), Ok(Device::Sim(SimProfile::Ec25)));
+        assert_eq!("sim:ec25".parse(), Ok(Device::Sim(Profile::Ec25)));
         assert_eq!(
             "/dev/ttyUSB2".parse(),
             Ok(Device::Serial("/dev/ttyUSB2".into()))
