@@ -1095,3 +1095,63 @@ fn allowed_without_pin(name: &str) -> bool {
                 | "+GSN"
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Profile;
+
+    #[test]
+    fn send_takes_delay_plus_jitter_plus_slow_send_and_queues_input_meanwhile() {
+        let mut cfg = SimConfig::instant(Profile::Plain);
+        cfg.send_delay = Duration::from_secs(2);
+        cfg.send_jitter = Duration::from_secs(2);
+        cfg.faults.slow_send = Duration::from_secs(5);
+        let mut engine = Engine::new(cfg);
+        let mut out = Out::default();
+        engine.feed(b"ATE0\r", &mut out);
+        let part =
+            &pdu::encode_submit("+15551234567", "hi", &pdu::SubmitOptions::default()).unwrap()[0];
+        let mut delays = Vec::new();
+        for reference in 1..=20u8 {
+            let mut out = Out::default();
+            let input = format!("AT+CMGS={}\r{}\x1aAT\r", part.tpdu_length, part.hex());
+            engine.feed(input.as_bytes(), &mut out);
+            assert_eq!(out.bytes, b"\r\n> ", "nothing but the prompt while sending");
+            let Some((delay, Timer::SendDone { id })) = out.timers.pop() else {
+                panic!("no send timer: {:?}", out.timers);
+            };
+            delays.push(delay);
+            let mut done = Out::default();
+            engine.fire(Timer::SendDone { id }, &mut done);
+            assert_eq!(
+                String::from_utf8_lossy(&done.bytes),
+                format!("\r\n+CMGS: {reference}\r\n\r\nOK\r\n\r\nOK\r\n"),
+                "the result, then the answer to the AT typed during the send"
+            );
+            assert_eq!(done.sends.len(), 1);
+        }
+        let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        assert!(*min >= Duration::from_secs(7) && *max <= Duration::from_secs(9));
+        assert!(max > min, "jitter varies the delay: {delays:?}");
+    }
+
+    #[test]
+    fn stale_send_timer_after_reboot_is_ignored() {
+        let mut engine = Engine::new(SimConfig::instant(Profile::Plain));
+        let part =
+            &pdu::encode_submit("+15551234567", "hi", &pdu::SubmitOptions::default()).unwrap()[0];
+        let mut out = Out::default();
+        engine.feed(
+            format!("AT+CMGS={}\r{}\x1a", part.tpdu_length, part.hex()).as_bytes(),
+            &mut out,
+        );
+        let Some((_, timer)) = out.timers.pop() else {
+            panic!("no timer")
+        };
+        engine.boot(&mut Out::default());
+        let mut after = Out::default();
+        engine.fire(timer, &mut after);
+        assert!(after.bytes.is_empty() && after.sends.is_empty());
+    }
+}
