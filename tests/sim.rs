@@ -432,6 +432,9 @@ async fn port_vanishes_and_comes_back_on_a_new_pty_behind_the_link() {
     dte.lines_until("boot", |l| l == "PB DONE").await;
     let old = sim.path();
     assert_eq!(std::fs::read_link(sim.device()).unwrap(), old);
+    // A hung modem is cured by the reset that makes the port vanish.
+    sim.update_faults(|f| f.hang = true).unwrap();
+    within(sim.wait_faults(|f| f.hang)).await.unwrap();
     sim.vanish(Duration::ZERO).unwrap();
     // The open port dies: reads fail or hit end of file.
     let mut chunk = [0u8; 64];
@@ -440,6 +443,7 @@ async fn port_vanishes_and_comes_back_on_a_new_pty_behind_the_link() {
         .unwrap();
     assert!(matches!(dead, Err(_) | Ok(0)), "{dead:?}");
     let new = within(sim.wait_new_path(&old)).await.unwrap();
+    within(sim.wait_faults(|f| !f.hang)).await.unwrap();
     assert_ne!(new, old);
     assert_eq!(std::fs::read_link(sim.device()).unwrap(), new);
     let mut dte = Dte::open(&sim.device()).await;

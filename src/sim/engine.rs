@@ -224,8 +224,9 @@ impl Engine {
     }
 
     /// Power-on: settings back to defaults, the boot burst printed. Storage (the SIM) survives; messages
-    /// waiting for an acknowledgement are stored so a reboot loses nothing.
+    /// waiting for an acknowledgement are stored so a reboot loses nothing. A reboot cures a hang.
     pub fn boot(&mut self, out: &mut Out) {
+        self.faults.hang = false;
         self.settings = Settings::power_on();
         self.pin_ok = self.cfg.pin.is_none();
         self.busy_left = self.dialect.busy_after_boot;
