@@ -805,6 +805,55 @@ async fn ec25_stores_status_reports_in_sr_and_announces_cdsi() {
     dte.lines_until("OK", is_final).await;
 }
 
+/// The shared corpus: `../shared/corpus` beside the checkout, or `../../shared/corpus` from a worktree.
+fn corpus() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        root.join("../shared/corpus"),
+        root.join("../../shared/corpus"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .expect("the shared corpus (../shared/corpus) is missing")
+}
+
+#[tokio::test]
+async fn every_corpus_submit_pdu_is_accepted_and_logged_decoded() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    let mut sent = 0;
+    for file in std::fs::read_dir(corpus().join("pdu")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            if entry["kind"] != "submit" {
+                continue;
+            }
+            let hex = entry["pdu"].as_str().unwrap();
+            let bytes = hex::decode(hex).unwrap();
+            let part = pdu::EncodedPart {
+                tpdu_length: bytes.len() - 1 - usize::from(bytes[0]),
+                bytes,
+            };
+            let answer = dte.send_part(&part).await;
+            assert_eq!(
+                answer.last().map(String::as_str),
+                Some("OK"),
+                "{hex}: {answer:?}"
+            );
+            sent += 1;
+            let log = within(sim.wait_sends(sent)).await.unwrap();
+            let logged = &log[sent - 1];
+            assert_eq!(logged.pdu_hex, hex.to_ascii_uppercase());
+            assert_eq!(
+                logged.submit.recipient.value, entry["expect"]["recipient"],
+                "{}",
+                entry["source"]
+            );
+        }
+    }
+    assert_eq!(sent, 47, "the corpus README counts 47 submit PDUs");
+}
+
 // ---- control API and CLI -----------------------------------------------------------------------------------
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
