@@ -70,6 +70,20 @@ impl AppState {
         }
     }
 
+    /// The state for a loaded configuration: keys, default region, smart encoding and body limit from it.
+    pub fn from_config(
+        config: &crate::config::Config,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        AppState {
+            default_region: Some(config.server.default_region),
+            smart_default: config.pdu.smart_encoding,
+            body_limit: config.server.body_limit.get(),
+            ..AppState::new(backend, Arc::new(Auth::new(&config.api_keys)), metrics)
+        }
+    }
+
     fn validator(&self) -> validate::Validator {
         validate::Validator {
             now: (self.clock)(),
