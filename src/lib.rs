@@ -7,18 +7,24 @@
 //! - [`msisdn`]: phone numbers (E.164 recipients, inbound senders) and their masking for logs.
 //! - [`logging`]: the tracing subscriber and what may be logged.
 //! - [`modem`]: one worker per modem over tokio-serial, and its contract with the daemon ([`modem::job`]).
+//! - [`store`]: SQLite store: durable accept with group commit, message life cycle, events, inbound, caps.
+//! - [`dispatch`]: which pending message goes to which modem, when: limits, caps, stickiness, retries.
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 //! - [`api`]: the HTTP API (axum): routes, auth, errors, metrics, OpenAPI.
 //! - [`webhook`]: signed event delivery to the CMS from a durable outbox.
+//! - [`rules`]: collections-safety rules (opt-out keywords, quiet hours, contact caps), pure functions.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod api;
 pub mod at;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod logging;
 pub mod modem;
 pub mod msisdn;
 pub mod pdu;
+pub mod rules;
 pub mod sim;
+pub mod store;
 pub mod webhook;

@@ -1,0 +1,126 @@
+//! Applying modem workers' events to the store, keeping the worker contract's ordering promises: a part is
+//! acknowledged as `Submitting` only once that is on disk, and an inbound message only once it is stored.
+
+use crate::modem::job::{ModemHealth, ModemIdentity, WorkerEvent};
+use crate::pdu::{Pdu, Tpdu, UserData};
+use crate::store::{
+    ConcatInfo, InboundContent, InboundOutcome, InboundPart, MessageState, ReportIn, ReportOutcome,
+    Store, StoreError,
+};
+
+/// What an event did, for the caller to act on (rules on inbound messages, webhooks, modem state).
+#[derive(Debug)]
+pub enum Applied {
+    /// Recorded and acknowledged: the worker may write the PDU.
+    Submitting,
+    /// The message state after the part was recorded as sent.
+    PartSent(MessageState),
+    Inbound(InboundOutcome),
+    Report(ReportOutcome),
+    /// The modem's health; its identity was recorded if it reported one.
+    Health(Box<ModemHealth>),
+}
+
+/// Stores what a worker reported. On a store error the ack is dropped, so the worker does not write the
+/// PDU (`Submitting`) or delete the message from the SIM (`Inbound`).
+pub async fn apply(store: &Store, event: WorkerEvent) -> Result<Applied, StoreError> {
+    match event {
+        WorkerEvent::Submitting {
+            modem,
+            message_id,
+            part,
+            ack,
+        } => {
+            store.part_submitting(message_id, part, &modem).await?;
+            let _ = ack.send(());
+            Ok(Applied::Submitting)
+        }
+        WorkerEvent::PartSent {
+            modem,
+            message_id,
+            part,
+            reference,
+        } => Ok(Applied::PartSent(
+            store.part_sent(message_id, part, &modem, reference).await?,
+        )),
+        WorkerEvent::Inbound {
+            modem,
+            pdu_hex,
+            decoded,
+            ack,
+        } => {
+            let applied = match decoded {
+                Ok(Pdu {
+                    tpdu: Tpdu::StatusReport(report),
+                    ..
+                }) => Applied::Report(store.record_report(report_in(&modem, &report)).await?),
+                decoded => {
+                    let part = InboundPart {
+                        modem: modem.to_string(),
+                        pdu_hex,
+                        content: inbound_content(decoded),
+                    };
+                    Applied::Inbound(store.record_inbound(part).await?)
+                }
+            };
+            let _ = ack.send(());
+            Ok(applied)
+        }
+        WorkerEvent::StatusReport { modem, report } => Ok(Applied::Report(
+            store.record_report(report_in(&modem, &report)).await?,
+        )),
+        WorkerEvent::Health { modem, health } => {
+            if health.identity != ModemIdentity::default() {
+                store.upsert_modem(&modem, health.identity.clone()).await?;
+            }
+            Ok(Applied::Health(Box::new(health)))
+        }
+    }
+}
+
+fn report_in(modem: &str, report: &crate::pdu::StatusReport) -> ReportIn {
+    ReportIn {
+        modem: modem.to_owned(),
+        tp_mr: report.reference,
+        recipient: report.recipient.value.clone(),
+        status: report.status,
+        discharged_at: Some(report.discharged.timestamp()),
+    }
+}
+
+fn inbound_content(decoded: Result<Pdu, crate::pdu::PduError>) -> InboundContent {
+    match decoded {
+        Ok(Pdu {
+            tpdu: Tpdu::Deliver(deliver),
+            ..
+        }) => InboundContent::Decoded {
+            sender: deliver.sender.value,
+            text: match deliver.user_data {
+                UserData::Text(text) => text,
+                // 8-bit data (WAP push, binary SMS) is kept as hex: nothing is lost, nothing mis-rendered.
+                UserData::Binary(bytes) => hex::encode_upper(bytes),
+            },
+            encoding: deliver.encoding.into(),
+            sent_at: deliver.timestamp.timestamp(),
+            concat: deliver.concat.map(|c| ConcatInfo {
+                reference: c.reference,
+                part: c.part,
+                parts: c.parts,
+            }),
+        },
+        Ok(Pdu { tpdu, .. }) => InboundContent::Undecodable {
+            error: format!("expected an SMS-DELIVER, got {}", tpdu_kind(&tpdu)),
+        },
+        Err(error) => InboundContent::Undecodable {
+            error: error.to_string(),
+        },
+    }
+}
+
+fn tpdu_kind(tpdu: &Tpdu) -> &'static str {
+    match tpdu {
+        Tpdu::Deliver(_) => "SMS-DELIVER",
+        Tpdu::Submit(_) => "SMS-SUBMIT",
+        Tpdu::StatusReport(_) => "SMS-STATUS-REPORT",
+    }
+}

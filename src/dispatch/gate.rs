@@ -1,0 +1,40 @@
+//! The hook where collections rules (quiet hours, frequency caps, opt-out re-check) judge a message at the
+//! moment it would be handed to a modem.
+
+use jiff::Timestamp;
+
+use crate::store::QueueEntry;
+
+/// What a gate decides about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Not now: try again at `until` (e.g. the recipient's quiet hours end then).
+    Hold {
+        until: Timestamp,
+        reason: String,
+        /// The rule that decided it, recorded in the event history.
+        rule: Option<String>,
+    },
+    /// Never: the message fails with `code` (e.g. the recipient opted out).
+    Block {
+        code: String,
+        reason: String,
+        rule: Option<String>,
+    },
+}
+
+/// Consulted before every hand-off; must be quick and must not block (it runs on the dispatcher's task).
+pub trait Gate: Send + Sync + 'static {
+    fn check(&self, message: &QueueEntry, modem: &str, now: Timestamp) -> Decision;
+}
+
+/// Lets everything through: the default until the rules are wired in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Gate for AllowAll {
+    fn check(&self, _message: &QueueEntry, _modem: &str, _now: Timestamp) -> Decision {
+        Decision::Allow
+    }
+}

@@ -1,0 +1,166 @@
+//! The dispatcher's in-memory index of pending messages, loaded from the store at start and kept in step
+//! with it, so choosing the next message never touches the database.
+//!
+//! Messages due now sit in lanes by where they may go: any modem, the recipient's sticky modem, the modem
+//! that already sent part of them (pinned), or any modem but the one that just failed them (avoid). Each lane
+//! is ordered by priority, then age (ids are time-ordered). Messages not yet due wait in a timer set.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use crate::store::QueueEntry;
+
+/// Where a due message may be sent; modems are numbered by their position in the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lane {
+    Any,
+    /// The recipient last heard from this modem.
+    Sticky(usize),
+    /// Part of the message went out on this modem: the rest must too.
+    Pinned(usize),
+    /// This modem just failed it: any other, this one only if no other can.
+    Avoid(usize),
+}
+
+/// Priority first (higher first), then the time-ordered id (older first).
+pub(crate) type Key = (Reverse<i32>, Uuid);
+
+pub(crate) struct Item {
+    pub entry: QueueEntry,
+    /// The modem to avoid on the next attempt.
+    pub avoid: Option<usize>,
+    place: Place,
+}
+
+#[derive(Clone, Copy)]
+enum Place {
+    Ready(Lane),
+    Waiting(Timestamp),
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    items: HashMap<Uuid, Item>,
+    lanes: HashMap<Lane, BTreeSet<Key>>,
+    waiting: BTreeSet<(Timestamp, Uuid)>,
+    expiries: BTreeSet<(Timestamp, Uuid)>,
+}
+
+fn key(entry: &QueueEntry) -> Key {
+    (Reverse(entry.priority), entry.id)
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<&Item> {
+        self.items.get(&id)
+    }
+
+    /// Adds (or replaces) a message: due now into `lane`, else into the timer set.
+    pub fn insert(&mut self, entry: QueueEntry, avoid: Option<usize>, now: Timestamp, lane: Lane) {
+        self.remove(entry.id);
+        let place = match entry.not_before {
+            Some(at) if at > now => {
+                self.waiting.insert((at, entry.id));
+                Place::Waiting(at)
+            }
+            _ => {
+                self.lanes.entry(lane).or_default().insert(key(&entry));
+                Place::Ready(lane)
+            }
+        };
+        if let Some(at) = entry.expires_at {
+            self.expiries.insert((at, entry.id));
+        }
+        self.items.insert(
+            entry.id,
+            Item {
+                entry,
+                avoid,
+                place,
+            },
+        );
+    }
+
+    pub fn remove(&mut self, id: Uuid) -> Option<Item> {
+        let item = self.items.remove(&id)?;
+        match item.place {
+            Place::Ready(lane) => {
+                if let Some(set) = self.lanes.get_mut(&lane) {
+                    set.remove(&key(&item.entry));
+                }
+            }
+            Place::Waiting(at) => {
+                self.waiting.remove(&(at, id));
+            }
+        }
+        if let Some(at) = item.entry.expires_at {
+            self.expiries.remove(&(at, id));
+        }
+        Some(item)
+    }
+
+    /// Moves a due message to another lane (its recipient's sticky modem changed since it was queued).
+    pub fn relane(&mut self, id: Uuid, lane: Lane) {
+        let Some(item) = self.items.get_mut(&id) else {
+            return;
+        };
+        if let Place::Ready(old) = item.place {
+            let k = key(&item.entry);
+            if let Some(set) = self.lanes.get_mut(&old) {
+                set.remove(&k);
+            }
+            self.lanes.entry(lane).or_default().insert(k);
+            item.place = Place::Ready(lane);
+        }
+    }
+
+    /// Messages whose time has come, for the caller to place in lanes.
+    pub fn take_due(&mut self, now: Timestamp) -> Vec<Item> {
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.waiting.first() {
+            if at > now {
+                break;
+            }
+            if let Some(item) = self.remove(id) {
+                due.push(item);
+            }
+        }
+        due
+    }
+
+    /// Removes and returns messages whose `expires_at` has passed.
+    pub fn take_expired(&mut self, now: Timestamp) -> Vec<Uuid> {
+        let mut expired = Vec::new();
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.remove(id);
+            expired.push(id);
+        }
+        expired
+    }
+
+    /// When the next waiting message becomes due or the next one expires.
+    pub fn next_wake(&self) -> Option<Timestamp> {
+        let waiting = self.waiting.first().map(|&(at, _)| at);
+        let expiry = self.expiries.first().map(|&(at, _)| at);
+        waiting.into_iter().chain(expiry).min()
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.lanes.values().any(|set| !set.is_empty())
+    }
+
+    /// The best due message of a lane.
+    pub fn head(&self, lane: Lane) -> Option<Key> {
+        self.lanes.get(&lane).and_then(|set| set.first().copied())
+    }
+}

@@ -1,0 +1,87 @@
+//! What can go wrong in the store, typed so the API can map each case to its status code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::types::MessageState;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or prepared (the daemon cannot start).
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    #[error("database {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("migrating database to version {version}: {source}")]
+    Migration {
+        version: u32,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    #[error("database has schema version {found}, newer than this build knows ({latest})")]
+    TooNew { found: u32, latest: u32 },
+    /// SQLite failed (disk full, I/O error, read-only file...): nothing of the request was committed.
+    #[error("database error while {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    /// SQLite abandoned the transaction on its own (disk full, I/O error): nothing of the batch was committed.
+    #[error("the database rolled the transaction back (disk full or I/O error)")]
+    RolledBack,
+    /// The writer thread is gone (shutting down or crashed): nothing was committed.
+    #[error("the database writer has stopped")]
+    Closed,
+    /// The idempotency key was used before with a different body (HTTP 409).
+    #[error(
+        "idempotency key {key:?} was already used for message {original} with a different body"
+    )]
+    IdempotencyConflict { key: String, original: Uuid },
+    #[error("message {0} not found")]
+    NotFound(Uuid),
+    #[error("message {id} is {state}: cannot {action}")]
+    InvalidTransition {
+        id: Uuid,
+        state: MessageState,
+        action: &'static str,
+    },
+    #[error("message {id} has no part {part}")]
+    NoSuchPart { id: Uuid, part: u16 },
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("invalid cursor {0:?}")]
+    InvalidCursor(String),
+}
+
+impl StoreError {
+    /// The storage itself failed: the API answers 503 and the client retries later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { .. }
+                | StoreError::RolledBack
+                | StoreError::Closed
+                | StoreError::Io { .. }
+        )
+    }
+
+    pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite {
+            context,
+            source: Arc::new(source),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

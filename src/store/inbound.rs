@@ -1,0 +1,323 @@
+//! What comes back from the network: inbound parts (reassembled) and delivery reports (matched to parts).
+
+use super::announce::announce;
+use std::time::Duration;
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::error::{Result, StoreError};
+use super::rows::{self, ms, opt_ms};
+use super::types::*;
+use super::write::{Ev, append_event, settle};
+use super::writer::WriteCtx;
+
+const DB: fn(rusqlite::Error) -> StoreError =
+    |e| StoreError::sqlite("recording inbound traffic")(e);
+
+/// The concatenation header if it describes a real multipart message (a malformed one is treated as a
+/// single part rather than waiting forever for parts that cannot exist).
+fn multipart(concat: Option<ConcatInfo>) -> Option<ConcatInfo> {
+    concat.filter(|c| c.parts > 1 && c.part >= 1 && c.part <= c.parts)
+}
+
+pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Result<InboundOutcome> {
+    let (sender, text, encoding, sent_at, concat) = match &inbound.content {
+        InboundContent::Decoded {
+            sender,
+            text,
+            encoding,
+            sent_at,
+            concat,
+        } => (
+            Some(sender.as_str()),
+            Some(text.as_str()),
+            Some(*encoding),
+            Some(*sent_at),
+            multipart(*concat),
+        ),
+        InboundContent::Undecodable { .. } => (None, None, None, None, None),
+    };
+    let inserted = ctx
+        .conn
+        .prepare_cached(
+            "INSERT INTO inbound_parts (modem, pdu, sender, concat_ref, part, parts, text, encoding, sent_at, \
+             received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (modem, pdu) DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                inbound.modem,
+                inbound.pdu_hex,
+                sender,
+                concat.map(|c| c.reference),
+                concat.map(|c| c.part),
+                concat.map(|c| c.parts),
+                text,
+                encoding,
+                opt_ms(sent_at),
+                ms(ctx.now)
+            ])
+        })
+        .map_err(DB)?;
+    if inserted == 0 {
+        return Ok(InboundOutcome::Duplicate);
+    }
+    let row_id = ctx.conn.last_insert_rowid();
+    let (sender, text, encoding, error) = match &inbound.content {
+        InboundContent::Undecodable { error } => (
+            "",
+            String::new(),
+            TextEncoding::Undecoded,
+            Some(error.as_str()),
+        ),
+        InboundContent::Decoded {
+            sender,
+            text,
+            encoding,
+            ..
+        } => match concat {
+            None => (sender.as_str(), text.clone(), *encoding, None),
+            Some(concat) => match assemble(ctx, &inbound.modem, sender, concat)? {
+                Assembly::Missing(have) => {
+                    return Ok(InboundOutcome::Partial {
+                        have,
+                        parts: concat.parts,
+                    });
+                }
+                Assembly::Complete(text, rows) => {
+                    let message = create_received(
+                        ctx,
+                        &inbound.modem,
+                        sender,
+                        &text,
+                        *encoding,
+                        None,
+                        rows.len(),
+                    )?;
+                    link_parts(ctx, &rows, message.id)?;
+                    return Ok(InboundOutcome::Complete(Box::new(message)));
+                }
+            },
+        },
+    };
+    let message = create_received(ctx, &inbound.modem, sender, &text, encoding, error, 1)?;
+    link_parts(ctx, &[row_id], message.id)?;
+    Ok(InboundOutcome::Complete(Box::new(message)))
+}
+
+enum Assembly {
+    /// How many distinct parts are in.
+    Missing(u8),
+    /// The text in part order and the rows used.
+    Complete(String, Vec<i64>),
+}
+
+fn assemble(ctx: &WriteCtx<'_>, modem: &str, sender: &str, concat: ConcatInfo) -> Result<Assembly> {
+    let mut st = ctx
+        .conn
+        .prepare_cached(
+            "SELECT id, part, text FROM inbound_parts WHERE modem = ?1 AND sender = ?2 AND concat_ref = ?3 \
+             AND parts = ?4 AND message_id IS NULL ORDER BY part, id",
+        )
+        .map_err(DB)?;
+    let found: Vec<(i64, u8, String)> = st
+        .query_map(
+            params![modem, sender, concat.reference, concat.parts],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .and_then(Iterator::collect)
+        .map_err(DB)?;
+    // The same part number twice with a different PDU (a resent part): the first one wins.
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    let mut last = 0;
+    for (row, part, piece) in found {
+        if part != last {
+            text.push_str(&piece);
+            rows.push(row);
+            last = part;
+        }
+    }
+    let have = rows.len() as u8;
+    Ok(if have == concat.parts {
+        Assembly::Complete(text, rows)
+    } else {
+        Assembly::Missing(have)
+    })
+}
+
+fn link_parts(ctx: &WriteCtx<'_>, rows: &[i64], message: Uuid) -> Result<()> {
+    let mut st = ctx
+        .conn
+        .prepare_cached("UPDATE inbound_parts SET message_id = ?2 WHERE id = ?1")
+        .map_err(DB)?;
+    for row in rows {
+        st.execute(params![row, message.to_string()]).map_err(DB)?;
+    }
+    Ok(())
+}
+
+fn create_received(
+    ctx: &WriteCtx<'_>,
+    modem: &str,
+    sender: &str,
+    text: &str,
+    encoding: TextEncoding,
+    error: Option<&str>,
+    parts: usize,
+) -> Result<Message> {
+    let id = ctx.new_id();
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, modem, error, \
+             created_at, updated_at) VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.to_string(),
+                sender,
+                text,
+                encoding,
+                parts as i64,
+                modem,
+                error,
+                ms(ctx.now)
+            ])
+        })
+        .map_err(DB)?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO modems (id, first_seen, last_seen, received) VALUES (?1, ?2, ?2, 1) \
+             ON CONFLICT (id) DO UPDATE SET received = received + 1, last_seen = ?2",
+        )
+        .and_then(|mut st| st.execute(params![modem, ms(ctx.now)]))
+        .map_err(DB)?;
+    let actor = format!("modem:{modem}");
+    let mut ev = Ev::new(&actor, "received", MessageState::Received);
+    ev.detail = error;
+    append_event(ctx, id, ev)?;
+    ctx.conn
+        .query_row(
+            &format!(
+                "SELECT {} FROM messages WHERE id = ?1",
+                rows::MESSAGE_COLUMNS
+            ),
+            [id.to_string()],
+            rows::message,
+        )
+        .map_err(DB)
+}
+
+/// Whether a report's recipient is the number a part was sent to. Reports may carry the national form of
+/// an international number, so the shorter digit string must end the longer one (and be a real number).
+fn same_number(report: &str, sent_to: &str) -> bool {
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let (a, b) = (digits(report), digits(sent_to));
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short.len() >= 6 && long.ends_with(&short)
+}
+
+/// TP-ST classes (23.040 9.2.3.15).
+enum ReportClass {
+    Delivered,
+    /// The SC is still trying.
+    Pending,
+    Failed,
+}
+
+fn classify(status: u8) -> ReportClass {
+    match status & 0x7F {
+        0x00..=0x1F => ReportClass::Delivered,
+        0x20..=0x3F => ReportClass::Pending,
+        _ => ReportClass::Failed,
+    }
+}
+
+/// Matches a report to the latest part sent from the modem with that TP-MR to that recipient within
+/// `window`, and moves the part (and, when it decides it, the message) on.
+pub(crate) fn record_report(
+    ctx: &WriteCtx<'_>,
+    report: &ReportIn,
+    window: Duration,
+) -> Result<ReportOutcome> {
+    let since =
+        ctx.now.as_millisecond() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut st = ctx
+        .conn
+        .prepare_cached(
+            "SELECT p.message_id, p.part, m.peer, m.state FROM parts p JOIN messages m ON m.id = p.message_id \
+             WHERE p.modem = ?1 AND p.tp_mr = ?2 AND p.sent_at >= ?3 AND p.state = 'sent' \
+             ORDER BY p.sent_at DESC",
+        )
+        .map_err(DB)?;
+    let candidates: Vec<(Uuid, u16, String, MessageState)> = st
+        .query_map(params![report.modem, report.tp_mr, since], |row| {
+            Ok((rows::uuid(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .and_then(Iterator::collect)
+        .map_err(DB)?;
+    let Some((id, part, _, state)) = candidates
+        .into_iter()
+        .find(|(_, _, peer, _)| same_number(&report.recipient, peer))
+    else {
+        return Ok(ReportOutcome::Unmatched);
+    };
+    let (part_state, kind) = match classify(report.status) {
+        ReportClass::Delivered => (PartState::Delivered, "part_delivered"),
+        ReportClass::Pending => (PartState::Sent, "report_pending"),
+        ReportClass::Failed => (PartState::Failed, "part_undeliverable"),
+    };
+    ctx.conn
+        .prepare_cached(
+            "UPDATE parts SET state = ?3, report_status = ?4, reported_at = ?5 WHERE message_id = ?1 AND part = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.to_string(),
+                part,
+                part_state,
+                report.status,
+                ms(ctx.now)
+            ])
+        })
+        .map_err(DB)?;
+    if part_state == PartState::Failed {
+        ctx.conn
+            .prepare_cached("UPDATE messages SET error_code = ?2, error = ?3 WHERE id = ?1")
+            .and_then(|mut st| {
+                st.execute(params![
+                    id.to_string(),
+                    report.status,
+                    format!("delivery failed: TP-ST {:#04x}", report.status)
+                ])
+            })
+            .map_err(DB)?;
+    }
+    // Reports can overtake the last part's +CMGS answer: a message still sending is settled when it is sent.
+    let new_state = if matches!(state, MessageState::Sent | MessageState::Delivered) {
+        settle(ctx, id)?
+    } else {
+        state
+    };
+    let actor = format!("modem:{}", report.modem);
+    let detail = match report.discharged_at {
+        Some(at) => format!("TP-ST {:#04x}, discharged {at}", report.status),
+        None => format!("TP-ST {:#04x}", report.status),
+    };
+    let mut ev = Ev::new(&actor, kind, new_state);
+    ev.part = Some(part);
+    ev.detail = Some(&detail);
+    if new_state != state {
+        ctx.conn
+            .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id.to_string(), new_state, ms(ctx.now)]))
+            .map_err(DB)?;
+        announce(ctx.conn, ctx.now, id, new_state)?;
+    }
+    append_event(ctx, id, ev)?;
+    Ok(ReportOutcome::Matched {
+        id,
+        part,
+        state: new_state,
+    })
+}

@@ -1,0 +1,216 @@
+//! Versioned schema migrations, applied in order at open; `PRAGMA user_version` records the last applied.
+//!
+//! A migration is never edited once released: a change is a new entry at the end, so every database,
+//! whatever version it was left at, reaches the same schema.
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::error::{Result, StoreError};
+
+/// Each entry takes the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: outbound and inbound messages, their parts, the event history, idempotency.
+    r#"
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        direction TEXT NOT NULL CHECK (direction IN ('outbound', 'inbound')),
+        state TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        text TEXT NOT NULL,
+        encoding TEXT NOT NULL,
+        part_count INTEGER NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        send_at INTEGER,
+        expires_at INTEGER,
+        reference TEXT,
+        metadata TEXT,
+        tz TEXT,
+        api_key TEXT NOT NULL DEFAULT '',
+        idempotency_key TEXT,
+        body_hash BLOB,
+        modem TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER,
+        hold_reason TEXT,
+        error_code INTEGER,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_idempotency ON messages (api_key, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX messages_pending ON messages (state) WHERE state IN ('queued', 'scheduled', 'sending');
+    CREATE INDEX messages_peer ON messages (peer, id);
+    CREATE INDEX messages_created ON messages (created_at);
+    CREATE INDEX messages_reference ON messages (reference) WHERE reference IS NOT NULL;
+
+    CREATE TABLE parts (
+        message_id TEXT NOT NULL REFERENCES messages (id),
+        part INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        tpdu_length INTEGER NOT NULL,
+        pdu TEXT NOT NULL,
+        modem TEXT,
+        tp_mr INTEGER,
+        error_code INTEGER,
+        submitted_at INTEGER,
+        sent_at INTEGER,
+        report_status INTEGER,
+        reported_at INTEGER,
+        PRIMARY KEY (message_id, part)
+    ) WITHOUT ROWID;
+    CREATE INDEX parts_report ON parts (modem, tp_mr, sent_at) WHERE tp_mr IS NOT NULL;
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        part INTEGER,
+        detail TEXT,
+        rule TEXT
+    );
+    CREATE INDEX events_message ON events (message_id, id);
+    CREATE TRIGGER events_append_only BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    "#,
+    // 2: inbound reassembly and modem identities/counters.
+    r#"
+    CREATE TABLE inbound_parts (
+        id INTEGER PRIMARY KEY,
+        modem TEXT NOT NULL,
+        pdu TEXT NOT NULL,
+        sender TEXT,
+        concat_ref INTEGER,
+        part INTEGER,
+        parts INTEGER,
+        text TEXT,
+        encoding TEXT,
+        sent_at INTEGER,
+        received_at INTEGER NOT NULL,
+        message_id TEXT
+    );
+    CREATE UNIQUE INDEX inbound_parts_pdu ON inbound_parts (modem, pdu);
+    CREATE INDEX inbound_parts_open ON inbound_parts (modem, sender, concat_ref, parts)
+        WHERE message_id IS NULL;
+
+    CREATE TABLE modems (
+        id TEXT PRIMARY KEY,
+        manufacturer TEXT,
+        model TEXT,
+        revision TEXT,
+        imei TEXT,
+        imsi TEXT,
+        iccid TEXT,
+        own_number TEXT,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        parts_sent INTEGER NOT NULL DEFAULT 0,
+        parts_failed INTEGER NOT NULL DEFAULT 0,
+        received INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
+    // 3: caps, webhooks and opt-outs.
+    r#"
+    CREATE TABLE sim_daily_counters (
+        modem TEXT NOT NULL,
+        day TEXT NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (modem, day)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE recipient_sends (
+        id INTEGER PRIMARY KEY,
+        recipient TEXT NOT NULL,
+        modem TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX recipient_sends_recipient ON recipient_sends (recipient, at);
+
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        event_type TEXT NOT NULL,
+        message_id TEXT,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL;
+
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES webhook_outbox (id),
+        at INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT
+    );
+
+    CREATE TABLE optouts (
+        number TEXT PRIMARY KEY,
+        active INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        source_message TEXT,
+        modem TEXT
+    );
+
+    CREATE TABLE optout_audit (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        active INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        source_message TEXT,
+        modem TEXT,
+        detail TEXT
+    );
+    CREATE INDEX optout_audit_number ON optout_audit (number, id);
+    "#,
+];
+
+/// The schema version this build creates.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// The schema version recorded in the database (0 for an empty one).
+pub fn version(conn: &Connection) -> Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(StoreError::sqlite("reading the schema version"))
+}
+
+/// Applies the migrations after the database's version up to `target`, each in its own transaction.
+/// Public so tests can build databases at every earlier version.
+pub fn migrate(conn: &mut Connection, target: u32) -> Result<()> {
+    let found = version(conn)?;
+    if found > LATEST {
+        return Err(StoreError::TooNew {
+            found,
+            latest: LATEST,
+        });
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target.min(LATEST) as usize)
+        .skip(found as usize)
+    {
+        let version = index as u32 + 1;
+        let fail = |source| StoreError::Migration {
+            version,
+            source: Arc::new(source),
+        };
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::info!(version, "database migrated");
+    }
+    Ok(())
+}

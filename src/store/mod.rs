@@ -1,0 +1,543 @@
+//! The durable store: SQLite in WAL mode with `synchronous=FULL`, one writer thread with group commit,
+//! readers on their own connections.
+//!
+//! # Layout
+//! - [`types`]: messages, parts, events and their states; what callers hand in and get back.
+//! - [`migrations`]: the versioned schema.
+//! - `writer`: the thread that owns the write connection and commits requests in groups.
+//! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
+//!   and delivery reports; modems, opt-outs, webhooks).
+//! - `announce`: webhook events for status changes, queued in the same transaction as the change.
+//! - `read`: queries; `recovery`: what a crash left behind, settled at open.
+//!
+//! Every method that changes something returns only after its change is on disk; an error means nothing of
+//! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
+
+mod announce;
+mod clock;
+mod error;
+mod inbound;
+pub mod migrations;
+mod read;
+mod records;
+mod recovery;
+mod rows;
+pub mod types;
+mod write;
+mod writer;
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
+pub use error::{Result, StoreError};
+pub use read::{ModemRecord, OutboxEntry};
+pub use records::{OptOutChange, WebhookAttempt};
+pub use recovery::Recovery;
+pub use types::*;
+
+use crate::modem::job::ModemIdentity;
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct OpenOptions {
+    /// Where timestamps come from.
+    pub clock: Arc<dyn Clock>,
+    /// Put parts a crash left `submitting` back in the queue instead of marking them `unknown`. Off by
+    /// default: the recipient may then get the message twice.
+    pub resend_submitting: bool,
+    /// Most requests committed in one transaction.
+    pub max_batch: usize,
+    /// How long after sending a part a delivery report may still be matched to it.
+    pub report_window: Duration,
+    /// A quota on the database size in pages (`PRAGMA max_page_count`); writes beyond it fail as on a
+    /// full disk. `None`: only the disk limits it.
+    pub max_pages: Option<u32>,
+    /// How long a write waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// The zone whose midnight starts a new day for per-SIM daily caps (prepaid plans count local days).
+    pub cap_zone: TimeZone,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            clock: Arc::new(SystemClock),
+            resend_submitting: false,
+            max_batch: 1024,
+            report_window: Duration::from_secs(3 * 24 * 3600),
+            max_pages: None,
+            busy_timeout: Duration::from_secs(5),
+            cap_zone: TimeZone::system(),
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone, shared by the API, the dispatcher and the workers' glue.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: writer::Writer,
+    readers: read::Readers,
+    clock: Arc<dyn Clock>,
+    report_window: Duration,
+    cap_zone: TimeZone,
+    recovery: Recovery,
+}
+
+/// A day for the per-SIM daily caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapDay {
+    /// `YYYY-MM-DD` in the cap zone.
+    pub day: String,
+    /// When the next day starts.
+    pub ends: Timestamp,
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if needed) and migrates the database at `path`, then recovers from
+    /// a crash. Blocking: call it at start-up.
+    pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        create_private(&path)?;
+        let open_fail = |source| StoreError::Open {
+            path: path.clone(),
+            source: Arc::new(source),
+        };
+        let mut conn = Connection::open(&path).map_err(open_fail)?;
+        conn.busy_timeout(options.busy_timeout).map_err(open_fail)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_fail)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid(format!(
+                "{}: journal_mode is {mode}, WAL is required",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_fail)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_fail)?;
+        // Savepoints (one per request in a batch) journal pages to a temporary file unless told otherwise:
+        // keep that in memory, and keep hot index pages cached.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_fail)?;
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(open_fail)?;
+        migrations::migrate(&mut conn, migrations::LATEST)?;
+        if let Some(pages) = options.max_pages {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(open_fail)?;
+        }
+        let recovery =
+            recovery::recover(&mut conn, options.clock.now(), options.resend_submitting)?;
+        if !recovery.unknown.is_empty() || !recovery.requeued.is_empty() {
+            tracing::warn!(
+                unknown = recovery.unknown.len(),
+                requeued = recovery.requeued.len(),
+                "recovered messages left in flight by a crash"
+            );
+        }
+        let writer = writer::Writer::spawn(conn, options.clock.clone(), options.max_batch)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                writer,
+                readers: read::Readers::new(path),
+                clock: options.clock,
+                report_window: options.report_window,
+                cap_zone: options.cap_zone,
+                recovery,
+            }),
+        })
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The clock this store was opened with (the dispatcher shares it).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// The cap day containing `at`.
+    pub fn cap_day(&self, at: Timestamp) -> CapDay {
+        let local = at.to_zoned(self.inner.cap_zone.clone());
+        let date = local.date();
+        let ends = date
+            .tomorrow()
+            .and_then(|d| d.to_zoned(self.inner.cap_zone.clone()))
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MAX);
+        CapDay {
+            day: date.to_string(),
+            ends,
+        }
+    }
+
+    /// How well group commit is batching.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.stats.snapshot()
+    }
+
+    // ---- outbound life cycle ----
+
+    /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns
+    /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
+    pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
+        self.inner
+            .writer
+            .write(move |ctx| write::accept(ctx, message))
+            .await
+    }
+
+    /// Several messages in one transaction, a result for each; the outer error means none was committed.
+    pub async fn accept_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Result<Accepted>>> {
+        self.inner
+            .writer
+            .write(move |ctx| {
+                Ok(messages
+                    .into_iter()
+                    .map(|message| in_savepoint(ctx, |ctx| write::accept(ctx, message)))
+                    .collect())
+            })
+            .await
+    }
+
+    /// Queued/scheduled → sending on `modem` (`note` says why this modem, e.g. a fallback); returns the
+    /// parts still to send, in order.
+    pub async fn claim(
+        &self,
+        id: Uuid,
+        modem: &str,
+        note: Option<String>,
+    ) -> Result<Vec<PendingPart>> {
+        let modem = modem.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| write::claim(ctx, id, &modem, note.as_deref()))
+            .await
+    }
+
+    /// Durable before the worker writes the PDU (the `Submitting` ack).
+    pub async fn part_submitting(&self, id: Uuid, part: u16, modem: &str) -> Result<()> {
+        let modem = modem.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| write::part_submitting(ctx, id, part, &modem))
+            .await
+    }
+
+    /// The network took the part; returns the message state after it (sent once every part is). Counts
+    /// towards the modem's daily cap.
+    pub async fn part_sent(
+        &self,
+        id: Uuid,
+        part: u16,
+        modem: &str,
+        tp_mr: u8,
+    ) -> Result<MessageState> {
+        let modem = modem.to_owned();
+        let zone = self.inner.cap_zone.clone();
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let day = ctx.now.to_zoned(zone).date().to_string();
+                write::part_sent(ctx, id, part, &modem, tp_mr, &day)
+            })
+            .await
+    }
+
+    /// A part failed: back to the queue at `retry_at`, or the message fails.
+    pub async fn part_failed(&self, failure: PartFailure) -> Result<MessageState> {
+        self.inner
+            .writer
+            .write(move |ctx| write::part_failed(ctx, &failure))
+            .await
+    }
+
+    /// The part may or may not have been sent: the message becomes `unknown`.
+    pub async fn part_unknown(&self, id: Uuid, part: u16, modem: &str, reason: &str) -> Result<()> {
+        let (modem, reason) = (modem.to_owned(), reason.to_owned());
+        self.inner
+            .writer
+            .write(move |ctx| write::part_unknown(ctx, id, part, &modem, &reason))
+            .await
+    }
+
+    /// The job never reached the modem: sending → queued, not before `retry_at` when given; `unknown`
+    /// instead if a part was already submitting. Returns the new state.
+    pub async fn requeue(
+        &self,
+        id: Uuid,
+        modem: &str,
+        reason: &str,
+        retry_at: Option<Timestamp>,
+    ) -> Result<MessageState> {
+        let (modem, reason) = (modem.to_owned(), reason.to_owned());
+        self.inner
+            .writer
+            .write(move |ctx| write::requeue(ctx, id, &modem, &reason, retry_at))
+            .await
+    }
+
+    /// Queued/scheduled → cancelled; anything else is an [`StoreError::InvalidTransition`].
+    pub async fn cancel(&self, id: Uuid, actor: &str) -> Result<()> {
+        let actor = actor.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| write::close_pending(ctx, id, MessageState::Cancelled, &actor, None))
+            .await
+    }
+
+    /// Queued/scheduled → expired (its `expires_at` passed before it could be sent).
+    pub async fn expire(&self, id: Uuid) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |ctx| {
+                write::close_pending(
+                    ctx,
+                    id,
+                    MessageState::Expired,
+                    "dispatcher",
+                    Some("expires_at passed before it could be sent"),
+                )
+            })
+            .await
+    }
+
+    /// Holds a pending message until `until` (quiet hours, caps), naming the rule.
+    pub async fn hold(
+        &self,
+        id: Uuid,
+        until: Timestamp,
+        reason: &str,
+        rule: Option<&str>,
+    ) -> Result<()> {
+        let (reason, rule) = (reason.to_owned(), rule.map(str::to_owned));
+        self.inner
+            .writer
+            .write(move |ctx| write::hold(ctx, id, until, &reason, rule.as_deref()))
+            .await
+    }
+
+    /// A rule refuses a pending message for good: it fails with `code`.
+    pub async fn block(
+        &self,
+        id: Uuid,
+        code: &str,
+        reason: &str,
+        rule: Option<&str>,
+    ) -> Result<()> {
+        let (code, reason, rule) = (code.to_owned(), reason.to_owned(), rule.map(str::to_owned));
+        self.inner
+            .writer
+            .write(move |ctx| write::block(ctx, id, &code, &reason, rule.as_deref()))
+            .await
+    }
+
+    /// Appends an event without changing state (e.g. why the sticky modem was passed over).
+    pub async fn note(&self, id: Uuid, actor: &str, kind: &str, detail: &str) -> Result<()> {
+        let (actor, kind, detail) = (actor.to_owned(), kind.to_owned(), detail.to_owned());
+        self.inner
+            .writer
+            .write(move |ctx| write::note(ctx, id, &actor, &kind, &detail))
+            .await
+    }
+
+    // ---- inbound ----
+
+    /// Stores an inbound part (raw PDU kept); returns the message once every part is in. Re-reading a
+    /// stored PDU changes nothing.
+    pub async fn record_inbound(&self, part: InboundPart) -> Result<InboundOutcome> {
+        self.inner
+            .writer
+            .write(move |ctx| inbound::record_inbound(ctx, &part))
+            .await
+    }
+
+    /// Matches a delivery report by modem + TP-MR + recipient within the report window.
+    pub async fn record_report(&self, report: ReportIn) -> Result<ReportOutcome> {
+        let window = self.inner.report_window;
+        self.inner
+            .writer
+            .write(move |ctx| inbound::record_report(ctx, &report, window))
+            .await
+    }
+
+    // ---- records ----
+
+    pub async fn upsert_modem(&self, id: &str, identity: ModemIdentity) -> Result<()> {
+        let id = id.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| records::upsert_modem(ctx, &id, &identity))
+            .await
+    }
+
+    pub async fn set_optout(&self, change: OptOutChange) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |ctx| records::set_optout(ctx, &change))
+            .await
+    }
+
+    /// Queues a webhook delivery; returns its outbox id.
+    pub async fn enqueue_webhook(
+        &self,
+        event_type: &str,
+        message_id: Option<Uuid>,
+        payload: serde_json::Value,
+    ) -> Result<i64> {
+        let event_type = event_type.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| records::enqueue_webhook(ctx, &event_type, message_id, &payload))
+            .await
+    }
+
+    pub async fn record_webhook_attempt(&self, attempt: WebhookAttempt) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |ctx| records::record_webhook_attempt(ctx, &attempt))
+            .await
+    }
+
+    // ---- readers ----
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// A message with its parts and event history.
+    pub async fn get(&self, id: Uuid) -> Result<Option<MessageDetail>> {
+        self.read(move |conn| read::message(conn, id)).await
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<Page> {
+        self.read(move |conn| read::list(conn, &filter)).await
+    }
+
+    /// Both directions with `number`, in time order.
+    pub async fn conversation(
+        &self,
+        number: &str,
+        limit: Option<u32>,
+        after: Option<String>,
+    ) -> Result<Page> {
+        let filter = ListFilter {
+            peer: Some(number.to_owned()),
+            limit,
+            after,
+            ..ListFilter::default()
+        };
+        self.list(filter).await
+    }
+
+    /// Every outbound message still to send (the dispatcher's index at start).
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>> {
+        self.read(read::queue).await
+    }
+
+    /// Parts sent per modem on the cap day containing `at`.
+    pub async fn daily_sent(
+        &self,
+        at: Timestamp,
+    ) -> Result<std::collections::HashMap<String, u32>> {
+        let day = self.cap_day(at).day;
+        self.read(move |conn| read::daily_sent(conn, &day)).await
+    }
+
+    /// The modem each recipient last heard from.
+    pub async fn last_modems(&self) -> Result<std::collections::HashMap<String, String>> {
+        self.read(read::last_modems).await
+    }
+
+    pub async fn sends_since(&self, recipient: &str, since: Timestamp) -> Result<u32> {
+        let recipient = recipient.to_owned();
+        self.read(move |conn| read::sends_since(conn, &recipient, since))
+            .await
+    }
+
+    pub async fn is_opted_out(&self, number: &str) -> Result<bool> {
+        let number = number.to_owned();
+        self.read(move |conn| read::is_opted_out(conn, &number))
+            .await
+    }
+
+    pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
+        self.read(read::modems).await
+    }
+
+    pub async fn due_webhooks(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let now = self.now();
+        self.read(move |conn| read::due_webhooks(conn, now, limit))
+            .await
+    }
+}
+
+/// Runs one item of a batch request in its own savepoint, so a failed item leaves no partial rows.
+fn in_savepoint<T>(
+    ctx: &writer::WriteCtx<'_>,
+    op: impl FnOnce(&writer::WriteCtx<'_>) -> Result<T>,
+) -> Result<T> {
+    let exec = |sql: &str| {
+        ctx.conn
+            .execute_batch(sql)
+            .map_err(StoreError::sqlite("managing a savepoint"))
+    };
+    exec("SAVEPOINT item")?;
+    match op(ctx) {
+        Ok(value) => exec("RELEASE item").map(|()| value),
+        Err(error) => {
+            exec("ROLLBACK TO item; RELEASE item")?;
+            Err(error)
+        }
+    }
+}
+
+/// Creates the database file readable by its owner only (it holds phone numbers and message texts), and
+/// tightens an existing file that is more open. SQLite gives the WAL and shm files the same mode.
+fn create_private(path: &PathBuf) -> Result<()> {
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source: Arc::new(source),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "database file was readable by others: setting mode 0600");
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! Readers: queries on their own connections, so reads never wait for the writer's batches.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use jiff::Timestamp;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::error::{Result, StoreError};
+use super::rows::{self, ms};
+use super::types::*;
+use crate::modem::job::ModemIdentity;
+
+const DB: fn(rusqlite::Error) -> StoreError = |e| StoreError::sqlite("reading")(e);
+
+/// Idle read connections, opened on demand and kept for reuse.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// How many idle connections to keep; more are opened under load and closed after use.
+const IDLE_READERS: usize = 4;
+
+impl Readers {
+    pub fn new(path: PathBuf) -> Self {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn open(&self) -> Result<Connection> {
+        let fail = |source| StoreError::Open {
+            path: self.path.clone(),
+            source: std::sync::Arc::new(source),
+        };
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        conn.pragma_update(None, "query_only", true).map_err(fail)?;
+        Ok(conn)
+    }
+}
+
+pub(crate) fn message(conn: &Connection, id: Uuid) -> Result<Option<MessageDetail>> {
+    let id_text = id.to_string();
+    let Some(message) = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM messages WHERE id = ?1",
+            rows::MESSAGE_COLUMNS
+        ))
+        .and_then(|mut st| st.query_row([&id_text], rows::message).optional())
+        .map_err(DB)?
+    else {
+        return Ok(None);
+    };
+    let parts = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM parts WHERE message_id = ?1 ORDER BY part",
+            rows::PART_COLUMNS
+        ))
+        .and_then(|mut st| st.query_map([&id_text], rows::part)?.collect())
+        .map_err(DB)?;
+    let events = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM events WHERE message_id = ?1 ORDER BY id",
+            rows::EVENT_COLUMNS
+        ))
+        .and_then(|mut st| st.query_map([&id_text], rows::event)?.collect())
+        .map_err(DB)?;
+    Ok(Some(MessageDetail {
+        message,
+        parts,
+        events,
+    }))
+}
+
+/// Messages in time order (ids are time-ordered), filtered, one page after the cursor.
+pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
+    let mut clauses = Vec::new();
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    let mut push = |clause: &str, value: Box<dyn ToSql>| {
+        args.push(value);
+        clauses.push(format!("{clause} ?{}", args.len()));
+    };
+    if let Some(direction) = filter.direction {
+        push("direction =", Box::new(direction));
+    }
+    if let Some(peer) = &filter.peer {
+        push("peer =", Box::new(peer.clone()));
+    }
+    if let Some(state) = filter.state {
+        push("state =", Box::new(state));
+    }
+    if let Some(since) = filter.since {
+        push("created_at >=", Box::new(ms(since)));
+    }
+    if let Some(until) = filter.until {
+        push("created_at <", Box::new(ms(until)));
+    }
+    if let Some(reference) = &filter.reference {
+        push("reference =", Box::new(reference.clone()));
+    }
+    if let Some(after) = &filter.after {
+        let cursor =
+            Uuid::parse_str(after).map_err(|_| StoreError::InvalidCursor(after.clone()))?;
+        push("id >", Box::new(cursor.to_string()));
+    }
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let condition = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM messages {condition} ORDER BY id LIMIT {}",
+        rows::MESSAGE_COLUMNS,
+        limit + 1
+    );
+    let mut messages: Vec<Message> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(rusqlite::params_from_iter(args.iter()), rows::message)?
+                .collect()
+        })
+        .map_err(DB)?;
+    let next = if messages.len() > limit {
+        messages.truncate(limit);
+        messages.last().map(|m| m.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { messages, next })
+}
+
+/// Every outbound message the dispatcher still has to send.
+pub(crate) fn queue(conn: &Connection) -> Result<Vec<QueueEntry>> {
+    conn.prepare_cached(
+        "SELECT id, peer, priority, max(coalesce(send_at, 0), coalesce(not_before, 0)), expires_at, tz, \
+         (SELECT max(p.modem) FROM parts p WHERE p.message_id = m.id \
+          AND p.state IN ('submitting', 'sent', 'delivered')), \
+         attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending') \
+         FROM messages m \
+         WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' ORDER BY id",
+    )
+    .and_then(|mut st| {
+        st.query_map([], |row| {
+            let not_before: i64 = row.get(3)?;
+            Ok(QueueEntry {
+                id: rows::uuid(row, 0)?,
+                to: row.get(1)?,
+                priority: row.get(2)?,
+                not_before: if not_before > 0 {
+                    rows::opt_ts(row, 3)?
+                } else {
+                    None
+                },
+                expires_at: rows::opt_ts(row, 4)?,
+                tz: row.get(5)?,
+                pinned_modem: row.get(6)?,
+                attempts: row.get(7)?,
+                parts: row.get(8)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
+/// Parts sent per modem on `day` (`YYYY-MM-DD`, UTC): the per-SIM daily caps, across restarts.
+pub(crate) fn daily_sent(conn: &Connection, day: &str) -> Result<HashMap<String, u32>> {
+    conn.prepare_cached("SELECT modem, sent FROM sim_daily_counters WHERE day = ?1")
+        .and_then(|mut st| {
+            st.query_map([day], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(DB)
+}
+
+/// The modem each recipient last heard from: sticky sender across restarts.
+pub(crate) fn last_modems(conn: &Connection) -> Result<HashMap<String, String>> {
+    // SQLite returns the bare column from the row holding max(at).
+    conn.prepare_cached("SELECT recipient, modem, max(at) FROM recipient_sends GROUP BY recipient")
+        .and_then(|mut st| {
+            st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(DB)
+}
+
+/// Messages sent to `recipient` since `since` (frequency caps).
+pub(crate) fn sends_since(conn: &Connection, recipient: &str, since: Timestamp) -> Result<u32> {
+    conn.prepare_cached("SELECT count(*) FROM recipient_sends WHERE recipient = ?1 AND at >= ?2")
+        .and_then(|mut st| st.query_row(params![recipient, ms(since)], |row| row.get(0)))
+        .map_err(DB)
+}
+
+pub(crate) fn is_opted_out(conn: &Connection, number: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT active FROM optouts WHERE number = ?1")
+        .and_then(|mut st| st.query_row([number], |row| row.get(0)).optional())
+        .map(|active| active.unwrap_or(false))
+        .map_err(DB)
+}
+
+/// A modem as the store knows it: identity and lifetime counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModemRecord {
+    pub id: String,
+    pub identity: ModemIdentity,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub parts_sent: i64,
+    pub parts_failed: i64,
+    pub received: i64,
+}
+
+pub(crate) fn modems(conn: &Connection) -> Result<Vec<ModemRecord>> {
+    conn.prepare_cached(
+        "SELECT id, manufacturer, model, revision, imei, imsi, iccid, own_number, first_seen, last_seen, \
+         parts_sent, parts_failed, received FROM modems ORDER BY id",
+    )
+    .and_then(|mut st| {
+        st.query_map([], |row| {
+            Ok(ModemRecord {
+                id: row.get(0)?,
+                identity: ModemIdentity {
+                    manufacturer: row.get(1)?,
+                    model: row.get(2)?,
+                    revision: row.get(3)?,
+                    imei: row.get(4)?,
+                    imsi: row.get(5)?,
+                    iccid: row.get(6)?,
+                    own_number: row.get(7)?,
+                },
+                first_seen: rows::ts(row, 8)?,
+                last_seen: rows::ts(row, 9)?,
+                parts_sent: row.get(10)?,
+                parts_failed: row.get(11)?,
+                received: row.get(12)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
+/// A webhook delivery waiting to be (re)tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub event_type: String,
+    pub message_id: Option<Uuid>,
+    pub payload: serde_json::Value,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+pub(crate) fn due_webhooks(
+    conn: &Connection,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<OutboxEntry>> {
+    conn.prepare_cached(
+        "SELECT id, event_type, message_id, payload, attempts, next_attempt_at FROM webhook_outbox \
+         WHERE delivered_at IS NULL AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![ms(now), limit], |row| {
+            let message_id: Option<String> = row.get(2)?;
+            let payload: String = row.get(3)?;
+            Ok(OutboxEntry {
+                id: row.get(0)?,
+                event_type: row.get(1)?,
+                message_id: message_id.and_then(|id| Uuid::parse_str(&id).ok()),
+                payload: serde_json::from_str(&payload).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+                })?,
+                attempts: row.get(4)?,
+                next_attempt_at: rows::ts(row, 5)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}

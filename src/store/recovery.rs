@@ -1,0 +1,90 @@
+//! What a crash left behind, settled once at open before anything else runs.
+//!
+//! A part left `submitting` may or may not have reached the network: it becomes `unknown` (or, only when
+//! configured, goes back to the queue). A message claimed for sending whose parts were not yet submitting is
+//! safe to send again and returns to the queue. Queued and scheduled work is untouched.
+
+use super::announce::announce;
+use rusqlite::{Connection, params};
+use uuid::Uuid;
+
+use super::error::{Result, StoreError};
+use super::rows::{self, ms};
+use super::types::MessageState;
+
+/// What recovery did at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages whose in-flight part may or may not have been sent.
+    pub unknown: Vec<Uuid>,
+    /// Messages put back into the queue.
+    pub requeued: Vec<Uuid>,
+}
+
+const DB: fn(rusqlite::Error) -> StoreError =
+    |e| StoreError::sqlite("recovering after a restart")(e);
+
+pub(crate) fn recover(
+    conn: &mut Connection,
+    now: jiff::Timestamp,
+    resend_submitting: bool,
+) -> Result<Recovery> {
+    let tx = conn.transaction().map_err(DB)?;
+    let sending: Vec<(Uuid, bool)> = tx
+        .prepare(
+            "SELECT id, EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.state = 'submitting') \
+             FROM messages m WHERE state = 'sending'",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |row| Ok((rows::uuid(row, 0)?, row.get(1)?)))
+                .and_then(Iterator::collect)
+        })
+        .map_err(DB)?;
+    let mut recovery = Recovery::default();
+    for (id, in_flight) in sending {
+        let (part_state, state, detail) = match (in_flight, resend_submitting) {
+            (true, false) => (
+                "unknown",
+                MessageState::Unknown,
+                "restarted while a part was being submitted: it may or may not have been sent",
+            ),
+            (true, true) => (
+                "pending",
+                MessageState::Queued,
+                "restarted while a part was being submitted: resending as configured",
+            ),
+            (false, _) => (
+                "pending",
+                MessageState::Queued,
+                "restarted before any part was submitted",
+            ),
+        };
+        let id_text = id.to_string();
+        tx.execute(
+            "UPDATE parts SET state = ?2 WHERE message_id = ?1 AND state = 'submitting'",
+            params![id_text, part_state],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id_text, state, ms(now)],
+            )
+        })
+        .and_then(|_| {
+            tx.execute(
+                "INSERT INTO events (message_id, at, actor, kind, state, detail) \
+                 VALUES (?1, ?2, 'system', 'recovered', ?3, ?4)",
+                params![id_text, ms(now), state, detail],
+            )
+        })
+        .map_err(DB)?;
+        announce(&tx, now, id, state)?;
+        if state == MessageState::Unknown {
+            recovery.unknown.push(id);
+        } else {
+            recovery.requeued.push(id);
+        }
+    }
+    tx.commit().map_err(DB)?;
+    Ok(recovery)
+}

@@ -1,0 +1,402 @@
+//! The records the store keeps and the states they move through.
+//!
+//! States are enums stored as their snake_case names, so a row can only hold a state this build knows, and
+//! the API shows exactly the strings in the HTTP contract.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Declares a string-backed enum: `as_str` for SQL and JSON, `parse` for reading rows back.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown {} {text:?}", stringify!($name)).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a message is in its life (the `status` of the HTTP contract).
+    MessageState {
+        Queued = "queued",
+        /// Accepted with a future `send_at`, or held by a rule until a later time.
+        Scheduled = "scheduled",
+        /// Claimed by a modem; parts are being submitted.
+        Sending = "sending",
+        Sent = "sent",
+        Delivered = "delivered",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Expired = "expired",
+        /// A part was written to a modem but no answer came: the network may or may not have it.
+        Unknown = "unknown",
+        /// An inbound message.
+        Received = "received",
+    }
+}
+
+impl MessageState {
+    /// No transition leaves these states, except a delivery report turning `sent` into delivered/failed.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            MessageState::Queued | MessageState::Scheduled | MessageState::Sending
+        )
+    }
+
+    /// States the dispatcher still has work for.
+    pub fn is_pending(self) -> bool {
+        matches!(self, MessageState::Queued | MessageState::Scheduled)
+    }
+}
+
+text_enum! {
+    /// One SMS-SUBMIT part's progress.
+    PartState {
+        Pending = "pending",
+        /// Durably recorded as about to be written to a modem; the PDU may be on its way.
+        Submitting = "submitting",
+        Sent = "sent",
+        Delivered = "delivered",
+        Failed = "failed",
+        Unknown = "unknown",
+    }
+}
+
+text_enum! {
+    Direction {
+        Outbound = "outbound",
+        Inbound = "inbound",
+    }
+}
+
+text_enum! {
+    /// Character set of a stored message (mirrors [`crate::pdu::Encoding`], which has no parser).
+    TextEncoding {
+        Gsm7 = "gsm7",
+        Ucs2 = "ucs2",
+        EightBit = "8bit",
+        /// An inbound PDU that could not be decoded: kept raw.
+        Undecoded = "undecoded",
+    }
+}
+
+impl From<crate::pdu::Encoding> for TextEncoding {
+    fn from(encoding: crate::pdu::Encoding) -> Self {
+        match encoding {
+            crate::pdu::Encoding::Gsm7 => TextEncoding::Gsm7,
+            crate::pdu::Encoding::Ucs2 => TextEncoding::Ucs2,
+            crate::pdu::Encoding::EightBit => TextEncoding::EightBit,
+        }
+    }
+}
+
+/// An outbound message as the API hands it over, already validated and encoded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewMessage {
+    /// Name of the API key that sent it: idempotency keys are scoped to it.
+    pub api_key: String,
+    pub idempotency_key: Option<String>,
+    /// E.164 recipient.
+    pub to: String,
+    pub text: String,
+    pub encoding: TextEncoding,
+    /// Encoded SMS-SUBMIT parts, in order (at least one).
+    pub parts: Vec<NewPart>,
+    /// Higher goes first.
+    pub priority: i32,
+    pub send_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    /// The client's own reference (searchable).
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    /// Recipient's IANA time zone, for quiet hours.
+    pub tz: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewPart {
+    /// Value for `AT+CMGS=<length>`.
+    pub tpdu_length: usize,
+    /// Whole PDU in hex, SMSC field included.
+    pub pdu_hex: String,
+}
+
+/// The answer to an accept: the message is on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub state: MessageState,
+    pub to: String,
+    pub parts: usize,
+    pub encoding: TextEncoding,
+    /// An earlier request with the same idempotency key and body: this is the original message.
+    pub duplicate: bool,
+}
+
+/// A stored message without its parts and events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub direction: Direction,
+    pub state: MessageState,
+    /// The other party: recipient of an outbound message, sender of an inbound one.
+    pub peer: String,
+    pub text: String,
+    pub encoding: TextEncoding,
+    pub part_count: u16,
+    pub priority: i32,
+    pub send_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub tz: Option<String>,
+    /// The modem that sent (last claimed) or received it.
+    pub modem: Option<String>,
+    /// How many times the dispatcher claimed it.
+    pub attempts: u32,
+    /// Not before this time (retry back-off or a rule's hold).
+    pub not_before: Option<Timestamp>,
+    pub hold_reason: Option<String>,
+    pub error_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Part {
+    /// 1-based.
+    pub part: u16,
+    pub state: PartState,
+    pub modem: Option<String>,
+    /// TP-MR the network gave this part.
+    pub tp_mr: Option<u8>,
+    pub error_code: Option<i64>,
+    pub submitted_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
+    /// TP-ST of the delivery report.
+    pub report_status: Option<u8>,
+    pub reported_at: Option<Timestamp>,
+    pub tpdu_length: usize,
+    pub pdu_hex: String,
+}
+
+/// One entry of a message's append-only history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: Timestamp,
+    /// Who caused it: `api`, `dispatcher`, `modem:ID`, `system`, `rules`.
+    pub actor: String,
+    /// What happened, e.g. `accepted`, `part_sent`, `fallback`.
+    pub kind: String,
+    /// The message state after the event.
+    pub state: MessageState,
+    pub part: Option<u16>,
+    pub detail: Option<String>,
+    /// The collections rule that caused a hold or block.
+    pub rule: Option<String>,
+}
+
+/// A message with everything `GET /v1/messages/{id}` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageDetail {
+    pub message: Message,
+    pub parts: Vec<Part>,
+    pub events: Vec<Event>,
+}
+
+/// One page of a listing; `next` is the cursor for the following page, `None` on the last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub next: Option<String>,
+}
+
+/// Filters of `GET /v1/messages`; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub direction: Option<Direction>,
+    pub peer: Option<String>,
+    pub state: Option<MessageState>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub reference: Option<String>,
+    /// Page size; clamped to 1..=1000, 100 when absent.
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+/// An inbound SMS-DELIVER part as read from a modem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundPart {
+    pub modem: String,
+    /// The PDU as the modem printed it: kept raw, and the key that makes re-reads harmless.
+    pub pdu_hex: String,
+    pub content: InboundContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundContent {
+    Decoded {
+        sender: String,
+        text: String,
+        encoding: TextEncoding,
+        /// Service-centre timestamp (TP-SCTS).
+        sent_at: Timestamp,
+        concat: Option<ConcatInfo>,
+    },
+    /// Stored as a received message with no text and the error, so nothing is lost.
+    Undecodable { error: String },
+}
+
+/// Concatenation header of an inbound part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcatInfo {
+    pub reference: u16,
+    /// 1-based.
+    pub part: u8,
+    pub parts: u8,
+}
+
+/// What recording an inbound part led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundOutcome {
+    /// The message is complete (a single part, or the last missing part of a concatenated one).
+    Complete(Box<Message>),
+    /// Stored; the message still misses parts.
+    Partial { have: u8, parts: u8 },
+    /// This exact PDU was already stored (a re-read): nothing changed.
+    Duplicate,
+}
+
+/// A delivery report as the worker decoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportIn {
+    pub modem: String,
+    /// TP-MR of the part reported on.
+    pub tp_mr: u8,
+    pub recipient: String,
+    /// TP-ST.
+    pub status: u8,
+    pub discharged_at: Option<Timestamp>,
+}
+
+/// What a delivery report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Matched {
+        id: Uuid,
+        part: u16,
+        /// The message state after the report.
+        state: MessageState,
+    },
+    /// No part sent from that modem with that TP-MR and recipient within the window.
+    Unmatched,
+}
+
+/// A failed part and what the dispatcher decided to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartFailure {
+    pub id: Uuid,
+    pub part: u16,
+    pub modem: String,
+    /// The `+CMS ERROR`/`+CME ERROR` code when there is one.
+    pub code: Option<i64>,
+    pub detail: String,
+    /// `Some`: transient, back to the queue not before this time. `None`: the message fails.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// An outbound message waiting for the dispatcher: the light entry its in-memory index keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub id: Uuid,
+    pub to: String,
+    pub priority: i32,
+    /// Not before this time (send_at, retry back-off or hold); `None` = now.
+    pub not_before: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub tz: Option<String>,
+    /// The modem that already sent (or may have sent) some of its parts: the rest must go out on it too.
+    pub pinned_modem: Option<String>,
+    pub attempts: u32,
+    /// Parts still to send (rate limits count parts).
+    pub parts: u16,
+}
+
+impl QueueEntry {
+    /// The entry for a message just accepted, for [`crate::dispatch::DispatchHandle::enqueue`].
+    pub fn for_accepted(message: &NewMessage, accepted: &Accepted) -> QueueEntry {
+        QueueEntry {
+            id: accepted.id,
+            to: accepted.to.clone(),
+            priority: message.priority,
+            not_before: message.send_at,
+            expires_at: message.expires_at,
+            tz: message.tz.clone(),
+            pinned_modem: None,
+            attempts: 0,
+            parts: u16::try_from(accepted.parts).unwrap_or(u16::MAX),
+        }
+    }
+}
+
+/// A part still to send, as the dispatcher puts it into a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPart {
+    pub part: u16,
+    pub tpdu_length: usize,
+    pub pdu_hex: String,
+}
+
+/// Counts the group-commit writer keeps: `requests / commits` is the batching factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct WriterStats {
+    /// Write requests answered (an `accept_batch` is one).
+    pub requests: u64,
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+}

@@ -1,0 +1,648 @@
+//! The write operations: each runs inside the writer's batch transaction and appends the events it causes.
+
+use super::announce::announce;
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::error::{Result, StoreError};
+use super::rows::{self, ms, opt_ms};
+use super::types::*;
+use super::writer::WriteCtx;
+
+const DB: fn(rusqlite::Error) -> StoreError = |e| StoreError::sqlite("writing")(e);
+
+/// One entry for the event history.
+pub(crate) struct Ev<'a> {
+    pub actor: &'a str,
+    pub kind: &'a str,
+    pub state: MessageState,
+    pub part: Option<u16>,
+    pub detail: Option<&'a str>,
+    pub rule: Option<&'a str>,
+}
+
+impl<'a> Ev<'a> {
+    pub fn new(actor: &'a str, kind: &'a str, state: MessageState) -> Self {
+        Ev {
+            actor,
+            kind,
+            state,
+            part: None,
+            detail: None,
+            rule: None,
+        }
+    }
+
+    fn part(mut self, part: u16) -> Self {
+        self.part = Some(part);
+        self
+    }
+
+    fn detail(mut self, detail: &'a str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    fn rule(mut self, rule: Option<&'a str>) -> Self {
+        self.rule = rule;
+        self
+    }
+}
+
+pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO events (message_id, at, actor, kind, state, part, detail, rule) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.to_string(),
+                ms(ctx.now),
+                ev.actor,
+                ev.kind,
+                ev.state,
+                ev.part,
+                ev.detail,
+                ev.rule
+            ])
+        })
+        .map_err(DB)?;
+    Ok(())
+}
+
+/// Moves a message to `state`, records why, and queues the webhook event when the state is new.
+fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    let changed = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state IS NOT ?2",
+        )
+        .and_then(|mut st| st.execute(params![id.to_string(), ev.state, ms(ctx.now)]))
+        .map_err(DB)?;
+    if changed > 0 {
+        announce(ctx.conn, ctx.now, id, ev.state)?;
+    } else {
+        ctx.conn
+            .prepare_cached("UPDATE messages SET updated_at = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id.to_string(), ms(ctx.now)]))
+            .map_err(DB)?;
+    }
+    append_event(ctx, id, ev)
+}
+
+fn state_of(ctx: &WriteCtx<'_>, id: Uuid) -> Result<MessageState> {
+    ctx.conn
+        .prepare_cached("SELECT state FROM messages WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)).optional())
+        .map_err(DB)?
+        .ok_or(StoreError::NotFound(id))
+}
+
+/// The message's state, if it is one of `allowed`; else the typed refusal.
+fn require(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    allowed: &[MessageState],
+    action: &'static str,
+) -> Result<MessageState> {
+    let state = state_of(ctx, id)?;
+    if allowed.contains(&state) {
+        Ok(state)
+    } else {
+        Err(StoreError::InvalidTransition { id, state, action })
+    }
+}
+
+fn body_hash(message: &NewMessage) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(message)
+        .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
+    Ok(Sha256::digest(&body).to_vec())
+}
+
+pub(crate) fn accept(ctx: &WriteCtx<'_>, message: NewMessage) -> Result<Accepted> {
+    if message.parts.is_empty() || message.parts.len() > usize::from(u8::MAX) {
+        return Err(StoreError::Invalid(format!(
+            "a message needs 1 to 255 parts, not {}",
+            message.parts.len()
+        )));
+    }
+    let hash = match &message.idempotency_key {
+        None => None,
+        Some(key) => {
+            let hash = body_hash(&message)?;
+            if let Some(original) = idempotent_original(ctx, &message.api_key, key, &hash)? {
+                return Ok(original);
+            }
+            Some(hash)
+        }
+    };
+    let id = ctx.new_id();
+    let state = match message.send_at {
+        Some(at) if at > ctx.now => MessageState::Scheduled,
+        _ => MessageState::Queued,
+    };
+    let metadata = message.metadata.as_ref().map(serde_json::Value::to_string);
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, priority, send_at, \
+             expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, updated_at) \
+             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id.to_string(),
+                state,
+                message.to,
+                message.text,
+                message.encoding,
+                message.parts.len() as i64,
+                message.priority,
+                opt_ms(message.send_at),
+                opt_ms(message.expires_at),
+                message.reference,
+                metadata,
+                message.tz,
+                message.api_key,
+                message.idempotency_key,
+                hash,
+                ms(ctx.now),
+            ])
+        })
+        .map_err(DB)?;
+    let mut insert_part = ctx
+        .conn
+        .prepare_cached(
+            "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) VALUES (?1, ?2, 'pending', ?3, ?4)",
+        )
+        .map_err(DB)?;
+    for (index, part) in message.parts.iter().enumerate() {
+        insert_part
+            .execute(params![
+                id.to_string(),
+                index as i64 + 1,
+                part.tpdu_length as i64,
+                part.pdu_hex
+            ])
+            .map_err(DB)?;
+    }
+    append_event(ctx, id, Ev::new("api", "accepted", state))?;
+    Ok(Accepted {
+        id,
+        state,
+        to: message.to,
+        parts: message.parts.len(),
+        encoding: message.encoding,
+        duplicate: false,
+    })
+}
+
+/// The message an earlier request with this key created, if its body was the same; a conflict if not.
+fn idempotent_original(
+    ctx: &WriteCtx<'_>,
+    api_key: &str,
+    key: &str,
+    hash: &[u8],
+) -> Result<Option<Accepted>> {
+    let found = ctx
+        .conn
+        .prepare_cached(
+            "SELECT id, body_hash, state, peer, part_count, encoding FROM messages \
+             WHERE api_key = ?1 AND idempotency_key = ?2",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![api_key, key], |row| {
+                Ok((
+                    rows::uuid(row, 0)?,
+                    row.get::<_, Option<Vec<u8>>>(1)?,
+                    Accepted {
+                        id: rows::uuid(row, 0)?,
+                        state: row.get(2)?,
+                        to: row.get(3)?,
+                        parts: row.get::<_, u32>(4)? as usize,
+                        encoding: row.get(5)?,
+                        duplicate: true,
+                    },
+                ))
+            })
+            .optional()
+        })
+        .map_err(DB)?;
+    match found {
+        None => Ok(None),
+        Some((_, Some(stored), accepted)) if stored == hash => Ok(Some(accepted)),
+        Some((original, _, _)) => Err(StoreError::IdempotencyConflict {
+            key: key.to_owned(),
+            original,
+        }),
+    }
+}
+
+fn pending_parts(ctx: &WriteCtx<'_>, id: Uuid) -> Result<Vec<PendingPart>> {
+    let mut st = ctx
+        .conn
+        .prepare_cached(
+            "SELECT part, tpdu_length, pdu FROM parts WHERE message_id = ?1 AND state = 'pending' ORDER BY part",
+        )
+        .map_err(DB)?;
+    st.query_map([id.to_string()], |row| {
+        Ok(PendingPart {
+            part: row.get(0)?,
+            tpdu_length: row.get::<_, u32>(1)? as usize,
+            pdu_hex: row.get(2)?,
+        })
+    })
+    .and_then(Iterator::collect)
+    .map_err(DB)
+}
+
+/// Queued/scheduled → sending on `modem`; returns the parts still to send, in order.
+pub(crate) fn claim(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    modem: &str,
+    note: Option<&str>,
+) -> Result<Vec<PendingPart>> {
+    require(
+        ctx,
+        id,
+        &[MessageState::Queued, MessageState::Scheduled],
+        "claim it for sending",
+    )?;
+    ctx.conn
+        .prepare_cached(
+            "UPDATE messages SET modem = ?2, attempts = attempts + 1, not_before = NULL, hold_reason = NULL \
+             WHERE id = ?1",
+        )
+        .and_then(|mut st| st.execute(params![id.to_string(), modem]))
+        .map_err(DB)?;
+    let detail = match note {
+        Some(note) => format!("modem {modem}: {note}"),
+        None => format!("modem {modem}"),
+    };
+    transition(
+        ctx,
+        id,
+        Ev::new("dispatcher", "claimed", MessageState::Sending).detail(&detail),
+    )?;
+    pending_parts(ctx, id)
+}
+
+fn part_state(ctx: &WriteCtx<'_>, id: Uuid, part: u16) -> Result<PartState> {
+    ctx.conn
+        .prepare_cached("SELECT state FROM parts WHERE message_id = ?1 AND part = ?2")
+        .and_then(|mut st| {
+            st.query_row(params![id.to_string(), part], |row| row.get(0))
+                .optional()
+        })
+        .map_err(DB)?
+        .ok_or(StoreError::NoSuchPart { id, part })
+}
+
+fn set_part(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    part: u16,
+    sql_set: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<()> {
+    let sql = format!("UPDATE parts SET {sql_set} WHERE message_id = ?1 AND part = ?2");
+    let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(args.len() + 2);
+    let id_text = id.to_string();
+    all.push(&id_text);
+    all.push(&part);
+    all.extend_from_slice(args);
+    ctx.conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.execute(all.as_slice()))
+        .map_err(DB)?;
+    Ok(())
+}
+
+fn actor(modem: &str) -> String {
+    format!("modem:{modem}")
+}
+
+/// Recorded before the PDU is written: after a crash this part is `unknown`, never silently resent.
+pub(crate) fn part_submitting(ctx: &WriteCtx<'_>, id: Uuid, part: u16, modem: &str) -> Result<()> {
+    require(ctx, id, &[MessageState::Sending], "submit a part")?;
+    let state = part_state(ctx, id, part)?;
+    if state != PartState::Pending {
+        return Err(StoreError::InvalidTransition {
+            id,
+            state: MessageState::Sending,
+            action: "submit a part that is not pending",
+        });
+    }
+    set_part(
+        ctx,
+        id,
+        part,
+        "state = 'submitting', modem = ?3, submitted_at = ?4",
+        &[&modem, &ms(ctx.now)],
+    )?;
+    append_event(
+        ctx,
+        id,
+        Ev::new(&actor(modem), "submitting", MessageState::Sending).part(part),
+    )
+}
+
+fn bump_modem(ctx: &WriteCtx<'_>, modem: &str, column: &'static str) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO modems (id, first_seen, last_seen, {column}) VALUES (?1, ?2, ?2, 1) \
+         ON CONFLICT (id) DO UPDATE SET {column} = {column} + 1, last_seen = ?2"
+    );
+    ctx.conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.execute(params![modem, ms(ctx.now)]))
+        .map_err(DB)?;
+    Ok(())
+}
+
+pub(crate) fn part_sent(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    part: u16,
+    modem: &str,
+    tp_mr: u8,
+    day: &str,
+) -> Result<MessageState> {
+    // A late report of a part sent before its job failed or was lost is still recorded (its TP-MR matches
+    // delivery reports); only a message still sending moves on.
+    let state = state_of(ctx, id)?;
+    part_state(ctx, id, part)?;
+    set_part(
+        ctx,
+        id,
+        part,
+        "state = 'sent', modem = ?3, tp_mr = ?4, sent_at = ?5",
+        &[&modem, &tp_mr, &ms(ctx.now)],
+    )?;
+    bump_modem(ctx, modem, "parts_sent")?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO sim_daily_counters (modem, day, sent) VALUES (?1, ?2, 1) \
+             ON CONFLICT (modem, day) DO UPDATE SET sent = sent + 1",
+        )
+        .and_then(|mut st| st.execute(params![modem, day]))
+        .map_err(DB)?;
+    let detail = format!("TP-MR {tp_mr}");
+    append_event(
+        ctx,
+        id,
+        Ev::new(&actor(modem), "part_sent", state)
+            .part(part)
+            .detail(&detail),
+    )?;
+    let unsent: u32 = ctx
+        .conn
+        .prepare_cached(
+            "SELECT count(*) FROM parts WHERE message_id = ?1 AND state NOT IN ('sent', 'delivered')",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)))
+        .map_err(DB)?;
+    if unsent > 0 || state != MessageState::Sending {
+        return Ok(state);
+    }
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO recipient_sends (recipient, modem, message_id, at) \
+             SELECT peer, ?2, id, ?3 FROM messages WHERE id = ?1",
+        )
+        .and_then(|mut st| st.execute(params![id.to_string(), modem, ms(ctx.now)]))
+        .map_err(DB)?;
+    let settled = settle(ctx, id)?;
+    transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
+    Ok(settled)
+}
+
+/// The state a fully submitted message is in, given its parts' delivery reports so far.
+pub(crate) fn settle(ctx: &WriteCtx<'_>, id: Uuid) -> Result<MessageState> {
+    let (total, delivered, failed): (u32, u32, u32) = ctx
+        .conn
+        .prepare_cached(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'delivered'), \
+             count(*) FILTER (WHERE state = 'failed') FROM parts WHERE message_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_row([id.to_string()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+        })
+        .map_err(DB)?;
+    Ok(if failed > 0 {
+        MessageState::Failed
+    } else if delivered == total {
+        MessageState::Delivered
+    } else {
+        MessageState::Sent
+    })
+}
+
+pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<MessageState> {
+    require(
+        ctx,
+        failure.id,
+        &[MessageState::Sending],
+        "record a failed part",
+    )?;
+    part_state(ctx, failure.id, failure.part)?;
+    bump_modem(ctx, &failure.modem, "parts_failed")?;
+    let id_text = failure.id.to_string();
+    let (state, kind) = match failure.retry_at {
+        Some(at) => {
+            set_part(
+                ctx,
+                failure.id,
+                failure.part,
+                "state = 'pending', error_code = ?3",
+                &[&failure.code],
+            )?;
+            ctx.conn
+                .prepare_cached("UPDATE messages SET not_before = ?2, error_code = ?3, error = ?4 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id_text, ms(at), failure.code, failure.detail]))
+                .map_err(DB)?;
+            (MessageState::Queued, "retry")
+        }
+        None => {
+            set_part(
+                ctx,
+                failure.id,
+                failure.part,
+                "state = 'failed', error_code = ?3",
+                &[&failure.code],
+            )?;
+            ctx.conn
+                .prepare_cached("UPDATE messages SET error_code = ?2, error = ?3 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id_text, failure.code, failure.detail]))
+                .map_err(DB)?;
+            (MessageState::Failed, "failed")
+        }
+    };
+    let detail = match failure.retry_at {
+        Some(at) => format!("{}; retry not before {at}", failure.detail),
+        None => failure.detail.clone(),
+    };
+    transition(
+        ctx,
+        failure.id,
+        Ev::new(&actor(&failure.modem), kind, state)
+            .part(failure.part)
+            .detail(&detail),
+    )?;
+    Ok(state)
+}
+
+/// The modem may or may not have sent `part`: the message becomes `unknown` and is never resent silently.
+pub(crate) fn part_unknown(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    part: u16,
+    modem: &str,
+    reason: &str,
+) -> Result<()> {
+    require(
+        ctx,
+        id,
+        &[MessageState::Sending],
+        "record an unknown outcome",
+    )?;
+    part_state(ctx, id, part)?;
+    set_part(ctx, id, part, "state = 'unknown'", &[])?;
+    transition(
+        ctx,
+        id,
+        Ev::new(&actor(modem), "unknown", MessageState::Unknown)
+            .part(part)
+            .detail(reason),
+    )
+}
+
+/// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
+/// recorded as submitting may have gone out: then the message is `unknown` instead, never resent.
+pub(crate) fn requeue(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    modem: &str,
+    reason: &str,
+    retry_at: Option<Timestamp>,
+) -> Result<MessageState> {
+    require(ctx, id, &[MessageState::Sending], "requeue")?;
+    let submitting: Option<u16> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT min(part) FROM parts WHERE message_id = ?1 AND state = 'submitting'",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)))
+        .map_err(DB)?;
+    if let Some(part) = submitting {
+        let why = format!("{reason}, after part {part} was submitted");
+        part_unknown(ctx, id, part, modem, &why)?;
+        return Ok(MessageState::Unknown);
+    }
+    ctx.conn
+        .prepare_cached("UPDATE messages SET not_before = ?2 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id.to_string(), opt_ms(retry_at)]))
+        .map_err(DB)?;
+    transition(
+        ctx,
+        id,
+        Ev::new(&actor(modem), "requeued", MessageState::Queued).detail(reason),
+    )?;
+    Ok(MessageState::Queued)
+}
+
+/// Queued/scheduled → `to` (cancelled, expired), with who did it and why.
+pub(crate) fn close_pending(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    to: MessageState,
+    actor: &str,
+    detail: Option<&str>,
+) -> Result<()> {
+    let action = match to {
+        MessageState::Cancelled => "cancel",
+        MessageState::Expired => "expire",
+        _ => "close",
+    };
+    require(
+        ctx,
+        id,
+        &[MessageState::Queued, MessageState::Scheduled],
+        action,
+    )?;
+    let mut ev = Ev::new(actor, to.as_str(), to);
+    ev.detail = detail;
+    transition(ctx, id, ev)
+}
+
+/// A rule or the dispatcher holds the message until `until`.
+pub(crate) fn hold(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    until: Timestamp,
+    reason: &str,
+    rule: Option<&str>,
+) -> Result<()> {
+    require(
+        ctx,
+        id,
+        &[MessageState::Queued, MessageState::Scheduled],
+        "hold",
+    )?;
+    ctx.conn
+        .prepare_cached("UPDATE messages SET not_before = ?2, hold_reason = ?3 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id.to_string(), ms(until), reason]))
+        .map_err(DB)?;
+    let detail = format!("{reason}; until {until}");
+    transition(
+        ctx,
+        id,
+        Ev::new("dispatcher", "held", MessageState::Scheduled)
+            .detail(&detail)
+            .rule(rule),
+    )
+}
+
+/// A rule refuses the message for good (e.g. the recipient opted out).
+pub(crate) fn block(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    code: &str,
+    reason: &str,
+    rule: Option<&str>,
+) -> Result<()> {
+    require(
+        ctx,
+        id,
+        &[MessageState::Queued, MessageState::Scheduled],
+        "block",
+    )?;
+    let error = format!("{code}: {reason}");
+    ctx.conn
+        .prepare_cached("UPDATE messages SET error = ?2 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id.to_string(), error]))
+        .map_err(DB)?;
+    transition(
+        ctx,
+        id,
+        Ev::new("dispatcher", "blocked", MessageState::Failed)
+            .detail(&error)
+            .rule(rule),
+    )
+}
+
+/// An event with no state change (e.g. why the sticky modem was passed over).
+pub(crate) fn note(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    actor: &str,
+    kind: &str,
+    detail: &str,
+) -> Result<()> {
+    let state = state_of(ctx, id)?;
+    append_event(ctx, id, Ev::new(actor, kind, state).detail(detail))
+}

@@ -1,0 +1,245 @@
+//! The single writer: one thread owns the write connection and commits requests in groups.
+//!
+//! Callers send a job over a channel and wait. The thread takes every job that is waiting (up to a cap),
+//! runs them all in one transaction, each inside its own savepoint so one failed request does not undo the
+//! others, commits once (one fsync with `synchronous=FULL`), and only then answers each caller. Under load
+//! many requests share an fsync; with no load a request is committed alone at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::clock::Clock;
+use super::error::{Result, StoreError};
+use super::types::WriterStats;
+
+/// Everything a write operation may use: the open transaction's connection, the time it runs at, and the
+/// id generator (owned by this thread so ids are monotonic).
+pub(crate) struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub now: Timestamp,
+    ids: &'a uuid::ContextV7,
+}
+
+impl WriteCtx<'_> {
+    /// A new time-ordered id stamped with the injected clock's time.
+    pub fn new_id(&self) -> Uuid {
+        let ms = self.now.as_millisecond().max(0);
+        let ts = uuid::Timestamp::from_unix(
+            self.ids,
+            (ms / 1000) as u64,
+            ((ms % 1000) * 1_000_000) as u32,
+        );
+        Uuid::new_v7(ts)
+    }
+}
+
+/// A queued write request, type-erased so one channel carries every kind.
+pub(crate) trait Job: Send {
+    /// Runs inside the batch transaction; returns what to tell the caller once the batch's fate is known.
+    fn run(self: Box<Self>, ctx: &WriteCtx<'_>) -> (bool, Box<dyn Finish>);
+    /// The batch could not even start: tell the caller without running.
+    fn abort(self: Box<Self>, error: StoreError);
+}
+
+pub(crate) trait Finish: Send {
+    fn finish(self: Box<Self>, commit: Result<()>);
+}
+
+struct Request<T, F> {
+    op: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+struct Outcome<T> {
+    result: Result<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Request<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, ctx: &WriteCtx<'_>) -> (bool, Box<dyn Finish>) {
+        let result = (self.op)(ctx);
+        (
+            result.is_ok(),
+            Box::new(Outcome {
+                result,
+                reply: self.reply,
+            }),
+        )
+    }
+
+    fn abort(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T: Send> Finish for Outcome<T> {
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        // A request that failed on its own keeps its own error; one that succeeded is only as good as the
+        // commit. A caller that gave up waiting is not an error.
+        let answer = match (self.result, commit) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(error)) => Err(error),
+            (Err(error), _) => Err(error),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    requests: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The callers' end of the writer.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    pub stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped.
+    pub fn spawn(conn: Connection, clock: Arc<dyn Clock>, max_batch: usize) -> Result<Writer> {
+        let (jobs, rx) = mpsc::channel(max_batch.max(1) * 4);
+        let stats = Arc::new(Stats::default());
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx, clock, max_batch.max(1), &thread_stats))
+            .map_err(|source| StoreError::Io {
+                path: "store-writer thread".into(),
+                source: Arc::new(source),
+            })?;
+        Ok(Writer { jobs, stats })
+    }
+
+    /// Runs `op` in the next batch and answers once that batch is committed (or failed).
+    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(Request { op, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+    stats: &Stats,
+) {
+    let ids = uuid::ContextV7::new();
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        commit_batch(&conn, &clock, &ids, batch.drain(..), stats);
+        stats.requests.fetch_add(count, Ordering::Relaxed);
+    }
+    tracing::debug!("store writer stopped: every handle dropped");
+}
+
+fn commit_batch(
+    conn: &Connection,
+    clock: &Arc<dyn Clock>,
+    ids: &uuid::ContextV7,
+    batch: impl Iterator<Item = Box<dyn Job>>,
+    stats: &Stats,
+) {
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = StoreError::sqlite("beginning a transaction")(error);
+        batch.for_each(|job| job.abort(error.clone()));
+        return;
+    }
+    let mut finishes = Vec::new();
+    let mut broken = None;
+    for job in batch {
+        if let Some(error) = &broken {
+            job.abort(StoreError::clone(error));
+            continue;
+        }
+        let ctx = WriteCtx {
+            conn,
+            now: clock.now(),
+            ids,
+        };
+        if let Err(error) = savepoint(conn, "SAVEPOINT job") {
+            job.abort(error.clone());
+            broken = Some(error);
+            continue;
+        }
+        let (ok, finish) = job.run(&ctx);
+        finishes.push(finish);
+        // SQLite may roll the whole transaction back on its own (disk full, I/O error): then everything
+        // done so far in this batch is gone and no caller may hear "committed".
+        let closed = if ok {
+            savepoint(conn, "RELEASE job")
+        } else {
+            savepoint(conn, "ROLLBACK TO job").and_then(|()| savepoint(conn, "RELEASE job"))
+        };
+        if let Err(error) = closed {
+            broken = Some(error);
+        } else if conn.is_autocommit() {
+            broken = Some(StoreError::RolledBack);
+        }
+    }
+    let commit = match broken {
+        Some(error) => Err(error),
+        None => conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::sqlite("committing a batch")),
+    };
+    match &commit {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => {
+            tracing::error!(%error, requests = finishes.len(), "batch not committed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    for finish in finishes {
+        finish.finish(commit.clone());
+    }
+}
+
+fn savepoint(conn: &Connection, sql: &'static str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(StoreError::sqlite("managing a savepoint"))
+}

@@ -1,0 +1,786 @@
+//! The dispatcher against fake modems and a real SQLite store, with a manual clock: rate limits, daily caps
+//! across a restart, scheduling, expiry, cancel, retries on another modem, permanent failures, stickiness
+//! with fallback, priorities, gates and utilisation.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::Quota;
+use jiff::Timestamp;
+use modemgate::dispatch::{self, AllowAll, Decision, DispatchHandle, Gate, ModemSlot, Settings};
+use modemgate::modem::job::{JobOutcome, SendError, SendJob, WorkerEvent};
+use modemgate::store::*;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn start_time() -> Timestamp {
+    "2026-03-02T15:00:00Z".parse().unwrap()
+}
+
+fn fast() -> Quota {
+    Quota::per_second(NonZeroU32::new(1000).unwrap()).allow_burst(NonZeroU32::new(1000).unwrap())
+}
+
+/// A modem that does exactly what the test tells it.
+struct Fake {
+    id: String,
+    jobs: mpsc::Receiver<SendJob>,
+    ready: watch::Sender<bool>,
+    /// Jobs taken and still "being sent": dropping one would tell the dispatcher the worker lost it.
+    sending: Vec<SendJob>,
+}
+
+impl Fake {
+    /// The next job already handed over, if any.
+    fn job(&mut self) -> Option<SendJob> {
+        self.jobs.try_recv().ok()
+    }
+
+    #[track_caller]
+    fn take(&mut self) -> SendJob {
+        match self.job() {
+            Some(job) => job,
+            None => panic!("modem {} has no job", self.id),
+        }
+    }
+
+    /// Takes the next job and keeps it in progress; returns its message.
+    #[track_caller]
+    fn take_id(&mut self) -> Uuid {
+        let job = self.take();
+        let id = job.message_id;
+        self.sending.push(job);
+        id
+    }
+
+    fn waiting(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+struct Spec {
+    id: &'static str,
+    quota: Quota,
+    cap: Option<u32>,
+}
+
+fn spec(id: &'static str) -> Spec {
+    Spec {
+        id,
+        quota: fast(),
+        cap: None,
+    }
+}
+
+struct Running {
+    handle: DispatchHandle,
+    fakes: Vec<Fake>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Gate>) -> Running {
+    let mut slots = Vec::new();
+    let mut fakes = Vec::new();
+    for spec in specs {
+        let (jobs_tx, jobs) = mpsc::channel(8);
+        let (ready, ready_rx) = watch::channel(true);
+        slots.push(ModemSlot {
+            id: spec.id.into(),
+            jobs: jobs_tx,
+            ready: ready_rx,
+            quota: spec.quota,
+            daily_cap: spec.cap.and_then(NonZeroU32::new),
+        });
+        fakes.push(Fake {
+            id: spec.id.into(),
+            jobs,
+            ready,
+            sending: Vec::new(),
+        });
+    }
+    let stop = CancellationToken::new();
+    let (handle, task) = dispatch::start(store.clone(), slots, settings, gate, stop.clone())
+        .await
+        .unwrap();
+    handle.flush().await;
+    Running {
+        handle,
+        fakes,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    /// Stops the dispatcher; jobs the fakes still hold are dropped, as a dying worker would.
+    async fn stop(self) {
+        drop(self.fakes);
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the dispatcher did not stop")
+            .unwrap();
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    clock: ManualClock,
+    store: Store,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start_time());
+    let store = Store::open(&path, store_options(&clock)).unwrap();
+    Rig {
+        _dir: dir,
+        path,
+        clock,
+        store,
+    }
+}
+
+fn store_options(clock: &ManualClock) -> OpenOptions {
+    OpenOptions {
+        clock: Arc::new(clock.clone()),
+        cap_zone: jiff::tz::TimeZone::UTC,
+        ..OpenOptions::default()
+    }
+}
+
+fn new_message(to: &str, parts: usize) -> NewMessage {
+    NewMessage {
+        api_key: "cms".into(),
+        idempotency_key: None,
+        to: to.into(),
+        text: "hello".into(),
+        encoding: TextEncoding::Gsm7,
+        parts: (1..=parts)
+            .map(|i| NewPart {
+                tpdu_length: 20,
+                pdu_hex: format!("00{i:02X}"),
+            })
+            .collect(),
+        priority: 0,
+        send_at: None,
+        expires_at: None,
+        reference: None,
+        metadata: None,
+        tz: None,
+    }
+}
+
+/// Accepts a message and tells the dispatcher, as the API does.
+async fn submit(store: &Store, handle: &DispatchHandle, message: NewMessage) -> Uuid {
+    let accepted = store.accept(message.clone()).await.unwrap();
+    handle.enqueue(QueueEntry::for_accepted(&message, &accepted));
+    accepted.id
+}
+
+/// Plays the worker's part through the event glue: every part submitted and sent, then the outcome.
+async fn complete(store: &Store, modem: &str, job: SendJob, tp_mr: u8) {
+    for part in &job.parts {
+        let (ack, acked) = oneshot::channel();
+        dispatch::events::apply(
+            store,
+            WorkerEvent::Submitting {
+                modem: modem.into(),
+                message_id: job.message_id,
+                part: part.part,
+                ack,
+            },
+        )
+        .await
+        .unwrap();
+        acked.await.unwrap();
+        dispatch::events::apply(
+            store,
+            WorkerEvent::PartSent {
+                modem: modem.into(),
+                message_id: job.message_id,
+                part: part.part,
+                reference: tp_mr,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    job.done.send(JobOutcome::Sent).unwrap();
+}
+
+/// The worker submits the first part and the network refuses it.
+async fn fail(store: &Store, modem: &str, job: SendJob, error: SendError) {
+    let part = job.parts[0].part;
+    store
+        .part_submitting(job.message_id, part, modem)
+        .await
+        .unwrap();
+    job.done.send(JobOutcome::Failed { part, error }).unwrap();
+}
+
+async fn detail(store: &Store, id: Uuid) -> MessageDetail {
+    store.get(id).await.unwrap().unwrap()
+}
+
+async fn state(store: &Store, id: Uuid) -> MessageState {
+    detail(store, id).await.message.state
+}
+
+#[tokio::test]
+async fn a_modem_rate_limit_spaces_its_sends() {
+    let rig = rig();
+    let six_per_minute = Quota::with_period(Duration::from_secs(10)).unwrap();
+    let mut d = run(
+        &rig.store,
+        &[Spec {
+            id: "m1",
+            quota: six_per_minute,
+            cap: None,
+        }],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let ids = [
+        submit(&rig.store, &d.handle, new_message("+15550000001", 1)).await,
+        submit(&rig.store, &d.handle, new_message("+15550000002", 1)).await,
+        submit(&rig.store, &d.handle, new_message("+15550000003", 1)).await,
+    ];
+    d.handle.flush().await;
+    let first = d.fakes[0].take();
+    assert_eq!(first.message_id, ids[0]);
+    assert!(
+        d.fakes[0].job().is_none(),
+        "the second send needs a new permit"
+    );
+    complete(&rig.store, "m1", first, 1).await;
+
+    rig.clock.advance(Duration::from_secs(9));
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "9 s is too early at 6/min");
+    rig.clock.advance(Duration::from_secs(1));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), ids[1]);
+    rig.clock.advance(Duration::from_secs(10));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), ids[2]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_global_pace_limits_all_modems_together() {
+    let rig = rig();
+    let settings = Settings {
+        global: Some(Quota::with_period(Duration::from_secs(5)).unwrap()),
+        ..Settings::default()
+    };
+    let d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        settings,
+        Arc::new(AllowAll),
+    )
+    .await;
+    for i in 0..3 {
+        submit(
+            &rig.store,
+            &d.handle,
+            new_message(&format!("+1555000010{i}"), 1),
+        )
+        .await;
+    }
+    d.handle.flush().await;
+    let handed = |d: &Running| d.fakes.iter().map(Fake::waiting).sum::<usize>();
+    assert_eq!(handed(&d), 1);
+    rig.clock.advance(Duration::from_secs(5));
+    d.handle.flush().await;
+    assert_eq!(handed(&d), 2);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_cap_holds_across_a_restart_and_resets_the_next_day() {
+    let rig = rig();
+    let capped = || Spec {
+        id: "m1",
+        quota: fast(),
+        cap: Some(2),
+    };
+    let mut d = run(
+        &rig.store,
+        &[capped()],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            submit(
+                &rig.store,
+                &d.handle,
+                new_message(&format!("+1555000020{i}"), 1),
+            )
+            .await,
+        );
+    }
+    d.handle.flush().await;
+    let (a, b) = (d.fakes[0].take(), d.fakes[0].take());
+    assert!(d.fakes[0].job().is_none(), "the cap is 2 a day");
+    complete(&rig.store, "m1", a, 1).await;
+    complete(&rig.store, "m1", b, 2).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    d.stop().await;
+
+    // A restart (new store handle and dispatcher) still knows 2 parts went out today.
+    drop(rig.store);
+    let store = Store::open(&rig.path, store_options(&rig.clock)).unwrap();
+    let mut d = run(&store, &[capped()], Settings::default(), Arc::new(AllowAll)).await;
+    assert!(d.fakes[0].job().is_none(), "the cap survived the restart");
+    assert_eq!(state(&store, ids[2]).await, MessageState::Queued);
+
+    rig.clock.set("2026-03-03T00:00:00Z".parse().unwrap());
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), ids[2]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    d.fakes[0].ready.send(false).unwrap();
+    let mut later = new_message("+15550000301", 1);
+    later.send_at = Some(start_time() + jiff::SignedDuration::from_hours(1));
+    let later = submit(&rig.store, &d.handle, later).await;
+    assert_eq!(state(&rig.store, later).await, MessageState::Scheduled);
+    let low = submit(&rig.store, &d.handle, new_message("+15550000302", 1)).await;
+    let mut urgent = new_message("+15550000303", 1);
+    urgent.priority = 10;
+    let urgent = submit(&rig.store, &d.handle, urgent).await;
+
+    d.fakes[0].ready.send(true).unwrap();
+    d.handle.flush().await;
+    let (first, second) = (d.fakes[0].take(), d.fakes[0].take());
+    assert_eq!((first.message_id, second.message_id), (urgent, low));
+    complete(&rig.store, "m1", first, 1).await;
+    complete(&rig.store, "m1", second, 2).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+
+    rig.clock.advance(Duration::from_secs(3599));
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "not before send_at");
+    rig.clock.advance(Duration::from_secs(1));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), later);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn messages_expire_instead_of_going_out_late() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    d.fakes[0].ready.send(false).unwrap();
+    let mut waiting = new_message("+15550000401", 1);
+    waiting.expires_at = Some(start_time() + jiff::SignedDuration::from_mins(10));
+    let waiting = submit(&rig.store, &d.handle, waiting).await;
+    // Scheduled after its own expiry: it expires without ever becoming due.
+    let mut too_late = new_message("+15550000402", 1);
+    too_late.send_at = Some(start_time() + jiff::SignedDuration::from_hours(2));
+    too_late.expires_at = Some(start_time() + jiff::SignedDuration::from_hours(1));
+    let too_late = submit(&rig.store, &d.handle, too_late).await;
+
+    rig.clock.advance(Duration::from_secs(600));
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, waiting).await, MessageState::Expired);
+    assert_eq!(state(&rig.store, too_late).await, MessageState::Scheduled);
+    rig.clock.advance(Duration::from_secs(3000));
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, too_late).await, MessageState::Expired);
+    d.fakes[0].ready.send(true).unwrap();
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    d.fakes[0].ready.send(false).unwrap();
+    let pending = submit(&rig.store, &d.handle, new_message("+15550000501", 1)).await;
+    let sending = submit(&rig.store, &d.handle, new_message("+15550000502", 1)).await;
+    d.handle.cancel(pending, "api").await.unwrap();
+    d.fakes[0].ready.send(true).unwrap();
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    assert_eq!(job.message_id, sending);
+    assert!(d.fakes[0].job().is_none());
+    assert_eq!(state(&rig.store, pending).await, MessageState::Cancelled);
+    assert!(matches!(
+        d.handle.cancel(sending, "api").await,
+        Err(StoreError::InvalidTransition {
+            state: MessageState::Sending,
+            ..
+        })
+    ));
+    complete(&rig.store, "m1", job, 9).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, sending).await, MessageState::Sent);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
+    let rig = rig();
+    let settings = Settings {
+        max_attempts: NonZeroU32::new(3).unwrap(),
+        retry_backoff: Duration::from_secs(30),
+        retry_backoff_max: Duration::from_secs(45),
+        ..Settings::default()
+    };
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        settings,
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000601", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, id).await, MessageState::Queued);
+    assert!(
+        d.fakes.iter_mut().all(|f| f.job().is_none()),
+        "back-off first"
+    );
+
+    rig.clock.advance(Duration::from_secs(30));
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "not on the modem that failed");
+    let job = d.fakes[1].take();
+    let events = detail(&rig.store, id).await.events;
+    let claimed = events.iter().rev().find(|e| e.kind == "claimed").unwrap();
+    assert!(
+        claimed
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("retry after a failure on modem m1"),
+        "{claimed:?}"
+    );
+    fail(&rig.store, "m2", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
+
+    // Second back-off is doubled but capped at 45 s; the third attempt is the last.
+    rig.clock.advance(Duration::from_secs(44));
+    d.handle.flush().await;
+    assert!(d.fakes.iter_mut().all(|f| f.job().is_none()));
+    rig.clock.advance(Duration::from_secs(1));
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
+    let message = detail(&rig.store, id).await.message;
+    assert_eq!(message.state, MessageState::Failed);
+    assert_eq!(message.error_code, Some(42));
+    assert_eq!(message.attempts, 3);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_the_message_with_its_code() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000701", 1)).await;
+    let other = submit(&rig.store, &d.handle, new_message("+15550000702", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    assert_eq!(job.message_id, id);
+    fail(&rig.store, "m1", job, SendError::Cms(28)).await;
+    d.handle.flush().await;
+    let message = detail(&rig.store, id).await.message;
+    assert_eq!(message.state, MessageState::Failed);
+    assert_eq!(message.error_code, Some(28));
+    // The failing number did not hold up the other one.
+    let job = d.fakes[1].take();
+    assert_eq!(job.message_id, other);
+    complete(&rig.store, "m2", job, 3).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, other).await, MessageState::Sent);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_recipient_sticks_to_its_modem_and_falls_back_with_a_reason() {
+    let rig = rig();
+    let settings = Settings {
+        pipeline: NonZeroUsize::new(1).unwrap(),
+        ..Settings::default()
+    };
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        settings,
+        Arc::new(AllowAll),
+    )
+    .await;
+    let x = "+15550000801";
+    submit(&rig.store, &d.handle, new_message(x, 1)).await;
+    d.handle.flush().await;
+    let first = d.fakes[0].take();
+    complete(&rig.store, "m1", first, 1).await;
+    d.handle.flush().await;
+
+    // m1 busy with someone else: the next message to x waits for m1 although m2 is free.
+    let busy = submit(&rig.store, &d.handle, new_message("+15550000802", 1)).await;
+    d.handle.flush().await;
+    let busy_job = d.fakes[0].take();
+    assert_eq!(busy_job.message_id, busy);
+    let to_x = submit(&rig.store, &d.handle, new_message(x, 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[1].job().is_none(), "x sticks to m1");
+    complete(&rig.store, "m1", busy_job, 2).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    assert_eq!(job.message_id, to_x);
+    complete(&rig.store, "m1", job, 3).await;
+
+    // m1 goes offline: x falls back to m2, and the history says why.
+    d.fakes[0].ready.send(false).unwrap();
+    let fallback = submit(&rig.store, &d.handle, new_message(x, 1)).await;
+    d.handle.flush().await;
+    assert_eq!(d.fakes[1].take_id(), fallback);
+    let events = detail(&rig.store, fallback).await.events;
+    let claimed = events.iter().find(|e| e.kind == "claimed").unwrap();
+    assert_eq!(
+        claimed.detail.as_deref(),
+        Some("modem m2: fallback from sticky modem m1: offline")
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_modem_over_its_cap_hands_sticky_recipients_to_another() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[
+            Spec {
+                id: "m1",
+                quota: fast(),
+                cap: Some(1),
+            },
+            spec("m2"),
+        ],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let x = "+15550000901";
+    submit(&rig.store, &d.handle, new_message(x, 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    complete(&rig.store, "m1", job, 1).await;
+    let next = submit(&rig.store, &d.handle, new_message(x, 1)).await;
+    d.handle.flush().await;
+    assert_eq!(d.fakes[1].take_id(), next);
+    let events = detail(&rig.store, next).await.events;
+    assert!(
+        events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("fallback from sticky modem m1: daily cap reached"))),
+        "{events:?}"
+    );
+    d.stop().await;
+}
+
+struct QuietFor(&'static str, Timestamp);
+
+impl Gate for QuietFor {
+    fn check(&self, message: &QueueEntry, _modem: &str, now: Timestamp) -> Decision {
+        if message.to == "+15550001099" {
+            Decision::Block {
+                code: "opted_out".into(),
+                reason: "recipient replied STOP".into(),
+                rule: Some("optout".into()),
+            }
+        } else if message.to == self.0 && now < self.1 {
+            Decision::Hold {
+                until: self.1,
+                reason: "quiet hours".into(),
+                rule: Some("reg_f_0800_2100".into()),
+            }
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_gate_holds_and_blocks_at_hand_off() {
+    let rig = rig();
+    let until = start_time() + jiff::SignedDuration::from_hours(2);
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(QuietFor("+15550001001", until)),
+    )
+    .await;
+    let held = submit(&rig.store, &d.handle, new_message("+15550001001", 1)).await;
+    let blocked = submit(&rig.store, &d.handle, new_message("+15550001099", 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    let held_detail = detail(&rig.store, held).await;
+    assert_eq!(held_detail.message.state, MessageState::Scheduled);
+    let event = held_detail.events.last().unwrap();
+    assert_eq!(event.kind, "held");
+    assert_eq!(event.rule.as_deref(), Some("reg_f_0800_2100"));
+    let blocked_detail = detail(&rig.store, blocked).await;
+    assert_eq!(blocked_detail.message.state, MessageState::Failed);
+    assert_eq!(
+        blocked_detail.events.last().unwrap().rule.as_deref(),
+        Some("optout")
+    );
+
+    rig.clock.set(until);
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), held);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn four_modems_stay_busy_with_the_next_job_waiting() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2"), spec("m3"), spec("m4")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let total = 40;
+    let batch: Vec<NewMessage> = (0..total)
+        .map(|i| new_message(&format!("+155500011{i:02}"), 1))
+        .collect();
+    for (message, accepted) in batch
+        .iter()
+        .zip(rig.store.accept_batch(batch.clone()).await.unwrap())
+    {
+        d.handle
+            .enqueue(QueueEntry::for_accepted(message, &accepted.unwrap()));
+    }
+    d.handle.flush().await;
+    for fake in &d.fakes {
+        assert_eq!(
+            fake.waiting(),
+            2,
+            "{}: one job to send, the next waiting",
+            fake.id
+        );
+    }
+    let mut sent = 0;
+    let mut gaps = 0;
+    while sent < total {
+        for index in 0..d.fakes.len() {
+            let Some(job) = d.fakes[index].job() else {
+                continue;
+            };
+            // The modem starts this job; the next one must already be waiting for it.
+            let remaining = total - sent - 1;
+            if remaining >= d.fakes.len() && d.fakes[index].waiting() == 0 {
+                gaps += 1;
+            }
+            if remaining >= d.fakes.len() {
+                assert!(job.more_waiting, "more work is queued");
+            }
+            let id = d.fakes[index].id.clone();
+            complete(&rig.store, &id, job, 1).await;
+            sent += 1;
+        }
+        d.handle.flush().await;
+    }
+    assert_eq!(gaps, 0, "a modem finished with no job waiting");
+    let page = rig
+        .store
+        .list(ListFilter {
+            state: Some(MessageState::Sent),
+            limit: Some(100),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), total);
+    let mut per_modem = std::collections::HashMap::new();
+    for message in &page.messages {
+        *per_modem.entry(message.modem.clone().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(per_modem.len(), 4);
+    assert!(per_modem.values().all(|&n| n == 10), "{per_modem:?}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550001201", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    d.fakes[0].ready.send(false).unwrap();
+    job.done.send(JobOutcome::NotAttempted).unwrap();
+    d.handle.flush().await;
+    assert_eq!(d.fakes[1].take_id(), id);
+    // A job lost after its part was submitting is never resent: it becomes unknown.
+    let lost = submit(&rig.store, &d.handle, new_message("+15550001202", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[1].take();
+    assert_eq!(job.message_id, lost);
+    rig.store.part_submitting(lost, 1, "m2").await.unwrap();
+    drop(job);
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, lost).await, MessageState::Unknown);
+    d.stop().await;
+}

@@ -1,0 +1,867 @@
+//! The durable store on real SQLite files: migrations, durability, group commit, idempotency, failures,
+//! inbound reassembly, delivery reports and crash recovery.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use modemgate::store::*;
+use rusqlite::Connection;
+
+fn start() -> Timestamp {
+    "2026-03-02T15:00:00Z".parse().unwrap()
+}
+
+fn options(clock: &ManualClock) -> OpenOptions {
+    OpenOptions {
+        clock: Arc::new(clock.clone()),
+        ..OpenOptions::default()
+    }
+}
+
+fn open(path: &Path, clock: &ManualClock) -> Store {
+    Store::open(path, options(clock)).unwrap()
+}
+
+fn message(to: &str, text: &str, parts: usize) -> NewMessage {
+    NewMessage {
+        api_key: "cms".into(),
+        idempotency_key: None,
+        to: to.into(),
+        text: text.into(),
+        encoding: TextEncoding::Gsm7,
+        parts: (1..=parts)
+            .map(|i| NewPart {
+                tpdu_length: 20 + i,
+                pdu_hex: format!("0011000B91{i:02X}"),
+            })
+            .collect(),
+        priority: 0,
+        send_at: None,
+        expires_at: None,
+        reference: None,
+        metadata: None,
+        tz: None,
+    }
+}
+
+async fn state(store: &Store, id: uuid::Uuid) -> MessageState {
+    store.get(id).await.unwrap().unwrap().message.state
+}
+
+fn schema(path: &Path) -> Vec<(String, String)> {
+    let conn = Connection::open(path).unwrap();
+    let mut st = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .unwrap();
+    st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrates_from_empty_and_from_every_earlier_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let fresh = dir.path().join("fresh.db");
+    drop(open(&fresh, &clock));
+    let expected = schema(&fresh);
+    assert!(expected.iter().any(|(name, _)| name == "optout_audit"));
+
+    for version in 0..migrations::LATEST {
+        let path = dir.path().join(format!("v{version}.db"));
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::migrate(&mut conn, version).unwrap();
+            assert_eq!(migrations::version(&conn).unwrap(), version);
+            if version >= 1 {
+                conn.execute(
+                    "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, created_at, \
+                     updated_at) VALUES ('0190a0a0-0000-7000-8000-000000000001', 'outbound', 'queued', \
+                     '+15551230000', 'old', 'gsm7', 1, 1, 1)",
+                    [],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(&path, &clock);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(migrations::version(&conn).unwrap(), migrations::LATEST);
+        assert_eq!(
+            schema(&path),
+            expected,
+            "schema after migrating from v{version}"
+        );
+        let kept: u32 = conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE text = 'old'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, u32::from(version >= 1));
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_database_from_a_newer_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", migrations::LATEST + 1)
+        .unwrap();
+    let error = Store::open(&path, OpenOptions::default()).err().unwrap();
+    assert!(matches!(error, StoreError::TooNew { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn database_files_are_private_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    store
+        .accept(message("+15551230001", "hi", 1))
+        .await
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("gw.db-wal")), 0o600);
+    let conn = Connection::open(&path).unwrap();
+    let journal: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[tokio::test]
+async fn an_existing_open_file_is_tightened_to_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = open(&path, &ManualClock::new(start()));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_concurrent_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("gw.db"), &ManualClock::new(start()));
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .accept(message(&format!("+1555100{i:04}"), "hello", 1))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().unwrap().id);
+    }
+    assert_eq!(ids.len(), 400);
+    let stats = store.writer_stats();
+    assert_eq!(stats.requests, 400);
+    assert!(
+        stats.commits < stats.requests / 2,
+        "400 concurrent accepts took {} commits",
+        stats.commits
+    );
+    // Every accepted message is readable from another connection.
+    let page = store
+        .list(ListFilter {
+            limit: Some(1000),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 400);
+}
+
+#[tokio::test]
+async fn idempotency_returns_the_original_or_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("gw.db"), &ManualClock::new(start()));
+    let mut first = message("+15551230002", "pay now", 1);
+    first.idempotency_key = Some("k-1".into());
+    let original = store.accept(first.clone()).await.unwrap();
+    assert!(!original.duplicate);
+
+    let again = store.accept(first.clone()).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.id, original.id);
+
+    let mut different = first.clone();
+    different.text = "pay later".into();
+    match store.accept(different).await {
+        Err(StoreError::IdempotencyConflict { original: id, .. }) => assert_eq!(id, original.id),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // The key is scoped to the API key.
+    let mut other_key = first.clone();
+    other_key.api_key = "other".into();
+    assert_ne!(store.accept(other_key).await.unwrap().id, original.id);
+
+    // In a batch the conflict is one item's result; the rest commit.
+    let mut conflicting = first.clone();
+    conflicting.text = "changed".into();
+    let results = store
+        .accept_batch(vec![message("+15551230003", "a", 1), conflicting])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(StoreError::IdempotencyConflict { .. })
+    ));
+    let total = store.list(ListFilter::default()).await.unwrap();
+    assert_eq!(total.messages.len(), 3);
+}
+
+#[tokio::test]
+async fn a_full_database_rejects_accepts_and_never_claims_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = Store::open(
+        &path,
+        OpenOptions {
+            max_pages: Some(40),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let text = "x".repeat(1500);
+    let mut accepted = Vec::new();
+    let error = loop {
+        match store.accept(message("+15551230004", &text, 1)).await {
+            Ok(a) => accepted.push(a.id),
+            Err(error) => break error,
+        }
+        assert!(accepted.len() < 10_000, "the quota never filled");
+    };
+    assert!(error.is_unavailable(), "{error}");
+    assert!(!accepted.is_empty());
+    // Exactly the messages that were acknowledged are on disk.
+    drop(store);
+    let store = open(&path, &clock);
+    let page = store
+        .list(ListFilter {
+            limit: Some(1000),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let stored: Vec<_> = page.messages.iter().map(|m| m.id).collect();
+    assert_eq!(stored, accepted);
+}
+
+#[tokio::test]
+async fn a_locked_database_rejects_accepts_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = Store::open(
+        &path,
+        OpenOptions {
+            busy_timeout: Duration::from_millis(50),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    // Another process holding the write lock makes the batch fail to begin (root ignores file modes, so a
+    // read-only file would not do).
+    let locker = Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let error = store
+        .accept(message("+15551230009", "x", 1))
+        .await
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    let accepted = store.accept(message("+15551230009", "y", 1)).await.unwrap();
+    let page = store.list(ListFilter::default()).await.unwrap();
+    assert_eq!(
+        page.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [accepted.id]
+    );
+}
+
+#[tokio::test]
+async fn life_cycle_of_an_outbound_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let id = store
+        .accept(message("+15551230005", "two parts", 2))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(state(&store, id).await, MessageState::Queued);
+    assert_eq!(store.queue().await.unwrap().len(), 1);
+
+    let parts = store.claim(id, "m1", None).await.unwrap();
+    assert_eq!(parts.iter().map(|p| p.part).collect::<Vec<_>>(), [1, 2]);
+    assert!(matches!(
+        store.cancel(id, "api").await,
+        Err(StoreError::InvalidTransition {
+            state: MessageState::Sending,
+            ..
+        })
+    ));
+    // A part can only be recorded sent after it was durably submitting... and only once pending.
+    store.part_submitting(id, 1, "m1").await.unwrap();
+    assert!(store.part_submitting(id, 1, "m1").await.is_err());
+    assert_eq!(
+        store.part_sent(id, 1, "m1", 7).await.unwrap(),
+        MessageState::Sending
+    );
+    store.part_submitting(id, 2, "m1").await.unwrap();
+    assert_eq!(
+        store.part_sent(id, 2, "m1", 8).await.unwrap(),
+        MessageState::Sent
+    );
+    let detail = store.get(id).await.unwrap().unwrap();
+    assert_eq!(detail.parts[1].tp_mr, Some(8));
+    let kinds: Vec<_> = detail.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "accepted",
+            "claimed",
+            "submitting",
+            "part_sent",
+            "submitting",
+            "part_sent",
+            "sent"
+        ]
+    );
+    assert_eq!(store.daily_sent(clock.now()).await.unwrap()["m1"], 2);
+    assert_eq!(store.last_modems().await.unwrap()["+15551230005"], "m1");
+    assert_eq!(store.sends_since("+15551230005", start()).await.unwrap(), 1);
+    assert!(store.queue().await.unwrap().is_empty());
+    let modems = store.modems().await.unwrap();
+    assert_eq!(modems[0].parts_sent, 2);
+}
+
+#[tokio::test]
+async fn failures_retry_or_fail_and_pending_messages_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let id = store
+        .accept(message("+15551230006", "a", 1))
+        .await
+        .unwrap()
+        .id;
+    store.claim(id, "m1", None).await.unwrap();
+    store.part_submitting(id, 1, "m1").await.unwrap();
+    let retry_at = start() + jiff::SignedDuration::from_secs(60);
+    let after = store
+        .part_failed(PartFailure {
+            id,
+            part: 1,
+            modem: "m1".into(),
+            code: Some(42),
+            detail: "+CMS ERROR: 42".into(),
+            retry_at: Some(retry_at),
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, MessageState::Queued);
+    let queued = store.queue().await.unwrap();
+    assert_eq!(queued[0].not_before, Some(retry_at));
+    assert_eq!(queued[0].attempts, 1);
+    assert_eq!(queued[0].pinned_modem, None);
+
+    store.claim(id, "m2", Some("retry".into())).await.unwrap();
+    store.part_submitting(id, 1, "m2").await.unwrap();
+    let after = store
+        .part_failed(PartFailure {
+            id,
+            part: 1,
+            modem: "m2".into(),
+            code: Some(21),
+            detail: "+CMS ERROR: 21".into(),
+            retry_at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, MessageState::Failed);
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().message.error_code,
+        Some(21)
+    );
+
+    let cancel = store
+        .accept(message("+15551230007", "b", 1))
+        .await
+        .unwrap()
+        .id;
+    store.cancel(cancel, "api").await.unwrap();
+    assert_eq!(state(&store, cancel).await, MessageState::Cancelled);
+    let expire = store
+        .accept(message("+15551230007", "c", 1))
+        .await
+        .unwrap()
+        .id;
+    store.expire(expire).await.unwrap();
+    assert_eq!(state(&store, expire).await, MessageState::Expired);
+
+    let mut later = message("+15551230008", "d", 1);
+    later.send_at = Some(start() + jiff::SignedDuration::from_hours(1));
+    let held = store.accept(later).await.unwrap();
+    assert_eq!(held.state, MessageState::Scheduled);
+    let until = start() + jiff::SignedDuration::from_hours(18);
+    store
+        .hold(held.id, until, "quiet hours", Some("reg_f_8_to_21"))
+        .await
+        .unwrap();
+    let detail = store.get(held.id).await.unwrap().unwrap();
+    assert_eq!(detail.message.not_before, Some(until));
+    assert_eq!(
+        detail.events.last().unwrap().rule.as_deref(),
+        Some("reg_f_8_to_21")
+    );
+}
+
+fn deliver(pdu: &str, text: &str, concat: Option<(u8, u8)>) -> InboundPart {
+    InboundPart {
+        modem: "m1".into(),
+        pdu_hex: pdu.into(),
+        content: InboundContent::Decoded {
+            sender: "+15557654321".into(),
+            text: text.into(),
+            encoding: TextEncoding::Gsm7,
+            sent_at: start(),
+            concat: concat.map(|(part, parts)| ConcatInfo {
+                reference: 77,
+                part,
+                parts,
+            }),
+        },
+    }
+}
+
+#[tokio::test]
+async fn reassembles_out_of_order_parts_and_ignores_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("gw.db"), &ManualClock::new(start()));
+    let third = deliver("AA03", "C", Some((3, 3)));
+    assert_eq!(
+        store.record_inbound(third.clone()).await.unwrap(),
+        InboundOutcome::Partial { have: 1, parts: 3 }
+    );
+    assert_eq!(
+        store.record_inbound(third).await.unwrap(),
+        InboundOutcome::Duplicate
+    );
+    assert_eq!(
+        store
+            .record_inbound(deliver("AA01", "A", Some((1, 3))))
+            .await
+            .unwrap(),
+        InboundOutcome::Partial { have: 2, parts: 3 }
+    );
+    let InboundOutcome::Complete(message) = store
+        .record_inbound(deliver("AA02", "B", Some((2, 3))))
+        .await
+        .unwrap()
+    else {
+        panic!("three parts should complete the message");
+    };
+    assert_eq!(message.text, "ABC");
+    assert_eq!(message.state, MessageState::Received);
+    assert_eq!(message.direction, Direction::Inbound);
+    assert_eq!(message.part_count, 3);
+    // A re-read of any part after completion changes nothing.
+    assert_eq!(
+        store
+            .record_inbound(deliver("AA02", "B", Some((2, 3))))
+            .await
+            .unwrap(),
+        InboundOutcome::Duplicate
+    );
+    let single = store
+        .record_inbound(deliver("BB", "STOP", None))
+        .await
+        .unwrap();
+    assert!(matches!(single, InboundOutcome::Complete(ref m) if m.text == "STOP"));
+    let garbage = InboundPart {
+        modem: "m1".into(),
+        pdu_hex: "FFFF".into(),
+        content: InboundContent::Undecodable {
+            error: "bad TP-MTI".into(),
+        },
+    };
+    let InboundOutcome::Complete(kept) = store.record_inbound(garbage).await.unwrap() else {
+        panic!("undecodable PDUs are kept as messages");
+    };
+    assert_eq!(kept.encoding, TextEncoding::Undecoded);
+    assert_eq!(kept.error.as_deref(), Some("bad TP-MTI"));
+
+    let conversation = store
+        .conversation("+15557654321", None, None)
+        .await
+        .unwrap();
+    assert_eq!(conversation.messages.len(), 2);
+    assert_eq!(store.modems().await.unwrap()[0].received, 3);
+}
+
+async fn sent_message(store: &Store, to: &str, modem: &str, tp_mrs: &[u8]) -> uuid::Uuid {
+    let id = store
+        .accept(message(to, "x", tp_mrs.len()))
+        .await
+        .unwrap()
+        .id;
+    store.claim(id, modem, None).await.unwrap();
+    for (index, tp_mr) in tp_mrs.iter().enumerate() {
+        let part = index as u16 + 1;
+        store.part_submitting(id, part, modem).await.unwrap();
+        store.part_sent(id, part, modem, *tp_mr).await.unwrap();
+    }
+    id
+}
+
+fn report(modem: &str, tp_mr: u8, recipient: &str, status: u8) -> ReportIn {
+    ReportIn {
+        modem: modem.into(),
+        tp_mr,
+        recipient: recipient.into(),
+        status,
+        discharged_at: None,
+    }
+}
+
+#[tokio::test]
+async fn status_reports_match_by_modem_reference_and_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let to_a = sent_message(&store, "+15551110001", "m1", &[5, 6]).await;
+    let to_b = sent_message(&store, "+15551110002", "m1", &[9]).await;
+    let on_m2 = sent_message(&store, "+15551110002", "m2", &[9]).await;
+
+    // Wrong recipient, wrong modem, unknown reference: no match.
+    for unmatched in [
+        report("m1", 5, "+15551110002", 0),
+        report("m3", 9, "+15551110002", 0),
+        report("m1", 200, "+15551110001", 0),
+    ] {
+        assert_eq!(
+            store.record_report(unmatched).await.unwrap(),
+            ReportOutcome::Unmatched
+        );
+    }
+    // The national form of the number matches too; a message is delivered once every part is.
+    let first = store
+        .record_report(report("m1", 5, "5551110001", 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        ReportOutcome::Matched {
+            id: to_a,
+            part: 1,
+            state: MessageState::Sent
+        }
+    );
+    let second = store
+        .record_report(report("m1", 6, "+15551110001", 0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        second,
+        ReportOutcome::Matched {
+            state: MessageState::Delivered,
+            ..
+        }
+    ));
+    // SC still trying: no change; then permanent failure.
+    let pending = store
+        .record_report(report("m1", 9, "+15551110002", 0x20))
+        .await
+        .unwrap();
+    assert!(
+        matches!(pending, ReportOutcome::Matched { id, state: MessageState::Sent, .. } if id == to_b)
+    );
+    let failed = store
+        .record_report(report("m1", 9, "+15551110002", 0x41))
+        .await
+        .unwrap();
+    assert!(
+        matches!(failed, ReportOutcome::Matched { id, state: MessageState::Failed, .. } if id == to_b)
+    );
+    assert_eq!(state(&store, on_m2).await, MessageState::Sent);
+
+    // Outside the window a report matches nothing.
+    let late = sent_message(&store, "+15551110003", "m1", &[11]).await;
+    clock.advance(Duration::from_secs(4 * 24 * 3600));
+    assert_eq!(
+        store
+            .record_report(report("m1", 11, "+15551110003", 0))
+            .await
+            .unwrap(),
+        ReportOutcome::Unmatched
+    );
+    assert_eq!(state(&store, late).await, MessageState::Sent);
+}
+
+#[tokio::test]
+async fn a_crash_leaves_submitting_parts_unknown_and_requeues_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let in_flight = store
+        .accept(message("+15552220001", "a", 2))
+        .await
+        .unwrap()
+        .id;
+    store.claim(in_flight, "m1", None).await.unwrap();
+    store.part_submitting(in_flight, 1, "m1").await.unwrap();
+    let claimed = store
+        .accept(message("+15552220002", "b", 1))
+        .await
+        .unwrap()
+        .id;
+    store.claim(claimed, "m2", None).await.unwrap();
+    let half_sent = store
+        .accept(message("+15552220003", "c", 2))
+        .await
+        .unwrap()
+        .id;
+    store.claim(half_sent, "m3", None).await.unwrap();
+    store.part_submitting(half_sent, 1, "m3").await.unwrap();
+    store.part_sent(half_sent, 1, "m3", 1).await.unwrap();
+    let queued = store
+        .accept(message("+15552220004", "d", 1))
+        .await
+        .unwrap()
+        .id;
+    drop(store);
+
+    let store = open(&path, &clock);
+    assert_eq!(store.recovery().unknown, [in_flight]);
+    let mut requeued = store.recovery().requeued.clone();
+    requeued.sort();
+    let mut expected = vec![claimed, half_sent];
+    expected.sort();
+    assert_eq!(requeued, expected);
+    assert_eq!(state(&store, in_flight).await, MessageState::Unknown);
+    let detail = store.get(in_flight).await.unwrap().unwrap();
+    assert_eq!(detail.parts[0].state, PartState::Unknown);
+    assert_eq!(detail.events.last().unwrap().kind, "recovered");
+    let queue = store.queue().await.unwrap();
+    let ids: Vec<_> = queue.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [claimed, half_sent, queued]);
+    // The rest of a half-sent message must go out on the modem that sent its first part.
+    assert_eq!(queue[1].pinned_modem.as_deref(), Some("m3"));
+    let rest = store.claim(half_sent, "m3", None).await.unwrap();
+    assert_eq!(rest.iter().map(|p| p.part).collect::<Vec<_>>(), [2]);
+}
+
+#[tokio::test]
+async fn resending_submitting_parts_after_a_crash_is_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let id = store
+        .accept(message("+15552220005", "a", 1))
+        .await
+        .unwrap()
+        .id;
+    store.claim(id, "m1", None).await.unwrap();
+    store.part_submitting(id, 1, "m1").await.unwrap();
+    drop(store);
+    let store = Store::open(
+        &path,
+        OpenOptions {
+            resend_submitting: true,
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    assert_eq!(store.recovery().requeued, [id]);
+    assert_eq!(state(&store, id).await, MessageState::Queued);
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_with_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut m = message("+15553330001", "x", 1);
+        m.reference = Some(format!("ref-{}", i % 2));
+        ids.push(store.accept(m).await.unwrap().id);
+        clock.advance(Duration::from_secs(1));
+    }
+    store.accept(message("+15553330002", "y", 1)).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(ListFilter {
+                peer: Some("+15553330001".into()),
+                limit: Some(2),
+                after: after.clone(),
+                ..ListFilter::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.messages.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let by_reference = store
+        .list(ListFilter {
+            reference: Some("ref-1".into()),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_reference.messages.len(), 2);
+    let window = store
+        .list(ListFilter {
+            since: Some(start() + jiff::SignedDuration::from_secs(1)),
+            until: Some(start() + jiff::SignedDuration::from_secs(3)),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        window.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[1..3]
+    );
+    assert!(matches!(
+        store
+            .list(ListFilter {
+                after: Some("nope".into()),
+                ..ListFilter::default()
+            })
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+}
+
+#[tokio::test]
+async fn optouts_and_webhooks_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let change = OptOutChange {
+        number: "+15554440001".into(),
+        active: true,
+        actor: "rules".into(),
+        source_message: None,
+        modem: Some("m1".into()),
+        detail: Some("STOP".into()),
+    };
+    store.set_optout(change.clone()).await.unwrap();
+    assert!(store.is_opted_out("+15554440001").await.unwrap());
+    store
+        .set_optout(OptOutChange {
+            active: false,
+            ..change
+        })
+        .await
+        .unwrap();
+    assert!(!store.is_opted_out("+15554440001").await.unwrap());
+
+    let outbox = store
+        .enqueue_webhook("message.sent", None, serde_json::json!({"a": 1}))
+        .await
+        .unwrap();
+    assert_eq!(store.due_webhooks(10).await.unwrap().len(), 1);
+    store
+        .record_webhook_attempt(WebhookAttempt {
+            outbox_id: outbox,
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            retry_at: Some(start() + jiff::SignedDuration::from_secs(30)),
+        })
+        .await
+        .unwrap();
+    assert!(store.due_webhooks(10).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(30));
+    let due = store.due_webhooks(10).await.unwrap();
+    assert_eq!(due[0].attempts, 1);
+    store
+        .record_webhook_attempt(WebhookAttempt {
+            outbox_id: outbox,
+            status: Some(200),
+            error: None,
+            retry_at: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.due_webhooks(10).await.unwrap().is_empty());
+}
+
+/// Every status change a CMS cares about is in the outbox exactly once, written with the change itself:
+/// sends, delivery reports, and what recovery decides at start-up.
+#[tokio::test]
+async fn status_changes_queue_one_webhook_event_each_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let delivered = sent_message(&store, "+15553330001", "m1", &[7, 8]).await;
+    for tp_mr in [7, 8] {
+        store
+            .record_report(report("m1", tp_mr, "+15553330001", 0))
+            .await
+            .unwrap();
+    }
+    // A repeated report changes nothing and announces nothing.
+    store
+        .record_report(report("m1", 8, "+15553330001", 0))
+        .await
+        .unwrap();
+    let in_flight = store
+        .accept(message("+15553330002", "a", 1))
+        .await
+        .unwrap()
+        .id;
+    store.claim(in_flight, "m2", None).await.unwrap();
+    store.part_submitting(in_flight, 1, "m2").await.unwrap();
+    drop(store);
+
+    let store = open(&path, &clock);
+    let events: Vec<(String, Option<uuid::Uuid>)> = store
+        .due_webhooks(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.event_type, entry.message_id))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("message.sent".to_owned(), Some(delivered)),
+            ("message.delivered".to_owned(), Some(delivered)),
+            ("message.unknown".to_owned(), Some(in_flight)),
+        ]
+    );
+    let first = &store.due_webhooks(1).await.unwrap()[0];
+    assert_eq!(first.payload["data"]["to"], "+15553330001");
+    assert_eq!(first.payload["data"]["parts"], 2);
+}
