@@ -43,7 +43,6 @@ const MIGRATIONS: &[&str] = &[
         WHERE idempotency_key IS NOT NULL;
     CREATE INDEX messages_pending ON messages (state) WHERE state IN ('queued', 'scheduled', 'sending');
     CREATE INDEX messages_peer ON messages (peer, id);
-    CREATE INDEX messages_created ON messages (created_at);
     CREATE INDEX messages_reference ON messages (reference) WHERE reference IS NOT NULL;
 
     CREATE TABLE parts (

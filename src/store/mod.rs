@@ -12,6 +12,7 @@
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
+mod checkpoint;
 mod clock;
 mod error;
 mod inbound;
@@ -133,6 +134,10 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "cache_size", -32_768)
             .map_err(open_fail)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_fail)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
             conn.pragma_update(None, "max_page_count", pages)
@@ -147,7 +152,13 @@ impl Store {
                 "recovered messages left in flight by a crash"
             );
         }
-        let writer = writer::Writer::spawn(conn, options.clock.clone(), options.max_batch)?;
+        let checkpointer = Connection::open(&path).map_err(open_fail)?;
+        checkpointer
+            .busy_timeout(options.busy_timeout)
+            .map_err(open_fail)?;
+        let checkpoint = checkpoint::spawn(checkpointer)?;
+        let writer =
+            writer::Writer::spawn(conn, options.clock.clone(), options.max_batch, checkpoint)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
@@ -199,20 +210,28 @@ impl Store {
     /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns
     /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
+        let request = write::Fingerprinted::new(message)?;
         self.inner
             .writer
-            .write(move |ctx| write::accept(ctx, message))
+            .write(move |ctx| write::accept(ctx, request))
             .await
     }
 
     /// Several messages in one transaction, a result for each; the outer error means none was committed.
     pub async fn accept_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Result<Accepted>>> {
+        let requests: Vec<_> = messages
+            .into_iter()
+            .map(write::Fingerprinted::new)
+            .collect();
         self.inner
             .writer
             .write(move |ctx| {
-                Ok(messages
+                Ok(requests
                     .into_iter()
-                    .map(|message| in_savepoint(ctx, |ctx| write::accept(ctx, message)))
+                    .map(|request| {
+                        let request = request?;
+                        in_savepoint(ctx, |ctx| write::accept(ctx, request))
+                    })
                     .collect())
             })
             .await

@@ -118,11 +118,12 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     if let Some(state) = filter.state {
         push("state =", Box::new(state));
     }
+    // Ids are UUIDv7 stamped with the creation time: a time range is an id range, on the primary key.
     if let Some(since) = filter.since {
-        push("created_at >=", Box::new(ms(since)));
+        push("id >=", Box::new(first_id_at(since)));
     }
     if let Some(until) = filter.until {
-        push("created_at <", Box::new(ms(until)));
+        push("id <", Box::new(first_id_at(until)));
     }
     if let Some(reference) = &filter.reference {
         push("reference =", Box::new(reference.clone()));
@@ -157,6 +158,14 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
         None
     };
     Ok(Page { messages, next })
+}
+
+/// The smallest UUIDv7 (as stored) created at `at`.
+fn first_id_at(at: Timestamp) -> String {
+    let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .to_string()
 }
 
 /// Every outbound message the dispatcher still has to send.

@@ -104,29 +104,40 @@ fn require(
     }
 }
 
-fn body_hash(message: &NewMessage) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(message)
-        .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
-    Ok(Sha256::digest(&body).to_vec())
+/// A message with its idempotency fingerprint (computed by the caller, off the writer thread).
+pub(crate) struct Fingerprinted {
+    message: NewMessage,
+    hash: Option<Vec<u8>>,
 }
 
-pub(crate) fn accept(ctx: &WriteCtx<'_>, message: NewMessage) -> Result<Accepted> {
+impl Fingerprinted {
+    /// Hashes the whole request when it carries an idempotency key: a repeat must match it exactly.
+    pub fn new(message: NewMessage) -> Result<Self> {
+        let hash = match message.idempotency_key {
+            None => None,
+            Some(_) => {
+                let body = serde_json::to_vec(&message)
+                    .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
+                Some(Sha256::digest(&body).to_vec())
+            }
+        };
+        Ok(Fingerprinted { message, hash })
+    }
+}
+
+pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accepted> {
+    let Fingerprinted { message, hash } = request;
     if message.parts.is_empty() || message.parts.len() > usize::from(u8::MAX) {
         return Err(StoreError::Invalid(format!(
             "a message needs 1 to 255 parts, not {}",
             message.parts.len()
         )));
     }
-    let hash = match &message.idempotency_key {
-        None => None,
-        Some(key) => {
-            let hash = body_hash(&message)?;
-            if let Some(original) = idempotent_original(ctx, &message.api_key, key, &hash)? {
-                return Ok(original);
-            }
-            Some(hash)
-        }
-    };
+    if let (Some(key), Some(hash)) = (&message.idempotency_key, &hash)
+        && let Some(original) = idempotent_original(ctx, &message.api_key, key, hash)?
+    {
+        return Ok(original);
+    }
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now => MessageState::Scheduled,

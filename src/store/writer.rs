@@ -117,14 +117,29 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped.
-    pub fn spawn(conn: Connection, clock: Arc<dyn Clock>, max_batch: usize) -> Result<Writer> {
+    /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped. It nudges
+    /// `checkpoint` every so many requests.
+    pub fn spawn(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        max_batch: usize,
+        checkpoint: std::sync::mpsc::SyncSender<()>,
+    ) -> Result<Writer> {
         let (jobs, rx) = mpsc::channel(max_batch.max(1) * 4);
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, clock, max_batch.max(1), &thread_stats))
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    clock,
+                    max_batch.max(1),
+                    &thread_stats,
+                    &checkpoint,
+                )
+            })
             .map_err(|source| StoreError::Io {
                 path: "store-writer thread".into(),
                 source: Arc::new(source),
@@ -153,9 +168,11 @@ fn run(
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: &Stats,
+    checkpoint: &std::sync::mpsc::SyncSender<()>,
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
+    let mut since_checkpoint = 0;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -167,6 +184,12 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
+        since_checkpoint += count;
+        if since_checkpoint >= super::checkpoint::EVERY_REQUESTS {
+            // Full means one is already pending: that one will do.
+            let _ = checkpoint.try_send(());
+            since_checkpoint = 0;
+        }
     }
     tracing::debug!("store writer stopped: every handle dropped");
 }
