@@ -6,6 +6,7 @@ use rusqlite::params;
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::write::{Ev, append_event, settle};
@@ -94,6 +95,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
                         rows.len(),
                     )?;
                     link_parts(ctx, &rows, message.id)?;
+                    outbox::message_reached(ctx, message.id, MessageState::Received)?;
                     return Ok(InboundOutcome::Complete(Box::new(message)));
                 }
             },
@@ -101,6 +103,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
     };
     let message = create_received(ctx, &inbound.modem, sender, &text, encoding, error, 1)?;
     link_parts(ctx, &[row_id], message.id)?;
+    outbox::message_reached(ctx, message.id, MessageState::Received)?;
     Ok(InboundOutcome::Complete(Box::new(message)))
 }
 
@@ -313,6 +316,9 @@ pub(crate) fn record_report(
             .map_err(DB)?;
     }
     append_event(ctx, id, ev)?;
+    if new_state != state {
+        outbox::message_reached(ctx, id, new_state)?;
+    }
     Ok(ReportOutcome::Matched {
         id,
         part,

@@ -142,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL;
+    CREATE INDEX webhook_outbox_message ON webhook_outbox (message_id, id) WHERE delivered_at IS NULL;
 
     CREATE TABLE webhook_attempts (
         id INTEGER PRIMARY KEY,

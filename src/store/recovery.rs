@@ -8,8 +8,10 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox::{self, Wanted};
 use super::rows::{self, ms};
 use super::types::MessageState;
+use super::writer::WriteCtx;
 
 /// What recovery did at open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub(crate) fn recover(
     conn: &mut Connection,
     now: jiff::Timestamp,
     resend_submitting: bool,
+    wanted: &Wanted,
 ) -> Result<Recovery> {
     let tx = conn.transaction().map_err(DB)?;
     let sending: Vec<(Uuid, bool)> = tx
@@ -78,6 +81,8 @@ pub(crate) fn recover(
         })
         .map_err(DB)?;
         if state == MessageState::Unknown {
+            let ids = uuid::ContextV7::new();
+            outbox::message_reached(&WriteCtx::new(&tx, now, &ids, wanted), id, state)?;
             recovery.unknown.push(id);
         } else {
             recovery.requeued.push(id);

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::writer::WriteCtx;
@@ -415,6 +416,11 @@ pub(crate) fn part_sent(
         .map_err(DB)?;
     let settled = settle(ctx, id)?;
     transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
+    outbox::message_reached(ctx, id, MessageState::Sent)?;
+    if settled != MessageState::Sent {
+        // Delivery reports overtook the last part's answer.
+        outbox::message_reached(ctx, id, settled)?;
+    }
     Ok(settled)
 }
 
@@ -492,6 +498,7 @@ pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<M
             .part(failure.part)
             .detail(&detail),
     )?;
+    outbox::message_reached(ctx, failure.id, state)?;
     Ok(state)
 }
 
@@ -517,7 +524,8 @@ pub(crate) fn part_unknown(
         Ev::new(&actor(modem), "unknown", MessageState::Unknown)
             .part(part)
             .detail(reason),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Unknown)
 }
 
 /// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
@@ -575,7 +583,8 @@ pub(crate) fn close_pending(
     )?;
     let mut ev = Ev::new(actor, to.as_str(), to);
     ev.detail = detail;
-    transition(ctx, id, ev)
+    transition(ctx, id, ev)?;
+    outbox::message_reached(ctx, id, to)
 }
 
 /// A rule or the dispatcher holds the message until `until`.
@@ -631,7 +640,8 @@ pub(crate) fn block(
         Ev::new("dispatcher", "blocked", MessageState::Failed)
             .detail(&error)
             .rule(rule),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Failed)
 }
 
 /// An event with no state change (e.g. why the sticky modem was passed over).
