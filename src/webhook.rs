@@ -16,8 +16,8 @@
 //! 1 h by default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
 //! undelivered row of each message.
 //!
-//! Plain `http://` only: HTTPS would need a TLS stack (rustls + a crypto provider) we do not carry yet; put a
-//! TLS-terminating proxy on the CMS side, or on loopback, meanwhile.
+//! `https://` URLs are verified against the system's CA store (rustls with ring); `http://` is for loopback
+//! and test rigs (check-config warns about it).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
