@@ -112,13 +112,13 @@ pub struct DispatchHandle {
 impl DispatchHandle {
     /// A message was accepted (and is on disk): consider it for sending.
     pub fn enqueue(&self, entry: QueueEntry) {
-        let _ = self.command(Command::Enqueue(entry));
+        self.command(Command::Enqueue(entry));
     }
 
     /// Cancels a pending message; an [`StoreError::InvalidTransition`] once it is sending or done.
     pub async fn cancel(&self, id: Uuid, actor: &str) -> Result<(), StoreError> {
         self.store.cancel(id, actor).await?;
-        let _ = self.command(Command::Forget(id));
+        self.command(Command::Forget(id));
         Ok(())
     }
 
@@ -134,18 +134,20 @@ impl DispatchHandle {
         *self.commands.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
-    fn command(&self, command: Command) -> Result<(), mpsc::error::SendError<Command>> {
+    /// `false` when the dispatcher has stopped.
+    fn command(&self, command: Command) -> bool {
         self.commands
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .send(command)
+            .is_ok()
     }
 
     /// Returns once the dispatcher has acted on everything sent to it before, and on the current time
     /// (tests use it to know the dispatcher has settled).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.command(Command::Flush(done)).is_ok() {
+        if self.command(Command::Flush(done)) {
             let _ = wait.await;
         }
     }
