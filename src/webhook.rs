@@ -30,6 +30,7 @@ use futures_util::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper::Uri;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -212,12 +213,8 @@ impl Envelope {
 /// Why a webhook setting or signature is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    #[error("webhook url {0:?} is not a valid http:// URL")]
+    #[error("webhook url {0:?} is not a valid http:// or https:// URL")]
     BadUrl(String),
-    #[error(
-        "webhook url {0:?}: https is not supported yet (use http, e.g. via a TLS-terminating proxy)"
-    )]
-    HttpsUnsupported(String),
     #[error("webhook secret is empty")]
     EmptySecret,
     #[error("Modemgate-Signature header is malformed")]
@@ -291,7 +288,7 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// A webhook at `url` (http only) signing with `secret`; `events: None` subscribes to every event.
+    /// A webhook at `url` (http or https) signing with `secret`; `events: None` subscribes to every event.
     pub fn new(
         url: &str,
         secret: &str,
@@ -301,8 +298,7 @@ impl Target {
             .parse()
             .map_err(|_| WebhookError::BadUrl(url.to_owned()))?;
         match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => {}
-            Some("https") => return Err(WebhookError::HttpsUnsupported(url.to_owned())),
+            Some("http" | "https") if uri.host().is_some() => {}
             _ => return Err(WebhookError::BadUrl(url.to_owned())),
         }
         Ok(Target {
@@ -537,7 +533,7 @@ impl Backoff {
 pub struct Deliverer {
     store: Arc<dyn OutboxStore>,
     targets: Vec<Target>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     backoff: Backoff,
     /// Longest wait for a receiver's answer.
     timeout: Duration,
@@ -549,14 +545,36 @@ pub struct Deliverer {
     wake: Arc<Notify>,
 }
 
+/// TLS for https webhooks, trusting the system's CA store (so an agency's internal CA, installed on the
+/// box, is trusted like any other). With no readable CA store, https calls fail per attempt with a logged
+/// error and are retried; plain http keeps working.
+fn tls(connector: HttpConnector) -> HttpsConnector<HttpConnector> {
+    let builder = match HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system CA certificates: https webhooks will fail until some are installed");
+            HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    builder
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector)
+}
+
 impl Deliverer {
     pub fn new(store: Arc<dyn OutboxStore>, targets: Vec<Target>, backoff: Backoff) -> Deliverer {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.enforce_http(false);
         Deliverer {
             store,
             targets,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(tls(connector)),
             backoff,
             timeout: Duration::from_secs(15),
             poll: Duration::from_secs(1),
@@ -756,9 +774,10 @@ mod tests {
 
     #[test]
     fn targets_validate_and_filter_events() {
+        assert!(Target::new("https://cms/hook", "s", None).is_ok());
         assert!(matches!(
-            Target::new("https://cms/hook", "s", None),
-            Err(WebhookError::HttpsUnsupported(_))
+            Target::new("ftp://cms/hook", "s", None),
+            Err(WebhookError::BadUrl(_))
         ));
         assert!(matches!(
             Target::new("cms/hook", "s", None),
