@@ -16,8 +16,7 @@
 //! 1 h by default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
 //! undelivered row of each message.
 //!
-//! Plain `http://` only: HTTPS would need a TLS stack (rustls + a crypto provider) we do not carry yet; put a
-//! TLS-terminating proxy on the CMS side, or on loopback, meanwhile.
+//! `http://` and `https://` (rustls with ring, trusting the system's CA store).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
