@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -48,7 +49,8 @@ pub async fn run(args: StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let client = ApiClient::resolve(&args.api, Scope::Read)?;
     let modems = client.get("/v1/modems").await?;
     let modems: Vec<Modem> = match modems.get("modems") {
-        Some(list) => serde_json::from_value(list.clone())?,
+        Some(list) => serde_json::from_value(list.clone())
+            .context("GET /v1/modems: unexpected shape of `modems`")?,
         None => anyhow::bail!("GET /v1/modems: no `modems` in the answer"),
     };
     let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24)).to_string();
