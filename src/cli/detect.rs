@@ -466,6 +466,43 @@ mod tests {
     }
 
     #[test]
+    fn the_report_is_valid_toml_with_a_pin_hint_and_notes() {
+        let port = |p: &str| Candidate {
+            open: PathBuf::from(p),
+            device: PathBuf::from(p),
+        };
+        let results = [
+            (
+                port("/dev/ttyUSB2"),
+                Outcome::Answered(Found {
+                    sim: Some("SIM PIN required".into()),
+                    cut_short: Some("deadline of 5s reached".into()),
+                    ..found(Some("EC25"), Some("861234050123456"))
+                }),
+            ),
+            (port("/dev/ttyUSB3"), Outcome::Busy),
+            (port("/dev/ttyUSB4"), Outcome::NoAnswer),
+            (
+                port("/dev/ttyUSB5"),
+                Outcome::Answered(found(Some("EC25"), Some("3456"))),
+            ),
+        ];
+        let text = render(&results, Duration::from_secs(5));
+        assert!(text.contains("# pin = \"0000\""), "{text}");
+        assert!(
+            text.contains("queries stopped: deadline of 5s reached"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# /dev/ttyUSB4: no answer within 5s\n"),
+            "{text}"
+        );
+        let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let ids: Vec<&str> = config.modems.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["ec25-3456", "ec25-3456-2"]);
+    }
+
+    #[test]
     fn strings_are_valid_toml() {
         assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(toml_string("x\ny"), r#""x\u000Ay""#);
