@@ -358,7 +358,10 @@ impl Dispatcher {
                 }
                 self.day_ends = self.store.cap_day(now).ends;
             }
-            Err(error) => tracing::error!(%error, "cannot read daily counts; retrying"),
+            Err(error) => {
+                tracing::error!(%error, "cannot read daily counts; retrying in 5 s");
+                self.day_ends = after(now, Duration::from_secs(5));
+            }
         }
     }
 
@@ -480,6 +483,8 @@ impl Dispatcher {
                 reason,
                 rule,
             } => {
+                // A hold must end in the future, or the message would be judged again at once, forever.
+                let until = until.max(after(now, Duration::from_secs(1)));
                 let held = self.store.hold(id, until, &reason, rule.as_deref()).await;
                 self.queue.remove(id);
                 match held {
@@ -507,6 +512,8 @@ impl Dispatcher {
             self.modems[index].paced_until = Some(after(now, wait));
             return false;
         }
+        // A modem permit taken just before the global limit refuses is lost: at worst that modem waits one
+        // interval longer, never faster than its rate.
         if let Some(global) = &self.global
             && let Err(wait) = global.take(cells)
         {
