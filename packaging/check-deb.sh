@@ -45,7 +45,7 @@ has() {
 }
 has '-rwxr-xr-x' 'usr/bin/modemgate'
 has '-rw-r--r--' '(usr/)?lib/systemd/system/modemgate\.service'
-has '-rw-r--r--' 'lib/udev/rules\.d/70-modemgate\.rules'
+has '-rw-r--r--' 'usr/lib/udev/rules\.d/70-modemgate\.rules'
 has '-rw-r-----' 'etc/modemgate/modemgate\.toml'
 has '-rw-r--r--' 'usr/share/doc/modemgate/README\.md'
 has '-rw-r--r--' 'usr/share/doc/modemgate/examples/demo\.toml'
@@ -66,6 +66,6 @@ grep -q 'deb-systemd-helper' "$work/control/postinst" || fail "postinst lacks th
 
 echo "== packaged binary on packaged config"
 dpkg-deb -x "$deb" "$work/root"
-cmp -s "$work/root/lib/udev/rules.d/70-modemgate.rules" udev/70-modemgate.rules || fail "udev rules differ"
+cmp -s "$work/root/usr/lib/udev/rules.d/70-modemgate.rules" udev/70-modemgate.rules || fail "udev rules differ"
 "$work/root/usr/bin/modemgate" check-config --config "$work/root/etc/modemgate/modemgate.toml"
 echo "check-deb: ok ($(du -h "$deb" | cut -f1) package)"

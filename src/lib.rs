@@ -12,17 +12,21 @@
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 //! - [`api`]: the HTTP API (axum): routes, auth, errors, metrics, OpenAPI.
 //! - [`webhook`]: signed event delivery to the CMS from a durable outbox.
+//! - [`rules`]: collections-safety rules (opt-out keywords, quiet hours, contact caps), pure functions.
+//! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod api;
 pub mod at;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod logging;
 pub mod modem;
 pub mod msisdn;
 pub mod pdu;
+pub mod rules;
 pub mod sim;
 pub mod store;
 pub mod webhook;

@@ -144,6 +144,9 @@ fn shipped_configs_load_into_the_types_the_daemon_uses() {
         "{profiles:?}"
     );
     assert!((2..=4).contains(&demo.modems.len()));
+    // Debug output (what a careless `{config:?}` in a log line prints) hides every secret.
+    assert!(!format!("{production:?}").contains("replace-with-a-long-random-secret"));
+    assert!(!format!("{demo:?}").contains("demo-token"));
     let key = &demo.api_keys[0];
     assert!(key.credential.matches("demo-token"));
     assert_eq!(key.scopes.len(), 3);
@@ -350,5 +353,36 @@ fn load_returns_the_same_errors_as_check_config() {
             .to_string()
             .starts_with(&format!("{}:8: invalid rate", path.display())),
         "{errors}"
+    );
+}
+
+#[test]
+fn unit_and_package_use_the_default_config_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let default = modemgate::config::DEFAULT_PATH;
+    let unit = std::fs::read_to_string(root.join("systemd/modemgate.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart=/usr/bin/modemgate serve --config {default}\n"
+        )),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!(
+            "ExecReload=/usr/bin/modemgate check-config --config {default}\n"
+        )),
+        "{unit}"
+    );
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let installed_as = default.trim_start_matches('/');
+    assert!(
+        manifest.contains(&format!(
+            "[\"config/modemgate.toml\", \"{installed_as}\", \"640\"]"
+        )),
+        "Cargo.toml deb assets"
+    );
+    assert!(
+        manifest.contains(&format!("conf-files = [\"{default}\"]")),
+        "Cargo.toml conf-files"
     );
 }

@@ -591,7 +591,8 @@ proptest! {
             match (parts.len(), s.concat) {
                 (1, None) => {}
                 (n, Some(c)) => {
-                    prop_assert_eq!((c.reference, usize::from(c.part), usize::from(c.parts)), (u16::from(reference), i + 1, n));
+                    let numbers = (c.reference, usize::from(c.part), usize::from(c.parts));
+                    prop_assert_eq!(numbers, (u16::from(reference), i + 1, n));
                 }
                 (n, c) => prop_assert!(false, "{} parts but concat {:?}", n, c),
             }
@@ -614,6 +615,40 @@ proptest! {
             joined.push_str(&t);
         }
         prop_assert_eq!(joined, info.text);
+    }
+
+    #[test]
+    fn any_text_round_trips_through_deliver(
+        text in text_strategy(),
+        reference: u8,
+        // 1990-01-02 to 2089-12-31: the years a two-digit time stamp can hold.
+        seconds in 631_238_400i64..3_786_825_600,
+    ) {
+        let chicago = jiff::tz::TimeZone::get("America/Chicago").unwrap();
+        let time = jiff::Timestamp::from_second(seconds).unwrap().to_zoned(chicago);
+        let pdus = pdu::encode_deliver(Some("+13125550000"), "Cobranza", &text, EncodingChoice::Auto, &time, reference)
+            .unwrap();
+        let mut joined = String::new();
+        for (i, bytes) in pdus.iter().enumerate() {
+            let Tpdu::Deliver(d) = pdu::decode(bytes).unwrap().tpdu else { panic!("not a deliver") };
+            prop_assert_eq!(d.sender.value.as_str(), "Cobranza");
+            prop_assert_eq!(d.timestamp.timestamp(), time.timestamp());
+            if pdus.len() > 1 {
+                let concat = d.concat.map(|c| (c.reference, usize::from(c.part)));
+                prop_assert_eq!(concat, Some((u16::from(reference), i + 1)));
+            }
+            let UserData::Text(t) = d.user_data else { panic!("binary") };
+            joined.push_str(&t);
+        }
+        prop_assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn status_reports_round_trip(reference: u8, status: u8, number in "\\+?[0-9]{1,20}") {
+        let time: jiff::Zoned = "2026-02-03T04:05:06+05:30[Asia/Kolkata]".parse().unwrap();
+        let bytes = pdu::encode_status_report(None, reference, &number, &time, &time, status).unwrap();
+        let Tpdu::StatusReport(r) = pdu::decode(&bytes).unwrap().tpdu else { panic!("not a status report") };
+        prop_assert_eq!((r.reference, r.status, r.recipient.value), (reference, status, number));
     }
 
     #[test]

@@ -462,6 +462,23 @@ mod tests {
     }
 
     #[test]
+    fn parse_names_the_text_as_a_string() {
+        let errors = Config::parse("[server]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(
+            errors
+                .to_string()
+                .starts_with("<string>:2: invalid socket address"),
+            "{errors}"
+        );
+        assert!(
+            !Config::parse("[pdu]\nstatus_reports = false\n")
+                .unwrap()
+                .pdu
+                .status_reports
+        );
+    }
+
+    #[test]
     fn lines_count_from_one() {
         assert_eq!(line_of("a\nb\nc", 0), 1);
         assert_eq!(line_of("a\nb\nc", 2), 2);

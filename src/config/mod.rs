@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
-    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, TimeZoneName, Token,
-    TokenSha256, ValueError, parse_duration,
+    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret, TimeZoneName,
+    Token, TokenSha256, ValueError, parse_duration,
 };
 
 use crate::msisdn::Msisdn;
@@ -58,6 +58,11 @@ impl Config {
     /// use [`Report::from_file`] to see them.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Report::from_file(path).into_result()
+    }
+
+    /// Validate config text that is not in a file (tests, generated configs); messages name it `<string>`.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Report::from_text(Path::new("<string>"), text).into_result()
     }
 }
 
@@ -134,6 +139,9 @@ impl TryFrom<RawApiKey> for ApiKey {
     type Error = ValueError;
 
     fn try_from(raw: RawApiKey) -> Result<Self, ValueError> {
+        if raw.name.trim().is_empty() {
+            return Err(ValueError::new("api key `name` is empty"));
+        }
         let credential = match (raw.token, raw.token_sha256) {
             (Some(token), None) => Credential::Token(token),
             (None, Some(digest)) => Credential::Sha256(digest),
@@ -295,32 +303,6 @@ fn new_york() -> jiff::tz::TimeZone {
     jiff::tz::TimeZone::get("America/New_York").unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
-/// Events a webhook may subscribe to: the message statuses of the HTTP contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookEvent {
-    /// Accepted and waiting.
-    Queued,
-    /// Held for `send_at` or a sending window.
-    Scheduled,
-    /// Handed to a modem.
-    Sending,
-    /// The network accepted it (TP-MR known).
-    Sent,
-    /// A delivery report confirmed it.
-    Delivered,
-    /// Permanently failed.
-    Failed,
-    /// Cancelled through the API.
-    Cancelled,
-    /// `expires_at` passed before it could be sent.
-    Expired,
-    /// A crash or timeout left it unclear whether it was sent.
-    Unknown,
-    /// An inbound message arrived.
-    Received,
-}
-
 /// One `[[webhooks]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,11 +311,11 @@ pub struct Webhook {
     #[serde(deserialize_with = "webhook_url")]
     pub url: hyper::Uri,
     /// HMAC-SHA256 key for the signature header, so the CMS can tell our calls from forgeries.
-    #[serde(deserialize_with = "secret")]
-    pub secret: String,
-    /// Which events to send; every event when empty or absent.
+    pub secret: Secret,
+    /// Which events to send (`message.sent`, `message.delivered`, ..., `optout.created`); every event when
+    /// empty or absent.
     #[serde(default)]
-    pub events: Vec<WebhookEvent>,
+    pub events: Vec<crate::webhook::EventKind>,
 }
 
 fn webhook_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<hyper::Uri, D::Error> {
@@ -347,17 +329,6 @@ fn webhook_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<hype
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
         _ => Err(bad()),
-    }
-}
-
-fn secret<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.len() < 16 {
-        Err(serde::de::Error::custom(
-            "webhook secret is too short: use at least 16 characters",
-        ))
-    } else {
-        Ok(text)
     }
 }
 

@@ -55,6 +55,7 @@ deserialize_via_from_str!(
     Token,
     TokenSha256,
     Pin,
+    Secret,
     ModemName,
     LogFilter
 );
@@ -307,6 +308,37 @@ pub enum Scope {
     Read,
     /// Pause modems, manage opt-outs and other operator actions.
     Admin,
+}
+
+/// A shared secret (webhook HMAC key): at least 16 characters. Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret, for computing signatures only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        if text.chars().count() < 16 {
+            Err(ValueError::new(
+                "secret is too short: use at least 16 characters",
+            ))
+        } else {
+            Ok(Secret(text.to_owned()))
+        }
+    }
 }
 
 /// A SIM PIN: 4 to 8 digits (3GPP TS 22.030). Debug never prints it.

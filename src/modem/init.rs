@@ -49,6 +49,8 @@ pub struct Initialised {
     pub cnma_required: bool,
     /// The memory messages are read from and delivered to.
     pub memory: String,
+    /// "SR" when the modem keeps status reports there: swept as well.
+    pub report_memory: Option<String>,
     /// Its use after selection, when the modem said.
     pub storage: Option<MemoryUsage>,
     /// The CNMI setting accepted, if any (none: only the sweep finds new messages).
@@ -64,12 +66,8 @@ pub async fn initialise(
 ) -> Result<Initialised, InitError> {
     probe(session, t).await?;
     // Both are best-effort: a modem that keeps echoing or prints bare ERROR still works.
-    session
-        .command(command::ECHO_OFF, Expect::NOTHING, t.command)
-        .await?;
-    session
-        .command(command::CMEE_NUMERIC, Expect::NOTHING, t.command)
-        .await?;
+    busy_retry(session, command::ECHO_OFF, Expect::NOTHING, t).await?;
+    busy_retry(session, command::CMEE_NUMERIC, Expect::NOTHING, t).await?;
     unlock_sim(session, t, pin, pin_rejected).await?;
     ok(
         busy_retry(session, command::PDU_MODE, Expect::NOTHING, t).await?,
@@ -81,7 +79,7 @@ pub async fn initialise(
         .command("AT+CSMS=1", Expect::info("+CSMS"), t.command)
         .await?;
     let cnmi = choose_cnmi(session, t).await?;
-    let (memory, storage) = select_storage(session, t).await?;
+    let storage = select_storage(session, t).await?;
     let cnma_required = match session
         .command("AT+CSMS?", Expect::info("+CSMS"), t.command)
         .await?
@@ -96,8 +94,9 @@ pub async fn initialise(
     Ok(Initialised {
         identity,
         cnma_required,
-        memory,
-        storage,
+        memory: storage.memory,
+        report_memory: storage.report_memory,
+        storage: storage.usage,
         cnmi,
     })
 }
@@ -235,24 +234,30 @@ async fn choose_cnmi(session: &mut Session, t: &Timeouts) -> Result<Option<[u8; 
     Ok(None)
 }
 
+/// The storage choice: where messages are read from and delivered to, and where reports are kept apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Storage {
+    memory: String,
+    report_memory: Option<String>,
+    usage: Option<MemoryUsage>,
+}
+
 /// Prefer the SIM ("SM") for all three memories, else the first the modem offers; some modems refuse three
-/// memories, so fall back to two, then one.
-async fn select_storage(
-    session: &mut Session,
-    t: &Timeouts,
-) -> Result<(String, Option<MemoryUsage>), SessionError> {
+/// memories, so fall back to two, then one. "SR", when offered for reading, is swept for reports too.
+async fn select_storage(session: &mut Session, t: &Timeouts) -> Result<Storage, SessionError> {
     let test = session
         .command(command::CPMS_TEST, Expect::info("+CPMS"), t.command)
         .await?;
-    let memory = match test.info("+CPMS").next().and_then(|b| Cpms::parse(&b).ok()) {
-        Some(Cpms::Supported(groups)) => match groups.first() {
-            Some(first) if !first.iter().any(|m| m == "SM") => {
-                first.first().cloned().unwrap_or_else(|| "SM".into())
-            }
-            _ => "SM".into(),
-        },
-        _ => "SM".into(),
+    let readable = match test.info("+CPMS").next().and_then(|b| Cpms::parse(&b).ok()) {
+        Some(Cpms::Supported(mut groups)) if !groups.is_empty() => groups.swap_remove(0),
+        _ => Vec::new(),
     };
+    let memory = match readable.first() {
+        Some(first) if !readable.iter().any(|m| m == "SM") => first.clone(),
+        _ => "SM".to_owned(),
+    };
+    let report_memory =
+        (memory != "SR" && readable.iter().any(|m| m == "SR")).then(|| "SR".to_owned());
     for count in (1..=3).rev() {
         let memories = vec![memory.as_str(); count];
         let r = busy_retry(session, &command::cpms(&memories), Expect::info("+CPMS"), t).await?;
@@ -261,14 +266,22 @@ async fn select_storage(
                 Some(Cpms::Usage(u)) => u.into_iter().next(),
                 _ => None,
             };
-            return Ok((memory, usage));
+            return Ok(Storage {
+                memory,
+                report_memory,
+                usage,
+            });
         }
     }
     tracing::warn!(
         memory,
         "no CPMS selection accepted; using the modem's default storage"
     );
-    Ok((memory, None))
+    Ok(Storage {
+        memory,
+        report_memory,
+        usage: None,
+    })
 }
 
 async fn read_identity(session: &mut Session, t: &Timeouts) -> Result<ModemIdentity, SessionError> {

@@ -70,56 +70,61 @@ impl Worker {
         }
     }
 
-    /// `AT+CMGL=4`: everything in storage, to catch messages whose URC was lost (or arrived before a restart).
+    /// `AT+CMGL=4` on the message memory, and on "SR" where status reports are kept apart: catches what
+    /// arrived while the URC was lost (a dropped line, a restart, the port away).
     pub(super) async fn sweep(&mut self, session: &mut Session) -> Result<(), SessionError> {
-        let r = session
-            .command(
-                command::CMGL_ALL,
-                Expect::info("+CMGL"),
-                self.cfg.timeouts.cmgs_result,
-            )
-            .await?;
-        if !r.is_ok() {
-            tracing::warn!(modem = %self.cfg.id, result = ?r.result, "CMGL sweep refused");
-            return Ok(());
-        }
-        for entry in pdu_listing(&r.lines) {
-            let MessageHeader {
-                index: Some(index),
-                stat,
-                ..
-            } = entry.header
-            else {
-                continue;
-            };
-            if matches!(stat, Some(2 | 3)) {
+        let memories: Vec<String> = std::iter::once(self.memory.clone())
+            .chain(self.report_memory.clone())
+            .collect();
+        for memory in memories {
+            if !self.select(session, &memory).await? {
                 continue;
             }
-            self.stored(session, index, entry.pdu_hex).await?;
+            let r = session
+                .command(
+                    command::CMGL_ALL,
+                    Expect::info("+CMGL"),
+                    self.cfg.timeouts.cmgs_result,
+                )
+                .await?;
+            if r.is_ok() {
+                for entry in pdu_listing(&r.lines) {
+                    let MessageHeader {
+                        index: Some(index),
+                        stat,
+                        ..
+                    } = entry.header
+                    else {
+                        continue;
+                    };
+                    if !matches!(stat, Some(2 | 3)) {
+                        self.stored(session, &memory, index, entry.pdu_hex).await?;
+                    }
+                }
+            } else {
+                tracing::warn!(modem = %self.cfg.id, memory, result = ?r.result, "CMGL sweep refused");
+            }
+            self.restore(session, &memory).await?;
         }
         Ok(())
     }
 
-    /// Read one stored message announced by a URC, from `memory` if that is not the one selected.
+    /// Read one stored message announced by a URC.
     async fn read_stored(
         &mut self,
         session: &mut Session,
         memory: &str,
         index: u32,
     ) -> Result<(), SessionError> {
-        let t = self.cfg.timeouts.command;
-        let switch = memory != self.memory;
-        if switch
-            && !session
-                .command(&command::cpms(&[memory]), Expect::info("+CPMS"), t)
-                .await?
-                .is_ok()
-        {
-            tracing::warn!(modem = %self.cfg.id, memory, "cannot select memory; the sweep will retry");
+        if !self.select(session, memory).await? {
             return Ok(());
         }
         let r = session
-            .command(&command::cmgr(index), Expect::info("+CMGR"), t)
+            .command(
+                &command::cmgr(index),
+                Expect::info("+CMGR"),
+                self.cfg.timeouts.command,
+            )
             .await?;
         let entry = if r.is_ok() {
             pdu_listing(&r.lines).into_iter().next()
@@ -128,7 +133,7 @@ impl Worker {
         };
         match entry {
             Some(entry) if !matches!(entry.header.stat, Some(2 | 3)) => {
-                self.stored(session, index, entry.pdu_hex).await?
+                self.stored(session, memory, index, entry.pdu_hex).await?
             }
             Some(_) => {}
             // Empty (bare OK) or +CMS ERROR 321: nothing there, maybe already swept.
@@ -136,10 +141,37 @@ impl Worker {
                 tracing::debug!(modem = %self.cfg.id, memory, index, result = ?r.result, "nothing to read")
             }
         }
-        if switch {
-            let selected = self.memory.clone();
+        self.restore(session, memory).await
+    }
+
+    /// Point reads and deletes at `memory` when it is not the usual one; `false` if the modem refuses.
+    async fn select(&mut self, session: &mut Session, memory: &str) -> Result<bool, SessionError> {
+        if memory == self.memory {
+            return Ok(true);
+        }
+        let r = session
+            .command(
+                &command::cpms(&[memory]),
+                Expect::info("+CPMS"),
+                self.cfg.timeouts.command,
+            )
+            .await?;
+        if !r.is_ok() {
+            tracing::warn!(modem = %self.cfg.id, memory, "cannot select memory; the sweep will retry");
+        }
+        Ok(r.is_ok())
+    }
+
+    /// Undo [`Worker::select`].
+    async fn restore(&mut self, session: &mut Session, memory: &str) -> Result<(), SessionError> {
+        if memory != self.memory {
+            let usual = self.memory.clone();
             session
-                .command(&command::cpms(&[&selected]), Expect::info("+CPMS"), t)
+                .command(
+                    &command::cpms(&[&usual]),
+                    Expect::info("+CPMS"),
+                    self.cfg.timeouts.command,
+                )
                 .await?;
         }
         Ok(())
@@ -149,13 +181,18 @@ impl Worker {
     async fn stored(
         &mut self,
         session: &mut Session,
+        memory: &str,
         index: u32,
         pdu_hex: String,
     ) -> Result<(), SessionError> {
-        if self.undeleted.get(&index) != Some(&pdu_hex)
-            && self.hand_over(&pdu_hex).await != HandOver::Stored
-        {
-            return Ok(());
+        let key = (memory.to_owned(), index);
+        if self.undeleted.get(&key) != Some(&pdu_hex) {
+            if self.hand_over(&pdu_hex).await != HandOver::Stored {
+                return Ok(());
+            }
+            // Remembered until the delete succeeds: if it is refused, or the port dies first, the next read
+            // of this slot finds the same PDU and only deletes it.
+            self.undeleted.insert(key.clone(), pdu_hex);
         }
         let r = session
             .command(
@@ -165,10 +202,9 @@ impl Worker {
             )
             .await?;
         if r.is_ok() {
-            self.undeleted.remove(&index);
+            self.undeleted.remove(&key);
         } else {
-            tracing::warn!(modem = %self.cfg.id, index, result = ?r.result, "delete refused; will retry");
-            self.undeleted.insert(index, pdu_hex);
+            tracing::warn!(modem = %self.cfg.id, memory, index, result = ?r.result, "delete refused; will retry");
         }
         Ok(())
     }

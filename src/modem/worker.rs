@@ -13,12 +13,14 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::at::command;
+
 use super::{
     config::WorkerConfig,
     health,
     init::{self, InitError},
     job::{JobOutcome, ModemHealth, ModemIdentity, ModemState, SendJob, WorkerEvent},
-    session::{Port, Session, SessionError},
+    session::{Expect, Port, Session, SessionError},
 };
 
 /// First pause before re-opening a port; doubled up to `Timeouts::max_backoff`.
@@ -54,6 +56,29 @@ impl WorkerHandle {
 
     pub fn health(&self) -> watch::Receiver<ModemHealth> {
         self.health.clone()
+    }
+
+    /// The job channel itself, for a dispatcher that watches its capacity and closure.
+    pub fn jobs(&self) -> mpsc::Sender<SendJob> {
+        self.jobs.clone()
+    }
+
+    /// `true` while the worker can take jobs (state `Ready`), updated as its health changes.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        let mut health = self.health.clone();
+        let is_ready = |h: &ModemHealth| h.state == ModemState::Ready;
+        let (tx, rx) = watch::channel(is_ready(&health.borrow()));
+        tokio::spawn(async move {
+            // Ends when the worker drops its health sender or nobody watches any more.
+            while health.changed().await.is_ok() {
+                let ready = is_ready(&health.borrow_and_update());
+                tx.send_if_modified(|old| std::mem::replace(old, ready) != ready);
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        rx
     }
 }
 
@@ -103,6 +128,7 @@ pub fn spawn_with_opener(
         opener,
         cnma_required: false,
         memory: "SM".into(),
+        report_memory: None,
         undeleted: HashMap::new(),
         cmms_refused: false,
         pin_rejected: false,
@@ -132,9 +158,11 @@ pub(super) struct Worker {
     pub(super) cnma_required: bool,
     /// The memory `+CMGR`/`+CMGD`/`+CMGL` address.
     pub(super) memory: String,
-    /// Messages the store has acknowledged but the modem refused to delete, by index: a re-read of the
-    /// same index and PDU is not handed over again, only deleted again.
-    pub(super) undeleted: HashMap<u32, String>,
+    /// Where status reports are kept apart ("SR"), when the modem has such a memory: swept too.
+    pub(super) report_memory: Option<String>,
+    /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
+    /// of the same slot and PDU is not handed over again, only deleted again.
+    pub(super) undeleted: HashMap<(String, u32), String>,
     /// The modem refused `AT+CMMS=2` once: do not ask again on this connection.
     pub(super) cmms_refused: bool,
     /// The configured PIN was refused: never enter it again (three wrong PINs lock the SIM).
@@ -184,10 +212,11 @@ impl Worker {
             };
             match init {
                 Ok(init) => {
-                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, "initialised");
+                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, storage = ?init.storage, cnma = init.cnma_required, "initialised");
                     self.health.identity = init.identity;
                     self.cnma_required = init.cnma_required;
                     self.memory = init.memory;
+                    self.report_memory = init.report_memory;
                     self.cmms_refused = false;
                     backoff = MIN_BACKOFF;
                 }
@@ -242,7 +271,6 @@ impl Worker {
     }
 
     async fn serve(&mut self, session: &mut Session) -> Exit {
-        let t = self.cfg.timeouts;
         if let Err(e) = self.refresh_health(session).await {
             return Exit::Lost(e.to_string());
         }
@@ -269,7 +297,6 @@ impl Worker {
             if result.is_ok() {
                 let paused = *self.paused.borrow();
                 let wake = tokio::select! {
-                    biased;
                     _ = self.cancel.cancelled() => Wake::Cancelled,
                     r = session.wait_unsolicited() => Wake::Unsolicited(r),
                     changed = self.paused.changed() => match changed {
@@ -295,7 +322,7 @@ impl Worker {
                 };
             }
             if let Err(e) = result
-                && let Err(lost) = self.recover(session, e, &t).await
+                && let Err(lost) = self.recover(session, e).await
             {
                 return Exit::Lost(lost);
             }
@@ -303,26 +330,17 @@ impl Worker {
     }
 
     /// After a missed deadline, `AT` decides between "carry on" and "re-open"; a closed port re-opens.
-    async fn recover(
-        &mut self,
-        session: &mut Session,
-        e: SessionError,
-        t: &super::config::Timeouts,
-    ) -> Result<(), String> {
+    async fn recover(&mut self, session: &mut Session, e: SessionError) -> Result<(), String> {
         tracing::warn!(modem = %self.cfg.id, error = %e, "session error");
         if !matches!(e, SessionError::Timeout { .. }) {
             return Err(e.to_string());
         }
-        match session
-            .command(
-                crate::at::command::PROBE,
-                super::session::Expect::NOTHING,
-                t.command,
-            )
-            .await
-        {
+        let probe = session.command(command::PROBE, Expect::NOTHING, self.cfg.timeouts.command);
+        match probe.await {
             Ok(_) => {
-                self.health.last_error = Some(e.to_string());
+                let mut h = self.health.clone();
+                h.last_error = Some(e.to_string());
+                self.publish(h).await;
                 Ok(())
             }
             Err(probe) => Err(format!("{e}; probe: {probe}")),

@@ -36,6 +36,10 @@ struct FakeState {
     /// Refuse this many `AT+CMGD` with `+CMS ERROR: 300`.
     refuse_delete: u32,
     next_reference: u8,
+    /// `AT+CSMS?` service: 1 means routed messages need `AT+CNMA`.
+    csms: u8,
+    /// Close the line as soon as a PDU has been written (a USB reset mid-send).
+    die_after_pdu: bool,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -63,6 +67,9 @@ async fn fake_modem(
                     let line: Vec<u8> = buf.drain(..=end).collect();
                     let reply = {
                         let mut s = state.lock().unwrap();
+                        if in_pdu && s.die_after_pdu {
+                            return;
+                        }
                         if in_pdu {
                             in_pdu = false;
                             if line.last() == Some(&0x1a) {
@@ -97,7 +104,7 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
     }
     match cmd {
         "AT+CPIN?" => ok("\r\n+CPIN: READY\r\n"),
-        "AT+CSMS?" => ok("\r\n+CSMS: 0,1,1,1\r\n"),
+        "AT+CSMS?" => ok(&format!("\r\n+CSMS: {},1,1,1\r\n", s.csms)),
         "AT+CNMI=?" => ok("\r\n+CNMI: (0-2),(0-3),(0-3),(0-2),(0,1)\r\n"),
         "AT+CPMS=?" => ok("\r\n+CPMS: (\"SM\"),(\"SM\"),(\"SM\")\r\n"),
         "AT+CGSN" => ok("\r\n861234050123456\r\n"),
@@ -252,6 +259,9 @@ async fn sim_busy_at_start_is_waited_out() {
         .clone();
     assert_eq!(h.identity.imei.as_deref(), Some("861234050123456"));
     assert_eq!((h.signal, h.operator.as_deref()), (Some(17), Some("FAKE")));
+    // All four busy answers went to ATE0, retried until it took; nothing after it saw one.
+    assert_eq!(rig.logged("ATE0"), 5);
+    assert_eq!(rig.logged("AT+CMEE=1"), 1);
     assert_eq!(rig.logged("AT+CMGF=0"), 1);
     assert_eq!(rig.logged("AT+CNMI=2,1,2,1,0"), 1);
 }
@@ -365,4 +375,104 @@ async fn a_dropped_submitting_ack_means_nothing_is_sent() {
         .count();
     assert_eq!(cmgs, 1, "part 2 was never offered to the modem");
     assert_eq!(rig.logged("AT+CMMS=2"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_worker_hands_jobs_back_until_resumed() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    rig.handle.pause();
+    rig.health
+        .wait_for(|h| h.state == ModemState::Paused)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(one_part_job(done)).await;
+    assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
+    rig.handle.resume();
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(one_part_job(done)).await;
+    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(()).unwrap();
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+}
+
+fn one_part_job(done: oneshot::Sender<JobOutcome>) -> SendJob {
+    SendJob {
+        message_id: uuid::Uuid::now_v7(),
+        recipient: "+15551234567".into(),
+        parts: vec![JobPart {
+            part: 1,
+            tpdu_length: 23,
+            pdu_hex: format!("00{}", &DELIVER[16..]),
+        }],
+        more_waiting: false,
+        done,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_message_is_acknowledged_only_after_it_is_stored() {
+    let mut rig = rig(FakeState {
+        csms: 1,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    rig.urcs
+        .send(format!("\r\n+CMT: ,23\r\n{DELIVER}\r\n"))
+        .unwrap();
+    let WorkerEvent::Inbound { pdu_hex, ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(pdu_hex, DELIVER);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        rig.logged("AT+CNMA"),
+        0,
+        "acknowledged before the store had it"
+    );
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CNMA").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
+    let mut rig = rig(FakeState {
+        die_after_pdu: true,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(one_part_job(done)).await;
+    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(()).unwrap();
+    assert!(matches!(
+        outcome.await.unwrap(),
+        JobOutcome::Unknown { part: 1, .. }
+    ));
+    rig.health
+        .wait_for(|h| h.state == ModemState::Offline)
+        .await
+        .unwrap();
+    // Offline: the next job is handed back untouched.
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(one_part_job(done)).await;
+    assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
 }

@@ -79,17 +79,29 @@ fn decode_value(toa: u8, value: &[u8], semi_octets: usize) -> Address {
     let text = if ton == TON_ALPHANUMERIC {
         gsm7::decode_packed(value, 0, semi_octets * 4 / 7)
     } else {
-        let mut digits = String::with_capacity(semi_octets + 1);
+        // `+` and at most 20 digits, written into a stack buffer.
+        let mut digits = [0u8; 1 + MAX_SEMI_OCTETS as usize];
+        let mut len = 0;
+        let mut push = |digit: u8| {
+            if let Some(slot) = digits.get_mut(len) {
+                *slot = digit;
+                len += 1;
+            }
+        };
         if ton == TON_INTERNATIONAL {
-            digits.push('+');
+            push(b'+');
         }
-        let nibbles = value.iter().flat_map(|&octet| [octet & 0x0F, octet >> 4]);
-        digits.extend(
-            nibbles
-                .take(semi_octets)
-                .filter_map(|nibble| DIGITS.get(usize::from(nibble)).map(|&d| char::from(d))),
-        );
-        digits
+        for (i, &octet) in value.iter().enumerate() {
+            for (j, nibble) in [octet & 0x0F, octet >> 4].into_iter().enumerate() {
+                if 2 * i + j < semi_octets
+                    && let Some(&digit) = DIGITS.get(usize::from(nibble))
+                {
+                    push(digit);
+                }
+            }
+        }
+        // Only ASCII from DIGITS went in.
+        String::from_utf8(digits.get(..len).unwrap_or_default().to_vec()).unwrap_or_default()
     };
     Address::from_parts(toa, text)
 }

@@ -152,42 +152,108 @@ pub(crate) fn packed_len(septets: usize) -> usize {
     (septets * 7).div_ceil(8)
 }
 
-/// Septet number `index` of packed data; missing octets read as zero so a short buffer cannot panic.
-fn septet_at(packed: &[u8], index: usize) -> u8 {
-    let bit = index * 7;
-    let byte = bit / 8;
-    let shift = bit % 8;
-    let low = u16::from(packed.get(byte).copied().unwrap_or(0));
-    let high = u16::from(packed.get(byte + 1).copied().unwrap_or(0));
-    (((high << 8 | low) >> shift) & 0x7F) as u8
-}
+/// Most septets a user data length octet can announce.
+const MAX_SEPTETS: usize = 255;
 
 /// Decode septets `skip..count` of packed data into text, resolving escapes.
 ///
-/// An escape followed by a code the extension table lacks shows the default-table character for that code,
-/// as 23.038 asks; a trailing lone escape is dropped.
+/// Septets are unpacked eight at a time from each group of seven octets; past the end of `packed` they read as
+/// zero, so a short buffer cannot panic. An escape followed by a code the extension table lacks shows the
+/// default-table character for that code, as 23.038 asks; a trailing lone escape is dropped.
 pub(crate) fn decode_packed(packed: &[u8], skip: usize, count: usize) -> String {
-    let mut text = String::with_capacity(count.saturating_sub(skip));
-    let mut index = skip;
-    while index < count {
-        let septet = septet_at(packed, index);
-        index += 1;
+    let count = count.min(MAX_SEPTETS);
+    let mut unpacked = [0u8; MAX_SEPTETS + 1];
+    for (septets, octets) in unpacked
+        .chunks_exact_mut(8)
+        .zip(packed.chunks(7))
+        .take(count.div_ceil(8))
+    {
+        let word = match <[u8; 7]>::try_from(octets) {
+            Ok([a, b, c, d, e, f, g]) => u64::from_le_bytes([a, b, c, d, e, f, g, 0]),
+            Err(_) => octets
+                .iter()
+                .rev()
+                .fold(0, |word, &octet| word << 8 | u64::from(octet)),
+        };
+        for (i, septet) in septets.iter_mut().enumerate() {
+            *septet = ((word >> (7 * i)) & 0x7F) as u8;
+        }
+    }
+    let septets = unpacked.get(skip..count).unwrap_or_default();
+    // Most texts map to ASCII only: one table lookup per septet into a stack buffer. A set high bit in any
+    // looked-up octet (non-ASCII character or escape) sends the text down the general path.
+    let mut ascii = [0u8; MAX_SEPTETS];
+    let mut high_bits = 0u8;
+    for (out, &septet) in ascii.iter_mut().zip(septets) {
+        let octet = ASCII_OR_FLAG[usize::from(septet & 0x7F)];
+        *out = octet;
+        high_bits |= octet;
+    }
+    if high_bits < 0x80 {
+        let ascii = ascii.get(..septets.len()).unwrap_or_default();
+        return String::from_utf8(ascii.to_vec()).unwrap_or_default();
+    }
+    // Otherwise built as UTF-8 octets from the table: pushing chars one by one costs more than the unpacking.
+    let mut utf8 = Vec::with_capacity(septets.len() * 2);
+    let mut septets = septets.iter().copied();
+    while let Some(septet) = septets.next() {
         if septet != ESCAPE {
-            text.push(default_char(septet));
+            let [first, second] = DEFAULT_UTF8[usize::from(septet & 0x7F)];
+            utf8.push(first);
+            if second != 0 {
+                utf8.push(second);
+            }
             continue;
         }
-        if index >= count {
+        let Some(code) = septets.next() else {
             break;
-        }
-        let code = septet_at(packed, index);
-        index += 1;
+        };
         let extended = EXTENSION
             .iter()
             .find(|&&(c, _)| c == code)
             .map(|&(_, ch)| ch);
-        text.push(extended.unwrap_or_else(|| default_char(code)));
+        let ch = extended.unwrap_or_else(|| default_char(code));
+        utf8.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
     }
-    text
+    String::from_utf8(utf8).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`DEFAULT`] as UTF-8: every character of the default table is below U+0800, so it takes one or two octets
+/// (a zero second octet means one).
+const DEFAULT_UTF8: [[u8; 2]; 128] = build_utf8_table();
+
+/// The first UTF-8 octet of each default-table character, with ESC flagged as 0x80: an octet below 0x80 is a
+/// whole ASCII character.
+const ASCII_OR_FLAG: [u8; 128] = build_ascii_or_flag();
+
+const fn build_ascii_or_flag() -> [u8; 128] {
+    let mut table = [0u8; 128];
+    let mut septet = 0;
+    while septet < 128 {
+        table[septet] = DEFAULT_UTF8[septet][0];
+        septet += 1;
+    }
+    table[ESCAPE as usize] = 0x80;
+    table
+}
+
+const fn build_utf8_table() -> [[u8; 2]; 128] {
+    let mut table = [[0u8; 2]; 128];
+    let mut septet = 0;
+    while septet < 128 {
+        let c = DEFAULT[septet] as u32;
+        assert!(
+            c < 0x800,
+            "default alphabet character needs more than two UTF-8 octets"
+        );
+        table[septet] = if c < 0x80 {
+            [c as u8, 0]
+        } else {
+            [0xC0 | (c >> 6) as u8, 0x80 | (c & 0x3F) as u8]
+        };
+        septet += 1;
+    }
+    table
 }
 
 fn default_char(septet: u8) -> char {

@@ -175,26 +175,56 @@ pub fn decode_hex(hex: &str) -> Result<Pdu, PduError> {
     decode(&hex_to_octets(hex.trim())?)
 }
 
+/// Value of each octet as a hex digit; [`NOT_HEX`] for every other octet.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xFF;
+
 fn hex_to_octets(hex: &str) -> Result<Vec<u8>, PduError> {
-    if let Some((position, character)) = hex
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !c.is_ascii_hexdigit())
-    {
-        return Err(PduError::NotHex {
-            character,
-            position,
+    let digits = hex.as_bytes();
+    let value = |digit: u8| HEX_VALUE[usize::from(digit)];
+    // One pass that converts and notes whether any digit was bad; the error path then finds the first.
+    let mut seen = 0u8;
+    let octets = digits
+        .chunks_exact(2)
+        .map(|pair| {
+            let (high, low) = (value(pair[0]), value(pair[1]));
+            seen |= high | low;
+            high << 4 | low
+        })
+        .collect();
+    let odd = !digits.len().is_multiple_of(2);
+    if seen == NOT_HEX || odd {
+        if let Some(at) = digits.iter().position(|&d| value(d) == NOT_HEX) {
+            // Everything before the first non-hex octet is ASCII, so that octet starts a character and its
+            // index among characters is its index among octets.
+            let character = hex
+                .get(at..)
+                .and_then(|rest| rest.chars().next())
+                .unwrap_or('?');
+            return Err(PduError::NotHex {
+                character,
+                position: at,
+            });
+        }
+        return Err(PduError::OddHexLength {
+            digits: digits.len(),
         });
     }
-    if !hex.len().is_multiple_of(2) {
-        return Err(PduError::OddHexLength { digits: hex.len() });
-    }
-    let nibble = |digit: u8| char::from(digit).to_digit(16).unwrap_or(0) as u8;
-    Ok(hex
-        .as_bytes()
-        .chunks_exact(2)
-        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
-        .collect())
+    Ok(octets)
 }
 
 /// Decode a PDU from raw octets (SMSC field included).
@@ -262,4 +292,47 @@ pub fn encode_status_report(
     status: u8,
 ) -> Result<Vec<u8>, PduError> {
     status_report::encode(smsc, reference, recipient, submitted, discharged, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_errors_point_at_the_character() {
+        assert_eq!(hex_to_octets("0aF9"), Ok(vec![0x0A, 0xF9]));
+        assert_eq!(hex_to_octets(""), Ok(vec![]));
+        assert_eq!(
+            hex_to_octets("00Z0"),
+            Err(PduError::NotHex {
+                character: 'Z',
+                position: 2
+            })
+        );
+        assert_eq!(
+            hex_to_octets("000Z"),
+            Err(PduError::NotHex {
+                character: 'Z',
+                position: 3
+            })
+        );
+        assert_eq!(
+            hex_to_octets("00é0"),
+            Err(PduError::NotHex {
+                character: 'é',
+                position: 2
+            })
+        );
+        assert_eq!(
+            hex_to_octets("000"),
+            Err(PduError::OddHexLength { digits: 3 })
+        );
+        assert_eq!(
+            hex_to_octets("00p"),
+            Err(PduError::NotHex {
+                character: 'p',
+                position: 2
+            })
+        );
+    }
 }

@@ -85,14 +85,25 @@ impl Plan<'_> {
 pub(crate) fn plan(text: &str, choice: EncodingChoice, smart: bool) -> Result<Plan<'_>, PduError> {
     let (coding, text) = match choice {
         EncodingChoice::Ucs2 => (TextCoding::Ucs2, Cow::Borrowed(text)),
-        EncodingChoice::Gsm7 | EncodingChoice::Auto if gsm7::is_gsm7(text) => {
-            (TextCoding::Gsm7, Cow::Borrowed(text))
+        EncodingChoice::Gsm7 | EncodingChoice::Auto => {
+            // The first character neither GSM nor (when smart) replaceable decides; positions count in the
+            // caller's text, before any replacement.
+            let blocker = text
+                .chars()
+                .enumerate()
+                .find(|&(_, c)| gsm7::lookup(c).is_none() && !(smart && look_alike(c).is_some()));
+            match blocker {
+                None if gsm7::is_gsm7(text) => (TextCoding::Gsm7, Cow::Borrowed(text)),
+                None => (TextCoding::Gsm7, Cow::Owned(smart_replace(text))),
+                Some((position, character)) if choice == EncodingChoice::Gsm7 => {
+                    return Err(PduError::NotGsm7 {
+                        character,
+                        position,
+                    });
+                }
+                Some(_) => (TextCoding::Ucs2, Cow::Borrowed(text)),
+            }
         }
-        EncodingChoice::Gsm7 | EncodingChoice::Auto => match smart.then(|| smart_replace(text)) {
-            Some(replaced) if gsm7::is_gsm7(&replaced) => (TextCoding::Gsm7, Cow::Owned(replaced)),
-            _ if choice == EncodingChoice::Gsm7 => return Err(first_non_gsm7(text, smart)),
-            _ => (TextCoding::Ucs2, Cow::Borrowed(text)),
-        },
     };
     let total: usize = text.chars().map(|c| coding.cost(c)).sum();
     if total <= coding.single_limit() {
@@ -127,26 +138,6 @@ pub(crate) fn plan(text: &str, choice: EncodingChoice, smart: bool) -> Result<Pl
         remaining_in_last: limit - used,
         text,
     })
-}
-
-/// The error for a forced GSM 7-bit text, naming the first character that cannot be sent (its position is
-/// counted in the caller's text, before any replacement).
-fn first_non_gsm7(text: &str, smart: bool) -> PduError {
-    let found = text
-        .chars()
-        .enumerate()
-        .find(|&(_, c)| gsm7::lookup(c).is_none() && !(smart && look_alike(c).is_some()));
-    match found {
-        Some((position, character)) => PduError::NotGsm7 {
-            character,
-            position,
-        },
-        // Unreachable in practice: a text whose every character is GSM or replaceable becomes GSM.
-        None => PduError::NotGsm7 {
-            character: char::REPLACEMENT_CHARACTER,
-            position: 0,
-        },
-    }
 }
 
 /// `text` with every look-alike character replaced by its GSM equivalent.

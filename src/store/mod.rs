@@ -7,17 +7,18 @@
 //! - `writer`: the thread that owns the write connection and commits requests in groups.
 //! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
 //!   and delivery reports; modems, opt-outs, webhooks).
+//! - `announce`: webhook events for status changes, queued in the same transaction as the change.
 //! - `read`: queries; `recovery`: what a crash left behind, settled at open.
 //!
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
+mod announce;
 mod checkpoint;
 mod clock;
 mod error;
 mod inbound;
 pub mod migrations;
-mod outbox;
 mod read;
 mod records;
 mod recovery;
@@ -26,7 +27,6 @@ pub mod types;
 mod write;
 mod writer;
 
-use std::collections::HashSet;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,13 +39,12 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::ModemRecord;
-pub use records::OptOutChange;
+pub use read::{ModemRecord, OutboxEntry};
+pub use records::{OptOutChange, WebhookAttempt};
 pub use recovery::Recovery;
 pub use types::*;
 
 use crate::modem::job::ModemIdentity;
-use crate::webhook::EventKind;
 
 /// How to open the store.
 #[derive(Clone)]
@@ -66,9 +65,6 @@ pub struct OpenOptions {
     pub busy_timeout: Duration,
     /// The zone whose midnight starts a new day for per-SIM daily caps (prepaid plans count local days).
     pub cap_zone: TimeZone,
-    /// Webhook event types to write to the outbox with the state changes that cause them (those some
-    /// `[[webhooks]]` entry subscribes to); none by default.
-    pub webhook_events: HashSet<EventKind>,
 }
 
 impl Default for OpenOptions {
@@ -81,7 +77,6 @@ impl Default for OpenOptions {
             max_pages: None,
             busy_timeout: Duration::from_secs(5),
             cap_zone: TimeZone::system(),
-            webhook_events: HashSet::new(),
         }
     }
 }
@@ -93,7 +88,7 @@ pub struct Store {
 }
 
 struct Inner {
-    pub(crate) writer: writer::Writer,
+    writer: writer::Writer,
     readers: read::Readers,
     clock: Arc<dyn Clock>,
     report_window: Duration,
@@ -150,13 +145,8 @@ impl Store {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(open_fail)?;
         }
-        let wanted = Arc::new(options.webhook_events);
-        let recovery = recovery::recover(
-            &mut conn,
-            options.clock.now(),
-            options.resend_submitting,
-            &wanted,
-        )?;
+        let recovery =
+            recovery::recover(&mut conn, options.clock.now(), options.resend_submitting)?;
         if !recovery.unknown.is_empty() || !recovery.requeued.is_empty() {
             tracing::warn!(
                 unknown = recovery.unknown.len(),
@@ -169,13 +159,8 @@ impl Store {
             .busy_timeout(options.busy_timeout)
             .map_err(open_fail)?;
         let checkpoint = checkpoint::spawn(checkpointer)?;
-        let writer = writer::Writer::spawn(
-            conn,
-            options.clock.clone(),
-            options.max_batch,
-            checkpoint,
-            wanted,
-        )?;
+        let writer =
+            writer::Writer::spawn(conn, options.clock.clone(), options.max_batch, checkpoint)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
@@ -436,9 +421,30 @@ impl Store {
             .await
     }
 
+    /// Queues a webhook delivery; returns its outbox id.
+    pub async fn enqueue_webhook(
+        &self,
+        event_type: &str,
+        message_id: Option<Uuid>,
+        payload: serde_json::Value,
+    ) -> Result<i64> {
+        let event_type = event_type.to_owned();
+        self.inner
+            .writer
+            .write(move |ctx| records::enqueue_webhook(ctx, &event_type, message_id, &payload))
+            .await
+    }
+
+    pub async fn record_webhook_attempt(&self, attempt: WebhookAttempt) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |ctx| records::record_webhook_attempt(ctx, &attempt))
+            .await
+    }
+
     // ---- readers ----
 
-    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -507,6 +513,12 @@ impl Store {
 
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
         self.read(read::modems).await
+    }
+
+    pub async fn due_webhooks(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let now = self.now();
+        self.read(move |conn| read::due_webhooks(conn, now, limit))
+            .await
     }
 }
 

@@ -278,3 +278,43 @@ pub(crate) fn modems(conn: &Connection) -> Result<Vec<ModemRecord>> {
     })
     .map_err(DB)
 }
+
+/// A webhook delivery waiting to be (re)tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub event_type: String,
+    pub message_id: Option<Uuid>,
+    pub payload: serde_json::Value,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+pub(crate) fn due_webhooks(
+    conn: &Connection,
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<OutboxEntry>> {
+    conn.prepare_cached(
+        "SELECT id, event_type, message_id, payload, attempts, next_attempt_at FROM webhook_outbox \
+         WHERE delivered_at IS NULL AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![ms(now), limit], |row| {
+            let message_id: Option<String> = row.get(2)?;
+            let payload: String = row.get(3)?;
+            Ok(OutboxEntry {
+                id: row.get(0)?,
+                event_type: row.get(1)?,
+                message_id: message_id.and_then(|id| Uuid::parse_str(&id).ok()),
+                payload: serde_json::from_str(&payload).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+                })?,
+                attempts: row.get(4)?,
+                next_attempt_at: rows::ts(row, 5)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}

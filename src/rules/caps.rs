@@ -1,0 +1,192 @@
+//! Contact caps: at most N messages per recipient in a rolling window (e.g. Massachusetts: 2 collector-initiated
+//! texts per 7 days), globally or for numbers under given prefixes.
+//!
+//! A send at instant `t` counts while `now - window < t`: it stops counting exactly `window` after it was sent.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+
+/// One cap.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawCapRule")]
+pub struct CapRule {
+    prefixes: Vec<String>,
+    max: u32,
+    window: SignedDuration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapRule {
+    /// E.164 prefixes (`+1413`) the cap applies to; none means every recipient.
+    #[serde(default)]
+    prefixes: Vec<String>,
+    max: u32,
+    /// Length of the rolling window, e.g. `"168h"`.
+    window: SignedDuration,
+}
+
+impl TryFrom<RawCapRule> for CapRule {
+    type Error = String;
+
+    fn try_from(raw: RawCapRule) -> Result<Self, String> {
+        CapRule::new(raw.prefixes, raw.max, raw.window)
+    }
+}
+
+impl CapRule {
+    /// `max` must be at least 1 (a cap of 0 is a block list, not a cap) and `window` positive.
+    pub fn new(prefixes: Vec<String>, max: u32, window: SignedDuration) -> Result<Self, String> {
+        if max == 0 {
+            return Err("max must be at least 1".into());
+        }
+        if !window.is_positive() {
+            return Err(format!("window {window:#} must be positive"));
+        }
+        if let Some(bad) = prefixes.iter().find(|p| !is_e164_prefix(p)) {
+            return Err(format!("prefix {bad:?} is not + followed by digits"));
+        }
+        Ok(CapRule {
+            prefixes,
+            max,
+            window,
+        })
+    }
+
+    fn applies_to(&self, recipient: &str) -> bool {
+        self.prefixes.is_empty()
+            || self
+                .prefixes
+                .iter()
+                .any(|p| recipient.starts_with(p.as_str()))
+    }
+
+    /// When this rule lets the next message go, given earlier sends to the recipient.
+    fn wait_until(&self, previous: &[Timestamp], now: Timestamp) -> Option<Timestamp> {
+        let since = now.checked_sub(self.window).unwrap_or(Timestamp::MIN);
+        let mut counted: Vec<Timestamp> = previous.iter().copied().filter(|&t| t > since).collect();
+        let excess = counted.len().checked_sub(self.max as usize)?;
+        counted.sort_unstable();
+        // Once the oldest `excess + 1` counted sends have left, one fewer than `max` remain.
+        let leaving = counted.get(excess)?;
+        Some(leaving.checked_add(self.window).unwrap_or(Timestamp::MAX))
+    }
+}
+
+fn is_e164_prefix(prefix: &str) -> bool {
+    prefix
+        .strip_prefix('+')
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `[caps]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapsConfig {
+    /// Every rule that applies must allow the send. Default: Massachusetts area codes, 2 per 168 hours.
+    pub rules: Vec<CapRule>,
+}
+
+/// Massachusetts area codes (940 CMR 7.04(1)(f): at most two collector-initiated communications per 7 days).
+const MASSACHUSETTS: [&str; 9] = [
+    "+1339", "+1351", "+1413", "+1508", "+1617", "+1774", "+1781", "+1857", "+1978",
+];
+
+impl Default for CapsConfig {
+    fn default() -> Self {
+        CapsConfig {
+            rules: vec![CapRule {
+                prefixes: MASSACHUSETTS.iter().map(|p| (*p).to_owned()).collect(),
+                max: 2,
+                window: SignedDuration::from_hours(7 * 24),
+            }],
+        }
+    }
+}
+
+/// The verdict of the caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapDecision {
+    Allowed,
+    /// Every applicable cap allows a send from this instant on.
+    WaitUntil(Timestamp),
+}
+
+impl CapsConfig {
+    /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it?
+    pub fn check(&self, recipient: &str, previous: &[Timestamp], now: Timestamp) -> CapDecision {
+        self.rules
+            .iter()
+            .filter(|rule| rule.applies_to(recipient))
+            .filter_map(|rule| rule.wait_until(previous, now))
+            .max()
+            .map_or(CapDecision::Allowed, CapDecision::WaitUntil)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn third_message_in_168_hours_waits_exactly_until_the_oldest_leaves() {
+        let caps = CapsConfig::default();
+        let boston = "+16175550123";
+        let sent = [ts("2026-06-01T15:00:00Z"), ts("2026-06-03T10:00:00Z")];
+        let now = ts("2026-06-05T12:00:00Z");
+        assert_eq!(caps.check(boston, &sent[..1], now), CapDecision::Allowed);
+        let until = ts("2026-06-08T15:00:00Z");
+        assert_eq!(
+            caps.check(boston, &sent, now),
+            CapDecision::WaitUntil(until)
+        );
+        // One nanosecond before 168 hours the oldest still counts; at exactly 168 hours it has left.
+        let just_before = until.checked_sub(SignedDuration::from_nanos(1)).unwrap();
+        assert_eq!(
+            caps.check(boston, &sent, just_before),
+            CapDecision::WaitUntil(until)
+        );
+        assert_eq!(caps.check(boston, &sent, until), CapDecision::Allowed);
+        // Other states are not capped by default.
+        assert_eq!(caps.check("+12125550123", &sent, now), CapDecision::Allowed);
+    }
+
+    #[test]
+    fn global_and_prefix_caps_combine_to_the_latest_wait() {
+        let caps = CapsConfig {
+            rules: vec![
+                CapRule::new(vec![], 3, SignedDuration::from_hours(24)).unwrap(),
+                CapRule::new(vec!["+1617".into()], 1, SignedDuration::from_hours(168)).unwrap(),
+            ],
+        };
+        let sent = [
+            ts("2026-06-01T00:00:00Z"),
+            ts("2026-06-05T09:00:00Z"),
+            ts("2026-06-05T10:00:00Z"),
+        ];
+        let now = ts("2026-06-05T11:00:00Z");
+        // Elsewhere, the global cap: 2 in the last 24 h, fine.
+        assert_eq!(caps.check("+12125550123", &sent, now), CapDecision::Allowed);
+        // In 617, 3 in the last 168 h with a cap of 1: wait until all three, the newest last, have left.
+        assert_eq!(
+            caps.check("+16175550123", &sent, now),
+            CapDecision::WaitUntil(ts("2026-06-12T10:00:00Z"))
+        );
+        let busy = [now, now, now];
+        assert_eq!(
+            caps.check("+12125550123", &busy, now),
+            CapDecision::WaitUntil(ts("2026-06-06T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn rules_are_validated() {
+        assert!(CapRule::new(vec![], 0, SignedDuration::from_hours(1)).is_err());
+        assert!(CapRule::new(vec![], 1, SignedDuration::ZERO).is_err());
+        assert!(CapRule::new(vec!["1617".into()], 1, SignedDuration::from_hours(1)).is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Classifying inbound replies: opt-out, opt-in, help, a menu keyword, or text that merely mentions an opt-out
+//! word (which a human should look at: a consumer who writes "please stop texting me" has revoked consent
+//! under Reg F 1006.6(e) just as much as one who writes STOP).
+//!
+//! Matching is on a normalised form: lower case, accents folded (`Bája` = `baja`), punctuation turned into
+//! spaces, whitespace collapsed. A class matches when the whole normalised text is one of its words.
+
+use serde::Deserialize;
+
+/// The language of a keyword, so confirmations can answer in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    En,
+    Es,
+    Fr,
+}
+
+/// What an inbound text asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keyword {
+    /// Revoke consent: stop all messages to this number.
+    OptOut {
+        language: Language,
+    },
+    /// Consent given again after an opt-out.
+    OptIn {
+        language: Language,
+    },
+    /// Asks who is texting and how to stop.
+    Help {
+        language: Language,
+    },
+    /// A configured menu keyword, normalised (e.g. `1`, `pay`).
+    Menu(String),
+    /// Contains an opt-out word without being one (e.g. "please stop texting me"): flag for review and
+    /// treat as an opt-out until a human says otherwise.
+    LooksLikeOptOut {
+        language: Language,
+        word: String,
+    },
+    Other,
+}
+
+/// A word added in configuration to one of the keyword classes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordEntry {
+    pub word: String,
+    pub language: Language,
+}
+
+/// `[keywords]`: words on top of the built-in lists, and the menu keywords the CMS answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeywordsConfig {
+    pub opt_out: Vec<KeywordEntry>,
+    pub opt_in: Vec<KeywordEntry>,
+    pub help: Vec<KeywordEntry>,
+    /// Menu keywords, e.g. `["1", "PAY"]`.
+    pub menu: Vec<String>,
+}
+
+/// Opt-out words: TCPA/FCC and CTIA (English), and those in use in Spanish and French.
+const OPT_OUT: &[(&str, Language)] = &[
+    ("stop", Language::En),
+    ("stopall", Language::En),
+    ("unsubscribe", Language::En),
+    ("cancel", Language::En),
+    ("end", Language::En),
+    ("quit", Language::En),
+    ("revoke", Language::En),
+    ("optout", Language::En),
+    ("opt out", Language::En),
+    ("baja", Language::Es),
+    ("alto", Language::Es),
+    ("parar", Language::Es),
+    ("cancelar", Language::Es),
+    ("no mas", Language::Es),
+    ("arret", Language::Fr),
+];
+
+/// Opt-in words (CTIA: START, UNSTOP, YES).
+const OPT_IN: &[(&str, Language)] = &[
+    ("start", Language::En),
+    ("unstop", Language::En),
+    ("yes", Language::En),
+    ("alta", Language::Es),
+];
+
+const HELP: &[(&str, Language)] = &[
+    ("help", Language::En),
+    ("info", Language::En),
+    ("ayuda", Language::Es),
+];
+
+/// The classifier, with the built-in and configured words normalised once.
+#[derive(Debug, Clone)]
+pub struct Keywords {
+    opt_out: Vec<(String, Language)>,
+    opt_in: Vec<(String, Language)>,
+    help: Vec<(String, Language)>,
+    menu: Vec<String>,
+}
+
+impl Default for Keywords {
+    fn default() -> Self {
+        Keywords::new(&KeywordsConfig::default())
+    }
+}
+
+impl Keywords {
+    pub fn new(config: &KeywordsConfig) -> Self {
+        let merge =
+            |builtin: &[(&str, Language)], extra: &[KeywordEntry]| -> Vec<(String, Language)> {
+                builtin
+                    .iter()
+                    .map(|&(word, language)| (normalize(word), language))
+                    .chain(extra.iter().map(|e| (normalize(&e.word), e.language)))
+                    .filter(|(word, _)| !word.is_empty())
+                    .collect()
+            };
+        Keywords {
+            opt_out: merge(OPT_OUT, &config.opt_out),
+            opt_in: merge(OPT_IN, &config.opt_in),
+            help: merge(HELP, &config.help),
+            menu: config
+                .menu
+                .iter()
+                .map(|m| normalize(m))
+                .filter(|m| !m.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Classify an inbound text. Opt-out is checked first, so a menu keyword can never shadow it.
+    pub fn classify(&self, text: &str) -> Keyword {
+        let text = normalize(text);
+        let exact =
+            |words: &[(String, Language)]| words.iter().find(|(w, _)| *w == text).map(|&(_, l)| l);
+        if let Some(language) = exact(&self.opt_out) {
+            return Keyword::OptOut { language };
+        }
+        if let Some(language) = exact(&self.opt_in) {
+            return Keyword::OptIn { language };
+        }
+        if let Some(language) = exact(&self.help) {
+            return Keyword::Help { language };
+        }
+        if let Some(menu) = self.menu.iter().find(|m| **m == text) {
+            return Keyword::Menu(menu.clone());
+        }
+        // Whole words only: "stopwatch" does not contain the word "stop".
+        let padded = format!(" {text} ");
+        let mentioned = self
+            .opt_out
+            .iter()
+            .find(|(word, _)| padded.contains(&format!(" {word} ")));
+        match mentioned {
+            Some((word, language)) => Keyword::LooksLikeOptOut {
+                language: *language,
+                word: word.clone(),
+            },
+            None => Keyword::Other,
+        }
+    }
+}
+
+/// Lower case, accents folded, punctuation as spaces, whitespace collapsed and trimmed.
+pub fn normalize(text: &str) -> String {
+    let mut folded = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match fold_accent(c) {
+            Some(plain) => folded.push_str(plain),
+            None if c.is_alphanumeric() => folded.push(c),
+            None => folded.push(' '),
+        }
+    }
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The unaccented form of the Latin letters used in English, Spanish, French and their neighbours.
+fn fold_accent(c: char) -> Option<&'static str> {
+    Some(match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+        'ç' | 'ć' | 'č' => "c",
+        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ė' | 'ę' | 'ě' => "e",
+        'ì' | 'í' | 'î' | 'ï' | 'ī' | 'į' => "i",
+        'ñ' | 'ń' | 'ň' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ő' => "o",
+        'ù' | 'ú' | 'û' | 'ü' | 'ū' | 'ů' | 'ű' | 'ų' => "u",
+        'ý' | 'ÿ' => "y",
+        'œ' => "oe",
+        'æ' => "ae",
+        'ß' => "ss",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(text: &str) -> Keyword {
+        Keywords::default().classify(text)
+    }
+
+    #[test]
+    fn opt_out_words_match_whatever_the_case_accents_and_punctuation() {
+        for text in [
+            "baja", "Bája!", "NO MÁS", " stop ", "Stop.", "STOPALL", "opt-out", "Opt Out", "Arrêt",
+        ] {
+            assert!(
+                matches!(classify(text), Keyword::OptOut { .. }),
+                "{text:?}: {:?}",
+                classify(text)
+            );
+        }
+        assert_eq!(
+            classify("NO MÁS"),
+            Keyword::OptOut {
+                language: Language::Es
+            }
+        );
+        assert_eq!(
+            classify("Stop."),
+            Keyword::OptOut {
+                language: Language::En
+            }
+        );
+        assert_eq!(
+            classify("ARRÊT"),
+            Keyword::OptOut {
+                language: Language::Fr
+            }
+        );
+    }
+
+    #[test]
+    fn opt_out_mentioned_in_a_sentence_is_flagged() {
+        assert_eq!(
+            classify("please stop texting me"),
+            Keyword::LooksLikeOptOut {
+                language: Language::En,
+                word: "stop".into()
+            }
+        );
+        assert!(matches!(
+            classify("Ya no más mensajes por favor"),
+            Keyword::LooksLikeOptOut {
+                language: Language::Es,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn words_that_only_contain_an_opt_out_word_are_not_flagged() {
+        assert_eq!(classify("stopwatch"), Keyword::Other);
+        assert_eq!(classify("I paid yesterday"), Keyword::Other);
+    }
+
+    #[test]
+    fn opt_in_help_and_menu() {
+        assert_eq!(
+            classify("Start"),
+            Keyword::OptIn {
+                language: Language::En
+            }
+        );
+        assert_eq!(
+            classify("alta"),
+            Keyword::OptIn {
+                language: Language::Es
+            }
+        );
+        assert_eq!(
+            classify("HELP?"),
+            Keyword::Help {
+                language: Language::En
+            }
+        );
+        assert_eq!(
+            classify("Ayuda"),
+            Keyword::Help {
+                language: Language::Es
+            }
+        );
+        let config = KeywordsConfig {
+            menu: vec!["1".into(), "PAY".into(), "stop".into()],
+            opt_out: vec![KeywordEntry {
+                word: "Détente".into(),
+                language: Language::Fr,
+            }],
+            ..KeywordsConfig::default()
+        };
+        let keywords = Keywords::new(&config);
+        assert_eq!(keywords.classify(" pay! "), Keyword::Menu("pay".into()));
+        assert_eq!(keywords.classify("1"), Keyword::Menu("1".into()));
+        // A menu keyword never shadows an opt-out.
+        assert_eq!(
+            keywords.classify("STOP"),
+            Keyword::OptOut {
+                language: Language::En
+            }
+        );
+        assert_eq!(
+            keywords.classify("detente"),
+            Keyword::OptOut {
+                language: Language::Fr
+            }
+        );
+    }
+
+    #[test]
+    fn normalize_collapses_and_folds() {
+        assert_eq!(normalize("  ¡No   MÁS!!  "), "no mas");
+        assert_eq!(normalize("Œuvre—fin"), "oeuvre fin");
+        assert_eq!(normalize(""), "");
+    }
+}

@@ -1,0 +1,166 @@
+//! Where a recipient probably is: an explicit IANA zone, or the zones and region their E.164 number points
+//! to (country calling code; for +1, the area code). Tables: `country_zones.txt`, `nanp_area_codes.txt`.
+
+use std::sync::LazyLock;
+
+use jiff::tz::TimeZone;
+
+/// A row of one of the tables: a calling code or area code, its regions (main one first) and its zones.
+struct Row {
+    key: &'static str,
+    regions: Vec<&'static str>,
+    zones: Vec<&'static str>,
+}
+
+fn parse_table(text: &'static str) -> Vec<Row> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (key, regions, zones) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(Row {
+                key,
+                regions: regions.split(',').filter(|r| *r != "-").collect(),
+                zones: zones.split(',').collect(),
+            })
+        })
+        .collect()
+}
+
+static COUNTRIES: LazyLock<Vec<Row>> =
+    LazyLock::new(|| parse_table(include_str!("country_zones.txt")));
+static NANP: LazyLock<Vec<Row>> =
+    LazyLock::new(|| parse_table(include_str!("nanp_area_codes.txt")));
+
+/// Where a recipient may be: every zone they could be in, and their region (ISO 3166-2 such as `CA-ON` for
+/// US and Canadian numbers, else ISO 3166-1 such as `MX`) when the number tells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub region: Option<String>,
+    pub zones: Vec<TimeZone>,
+}
+
+/// Why no zone could be found for a recipient.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    #[error("{0:?} is not an E.164 number (+ and 8-15 digits)")]
+    NotE164(String),
+    #[error("no time zone is known for {0}")]
+    UnknownNumber(String),
+    #[error("{0:?} is not an IANA time zone")]
+    UnknownZone(String),
+}
+
+fn lookup(e164: &str) -> Result<&'static Row, Unresolved> {
+    let digits = e164
+        .strip_prefix('+')
+        .filter(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| Unresolved::NotE164(e164.to_owned()))?;
+    let unknown = || Unresolved::UnknownNumber(e164.to_owned());
+    if let Some(national) = digits.strip_prefix('1') {
+        let area_code = national.get(..3).ok_or_else(unknown)?;
+        return NANP
+            .iter()
+            .find(|row| row.key == area_code)
+            .ok_or_else(unknown);
+    }
+    // Calling codes are prefix-free: at most one of the 1-3 digit prefixes is a code.
+    (1..=3)
+        .filter_map(|len| digits.get(..len))
+        .find_map(|code| COUNTRIES.iter().find(|row| row.key == code))
+        .ok_or_else(unknown)
+}
+
+/// Locate a recipient. An explicit zone (from the API's `tz`) wins over the number's zones; the region still
+/// comes from the number when it can, so regional rules (Ontario, Quebec) keep applying.
+pub fn locate(e164: &str, explicit_tz: Option<&str>) -> Result<Location, Unresolved> {
+    let row = lookup(e164);
+    let region = row
+        .as_ref()
+        .ok()
+        .and_then(|row| row.regions.first())
+        .map(|r| (*r).to_owned());
+    if let Some(name) = explicit_tz {
+        let zone = TimeZone::get(name).map_err(|_| Unresolved::UnknownZone(name.to_owned()))?;
+        return Ok(Location {
+            region,
+            zones: vec![zone],
+        });
+    }
+    let row = row?;
+    let zones = row
+        .zones
+        .iter()
+        .map(|name| TimeZone::get(name).map_err(|_| Unresolved::UnknownZone((*name).to_owned())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Location { region, zones })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_zone_is_in_the_bundled_tz_database() {
+        assert!(NANP.len() >= 400, "{} area codes", NANP.len());
+        assert!(COUNTRIES.len() >= 200, "{} calling codes", COUNTRIES.len());
+        for row in NANP.iter().chain(COUNTRIES.iter()) {
+            assert!(!row.zones.is_empty(), "{}", row.key);
+            for zone in &row.zones {
+                assert!(TimeZone::get(zone).is_ok(), "{}: {zone}", row.key);
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_resolve_by_area_code_or_calling_code() {
+        let toronto = locate("+14165550123", None).unwrap();
+        assert_eq!(toronto.region.as_deref(), Some("CA-ON"));
+        assert_eq!(
+            toronto.zones,
+            vec![TimeZone::get("America/Toronto").unwrap()]
+        );
+        let boston = locate("+16175550123", None).unwrap();
+        assert_eq!(boston.region.as_deref(), Some("US-MA"));
+        let indiana = locate("+12195550123", None).unwrap();
+        assert_eq!(indiana.zones.len(), 2, "219 spans Central and Eastern time");
+        let mexico = locate("+525512345678", None).unwrap();
+        assert_eq!(mexico.region.as_deref(), Some("MX"));
+        assert!(
+            mexico
+                .zones
+                .contains(&TimeZone::get("America/Mexico_City").unwrap())
+        );
+        let paris = locate("+33612345678", None).unwrap();
+        assert_eq!(
+            (paris.region.as_deref(), paris.zones.len()),
+            (Some("FR"), 1)
+        );
+    }
+
+    #[test]
+    fn explicit_zone_wins_and_keeps_the_region() {
+        let loc = locate("+12195550123", Some("America/Chicago")).unwrap();
+        assert_eq!(loc.zones, vec![TimeZone::get("America/Chicago").unwrap()]);
+        assert_eq!(loc.region.as_deref(), Some("US-IN"));
+        let loc = locate("+18005550123", Some("America/Denver")).unwrap();
+        assert_eq!(loc.region, None);
+    }
+
+    #[test]
+    fn unknown_numbers_and_zones_do_not_resolve() {
+        assert!(matches!(
+            locate("+18005550123", None),
+            Err(Unresolved::UnknownNumber(_))
+        ));
+        assert!(matches!(
+            locate("5550123", None),
+            Err(Unresolved::NotE164(_))
+        ));
+        assert!(matches!(locate("+1800", None), Err(Unresolved::NotE164(_))));
+        assert!(matches!(
+            locate("+14165550123", Some("Mars/Olympus")),
+            Err(Unresolved::UnknownZone(_))
+        ));
+    }
+}
