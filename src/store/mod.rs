@@ -7,18 +7,17 @@
 //! - `writer`: the thread that owns the write connection and commits requests in groups.
 //! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
 //!   and delivery reports; modems, opt-outs, webhooks).
-//! - `announce`: webhook events for status changes, queued in the same transaction as the change.
 //! - `read`: queries; `recovery`: what a crash left behind, settled at open.
 //!
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
-mod announce;
 mod checkpoint;
 mod clock;
 mod error;
 mod inbound;
 pub mod migrations;
+mod outbox;
 mod read;
 mod records;
 mod recovery;
@@ -27,6 +26,7 @@ pub mod types;
 mod write;
 mod writer;
 
+use std::collections::HashSet;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,12 +39,13 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{ModemRecord, OutboxEntry};
-pub use records::{OptOutChange, WebhookAttempt};
+pub use read::ModemRecord;
+pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;
 
 use crate::modem::job::ModemIdentity;
+use crate::webhook::EventKind;
 
 /// How to open the store.
 #[derive(Clone)]
@@ -65,6 +66,9 @@ pub struct OpenOptions {
     pub busy_timeout: Duration,
     /// The zone whose midnight starts a new day for per-SIM daily caps (prepaid plans count local days).
     pub cap_zone: TimeZone,
+    /// Webhook event types to write to the outbox with the state changes that cause them (those some
+    /// `[[webhooks]]` entry subscribes to); none by default.
+    pub webhook_events: HashSet<EventKind>,
 }
 
 impl Default for OpenOptions {
@@ -77,6 +81,7 @@ impl Default for OpenOptions {
             max_pages: None,
             busy_timeout: Duration::from_secs(5),
             cap_zone: TimeZone::system(),
+            webhook_events: HashSet::new(),
         }
     }
 }
@@ -88,7 +93,7 @@ pub struct Store {
 }
 
 struct Inner {
-    writer: writer::Writer,
+    pub(crate) writer: writer::Writer,
     readers: read::Readers,
     clock: Arc<dyn Clock>,
     report_window: Duration,
@@ -145,8 +150,13 @@ impl Store {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(open_fail)?;
         }
-        let recovery =
-            recovery::recover(&mut conn, options.clock.now(), options.resend_submitting)?;
+        let wanted = Arc::new(options.webhook_events);
+        let recovery = recovery::recover(
+            &mut conn,
+            options.clock.now(),
+            options.resend_submitting,
+            &wanted,
+        )?;
         if !recovery.unknown.is_empty() || !recovery.requeued.is_empty() {
             tracing::warn!(
                 unknown = recovery.unknown.len(),
@@ -159,8 +169,13 @@ impl Store {
             .busy_timeout(options.busy_timeout)
             .map_err(open_fail)?;
         let checkpoint = checkpoint::spawn(checkpointer)?;
-        let writer =
-            writer::Writer::spawn(conn, options.clock.clone(), options.max_batch, checkpoint)?;
+        let writer = writer::Writer::spawn(
+            conn,
+            options.clock.clone(),
+            options.max_batch,
+            checkpoint,
+            wanted,
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
@@ -421,30 +436,9 @@ impl Store {
             .await
     }
 
-    /// Queues a webhook delivery; returns its outbox id.
-    pub async fn enqueue_webhook(
-        &self,
-        event_type: &str,
-        message_id: Option<Uuid>,
-        payload: serde_json::Value,
-    ) -> Result<i64> {
-        let event_type = event_type.to_owned();
-        self.inner
-            .writer
-            .write(move |ctx| records::enqueue_webhook(ctx, &event_type, message_id, &payload))
-            .await
-    }
-
-    pub async fn record_webhook_attempt(&self, attempt: WebhookAttempt) -> Result<()> {
-        self.inner
-            .writer
-            .write(move |ctx| records::record_webhook_attempt(ctx, &attempt))
-            .await
-    }
-
     // ---- readers ----
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -513,12 +507,6 @@ impl Store {
 
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
         self.read(read::modems).await
-    }
-
-    pub async fn due_webhooks(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
-        let now = self.now();
-        self.read(move |conn| read::due_webhooks(conn, now, limit))
-            .await
     }
 }
 

@@ -1,12 +1,12 @@
 //! The write operations: each runs inside the writer's batch transaction and appends the events it causes.
 
-use super::announce::announce;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::writer::WriteCtx;
@@ -73,23 +73,12 @@ pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<(
     Ok(())
 }
 
-/// Moves a message to `state`, records why, and queues the webhook event when the state is new.
+/// Moves a message to `state` and records why.
 fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
-    let changed = ctx
-        .conn
-        .prepare_cached(
-            "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state IS NOT ?2",
-        )
+    ctx.conn
+        .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
         .and_then(|mut st| st.execute(params![id.to_string(), ev.state, ms(ctx.now)]))
         .map_err(DB)?;
-    if changed > 0 {
-        announce(ctx.conn, ctx.now, id, ev.state)?;
-    } else {
-        ctx.conn
-            .prepare_cached("UPDATE messages SET updated_at = ?2 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![id.to_string(), ms(ctx.now)]))
-            .map_err(DB)?;
-    }
     append_event(ctx, id, ev)
 }
 
@@ -427,6 +416,11 @@ pub(crate) fn part_sent(
         .map_err(DB)?;
     let settled = settle(ctx, id)?;
     transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
+    outbox::message_reached(ctx, id, MessageState::Sent)?;
+    if settled != MessageState::Sent {
+        // Delivery reports overtook the last part's answer.
+        outbox::message_reached(ctx, id, settled)?;
+    }
     Ok(settled)
 }
 
@@ -504,6 +498,7 @@ pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<M
             .part(failure.part)
             .detail(&detail),
     )?;
+    outbox::message_reached(ctx, failure.id, state)?;
     Ok(state)
 }
 
@@ -529,7 +524,8 @@ pub(crate) fn part_unknown(
         Ev::new(&actor(modem), "unknown", MessageState::Unknown)
             .part(part)
             .detail(reason),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Unknown)
 }
 
 /// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
@@ -587,7 +583,8 @@ pub(crate) fn close_pending(
     )?;
     let mut ev = Ev::new(actor, to.as_str(), to);
     ev.detail = detail;
-    transition(ctx, id, ev)
+    transition(ctx, id, ev)?;
+    outbox::message_reached(ctx, id, to)
 }
 
 /// A rule or the dispatcher holds the message until `until`.
@@ -643,7 +640,8 @@ pub(crate) fn block(
         Ev::new("dispatcher", "blocked", MessageState::Failed)
             .detail(&error)
             .rule(rule),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Failed)
 }
 
 /// An event with no state change (e.g. why the sticky modem was passed over).

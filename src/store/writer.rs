@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::clock::Clock;
 use super::error::{Result, StoreError};
+use super::outbox::Wanted;
 use super::types::WriterStats;
 
 /// Everything a write operation may use: the open transaction's connection, the time it runs at, and the
@@ -24,9 +25,29 @@ pub(crate) struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub now: Timestamp,
     ids: &'a uuid::ContextV7,
+    /// Webhook event types to write to the outbox.
+    wanted: &'a Wanted,
 }
 
-impl WriteCtx<'_> {
+impl<'a> WriteCtx<'a> {
+    pub fn new(
+        conn: &'a Connection,
+        now: Timestamp,
+        ids: &'a uuid::ContextV7,
+        wanted: &'a Wanted,
+    ) -> Self {
+        WriteCtx {
+            conn,
+            now,
+            ids,
+            wanted,
+        }
+    }
+
+    pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
+        self.wanted.contains(&kind)
+    }
+
     /// A new time-ordered id stamped with the injected clock's time.
     pub fn new_id(&self) -> Uuid {
         let ms = self.now.as_millisecond().max(0);
@@ -125,6 +146,7 @@ impl Writer {
         clock: Arc<dyn Clock>,
         max_batch: usize,
         checkpoint: std::sync::mpsc::SyncSender<()>,
+        wanted: Arc<Wanted>,
     ) -> Result<Writer> {
         let (jobs, rx) = mpsc::channel(max_batch.max(1) * 4);
         let stats = Arc::new(Stats::default());
@@ -139,6 +161,7 @@ impl Writer {
                     max_batch.max(1),
                     &thread_stats,
                     &checkpoint,
+                    &wanted,
                 )
             })
             .map_err(|source| StoreError::Io {
@@ -170,6 +193,7 @@ fn run(
     max_batch: usize,
     stats: &Stats,
     checkpoint: &std::sync::mpsc::SyncSender<()>,
+    wanted: &Wanted,
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
@@ -183,7 +207,7 @@ fn run(
             }
         }
         let count = batch.len() as u64;
-        commit_batch(&conn, &clock, &ids, batch.drain(..), stats);
+        commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
         since_checkpoint += count;
         if since_checkpoint >= super::checkpoint::EVERY_REQUESTS {
@@ -199,6 +223,7 @@ fn commit_batch(
     conn: &Connection,
     clock: &Arc<dyn Clock>,
     ids: &uuid::ContextV7,
+    wanted: &Wanted,
     batch: impl Iterator<Item = Box<dyn Job>>,
     stats: &Stats,
 ) {
@@ -214,11 +239,7 @@ fn commit_batch(
             job.abort(StoreError::clone(error));
             continue;
         }
-        let ctx = WriteCtx {
-            conn,
-            now: clock.now(),
-            ids,
-        };
+        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted);
         let before = conn.total_changes();
         let (ok, finish) = job.run(&ctx);
         finishes.push(finish);
