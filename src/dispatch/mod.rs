@@ -102,28 +102,50 @@ enum Command {
 /// How the API and the daemon talk to a running dispatcher; cheap to clone.
 #[derive(Clone)]
 pub struct DispatchHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    /// Shared by every clone, so [`DispatchHandle::rebind`] moves them all to a restarted dispatcher.
+    commands: Arc<std::sync::RwLock<mpsc::UnboundedSender<Command>>>,
     store: Store,
 }
 
 impl DispatchHandle {
     /// A message was accepted (and is on disk): consider it for sending.
     pub fn enqueue(&self, entry: QueueEntry) {
-        let _ = self.commands.send(Command::Enqueue(entry));
+        self.command(Command::Enqueue(entry));
     }
 
     /// Cancels a pending message; an [`StoreError::InvalidTransition`] once it is sending or done.
     pub async fn cancel(&self, id: Uuid, actor: &str) -> Result<(), StoreError> {
         self.store.cancel(id, actor).await?;
-        let _ = self.commands.send(Command::Forget(id));
+        self.command(Command::Forget(id));
         Ok(())
+    }
+
+    /// Point this handle, and every clone of it, at `to` (a dispatcher started after a configuration
+    /// reload). Commands sent to the old one after it stopped are lost, so the caller re-enqueues what the
+    /// store holds once rebound.
+    pub fn rebind(&self, to: &DispatchHandle) {
+        let next = to
+            .commands
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self.commands.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// `false` when the dispatcher has stopped.
+    fn command(&self, command: Command) -> bool {
+        self.commands
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(command)
+            .is_ok()
     }
 
     /// Returns once the dispatcher has acted on everything sent to it before, and on the current time
     /// (tests use it to know the dispatcher has settled).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Flush(done)).is_ok() {
+        if self.command(Command::Flush(done)) {
             let _ = wait.await;
         }
     }
@@ -202,7 +224,7 @@ pub async fn start(
     let task = tokio::spawn(dispatcher.run());
     Ok((
         DispatchHandle {
-            commands: commands_tx,
+            commands: Arc::new(std::sync::RwLock::new(commands_tx)),
             store,
         },
         task,
