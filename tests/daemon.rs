@@ -93,6 +93,18 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
     assert_eq!(delivered["data"]["message_id"], id.as_str());
     let message = http.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "delivered", "{message}");
+    let metrics = http.text("/metrics").await;
+    for line in [
+        "modemgate_messages{status=\"delivered\",modem=\"m1\"} 1",
+        "modemgate_queue_depth 0",
+        "modemgate_send_latency_seconds_count 1",
+        "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 
     // A UCS-2 reply long enough for three parts arrives as one message.
     let reply = "¿Puedo pagar el viernes? Гарантирую оплату 💶 ".repeat(3);

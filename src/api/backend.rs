@@ -326,7 +326,7 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()>;
     /// Ready to accept traffic (store open and answering); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;
-    /// Brings the gauges that mirror live state (each modem's state and signal) up to date, just before a
-    /// scrape, so they can never be stale.
-    fn refresh_metrics(&self, metrics: &Metrics);
+    /// Brings the gauges that mirror live state (messages by status and modem, queue depth, webhook
+    /// backlog, each modem's state and signal) up to date just before a scrape, so they can never be stale.
+    fn refresh_metrics<'a>(&'a self, metrics: &'a Metrics) -> BackendResult<'a, ()>;
 }

@@ -288,10 +288,18 @@ impl Backend for Gateway {
         })
     }
 
-    fn refresh_metrics(&self, metrics: &Metrics) {
-        for (id, health) in self.modems.health() {
-            metrics.set_modem(&id, health.state, health.signal);
-        }
+    fn refresh_metrics<'a>(&'a self, metrics: &'a Metrics) -> BackendResult<'a, ()> {
+        Box::pin(async move {
+            for (id, health) in self.modems.health() {
+                metrics.set_modem(&id, health.state, health.signal);
+            }
+            let totals = self.store.totals().await.map_err(BackendError::from)?;
+            metrics.set_messages(totals.messages.into_iter().map(|(state, modem, n)| {
+                ((state.as_str().to_owned(), modem.unwrap_or_default()), n)
+            }));
+            metrics.set_webhook_backlog(totals.webhook_backlog);
+            Ok(())
+        })
     }
 
     fn ready(&self) -> BackendResult<'_, ()> {

@@ -469,7 +469,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.backend.refresh_metrics(&state.metrics);
+    if let Err(error) = state.backend.refresh_metrics(&state.metrics).await {
+        // Still answer: the modem gauges and the latency histogram are current even when the store is not.
+        tracing::warn!(%error, "metrics: could not read the store's totals");
+    }
     (
         [(
             header::CONTENT_TYPE,

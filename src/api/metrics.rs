@@ -32,7 +32,7 @@ struct Histogram {
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// (status, modem) → transitions into that status.
+    /// (status, modem) → messages in that status now.
     messages: BTreeMap<(String, String), u64>,
     queue_depth: u64,
     send_latency: Histogram,
@@ -55,15 +55,19 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A message entered `status` (on `modem`, when one is involved).
-    pub fn message_status(&self, status: &str, modem: Option<&str>) {
-        let key = (status.to_owned(), modem.unwrap_or_default().to_owned());
-        *self.lock().messages.entry(key).or_default() += 1;
-    }
-
-    /// Messages waiting to be sent (queued or scheduled).
-    pub fn set_queue_depth(&self, depth: u64) {
-        self.lock().queue_depth = depth;
+    /// Messages by current status and modem (`""`: not on a modem yet), replacing the previous counts; the
+    /// queue depth is what is queued, scheduled or sending.
+    pub fn set_messages(&self, counts: impl IntoIterator<Item = ((String, String), u64)>) {
+        let messages: BTreeMap<_, _> = counts.into_iter().collect();
+        let mut registry = self.lock();
+        registry.queue_depth = messages
+            .iter()
+            .filter(|((status, _), _)| {
+                matches!(status.as_str(), "queued" | "scheduled" | "sending")
+            })
+            .map(|(_, n)| n)
+            .sum();
+        registry.messages = messages;
     }
 
     /// Time from a message being queued to its last part accepted by the network.
@@ -103,14 +107,14 @@ impl Metrics {
         let mut out = String::new();
         header(
             &mut out,
-            "modemgate_messages_total",
-            "counter",
-            "Messages that entered each status, by modem.",
+            "modemgate_messages",
+            "gauge",
+            "Messages in each status now, by modem.",
         );
         for ((status, modem), n) in &registry.messages {
             sample(
                 &mut out,
-                "modemgate_messages_total",
+                "modemgate_messages",
                 &[("status", status), ("modem", modem)],
                 *n as f64,
             );
@@ -119,7 +123,7 @@ impl Metrics {
             &mut out,
             "modemgate_queue_depth",
             "gauge",
-            "Messages queued or scheduled, not yet sent.",
+            "Messages queued, scheduled or sending.",
         );
         sample(
             &mut out,
@@ -235,10 +239,11 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_a_cumulative_histogram() {
         let m = Metrics::default();
-        m.message_status("sent", Some("m1"));
-        m.message_status("sent", Some("m1"));
-        m.message_status("queued", None);
-        m.set_queue_depth(7);
+        m.set_messages([
+            (("sent".to_owned(), "m1".to_owned()), 2),
+            (("queued".to_owned(), String::new()), 5),
+            (("sending".to_owned(), "m1".to_owned()), 2),
+        ]);
         m.observe_send_latency(Duration::from_millis(1500));
         m.observe_send_latency(Duration::from_secs(3));
         m.observe_send_latency(Duration::from_secs(900));
@@ -247,9 +252,9 @@ mod tests {
         m.set_webhook_backlog(3);
         let text = m.render();
         for line in [
-            "# TYPE modemgate_messages_total counter",
-            "modemgate_messages_total{status=\"sent\",modem=\"m1\"} 2",
-            "modemgate_messages_total{status=\"queued\",modem=\"\"} 1",
+            "# TYPE modemgate_messages gauge",
+            "modemgate_messages{status=\"sent\",modem=\"m1\"} 2",
+            "modemgate_messages{status=\"queued\",modem=\"\"} 5",
             "modemgate_queue_depth 7",
             "modemgate_send_latency_seconds_bucket{le=\"1\"} 0",
             "modemgate_send_latency_seconds_bucket{le=\"2\"} 1",
@@ -290,11 +295,10 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::default();
-        m.message_status("failed", Some("we\"ird\\modem\n"));
+        m.set_messages([(("failed".to_owned(), "we\"ird\\modem\n".to_owned()), 1)]);
         assert!(
-            m.render().contains(
-                r#"modemgate_messages_total{status="failed",modem="we\"ird\\modem\n"} 1"#
-            ),
+            m.render()
+                .contains(r#"modemgate_messages{status="failed",modem="we\"ird\\modem\n"} 1"#),
             "{}",
             m.render()
         );

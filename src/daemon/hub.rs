@@ -9,13 +9,16 @@ use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::api::Metrics;
 use crate::dispatch::events::{Applied, apply};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
-use crate::store::{InboundOutcome, Store};
+use crate::store::{InboundOutcome, MessageState, Store};
 
 pub struct Hub {
     pub store: Store,
+    /// Where the send-latency histogram lives.
+    pub metrics: Arc<Metrics>,
     /// Wakes the webhook deliverer when the outbox gains an entry.
     pub webhooks: Arc<Notify>,
     /// How to show inbound senders given as national numbers in logs.
@@ -27,7 +30,16 @@ impl Hub {
     pub async fn run(self, mut events: mpsc::Receiver<WorkerEvent>) {
         while let Some(event) = events.recv().await {
             let modem = event_modem(&event).clone();
+            let sent_message = match &event {
+                WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
+                _ => None,
+            };
             match apply(&self.store, event).await {
+                Ok(Applied::PartSent(MessageState::Sent)) => {
+                    if let Some(id) = sent_message {
+                        self.observe_latency(id).await;
+                    }
+                }
                 Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
                     let from = Sender::classify(&message.peer, self.default_region);
                     info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
@@ -41,6 +53,21 @@ impl Hub {
             }
             // Status changes queue their webhooks inside the store; wake the deliverer for them too.
             self.webhooks.notify_one();
+        }
+    }
+}
+
+impl Hub {
+    /// Acceptance to the last part taken by the network: what a CMS waits for.
+    async fn observe_latency(&self, id: uuid::Uuid) {
+        if let Ok(Some(detail)) = self.store.get(id).await
+            && let Ok(span) = self
+                .store
+                .now()
+                .duration_since(detail.message.created_at)
+                .try_into()
+        {
+            self.metrics.observe_send_latency(span);
         }
     }
 }

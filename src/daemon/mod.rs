@@ -124,9 +124,11 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
 
+    let metrics = Arc::new(Metrics::default());
     let hub = tokio::spawn(
         hub::Hub {
             store: store.clone(),
+            metrics: metrics.clone(),
             webhooks: webhooks.clone(),
             default_region: config.server.default_region,
         }
@@ -150,7 +152,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         modems.clone(),
         config.pdu.status_reports,
     );
-    let state = AppState::from_config(config, Arc::new(gateway), Arc::new(Metrics::default()));
+    let state = AppState::from_config(config, Arc::new(gateway), metrics);
     let auth = state.auth.clone();
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::ModemRecord;
+pub use read::{ModemRecord, Totals};
 pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;
@@ -507,6 +507,12 @@ impl Store {
 
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
         self.read(read::modems).await
+    }
+
+    /// Counts for `/metrics`: messages by state and modem, webhook backlog. A scan of the messages table:
+    /// fine at scrape intervals, not for a hot path.
+    pub async fn totals(&self) -> Result<Totals> {
+        self.read(read::totals).await
     }
 }
 

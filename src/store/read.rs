@@ -278,3 +278,37 @@ pub(crate) fn modems(conn: &Connection) -> Result<Vec<ModemRecord>> {
     })
     .map_err(DB)
 }
+
+/// What `/metrics` shows about the whole store, read at scrape time so it can never drift.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages by current state and modem (`None`: not yet on a modem).
+    pub messages: Vec<(MessageState, Option<String>, u64)>,
+    /// Webhook events not yet acknowledged by every receiver.
+    pub webhook_backlog: u64,
+}
+
+pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
+    let messages = conn
+        .prepare_cached("SELECT state, modem, count(*) FROM messages GROUP BY state, modem")
+        .and_then(|mut st| {
+            st.query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get::<_, i64>(2)?.unsigned_abs(),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(DB)?;
+    let webhook_backlog = conn
+        .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL")
+        .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
+        .map_err(DB)?
+        .unsigned_abs();
+    Ok(Totals {
+        messages,
+        webhook_backlog,
+    })
+}

@@ -43,6 +43,21 @@ impl Http {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let (status, bytes) = self.raw(method, path, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A text answer, such as `/metrics`.
+    pub async fn text(&self, path: &str) -> String {
+        let (status, bytes) = self.raw(Method::GET, path, None).await;
+        assert!(status.is_success(), "GET {path}: {status}");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Bytes) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -60,9 +75,10 @@ impl Http {
             .await
             .unwrap();
         let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, json)
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
     }
 
     pub async fn get(&self, path: &str) -> Value {
