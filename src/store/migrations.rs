@@ -173,6 +173,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX optout_audit_number ON optout_audit (number, id);
     "#,
+    // 4: who a message is for, so the collections rules can tell the gateway's own answers (opt-out
+    // confirmations, HELP replies) from collection texts.
+    r#"
+    ALTER TABLE messages ADD COLUMN category TEXT NOT NULL DEFAULT 'standard';
+    "#,
 ];
 
 /// The schema version this build creates.
