@@ -151,7 +151,9 @@ mod tests {
         assert_eq!(message.encoding, TextEncoding::Gsm7);
         assert_eq!(message.parts.len(), 1);
         let decoded = pdu::decode_hex(&message.parts[0].pdu_hex).unwrap();
-        assert!(matches!(decoded.tpdu, pdu::Tpdu::Submit(ref s) if s.recipient.value == "+14155550100"));
+        assert!(
+            matches!(decoded.tpdu, pdu::Tpdu::Submit(ref s) if s.recipient.value == "+14155550100")
+        );
         assert_eq!(message.category, Category::AutoReply);
         assert_eq!(message.reference.as_deref(), Some("case-1"));
 

@@ -172,14 +172,10 @@ mod tests {
         };
         let store = Store::open(dir.path().join("db"), options).unwrap();
         let optouts = Arc::new(OptOuts::load(&store).await.unwrap());
-        let gate = CollectionsGate::load(
-            &store,
-            optouts.clone(),
-            QuietHoursConfig::default(),
-            caps,
-        )
-        .await
-        .unwrap();
+        let gate =
+            CollectionsGate::load(&store, optouts.clone(), QuietHoursConfig::default(), caps)
+                .await
+                .unwrap();
         (dir, optouts, gate)
     }
 
@@ -193,7 +189,14 @@ mod tests {
             Decision::Allow
         );
         optouts
-            .add(boston, OptOutSource::Keyword, Origin { actor: "rules", ..Origin::default() })
+            .add(
+                boston,
+                OptOutSource::Keyword,
+                Origin {
+                    actor: "rules",
+                    ..Origin::default()
+                },
+            )
             .await
             .unwrap();
         for category in [Category::Standard, Category::AutoReply] {
@@ -262,7 +265,10 @@ mod tests {
         // Asked again about the same message (a rate limit refused it after the gate allowed it).
         assert_eq!(gate.check(&first, "m1", t0), Decision::Allow);
         let t1 = at("2026-06-11T12:00:00[America/New_York]");
-        assert_eq!(gate.check(&entry(to, Category::Standard), "m1", t1), Decision::Allow);
+        assert_eq!(
+            gate.check(&entry(to, Category::Standard), "m1", t1),
+            Decision::Allow
+        );
         let third = entry(to, Category::Standard);
         let until = t0.checked_add(SignedDuration::from_hours(168)).unwrap();
         assert_eq!(
@@ -282,7 +288,10 @@ mod tests {
             Decision::Block { code, .. } if code == "contact_cap"
         ));
         // Confirmations neither wait for nor count against the cap.
-        assert_eq!(gate.check(&entry(to, Category::Confirmation), "m1", t1), Decision::Allow);
+        assert_eq!(
+            gate.check(&entry(to, Category::Confirmation), "m1", t1),
+            Decision::Allow
+        );
         assert_eq!(gate.check(&third, "m1", until), Decision::Allow);
     }
 }

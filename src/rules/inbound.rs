@@ -15,10 +15,10 @@ use crate::outbound::{self, ComposeOptions};
 use crate::store::{Category, Message, Store};
 use crate::webhook::{Event, OptoutEvent};
 
+use super::RulesConfig;
 use super::keywords::{Keyword, Keywords, Language, normalize};
 use super::optouts::{OptOutSource, OptOuts, Origin};
 use super::replies::{OptOutConfig, ReplyRule};
-use super::RulesConfig;
 
 /// An opt-out confirmation later than this is no longer the prompt answer the FCC allows: drop it.
 pub const CONFIRMATION_DEADLINE: SignedDuration = SignedDuration::from_mins(5);
@@ -141,7 +141,9 @@ impl InboundRules {
         }
         let mut outcome = RulesOutcome::handled("opt_out");
         if new {
-            outcome.extra_events.push(optout_event(number, "keyword", keyword));
+            outcome
+                .extra_events
+                .push(optout_event(number, "keyword", keyword));
         }
         outcome
     }
@@ -152,7 +154,8 @@ impl InboundRules {
             .confirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let window = SignedDuration::try_from(self.optout.repeat_window).unwrap_or(SignedDuration::MAX);
+        let window =
+            SignedDuration::try_from(self.optout.repeat_window).unwrap_or(SignedDuration::MAX);
         let recent = confirmed
             .get(number)
             .is_some_and(|&at| now.duration_since(at) < window);
@@ -258,7 +261,9 @@ impl InboundRules {
             Err(field) => {
                 let detail = match &last {
                     Some(last) => format!("no `{field}` in the metadata of message {}", last.id),
-                    None => "no message was sent to this number to take the reply's fields from".into(),
+                    None => {
+                        "no message was sent to this number to take the reply's fields from".into()
+                    }
                 };
                 ctx.event("auto_reply_skipped", &detail, "reply_menu").await;
                 RulesOutcome::for_agent(Some(intent))
@@ -335,7 +340,8 @@ impl Reply<'_> {
         rule: &str,
     ) -> bool {
         let to = &self.message.peer;
-        let message = match outbound::compose(to, text, rules.compose_options(category, expires_at)) {
+        let message = match outbound::compose(to, text, rules.compose_options(category, expires_at))
+        {
             Ok(message) => message,
             Err(error) => {
                 tracing::error!(id = %self.message.id, %error, "cannot encode an answer");

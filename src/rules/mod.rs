@@ -92,7 +92,10 @@ mod tests {
         "#;
         let config: RulesConfig = toml::from_str(text).unwrap();
         assert_eq!(config.keywords.menu, vec!["1", "PAY"]);
-        assert_eq!(config.optout.confirmation.get(Language::Es), "Baja confirmada.");
+        assert_eq!(
+            config.optout.confirmation.get(Language::Es),
+            "Baja confirmada."
+        );
         assert_eq!(config.reply_rules[0].intent, "pay");
         assert_eq!(config.quiet_hours.regions.len(), 1);
         assert_eq!(

@@ -54,7 +54,12 @@ pub struct OptOuts {
 impl OptOuts {
     /// Loads every active opt-out from the store.
     pub async fn load(store: &Store) -> Result<OptOuts, StoreError> {
-        let numbers = store.optouts().await?.into_iter().map(|r| r.number).collect();
+        let numbers = store
+            .optouts()
+            .await?
+            .into_iter()
+            .map(|r| r.number)
+            .collect();
         Ok(OptOuts {
             store: store.clone(),
             numbers: RwLock::new(numbers),
@@ -162,7 +167,14 @@ mod tests {
                 .unwrap()
         );
         optouts
-            .add("+14155550101", OptOutSource::Api, Origin { actor: "api:ops", ..Origin::default() })
+            .add(
+                "+14155550101",
+                OptOutSource::Api,
+                Origin {
+                    actor: "api:ops",
+                    ..Origin::default()
+                },
+            )
             .await
             .unwrap();
         assert!(optouts.contains("+14155550100"));
@@ -170,7 +182,12 @@ mod tests {
 
         let reloaded = OptOuts::load(&store).await.unwrap();
         assert!(reloaded.contains("+14155550100") && reloaded.contains("+14155550101"));
-        assert!(reloaded.remove("+14155550101", rules("start")).await.unwrap());
+        assert!(
+            reloaded
+                .remove("+14155550101", rules("start"))
+                .await
+                .unwrap()
+        );
         assert!(!reloaded.contains("+14155550101"));
         let listed = reloaded.list().await.unwrap();
         assert_eq!(listed.len(), 1);

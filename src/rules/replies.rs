@@ -295,13 +295,24 @@ mod tests {
             serde_json::from_str(r#"{"amount": {"nested": 1}}"#).unwrap();
         assert_eq!(t.fill(Some(&partial)), Err("amount".into()));
         assert_eq!(t.fill(None), Err("amount".into()));
-        assert_eq!(template("no fields").unwrap().fill(None).unwrap(), "no fields");
+        assert_eq!(
+            template("no fields").unwrap().fill(None).unwrap(),
+            "no fields"
+        );
     }
 
     #[test]
     fn bad_templates_are_refused() {
-        assert!(template("Pay at {paymentLink").unwrap_err().contains("unclosed"));
-        assert!(template("Pay at paymentLink}").unwrap_err().contains("unmatched"));
+        assert!(
+            template("Pay at {paymentLink")
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            template("Pay at paymentLink}")
+                .unwrap_err()
+                .contains("unmatched")
+        );
         assert!(template("Pay at {}").unwrap_err().contains("placeholder"));
         assert!(template("Pay {a b}").unwrap_err().contains("placeholder"));
         assert!(template("  ").unwrap_err().contains("empty"));

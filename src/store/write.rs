@@ -649,6 +649,8 @@ pub(crate) fn rule_event(
     append_event(
         ctx,
         id,
-        Ev::new("rules", kind, state).detail(detail).rule(Some(rule)),
+        Ev::new("rules", kind, state)
+            .detail(detail)
+            .rule(Some(rule)),
     )
 }
