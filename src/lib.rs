@@ -15,12 +15,14 @@
 //! - [`rules`]: collections-safety rules: opt-outs, quiet hours, contact caps, reply menus; the dispatcher's
 //!   gate and the inbound rules.
 //! - [`outbound`]: composing and submitting outbound messages (the API's sends and the rules' answers).
+//! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
 pub mod api;
 pub mod at;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod logging;
 pub mod modem;

@@ -18,6 +18,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway daemon.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = modemgate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Encode and decode SMS PDUs.
     #[command(subcommand)]
     Pdu(modemgate::cli::pdu::PduCommand),
@@ -33,6 +39,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Serve { config } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(modemgate::daemon::serve(&config))),
         Command::Pdu(command) => modemgate::cli::pdu::run(command, &mut std::io::stdout().lock()),
         Command::CheckConfig { config } => {
             return modemgate::config::check::check_config_cli(&config);

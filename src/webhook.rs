@@ -19,6 +19,7 @@
 //! Plain `http://` only: HTTPS would need a TLS stack (rustls + a crypto provider) we do not carry yet; put a
 //! TLS-terminating proxy on the CMS side, or on loopback, meanwhile.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use futures_util::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper::Uri;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -216,12 +218,8 @@ impl Envelope {
 /// Why a webhook setting or signature is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    #[error("webhook url {0:?} is not a valid http:// URL")]
+    #[error("webhook url {0:?} is not a valid http:// or https:// URL")]
     BadUrl(String),
-    #[error(
-        "webhook url {0:?}: https is not supported yet (use http, e.g. via a TLS-terminating proxy)"
-    )]
-    HttpsUnsupported(String),
     #[error("webhook secret is empty")]
     EmptySecret,
     #[error("Modemgate-Signature header is malformed")]
@@ -295,7 +293,7 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// A webhook at `url` (http only) signing with `secret`; `events: None` subscribes to every event.
+    /// A webhook at `url` (http or https) signing with `secret`; `events: None` subscribes to every event.
     pub fn new(
         url: &str,
         secret: &str,
@@ -305,8 +303,7 @@ impl Target {
             .parse()
             .map_err(|_| WebhookError::BadUrl(url.to_owned()))?;
         match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => {}
-            Some("https") => return Err(WebhookError::HttpsUnsupported(url.to_owned())),
+            Some("http" | "https") if uri.host().is_some() => {}
             _ => return Err(WebhookError::BadUrl(url.to_owned())),
         }
         Ok(Target {
@@ -383,6 +380,126 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()>;
 }
 
+/// The store's `webhook_outbox` as an [`OutboxStore`].
+///
+/// `Store::due_webhooks` returns every due row, so per-message order is kept here: only the oldest due row
+/// of each message is offered, and once a row fails, later rows of its message wait until it is delivered.
+/// That hold is in memory: after a restart, a message's older row that is still backing off does not hold
+/// back a newer due one until it fails again. Closing that gap needs the store query to skip rows with an
+/// older undelivered row of the same message.
+pub struct StoreOutbox {
+    store: crate::store::Store,
+    /// Message → its oldest row that failed and awaits a retry; the message's later rows wait for it.
+    held: std::sync::Mutex<HashMap<Uuid, i64>>,
+    /// Row → message, for the rows handed out, so attempts can update `held`.
+    offered: std::sync::Mutex<HashMap<i64, Uuid>>,
+}
+
+impl StoreOutbox {
+    pub fn new(store: crate::store::Store) -> StoreOutbox {
+        StoreOutbox {
+            store,
+            held: std::sync::Mutex::default(),
+            offered: std::sync::Mutex::default(),
+        }
+    }
+
+    async fn record(&self, attempt: crate::store::WebhookAttempt) -> Result<(), OutboxError> {
+        self.store
+            .record_webhook_attempt(attempt)
+            .await
+            .map_err(|e| OutboxError(e.to_string()))
+    }
+}
+
+/// Locks a map only ever updated without awaiting; a poisoned lock still holds consistent ids.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl OutboxStore for StoreOutbox {
+    fn next_due(&self, _now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>> {
+        Box::pin(async move {
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+            let mut rows = self
+                .store
+                .due_webhooks(limit)
+                .await
+                .map_err(|e| OutboxError(e.to_string()))?;
+            rows.sort_by_key(|row| row.id);
+            let mut items = Vec::with_capacity(rows.len());
+            let mut unknown = Vec::new();
+            {
+                let held = lock(&self.held);
+                let mut offered = lock(&self.offered);
+                let mut seen = std::collections::HashSet::new();
+                for row in rows {
+                    if let Some(message) = row.message_id {
+                        let waits = held.get(&message).is_some_and(|first| *first != row.id);
+                        if waits || !seen.insert(message) {
+                            continue;
+                        }
+                        offered.insert(row.id, message);
+                    }
+                    match EventKind::parse(&row.event_type) {
+                        Some(kind) => items.push(OutboxItem {
+                            id: row.id,
+                            kind,
+                            body: serde_json::to_vec(&row.payload).unwrap_or_default(),
+                            attempts: row.attempts,
+                        }),
+                        None => unknown.push((row.id, row.event_type)),
+                    }
+                }
+            }
+            for (id, event_type) in unknown {
+                // Written by a newer build or by hand: park it (visible, never retried).
+                self.record(crate::store::WebhookAttempt {
+                    outbox_id: id,
+                    status: None,
+                    error: Some(format!("unknown event type {event_type:?}")),
+                    retry_at: None,
+                })
+                .await?;
+            }
+            Ok(items)
+        })
+    }
+
+    fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()> {
+        if let Some(message) = lock(&self.offered).get(&id) {
+            lock(&self.held).entry(*message).or_insert(id);
+        }
+        let (status, error) = match attempt.outcome {
+            AttemptOutcome::Status(status) => (Some(status), format!("HTTP {status}")),
+            AttemptOutcome::Error(error) => (None, error),
+        };
+        Box::pin(self.record(crate::store::WebhookAttempt {
+            outbox_id: id,
+            status,
+            error: Some(error),
+            retry_at: Some(attempt.next_at),
+        }))
+    }
+
+    fn mark_delivered(&self, id: i64, _at: Timestamp, status: u16) -> OutboxResult<'_, ()> {
+        if let Some(message) = lock(&self.offered).remove(&id) {
+            let mut held = lock(&self.held);
+            if held.get(&message) == Some(&id) {
+                held.remove(&message);
+            }
+        }
+        Box::pin(self.record(crate::store::WebhookAttempt {
+            outbox_id: id,
+            status: Some(status),
+            error: None,
+            retry_at: None,
+        }))
+    }
+}
+
 /// Exponential back-off with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random-looking half
 /// of that is kept ("equal jitter"), so receivers coming back up are not hit by every retry at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,7 +538,7 @@ impl Backoff {
 pub struct Deliverer {
     store: Arc<dyn OutboxStore>,
     targets: Vec<Target>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     backoff: Backoff,
     /// Longest wait for a receiver's answer.
     timeout: Duration,
@@ -433,14 +550,36 @@ pub struct Deliverer {
     wake: Arc<Notify>,
 }
 
+/// TLS for https webhooks, trusting the system's CA store (so an agency's internal CA, installed on the
+/// box, is trusted like any other). With no readable CA store, https calls fail per attempt with a logged
+/// error and are retried; plain http keeps working.
+fn tls(connector: HttpConnector) -> HttpsConnector<HttpConnector> {
+    let builder = match HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system CA certificates: https webhooks will fail until some are installed");
+            HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    builder
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector)
+}
+
 impl Deliverer {
     pub fn new(store: Arc<dyn OutboxStore>, targets: Vec<Target>, backoff: Backoff) -> Deliverer {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.enforce_http(false);
         Deliverer {
             store,
             targets,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(tls(connector)),
             backoff,
             timeout: Duration::from_secs(15),
             poll: Duration::from_secs(1),
@@ -640,9 +779,10 @@ mod tests {
 
     #[test]
     fn targets_validate_and_filter_events() {
+        assert!(Target::new("https://cms/hook", "s", None).is_ok());
         assert!(matches!(
-            Target::new("https://cms/hook", "s", None),
-            Err(WebhookError::HttpsUnsupported(_))
+            Target::new("ftp://cms/hook", "s", None),
+            Err(WebhookError::BadUrl(_))
         ));
         assert!(matches!(
             Target::new("cms/hook", "s", None),

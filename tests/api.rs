@@ -1,7 +1,5 @@
-//! The HTTP API and webhook delivery over real loopback HTTP.
-//!
-//! Until the store lands, the API runs on `FakeBackend`, an in-memory stand-in for the daemon that records
-//! what the routes asked of it, and webhooks run on `FakeOutbox`.
+//! The HTTP API and webhook delivery over real loopback HTTP, on a real SQLite store (a temp file) and a
+//! running dispatcher with no modems (so sends stay queued), with a stand-in for the modem workers' health.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,188 +14,59 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use modemgate::api::auth::api_key;
-use modemgate::api::backend::{
-    Accepted, Backend, BackendError, BackendResult, Direction, ListFilter, MessageDetail,
-    MessageView, ModemCounters, ModemView, NewMessage, Optout, Page, Status,
-};
+use modemgate::api::backend::Backend;
+use modemgate::api::gateway::{Gateway, ModemControl};
 use modemgate::api::{AppState, Auth, Metrics, router};
-use modemgate::config::{ApiKey, Scope};
+use modemgate::config::{ApiKey, Config, Scope};
+use modemgate::dispatch::{self, AllowAll, Settings};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
-use modemgate::msisdn::{Msisdn, Region};
-use modemgate::pdu::Encoding;
+use modemgate::msisdn::Region;
+use modemgate::store::{InboundContent, InboundPart, OpenOptions, Store, TextEncoding};
 use modemgate::webhook::{
     self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, MessageEvent, OutboxItem,
-    OutboxResult, OutboxStore, Target,
+    OutboxResult, OutboxStore, StoreOutbox, Target,
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// A stand-in daemon.
+// The daemon's parts, for real, on 127.0.0.1:0.
 
-#[derive(Default)]
-struct FakeBackend {
-    not_ready: bool,
-    /// The log `list` pages through.
-    messages: Vec<MessageView>,
-    last_filter: Mutex<Option<ListFilter>>,
-    paused: Mutex<Vec<(String, bool)>>,
-}
+/// The workers' health as the daemon would keep it; pausing flips the state.
+struct Modems(Mutex<Vec<(String, ModemHealth)>>);
 
-fn message(i: usize) -> MessageView {
-    let at: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
-    MessageView {
-        id: Uuid::from_u128(i as u128 + 1),
-        direction: Direction::Outbound,
-        status: Status::Delivered,
-        to: Some("+4915123456789".into()),
-        from: None,
-        text: format!("Payment {i}, due \"today\""),
-        parts: 1,
-        encoding: Encoding::Gsm7,
-        priority: None,
-        reference: Some(format!("case-{i}")),
-        metadata: None,
-        modem: Some("m1".into()),
-        send_at: None,
-        expires_at: None,
-        created_at: at,
-        updated_at: at,
-        error: None,
+impl ModemControl for Modems {
+    fn health(&self) -> Vec<(String, ModemHealth)> {
+        self.0.lock().unwrap().clone()
     }
-}
-
-fn modem_view(id: &str, state: ModemState) -> ModemView {
-    ModemView {
-        id: id.into(),
-        health: ModemHealth {
-            state,
-            signal: Some(21),
-            operator: Some("Telekom.de".into()),
-            cs: None,
-            ps: None,
-            eps: None,
-            identity: ModemIdentity::default(),
-            last_error: None,
-        },
-        counters: ModemCounters {
-            sent: 5,
-            failed: 1,
-            received: 2,
-            delivered: 4,
-        },
-    }
-}
-
-impl Backend for FakeBackend {
-    fn accept(&self, _message: NewMessage) -> BackendResult<'_, Accepted> {
-        Box::pin(async { Err(BackendError::Unavailable("the fake stores nothing".into())) })
-    }
-    fn accept_batch(
-        &self,
-        messages: Vec<NewMessage>,
-    ) -> BackendResult<'_, Vec<Result<Accepted, BackendError>>> {
-        let results = messages
-            .iter()
-            .map(|_| Err(BackendError::Unavailable("fake".into())))
-            .collect();
-        Box::pin(async move { Ok(results) })
-    }
-    fn message(&self, id: Uuid) -> BackendResult<'_, MessageDetail> {
-        let found = self.messages.iter().find(|m| m.id == id).cloned();
-        Box::pin(async move {
-            let message = found.ok_or_else(|| BackendError::NotFound(format!("message {id}")))?;
-            Ok(MessageDetail {
-                message,
-                part_list: vec![],
-                events: vec![],
-            })
-        })
-    }
-    /// Pages of `limit`, the cursor being the index of the next message.
-    fn list(&self, filter: ListFilter) -> BackendResult<'_, Page> {
-        *self.last_filter.lock().unwrap() = Some(filter.clone());
-        Box::pin(async move {
-            let start = match &filter.after {
-                None => 0,
-                Some(c) => c
-                    .parse::<usize>()
-                    .map_err(|_| BackendError::InvalidCursor)?,
-            };
-            let end = (start + filter.limit).min(self.messages.len());
-            let messages = self.messages.get(start..end).unwrap_or_default().to_vec();
-            let next = (end < self.messages.len()).then(|| end.to_string());
-            Ok(Page { messages, next })
-        })
-    }
-    fn conversation(
-        &self,
-        number: Msisdn,
-        limit: usize,
-        after: Option<String>,
-    ) -> BackendResult<'_, Page> {
-        self.list(ListFilter {
-            to: Some(number),
-            limit,
-            after,
-            ..ListFilter::default()
-        })
-    }
-    fn cancel(&self, id: Uuid) -> BackendResult<'_, MessageView> {
-        Box::pin(async move {
-            Err(BackendError::InvalidState(format!(
-                "message {id} was already sent"
-            )))
-        })
-    }
-    fn modems(&self) -> BackendResult<'_, Vec<ModemView>> {
-        Box::pin(async { Ok(vec![modem_view("m1", ModemState::Ready)]) })
-    }
-    fn set_paused(&self, modem: String, paused: bool) -> BackendResult<'_, ModemView> {
-        self.paused.lock().unwrap().push((modem.clone(), paused));
-        let state = if paused {
+    fn set_paused(&self, id: &str, paused: bool) -> bool {
+        let mut modems = self.0.lock().unwrap();
+        let Some((_, health)) = modems.iter_mut().find(|(m, _)| m == id) else {
+            return false;
+        };
+        health.state = if paused {
             ModemState::Paused
         } else {
             ModemState::Ready
         };
-        Box::pin(async move { Ok(modem_view(&modem, state)) })
-    }
-    fn optouts(&self) -> BackendResult<'_, Vec<Optout>> {
-        Box::pin(async { Ok(vec![]) })
-    }
-    fn add_optout(&self, number: Msisdn, note: Option<String>) -> BackendResult<'_, Optout> {
-        Box::pin(async move {
-            Ok(Optout {
-                number: number.as_str().to_owned(),
-                created_at: Timestamp::UNIX_EPOCH,
-                source: "api".into(),
-                note,
-            })
-        })
-    }
-    fn remove_optout(&self, number: Msisdn) -> BackendResult<'_, ()> {
-        Box::pin(async move {
-            Err(BackendError::NotFound(format!(
-                "opt-out {}",
-                number.as_str()
-            )))
-        })
-    }
-    fn ready(&self) -> BackendResult<'_, ()> {
-        let ready = !self.not_ready;
-        Box::pin(async move {
-            if ready {
-                Ok(())
-            } else {
-                Err(BackendError::Unavailable("store is migrating".into()))
-            }
-        })
+        true
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// A server on 127.0.0.1:0 and a real client.
+fn health() -> ModemHealth {
+    ModemHealth {
+        state: ModemState::Ready,
+        signal: Some(21),
+        operator: Some("Telekom.de".into()),
+        cs: None,
+        ps: None,
+        eps: None,
+        identity: ModemIdentity::default(),
+        last_error: None,
+    }
+}
 
 fn keys() -> Vec<ApiKey> {
     vec![
@@ -217,6 +86,9 @@ fn keys() -> Vec<ApiKey> {
 struct Server {
     addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
+    store: Store,
+    _dir: tempfile::TempDir,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 struct Answer {
@@ -244,19 +116,60 @@ impl Answer {
             "{json}"
         );
     }
+
+    fn assert_status(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        self.json()
+    }
 }
 
-async fn serve(backend: FakeBackend) -> (Server, Arc<FakeBackend>) {
-    let backend = Arc::new(backend);
-    let metrics = Arc::new(Metrics::default());
-    metrics.set_queue_depth(3);
-    let mut state = AppState::new(backend.clone(), Arc::new(Auth::new(&keys())), metrics);
-    state.default_region = Some(Region(phonenumber::country::Id::DE));
+async fn serve() -> Server {
+    start(|backend| {
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_queue_depth(3);
+        let mut state = AppState::new(backend, Arc::new(Auth::new(&keys())), metrics);
+        state.default_region = Some(Region(phonenumber::country::Id::DE));
+        state
+    })
+    .await
+}
+
+/// The real store (a temp file), a dispatcher with no modems, the gateway, and the router on 127.0.0.1:0.
+async fn start(state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("modemgate.db"), OpenOptions::default()).unwrap();
+    store
+        .upsert_modem("m1", ModemIdentity::default())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let (dispatch, _task) = dispatch::start(
+        store.clone(),
+        vec![],
+        Settings::default(),
+        Arc::new(AllowAll),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let modems = Arc::new(Modems(Mutex::new(vec![("m1".into(), health())])));
+    let state = state(Arc::new(Gateway::new(
+        store.clone(),
+        dispatch,
+        modems,
+        true,
+    )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    (Server { addr, client }, backend)
+    Server {
+        addr,
+        client,
+        store,
+        _dir: dir,
+        _stop: stop.drop_guard(),
+    }
 }
 
 impl Server {
@@ -322,14 +235,44 @@ impl Server {
         )
         .await
     }
+
+    async fn post(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::POST, path, Some(token), None).await
+    }
+
+    /// Queues `text` to `to` and returns the message id.
+    async fn send(&self, to: &str, text: &str) -> String {
+        let answer = self
+            .post_json("/v1/messages", "cms-token", json!({"to": to, "text": text}))
+            .await;
+        answer.assert_status(202)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// An inbound SMS from `from`, as a modem worker would record it.
+    async fn receive(&self, from: &str, text: &str, pdu: &str) {
+        let part = InboundPart {
+            modem: "m1".into(),
+            pdu_hex: pdu.into(),
+            content: InboundContent::Decoded {
+                sender: from.into(),
+                text: text.into(),
+                encoding: TextEncoding::Gsm7,
+                sent_at: Timestamp::now(),
+                concat: None,
+            },
+        };
+        self.store.record_inbound(part).await.unwrap();
+    }
 }
+
+const TO: &str = "+4915123456789";
 
 // ---------------------------------------------------------------------------------------------------------
 // Authentication and scopes.
 
 #[tokio::test]
 async fn missing_or_unknown_token_is_401_with_www_authenticate() {
-    let (server, _) = serve(FakeBackend::default()).await;
+    let server = serve().await;
     for token in [None, Some("wrong-token")] {
         let answer = server.call(Method::GET, "/v1/modems", token, None).await;
         answer.assert_error(401, "unauthorized", None);
@@ -353,8 +296,8 @@ async fn missing_or_unknown_token_is_401_with_www_authenticate() {
 
 #[tokio::test]
 async fn a_valid_key_without_the_scope_is_403() {
-    let (server, _) = serve(FakeBackend::default()).await;
-    let send = json!({"to": "+4915123456789", "text": "hi"});
+    let server = serve().await;
+    let send = json!({"to": TO, "text": "hi"});
     server
         .post_json("/v1/messages", "reader-token", send)
         .await
@@ -364,19 +307,27 @@ async fn a_valid_key_without_the_scope_is_403() {
         .await
         .assert_error(403, "forbidden", None);
     server
-        .call(Method::POST, "/v1/modems/m1/pause", Some("cms-token"), None)
+        .post("/v1/modems/m1/pause", "cms-token")
         .await
         .assert_error(403, "forbidden", None);
-    // admin implies read.
+    // admin implies read and send.
     assert_eq!(
         server.get("/v1/modems", "admin-token").await.status,
         StatusCode::OK
     );
+    server
+        .post_json(
+            "/v1/messages",
+            "admin-token",
+            json!({"to": TO, "text": "hi"}),
+        )
+        .await
+        .assert_status(202);
 }
 
 #[tokio::test]
 async fn a_key_over_its_rate_is_429_with_retry_after() {
-    let (server, _) = serve(FakeBackend::default()).await;
+    let server = serve().await;
     assert_eq!(
         server.get("/v1/modems", "limited-token").await.status,
         StatusCode::OK
@@ -397,26 +348,18 @@ async fn a_key_over_its_rate_is_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn healthz_needs_no_token_and_readyz_reports_the_backend() {
-    let (server, _) = serve(FakeBackend::default()).await;
+async fn healthz_and_readyz_need_no_token() {
+    let server = serve().await;
     let answer = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (answer.status, answer.json()),
         (StatusCode::OK, json!({"status": "ok"}))
     );
+    let answer = server.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(
-        server.call(Method::GET, "/readyz", None, None).await.status,
-        StatusCode::OK
+        (answer.status, answer.json()),
+        (StatusCode::OK, json!({"status": "ready"}))
     );
-    let (server, _) = serve(FakeBackend {
-        not_ready: true,
-        ..FakeBackend::default()
-    })
-    .await;
-    server
-        .call(Method::GET, "/readyz", None, None)
-        .await
-        .assert_error(503, "unavailable", None);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -424,7 +367,7 @@ async fn healthz_needs_no_token_and_readyz_reports_the_backend() {
 
 #[tokio::test]
 async fn malformed_bodies_get_precise_errors() {
-    let (server, _) = serve(FakeBackend::default()).await;
+    let server = serve().await;
     let post = |content_type: &'static str, body: &[u8]| {
         server.call(
             Method::POST,
@@ -440,7 +383,7 @@ async fn malformed_bodies_get_precise_errors() {
         .await
         .assert_error(415, "unsupported_media_type", None);
     let huge = format!(
-        "{{\"to\": \"+4915123456789\", \"text\": \"{}\"}}",
+        "{{\"to\": \"{TO}\", \"text\": \"{}\"}}",
         "a".repeat(2 << 20)
     );
     post("application/json", huge.as_bytes())
@@ -453,42 +396,73 @@ async fn malformed_bodies_get_precise_errors() {
         .call(Method::POST, "/v1/messages", Some("cms-token"), None)
         .await;
     no_type.assert_error(415, "unsupported_media_type", None);
+    let form_to_batch = server
+        .call(
+            Method::POST,
+            "/v1/messages/batch",
+            Some("cms-token"),
+            Some(("application/x-www-form-urlencoded", b"a=1".to_vec())),
+        )
+        .await;
+    form_to_batch.assert_error(415, "unsupported_media_type", None);
 }
 
 #[tokio::test]
 async fn send_fields_are_validated_with_their_names() {
-    let (server, _) = serve(FakeBackend::default()).await;
+    let server = serve().await;
     let cases = [
         (
-            json!({"to": "+4915123456789", "text": "hi", "colour": "red"}),
+            json!({"to": TO, "text": "hi", "colour": "red"}),
             "unknown_field",
             "colour",
         ),
+        (json!({"text": "hi"}), "missing_field", "to"),
         (json!({"to": "12", "text": "hi"}), "invalid_number", "to"),
+        (json!({"to": TO, "text": ""}), "empty_text", "text"),
         (
-            json!({"to": "+4915123456789", "text": ""}),
-            "empty_text",
+            json!({"to": TO, "text": "x".repeat(1531)}),
+            "text_too_long",
             "text",
         ),
         (
-            json!({"to": "+4915123456789", "text": "hi", "send_at": "yesterday"}),
+            json!({"to": TO, "text": "😀", "encoding": "gsm7"}),
+            "unencodable_text",
+            "text",
+        ),
+        (
+            json!({"to": TO, "text": "hi", "send_at": "yesterday"}),
             "invalid_time",
             "send_at",
         ),
         (
-            json!({"to": "+4915123456789", "text": "hi", "send_at": "2001-01-01T00:00:00Z"}),
+            json!({"to": TO, "text": "hi", "send_at": "2001-01-01T00:00:00Z"}),
             "invalid_time",
             "send_at",
         ),
         (
-            json!({"to": "+4915123456789", "text": "hi", "tz": "Europe/Atlantis"}),
+            json!({"to": TO, "text": "hi", "expires_at": "2001-01-01T00:00:00Z"}),
+            "invalid_time",
+            "expires_at",
+        ),
+        (
+            json!({"to": TO, "text": "hi", "tz": "Europe/Atlantis"}),
             "invalid_tz",
             "tz",
         ),
         (
-            json!({"to": "+4915123456789", "text": "hi", "priority": 12}),
+            json!({"to": TO, "text": "hi", "priority": 12}),
             "invalid_priority",
             "priority",
+        ),
+        (
+            json!({"to": TO, "text": "hi", "reference": "r".repeat(129)}),
+            "reference_too_long",
+            "reference",
+        ),
+        (
+            json!({"to": TO, "text": "hi", "metadata": "x"}),
+            "invalid_type",
+            "metadata",
         ),
     ];
     for (body, code, field) in cases {
@@ -497,9 +471,7 @@ async fn send_fields_are_validated_with_their_names() {
             .await
             .assert_error(422, code, Some(field));
     }
-    let body = json!({"to": "+4915123456789", "text": "hi"})
-        .to_string()
-        .into_bytes();
+    let body = json!({"to": TO, "text": "hi"}).to_string().into_bytes();
     let long_key = "k".repeat(256);
     let answer = server
         .call_with(
@@ -511,47 +483,25 @@ async fn send_fields_are_validated_with_their_names() {
         )
         .await;
     answer.assert_error(422, "invalid_idempotency_key", Some("Idempotency-Key"));
-}
-
-#[tokio::test]
-async fn form_bodies_are_read_like_json() {
-    let (server, _) = serve(FakeBackend::default()).await;
-    let form = |body: &str| {
-        server.call(
-            Method::POST,
-            "/v1/messages",
-            Some("cms-token"),
-            Some((
-                "application/x-www-form-urlencoded",
-                body.as_bytes().to_vec(),
-            )),
-        )
-    };
-    form("to=0151&text=hi")
+    // Nothing of the above was stored.
+    let page = server
+        .get("/v1/messages", "cms-token")
         .await
-        .assert_error(422, "invalid_number", Some("to"));
-    form("to=%2B4915123456789&text=hi&smart=perhaps")
-        .await
-        .assert_error(422, "invalid_type", Some("smart"));
-    form("to=%2B4915123456789&text=hi&text=again")
-        .await
-        .assert_error(422, "duplicate_field", Some("text"));
-    form("to=%2B4915123456789&text=hi&metadata=%5B1%5D")
-        .await
-        .assert_error(422, "invalid_type", Some("metadata"));
+        .assert_status(200);
+    assert_eq!(page["messages"], json!([]));
 }
 
 #[tokio::test]
 async fn unknown_routes_methods_and_ids_are_json_errors() {
-    let (server, _) = serve(FakeBackend::default()).await;
+    let server = serve().await;
     server
         .get("/v1/nothing", "cms-token")
         .await
         .assert_error(404, "not_found", None);
-    server
+    let delete = server
         .call(Method::DELETE, "/v1/messages", Some("cms-token"), None)
-        .await
-        .assert_error(405, "method_not_allowed", None);
+        .await;
+    delete.assert_error(405, "method_not_allowed", None);
     server
         .get("/v1/messages/not-a-uuid", "cms-token")
         .await
@@ -560,44 +510,161 @@ async fn unknown_routes_methods_and_ids_are_json_errors() {
         .get(&format!("/v1/messages/{}", Uuid::nil()), "cms-token")
         .await
         .assert_error(404, "not_found", None);
+    server
+        .post(&format!("/v1/messages/{}/cancel", Uuid::nil()), "cms-token")
+        .await
+        .assert_error(404, "not_found", None);
+    server
+        .post("/v1/modems/m9/pause", "admin-token")
+        .await
+        .assert_error(404, "not_found", None);
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Routes over the backend.
+// Every route over the store.
 
 #[tokio::test]
-async fn list_filters_are_parsed_and_pages_link() {
-    let backend = FakeBackend {
-        messages: (0..5).map(message).collect(),
-        ..FakeBackend::default()
-    };
-    let (server, backend) = serve(backend).await;
+async fn a_send_is_stored_and_readable_with_parts_and_events() {
+    let server = serve().await;
+    let body = json!({
+        "to": "0151 23456789", "text": "x".repeat(161), "priority": "high", "reference": "case-7",
+        "metadata": {"debtor": 42}, "tz": "Europe/Berlin"
+    });
+    let accepted = server
+        .post_json("/v1/messages", "cms-token", body)
+        .await
+        .assert_status(202);
+    assert_eq!(accepted["to"], TO);
+    assert_eq!(
+        (accepted["parts"].as_u64(), accepted["encoding"].as_str()),
+        (Some(2), Some("gsm7"))
+    );
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().unwrap();
+
+    let detail = server
+        .get(&format!("/v1/messages/{id}"), "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(detail["id"], id);
+    assert_eq!(
+        (detail["direction"].as_str(), detail["to"].as_str()),
+        (Some("outbound"), Some(TO))
+    );
+    assert_eq!(
+        (
+            detail["reference"].as_str(),
+            detail["metadata"]["debtor"].as_u64()
+        ),
+        (Some("case-7"), Some(42))
+    );
+    assert_eq!(detail["priority"], 8);
+    assert_eq!(detail["part_list"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["events"][0]["kind"], "accepted", "{detail}");
+
+    // A form body is read like JSON; a future send_at makes it scheduled.
+    let send_at = Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
+    let form = format!(
+        "to=%2B4915123456789&text=Bitte+zahlen&send_at={}",
+        send_at.to_string().replace('+', "%2B")
+    );
     let answer = server
-        .get(
-            "/v1/messages?direction=outbound&to=0151%2023456789&status=delivered&since=2026-11-01T00:00:00Z&reference=case-1&limit=2",
-            "reader-token",
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some("cms-token"),
+            Some(("application/x-www-form-urlencoded", form.into_bytes())),
         )
         .await;
-    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
-    let page = answer.json();
-    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
-    assert_eq!(page["next"], "2");
-    let filter = backend.last_filter.lock().unwrap().clone().unwrap();
+    assert_eq!(answer.assert_status(202)["status"], "scheduled");
+}
+
+#[tokio::test]
+async fn idempotent_repeats_answer_200_and_different_bodies_409() {
+    let server = serve().await;
+    let send = |text: &'static str| {
+        let body = json!({"to": TO, "text": text}).to_string().into_bytes();
+        server.call_with(
+            Method::POST,
+            "/v1/messages",
+            Some("cms-token"),
+            &[("idempotency-key", "order-42")],
+            Some(("application/json", body)),
+        )
+    };
+    let long = "Ihre Zahlung ist fällig. ".repeat(12);
+    let long: &'static str = long.leak();
+    let first = send(long).await.assert_status(202);
+    let again = send(long).await.assert_status(200);
     assert_eq!(
-        filter.to.as_ref().map(Msisdn::as_str),
-        Some("+4915123456789"),
-        "to is normalised to E.164"
+        first["id"], again["id"],
+        "a multi-part repeat is recognised"
     );
-    assert_eq!(
-        (filter.direction, filter.status, filter.limit),
-        (Some(Direction::Outbound), Some(Status::Delivered), 2)
-    );
-    assert_eq!(filter.since, Some("2026-11-01T00:00:00Z".parse().unwrap()));
-    let last = server
-        .get("/v1/messages?limit=2&after=4", "reader-token")
+    send("something else")
         .await
-        .json();
-    assert_eq!(last["next"], Value::Null);
+        .assert_error(409, "idempotency_conflict", None);
+    let page = server
+        .get("/v1/messages", "cms-token")
+        .await
+        .assert_status(200);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn list_filters_and_cursor_pages() {
+    let server = serve().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(server.send(TO, &format!("Reminder {i}")).await);
+    }
+    server.send("+4915223456789", "Other person").await;
+    server.receive(TO, "I will pay", "00AA").await;
+
+    // Page through the outbound messages to TO, two at a time.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after.map(|c| format!("&after={c}")).unwrap_or_default();
+        let page = server
+            .get(
+                &format!("/v1/messages?direction=outbound&to=0151%2023456789&limit=2{cursor}"),
+                "reader-token",
+            )
+            .await
+            .assert_status(200);
+        let messages = page["messages"].as_array().unwrap();
+        assert!(messages.len() <= 2);
+        seen.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every message once, in order");
+
+    let inbound = server
+        .get("/v1/messages?direction=inbound", "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(inbound["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(inbound["messages"][0]["from"], TO);
+    assert_eq!(inbound["messages"][0]["status"], "received");
+    let queued = server
+        .get("/v1/messages?status=queued&limit=1000", "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(queued["messages"].as_array().unwrap().len(), 6);
+    let future = server
+        .get("/v1/messages?since=2999-01-01T00:00:00Z", "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(future["messages"], json!([]));
 
     server
         .get("/v1/messages?status=lost", "reader-token")
@@ -618,12 +685,114 @@ async fn list_filters_are_parsed_and_pages_link() {
 }
 
 #[tokio::test]
+async fn conversations_hold_both_directions_in_time_order() {
+    let server = serve().await;
+    let first = server.send(TO, "You owe 20 EUR").await;
+    server.receive(TO, "Paid yesterday", "00BB").await;
+    let last = server.send(TO, "Thank you").await;
+    server.send("+4915223456789", "Someone else").await;
+    let page = server
+        .get("/v1/conversations/%2B4915123456789", "reader-token")
+        .await
+        .assert_status(200);
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["You owe 20 EUR", "Paid yesterday", "Thank you"]);
+    assert_eq!(
+        (
+            page["messages"][0]["id"].as_str(),
+            page["messages"][2]["id"].as_str()
+        ),
+        (Some(&*first), Some(&*last))
+    );
+    assert_eq!(page["next"], Value::Null);
+    server
+        .get("/v1/conversations/12", "reader-token")
+        .await
+        .assert_error(422, "invalid_number", Some("number"));
+}
+
+#[tokio::test]
+async fn batch_reports_each_item_and_stores_the_valid_ones() {
+    let server = serve().await;
+    let answer = server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": [
+                {"to": TO, "text": "one", "idempotency_key": "b-1"},
+                {"to": "12", "text": "x"},
+                {"to": TO, "text": ""},
+                {"to": "+4915223456789", "text": "two"},
+            ]}),
+        )
+        .await;
+    let results = answer.assert_status(200)["results"].clone();
+    let statuses: Vec<u64> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["http_status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [202, 422, 422, 202]);
+    assert_eq!(
+        (
+            results[1]["index"].as_u64(),
+            results[1]["error"]["code"].as_str()
+        ),
+        (Some(1), Some("invalid_number"))
+    );
+    assert_eq!(results[2]["error"]["code"], "empty_text");
+    assert_eq!(results[0]["accepted"]["to"], TO);
+    assert_eq!(results[0]["accepted"]["status"], "queued");
+    let page = server
+        .get("/v1/messages", "cms-token")
+        .await
+        .assert_status(200);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+    // The same key again is a repeat, not a new message.
+    let again = server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": [{"to": TO, "text": "one", "idempotency_key": "b-1"}]}),
+        )
+        .await;
+    let again = again.assert_status(200)["results"][0].clone();
+    assert_eq!(
+        (
+            again["http_status"].as_u64(),
+            again["accepted"]["id"].clone()
+        ),
+        (Some(200), results[0]["accepted"]["id"].clone())
+    );
+
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"to": TO, "text": "x"})).collect();
+    server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": too_many}),
+        )
+        .await
+        .assert_error(422, "invalid_batch_size", Some("messages"));
+}
+
+#[tokio::test]
 async fn export_csv_streams_every_page() {
-    let backend = FakeBackend {
-        messages: (0..5).map(message).collect(),
-        ..FakeBackend::default()
-    };
-    let (server, _) = serve(backend).await;
+    let server = serve().await;
+    for i in 0..5 {
+        server
+            .send(TO, &format!("Payment {i}, due \"today\""))
+            .await;
+    }
+    server
+        .receive(TO, "=HYPERLINK(\"http://evil\")", "00CC")
+        .await;
     let answer = server
         .get("/v1/messages/export.csv?limit=2", "reader-token")
         .await;
@@ -636,19 +805,58 @@ async fn export_csv_streams_every_page() {
     );
     let text = String::from_utf8(answer.body.to_vec()).unwrap();
     let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 6, "header + 5 rows across 3 pages:\n{text}");
+    assert_eq!(lines.len(), 7, "header + 6 rows across 3 pages:\n{text}");
     assert!(lines[0].starts_with("id,direction,status,to"));
     assert!(
         lines[1].contains(",\"Payment 0, due \"\"today\"\"\","),
         "{}",
         lines[1]
     );
+    assert!(
+        lines[6].contains(",\"'=HYPERLINK("),
+        "formula defused: {}",
+        lines[6]
+    );
+    let filtered = server
+        .get("/v1/messages/export.csv?direction=inbound", "reader-token")
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&filtered.body)
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_queued_message_once() {
+    let server = serve().await;
+    let id = server.send(TO, "Cancel me").await;
+    let cancelled = server
+        .post(&format!("/v1/messages/{id}/cancel"), "cms-token")
+        .await
+        .assert_status(200);
+    assert_eq!(cancelled["status"], "cancelled");
+    server
+        .post(&format!("/v1/messages/{id}/cancel"), "cms-token")
+        .await
+        .assert_error(409, "invalid_state", None);
+    let detail = server
+        .get(&format!("/v1/messages/{id}"), "cms-token")
+        .await
+        .assert_status(200);
+    let last = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "api:cms", "{detail}");
 }
 
 #[tokio::test]
 async fn modems_pause_resume_and_metrics() {
-    let (server, backend) = serve(FakeBackend::default()).await;
-    let modems = server.get("/v1/modems", "reader-token").await.json();
+    let server = serve().await;
+    let modems = server
+        .get("/v1/modems", "reader-token")
+        .await
+        .assert_status(200);
     let m1 = &modems["modems"][0];
     assert_eq!(
         (
@@ -659,28 +867,20 @@ async fn modems_pause_resume_and_metrics() {
         (Some("m1"), Some("ready"), Some(21))
     );
     assert_eq!(m1["operator"], "Telekom.de");
-    assert_eq!(m1["counters"]["sent"], 5);
-    let paused = server
-        .call(
-            Method::POST,
-            "/v1/modems/m2/pause",
-            Some("admin-token"),
-            None,
-        )
-        .await;
-    assert_eq!(paused.json()["state"], "paused");
-    server
-        .call(
-            Method::POST,
-            "/v1/modems/m2/resume",
-            Some("admin-token"),
-            None,
-        )
-        .await;
     assert_eq!(
-        *backend.paused.lock().unwrap(),
-        vec![("m2".to_owned(), true), ("m2".to_owned(), false)]
+        m1["counters"],
+        json!({"parts_sent": 0, "parts_failed": 0, "received": 0})
     );
+    let paused = server
+        .post("/v1/modems/m1/pause", "admin-token")
+        .await
+        .assert_status(200);
+    assert_eq!(paused["state"], "paused");
+    let resumed = server
+        .post("/v1/modems/m1/resume", "admin-token")
+        .await
+        .assert_status(200);
+    assert_eq!(resumed["state"], "ready");
 
     let metrics = server.get("/metrics", "reader-token").await;
     assert!(
@@ -697,8 +897,8 @@ async fn modems_pause_resume_and_metrics() {
 }
 
 #[tokio::test]
-async fn optouts_and_cancel_map_backend_answers() {
-    let (server, _) = serve(FakeBackend::default()).await;
+async fn optouts_are_added_and_removed_by_admins() {
+    let server = serve().await;
     let created = server
         .post_json(
             "/v1/optouts",
@@ -706,59 +906,68 @@ async fn optouts_and_cancel_map_backend_answers() {
             json!({"number": "0151 23456789", "note": "asked"}),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    assert_eq!(created.json()["number"], "+4915123456789");
+    let created = created.assert_status(201);
+    assert_eq!(
+        (created["number"].as_str(), created["actor"].as_str()),
+        (Some(TO), Some("api:admin"))
+    );
+    assert!(server.store.is_opted_out(TO).await.unwrap());
     server
         .post_json("/v1/optouts", "admin-token", json!({"numbr": "1"}))
         .await
         .assert_error(422, "unknown_field", Some("numbr"));
-    server
-        .call(
+    let delete = |token| {
+        server.call(
             Method::DELETE,
             "/v1/optouts/%2B4915123456789",
-            Some("admin-token"),
+            Some(token),
             None,
         )
+    };
+    assert_eq!(delete("admin-token").await.status, StatusCode::NO_CONTENT);
+    assert!(!server.store.is_opted_out(TO).await.unwrap());
+    delete("admin-token")
         .await
         .assert_error(404, "not_found", None);
-    let cancel = format!("/v1/messages/{}/cancel", Uuid::nil());
-    server
-        .call(Method::POST, &cancel, Some("cms-token"), None)
-        .await
-        .assert_error(409, "invalid_state", None);
 }
 
 #[tokio::test]
-async fn batch_reports_each_item() {
-    let (server, _) = serve(FakeBackend::default()).await;
-    let answer = server
-        .post_json(
-            "/v1/messages/batch",
-            "cms-token",
-            json!({"messages": [{"to": "12", "text": "x"}, {"to": "+4915123456789", "text": ""}]}),
+async fn state_from_config_applies_keys_region_and_body_limit() {
+    let config = Config::parse(
+        "[server]\ndefault_region = \"US\"\nbody_limit = 1024\n\
+         [[api_keys]]\nname = \"cms\"\ntoken = \"config-token\"\nscopes = [\"send\"]\n",
+    )
+    .unwrap();
+    let server = start(|backend| AppState::from_config(&config, backend, Arc::default())).await;
+    let form = |body: String| {
+        server.call(
+            Method::POST,
+            "/v1/messages",
+            Some("config-token"),
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
         )
-        .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    let results = answer.json()["results"].clone();
-    assert_eq!(results[0]["index"], 0);
-    assert_eq!(results[0]["status"], 422);
-    assert_eq!(results[0]["error"]["code"], "invalid_number");
-    assert_eq!(results[1]["error"]["code"], "empty_text");
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"to": "1", "text": "x"})).collect();
-    server
-        .post_json(
-            "/v1/messages/batch",
-            "cms-token",
-            json!({"messages": too_many}),
-        )
+    };
+    // A US national number, as the demo's curl sends it.
+    let accepted = form("to=4158906431&text=hello".into())
         .await
-        .assert_error(422, "invalid_batch_size", Some("messages"));
+        .assert_status(202);
+    assert_eq!(accepted["to"], "+14158906431");
+    form(format!("to=4158906431&text={}", "a".repeat(2000)))
+        .await
+        .assert_error(413, "payload_too_large", None);
+    server
+        .get("/v1/messages", "config-token")
+        .await
+        .assert_error(403, "forbidden", None);
 }
 
 #[tokio::test]
 async fn openapi_lists_every_served_route() {
-    let (server, _) = serve(FakeBackend::default()).await;
-    let doc = server.get("/openapi.json", "cms-token").await.json();
+    let server = serve().await;
+    let doc = server
+        .get("/openapi.json", "cms-token")
+        .await
+        .assert_status(200);
     for (path, method) in [
         ("/v1/messages", "post"),
         ("/v1/messages", "get"),
@@ -861,15 +1070,25 @@ fn status_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
 
 type ReceiverLog = Arc<Mutex<Vec<(String, u16)>>>;
 
-/// A webhook receiver on 127.0.0.1: checks every signature, answers 500 to the first `failures` requests,
-/// logs (event id, status answered).
-async fn receiver(secret: &'static str, failures: usize) -> (String, ReceiverLog) {
+/// A webhook receiver on 127.0.0.1.
+struct Receiver {
+    url: String,
+    /// (event id, status answered), in arrival order.
+    log: ReceiverLog,
+    /// How many requests it accepted (2xx).
+    accepted: tokio::sync::watch::Receiver<usize>,
+}
+
+/// Checks every signature, answers 500 to the first `failures` requests, then 200.
+async fn receiver(secret: &'static str, failures: usize) -> Receiver {
     let log: ReceiverLog = Arc::default();
+    let (accepted_tx, accepted) = tokio::sync::watch::channel(0);
     let handler_log = log.clone();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
             let log = handler_log.clone();
+            let accepted_tx = accepted_tx.clone();
             async move {
                 let signature = headers["modemgate-signature"].to_str().unwrap();
                 webhook::verify(
@@ -884,6 +1103,9 @@ async fn receiver(secret: &'static str, failures: usize) -> (String, ReceiverLog
                 let mut log = log.lock().unwrap();
                 let status = if log.len() < failures { 500 } else { 200 };
                 log.push((event["id"].as_str().unwrap().to_owned(), status));
+                if status == 200 {
+                    accepted_tx.send_modify(|n| *n += 1);
+                }
                 StatusCode::from_u16(status).unwrap()
             }
         }),
@@ -891,17 +1113,17 @@ async fn receiver(secret: &'static str, failures: usize) -> (String, ReceiverLog
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, log)
+    Receiver { url, log, accepted }
 }
 
 #[tokio::test]
 async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
-    let (all_url, all_log) = receiver("secret-all", 2).await;
-    let (delivered_url, delivered_log) = receiver("secret-delivered", 0).await;
+    let all = receiver("secret-all", 2).await;
+    let only_delivered = receiver("secret-delivered", 0).await;
     let targets = vec![
-        Target::new(&all_url, "secret-all", None).unwrap(),
+        Target::new(&all.url, "secret-all", None).unwrap(),
         Target::new(
-            &delivered_url,
+            &only_delivered.url,
             "secret-delivered",
             Some(vec![webhook::EventKind::MessageDelivered]),
         )
@@ -942,7 +1164,7 @@ async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
         .enumerate()
         .map(|(i, e)| (e.id.to_string(), i))
         .collect();
-    let log = all_log.lock().unwrap().clone();
+    let log = all.log.lock().unwrap().clone();
     assert_eq!(log.iter().filter(|(_, s)| *s == 500).count(), 2, "{log:?}");
     // a's second event is never posted before a's first was accepted.
     let first_a_ok = log
@@ -952,7 +1174,8 @@ async fn webhooks_are_signed_retried_with_backoff_and_ordered_per_message() {
     let first_a2 = log.iter().position(|(id, _)| index[id] == 2).unwrap();
     assert!(first_a2 > first_a_ok, "out of order: {log:?}");
     // The second webhook only subscribed to message.delivered.
-    let delivered_only: Vec<usize> = delivered_log
+    let delivered_only: Vec<usize> = only_delivered
+        .log
         .lock()
         .unwrap()
         .iter()
@@ -1001,4 +1224,69 @@ async fn unreachable_webhooks_record_the_error() {
     );
     assert_eq!(round.earliest_retry, Some(rows[0].next_at));
     assert!(!rows[0].delivered);
+}
+
+#[tokio::test]
+async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modemgate.db");
+    let store = Store::open(&path, OpenOptions::default()).unwrap();
+    let mut hook = receiver("secret-store", 1).await;
+    let a = Uuid::from_u128(7);
+    let envelopes = [
+        status_event(a, Event::MessageSent),
+        status_event(a, Event::MessageDelivered),
+    ];
+    for envelope in &envelopes {
+        let kind = envelope.event.kind().as_str();
+        store
+            .enqueue_webhook(kind, envelope.event.message_id(), envelope.payload())
+            .await
+            .unwrap();
+    }
+    let backoff = Backoff {
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(40),
+    };
+    let target = Target::new(&hook.url, "secret-store", None).unwrap();
+    let deliverer = Deliverer::new(
+        Arc::new(StoreOutbox::new(store.clone())),
+        vec![target],
+        backoff,
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(deliverer.run(cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(20), hook.accepted.wait_for(|n| *n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    cancel.cancel();
+    task.await.unwrap();
+
+    // The first event failed once; the second waited for it although it was due.
+    let order: Vec<(String, u16)> = hook.log.lock().unwrap().clone();
+    let ids: Vec<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(
+        order,
+        vec![
+            (ids[0].clone(), 500),
+            (ids[0].clone(), 200),
+            (ids[1].clone(), 200)
+        ]
+    );
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| db.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM webhook_attempts"), 3);
+    assert_eq!(
+        count("SELECT count(*) FROM webhook_attempts WHERE status = 500 AND error IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        count("SELECT attempts FROM webhook_outbox ORDER BY id LIMIT 1"),
+        2
+    );
 }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use modemgate::sim::{self, FailNext, Faults, Inbound, Profile, SimConfig, SimHandle};
+use modemgate::pdu;
+use modemgate::sim::{self, FailNext, Faults, Inbound, Profile, SendOutcome, SimConfig, SimHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::SerialPortBuilderExt;
 
@@ -116,6 +117,13 @@ impl Dte {
     }
 }
 
+/// Await `f`, failing the test after [`GUARD`] instead of hanging.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(GUARD, f)
+        .await
+        .expect("event did not happen in time")
+}
+
 fn instant(profile: Profile) -> SimConfig {
     SimConfig::instant(profile)
 }
@@ -126,10 +134,11 @@ async fn start(config: SimConfig) -> (SimHandle, Dte) {
     (sim, dte)
 }
 
-/// A started modem with echo off and the boot burst consumed up to `last_boot_line`.
+/// A started modem with echo off, past any "SIM busy" period (its boot burst may still be unread).
 async fn ready(config: SimConfig) -> (SimHandle, Dte) {
     let (sim, mut dte) = start(config).await;
-    let _ = dte.cmd("ATE0").await;
+    dte.cmd("ATE0").await;
+    while dte.cmd("AT+CMEE=1").await.last().map(String::as_str) != Some("OK") {}
     (sim, dte)
 }
 
@@ -327,12 +336,12 @@ async fn registration_loss_is_announced_and_fails_sends() {
 async fn hang_answers_nothing_until_the_port_is_reopened() {
     let (sim, mut dte) = ready(instant(Profile::Plain)).await;
     sim.update_faults(|f| f.hang = true).unwrap();
-    sim.wait_faults(|f| f.hang).await.unwrap();
+    within(sim.wait_faults(|f| f.hang)).await.unwrap();
     // Swallowed: no echo, no answer, ever.
     dte.write(b"AT+CGMI\r").await;
     drop(dte);
     let mut dte = Dte::open(&sim.device()).await;
-    sim.wait_faults(|f| !f.hang).await.unwrap();
+    within(sim.wait_faults(|f| !f.hang)).await.unwrap();
     // The first thing on the line is the answer to the new command, not to the swallowed one.
     assert_eq!(dte.cmd("AT+CGMM").await, ["GSM MODEM 27005", "OK"]);
 }
@@ -351,7 +360,9 @@ async fn garbage_and_interleaved_urcs_reach_the_line() {
         .await;
     assert!(raw.ends_with(&[0xff, 0x00, 0xfe]));
     sim.update_faults(|f| f.interleave_urcs = true).unwrap();
-    sim.wait_faults(|f| f.interleave_urcs).await.unwrap();
+    within(sim.wait_faults(|f| f.interleave_urcs))
+        .await
+        .unwrap();
     let answer = dte.cmd("AT+CSQ").await;
     assert!(
         answer.ends_with(&["+CIEV: 2,4".to_string(), "OK".to_string()]),
@@ -375,7 +386,7 @@ async fn storage_full_refuses_writes_with_322() {
         [format!("+CMGL: 1,2,,{tpdu_len}"), pdu.to_string()]
     );
     sim.update_faults(|f| f.storage_full = true).unwrap();
-    sim.wait_faults(|f| f.storage_full).await.unwrap();
+    within(sim.wait_faults(|f| f.storage_full)).await.unwrap();
     assert_eq!(
         dte.ok("AT+CPMS?").await,
         ["+CPMS: \"SM\",30,30,\"SM\",30,30,\"SM\",30,30"]
@@ -421,6 +432,9 @@ async fn port_vanishes_and_comes_back_on_a_new_pty_behind_the_link() {
     dte.lines_until("boot", |l| l == "PB DONE").await;
     let old = sim.path();
     assert_eq!(std::fs::read_link(sim.device()).unwrap(), old);
+    // A hung modem is cured by the reset that makes the port vanish.
+    sim.update_faults(|f| f.hang = true).unwrap();
+    within(sim.wait_faults(|f| f.hang)).await.unwrap();
     sim.vanish(Duration::ZERO).unwrap();
     // The open port dies: reads fail or hit end of file.
     let mut chunk = [0u8; 64];
@@ -428,7 +442,8 @@ async fn port_vanishes_and_comes_back_on_a_new_pty_behind_the_link() {
         .await
         .unwrap();
     assert!(matches!(dead, Err(_) | Ok(0)), "{dead:?}");
-    let new = sim.wait_new_path(&old).await.unwrap();
+    let new = within(sim.wait_new_path(&old)).await.unwrap();
+    within(sim.wait_faults(|f| !f.hang)).await.unwrap();
     assert_ne!(new, old);
     assert_eq!(std::fs::read_link(sim.device()).unwrap(), new);
     let mut dte = Dte::open(&sim.device()).await;
@@ -439,4 +454,572 @@ async fn port_vanishes_and_comes_back_on_a_new_pty_behind_the_link() {
     assert!(!sim.device().exists(), "the link goes with the modem");
 }
 
-fn _unused(_: PathBuf, _: FailNext, _: Faults, _: Inbound) {}
+// ---- PDU mode: sends, inbound, status reports ------------------------------------------------------------
+
+fn submit_parts(to: &str, text: &str, report: bool) -> Vec<pdu::EncodedPart> {
+    let opts = pdu::SubmitOptions {
+        status_report: report,
+        concat_reference: 7,
+        ..pdu::SubmitOptions::default()
+    };
+    pdu::encode_submit(to, text, &opts).unwrap()
+}
+
+impl Dte {
+    /// `AT+CMGS` one part: the command, the prompt, the PDU and Ctrl-Z; returns the answer lines.
+    async fn send_part(&mut self, part: &pdu::EncodedPart) -> Vec<String> {
+        self.write(format!("AT+CMGS={}\r", part.tpdu_length).as_bytes())
+            .await;
+        self.prompt().await;
+        self.write(format!("{}\x1a", part.hex()).as_bytes()).await;
+        self.lines_until("the CMGS result", is_final).await
+    }
+
+    /// The PDU line following a header line such as `+CMGR: 0,,24` or `+CMT: ,24`.
+    async fn urc_with_pdu(&mut self, header: &str) -> (String, pdu::Pdu) {
+        let lines = self
+            .lines_until(&format!("{header} and its PDU"), |l| {
+                !l.is_empty() && !l.starts_with(['+', '^'])
+            })
+            .await;
+        let pos = lines
+            .iter()
+            .position(|l| l.starts_with(header))
+            .unwrap_or_else(|| panic!("no {header} in {lines:?}"));
+        let pdu_line = lines[pos + 1].clone();
+        (lines[pos].clone(), pdu::decode_hex(&pdu_line).unwrap())
+    }
+}
+
+fn text_of(pdu: &pdu::Pdu) -> (String, String, Option<pdu::Concat>) {
+    match &pdu.tpdu {
+        pdu::Tpdu::Deliver(d) => match &d.user_data {
+            pdu::UserData::Text(t) => (d.sender.value.clone(), t.clone(), d.concat),
+            other => panic!("binary deliver {other:?}"),
+        },
+        other => panic!("not a deliver: {other:?}"),
+    }
+}
+
+fn report_of(pdu: &pdu::Pdu) -> &pdu::StatusReport {
+    match &pdu.tpdu {
+        pdu::Tpdu::StatusReport(r) => r,
+        other => panic!("not a status report: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cmgs_sends_with_incrementing_reference_and_logs_the_decoded_pdu() {
+    let mut config = instant(Profile::Ec25);
+    config.first_reference = 254;
+    let (sim, mut dte) = ready(config).await;
+    let first = &submit_parts("+15551234567", "Hello from the test", false)[0];
+    assert_eq!(dte.send_part(first).await, ["+CMGS: 254", "OK"]);
+    let long = "x".repeat(200);
+    let parts = submit_parts("+15557654321", &long, false);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(dte.send_part(&parts[0]).await, ["+CMGS: 255", "OK"]);
+    assert_eq!(dte.send_part(&parts[1]).await, ["+CMGS: 0", "OK"]);
+    let log = within(sim.wait_sends(3)).await.unwrap();
+    assert_eq!(log[0].pdu_hex, first.hex());
+    assert_eq!(log[0].length, first.tpdu_length);
+    assert_eq!(log[0].submit.recipient.value, "+15551234567");
+    assert_eq!(
+        log[0].submit.user_data,
+        pdu::UserData::Text("Hello from the test".into())
+    );
+    assert_eq!(log[0].outcome, SendOutcome::Sent { reference: 254 });
+    let concat = log[2].submit.concat.unwrap();
+    assert_eq!((concat.part, concat.parts), (2, 2));
+    assert_eq!(log[2].outcome, SendOutcome::Sent { reference: 0 });
+    // A PDU that is not an SMS-SUBMIT is refused like a malformed one.
+    let deliver = pdu::encode_deliver(
+        None,
+        "+15551234567",
+        "hi",
+        pdu::EncodingChoice::Auto,
+        &jiff::Zoned::now(),
+        0,
+    )
+    .unwrap();
+    let fake = pdu::EncodedPart {
+        tpdu_length: deliver[0].len() - 1,
+        bytes: deliver[0].clone(),
+    };
+    assert_eq!(dte.send_part(&fake).await, ["+CMS ERROR: 304"]);
+    assert_eq!(sim.sends().len(), 3);
+}
+
+#[tokio::test]
+async fn send_faults_fail_sends_with_the_chosen_codes() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    let part = &submit_parts("+15551234567", "retry me", false)[0];
+    sim.update_faults(|f| f.fail_next = Some(FailNext { count: 2, code: 42 }))
+        .unwrap();
+    within(sim.wait_faults(|f| f.fail_next.is_some()))
+        .await
+        .unwrap();
+    assert_eq!(dte.send_part(part).await, ["+CMS ERROR: 42"]);
+    assert_eq!(dte.send_part(part).await, ["+CMS ERROR: 42"]);
+    // Failed sends use no message reference.
+    assert_eq!(dte.send_part(part).await[0], "+CMGS: 1");
+    sim.set_faults(Faults {
+        permanent_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    within(sim.wait_faults(|f| f.permanent_rate > 0.0))
+        .await
+        .unwrap();
+    let permanent = dte.send_part(part).await;
+    assert!(
+        ["+CMS ERROR: 21", "+CMS ERROR: 28"].contains(&permanent[0].as_str()),
+        "{permanent:?}"
+    );
+    sim.set_faults(Faults {
+        transient_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    within(sim.wait_faults(|f| f.transient_rate > 0.0))
+        .await
+        .unwrap();
+    let transient = dte.send_part(part).await;
+    assert!(
+        ["+CMS ERROR: 500", "+CMS ERROR: 38", "+CMS ERROR: 42"].contains(&transient[0].as_str()),
+        "{transient:?}"
+    );
+    sim.set_faults(Faults {
+        registration_lost: true,
+        ..Faults::default()
+    })
+    .unwrap();
+    within(sim.wait_faults(|f| f.registration_lost))
+        .await
+        .unwrap();
+    assert_eq!(dte.send_part(part).await, ["+CMS ERROR: 331"]);
+    let log = within(sim.wait_sends(6)).await.unwrap();
+    assert_eq!(log[0].outcome, SendOutcome::Failed { cms: 42 });
+    assert_eq!(log[5].outcome, SendOutcome::Failed { cms: 331 });
+    // Interleaved URCs arrive before the prompt too.
+    sim.set_faults(Faults {
+        interleave_urcs: true,
+        ..Faults::default()
+    })
+    .unwrap();
+    within(sim.wait_faults(|f| f.interleave_urcs))
+        .await
+        .unwrap();
+    dte.write(format!("AT+CMGS={}\r", part.tpdu_length).as_bytes())
+        .await;
+    let before_prompt = dte
+        .read_until("the prompt", |b| {
+            b.windows(4).position(|w| w == b"\r\n> ").map(|i| i + 4)
+        })
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&before_prompt),
+        "\r\n+CIEV: 2,4\r\n\r\n> "
+    );
+    dte.write(b"\x1b").await;
+    dte.lines_until("OK", |l| l == "OK").await;
+}
+
+#[tokio::test]
+async fn cmti_then_cmgr_cmgl_cmgd() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    dte.ok("AT+CNMI=2,1,0,0,0").await;
+    assert_eq!(
+        sim.inject(Inbound::new("+15551230000", "PAY 20"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        dte.lines_until("CMTI", |l| l.starts_with("+CMTI")).await,
+        ["+CMTI: \"SM\",1"]
+    );
+    dte.write(b"AT+CMGR=1\r").await;
+    let (header, pdu) = dte.urc_with_pdu("+CMGR:").await;
+    assert!(header.starts_with("+CMGR: 0,,"), "{header}");
+    assert_eq!(dte.lines_until("OK", is_final).await, ["OK"]);
+    let (sender, text, _) = text_of(&pdu);
+    assert_eq!((sender.as_str(), text.as_str()), ("+15551230000", "PAY 20"));
+    // Read once: now REC READ.
+    dte.write(b"AT+CMGR=1\r").await;
+    let (header, _) = dte.urc_with_pdu("+CMGR:").await;
+    assert!(header.starts_with("+CMGR: 1,,"), "{header}");
+    dte.lines_until("OK", is_final).await;
+
+    // Multipart UCS-2 from an alphanumeric sender.
+    let long = "Привет! ".repeat(12);
+    let inbound = Inbound {
+        from: "BANK".into(),
+        text: long.clone(),
+        encoding: sim::TextEncoding::Ucs2,
+    };
+    assert_eq!(sim.inject(inbound).await.unwrap(), 2);
+    assert_eq!(
+        dte.lines_until("CMTIs", |l| l == "+CMTI: \"SM\",3").await,
+        ["+CMTI: \"SM\",2", "+CMTI: \"SM\",3"]
+    );
+    let listed = dte.ok("AT+CMGL=0").await;
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(listed[0].starts_with("+CMGL: 2,0,,"));
+    let mut joined = String::new();
+    for line in [&listed[1], &listed[3]] {
+        let pdu = pdu::decode_hex(line).unwrap();
+        let (sender, text, concat) = text_of(&pdu);
+        assert_eq!(sender, "BANK");
+        assert_eq!(concat.unwrap().parts, 2);
+        match &pdu.tpdu {
+            pdu::Tpdu::Deliver(d) => assert_eq!(d.encoding, pdu::Encoding::Ucs2),
+            _ => unreachable!(),
+        }
+        joined.push_str(&text);
+    }
+    assert_eq!(joined, long);
+    assert!(
+        dte.ok("AT+CMGL=0").await.is_empty(),
+        "listed messages are read now"
+    );
+    assert_eq!(dte.ok("AT+CMGL=4").await.len(), 6);
+    dte.ok("AT+CMGD=1").await;
+    assert_eq!(dte.cmd("AT+CMGR=1").await, ["+CMS ERROR: 321"]);
+    dte.ok("AT+CMGD=1,4").await;
+    assert!(dte.ok("AT+CMGL=4").await.is_empty());
+}
+
+#[tokio::test]
+async fn storage_full_holds_inbound_then_floods() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    dte.ok("AT+CNMI=2,1,0,0,0").await;
+    sim.update_faults(|f| f.storage_full = true).unwrap();
+    within(sim.wait_faults(|f| f.storage_full)).await.unwrap();
+    sim.inject(Inbound::new("+15551230000", "one"))
+        .await
+        .unwrap();
+    sim.inject(Inbound::new("+15551230000", "two"))
+        .await
+        .unwrap();
+    // Nothing was announced: the OK is the first thing on the line.
+    assert_eq!(dte.cmd("AT").await, ["OK"]);
+    sim.update_faults(|f| f.storage_full = false).unwrap();
+    assert_eq!(
+        dte.lines_until("the flood", |l| l == "+CMTI: \"SM\",2")
+            .await,
+        ["+CMTI: \"SM\",1", "+CMTI: \"SM\",2"]
+    );
+}
+
+#[tokio::test]
+async fn cmt_needs_cnma_and_is_redelivered_without_it() {
+    let mut config = instant(Profile::Plain);
+    config.cnma_timeout = Duration::from_millis(200);
+    let (sim, mut dte) = ready(config).await;
+    dte.ok("AT+CSMS=1").await;
+    dte.ok("AT+CNMI=2,2,0,0,0").await;
+    sim.inject(Inbound::new("+15551230000", "ack me"))
+        .await
+        .unwrap();
+    let (first, pdu) = dte.urc_with_pdu("+CMT:").await;
+    assert!(first.starts_with("+CMT: ,"), "{first}");
+    assert_eq!(text_of(&pdu).1, "ack me");
+    // No acknowledgement: the network delivers it again.
+    let (again, pdu_again) = dte.urc_with_pdu("+CMT:").await;
+    assert_eq!((again, pdu_again), (first, pdu));
+    let ack = dte.cmd("AT+CNMA").await;
+    assert_eq!(ack.last().map(String::as_str), Some("OK"), "{ack:?}");
+    assert_eq!(dte.cmd("AT+CNMA").await, ["+CMS ERROR: 340"]);
+    // With CSMS=0 no acknowledgement is expected at all.
+    dte.ok("AT+CSMS=0").await;
+    sim.inject(Inbound::new("+15551230000", "fire and forget"))
+        .await
+        .unwrap();
+    dte.urc_with_pdu("+CMT:").await;
+    assert_eq!(dte.cmd("AT+CNMA").await, ["+CMS ERROR: 340"]);
+}
+
+#[tokio::test]
+async fn cmt_waits_for_the_previous_acknowledgement() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    dte.ok("AT+CSMS=1").await;
+    dte.ok("AT+CNMI=2,2,0,0,0").await;
+    sim.inject(Inbound::new("+15551230000", "first"))
+        .await
+        .unwrap();
+    sim.inject(Inbound::new("+15551230000", "second"))
+        .await
+        .unwrap();
+    let (_, pdu) = dte.urc_with_pdu("+CMT:").await;
+    assert_eq!(text_of(&pdu).1, "first");
+    // Only the OK comes back: the second waits for this acknowledgement.
+    assert_eq!(dte.cmd("AT+CNMA").await, ["OK"]);
+    let (_, pdu) = dte.urc_with_pdu("+CMT:").await;
+    assert_eq!(text_of(&pdu).1, "second");
+    assert_eq!(dte.cmd("AT+CNMA").await, ["OK"]);
+}
+
+#[tokio::test]
+async fn status_reports_routed_with_cds_or_stored_with_cdsi() {
+    let mut config = instant(Profile::Plain);
+    config.undeliverable = vec!["+15550000000".into()];
+    let (_sim, mut dte) = ready(config).await;
+    dte.ok("AT+CNMI=2,1,0,1,0").await;
+    let part = &submit_parts("+15551234567", "report please", true)[0];
+    assert_eq!(dte.send_part(part).await, ["+CMGS: 1", "OK"]);
+    let (header, pdu) = dte.urc_with_pdu("+CDS:").await;
+    assert!(header.starts_with("+CDS: "), "{header}");
+    let report = report_of(&pdu);
+    assert_eq!((report.reference, report.status), (1, 0));
+    assert_eq!(report.recipient.value, "+15551234567");
+    // A number chosen to fail gets a permanent-error report.
+    let part = &submit_parts("+15550000000", "doomed", true)[0];
+    assert_eq!(dte.send_part(part).await, ["+CMGS: 2", "OK"]);
+    let (_, pdu) = dte.urc_with_pdu("+CDS:").await;
+    let report = report_of(&pdu);
+    assert_eq!(
+        (report.reference, report.status),
+        (2, sim::STATUS_UNDELIVERABLE)
+    );
+    // No report unless asked for: the next thing on the line is the answer to AT.
+    let part = &submit_parts("+15551234567", "no report", false)[0];
+    assert_eq!(dte.send_part(part).await, ["+CMGS: 3", "OK"]);
+    assert_eq!(dte.cmd("AT").await, ["OK"]);
+}
+
+#[tokio::test]
+async fn ec25_stores_status_reports_in_sr_and_announces_cdsi() {
+    let (_sim, mut dte) = ready(instant(Profile::Ec25)).await;
+    dte.ok("AT+CNMI=2,1,0,2,0").await;
+    let part = &submit_parts("+15551234567", "report please", true)[0];
+    assert_eq!(dte.send_part(part).await, ["+CMGS: 1", "OK"]);
+    assert_eq!(
+        dte.lines_until("CDSI", |l| l.starts_with("+CDSI")).await,
+        ["+CDSI: \"SR\",1"]
+    );
+    dte.ok("AT+CPMS=\"SR\"").await;
+    dte.write(b"AT+CMGR=1\r").await;
+    let (_, pdu) = dte.urc_with_pdu("+CMGR:").await;
+    assert_eq!(report_of(&pdu).reference, 1);
+    dte.lines_until("OK", is_final).await;
+}
+
+/// The shared corpus: `../shared/corpus` beside the checkout, or `../../shared/corpus` from a worktree.
+fn corpus() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        root.join("../shared/corpus"),
+        root.join("../../shared/corpus"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .expect("the shared corpus (../shared/corpus) is missing")
+}
+
+#[tokio::test]
+async fn every_corpus_submit_pdu_is_accepted_and_logged_decoded() {
+    let (sim, mut dte) = ready(instant(Profile::Plain)).await;
+    let mut sent = 0;
+    for file in std::fs::read_dir(corpus().join("pdu")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            if entry["kind"] != "submit" {
+                continue;
+            }
+            let hex = entry["pdu"].as_str().unwrap();
+            let bytes = hex::decode(hex).unwrap();
+            let part = pdu::EncodedPart {
+                tpdu_length: bytes.len() - 1 - usize::from(bytes[0]),
+                bytes,
+            };
+            let answer = dte.send_part(&part).await;
+            assert_eq!(
+                answer.last().map(String::as_str),
+                Some("OK"),
+                "{hex}: {answer:?}"
+            );
+            sent += 1;
+            let log = within(sim.wait_sends(sent)).await.unwrap();
+            let logged = &log[sent - 1];
+            assert_eq!(logged.pdu_hex, hex.to_ascii_uppercase());
+            assert_eq!(
+                logged.submit.recipient.value, entry["expect"]["recipient"],
+                "{}",
+                entry["source"]
+            );
+        }
+    }
+    assert_eq!(sent, 47, "the corpus README counts 47 submit PDUs");
+}
+
+// ---- control API and CLI -----------------------------------------------------------------------------------
+
+/// One HTTP/1.1 request on a fresh connection; returns (status, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(GUARD, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn control_api_injects_flips_faults_and_reads_the_log() {
+    let sims = std::sync::Arc::new(vec![
+        sim::spawn(instant(Profile::Plain)).unwrap(),
+        sim::spawn(instant(Profile::Huawei)).unwrap(),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, sim::control::router(sims.clone())).into_future());
+
+    let (status, body) = http(addr, "GET", "/modems", "").await;
+    assert_eq!(status, 200);
+    let modems: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(modems[1]["profile"], "huawei");
+    let path = PathBuf::from(modems[0]["device"].as_str().unwrap());
+    let mut dte = Dte::open(&path).await;
+    dte.cmd("ATE0").await;
+    dte.ok("AT+CNMI=2,1,0,0,0").await;
+
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/modems/0/inbound",
+        r#"{"from": "+15551230000", "text": "via http"}"#,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"parts":1}"#));
+    assert_eq!(
+        dte.lines_until("CMTI", |l| l.starts_with("+CMTI")).await,
+        ["+CMTI: \"SM\",1"]
+    );
+
+    let (status, _) = http(
+        addr,
+        "PUT",
+        "/modems/0/faults",
+        r#"{"fail_next": {"count": 1, "code": 500}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    within(sims[0].wait_faults(|f| f.fail_next.is_some()))
+        .await
+        .unwrap();
+    let (_, body) = http(addr, "GET", "/modems/0/faults", "").await;
+    let faults: Faults = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        faults.fail_next,
+        Some(FailNext {
+            count: 1,
+            code: 500
+        })
+    );
+    let part = &submit_parts("+15551234567", "over http", false)[0];
+    assert_eq!(dte.send_part(part).await, ["+CMS ERROR: 500"]);
+    assert_eq!(dte.send_part(part).await, ["+CMGS: 1", "OK"]);
+    within(sims[0].wait_sends(2)).await.unwrap();
+    let (status, body) = http(addr, "GET", "/modems/0/sends", "").await;
+    assert_eq!(status, 200);
+    let sends: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        sends[0]["outcome"],
+        serde_json::json!({"failed": {"cms": 500}})
+    );
+    assert_eq!(
+        sends[1]["outcome"],
+        serde_json::json!({"sent": {"reference": 1}})
+    );
+    assert_eq!(sends[1]["recipient"], "+15551234567");
+    assert_eq!(sends[1]["text"], "over http");
+    assert_eq!(sends[1]["pdu"], part.hex());
+
+    let (status, _) = http(addr, "POST", "/modems/0/garbage", r#"{"hex": "FFFE"}"#).await;
+    assert_eq!(status, 204);
+    dte.read_until("garbage", |b| {
+        b.windows(2).position(|w| w == [0xff, 0xfe]).map(|i| i + 2)
+    })
+    .await;
+
+    let (status, body) = http(addr, "GET", "/modems/9/faults", "").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no_such_modem"), "{body}");
+    let (status, body) = http(addr, "PUT", "/modems/0/faults", r#"{"hnag": true}"#).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("bad_request"), "{body}");
+
+    let (status, _) = http(addr, "POST", "/modems/0/vanish", r#"{"seconds": 0}"#).await;
+    assert_eq!(status, 204);
+    within(sims[0].wait_new_path(&path)).await.unwrap();
+}
+
+#[tokio::test]
+async fn simulate_cli_prints_paths_and_serves_until_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modemgate"))
+        .args([
+            "simulate",
+            "--modems",
+            "2",
+            "--send-delay",
+            "0",
+            "--profile",
+            "ec25,huawei",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .collect::<Result<Vec<String>, _>>()
+    });
+    let printed = tokio::time::timeout(GUARD, printed)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    let link0 = dir.path().join("modem0");
+    assert_eq!(printed[0], link0.display().to_string());
+    assert_eq!(printed[1], dir.path().join("modem1").display().to_string());
+    assert!(std::fs::read_link(&link0).unwrap().starts_with("/dev/pts"));
+    let control: std::net::SocketAddr = printed[2]
+        .strip_prefix("control http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut dte = Dte::open(&link0).await;
+    assert_eq!(dte.lines_until("boot", |l| l == "RDY").await, ["RDY"]);
+    let (status, body) = http(control, "GET", "/modems", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"ec25\"") && body.contains("\"huawei\""),
+        "{body}"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!link0.exists(), "links are removed on shutdown");
+}

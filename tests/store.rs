@@ -816,3 +816,53 @@ async fn optouts_and_webhooks_are_recorded() {
         .unwrap();
     assert!(store.due_webhooks(10).await.unwrap().is_empty());
 }
+
+/// Every status change a CMS cares about is in the outbox exactly once, written with the change itself:
+/// sends, delivery reports, and what recovery decides at start-up.
+#[tokio::test]
+async fn status_changes_queue_one_webhook_event_each_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let delivered = sent_message(&store, "+15553330001", "m1", &[7, 8]).await;
+    for tp_mr in [7, 8] {
+        store
+            .record_report(report("m1", tp_mr, "+15553330001", 0))
+            .await
+            .unwrap();
+    }
+    // A repeated report changes nothing and announces nothing.
+    store
+        .record_report(report("m1", 8, "+15553330001", 0))
+        .await
+        .unwrap();
+    let in_flight = store
+        .accept(message("+15553330002", "a", 1))
+        .await
+        .unwrap()
+        .id;
+    store.claim(in_flight, "m2", None).await.unwrap();
+    store.part_submitting(in_flight, 1, "m2").await.unwrap();
+    drop(store);
+
+    let store = open(&path, &clock);
+    let events: Vec<(String, Option<uuid::Uuid>)> = store
+        .due_webhooks(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.event_type, entry.message_id))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("message.sent".to_owned(), Some(delivered)),
+            ("message.delivered".to_owned(), Some(delivered)),
+            ("message.unknown".to_owned(), Some(in_flight)),
+        ]
+    );
+    let first = &store.due_webhooks(1).await.unwrap()[0];
+    assert_eq!(first.payload["data"]["to"], "+15553330001");
+    assert_eq!(first.payload["data"]["parts"], 2);
+}

@@ -1,104 +1,77 @@
 //! What the HTTP API needs from the rest of the daemon: the seam between routes and the store, dispatcher
-//! and modem workers.
+//! and modem workers ([`Backend`]), and the JSON shapes of the HTTP contract.
 //!
-//! The types here are the HTTP contract's shapes (they serialise to exactly what clients see); the daemon
-//! implements [`Backend`] by mapping its store rows and worker state onto them. Keeping the shapes here, not
-//! in the store, means a change of storage layout can never change the API by accident.
+//! The views here serialise to exactly what clients see (`status`, `to`/`from`, `parts`); they are built
+//! from the store's records, whose field names follow the database (`state`, `peer`, `part_count`).
+//! Keeping the shapes here means a change of storage layout can never change the API by accident. Status,
+//! direction and encoding are the store's own enums: they already serialise to the contract's strings.
 
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::validate::{Priority, SendRequest};
+use super::validate::SendRequest;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
-use crate::pdu::Encoding;
-
-/// Every status a message can be in (outbound, then `received` for inbound).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Scheduled,
-    Queued,
-    Sending,
-    Sent,
-    Delivered,
-    Failed,
-    Cancelled,
-    Expired,
-    /// The modem may or may not have sent it: never resent silently.
-    Unknown,
-    Received,
-}
-
-impl Status {
-    pub const ALL: [Status; 10] = [
-        Status::Scheduled,
-        Status::Queued,
-        Status::Sending,
-        Status::Sent,
-        Status::Delivered,
-        Status::Failed,
-        Status::Cancelled,
-        Status::Expired,
-        Status::Unknown,
-        Status::Received,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Scheduled => "scheduled",
-            Status::Queued => "queued",
-            Status::Sending => "sending",
-            Status::Sent => "sent",
-            Status::Delivered => "delivered",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-            Status::Expired => "expired",
-            Status::Unknown => "unknown",
-            Status::Received => "received",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|status| status.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Outbound,
-    Inbound,
-}
+use crate::store::{self, Direction, MessageState, StoreError, TextEncoding};
 
 /// A message as listed (`GET /v1/messages`, conversations, export).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageView {
     pub id: Uuid,
     pub direction: Direction,
-    pub status: Status,
-    /// Recipient (outbound) or our modem's number when known (inbound), E.164.
+    pub status: MessageState,
+    /// The recipient of an outbound message.
     pub to: Option<String>,
-    /// Sender (inbound) or our modem's number when known (outbound).
+    /// The sender of an inbound message.
     pub from: Option<String>,
     pub text: String,
-    pub parts: usize,
-    pub encoding: Encoding,
-    pub priority: Option<Priority>,
+    pub parts: u16,
+    pub encoding: TextEncoding,
+    /// Higher goes first.
+    pub priority: i32,
     pub reference: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Option<serde_json::Value>,
+    pub tz: Option<String>,
     /// The modem that sent or received it.
     pub modem: Option<String>,
     pub send_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// Why it failed / is unknown, for people.
+    /// Why it failed, is unknown or held, for people.
     pub error: Option<String>,
+}
+
+impl From<store::Message> for MessageView {
+    fn from(m: store::Message) -> Self {
+        let (to, from) = match m.direction {
+            Direction::Outbound => (Some(m.peer), None),
+            Direction::Inbound => (None, Some(m.peer)),
+        };
+        MessageView {
+            id: m.id,
+            direction: m.direction,
+            status: m.state,
+            to,
+            from,
+            text: m.text,
+            parts: m.part_count,
+            encoding: m.encoding,
+            priority: m.priority,
+            reference: m.reference,
+            metadata: m.metadata,
+            tz: m.tz,
+            modem: m.modem,
+            send_at: m.send_at,
+            expires_at: m.expires_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            error: m.error.or(m.hold_reason),
+        }
+    }
 }
 
 /// One SMS part of a message (`GET /v1/messages/{id}`).
@@ -106,42 +79,58 @@ pub struct MessageView {
 pub struct PartView {
     /// 1-based.
     pub part: u16,
-    pub status: Status,
+    pub status: store::PartState,
     pub modem: Option<String>,
     /// TP-MR the network gave the part.
     pub reference: Option<u8>,
     pub sent_at: Option<Timestamp>,
-    pub delivered_at: Option<Timestamp>,
+    /// TP-ST of the delivery report, and when it came.
+    pub report_status: Option<u8>,
+    pub reported_at: Option<Timestamp>,
 }
 
-/// One entry of a message's append-only history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventView {
-    pub at: Timestamp,
-    /// e.g. `accepted`, `submitting`, `part_sent`, `delivered`, `failed`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub detail: Option<Value>,
+impl From<store::Part> for PartView {
+    fn from(p: store::Part) -> Self {
+        PartView {
+            part: p.part,
+            status: p.state,
+            modem: p.modem,
+            reference: p.tp_mr,
+            sent_at: p.sent_at,
+            report_status: p.report_status,
+            reported_at: p.reported_at,
+        }
+    }
 }
 
-/// `GET /v1/messages/{id}`.
+/// `GET /v1/messages/{id}`: the message, then `part_list` (`parts` is the count, as everywhere) and its
+/// append-only `events` (`at`, `actor`, `kind`, `state`, `part`, `detail`, `rule`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageDetail {
     #[serde(flatten)]
     pub message: MessageView,
-    /// Per-part detail (`parts` is the count, as everywhere).
     pub part_list: Vec<PartView>,
-    pub events: Vec<EventView>,
+    pub events: Vec<store::Event>,
+}
+
+impl From<store::MessageDetail> for MessageDetail {
+    fn from(d: store::MessageDetail) -> Self {
+        MessageDetail {
+            message: d.message.into(),
+            part_list: d.parts.into_iter().map(PartView::from).collect(),
+            events: d.events,
+        }
+    }
 }
 
 /// The `202` answer to a send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcceptedView {
     pub id: Uuid,
-    pub status: Status,
+    pub status: MessageState,
     pub to: String,
     pub parts: usize,
-    pub encoding: Encoding,
+    pub encoding: TextEncoding,
 }
 
 /// What the store did with a send.
@@ -153,7 +142,24 @@ pub enum Accepted {
     Repeat(AcceptedView),
 }
 
-/// A send as handed to the store.
+impl From<store::Accepted> for Accepted {
+    fn from(a: store::Accepted) -> Self {
+        let view = AcceptedView {
+            id: a.id,
+            status: a.state,
+            to: a.to,
+            parts: a.parts,
+            encoding: a.encoding,
+        };
+        if a.duplicate {
+            Accepted::Repeat(view)
+        } else {
+            Accepted::New(view)
+        }
+    }
+}
+
+/// A send as handed to the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
     pub request: SendRequest,
@@ -168,7 +174,7 @@ pub struct ListFilter {
     pub direction: Option<Direction>,
     /// The other party (recipient of outbound, sender of inbound messages).
     pub to: Option<Msisdn>,
-    pub status: Option<Status>,
+    pub status: Option<MessageState>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub reference: Option<String>,
@@ -184,16 +190,25 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Totals per modem from the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ModemCounters {
-    pub sent: u64,
-    pub failed: u64,
-    pub received: u64,
-    pub delivered: u64,
+impl From<store::Page> for Page {
+    fn from(p: store::Page) -> Self {
+        Page {
+            messages: p.messages.into_iter().map(MessageView::from).collect(),
+            next: p.next,
+        }
+    }
 }
 
-/// `GET /v1/modems` entry.
+/// Lifetime totals per modem, from the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ModemCounters {
+    pub parts_sent: i64,
+    pub parts_failed: i64,
+    pub received: i64,
+}
+
+/// `GET /v1/modems` entry: `id`, the worker's health (`state`, `signal`, `operator`, registration,
+/// identity, `last_error`) and `counters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModemView {
     pub id: String,
@@ -207,8 +222,8 @@ pub struct ModemView {
 pub struct Optout {
     pub number: String,
     pub created_at: Timestamp,
-    /// `keyword` (a STOP reply) or `api` (added by an admin), with the keyword or note.
-    pub source: String,
+    /// Who added it: `api:KEY`, `rules` (a STOP reply)...
+    pub actor: String,
     pub note: Option<String>,
 }
 
@@ -223,12 +238,28 @@ pub enum BackendError {
     /// The message is not in a state that allows it (e.g. cancelling a sent message).
     #[error("{0}")]
     InvalidState(String),
+    /// The request passed validation but the store refused it.
+    #[error("{0}")]
+    Invalid(String),
     /// The cursor is not one we issued.
     #[error("invalid cursor")]
     InvalidCursor,
     /// The store or a worker cannot answer now.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdempotencyConflict { key, .. } => BackendError::IdempotencyConflict(key),
+            StoreError::NotFound(id) => BackendError::NotFound(format!("message {id}")),
+            StoreError::InvalidTransition { .. } => BackendError::InvalidState(e.to_string()),
+            StoreError::Invalid(why) => BackendError::Invalid(why),
+            StoreError::InvalidCursor(_) => BackendError::InvalidCursor,
+            e => BackendError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl From<BackendError> for ApiError {
@@ -243,6 +274,11 @@ impl From<BackendError> for ApiError {
                 code: "invalid_state",
                 message,
             },
+            BackendError::Invalid(message) => ApiError::Invalid {
+                code: "invalid_message",
+                message,
+                field: None,
+            },
             BackendError::InvalidCursor => ApiError::BadRequest {
                 code: "invalid_cursor",
                 message: "`after` is not a cursor this server issued".into(),
@@ -255,33 +291,38 @@ impl From<BackendError> for ApiError {
 
 pub type BackendResult<'a, T> = BoxFuture<'a, Result<T, BackendError>>;
 
-/// Everything the routes ask of the daemon. Implemented by the daemon over the store, the dispatcher and
-/// the modem workers; tests use an in-memory fake.
+/// Everything the routes ask of the daemon. [`super::gateway::Gateway`] implements it over the store, the
+/// dispatcher and the modem workers.
 pub trait Backend: Send + Sync + 'static {
-    /// Stores a send durably (and wakes the dispatcher); idempotent per (api key, idempotency key).
+    /// Stores a send durably and hands it to the dispatcher; idempotent per (api key, idempotency key).
     fn accept(&self, message: NewMessage) -> BackendResult<'_, Accepted>;
-    /// Stores many sends in one transaction-group; one result per item, in order.
+    /// Stores many sends in one commit; one result per item, in order.
     fn accept_batch(
         &self,
         messages: Vec<NewMessage>,
     ) -> BackendResult<'_, Vec<Result<Accepted, BackendError>>>;
     fn message(&self, id: Uuid) -> BackendResult<'_, MessageDetail>;
     fn list(&self, filter: ListFilter) -> BackendResult<'_, Page>;
-    /// Both directions with `number` (E.164), oldest first.
+    /// Both directions with `number`, in time order.
     fn conversation(
         &self,
         number: Msisdn,
         limit: usize,
         after: Option<String>,
     ) -> BackendResult<'_, Page>;
-    /// Cancels a message not yet handed to a modem; `InvalidState` otherwise.
-    fn cancel(&self, id: Uuid) -> BackendResult<'_, MessageView>;
+    /// Cancels a message not yet handed to a modem (`InvalidState` otherwise); `actor` is recorded.
+    fn cancel(&self, id: Uuid, actor: String) -> BackendResult<'_, MessageView>;
     fn modems(&self) -> BackendResult<'_, Vec<ModemView>>;
     /// Pauses (or resumes) a modem: the dispatcher gives it nothing new while paused.
     fn set_paused(&self, modem: String, paused: bool) -> BackendResult<'_, ModemView>;
     fn optouts(&self) -> BackendResult<'_, Vec<Optout>>;
-    fn add_optout(&self, number: Msisdn, note: Option<String>) -> BackendResult<'_, Optout>;
-    fn remove_optout(&self, number: Msisdn) -> BackendResult<'_, ()>;
-    /// Ready to accept traffic (store open, migrations done); `Err` says why not.
+    fn add_optout(
+        &self,
+        number: Msisdn,
+        actor: String,
+        note: Option<String>,
+    ) -> BackendResult<'_, Optout>;
+    fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()>;
+    /// Ready to accept traffic (store open and answering); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;
 }

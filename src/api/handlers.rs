@@ -13,12 +13,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Principal;
-use super::backend::{
-    Accepted, AcceptedView, BackendError, Direction, ListFilter, NewMessage, Status,
-};
+use super::backend::{Accepted, AcceptedView, BackendError, ListFilter, NewMessage};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Fields, JsonObject, JsonOrForm, PathParam, QueryFields, wrong_type};
 use super::validate::{check_idempotency_key, idempotency_key};
+use crate::store::{Direction, MessageState};
 
 /// Most sends in one `POST /v1/messages/batch`.
 pub const MAX_BATCH: usize = 1000;
@@ -30,6 +29,11 @@ fn key_name(principal: Option<Extension<Principal>>) -> String {
     principal
         .map(|Extension(p)| p.key_name.to_string())
         .unwrap_or_default()
+}
+
+/// The audit-trail actor for a request: `api:KEY`.
+fn actor(principal: Option<Extension<Principal>>) -> String {
+    format!("api:{}", key_name(principal))
 }
 
 fn accepted_response(accepted: Accepted) -> Response {
@@ -59,37 +63,35 @@ pub async fn send(
     Ok(accepted_response(accepted))
 }
 
-/// One item of a batch answer: `{"index", "status", ...AcceptedView}` or `{"index", "status", "error"}`.
+/// One item of a batch answer: `{"index", "http_status", "accepted": {...}}` (202 new, 200 repeat) or
+/// `{"index", "http_status", "error": {...}}`.
 #[derive(Debug, Serialize)]
 struct BatchItem {
     index: usize,
-    status: u16,
+    /// The status a single `POST /v1/messages` would have answered.
+    http_status: u16,
     #[serde(flatten)]
-    accepted: Option<AcceptedView>,
-    error: Option<ErrorBody>,
+    result: BatchResult,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BatchResult {
+    Accepted(AcceptedView),
+    Error(ErrorBody),
 }
 
 impl BatchItem {
     fn new(index: usize, outcome: Result<Accepted, ApiError>) -> BatchItem {
-        match outcome {
-            Ok(Accepted::New(view)) => BatchItem {
-                index,
-                status: 202,
-                accepted: Some(view),
-                error: None,
-            },
-            Ok(Accepted::Repeat(view)) => BatchItem {
-                index,
-                status: 200,
-                accepted: Some(view),
-                error: None,
-            },
-            Err(e) => BatchItem {
-                index,
-                status: e.status().as_u16(),
-                accepted: None,
-                error: Some(e.body()),
-            },
+        let (http_status, result) = match outcome {
+            Ok(Accepted::New(view)) => (202, BatchResult::Accepted(view)),
+            Ok(Accepted::Repeat(view)) => (200, BatchResult::Accepted(view)),
+            Err(e) => (e.status().as_u16(), BatchResult::Error(e.body())),
+        };
+        BatchItem {
+            index,
+            http_status,
+            result,
         }
     }
 }
@@ -181,9 +183,13 @@ pub async fn get_message(
 /// `POST /v1/messages/{id}/cancel`.
 pub async fn cancel(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
-    let message = state.backend.cancel(message_id(&id)?).await?;
+    let message = state
+        .backend
+        .cancel(message_id(&id)?, actor(principal))
+        .await?;
     Ok(Json(message).into_response())
 }
 
@@ -222,17 +228,15 @@ fn paging(fields: &mut Fields) -> Result<(usize, Option<String>), ApiError> {
 
 /// The list filters, shared by `GET /v1/messages` and the CSV export.
 fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiError> {
-    let direction = match fields.take_string("direction")?.as_deref() {
+    let direction = match fields.take_string("direction")? {
         None => None,
-        Some("outbound") => Some(Direction::Outbound),
-        Some("inbound") => Some(Direction::Inbound),
-        Some(_) => {
-            return Err(ApiError::invalid(
+        Some(d) => Some(Direction::parse(&d).ok_or_else(|| {
+            ApiError::invalid(
                 "invalid_direction",
                 "direction",
                 "`direction` must be outbound or inbound",
-            ));
-        }
+            )
+        })?),
     };
     let to = fields
         .take_string("to")?
@@ -240,7 +244,7 @@ fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiEr
         .transpose()?;
     let status = match fields.take_string("status")? {
         None => None,
-        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+        Some(s) => Some(MessageState::parse(&s).ok_or_else(|| {
             ApiError::invalid("invalid_status", "status", format!("unknown status {s:?}"))
         })?),
     };
@@ -306,25 +310,17 @@ fn csv_field(out: &mut String, value: &str) {
     }
 }
 
-/// The lowercase name serde gives a unit variant (`outbound`, `gsm7`).
-fn variant_name(value: impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(name)) => name,
-        _ => String::new(),
-    }
-}
-
 fn csv_row(m: &super::backend::MessageView) -> String {
     let fields = [
         m.id.to_string(),
-        variant_name(m.direction),
+        m.direction.as_str().to_owned(),
         m.status.as_str().to_owned(),
         m.to.clone().unwrap_or_default(),
         m.from.clone().unwrap_or_default(),
         m.text.clone(),
         m.parts.to_string(),
-        variant_name(m.encoding),
-        m.priority.map(|p| p.get().to_string()).unwrap_or_default(),
+        m.encoding.as_str().to_owned(),
+        m.priority.to_string(),
         m.reference.clone().unwrap_or_default(),
         m.modem.clone().unwrap_or_default(),
         m.created_at.to_string(),
@@ -427,6 +423,7 @@ pub async fn optouts(State(state): State<AppState>) -> Result<Response, ApiError
 /// `POST /v1/optouts`: `{"number", "note"?}`; 201 with the opt-out.
 pub async fn add_optout(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     JsonObject(mut fields): JsonObject,
 ) -> Result<Response, ApiError> {
     let number = fields.take_string("number")?;
@@ -435,20 +432,27 @@ pub async fn add_optout(
     let number = number
         .ok_or_else(|| ApiError::invalid("missing_field", "number", "`number` is required"))?;
     let number = state.validator().number("number", &number)?;
-    let optout = state.backend.add_optout(number, note).await?;
+    let optout = state
+        .backend
+        .add_optout(number, actor(principal), note)
+        .await?;
     Ok((StatusCode::CREATED, Json(optout)).into_response())
 }
 
 /// `DELETE /v1/optouts/{number}`: 204.
 pub async fn remove_optout(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     PathParam(number): PathParam,
 ) -> Result<Response, ApiError> {
     let number = state
         .validator()
         .number("number", &number)
         .map_err(|_| ApiError::NotFound("opt-out".into()))?;
-    state.backend.remove_optout(number).await?;
+    state
+        .backend
+        .remove_optout(number, actor(principal))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,7 +4,9 @@
 //! - [`routes`]: the route table (method, path, access, docs, handler); the router and `/openapi.json` are
 //!   both built from it, so the document cannot drift from what is served.
 //! - [`handlers`]: one thin function per route.
-//! - [`backend`]: the [`Backend`] trait the daemon implements, and the JSON shapes of the HTTP contract.
+//! - [`backend`]: the [`Backend`] trait (what routes need from the daemon) and the JSON shapes of the HTTP
+//!   contract.
+//! - [`gateway`]: [`Backend`] over the store, the dispatcher and the modem workers.
 //! - [`validate`]: the `POST /v1/messages` request, field by field.
 //! - [`extract`]: body/query extractors whose rejections are [`ApiError`]s.
 //! - [`error`]: [`ApiError`], the one error type at the edge.
@@ -16,6 +18,7 @@ pub mod auth;
 pub mod backend;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
@@ -67,6 +70,20 @@ impl AppState {
             smart_default: false,
             body_limit: BODY_LIMIT,
             clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// The state for a loaded configuration: keys, default region, smart encoding and body limit from it.
+    pub fn from_config(
+        config: &crate::config::Config,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        AppState {
+            default_region: Some(config.server.default_region),
+            smart_default: config.pdu.smart_encoding,
+            body_limit: config.server.body_limit.get(),
+            ..AppState::new(backend, Arc::new(Auth::new(&config.api_keys)), metrics)
         }
     }
 

@@ -164,8 +164,13 @@ fn schemas() -> Value {
             "items": {"allOf": [schema_ref("SendRequest")],
                 "description": "plus optional idempotency_key"}}}},
         "BatchResults": {"type": "object", "properties": {"results": {"type": "array", "items": {
-            "type": "object", "description": "index, status (202/200/4xx) and either the Accepted fields or error",
-            "properties": {"index": {"type": "integer"}, "status": {"type": "integer"}}}}}},
+            "type": "object", "required": ["index", "http_status"],
+            "description": "per item, in order: what a single POST /v1/messages would have answered",
+            "properties": {"index": {"type": "integer"},
+                "http_status": {"type": "integer", "description": "202 new, 200 idempotent repeat, 4xx refused"},
+                "accepted": schema_ref("Accepted"), "error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "field": {"type": ["string", "null"]}}}}}}}},
         "Accepted": {"type": "object", "required": ["id", "status", "to", "parts", "encoding"], "properties": {
             "id": {"type": "string", "format": "uuid"}, "status": status, "to": {"type": "string"},
             "parts": {"type": "integer"}, "encoding": encoding}},

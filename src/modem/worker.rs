@@ -57,6 +57,29 @@ impl WorkerHandle {
     pub fn health(&self) -> watch::Receiver<ModemHealth> {
         self.health.clone()
     }
+
+    /// The job channel itself, for a dispatcher that watches its capacity and closure.
+    pub fn jobs(&self) -> mpsc::Sender<SendJob> {
+        self.jobs.clone()
+    }
+
+    /// `true` while the worker can take jobs (state `Ready`), updated as its health changes.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        let mut health = self.health.clone();
+        let is_ready = |h: &ModemHealth| h.state == ModemState::Ready;
+        let (tx, rx) = watch::channel(is_ready(&health.borrow()));
+        tokio::spawn(async move {
+            // Ends when the worker drops its health sender or nobody watches any more.
+            while health.changed().await.is_ok() {
+                let ready = is_ready(&health.borrow_and_update());
+                tx.send_if_modified(|old| std::mem::replace(old, ready) != ready);
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
 }
 
 /// Start a worker on the serial device named in `cfg`.

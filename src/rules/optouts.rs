@@ -73,9 +73,10 @@ impl OptOuts {
             .contains(number)
     }
 
-    /// Records an opt-out (audited even when the number was already opted out); returns whether it is
-    /// new. The number is suppressed in memory before the store is written, so no hand-off slips through
-    /// while the write is in flight; if the write fails it stays suppressed until restart.
+    /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
+    /// record (when, which message, which modem). The number is suppressed in memory before the store is
+    /// written, so no hand-off slips through while the write is in flight; if the write fails it stays
+    /// suppressed until restart.
     pub async fn add(
         &self,
         number: &str,
@@ -87,6 +88,9 @@ impl OptOuts {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(number.to_owned());
+        if !new {
+            return Ok(false);
+        }
         let detail = match origin.detail {
             Some(detail) => format!("{}: {detail}", source.as_str()),
             None => source.as_str().to_owned(),

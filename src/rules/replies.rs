@@ -107,17 +107,17 @@ impl Default for OptOutConfig {
         OptOutConfig {
             confirmation: Texts::of(
                 "You will no longer receive text messages from this number. Reply START to opt back in.",
-                "Ya no recibirá mensajes de texto de este número. Responda ALTA para volver a recibirlos.",
+                "No recibirá más mensajes de este número. Responda ALTA para volver.",
                 "Vous ne recevrez plus de SMS de ce numéro. Répondez START pour les recevoir à nouveau.",
             ),
             opt_in_confirmation: Texts::of(
                 "You will receive text messages from this number again. Reply STOP to stop them.",
-                "Volverá a recibir mensajes de texto de este número. Responda BAJA para dejar de recibirlos.",
-                "Vous recevrez à nouveau des SMS de ce numéro. Répondez ARRET pour les arrêter.",
+                "Volverá a recibir mensajes de este número. Responda BAJA para parar.",
+                "Vous recevrez à nouveau des SMS de ce numéro. Répondez ARRET pour ne plus en recevoir.",
             ),
             help: Texts::of(
                 "Reply STOP to stop texts to this number.",
-                "Responda BAJA para dejar de recibir mensajes en este número.",
+                "Responda BAJA para no recibir más mensajes en este número.",
                 "Répondez ARRET pour ne plus recevoir de SMS à ce numéro.",
             ),
             repeat_window: std::time::Duration::from_secs(24 * 3600),
@@ -328,6 +328,23 @@ mod tests {
         assert!(ReplyRule::new(vec!["1".into()], " ".into(), t.clone()).is_err());
         let rule = ReplyRule::new(vec!["1".into(), "Pay!".into()], "pay".into(), t).unwrap();
         assert_eq!(rule.keywords(), ["1", "pay"]);
+    }
+
+    #[test]
+    fn default_answers_fit_one_sms_each() {
+        let config = OptOutConfig::default();
+        for texts in [
+            &config.confirmation,
+            &config.opt_in_confirmation,
+            &config.help,
+        ] {
+            for (language, text) in texts.all() {
+                let parts = crate::pdu::segments(text, crate::pdu::EncodingChoice::Auto, true)
+                    .unwrap()
+                    .parts;
+                assert_eq!(parts, 1, "{language:?}: {text}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ use super::{Inbound, SimError};
 
 /// How often the actor clears the exclusive lock and, while hung, checks whether the port was re-opened.
 const LINE_CHECK: Duration = Duration::from_millis(100);
+/// Output kept for a DTE that is not reading (beyond what the pty itself buffers). A modem without flow
+/// control drops what nobody reads; so do we, oldest first, so a day of noise on an unopened port stays small.
+const MAX_PENDING_OUT: usize = 64 * 1024;
 
 pub(crate) enum Control {
     Inject(Inbound, oneshot::Sender<Result<usize, SimError>>),
@@ -117,6 +120,8 @@ impl Actor {
             }
             if self.pty.is_some() {
                 pending_out.extend(out.bytes);
+                let excess = pending_out.len().saturating_sub(MAX_PENDING_OUT);
+                pending_out.drain(..excess);
             }
             for (delay, timer) in out.timers {
                 timers.spawn(async move {

@@ -28,6 +28,12 @@ pub struct SimulateArgs {
     /// Dialect(s): plain, ec25, sim7600, huawei; a comma-separated list is used round-robin.
     #[arg(long, value_delimiter = ',', default_value = "plain")]
     pub profile: Vec<Profile>,
+    /// Seconds from +CMGS to the status report of a send that asked for one.
+    #[arg(long, default_value_t = 5.0)]
+    pub report_delay: f64,
+    /// Recipients whose status reports say "failed" (comma-separated, as `+15551234567`).
+    #[arg(long, value_delimiter = ',')]
+    pub undeliverable: Vec<String>,
     /// SIM PIN for every modem (none by default).
     #[arg(long)]
     pub pin: Option<String>,
@@ -63,6 +69,7 @@ fn seconds(name: &'static str, value: f64) -> Result<Duration, CliError> {
 pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     let send_delay = seconds("--send-delay", args.send_delay)?;
     let send_jitter = seconds("--send-jitter", args.send_jitter.unwrap_or(args.send_delay))?;
+    let report_delay = seconds("--report-delay", args.report_delay)?;
     if let Some(dir) = &args.dir {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
@@ -77,6 +84,8 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
         config.pin = args.pin.clone();
         config.send_delay = send_delay;
         config.send_jitter = send_jitter;
+        config.report_delay = report_delay;
+        config.undeliverable = args.undeliverable.clone();
         config.own_number = format!("+1555010{:04}", i + 1);
         config.imei = format!("86123405{:07}", i + 1);
         config.seed = i as u64 + 1;

@@ -29,7 +29,7 @@ pub struct Faults {
     pub storage_full: bool,
     /// Print a URC between every command and its answer, and before the CMGS prompt.
     pub interleave_urcs: bool,
-    /// Extra time every send takes, on top of the configured send delay.
+    /// Extra time every send takes, on top of the configured send delay (JSON: milliseconds).
     #[serde(with = "millis")]
     pub slow_send: Duration,
 }

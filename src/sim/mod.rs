@@ -79,7 +79,7 @@ pub struct SimConfig {
     pub rssi: u8,
     /// Slots in each storage (SM, ME, SR).
     pub storage_capacity: usize,
-    /// TP-MR of the first send; incremented (wrapping) per send attempt.
+    /// TP-MR of the first successful send; each `+CMGS: <mr>` takes the next (wrapping). Failed sends take none.
     pub first_reference: u8,
     /// Seed of the fault dice and send jitter.
     pub seed: u64,

@@ -40,6 +40,11 @@ impl Profile {
         self.dialect().name
     }
 
+    /// The profile of a `sim:PROFILE` device string (`sim:ec25`), `None` when `device` is not a simulator.
+    pub fn from_device(device: &str) -> Option<Result<Profile, UnknownProfile>> {
+        device.strip_prefix("sim:").map(str::parse)
+    }
+
     pub(crate) fn dialect(self) -> &'static Dialect {
         match self {
             Profile::Plain => &PLAIN,
@@ -209,5 +214,11 @@ mod tests {
         }
         assert_eq!("EC25".parse::<Profile>(), Ok(Profile::Ec25));
         assert!("nokia".parse::<Profile>().is_err());
+        assert_eq!(
+            Profile::from_device("sim:huawei"),
+            Some(Ok(Profile::Huawei))
+        );
+        assert!(matches!(Profile::from_device("sim:x"), Some(Err(_))));
+        assert_eq!(Profile::from_device("/dev/ttyUSB2"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! What comes back from the network: inbound parts (reassembled) and delivery reports (matched to parts).
 
+use super::announce::announce;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -311,6 +312,7 @@ pub(crate) fn record_report(
             .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
             .and_then(|mut st| st.execute(params![id.to_string(), new_state, ms(ctx.now)]))
             .map_err(DB)?;
+        announce(ctx.conn, ctx.now, id, new_state)?;
     }
     append_event(ctx, id, ev)?;
     Ok(ReportOutcome::Matched {

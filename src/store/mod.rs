@@ -7,11 +7,13 @@
 //! - `writer`: the thread that owns the write connection and commits requests in groups.
 //! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
 //!   and delivery reports; modems, opt-outs, webhooks).
+//! - `announce`: webhook events for status changes, queued in the same transaction as the change.
 //! - `read`: queries; `recovery`: what a crash left behind, settled at open.
 //!
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
+mod announce;
 mod clock;
 mod error;
 mod inbound;

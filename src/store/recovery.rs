@@ -4,6 +4,7 @@
 //! configured, goes back to the queue). A message claimed for sending whose parts were not yet submitting is
 //! safe to send again and returns to the queue. Queued and scheduled work is untouched.
 
+use super::announce::announce;
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
@@ -77,6 +78,7 @@ pub(crate) fn recover(
             )
         })
         .map_err(DB)?;
+        announce(&tx, now, id, state)?;
         if state == MessageState::Unknown {
             recovery.unknown.push(id);
         } else {

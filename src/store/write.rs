@@ -1,5 +1,6 @@
 //! The write operations: each runs inside the writer's batch transaction and appends the events it causes.
 
+use super::announce::announce;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -72,12 +73,23 @@ pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<(
     Ok(())
 }
 
-/// Moves a message to `state` and records why.
+/// Moves a message to `state`, records why, and queues the webhook event when the state is new.
 fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
-    ctx.conn
-        .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
+    let changed = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state IS NOT ?2",
+        )
         .and_then(|mut st| st.execute(params![id.to_string(), ev.state, ms(ctx.now)]))
         .map_err(DB)?;
+    if changed > 0 {
+        announce(ctx.conn, ctx.now, id, ev.state)?;
+    } else {
+        ctx.conn
+            .prepare_cached("UPDATE messages SET updated_at = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id.to_string(), ms(ctx.now)]))
+            .map_err(DB)?;
+    }
     append_event(ctx, id, ev)
 }
 

@@ -1,0 +1,301 @@
+//! The daemon's [`Backend`]: the store for messages and opt-outs, the dispatcher for new and cancelled
+//! work, and the modem workers (through [`ModemControl`]) for live health and pausing.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::backend::{
+    Accepted, Backend, BackendError, BackendResult, ListFilter, MessageDetail, MessageView,
+    ModemCounters, ModemView, NewMessage, Optout, Page,
+};
+use crate::dispatch::DispatchHandle;
+use crate::modem::job::ModemHealth;
+use crate::msisdn::Msisdn;
+use crate::pdu::{self, SubmitOptions};
+use crate::store::{self, OptOutChange, QueueEntry, Store};
+
+/// Live modem state and the admin's pause switch, owned by the daemon (it hears the workers' health).
+pub trait ModemControl: Send + Sync + 'static {
+    /// Every configured modem, in config order, with its latest health.
+    fn health(&self) -> Vec<(String, ModemHealth)>;
+    /// Pauses or resumes `id`; `false` when there is no such modem.
+    fn set_paused(&self, id: &str, paused: bool) -> bool;
+}
+
+/// [`Backend`] over the real daemon parts.
+pub struct Gateway {
+    store: Store,
+    dispatch: DispatchHandle,
+    modems: Arc<dyn ModemControl>,
+    /// `[pdu] status_reports`: ask the SMSC for delivery reports (TP-SRR), so `delivered` can be known.
+    status_reports: bool,
+    /// Next concatenation reference for a multi-part message without an idempotency key (8 bits, wraps).
+    concat: AtomicU8,
+}
+
+impl Gateway {
+    pub fn new(
+        store: Store,
+        dispatch: DispatchHandle,
+        modems: Arc<dyn ModemControl>,
+        status_reports: bool,
+    ) -> Gateway {
+        Gateway {
+            store,
+            dispatch,
+            modems,
+            status_reports,
+            concat: AtomicU8::new(0),
+        }
+    }
+
+    /// Encodes the PDUs the store keeps. With an idempotency key the concatenation reference is derived
+    /// from it, so a repeated request encodes to the same bytes and the store recognises the repeat.
+    fn encode(&self, message: NewMessage) -> Result<store::NewMessage, BackendError> {
+        let request = message.request;
+        let concat_reference = match &message.idempotency_key {
+            Some(key) => {
+                let mut hasher = DefaultHasher::new();
+                (&message.api_key, key).hash(&mut hasher);
+                hasher.finish().to_le_bytes()[0]
+            }
+            None => self.concat.fetch_add(1, Ordering::Relaxed),
+        };
+        let options = SubmitOptions {
+            encoding: request.encoding,
+            smart: request.smart,
+            status_report: self.status_reports,
+            concat_reference,
+            ..SubmitOptions::default()
+        };
+        let parts = pdu::encode_submit(request.to.as_str(), &request.text, &options)
+            .map_err(|e| BackendError::Invalid(format!("cannot encode the message: {e}")))?;
+        Ok(store::NewMessage {
+            api_key: message.api_key,
+            idempotency_key: message.idempotency_key,
+            to: request.to.as_str().to_owned(),
+            text: request.text,
+            encoding: request.segments.encoding.into(),
+            parts: parts
+                .iter()
+                .map(|p| store::NewPart {
+                    tpdu_length: p.tpdu_length,
+                    pdu_hex: p.hex(),
+                })
+                .collect(),
+            priority: i32::from(request.priority.get()),
+            send_at: request.send_at,
+            expires_at: request.expires_at,
+            reference: request.reference,
+            metadata: request.metadata.map(Value::Object),
+            tz: request.tz,
+            category: store::Category::Standard,
+        })
+    }
+
+    /// Hands a newly stored message to the dispatcher (a repeat is already there).
+    fn enqueue(&self, message: &store::NewMessage, accepted: &store::Accepted) {
+        if !accepted.duplicate {
+            self.dispatch
+                .enqueue(QueueEntry::for_accepted(message, accepted));
+        }
+    }
+
+    async fn modem_views(&self) -> Result<Vec<ModemView>, BackendError> {
+        let mut counters: HashMap<String, ModemCounters> = self
+            .store
+            .modems()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let counters = ModemCounters {
+                    parts_sent: r.parts_sent,
+                    parts_failed: r.parts_failed,
+                    received: r.received,
+                };
+                (r.id, counters)
+            })
+            .collect();
+        Ok(self
+            .modems
+            .health()
+            .into_iter()
+            .map(|(id, health)| ModemView {
+                counters: counters.remove(&id).unwrap_or_default(),
+                id,
+                health,
+            })
+            .collect())
+    }
+}
+
+impl Backend for Gateway {
+    fn accept(&self, message: NewMessage) -> BackendResult<'_, Accepted> {
+        Box::pin(async move {
+            let message = self.encode(message)?;
+            let accepted = self.store.accept(message.clone()).await?;
+            self.enqueue(&message, &accepted);
+            Ok(accepted.into())
+        })
+    }
+
+    fn accept_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> BackendResult<'_, Vec<Result<Accepted, BackendError>>> {
+        Box::pin(async move {
+            // Items that cannot be encoded get their error; the rest go to the store in one commit.
+            let encoded: Vec<Result<store::NewMessage, BackendError>> =
+                messages.into_iter().map(|m| self.encode(m)).collect();
+            let valid: Vec<store::NewMessage> = encoded
+                .iter()
+                .filter_map(|m| m.as_ref().ok().cloned())
+                .collect();
+            let mut stored = self.store.accept_batch(valid).await?.into_iter();
+            Ok(encoded
+                .into_iter()
+                .map(|item| {
+                    let message = item?;
+                    let accepted = stored.next().ok_or_else(|| {
+                        BackendError::Unavailable("the store answered fewer items than sent".into())
+                    })??;
+                    self.enqueue(&message, &accepted);
+                    Ok(accepted.into())
+                })
+                .collect())
+        })
+    }
+
+    fn message(&self, id: Uuid) -> BackendResult<'_, MessageDetail> {
+        Box::pin(async move {
+            let detail = self.store.get(id).await?;
+            detail
+                .map(MessageDetail::from)
+                .ok_or_else(|| BackendError::NotFound(format!("message {id}")))
+        })
+    }
+
+    fn list(&self, filter: ListFilter) -> BackendResult<'_, Page> {
+        Box::pin(async move {
+            let filter = store::ListFilter {
+                direction: filter.direction,
+                peer: filter.to.map(|n| n.as_str().to_owned()),
+                state: filter.status,
+                since: filter.since,
+                until: filter.until,
+                reference: filter.reference,
+                limit: u32::try_from(filter.limit).ok(),
+                after: filter.after,
+            };
+            Ok(self.store.list(filter).await?.into())
+        })
+    }
+
+    fn conversation(
+        &self,
+        number: Msisdn,
+        limit: usize,
+        after: Option<String>,
+    ) -> BackendResult<'_, Page> {
+        Box::pin(async move {
+            let page = self
+                .store
+                .conversation(number.as_str(), u32::try_from(limit).ok(), after)
+                .await?;
+            Ok(page.into())
+        })
+    }
+
+    fn cancel(&self, id: Uuid, actor: String) -> BackendResult<'_, MessageView> {
+        Box::pin(async move {
+            self.dispatch.cancel(id, &actor).await?;
+            let detail = self.store.get(id).await?;
+            detail
+                .map(|d| MessageView::from(d.message))
+                .ok_or_else(|| BackendError::NotFound(format!("message {id}")))
+        })
+    }
+
+    fn modems(&self) -> BackendResult<'_, Vec<ModemView>> {
+        Box::pin(self.modem_views())
+    }
+
+    fn set_paused(&self, modem: String, paused: bool) -> BackendResult<'_, ModemView> {
+        Box::pin(async move {
+            if !self.modems.set_paused(&modem, paused) {
+                return Err(BackendError::NotFound(format!("modem {modem:?}")));
+            }
+            self.modem_views()
+                .await?
+                .into_iter()
+                .find(|m| m.id == modem)
+                .ok_or_else(|| BackendError::NotFound(format!("modem {modem:?}")))
+        })
+    }
+
+    fn optouts(&self) -> BackendResult<'_, Vec<Optout>> {
+        Box::pin(async move {
+            Err(BackendError::Unavailable(
+                "listing opt-outs needs a store query that does not exist yet".into(),
+            ))
+        })
+    }
+
+    fn add_optout(
+        &self,
+        number: Msisdn,
+        actor: String,
+        note: Option<String>,
+    ) -> BackendResult<'_, Optout> {
+        Box::pin(async move {
+            let change = OptOutChange {
+                number: number.as_str().to_owned(),
+                active: true,
+                actor: actor.clone(),
+                source_message: None,
+                modem: None,
+                detail: note.clone(),
+            };
+            self.store.set_optout(change).await?;
+            Ok(Optout {
+                number: number.as_str().to_owned(),
+                created_at: self.store.now(),
+                actor,
+                note,
+            })
+        })
+    }
+
+    fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()> {
+        Box::pin(async move {
+            if !self.store.is_opted_out(number.as_str()).await? {
+                return Err(BackendError::NotFound("opt-out".into()));
+            }
+            let change = OptOutChange {
+                number: number.as_str().to_owned(),
+                active: false,
+                actor,
+                source_message: None,
+                modem: None,
+                detail: None,
+            };
+            Ok(self.store.set_optout(change).await?)
+        })
+    }
+
+    fn ready(&self) -> BackendResult<'_, ()> {
+        // A read through the reader pool: proves the database answers, not just that it was opened.
+        Box::pin(async move {
+            self.store
+                .modems()
+                .await
+                .map(|_| ())
+                .map_err(BackendError::from)
+        })
+    }
+}

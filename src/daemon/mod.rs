@@ -1,0 +1,298 @@
+//! `modemgate serve`: wires config, store, modem workers (and in-process simulators), the hub, the
+//! dispatcher, the HTTP API and the webhook deliverer, and runs them until SIGTERM.
+//!
+//! # Layout
+//! - [`modems`]: one worker per `[[modems]]` entry, a simulator behind each `sim:PROFILE` device.
+//! - [`hub`]: worker events → store → rules and webhooks.
+//! - [`registry`]: the running modems as the API sees them (live health, pause).
+//! - [`systemd`]: readiness, reload/stop notices and watchdog keep-alives.
+//!
+//! [`start`] assembles a running gateway from a [`Config`] and returns handles on its parts, so integration
+//! tests drive exactly what `serve` runs; [`serve`] adds signals and systemd around it.
+
+pub mod hub;
+pub mod modems;
+pub mod registry;
+pub mod systemd;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::gateway::Gateway;
+use crate::api::{AppState, Auth, Metrics};
+use crate::config::Config;
+use crate::dispatch::{self, AllowAll, DispatchHandle, ModemSlot};
+use crate::sim::SimHandle;
+use crate::store::{self, Clock, Store};
+use crate::webhook::{Backoff, Deliverer, StoreOutbox, Target};
+
+use modems::ModemRuntime;
+use registry::Modems;
+
+/// How long in-flight modem commands may take to finish at shutdown (a CMGS can take tens of seconds; the
+/// message is `unknown`, never lost, if it is cut short).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// What can be injected when starting (tests use a manual clock).
+#[derive(Clone)]
+pub struct StartOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Simulated modems answer at once instead of taking 2-4 s per send (tests).
+    pub instant_sims: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            clock: Arc::new(store::SystemClock),
+            instant_sims: false,
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    pub store: Store,
+    pub dispatch: DispatchHandle,
+    /// Where the API listens (the real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    pub modems: Arc<Modems>,
+    runtimes: Vec<ModemRuntime>,
+    shutdown: CancellationToken,
+    /// Stops only the dispatcher: it hands out nothing more and ends when jobs in flight have finished.
+    dispatch_stop: CancellationToken,
+    dispatcher: JoinHandle<()>,
+    hub: JoinHandle<()>,
+    api: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
+}
+
+/// Assemble and start everything the config describes; returns once the API listens and the queue is
+/// loaded (the moment systemd is told READY).
+pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Running> {
+    let store = open_store(config, &options).await?;
+    let shutdown = CancellationToken::new();
+    let (events_tx, events) = mpsc::channel(256);
+
+    let mut runtimes = Vec::new();
+    for (ordinal, modem) in config.modems.iter().filter(|m| m.enabled).enumerate() {
+        let runtime = modems::start(
+            modem,
+            ordinal,
+            options.instant_sims,
+            events_tx.clone(),
+            &shutdown,
+        )
+        .with_context(|| format!("starting modem {}", modem.id))?;
+        runtimes.push(runtime);
+    }
+    // The hub ends when every worker has dropped its sender: keep none here.
+    drop(events_tx);
+    let modems = Arc::new(Modems::default());
+    modems.replace(
+        runtimes
+            .iter()
+            .map(|r| (r.id.clone(), r.handle.clone()))
+            .collect(),
+    );
+
+    let targets = config
+        .webhooks
+        .iter()
+        .map(Target::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .context("webhook configuration")?;
+    let deliverer = Deliverer::new(
+        Arc::new(StoreOutbox::new(store.clone())),
+        targets,
+        Backoff::default(),
+    );
+    let webhooks = deliverer.waker();
+    let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
+
+    let hub = tokio::spawn(
+        hub::Hub {
+            store: store.clone(),
+            modems: modems.clone(),
+            webhooks: webhooks.clone(),
+            default_region: config.server.default_region,
+        }
+        .run(events),
+    );
+
+    let dispatch_stop = shutdown.child_token();
+    let (dispatch, dispatcher) = dispatch::start(
+        store.clone(),
+        slots(&runtimes),
+        dispatch_settings(config),
+        Arc::new(AllowAll),
+        dispatch_stop.clone(),
+    )
+    .await
+    .context("starting the dispatcher")?;
+
+    let gateway = Gateway::new(
+        store.clone(),
+        dispatch.clone(),
+        modems.clone(),
+        config.pdu.status_reports,
+    );
+    let mut state = AppState::new(
+        Arc::new(gateway),
+        Arc::new(Auth::new(&config.api_keys)),
+        Arc::new(Metrics::default()),
+    );
+    state.default_region = Some(config.server.default_region);
+    state.smart_default = config.pdu.smart_encoding;
+    state.body_limit = config.server.body_limit.get();
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let app = crate::api::router(state);
+    let api_stop = shutdown.clone();
+    let api = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(api_stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            error!(%error, "the HTTP server stopped");
+        }
+    });
+    info!(%addr, modems = runtimes.len(), "modemgate is up");
+
+    Ok(Running {
+        store,
+        dispatch,
+        addr,
+        modems,
+        runtimes,
+        shutdown,
+        dispatch_stop,
+        dispatcher,
+        hub,
+        api,
+        deliverer,
+    })
+}
+
+impl Running {
+    /// The simulator behind a `sim:PROFILE` modem, for tests and demos.
+    pub fn sim(&self, modem: &str) -> Option<&SimHandle> {
+        self.runtimes
+            .iter()
+            .find(|r| &*r.id == modem)
+            .and_then(ModemRuntime::sim)
+    }
+
+    /// Stop accepting, let in-flight modem commands finish (bounded), flush, and wait for every task.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.api.await;
+        let _ = self.dispatcher.await;
+        for runtime in self.runtimes {
+            runtime.stop(SHUTDOWN_GRACE).await;
+        }
+        let _ = self.hub.await;
+        let _ = self.deliverer.await;
+        drop(self.dispatch_stop);
+        info!("modemgate stopped");
+    }
+}
+
+async fn open_store(config: &Config, options: &StartOptions) -> anyhow::Result<Store> {
+    let path = config.storage.path.clone();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the database directory {}", dir.display()))?;
+    }
+    let open = store::OpenOptions {
+        clock: options.clock.clone(),
+        resend_submitting: config.storage.resend_unknown_on_start,
+        ..store::OpenOptions::default()
+    };
+    tokio::task::spawn_blocking(move || Store::open(&path, open))
+        .await?
+        .with_context(|| format!("opening the database {}", config.storage.path.display()))
+}
+
+fn slots(runtimes: &[ModemRuntime]) -> Vec<ModemSlot> {
+    runtimes
+        .iter()
+        .map(|r| ModemSlot {
+            id: r.id.clone(),
+            jobs: r.handle.jobs(),
+            ready: r.handle.readiness(),
+            quota: r.config.rate.quota(r.config.burst),
+            daily_cap: r.config.daily_cap,
+        })
+        .collect()
+}
+
+fn dispatch_settings(config: &Config) -> dispatch::Settings {
+    let d = &config.dispatch;
+    dispatch::Settings {
+        max_attempts: d.max_attempts,
+        retry_backoff: d.retry_backoff,
+        retry_backoff_max: d.retry_backoff_max,
+        global: d.global_rate.as_ref().map(|rate| rate.quota(None)),
+        sticky: d.sticky,
+        ..dispatch::Settings::default()
+    }
+}
+
+/// `modemgate serve --config PATH`.
+pub async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    crate::logging::init(&config.logging.level)?;
+    let running = start(&config, StartOptions::default()).await?;
+    systemd::ready();
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                systemd::reloading();
+                match Config::load(path) {
+                    Ok(_) => warn!("configuration reload: not yet applied to a running daemon; restart to apply"),
+                    Err(errors) => error!(%errors, "configuration reload refused; the running configuration stays"),
+                }
+                systemd::ready();
+            }
+            _ = tick(&mut watchdog) => {
+                systemd::keep_alive();
+            }
+        }
+    }
+    info!("stopping");
+    systemd::stopping();
+    running.stop().await;
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("installing a signal handler")
+}
+
+/// The next watchdog tick, or never when systemd set no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

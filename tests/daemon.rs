@@ -1,0 +1,122 @@
+//! The whole gateway end to end: real HTTP on loopback, a real SQLite file, simulated modems on real ptys
+//! driven through tokio-serial, and a webhook receiver that checks signatures.
+
+mod common;
+
+use common::{Http, TOKEN, WEBHOOK_SECRET, WebhookReceiver};
+use modemgate::config::Config;
+use modemgate::daemon::{self, StartOptions};
+use modemgate::pdu::UserData;
+use modemgate::sim::{Inbound, TextEncoding};
+use serde_json::json;
+
+fn config(dir: &std::path::Path, webhook: &str) -> Config {
+    Config::parse(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+default_region = "US"
+[storage]
+path = "{db}"
+[[api_keys]]
+name = "cms"
+token = "{TOKEN}"
+scopes = ["admin"]
+[[modems]]
+id = "m1"
+device = "sim:ec25"
+rate = "600/min"
+[quiet_hours]
+enabled = false
+[[webhooks]]
+url = "{webhook}"
+secret = "{WEBHOOK_SECRET}"
+"#,
+        db = dir.join("gw.db").display()
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let gateway = daemon::start(
+        &config(dir.path(), &hooks.url),
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let http = Http::new(gateway.addr);
+
+    // POST → 202 with the E.164 number and the cost.
+    let (status, accepted) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "4158906431", "text": "Your balance is €12 [ref 7]", "reference": "acct-7"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{accepted}");
+    assert_eq!(accepted["to"], "+14158906431");
+    assert_eq!(accepted["parts"], 1);
+    assert_eq!(accepted["encoding"], "gsm7");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+
+    // The simulated modem received exactly that PDU...
+    let sim = gateway.sim("m1").unwrap();
+    let sends = sim.wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.recipient.value, "+14158906431");
+    assert_eq!(
+        sends[0].submit.user_data,
+        UserData::Text("Your balance is €12 [ref 7]".into())
+    );
+    assert!(sends[0].submit.status_report_request);
+
+    // ... and the CMS hears `sent`, then `delivered` from the simulator's status report, signed.
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], id.as_str());
+    assert_eq!(sent["data"]["reference"], "acct-7");
+    let delivered = hooks.next("message.delivered").await;
+    assert_eq!(delivered["data"]["message_id"], id.as_str());
+    let message = http.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(message["status"], "delivered", "{message}");
+
+    // A UCS-2 reply long enough for three parts arrives as one message.
+    let reply = "¿Puedo pagar el viernes? Гарантирую оплату 💶 ".repeat(3);
+    let parts = sim
+        .inject(Inbound {
+            encoding: TextEncoding::Ucs2,
+            ..Inbound::new("+14158906431", reply.clone())
+        })
+        .await
+        .unwrap();
+    assert!(
+        parts >= 2,
+        "the reply should need several parts, got {parts}"
+    );
+    let received = hooks.next("message.received").await;
+    assert_eq!(received["data"]["text"], reply.as_str());
+    assert_eq!(received["data"]["from"], "+14158906431");
+    assert_eq!(received["data"]["modem"], "m1");
+    assert_eq!(received["data"]["parts"], parts);
+
+    // The conversation shows both directions in time order.
+    let conversation = http.get("/v1/conversations/+14158906431").await;
+    let texts: Vec<_> = conversation["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["direction"].clone(), m["text"].clone()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (json!("outbound"), json!("Your balance is €12 [ref 7]")),
+            (json!("inbound"), json!(reply)),
+        ]
+    );
+    gateway.stop().await;
+}
