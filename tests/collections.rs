@@ -95,7 +95,7 @@ impl Gateway {
         )
         .await
         .unwrap();
-        let inbound = InboundRules::new(&rules, optouts.clone(), dispatch.clone(), &config.pdu);
+        let inbound = InboundRules::new(&config, optouts.clone(), dispatch.clone());
 
         // The hub: worker events into the store, complete replies through the rules.
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
@@ -330,6 +330,15 @@ async fn spanish_and_accented_opt_outs_and_start_re_enables() {
     // YES from someone who never opted out is an ordinary answer, for a person.
     let (_, outcome) = gw.reply("+12125550199", "yes").await;
     assert_eq!((outcome.intent, outcome.needs_agent), (None, true));
+
+    // A sender in national format opts out its E.164 number; a short code's STOP is no opt-out.
+    let (_, outcome) = gw.reply("2125550188", "stop").await;
+    assert_eq!(outcome.intent.as_deref(), Some("opt_out"));
+    assert!(gw.optouts.contains("+12125550188"));
+    assert_eq!(gw.sends(6).await[5].submit.recipient.value, "+12125550188");
+    let (_, outcome) = gw.reply("72975", "STOP").await;
+    assert_eq!((outcome.intent, outcome.needs_agent), (None, true));
+    assert!(!gw.optouts.contains("72975"));
     gw.stop().await;
 }
 

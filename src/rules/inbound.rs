@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::PduOptions;
+use crate::config::{Config, PduOptions};
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemId;
+use crate::msisdn::{Region, Sender};
 use crate::outbound::{self, ComposeOptions};
 use crate::store::{Category, Message, Store};
 use crate::webhook::{Event, OptoutEvent};
 
-use super::RulesConfig;
 use super::keywords::{Keyword, Keywords, Language, normalize};
 use super::optouts::{OptOutSource, OptOuts, Origin};
 use super::replies::{OptOutConfig, ReplyRule};
@@ -60,18 +60,15 @@ pub struct InboundRules {
     dispatch: DispatchHandle,
     /// Encoding and delivery-report choices for the answers (`[pdu]`).
     pdu: PduOptions,
+    /// How to read senders the network gives in national format (`[server] default_region`).
+    region: Region,
     /// When each number was last sent an opt-out confirmation, so a repeated STOP within
     /// `repeat_window` gets no second one. In memory: after a restart one more confirmation may go.
     confirmed: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl InboundRules {
-    pub fn new(
-        config: &RulesConfig,
-        optouts: Arc<OptOuts>,
-        dispatch: DispatchHandle,
-        pdu: &PduOptions,
-    ) -> Self {
+    pub fn new(config: &Config, optouts: Arc<OptOuts>, dispatch: DispatchHandle) -> Self {
         // Reply-rule keywords join the menu words, so the classifier reports them as menu choices.
         let mut keywords = config.keywords.clone();
         keywords.menu.extend(
@@ -86,17 +83,25 @@ impl InboundRules {
             reply_rules: config.reply_rules.clone(),
             optouts,
             dispatch,
-            pdu: pdu.clone(),
+            pdu: config.pdu.clone(),
+            region: config.server.default_region,
             confirmed: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Applies the rules to a complete inbound message from `message.peer`, received on `modem`.
+    /// Applies the rules to a complete inbound message from `message.peer`, received on `modem`. Only
+    /// subscribers are answered or opted out: short codes and alphanumeric senders (carrier notices) are
+    /// left for a person.
     pub async fn apply(&self, store: &Store, modem: &ModemId, message: &Message) -> RulesOutcome {
+        let number = match Sender::classify(&message.peer, self.region) {
+            Sender::Msisdn(number) => number.as_str().to_owned(),
+            Sender::ShortCode(_) | Sender::Alphanumeric(_) => return RulesOutcome::for_agent(None),
+        };
         let ctx = Reply {
             store,
             modem,
             message,
+            number,
         };
         match self.keywords.classify(&message.text) {
             Keyword::OptOut { language } => self.opt_out(&ctx, language).await,
@@ -115,7 +120,7 @@ impl InboundRules {
 
     async fn opt_out(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
         let keyword = normalize(&ctx.message.text);
-        let number = &ctx.message.peer;
+        let number = &ctx.number;
         let new = ctx
             .record_opt_out(&self.optouts, OptOutSource::Keyword, &keyword)
             .await;
@@ -156,9 +161,8 @@ impl InboundRules {
             .unwrap_or_else(PoisonError::into_inner);
         let window =
             SignedDuration::try_from(self.optout.repeat_window).unwrap_or(SignedDuration::MAX);
-        let recent = confirmed
-            .get(number)
-            .is_some_and(|&at| now.duration_since(at) < window);
+        confirmed.retain(|_, &mut at| now.duration_since(at) < window);
+        let recent = confirmed.contains_key(number);
         if !recent {
             confirmed.insert(number.to_owned(), now);
         }
@@ -179,13 +183,13 @@ impl InboundRules {
         if new {
             outcome
                 .extra_events
-                .push(optout_event(&ctx.message.peer, "review", word.to_owned()));
+                .push(optout_event(&ctx.number, "review", word.to_owned()));
         }
         outcome
     }
 
     async fn opt_in(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
-        let number = &ctx.message.peer;
+        let number = &ctx.number;
         if !self.optouts.contains(number) {
             // YES, START... from someone who never opted out is an ordinary answer.
             return RulesOutcome::for_agent(None);
@@ -227,7 +231,7 @@ impl InboundRules {
             return RulesOutcome::handled(word);
         };
         let intent = rule.intent.as_str();
-        if self.optouts.contains(&ctx.message.peer) {
+        if self.optouts.contains(&ctx.number) {
             ctx.event(
                 "auto_reply_skipped",
                 "the number opted out: no automatic reply",
@@ -236,7 +240,7 @@ impl InboundRules {
             .await;
             return RulesOutcome::for_agent(Some(intent));
         }
-        let last = match ctx.store.last_sent_to(&ctx.message.peer).await {
+        let last = match ctx.store.last_sent_to(&ctx.number).await {
             Ok(last) => last,
             Err(error) => {
                 tracing::error!(id = %ctx.message.id, %error, "cannot read the last message sent");
@@ -298,6 +302,8 @@ struct Reply<'a> {
     store: &'a Store,
     modem: &'a ModemId,
     message: &'a Message,
+    /// The sender in E.164.
+    number: String,
 }
 
 impl Reply<'_> {
@@ -321,7 +327,7 @@ impl Reply<'_> {
             modem: Some(self.modem),
             detail: Some(detail.to_owned()),
         };
-        match optouts.add(&self.message.peer, source, origin).await {
+        match optouts.add(&self.number, source, origin).await {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!(id = %self.message.id, %error, "could not store an opt-out");
@@ -339,7 +345,7 @@ impl Reply<'_> {
         expires_at: Option<Timestamp>,
         rule: &str,
     ) -> bool {
-        let to = &self.message.peer;
+        let to = &self.number;
         let message = match outbound::compose(to, text, rules.compose_options(category, expires_at))
         {
             Ok(message) => message,
