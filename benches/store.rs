@@ -101,6 +101,38 @@ fn durable_accepts(c: &mut Criterion) {
         );
     }
     group.finish();
+
+    // The same through `accept_batch` (a batch send endpoint): 100 messages per request.
+    let mut group = c.benchmark_group("durable_accept_batch");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    let (writers, per_request) = (16, 100);
+    group.throughput(Throughput::Elements((writers * per_request) as u64));
+    group.bench_function(BenchmarkId::new("concurrent_writers_x100", writers), |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let tasks: Vec<_> = (0..writers)
+                        .map(|writer| {
+                            let store = store.clone();
+                            let batch = (0..per_request).map(|n| message(writer, n)).collect();
+                            tokio::spawn(async move { store.accept_batch(batch).await })
+                        })
+                        .collect();
+                    for task in tasks {
+                        let results = task
+                            .await
+                            .expect("writer task panicked")
+                            .expect("batch failed");
+                        assert!(results.iter().all(Result::is_ok));
+                    }
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
     let stats = store.writer_stats();
     println!(
         "writer: {} requests in {} commits ({:.1} per fsync)",

@@ -16,10 +16,9 @@
 //! 1 h by default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
 //! undelivered row of each message.
 //!
-//! Plain `http://` only: HTTPS would need a TLS stack (rustls + a crypto provider) we do not carry yet; put a
-//! TLS-terminating proxy on the CMS side, or on loopback, meanwhile.
+//! `https://` URLs are verified against the system's CA store (rustls with ring); `http://` is for loopback
+//! and test rigs (check-config warns about it).
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,126 +377,6 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
     /// Records the successful attempt; the row is never offered again.
     fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()>;
-}
-
-/// The store's `webhook_outbox` as an [`OutboxStore`].
-///
-/// `Store::due_webhooks` returns every due row, so per-message order is kept here: only the oldest due row
-/// of each message is offered, and once a row fails, later rows of its message wait until it is delivered.
-/// That hold is in memory: after a restart, a message's older row that is still backing off does not hold
-/// back a newer due one until it fails again. Closing that gap needs the store query to skip rows with an
-/// older undelivered row of the same message.
-pub struct StoreOutbox {
-    store: crate::store::Store,
-    /// Message → its oldest row that failed and awaits a retry; the message's later rows wait for it.
-    held: std::sync::Mutex<HashMap<Uuid, i64>>,
-    /// Row → message, for the rows handed out, so attempts can update `held`.
-    offered: std::sync::Mutex<HashMap<i64, Uuid>>,
-}
-
-impl StoreOutbox {
-    pub fn new(store: crate::store::Store) -> StoreOutbox {
-        StoreOutbox {
-            store,
-            held: std::sync::Mutex::default(),
-            offered: std::sync::Mutex::default(),
-        }
-    }
-
-    async fn record(&self, attempt: crate::store::WebhookAttempt) -> Result<(), OutboxError> {
-        self.store
-            .record_webhook_attempt(attempt)
-            .await
-            .map_err(|e| OutboxError(e.to_string()))
-    }
-}
-
-/// Locks a map only ever updated without awaiting; a poisoned lock still holds consistent ids.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl OutboxStore for StoreOutbox {
-    fn next_due(&self, _now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>> {
-        Box::pin(async move {
-            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-            let mut rows = self
-                .store
-                .due_webhooks(limit)
-                .await
-                .map_err(|e| OutboxError(e.to_string()))?;
-            rows.sort_by_key(|row| row.id);
-            let mut items = Vec::with_capacity(rows.len());
-            let mut unknown = Vec::new();
-            {
-                let held = lock(&self.held);
-                let mut offered = lock(&self.offered);
-                let mut seen = std::collections::HashSet::new();
-                for row in rows {
-                    if let Some(message) = row.message_id {
-                        let waits = held.get(&message).is_some_and(|first| *first != row.id);
-                        if waits || !seen.insert(message) {
-                            continue;
-                        }
-                        offered.insert(row.id, message);
-                    }
-                    match EventKind::parse(&row.event_type) {
-                        Some(kind) => items.push(OutboxItem {
-                            id: row.id,
-                            kind,
-                            body: serde_json::to_vec(&row.payload).unwrap_or_default(),
-                            attempts: row.attempts,
-                        }),
-                        None => unknown.push((row.id, row.event_type)),
-                    }
-                }
-            }
-            for (id, event_type) in unknown {
-                // Written by a newer build or by hand: park it (visible, never retried).
-                self.record(crate::store::WebhookAttempt {
-                    outbox_id: id,
-                    status: None,
-                    error: Some(format!("unknown event type {event_type:?}")),
-                    retry_at: None,
-                })
-                .await?;
-            }
-            Ok(items)
-        })
-    }
-
-    fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()> {
-        if let Some(message) = lock(&self.offered).get(&id) {
-            lock(&self.held).entry(*message).or_insert(id);
-        }
-        let (status, error) = match attempt.outcome {
-            AttemptOutcome::Status(status) => (Some(status), format!("HTTP {status}")),
-            AttemptOutcome::Error(error) => (None, error),
-        };
-        Box::pin(self.record(crate::store::WebhookAttempt {
-            outbox_id: id,
-            status,
-            error: Some(error),
-            retry_at: Some(attempt.next_at),
-        }))
-    }
-
-    fn mark_delivered(&self, id: i64, _at: Timestamp, status: u16) -> OutboxResult<'_, ()> {
-        if let Some(message) = lock(&self.offered).remove(&id) {
-            let mut held = lock(&self.held);
-            if held.get(&message) == Some(&id) {
-                held.remove(&message);
-            }
-        }
-        Box::pin(self.record(crate::store::WebhookAttempt {
-            outbox_id: id,
-            status: Some(status),
-            error: None,
-            retry_at: None,
-        }))
-    }
 }
 
 /// Exponential back-off with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random-looking half

@@ -764,105 +764,101 @@ async fn listing_filters_and_pages_with_a_cursor() {
 }
 
 #[tokio::test]
-async fn optouts_and_webhooks_are_recorded() {
+async fn state_changes_write_webhook_events_in_the_same_commit() {
+    use modemgate::webhook::{Attempt, AttemptOutcome, EventKind, OutboxStore};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
-    let store = open(&dir.path().join("gw.db"), &clock);
-    let change = OptOutChange {
-        number: "+15554440001".into(),
-        active: true,
-        actor: "rules".into(),
-        source_message: None,
-        modem: Some("m1".into()),
-        detail: Some("STOP".into()),
-    };
-    store.set_optout(change.clone()).await.unwrap();
-    assert!(store.is_opted_out("+15554440001").await.unwrap());
+    let store = Store::open(
+        dir.path().join("gw.db"),
+        OpenOptions {
+            webhook_events: EventKind::ALL.into_iter().collect(),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let mut m = message("+15554440002", "x", 1);
+    m.reference = Some("acct-7".into());
+    m.metadata = Some(serde_json::json!({"case": 7}));
+    let id = store.accept(m).await.unwrap().id;
+    store.claim(id, "m1", None).await.unwrap();
+    store.part_submitting(id, 1, "m1").await.unwrap();
+    store.part_sent(id, 1, "m1", 4).await.unwrap();
     store
-        .set_optout(OptOutChange {
-            active: false,
-            ..change
-        })
+        .record_report(report("m1", 4, "+15554440002", 0))
         .await
         .unwrap();
-    assert!(!store.is_opted_out("+15554440001").await.unwrap());
 
-    let outbox = store
-        .enqueue_webhook("message.sent", None, serde_json::json!({"a": 1}))
-        .await
-        .unwrap();
-    assert_eq!(store.due_webhooks(10).await.unwrap().len(), 1);
+    // Only the oldest undelivered event of a message is offered: sent before delivered.
+    let due = store.next_due(clock.now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, EventKind::MessageSent);
+    let body: serde_json::Value = serde_json::from_slice(&due[0].body).unwrap();
+    assert_eq!(body["type"], "message.sent");
+    assert_eq!(body["data"]["message_id"], id.to_string());
+    assert_eq!(body["data"]["reference"], "acct-7");
+    assert_eq!(body["data"]["metadata"]["case"], 7);
+
+    let retry_at = start() + jiff::SignedDuration::from_secs(30);
     store
-        .record_webhook_attempt(WebhookAttempt {
-            outbox_id: outbox,
-            status: Some(500),
-            error: Some("HTTP 500".into()),
-            retry_at: Some(start() + jiff::SignedDuration::from_secs(30)),
-        })
+        .record_attempt(
+            due[0].id,
+            Attempt {
+                at: clock.now(),
+                outcome: AttemptOutcome::Status(500),
+                next_at: retry_at,
+            },
+        )
         .await
         .unwrap();
-    assert!(store.due_webhooks(10).await.unwrap().is_empty());
-    clock.advance(Duration::from_secs(30));
-    let due = store.due_webhooks(10).await.unwrap();
+    assert!(store.next_due(clock.now(), 10).await.unwrap().is_empty());
+    clock.set(retry_at);
+    let due = store.next_due(clock.now(), 10).await.unwrap();
     assert_eq!(due[0].attempts, 1);
     store
-        .record_webhook_attempt(WebhookAttempt {
-            outbox_id: outbox,
-            status: Some(200),
-            error: None,
-            retry_at: None,
+        .mark_delivered(due[0].id, clock.now(), 200)
+        .await
+        .unwrap();
+    let due = store.next_due(clock.now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, EventKind::MessageDelivered);
+    store
+        .mark_delivered(due[0].id, clock.now(), 200)
+        .await
+        .unwrap();
+
+    store
+        .record_inbound(deliver("CC", "STOP", None))
+        .await
+        .unwrap();
+    store
+        .set_optout(OptOutChange {
+            number: "+15557654321".into(),
+            active: true,
+            actor: "rules".into(),
+            source_message: None,
+            modem: Some("m1".into()),
+            detail: Some("STOP".into()),
         })
         .await
         .unwrap();
-    assert!(store.due_webhooks(10).await.unwrap().is_empty());
-}
+    assert!(store.is_opted_out("+15557654321").await.unwrap());
+    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let kinds: Vec<_> = due.iter().map(|item| item.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::MessageReceived, EventKind::OptoutCreated]
+    );
+    let received: serde_json::Value = serde_json::from_slice(&due[0].body).unwrap();
+    assert_eq!(received["data"]["text"], "STOP");
+    assert_eq!(received["data"]["from"], "+15557654321");
 
-/// Every status change a CMS cares about is in the outbox exactly once, written with the change itself:
-/// sends, delivery reports, and what recovery decides at start-up.
-#[tokio::test]
-async fn status_changes_queue_one_webhook_event_each_even_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let clock = ManualClock::new(start());
-    let store = open(&path, &clock);
-    let delivered = sent_message(&store, "+15553330001", "m1", &[7, 8]).await;
-    for tp_mr in [7, 8] {
-        store
-            .record_report(report("m1", tp_mr, "+15553330001", 0))
-            .await
-            .unwrap();
-    }
-    // A repeated report changes nothing and announces nothing.
-    store
-        .record_report(report("m1", 8, "+15553330001", 0))
-        .await
-        .unwrap();
-    let in_flight = store
-        .accept(message("+15553330002", "a", 1))
+    // With no webhook subscribed, nothing is written.
+    let quiet = open(&dir.path().join("quiet.db"), &clock);
+    let id = quiet
+        .accept(message("+15554440003", "x", 1))
         .await
         .unwrap()
         .id;
-    store.claim(in_flight, "m2", None).await.unwrap();
-    store.part_submitting(in_flight, 1, "m2").await.unwrap();
-    drop(store);
-
-    let store = open(&path, &clock);
-    let events: Vec<(String, Option<uuid::Uuid>)> = store
-        .due_webhooks(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| (entry.event_type, entry.message_id))
-        .collect();
-    assert_eq!(
-        events,
-        [
-            ("message.sent".to_owned(), Some(delivered)),
-            ("message.delivered".to_owned(), Some(delivered)),
-            ("message.unknown".to_owned(), Some(in_flight)),
-        ]
-    );
-    let first = &store.due_webhooks(1).await.unwrap()[0];
-    assert_eq!(first.payload["data"]["to"], "+15553330001");
-    assert_eq!(first.payload["data"]["parts"], 2);
+    quiet.expire(id).await.unwrap();
+    assert!(quiet.next_due(clock.now(), 10).await.unwrap().is_empty());
 }

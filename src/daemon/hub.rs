@@ -1,7 +1,8 @@
 //! The hub: the only consumer of the workers' shared event channel. It applies each event to the store
 //! (through [`crate::dispatch::events::apply`], which keeps the worker contract's acks) and then does what
-//! follows from it: a complete inbound message goes through the reply rules and out as `message.received`.
-//! Status webhooks are not sent from here: the store queues them in the same transaction as the change.
+//! follows from it. Webhooks are not sent from here: the store queues each event in the same transaction as
+//! the change that causes it (`message.received` with the reassembled message), and the hub only wakes the
+//! deliverer.
 
 use std::sync::Arc;
 
@@ -11,14 +12,10 @@ use tracing::{debug, info, warn};
 use crate::dispatch::events::{Applied, apply};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
-use crate::store::{InboundOutcome, Message, Store};
-use crate::webhook::{Envelope, Event, ReceivedEvent};
-
-use super::registry::Modems;
+use crate::store::{InboundOutcome, Store};
 
 pub struct Hub {
     pub store: Store,
-    pub modems: Arc<Modems>,
     /// Wakes the webhook deliverer when the outbox gains an entry.
     pub webhooks: Arc<Notify>,
     /// How to show inbound senders given as national numbers in logs.
@@ -32,7 +29,8 @@ impl Hub {
             let modem = event_modem(&event).clone();
             match apply(&self.store, event).await {
                 Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
-                    self.received(&modem, &message).await
+                    let from = Sender::classify(&message.peer, self.default_region);
+                    info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
                 }
                 Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
                     debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
@@ -45,24 +43,6 @@ impl Hub {
             self.webhooks.notify_one();
         }
     }
-
-    /// A whole inbound message: the CMS hears of it.
-    async fn received(&self, modem: &ModemId, message: &Message) {
-        let from = Sender::classify(&message.peer, self.default_region);
-        info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
-        let data = ReceivedEvent {
-            message_id: message.id,
-            from: message.peer.clone(),
-            to: self.modems.own_number(modem),
-            text: message.text.clone(),
-            parts: usize::from(message.part_count),
-            modem: modem.to_string(),
-            sent_at: Some(message.created_at),
-            intent: None,
-            needs_agent: true,
-        };
-        enqueue(&self.store, &self.webhooks, Event::MessageReceived(data)).await;
-    }
 }
 
 fn event_modem(event: &WorkerEvent) -> &ModemId {
@@ -72,19 +52,5 @@ fn event_modem(event: &WorkerEvent) -> &ModemId {
         | WorkerEvent::Inbound { modem, .. }
         | WorkerEvent::StatusReport { modem, .. }
         | WorkerEvent::Health { modem, .. } => modem,
-    }
-}
-
-/// Queue a webhook event in the durable outbox and wake the deliverer.
-pub async fn enqueue(store: &Store, webhooks: &Notify, event: Event) {
-    let message_id = event.message_id();
-    let kind = event.kind().as_str();
-    let envelope = Envelope::new(event, store.now());
-    match store
-        .enqueue_webhook(kind, message_id, envelope.payload())
-        .await
-    {
-        Ok(_) => webhooks.notify_one(),
-        Err(error) => warn!(kind, %error, "could not queue a webhook event"),
     }
 }

@@ -15,6 +15,7 @@ pub mod modems;
 pub mod registry;
 pub mod systemd;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use crate::config::Config;
 use crate::dispatch::{self, AllowAll, DispatchHandle, ModemSlot};
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
-use crate::webhook::{Backoff, Deliverer, StoreOutbox, Target};
+use crate::webhook::{Backoff, Deliverer, EventKind, Target};
 
 use modems::ModemRuntime;
 use registry::Modems;
@@ -79,7 +80,18 @@ pub struct Running {
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
 /// loaded (the moment systemd is told READY).
 pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Running> {
-    let store = open_store(config, &options).await?;
+    let targets = config
+        .webhooks
+        .iter()
+        .map(Target::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .context("webhook configuration")?;
+    // Only events some webhook wants are written to the outbox at all.
+    let wanted = EventKind::ALL
+        .into_iter()
+        .filter(|kind| targets.iter().any(|t| t.wants(*kind)))
+        .collect();
+    let store = open_store(config, &options, wanted).await?;
     let shutdown = CancellationToken::new();
     let (events_tx, events) = mpsc::channel(256);
 
@@ -105,24 +117,13 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
             .collect(),
     );
 
-    let targets = config
-        .webhooks
-        .iter()
-        .map(Target::from_config)
-        .collect::<Result<Vec<_>, _>>()
-        .context("webhook configuration")?;
-    let deliverer = Deliverer::new(
-        Arc::new(StoreOutbox::new(store.clone())),
-        targets,
-        Backoff::default(),
-    );
+    let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
 
     let hub = tokio::spawn(
         hub::Hub {
             store: store.clone(),
-            modems: modems.clone(),
             webhooks: webhooks.clone(),
             default_region: config.server.default_region,
         }
@@ -209,7 +210,11 @@ impl Running {
     }
 }
 
-async fn open_store(config: &Config, options: &StartOptions) -> anyhow::Result<Store> {
+async fn open_store(
+    config: &Config,
+    options: &StartOptions,
+    webhook_events: HashSet<EventKind>,
+) -> anyhow::Result<Store> {
     let path = config.storage.path.clone();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -218,6 +223,7 @@ async fn open_store(config: &Config, options: &StartOptions) -> anyhow::Result<S
     let open = store::OpenOptions {
         clock: options.clock.clone(),
         resend_submitting: config.storage.resend_unknown_on_start,
+        webhook_events,
         ..store::OpenOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&path, open))

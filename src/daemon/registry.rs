@@ -19,14 +19,6 @@ impl Modems {
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
     }
 
-    /// The SIM's own number, when the modem could read it.
-    pub fn own_number(&self, id: &str) -> Option<String> {
-        self.with(id, |handle| {
-            handle.health().borrow().identity.own_number.clone()
-        })
-        .flatten()
-    }
-
     fn with<T>(&self, id: &str, f: impl FnOnce(&WorkerHandle) -> T) -> Option<T> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries

@@ -68,6 +68,20 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// From `[dispatch]`; `pipeline` stays at its default.
+    pub fn from_config(config: &crate::config::Dispatch) -> Self {
+        Settings {
+            max_attempts: config.max_attempts,
+            retry_backoff: config.retry_backoff,
+            retry_backoff_max: config.retry_backoff_max,
+            global: config.global_rate.map(|rate| rate.quota(None)),
+            sticky: config.sticky,
+            ..Settings::default()
+        }
+    }
+}
+
 /// One modem as the dispatcher sees it: where its jobs go, whether it can take them, and its limits.
 pub struct ModemSlot {
     pub id: ModemId,
@@ -75,7 +89,7 @@ pub struct ModemSlot {
     pub jobs: mpsc::Sender<SendJob>,
     /// `true` while the worker can send (state `Ready`).
     pub ready: watch::Receiver<bool>,
-    /// Its `rate` (and `burst`).
+    /// Its `rate` and `burst`: `modem.rate.quota(modem.burst)` from `[[modems]]`.
     pub quota: Quota,
     /// Most parts it sends per day (in the store's cap zone), counted across restarts.
     pub daily_cap: Option<NonZeroU32>,

@@ -14,7 +14,6 @@ use crate::modem::job::ModemId;
 use crate::msisdn::{Region, Sender};
 use crate::outbound::{self, ComposeOptions};
 use crate::store::{Category, Message, Store};
-use crate::webhook::{Event, OptoutEvent};
 
 use super::keywords::{Keyword, Keywords, Language, normalize};
 use super::optouts::{OptOutSource, OptOuts, Origin};
@@ -23,22 +22,21 @@ use super::replies::{OptOutConfig, ReplyRule};
 /// An opt-out confirmation later than this is no longer the prompt answer the FCC allows: drop it.
 pub const CONFIRMATION_DEADLINE: SignedDuration = SignedDuration::from_mins(5);
 
-/// What the hub adds to the `message.received` event, and the events it must enqueue besides.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The rules' verdict on a reply, for the `message.received` event. (`optout.created` needs no help: the
+/// store writes it in the same commit as the opt-out.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RulesOutcome {
     /// `opt_out`, `opt_in`, `help`, `optout_review`, a reply menu's intent, or a `[keywords] menu` word.
     pub intent: Option<String>,
     /// No rule fully handled it: a person should read it.
     pub needs_agent: bool,
-    /// `optout.created` for a number that just opted out.
-    pub extra_events: Vec<Event>,
 }
 
 impl RulesOutcome {
     fn handled(intent: &str) -> Self {
         RulesOutcome {
             intent: Some(intent.to_owned()),
-            ..RulesOutcome::default()
+            needs_agent: false,
         }
     }
 
@@ -46,7 +44,6 @@ impl RulesOutcome {
         RulesOutcome {
             intent: intent.map(str::to_owned),
             needs_agent: true,
-            ..RulesOutcome::default()
         }
     }
 }
@@ -144,13 +141,7 @@ impl InboundRules {
             )
             .await;
         }
-        let mut outcome = RulesOutcome::handled("opt_out");
-        if new {
-            outcome
-                .extra_events
-                .push(optout_event(number, "keyword", keyword));
-        }
-        outcome
+        RulesOutcome::handled("opt_out")
     }
 
     /// Whether an opt-out from `number` at `now` gets a confirmation; if so, remembers it was sent.
@@ -172,20 +163,13 @@ impl InboundRules {
     /// A reply that mentions an opt-out word: suppressed like an opt-out (Reg F: an opt-out counts however
     /// it is phrased), not confirmed (it may not be one), and flagged for a person.
     async fn review(&self, ctx: &Reply<'_>, word: &str) -> RulesOutcome {
-        let new = ctx
-            .record_opt_out(&self.optouts, OptOutSource::Review, &ctx.message.text)
+        ctx.record_opt_out(&self.optouts, OptOutSource::Review, &ctx.message.text)
             .await;
         let detail = format!(
             "mentions the opt-out word {word:?}: treated as an opt-out until a person reviews it"
         );
         ctx.event("needs_review", &detail, "optout").await;
-        let mut outcome = RulesOutcome::for_agent(Some("optout_review"));
-        if new {
-            outcome
-                .extra_events
-                .push(optout_event(&ctx.number, "review", word.to_owned()));
-        }
-        outcome
+        RulesOutcome::for_agent(Some("optout_review"))
     }
 
     async fn opt_in(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
@@ -287,14 +271,6 @@ impl InboundRules {
             ..ComposeOptions::default()
         }
     }
-}
-
-fn optout_event(number: &str, source: &str, keyword: String) -> Event {
-    Event::OptoutCreated(OptoutEvent {
-        number: number.to_owned(),
-        source: source.to_owned(),
-        keyword: Some(keyword),
-    })
 }
 
 /// The inbound message being handled, and where answers go.

@@ -20,16 +20,6 @@ pub enum OptOutSource {
     Api,
 }
 
-impl OptOutSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptOutSource::Keyword => "keyword",
-            OptOutSource::Review => "review",
-            OptOutSource::Api => "api",
-        }
-    }
-}
-
 /// Where a change came from, for the audit trail.
 #[derive(Debug, Clone, Default)]
 pub struct Origin<'a> {
@@ -91,9 +81,11 @@ impl OptOuts {
         if !new {
             return Ok(false);
         }
-        let detail = match origin.detail {
-            Some(detail) => format!("{}: {detail}", source.as_str()),
-            None => source.as_str().to_owned(),
+        // The store echoes the detail as `optout.created`'s keyword: the word itself for a keyword, the
+        // reply marked for review otherwise.
+        let detail = match (source, origin.detail) {
+            (OptOutSource::Review, Some(text)) => Some(format!("review: {text}")),
+            (_, detail) => detail,
         };
         self.store
             .set_optout(OptOutChange {
@@ -102,7 +94,7 @@ impl OptOuts {
                 actor: origin.actor.to_owned(),
                 source_message: origin.message_id,
                 modem: origin.modem.map(str::to_owned),
-                detail: Some(detail),
+                detail,
             })
             .await?;
         Ok(new)
@@ -197,7 +189,7 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].number, "+14155550100");
         assert_eq!(listed[0].actor, "rules");
-        assert_eq!(listed[0].detail.as_deref(), Some("keyword: stop"));
+        assert_eq!(listed[0].detail.as_deref(), Some("stop"));
         assert_eq!(listed[0].modem.as_deref(), Some("m1"));
     }
 }

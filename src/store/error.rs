@@ -37,8 +37,11 @@ pub enum StoreError {
         #[source]
         source: Arc<rusqlite::Error>,
     },
-    /// SQLite abandoned the transaction on its own (disk full, I/O error): nothing of the batch was committed.
-    #[error("the database rolled the transaction back (disk full or I/O error)")]
+    /// The batch this request was in was rolled back (SQLite abandoned it on a full disk or an I/O error, or
+    /// another request failed halfway): nothing was committed; try again.
+    #[error(
+        "the write was rolled back with its batch (disk full, I/O error or a failed write beside it)"
+    )]
     RolledBack,
     /// The writer thread is gone (shutting down or crashed): nothing was committed.
     #[error("the database writer has stopped")]

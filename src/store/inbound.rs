@@ -1,12 +1,12 @@
 //! What comes back from the network: inbound parts (reassembled) and delivery reports (matched to parts).
 
-use super::announce::announce;
 use std::time::Duration;
 
 use rusqlite::params;
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::write::{Ev, append_event, settle};
@@ -95,6 +95,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
                         rows.len(),
                     )?;
                     link_parts(ctx, &rows, message.id)?;
+                    outbox::message_reached(ctx, message.id, MessageState::Received)?;
                     return Ok(InboundOutcome::Complete(Box::new(message)));
                 }
             },
@@ -102,6 +103,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
     };
     let message = create_received(ctx, &inbound.modem, sender, &text, encoding, error, 1)?;
     link_parts(ctx, &[row_id], message.id)?;
+    outbox::message_reached(ctx, message.id, MessageState::Received)?;
     Ok(InboundOutcome::Complete(Box::new(message)))
 }
 
@@ -312,9 +314,11 @@ pub(crate) fn record_report(
             .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
             .and_then(|mut st| st.execute(params![id.to_string(), new_state, ms(ctx.now)]))
             .map_err(DB)?;
-        announce(ctx.conn, ctx.now, id, new_state)?;
     }
     append_event(ctx, id, ev)?;
+    if new_state != state {
+        outbox::message_reached(ctx, id, new_state)?;
+    }
     Ok(ReportOutcome::Matched {
         id,
         part,

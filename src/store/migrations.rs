@@ -43,7 +43,6 @@ const MIGRATIONS: &[&str] = &[
         WHERE idempotency_key IS NOT NULL;
     CREATE INDEX messages_pending ON messages (state) WHERE state IN ('queued', 'scheduled', 'sending');
     CREATE INDEX messages_peer ON messages (peer, id);
-    CREATE INDEX messages_created ON messages (created_at);
     CREATE INDEX messages_reference ON messages (reference) WHERE reference IS NOT NULL;
 
     CREATE TABLE parts (
@@ -143,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL;
+    CREATE INDEX webhook_outbox_message ON webhook_outbox (message_id, id) WHERE delivered_at IS NULL;
 
     CREATE TABLE webhook_attempts (
         id INTEGER PRIMARY KEY,

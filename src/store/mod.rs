@@ -7,17 +7,17 @@
 //! - `writer`: the thread that owns the write connection and commits requests in groups.
 //! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
 //!   and delivery reports; modems, opt-outs, webhooks).
-//! - `announce`: webhook events for status changes, queued in the same transaction as the change.
 //! - `read`: queries; `recovery`: what a crash left behind, settled at open.
 //!
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
-mod announce;
+mod checkpoint;
 mod clock;
 mod error;
 mod inbound;
 pub mod migrations;
+mod outbox;
 mod read;
 mod records;
 mod recovery;
@@ -26,6 +26,7 @@ pub mod types;
 mod write;
 mod writer;
 
+use std::collections::HashSet;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,12 +39,13 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{ModemRecord, OptOutRecord, OutboxEntry, RecentSend};
-pub use records::{OptOutChange, WebhookAttempt};
+pub use read::{ModemRecord, OptOutRecord, RecentSend};
+pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;
 
 use crate::modem::job::ModemIdentity;
+use crate::webhook::EventKind;
 
 /// How to open the store.
 #[derive(Clone)]
@@ -64,6 +66,9 @@ pub struct OpenOptions {
     pub busy_timeout: Duration,
     /// The zone whose midnight starts a new day for per-SIM daily caps (prepaid plans count local days).
     pub cap_zone: TimeZone,
+    /// Webhook event types to write to the outbox with the state changes that cause them (those some
+    /// `[[webhooks]]` entry subscribes to); none by default.
+    pub webhook_events: HashSet<EventKind>,
 }
 
 impl Default for OpenOptions {
@@ -76,6 +81,7 @@ impl Default for OpenOptions {
             max_pages: None,
             busy_timeout: Duration::from_secs(5),
             cap_zone: TimeZone::system(),
+            webhook_events: HashSet::new(),
         }
     }
 }
@@ -87,7 +93,7 @@ pub struct Store {
 }
 
 struct Inner {
-    writer: writer::Writer,
+    pub(crate) writer: writer::Writer,
     readers: read::Readers,
     clock: Arc<dyn Clock>,
     report_window: Duration,
@@ -135,13 +141,22 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "cache_size", -32_768)
             .map_err(open_fail)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_fail)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(open_fail)?;
         }
-        let recovery =
-            recovery::recover(&mut conn, options.clock.now(), options.resend_submitting)?;
+        let wanted = Arc::new(options.webhook_events);
+        let recovery = recovery::recover(
+            &mut conn,
+            options.clock.now(),
+            options.resend_submitting,
+            &wanted,
+        )?;
         if !recovery.unknown.is_empty() || !recovery.requeued.is_empty() {
             tracing::warn!(
                 unknown = recovery.unknown.len(),
@@ -149,7 +164,18 @@ impl Store {
                 "recovered messages left in flight by a crash"
             );
         }
-        let writer = writer::Writer::spawn(conn, options.clock.clone(), options.max_batch)?;
+        let checkpointer = Connection::open(&path).map_err(open_fail)?;
+        checkpointer
+            .busy_timeout(options.busy_timeout)
+            .map_err(open_fail)?;
+        let checkpoint = checkpoint::spawn(checkpointer)?;
+        let writer = writer::Writer::spawn(
+            conn,
+            options.clock.clone(),
+            options.max_batch,
+            checkpoint,
+            wanted,
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
@@ -201,21 +227,33 @@ impl Store {
     /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns
     /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
+        let request = write::Fingerprinted::new(message)?;
         self.inner
             .writer
-            .write(move |ctx| write::accept(ctx, message))
+            .write(move |ctx| write::accept(ctx, request))
             .await
     }
 
     /// Several messages in one transaction, a result for each; the outer error means none was committed.
     pub async fn accept_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Result<Accepted>>> {
+        let requests: Vec<_> = messages
+            .into_iter()
+            .map(write::Fingerprinted::new)
+            .collect();
         self.inner
             .writer
             .write(move |ctx| {
-                Ok(messages
-                    .into_iter()
-                    .map(|message| in_savepoint(ctx, |ctx| write::accept(ctx, message)))
-                    .collect())
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let before = ctx.conn.total_changes();
+                    let result = request.and_then(|request| write::accept(ctx, request));
+                    match result {
+                        // Failed halfway: the whole request (and its batch) is rolled back.
+                        Err(error) if ctx.conn.total_changes() != before => return Err(error),
+                        result => results.push(result),
+                    }
+                }
+                Ok(results)
             })
             .await
     }
@@ -408,30 +446,9 @@ impl Store {
             .await
     }
 
-    /// Queues a webhook delivery; returns its outbox id.
-    pub async fn enqueue_webhook(
-        &self,
-        event_type: &str,
-        message_id: Option<Uuid>,
-        payload: serde_json::Value,
-    ) -> Result<i64> {
-        let event_type = event_type.to_owned();
-        self.inner
-            .writer
-            .write(move |ctx| records::enqueue_webhook(ctx, &event_type, message_id, &payload))
-            .await
-    }
-
-    pub async fn record_webhook_attempt(&self, attempt: WebhookAttempt) -> Result<()> {
-        self.inner
-            .writer
-            .write(move |ctx| records::record_webhook_attempt(ctx, &attempt))
-            .await
-    }
-
     // ---- readers ----
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -516,32 +533,6 @@ impl Store {
 
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
         self.read(read::modems).await
-    }
-
-    pub async fn due_webhooks(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
-        let now = self.now();
-        self.read(move |conn| read::due_webhooks(conn, now, limit))
-            .await
-    }
-}
-
-/// Runs one item of a batch request in its own savepoint, so a failed item leaves no partial rows.
-fn in_savepoint<T>(
-    ctx: &writer::WriteCtx<'_>,
-    op: impl FnOnce(&writer::WriteCtx<'_>) -> Result<T>,
-) -> Result<T> {
-    let exec = |sql: &str| {
-        ctx.conn
-            .execute_batch(sql)
-            .map_err(StoreError::sqlite("managing a savepoint"))
-    };
-    exec("SAVEPOINT item")?;
-    match op(ctx) {
-        Ok(value) => exec("RELEASE item").map(|()| value),
-        Err(error) => {
-            exec("ROLLBACK TO item; RELEASE item")?;
-            Err(error)
-        }
     }
 }
 

@@ -118,11 +118,12 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     if let Some(state) = filter.state {
         push("state =", Box::new(state));
     }
+    // Ids are UUIDv7 stamped with the creation time: a time range is an id range, on the primary key.
     if let Some(since) = filter.since {
-        push("created_at >=", Box::new(ms(since)));
+        push("id >=", Box::new(first_id_at(since)));
     }
     if let Some(until) = filter.until {
-        push("created_at <", Box::new(ms(until)));
+        push("id <", Box::new(first_id_at(until)));
     }
     if let Some(reference) = &filter.reference {
         push("reference =", Box::new(reference.clone()));
@@ -157,6 +158,14 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
         None
     };
     Ok(Page { messages, next })
+}
+
+/// The smallest UUIDv7 (as stored) created at `at`.
+fn first_id_at(at: Timestamp) -> String {
+    let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .to_string()
 }
 
 /// Every outbound message the dispatcher still has to send.
@@ -264,46 +273,6 @@ pub(crate) fn modems(conn: &Connection) -> Result<Vec<ModemRecord>> {
                 parts_sent: row.get(10)?,
                 parts_failed: row.get(11)?,
                 received: row.get(12)?,
-            })
-        })?
-        .collect()
-    })
-    .map_err(DB)
-}
-
-/// A webhook delivery waiting to be (re)tried.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxEntry {
-    pub id: i64,
-    pub event_type: String,
-    pub message_id: Option<Uuid>,
-    pub payload: serde_json::Value,
-    pub attempts: u32,
-    pub next_attempt_at: Timestamp,
-}
-
-pub(crate) fn due_webhooks(
-    conn: &Connection,
-    now: Timestamp,
-    limit: u32,
-) -> Result<Vec<OutboxEntry>> {
-    conn.prepare_cached(
-        "SELECT id, event_type, message_id, payload, attempts, next_attempt_at FROM webhook_outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
-    )
-    .and_then(|mut st| {
-        st.query_map(params![ms(now), limit], |row| {
-            let message_id: Option<String> = row.get(2)?;
-            let payload: String = row.get(3)?;
-            Ok(OutboxEntry {
-                id: row.get(0)?,
-                event_type: row.get(1)?,
-                message_id: message_id.and_then(|id| Uuid::parse_str(&id).ok()),
-                payload: serde_json::from_str(&payload).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-                })?,
-                attempts: row.get(4)?,
-                next_attempt_at: rows::ts(row, 5)?,
             })
         })?
         .collect()

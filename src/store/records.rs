@@ -1,6 +1,5 @@
 //! Side records: modem identities, opt-outs with their audit trail, and the webhook outbox.
 
-use jiff::Timestamp;
 use rusqlite::params;
 use uuid::Uuid;
 
@@ -49,6 +48,7 @@ pub struct OptOutChange {
     /// The inbound message that caused it (STOP, START...).
     pub source_message: Option<Uuid>,
     pub modem: Option<String>,
+    /// What was said (the keyword, e.g. `STOP`), echoed in `optout.created`.
     pub detail: Option<String>,
 }
 
@@ -70,6 +70,14 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
             ])
         })
         .map_err(DB)?;
+    if change.active {
+        let source = if change.source_message.is_some() {
+            "keyword"
+        } else {
+            "api"
+        };
+        super::outbox::opted_out(ctx, &change.number, source, change.detail.as_deref())?;
+    }
     ctx.conn
         .prepare_cached(
             "INSERT INTO optout_audit (number, at, active, actor, source_message, modem, detail) \
@@ -86,73 +94,6 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
                 change.detail
             ])
         })
-        .map_err(DB)?;
-    Ok(())
-}
-
-/// Queues a webhook delivery; committed with the state change that caused it when done in the same batch.
-pub(crate) fn enqueue_webhook(
-    ctx: &WriteCtx<'_>,
-    event_type: &str,
-    message_id: Option<Uuid>,
-    payload: &serde_json::Value,
-) -> Result<i64> {
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                event_type,
-                message_id.map(|id| id.to_string()),
-                payload.to_string(),
-                ms(ctx.now)
-            ])
-        })
-        .map_err(DB)?;
-    Ok(ctx.conn.last_insert_rowid())
-}
-
-/// The result of one delivery attempt of an outbox entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookAttempt {
-    pub outbox_id: i64,
-    /// HTTP status, when a response came.
-    pub status: Option<u16>,
-    /// Why it failed; `None` means delivered.
-    pub error: Option<String>,
-    /// When to try again after a failure; `None` after a failure means give up.
-    pub retry_at: Option<Timestamp>,
-}
-
-pub(crate) fn record_webhook_attempt(ctx: &WriteCtx<'_>, attempt: &WebhookAttempt) -> Result<()> {
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO webhook_attempts (outbox_id, at, status, error) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                attempt.outbox_id,
-                ms(ctx.now),
-                attempt.status,
-                attempt.error
-            ])
-        })
-        .map_err(DB)?;
-    let delivered = attempt.error.is_none().then_some(ms(ctx.now));
-    // Giving up parks the entry undelivered at the end of time: visible, never retried.
-    let next = match (delivered, attempt.retry_at) {
-        (Some(now), _) => now,
-        (None, Some(at)) => ms(at),
-        (None, None) => i64::MAX,
-    };
-    ctx.conn
-        .prepare_cached(
-            "UPDATE webhook_outbox SET attempts = attempts + 1, delivered_at = ?2, next_attempt_at = ?3 \
-             WHERE id = ?1",
-        )
-        .and_then(|mut st| st.execute(params![attempt.outbox_id, delivered, next]))
         .map_err(DB)?;
     Ok(())
 }

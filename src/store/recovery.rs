@@ -4,13 +4,14 @@
 //! configured, goes back to the queue). A message claimed for sending whose parts were not yet submitting is
 //! safe to send again and returns to the queue. Queued and scheduled work is untouched.
 
-use super::announce::announce;
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox::{self, Wanted};
 use super::rows::{self, ms};
 use super::types::MessageState;
+use super::writer::WriteCtx;
 
 /// What recovery did at open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +29,7 @@ pub(crate) fn recover(
     conn: &mut Connection,
     now: jiff::Timestamp,
     resend_submitting: bool,
+    wanted: &Wanted,
 ) -> Result<Recovery> {
     let tx = conn.transaction().map_err(DB)?;
     let sending: Vec<(Uuid, bool)> = tx
@@ -78,8 +80,9 @@ pub(crate) fn recover(
             )
         })
         .map_err(DB)?;
-        announce(&tx, now, id, state)?;
         if state == MessageState::Unknown {
+            let ids = uuid::ContextV7::new();
+            outbox::message_reached(&WriteCtx::new(&tx, now, &ids, wanted), id, state)?;
             recovery.unknown.push(id);
         } else {
             recovery.requeued.push(id);

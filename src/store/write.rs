@@ -1,12 +1,12 @@
 //! The write operations: each runs inside the writer's batch transaction and appends the events it causes.
 
-use super::announce::announce;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::writer::WriteCtx;
@@ -73,23 +73,12 @@ pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<(
     Ok(())
 }
 
-/// Moves a message to `state`, records why, and queues the webhook event when the state is new.
+/// Moves a message to `state` and records why.
 fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
-    let changed = ctx
-        .conn
-        .prepare_cached(
-            "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state IS NOT ?2",
-        )
+    ctx.conn
+        .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
         .and_then(|mut st| st.execute(params![id.to_string(), ev.state, ms(ctx.now)]))
         .map_err(DB)?;
-    if changed > 0 {
-        announce(ctx.conn, ctx.now, id, ev.state)?;
-    } else {
-        ctx.conn
-            .prepare_cached("UPDATE messages SET updated_at = ?2 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![id.to_string(), ms(ctx.now)]))
-            .map_err(DB)?;
-    }
     append_event(ctx, id, ev)
 }
 
@@ -116,29 +105,40 @@ fn require(
     }
 }
 
-fn body_hash(message: &NewMessage) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(message)
-        .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
-    Ok(Sha256::digest(&body).to_vec())
+/// A message with its idempotency fingerprint (computed by the caller, off the writer thread).
+pub(crate) struct Fingerprinted {
+    message: NewMessage,
+    hash: Option<Vec<u8>>,
 }
 
-pub(crate) fn accept(ctx: &WriteCtx<'_>, message: NewMessage) -> Result<Accepted> {
+impl Fingerprinted {
+    /// Hashes the whole request when it carries an idempotency key: a repeat must match it exactly.
+    pub fn new(message: NewMessage) -> Result<Self> {
+        let hash = match message.idempotency_key {
+            None => None,
+            Some(_) => {
+                let body = serde_json::to_vec(&message)
+                    .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
+                Some(Sha256::digest(&body).to_vec())
+            }
+        };
+        Ok(Fingerprinted { message, hash })
+    }
+}
+
+pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accepted> {
+    let Fingerprinted { message, hash } = request;
     if message.parts.is_empty() || message.parts.len() > usize::from(u8::MAX) {
         return Err(StoreError::Invalid(format!(
             "a message needs 1 to 255 parts, not {}",
             message.parts.len()
         )));
     }
-    let hash = match &message.idempotency_key {
-        None => None,
-        Some(key) => {
-            let hash = body_hash(&message)?;
-            if let Some(original) = idempotent_original(ctx, &message.api_key, key, &hash)? {
-                return Ok(original);
-            }
-            Some(hash)
-        }
-    };
+    if let (Some(key), Some(hash)) = (&message.idempotency_key, &hash)
+        && let Some(original) = idempotent_original(ctx, &message.api_key, key, hash)?
+    {
+        return Ok(original);
+    }
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now => MessageState::Scheduled,
@@ -418,6 +418,11 @@ pub(crate) fn part_sent(
         .map_err(DB)?;
     let settled = settle(ctx, id)?;
     transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
+    outbox::message_reached(ctx, id, MessageState::Sent)?;
+    if settled != MessageState::Sent {
+        // Delivery reports overtook the last part's answer.
+        outbox::message_reached(ctx, id, settled)?;
+    }
     Ok(settled)
 }
 
@@ -495,6 +500,7 @@ pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<M
             .part(failure.part)
             .detail(&detail),
     )?;
+    outbox::message_reached(ctx, failure.id, state)?;
     Ok(state)
 }
 
@@ -520,7 +526,8 @@ pub(crate) fn part_unknown(
         Ev::new(&actor(modem), "unknown", MessageState::Unknown)
             .part(part)
             .detail(reason),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Unknown)
 }
 
 /// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
@@ -578,7 +585,8 @@ pub(crate) fn close_pending(
     )?;
     let mut ev = Ev::new(actor, to.as_str(), to);
     ev.detail = detail;
-    transition(ctx, id, ev)
+    transition(ctx, id, ev)?;
+    outbox::message_reached(ctx, id, to)
 }
 
 /// A rule or the dispatcher holds the message until `until`.
@@ -634,7 +642,8 @@ pub(crate) fn block(
         Ev::new("dispatcher", "blocked", MessageState::Failed)
             .detail(&error)
             .rule(rule),
-    )
+    )?;
+    outbox::message_reached(ctx, id, MessageState::Failed)
 }
 
 /// An event with no state change (e.g. why the sticky modem was passed over).

@@ -1,9 +1,10 @@
 //! The single writer: one thread owns the write connection and commits requests in groups.
 //!
 //! Callers send a job over a channel and wait. The thread takes every job that is waiting (up to a cap),
-//! runs them all in one transaction, each inside its own savepoint so one failed request does not undo the
-//! others, commits once (one fsync with `synchronous=FULL`), and only then answers each caller. Under load
-//! many requests share an fsync; with no load a request is committed alone at once.
+//! runs them all in one transaction, commits once (one fsync with `synchronous=FULL`), and only then answers
+//! each caller. Under load many requests share an fsync; with no load a request is committed alone at once.
+//! A request refused on its merits (a conflict, a forbidden transition) writes nothing and does not disturb
+//! the others; a storage failure fails the whole batch, and every caller in it hears so.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::clock::Clock;
 use super::error::{Result, StoreError};
+use super::outbox::Wanted;
 use super::types::WriterStats;
 
 /// Everything a write operation may use: the open transaction's connection, the time it runs at, and the
@@ -23,9 +25,29 @@ pub(crate) struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub now: Timestamp,
     ids: &'a uuid::ContextV7,
+    /// Webhook event types to write to the outbox.
+    wanted: &'a Wanted,
 }
 
-impl WriteCtx<'_> {
+impl<'a> WriteCtx<'a> {
+    pub fn new(
+        conn: &'a Connection,
+        now: Timestamp,
+        ids: &'a uuid::ContextV7,
+        wanted: &'a Wanted,
+    ) -> Self {
+        WriteCtx {
+            conn,
+            now,
+            ids,
+            wanted,
+        }
+    }
+
+    pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
+        self.wanted.contains(&kind)
+    }
+
     /// A new time-ordered id stamped with the injected clock's time.
     pub fn new_id(&self) -> Uuid {
         let ms = self.now.as_millisecond().max(0);
@@ -117,14 +139,31 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped.
-    pub fn spawn(conn: Connection, clock: Arc<dyn Clock>, max_batch: usize) -> Result<Writer> {
+    /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped. It nudges
+    /// `checkpoint` every so many requests.
+    pub fn spawn(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        max_batch: usize,
+        checkpoint: std::sync::mpsc::SyncSender<()>,
+        wanted: Arc<Wanted>,
+    ) -> Result<Writer> {
         let (jobs, rx) = mpsc::channel(max_batch.max(1) * 4);
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, clock, max_batch.max(1), &thread_stats))
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    clock,
+                    max_batch.max(1),
+                    &thread_stats,
+                    &checkpoint,
+                    &wanted,
+                )
+            })
             .map_err(|source| StoreError::Io {
                 path: "store-writer thread".into(),
                 source: Arc::new(source),
@@ -153,9 +192,12 @@ fn run(
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: &Stats,
+    checkpoint: &std::sync::mpsc::SyncSender<()>,
+    wanted: &Wanted,
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
+    let mut since_checkpoint = 0;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -165,8 +207,14 @@ fn run(
             }
         }
         let count = batch.len() as u64;
-        commit_batch(&conn, &clock, &ids, batch.drain(..), stats);
+        commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
+        since_checkpoint += count;
+        if since_checkpoint >= super::checkpoint::EVERY_REQUESTS {
+            // Full means one is already pending: that one will do.
+            let _ = checkpoint.try_send(());
+            since_checkpoint = 0;
+        }
     }
     tracing::debug!("store writer stopped: every handle dropped");
 }
@@ -175,6 +223,7 @@ fn commit_batch(
     conn: &Connection,
     clock: &Arc<dyn Clock>,
     ids: &uuid::ContextV7,
+    wanted: &Wanted,
     batch: impl Iterator<Item = Box<dyn Job>>,
     stats: &Stats,
 ) {
@@ -190,28 +239,16 @@ fn commit_batch(
             job.abort(StoreError::clone(error));
             continue;
         }
-        let ctx = WriteCtx {
-            conn,
-            now: clock.now(),
-            ids,
-        };
-        if let Err(error) = savepoint(conn, "SAVEPOINT job") {
-            job.abort(error.clone());
-            broken = Some(error);
-            continue;
-        }
+        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted);
+        let before = conn.total_changes();
         let (ok, finish) = job.run(&ctx);
         finishes.push(finish);
-        // SQLite may roll the whole transaction back on its own (disk full, I/O error): then everything
-        // done so far in this batch is gone and no caller may hear "committed".
-        let closed = if ok {
-            savepoint(conn, "RELEASE job")
-        } else {
-            savepoint(conn, "ROLLBACK TO job").and_then(|()| savepoint(conn, "RELEASE job"))
-        };
-        if let Err(error) = closed {
-            broken = Some(error);
-        } else if conn.is_autocommit() {
+        // Operations check everything that can refuse a request before they write, so a refused request
+        // changed nothing and the batch goes on. One that failed halfway (an SQLite error) may have left
+        // part of its rows: then the whole batch is rolled back, as it is when SQLite itself abandons the
+        // transaction (disk full, I/O error). Savepoints per request would avoid that, but they cost more
+        // than the rest of the batch together.
+        if (!ok && conn.total_changes() != before) || conn.is_autocommit() {
             broken = Some(StoreError::RolledBack);
         }
     }
@@ -235,11 +272,4 @@ fn commit_batch(
     for finish in finishes {
         finish.finish(commit.clone());
     }
-}
-
-fn savepoint(conn: &Connection, sql: &'static str) -> Result<()> {
-    conn.prepare_cached(sql)
-        .and_then(|mut statement| statement.execute([]))
-        .map(drop)
-        .map_err(StoreError::sqlite("managing a savepoint"))
 }

@@ -1,0 +1,256 @@
+//! The webhook outbox: an event row written in the same commit as the state change that caused it (so a
+//! crash can lose neither), and the [`crate::webhook::OutboxStore`] the deliverer reads it through.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+use uuid::Uuid;
+
+use super::Store;
+use super::error::{Result, StoreError};
+use super::rows::{self, ms};
+use super::types::{Message, MessageState};
+use super::writer::WriteCtx;
+use crate::webhook::{
+    Attempt, AttemptOutcome, Envelope, Event, EventKind, MessageEvent, OptoutEvent, OutboxError,
+    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent,
+};
+
+const DB: fn(rusqlite::Error) -> StoreError =
+    |e| StoreError::sqlite("writing the webhook outbox")(e);
+
+/// The event types some webhook subscribes to; others are not written at all.
+pub(crate) type Wanted = HashSet<EventKind>;
+
+fn insert(
+    ctx: &WriteCtx<'_>,
+    kind: EventKind,
+    message_id: Option<Uuid>,
+    event: Event,
+) -> Result<()> {
+    let payload = Envelope::new(event, ctx.now).payload();
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                kind.as_str(),
+                message_id.map(|id| id.to_string()),
+                payload.to_string(),
+                ms(ctx.now)
+            ])
+        })
+        .map_err(DB)?;
+    Ok(())
+}
+
+/// The webhook event a message state announces, if any.
+fn kind_for(state: MessageState) -> Option<EventKind> {
+    match state {
+        MessageState::Sent => Some(EventKind::MessageSent),
+        MessageState::Delivered => Some(EventKind::MessageDelivered),
+        MessageState::Failed => Some(EventKind::MessageFailed),
+        MessageState::Expired => Some(EventKind::MessageExpired),
+        MessageState::Unknown => Some(EventKind::MessageUnknown),
+        MessageState::Received => Some(EventKind::MessageReceived),
+        MessageState::Queued
+        | MessageState::Scheduled
+        | MessageState::Sending
+        | MessageState::Cancelled => None,
+    }
+}
+
+/// Writes the event announcing that message `id` reached `state`, if a webhook wants it.
+pub(crate) fn message_reached(ctx: &WriteCtx<'_>, id: Uuid, state: MessageState) -> Result<()> {
+    let Some(kind) = kind_for(state).filter(|kind| ctx.wants(*kind)) else {
+        return Ok(());
+    };
+    let message = ctx
+        .conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM messages WHERE id = ?1",
+            rows::MESSAGE_COLUMNS
+        ))
+        .and_then(|mut st| st.query_row([id.to_string()], rows::message).optional())
+        .map_err(DB)?
+        .ok_or(StoreError::NotFound(id))?;
+    let event = match kind {
+        EventKind::MessageReceived => Event::MessageReceived(received(ctx, &message)?),
+        kind => {
+            let data = MessageEvent {
+                message_id: id,
+                to: message.peer,
+                parts: usize::from(message.part_count),
+                modem: message.modem,
+                reference: message.reference,
+                metadata: match message.metadata {
+                    Some(serde_json::Value::Object(map)) => Some(map),
+                    _ => None,
+                },
+                error: message.error,
+            };
+            match kind {
+                EventKind::MessageSent => Event::MessageSent(data),
+                EventKind::MessageDelivered => Event::MessageDelivered(data),
+                EventKind::MessageExpired => Event::MessageExpired(data),
+                EventKind::MessageUnknown => Event::MessageUnknown(data),
+                _ => Event::MessageFailed(data),
+            }
+        }
+    };
+    insert(ctx, kind, Some(id), event)
+}
+
+fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
+    let modem = message.modem.clone().unwrap_or_default();
+    let (own_number, sent_at): (Option<String>, Option<i64>) = ctx
+        .conn
+        .prepare_cached(
+            "SELECT (SELECT own_number FROM modems WHERE id = ?2), \
+             (SELECT min(sent_at) FROM inbound_parts WHERE message_id = ?1)",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![message.id.to_string(), modem], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+        })
+        .map_err(DB)?;
+    Ok(ReceivedEvent {
+        message_id: message.id,
+        from: message.peer.clone(),
+        to: own_number,
+        text: message.text.clone(),
+        parts: usize::from(message.part_count),
+        modem,
+        sent_at: sent_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+        // Written with the message, before the reply rules have run: until their verdict can reach this
+        // event, every reply is announced as one a person should read.
+        intent: None,
+        needs_agent: true,
+    })
+}
+
+/// Writes `optout.created` for a number that just opted out.
+pub(crate) fn opted_out(
+    ctx: &WriteCtx<'_>,
+    number: &str,
+    source: &str,
+    keyword: Option<&str>,
+) -> Result<()> {
+    if !ctx.wants(EventKind::OptoutCreated) {
+        return Ok(());
+    }
+    let event = Event::OptoutCreated(OptoutEvent {
+        number: number.to_owned(),
+        source: source.to_owned(),
+        keyword: keyword.map(str::to_owned),
+    });
+    insert(ctx, EventKind::OptoutCreated, None, event)
+}
+
+fn outbox_error(error: StoreError) -> OutboxError {
+    OutboxError(error.to_string())
+}
+
+impl OutboxStore for Store {
+    fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>> {
+        Box::pin(async move {
+            self.read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, event_type, payload, attempts FROM webhook_outbox o \
+                     WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND (message_id IS NULL OR id = \
+                     (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
+                      AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![ms(now), limit as i64], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, u32>(3)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(StoreError::sqlite("reading the webhook outbox"))
+            })
+            .await
+            .map_err(outbox_error)
+            .map(|rows| {
+                rows.into_iter()
+                    .filter_map(|(id, kind, payload, attempts)| {
+                        // A type this build does not know (written by a newer one) is left alone.
+                        EventKind::parse(&kind).map(|kind| OutboxItem {
+                            id,
+                            kind,
+                            body: payload.into_bytes(),
+                            attempts,
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()> {
+        let (status, error) = match attempt.outcome {
+            AttemptOutcome::Status(status) => (Some(status), None),
+            AttemptOutcome::Error(error) => (None, Some(error)),
+        };
+        Box::pin(async move {
+            self.inner
+                .writer
+                .write(move |ctx| {
+                    attempt_row(ctx, id, attempt.at, status, error.as_deref())?;
+                    ctx.conn
+                        .prepare_cached(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, ms(attempt.next_at)]))
+                        .map_err(DB)?;
+                    Ok(())
+                })
+                .await
+                .map_err(outbox_error)
+        })
+    }
+
+    fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()> {
+        Box::pin(async move {
+            self.inner
+                .writer
+                .write(move |ctx| {
+                    attempt_row(ctx, id, at, Some(status), None)?;
+                    ctx.conn
+                        .prepare_cached(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, delivered_at = ?2 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, ms(at)]))
+                        .map_err(DB)?;
+                    Ok(())
+                })
+                .await
+                .map_err(outbox_error)
+        })
+    }
+}
+
+fn attempt_row(
+    ctx: &WriteCtx<'_>,
+    id: i64,
+    at: Timestamp,
+    status: Option<u16>,
+    error: Option<&str>,
+) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO webhook_attempts (outbox_id, at, status, error) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| st.execute(params![id, ms(at), status, error]))
+        .map_err(DB)?;
+    Ok(())
+}
