@@ -35,6 +35,13 @@ enum Command {
     },
     /// Simulate modems on pseudo-terminals, print their device paths, serve until interrupted.
     Simulate(modemgate::sim::cli::SimulateArgs),
+    /// The modems and the queue at a glance, from the running daemon.
+    Status(modemgate::cli::status::StatusArgs),
+    /// Send a test message through the running daemon's API.
+    Send(modemgate::cli::send::SendArgs),
+    /// Find and set up modems.
+    #[command(subcommand)]
+    Modems(modemgate::cli::detect::ModemsCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,15 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|()| tokio::runtime::Runtime::new().map_err(anyhow::Error::from))
             .and_then(|rt| Ok(rt.block_on(modemgate::sim::cli::run(args))?)),
+        Command::Status(args) => {
+            modemgate::cli::block_on(modemgate::cli::status::run(args, &mut std::io::stdout()))
+        }
+        Command::Send(args) => {
+            modemgate::cli::block_on(modemgate::cli::send::run(args, &mut std::io::stdout()))
+        }
+        Command::Modems(modemgate::cli::detect::ModemsCommand::Detect(args)) => {
+            modemgate::cli::block_on(modemgate::cli::detect::run(args, &mut std::io::stdout()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

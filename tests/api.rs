@@ -882,6 +882,10 @@ async fn modems_pause_resume_and_metrics() {
         .assert_status(200);
     assert_eq!(resumed["state"], "ready");
 
+    server
+        .post("/v1/modems/m1/pause", "admin-token")
+        .await
+        .assert_status(200);
     let metrics = server.get("/metrics", "reader-token").await;
     assert!(
         metrics.headers["content-type"]
@@ -893,6 +897,15 @@ async fn modems_pause_resume_and_metrics() {
         String::from_utf8_lossy(&metrics.body)
             .lines()
             .any(|l| l == "modemgate_queue_depth 3")
+    );
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains("modemgate_modem_state{modem=\"m1\",state=\"paused\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("modemgate_modem_signal_rssi{modem=\"m1\"} 21"),
+        "{text}"
     );
 }
 

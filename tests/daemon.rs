@@ -12,6 +12,19 @@ use serde_json::json;
 
 fn config(dir: &std::path::Path, webhook: &str) -> Config {
     Config::parse(&format!(
+        r#"{HEAD}
+[[webhooks]]
+url = "{webhook}"
+secret = "{WEBHOOK_SECRET}"
+"#,
+        HEAD = head(dir, TOKEN, "")
+    ))
+    .unwrap()
+}
+
+/// Server, storage, one key and one simulated modem `m1` (`m1_extra` is appended to its table).
+fn head(dir: &std::path::Path, token: &str, m1_extra: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -20,21 +33,18 @@ default_region = "US"
 path = "{db}"
 [[api_keys]]
 name = "cms"
-token = "{TOKEN}"
+token = "{token}"
 scopes = ["admin"]
+[quiet_hours]
+enabled = false
 [[modems]]
 id = "m1"
 device = "sim:ec25"
 rate = "600/min"
-[quiet_hours]
-enabled = false
-[[webhooks]]
-url = "{webhook}"
-secret = "{WEBHOOK_SECRET}"
+{m1_extra}
 "#,
         db = dir.join("gw.db").display()
-    ))
-    .unwrap()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,5 +128,59 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
             (json!("inbound"), json!(reply)),
         ]
     );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = Config::parse(&head(dir.path(), TOKEN, "paused = true")).unwrap();
+    let mut gateway = daemon::start(
+        &before,
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let old_key = Http::new(gateway.addr);
+    // The only modem is paused: the message waits in the queue.
+    let (status, accepted) = old_key
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "waiting"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+
+    let after = Config::parse(&format!(
+        "{}\n[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\n",
+        head(dir.path(), "rotated-token-456", "paused = true")
+    ))
+    .unwrap();
+    gateway.reload(&after).await.unwrap();
+
+    // The queued message goes out on the modem the reload added.
+    let sends = gateway.sim("m2").unwrap().wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.user_data, UserData::Text("waiting".into()));
+    assert!(gateway.sim("m1").unwrap().sends().is_empty());
+
+    // The old key is gone, the new one works and sees both modems, m1 still paused.
+    let (status, _) = old_key.call(hyper::Method::GET, "/v1/modems", None).await;
+    assert_eq!(status.as_u16(), 401);
+    let new_key = Http::with_token(gateway.addr, "rotated-token-456");
+    let modems = new_key.get("/v1/modems").await;
+    let states: Vec<_> = modems["modems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].clone(), m["state"].clone()))
+        .collect();
+    assert_eq!(states[0], (json!("m1"), json!("paused")));
+    assert_eq!(states[1].0, json!("m2"));
+    let message = new_key.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(message["modem"], "m2", "{message}");
     gateway.stop().await;
 }

@@ -785,3 +785,110 @@ async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     assert_eq!(state(&rig.store, lost).await, MessageState::Unknown);
     d.stop().await;
 }
+
+/// A worker's inbound event, as it would build it from a PDU the modem printed.
+fn inbound_event(pdu: &[u8]) -> (WorkerEvent, oneshot::Receiver<()>) {
+    let pdu_hex = hex::encode_upper(pdu);
+    let (ack, acked) = oneshot::channel();
+    let event = WorkerEvent::Inbound {
+        modem: "m1".into(),
+        decoded: modemgate::pdu::decode_hex(&pdu_hex),
+        pdu_hex,
+        ack,
+    };
+    (event, acked)
+}
+
+#[tokio::test]
+async fn worker_events_store_inbound_messages_and_reports_before_acking() {
+    use dispatch::events::{Applied, apply};
+    use modemgate::pdu::{self, EncodingChoice};
+    let rig = rig();
+    let sent_at = start_time().to_zoned(jiff::tz::TimeZone::UTC);
+    let long = "Can I pay half now and the rest on the 15th? ".repeat(5);
+    let parts = pdu::encode_deliver(
+        None,
+        "+15557654321",
+        &long,
+        EncodingChoice::Auto,
+        &sent_at,
+        42,
+    )
+    .unwrap();
+    assert!(parts.len() > 1);
+
+    // Last part first, then a re-read of it, then the rest: one message, acked at every step.
+    let mut order: Vec<&Vec<u8>> = parts.iter().rev().collect();
+    order.insert(1, &parts[parts.len() - 1]);
+    let mut complete = None;
+    for pdu in order {
+        let (event, acked) = inbound_event(pdu);
+        let applied = apply(&rig.store, event).await.unwrap();
+        acked.await.expect("acked only after storing");
+        if let Applied::Inbound(InboundOutcome::Complete(message)) = applied {
+            assert!(complete.is_none(), "completed twice");
+            complete = Some(message);
+        }
+    }
+    let message = complete.expect("all parts in");
+    assert_eq!(message.text, long);
+    assert_eq!(message.peer, "+15557654321");
+
+    // Garbage is kept, raw, as a message with the decoding error.
+    let (event, acked) = inbound_event(&[0x00, 0xFF, 0x01]);
+    let Applied::Inbound(InboundOutcome::Complete(garbage)) =
+        apply(&rig.store, event).await.unwrap()
+    else {
+        panic!("undecodable PDUs are stored");
+    };
+    acked.await.unwrap();
+    assert_eq!(garbage.encoding, TextEncoding::Undecoded);
+    assert!(garbage.error.is_some());
+
+    // A delivery report for a part sent with TP-MR 77 closes the loop.
+    let id = rig
+        .store
+        .accept(new_message("+15550001301", 1))
+        .await
+        .unwrap()
+        .id;
+    rig.store.claim(id, "m1", None).await.unwrap();
+    rig.store.part_submitting(id, 1, "m1").await.unwrap();
+    rig.store.part_sent(id, 1, "m1", 77).await.unwrap();
+    let report =
+        pdu::encode_status_report(None, 77, "+15550001301", &sent_at, &sent_at, 0).unwrap();
+    let pdu::Tpdu::StatusReport(report) = pdu::decode(&report).unwrap().tpdu else {
+        panic!("a status report");
+    };
+    let applied = apply(
+        &rig.store,
+        WorkerEvent::StatusReport {
+            modem: "m1".into(),
+            report,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        applied,
+        Applied::Report(ReportOutcome::Matched {
+            state: MessageState::Delivered,
+            ..
+        })
+    ));
+
+    // A Submitting for a message that is not sending is refused and never acked: the PDU is not written.
+    let (ack, acked) = oneshot::channel();
+    let refused = apply(
+        &rig.store,
+        WorkerEvent::Submitting {
+            modem: "m1".into(),
+            message_id: id,
+            part: 1,
+            ack,
+        },
+    )
+    .await;
+    assert!(refused.is_err());
+    assert!(acked.await.is_err());
+}

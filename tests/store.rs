@@ -862,3 +862,31 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     quiet.expire(id).await.unwrap();
     assert!(quiet.next_due(clock.now(), 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn cap_days_follow_the_cap_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = Store::open(
+        dir.path().join("gw.db"),
+        OpenOptions {
+            cap_zone: jiff::tz::TimeZone::get("America/New_York").unwrap(),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    // 23:59:59 on 7 March in New York; the next day starts at 05:00 UTC.
+    let day = store.cap_day("2026-03-08T04:59:59Z".parse().unwrap());
+    assert_eq!(day.day, "2026-03-07");
+    assert_eq!(
+        day.ends,
+        "2026-03-08T05:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    // 8 March is 23 hours long there (DST starts): the next day starts at 04:00 UTC.
+    let day = store.cap_day("2026-03-08T05:00:00Z".parse().unwrap());
+    assert_eq!(day.day, "2026-03-08");
+    assert_eq!(
+        day.ends,
+        "2026-03-09T04:00:00Z".parse::<Timestamp>().unwrap()
+    );
+}

@@ -61,14 +61,16 @@ struct Key {
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
-/// The configured keys, ready to check requests against.
+/// The configured keys, ready to check requests against. Replaced whole on a configuration reload; a
+/// `std::sync::RwLock` because a check is a short read with no `.await`.
 pub struct Auth {
-    keys: Vec<Key>,
+    keys: std::sync::RwLock<Arc<Vec<Key>>>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.keys.iter().map(|k| &*k.principal.key_name).collect();
+        let keys = self.current();
+        let names: Vec<&str> = keys.iter().map(|k| &*k.principal.key_name).collect();
         f.debug_struct("Auth").field("keys", &names).finish()
     }
 }
@@ -76,8 +78,23 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// A key's `rate` becomes a quota whose burst is the count (`200/s` allows 200 at once, then 1 per 5 ms).
     pub fn new(keys: &[ApiKey]) -> Auth {
-        let keys = keys
-            .iter()
+        Auth {
+            keys: std::sync::RwLock::new(Arc::new(Self::build(keys))),
+        }
+    }
+
+    /// Swap in a new set of keys (SIGHUP); requests already past the check are not affected.
+    pub fn replace(&self, keys: &[ApiKey]) {
+        let keys = Arc::new(Self::build(keys));
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    fn current(&self) -> Arc<Vec<Key>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn build(keys: &[ApiKey]) -> Vec<Key> {
+        keys.iter()
             .map(|k| Key {
                 credential: k.credential.clone(),
                 limiter: k
@@ -88,8 +105,7 @@ impl Auth {
                     scopes: k.scopes.clone(),
                 },
             })
-            .collect();
-        Auth { keys }
+            .collect()
     }
 
     /// Checks the bearer token, the scope and the key's rate, in that order: a request from a key over its
@@ -105,8 +121,9 @@ impl Auth {
             Access::Scope(scope) => Some(scope),
         };
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
+        let keys = self.current();
         let mut found = None;
-        for key in &self.keys {
+        for key in keys.iter() {
             if key.credential.matches(token) {
                 found = Some(key);
             }

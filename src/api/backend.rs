@@ -12,6 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::metrics::Metrics;
 use super::validate::SendRequest;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
@@ -325,4 +326,7 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()>;
     /// Ready to accept traffic (store open and answering); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;
+    /// Brings the gauges that mirror live state (each modem's state and signal) up to date, just before a
+    /// scrape, so they can never be stale.
+    fn refresh_metrics(&self, metrics: &Metrics);
 }

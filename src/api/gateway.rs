@@ -13,6 +13,7 @@ use super::backend::{
     Accepted, Backend, BackendError, BackendResult, ListFilter, MessageDetail, MessageView,
     ModemCounters, ModemView, NewMessage, Optout, Page,
 };
+use super::metrics::Metrics;
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
@@ -286,6 +287,12 @@ impl Backend for Gateway {
             };
             Ok(self.store.set_optout(change).await?)
         })
+    }
+
+    fn refresh_metrics(&self, metrics: &Metrics) {
+        for (id, health) in self.modems.health() {
+            metrics.set_modem(&id, health.state, health.signal);
+        }
     }
 
     fn ready(&self) -> BackendResult<'_, ()> {

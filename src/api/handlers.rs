@@ -469,6 +469,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.backend.refresh_metrics(&state.metrics);
     (
         [(
             header::CONTENT_TYPE,

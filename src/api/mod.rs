@@ -36,7 +36,7 @@ pub use backend::Backend;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
-/// Default largest request body (413 above it): a batch of 1,000 typical sends is about 300 KB.
+/// Default largest request body (413 above it): a batch of 1,000 sends is 70 KB (short texts) to 300 KB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The clock validation uses for "in the future" checks; injected so tests can fix "now".

@@ -135,7 +135,8 @@ fn request_body(body: RequestBody) -> Value {
 fn schemas() -> Value {
     let status = json!({"type": "string", "enum": ["scheduled", "queued", "sending", "sent", "delivered", "failed",
         "cancelled", "expired", "unknown", "received"]});
-    let encoding = json!({"type": "string", "enum": ["gsm7", "ucs2", "8bit"]});
+    let encoding = json!({"type": "string", "enum": ["gsm7", "ucs2", "8bit", "undecoded"]});
+    let optional_time = json!({"type": ["string", "null"], "format": "date-time"});
     let time = json!({"type": "string", "format": "date-time"});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -179,26 +180,39 @@ fn schemas() -> Value {
             "direction": {"type": "string", "enum": ["outbound", "inbound"]},
             "status": status, "to": {"type": ["string", "null"]}, "from": {"type": ["string", "null"]},
             "text": {"type": "string"}, "parts": {"type": "integer"}, "encoding": encoding,
-            "priority": {"type": ["integer", "null"]}, "reference": {"type": ["string", "null"]},
-            "metadata": {"type": ["object", "null"]}, "modem": {"type": ["string", "null"]},
-            "send_at": time, "expires_at": time, "created_at": time, "updated_at": time,
-            "error": {"type": ["string", "null"]}}},
+            "priority": {"type": "integer", "description": "0-9, higher first"},
+            "reference": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
+            "tz": {"type": ["string", "null"]}, "modem": {"type": ["string", "null"]},
+            "send_at": optional_time, "expires_at": optional_time, "created_at": time, "updated_at": time,
+            "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held"}}},
         "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {
-            "part_list": {"type": "array", "items": {"type": "object"}},
-            "events": {"type": "array", "items": {"type": "object", "properties": {
-                "at": time, "type": {"type": "string"}, "detail": {}}}}}}]},
+            "part_list": {"type": "array", "items": {"type": "object", "properties": {
+                "part": {"type": "integer"},
+                "status": {"type": "string", "enum": ["pending", "submitting", "sent", "delivered", "failed",
+                    "unknown"]},
+                "modem": {"type": ["string", "null"]},
+                "reference": {"type": ["integer", "null"], "description": "TP-MR"},
+                "sent_at": optional_time,
+                "report_status": {"type": ["integer", "null"], "description": "TP-ST of the delivery report"},
+                "reported_at": optional_time}}},
+            "events": {"type": "array", "description": "append-only history, oldest first",
+                "items": {"type": "object", "properties": {
+                "at": time, "actor": {"type": "string", "description": "api:KEY, dispatcher, modem:ID, system"},
+                "kind": {"type": "string"}, "state": status, "part": {"type": ["integer", "null"]},
+                "detail": {"type": ["string", "null"]}, "rule": {"type": ["string", "null"]}}}}}}]},
         "Page": {"type": "object", "required": ["messages", "next"], "properties": {
             "messages": {"type": "array", "items": schema_ref("Message")},
             "next": {"type": ["string", "null"], "description": "pass back as `after`; null on the last page"}}},
         "Modem": {"type": "object", "properties": {"id": {"type": "string"},
             "state": {"type": "string", "enum": ["initialising", "ready", "degraded", "offline", "paused"]},
             "signal": {"type": ["integer", "null"]}, "operator": {"type": ["string", "null"]},
-            "counters": {"type": "object"}}},
+            "counters": {"type": "object", "properties": {"parts_sent": {"type": "integer"},
+                "parts_failed": {"type": "integer"}, "received": {"type": "integer"}}}}},
         "Modems": {"type": "object", "properties": {"modems": {"type": "array", "items": schema_ref("Modem")}}},
         "OptoutRequest": {"type": "object", "required": ["number"], "additionalProperties": false,
             "properties": {"number": {"type": "string"}, "note": {"type": "string"}}},
         "Optout": {"type": "object", "properties": {"number": {"type": "string"}, "created_at": time,
-            "source": {"type": "string"}, "note": {"type": ["string", "null"]}}},
+            "actor": {"type": "string"}, "note": {"type": ["string", "null"]}}},
         "Optouts": {"type": "object", "properties": {"optouts": {"type": "array", "items": schema_ref("Optout")}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
         "OpenApi": {"type": "object"},

@@ -466,4 +466,37 @@ mod tests {
             "invalid_idempotency_key"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the answer is a value or a 4xx naming what is wrong: never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let fields = Fields::from_json(&bytes).or_else(|_| Fields::from_urlencoded(&bytes));
+            if let Err(e) = fields.and_then(|fields| validator().send_request(fields)) {
+                proptest::prop_assert!(e.status().is_client_error());
+            }
+        }
+
+        #[test]
+        fn arbitrary_field_values_never_panic(
+            to in "\\PC{0,20}", text in "\\PC{0,400}", send_at in "\\PC{0,30}", priority in "\\PC{0,6}",
+            encoding in proptest::sample::select(vec!["auto", "gsm7", "ucs2", "latin1"]), smart: bool,
+            tz in "\\PC{0,20}", pick in 0u8..8,
+        ) {
+            // Each case keeps a valid recipient and varies the text, plus at most one other field, so the
+            // encoder is reached as often as the field checks.
+            let mut body = json!({"to": "+4915123456789", "text": text, "encoding": encoding, "smart": smart});
+            match pick {
+                0 => body["to"] = json!(to),
+                1 => body["send_at"] = json!(send_at),
+                2 => body["priority"] = json!(priority),
+                3 => body["tz"] = json!(tz),
+                _ => {}
+            }
+            if let Err(e) = check(body) {
+                proptest::prop_assert_eq!(e.status().as_u16(), 422);
+                proptest::prop_assert!(e.field().is_some());
+            }
+        }
+    }
 }

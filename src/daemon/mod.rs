@@ -67,6 +67,11 @@ pub struct Running {
     /// Where the API listens (the real port when the config asked for port 0).
     pub addr: SocketAddr,
     pub modems: Arc<Modems>,
+    config: Config,
+    options: StartOptions,
+    auth: Arc<Auth>,
+    /// Kept so a reload can start new workers; dropped at stop so the hub can end.
+    events: mpsc::Sender<crate::modem::job::WorkerEvent>,
     runtimes: Vec<ModemRuntime>,
     shutdown: CancellationToken,
     /// Stops only the dispatcher: it hands out nothing more and ends when jobs in flight have finished.
@@ -96,7 +101,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let (events_tx, events) = mpsc::channel(256);
 
     let mut runtimes = Vec::new();
-    for (ordinal, modem) in config.modems.iter().filter(|m| m.enabled).enumerate() {
+    for (ordinal, modem) in config.modems.iter().enumerate().filter(|(_, m)| m.enabled) {
         let runtime = modems::start(
             modem,
             ordinal,
@@ -107,8 +112,6 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .with_context(|| format!("starting modem {}", modem.id))?;
         runtimes.push(runtime);
     }
-    // The hub ends when every worker has dropped its sender: keep none here.
-    drop(events_tx);
     let modems = Arc::new(Modems::default());
     modems.replace(
         runtimes
@@ -141,6 +144,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     .await
     .context("starting the dispatcher")?;
 
+    let auth = Arc::new(Auth::new(&config.api_keys));
     let gateway = Gateway::new(
         store.clone(),
         dispatch.clone(),
@@ -149,7 +153,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     );
     let mut state = AppState::new(
         Arc::new(gateway),
-        Arc::new(Auth::new(&config.api_keys)),
+        auth.clone(),
         Arc::new(Metrics::default()),
     );
     state.default_region = Some(config.server.default_region);
@@ -176,6 +180,10 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         dispatch,
         addr,
         modems,
+        config: config.clone(),
+        options,
+        auth,
+        events: events_tx,
         runtimes,
         shutdown,
         dispatch_stop,
@@ -195,6 +203,110 @@ impl Running {
             .and_then(ModemRuntime::sim)
     }
 
+    /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
+    /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps and
+    /// `[dispatch]` take effect through a restarted dispatcher, which reloads the queue from the store.
+    /// Sections that need a restart (listen address, storage, webhooks) are reported and left as they are.
+    pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
+        for (section, changed) in [
+            (
+                "[server] listen",
+                config.server.listen != self.config.server.listen,
+            ),
+            (
+                "[storage] path",
+                config.storage.path != self.config.storage.path,
+            ),
+            (
+                "[[webhooks]]",
+                format!("{:?}", config.webhooks) != format!("{:?}", self.config.webhooks),
+            ),
+        ] {
+            if changed {
+                warn!(
+                    section,
+                    "changed in the configuration: takes effect at the next restart"
+                );
+            }
+        }
+        self.auth.replace(&config.api_keys);
+
+        // Nothing new is handed out while modems change: the old dispatcher finishes its jobs in flight.
+        self.dispatch_stop.cancel();
+        let _ = (&mut self.dispatcher).await;
+
+        let mut kept = Vec::new();
+        for runtime in std::mem::take(&mut self.runtimes) {
+            let same_port = |m: &&crate::config::Modem| {
+                m.enabled
+                    && m.id == runtime.config.id
+                    && m.device == runtime.config.device
+                    && m.baud == runtime.config.baud
+                    && m.pin == runtime.config.pin
+            };
+            match config.modems.iter().find(same_port) {
+                Some(modem) => {
+                    let mut runtime = runtime;
+                    runtime.config = modem.clone();
+                    kept.push(runtime);
+                }
+                None => {
+                    info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
+                    runtime.stop(SHUTDOWN_GRACE).await;
+                }
+            }
+        }
+        for (ordinal, modem) in config.modems.iter().enumerate().filter(|(_, m)| m.enabled) {
+            let runtime = match kept.iter().position(|r| r.config.id == modem.id) {
+                Some(index) => kept.swap_remove(index),
+                None => {
+                    info!(modem = %modem.id, "starting a modem added by the configuration");
+                    modems::start(
+                        modem,
+                        ordinal,
+                        self.options.instant_sims,
+                        self.events.clone(),
+                        &self.shutdown,
+                    )
+                    .with_context(|| format!("starting modem {}", modem.id))?
+                }
+            };
+            if modem.paused {
+                runtime.handle.pause();
+            } else {
+                runtime.handle.resume();
+            }
+            self.runtimes.push(runtime);
+        }
+        self.modems.replace(
+            self.runtimes
+                .iter()
+                .map(|r| (r.id.clone(), r.handle.clone()))
+                .collect(),
+        );
+
+        self.dispatch_stop = self.shutdown.child_token();
+        let (dispatch, task) = dispatch::start(
+            self.store.clone(),
+            slots(&self.runtimes),
+            dispatch_settings(config),
+            Arc::new(AllowAll),
+            self.dispatch_stop.clone(),
+        )
+        .await
+        .context("restarting the dispatcher")?;
+        self.dispatch.rebind(&dispatch);
+        self.dispatcher = task;
+        // Messages accepted while the handle still pointed at the stopped dispatcher are on disk: enqueue
+        // what is pending again (entries already known are replaced, not duplicated).
+        for entry in self.store.queue().await? {
+            self.dispatch.enqueue(entry);
+        }
+        self.config = config.clone();
+        info!(modems = self.runtimes.len(), "configuration reloaded");
+        Ok(())
+    }
+
     /// Stop accepting, let in-flight modem commands finish (bounded), flush, and wait for every task.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -203,6 +315,7 @@ impl Running {
         for runtime in self.runtimes {
             runtime.stop(SHUTDOWN_GRACE).await;
         }
+        drop(self.events);
         let _ = self.hub.await;
         let _ = self.deliverer.await;
         drop(self.dispatch_stop);
@@ -260,7 +373,7 @@ fn dispatch_settings(config: &Config) -> dispatch::Settings {
 pub async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     crate::logging::init(&config.logging.level)?;
-    let running = start(&config, StartOptions::default()).await?;
+    let mut running = start(&config, StartOptions::default()).await?;
     systemd::ready();
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -273,7 +386,11 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
             _ = hangup.recv() => {
                 systemd::reloading();
                 match Config::load(path) {
-                    Ok(_) => warn!("configuration reload: not yet applied to a running daemon; restart to apply"),
+                    Ok(config) => {
+                        if let Err(error) = running.reload(&config).await {
+                            error!(error = format!("{error:#}"), "configuration reload failed part-way");
+                        }
+                    }
                     Err(errors) => error!(%errors, "configuration reload refused; the running configuration stays"),
                 }
                 systemd::ready();

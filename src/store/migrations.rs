@@ -173,7 +173,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX optout_audit_number ON optout_audit (number, id);
     "#,
-    // 4: who a message is for, so the collections rules can tell the gateway's own answers (opt-out
+    // 4: databases made by builds before migrations 1 and 3 settled carry an index listings no longer use
+    // (time ranges go by the time-ordered id) and lack the outbox's per-message one. No-op for others.
+    r#"
+    DROP INDEX IF EXISTS messages_created;
+    CREATE INDEX IF NOT EXISTS webhook_outbox_message ON webhook_outbox (message_id, id)
+        WHERE delivered_at IS NULL;
+    "#,
+    // 5: who a message is for, so the collections rules can tell the gateway's own answers (opt-out
     // confirmations, HELP replies) from collection texts.
     r#"
     ALTER TABLE messages ADD COLUMN category TEXT NOT NULL DEFAULT 'standard';

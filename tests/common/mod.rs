@@ -20,13 +20,19 @@ pub const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
 
 pub struct Http {
     pub base: String,
+    token: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Http {
     pub fn new(addr: SocketAddr) -> Http {
+        Http::with_token(addr, TOKEN)
+    }
+
+    pub fn with_token(addr: SocketAddr, token: &str) -> Http {
         Http {
             base: format!("http://{addr}"),
+            token: token.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         }
     }
@@ -40,7 +46,7 @@ impl Http {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {TOKEN}"));
+            .header("authorization", format!("Bearer {}", self.token));
         let body = match body {
             Some(json) => {
                 request = request.header("content-type", "application/json");
