@@ -201,10 +201,6 @@ impl Template {
         }
         Ok(out)
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
 }
 
 /// One `[[reply_rules]]` entry: replies matching one of `keywords` get `template`, and the webhook event
