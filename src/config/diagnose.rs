@@ -432,7 +432,7 @@ mod tests {
         let report = check("");
         let config = report.config.clone().unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.server.body_limit.get(), 65_536);
+        assert_eq!(config.server.body_limit.get(), 1024 * 1024);
         assert!(config.quiet_hours.enabled && config.dispatch.sticky && config.pdu.smart_encoding);
         assert!(!config.storage.resend_unknown_on_start);
         assert_eq!(config.dispatch.max_attempts.get(), 5);

@@ -95,7 +95,7 @@ pub struct Server {
     /// Address and port of the HTTP API. Loopback by default: the CMS usually runs on the same LAN host
     /// or reaches us through a reverse proxy that terminates TLS.
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes; a message is at most a few KiB.
+    /// Largest request body accepted, in bytes: a message is a few KiB, a batch of 1,000 about 300 KB.
     pub body_limit: NonZeroUsize,
     /// Region whose national format applies to numbers sent without `+` (CMS exports often drop it).
     pub default_region: Region,
@@ -105,7 +105,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            body_limit: const { NonZeroUsize::new(64 * 1024).unwrap() },
+            body_limit: const { NonZeroUsize::new(1024 * 1024).unwrap() },
             default_region: Region::default(),
         }
     }

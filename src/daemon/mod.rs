@@ -144,21 +144,14 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     .await
     .context("starting the dispatcher")?;
 
-    let auth = Arc::new(Auth::new(&config.api_keys));
     let gateway = Gateway::new(
         store.clone(),
         dispatch.clone(),
         modems.clone(),
         config.pdu.status_reports,
     );
-    let mut state = AppState::new(
-        Arc::new(gateway),
-        auth.clone(),
-        Arc::new(Metrics::default()),
-    );
-    state.default_region = Some(config.server.default_region);
-    state.smart_default = config.pdu.smart_encoding;
-    state.body_limit = config.server.body_limit.get();
+    let state = AppState::from_config(config, Arc::new(gateway), Arc::new(Metrics::default()));
+    let auth = state.auth.clone();
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
