@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use modemgate::store::{NewMessage, NewPart, OpenOptions, Store, TextEncoding};
+use modemgate::store::{Category, NewMessage, NewPart, OpenOptions, Store, TextEncoding};
 
 fn message(writer: usize, n: usize) -> NewMessage {
     NewMessage {
@@ -28,6 +28,7 @@ fn message(writer: usize, n: usize) -> NewMessage {
         reference: Some(format!("acct-{writer}")),
         metadata: None,
         tz: Some("America/New_York".into()),
+        category: Category::Standard,
     }
 }
 

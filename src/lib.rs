@@ -12,7 +12,9 @@
 //! - [`sim`]: a modem simulator on pseudo-terminals (tests, demos, `modemgate simulate`).
 //! - [`api`]: the HTTP API (axum): routes, auth, errors, metrics, OpenAPI.
 //! - [`webhook`]: signed event delivery to the CMS from a durable outbox.
-//! - [`rules`]: collections-safety rules (opt-out keywords, quiet hours, contact caps), pure functions.
+//! - [`rules`]: collections-safety rules: opt-outs, quiet hours, contact caps, reply menus; the dispatcher's
+//!   gate and the inbound rules.
+//! - [`outbound`]: composing and submitting outbound messages (the API's sends and the rules' answers).
 //! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 
@@ -25,6 +27,7 @@ pub mod dispatch;
 pub mod logging;
 pub mod modem;
 pub mod msisdn;
+pub mod outbound;
 pub mod pdu;
 pub mod rules;
 pub mod sim;

@@ -126,13 +126,18 @@ pub struct ReceivedEvent {
     pub modem: String,
     /// The SMSC timestamp of the first part.
     pub sent_at: Option<Timestamp>,
+    /// What the reply asks for, when a rule recognised it: `opt_out`, `opt_in`, `help`, `optout_review`
+    /// (mentions an opt-out word: treated as one until reviewed), or a reply menu's intent.
+    pub intent: Option<String>,
+    /// No rule fully handled it: a person should read it.
+    pub needs_agent: bool,
 }
 
 /// `data` of `optout.created`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OptoutEvent {
     pub number: String,
-    /// `keyword` (a reply such as STOP) or `api`.
+    /// `keyword` (a reply such as STOP), `review` (a reply that mentions an opt-out word) or `api`.
     pub source: String,
     pub keyword: Option<String>,
 }

@@ -152,10 +152,16 @@ async fn start(state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
     .await
     .unwrap();
     let modems = Arc::new(Modems(Mutex::new(vec![("m1".into(), health())])));
+    let optouts = Arc::new(
+        modemgate::rules::optouts::OptOuts::load(&store)
+            .await
+            .unwrap(),
+    );
     let state = state(Arc::new(Gateway::new(
         store.clone(),
         dispatch,
         modems,
+        optouts,
         true,
     )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1269,6 +1275,7 @@ async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_reco
             reference: None,
             metadata: None,
             tz: None,
+            category: modemgate::store::Category::Standard,
         })
         .await
         .unwrap()

@@ -126,6 +126,10 @@ fn shipped_configs_load_into_the_types_the_daemon_uses() {
             .all(|m| matches!(&m.device, Device::Serial(p) if p.starts_with("/dev/modemgate/")))
     );
     assert!(production.quiet_hours.enabled);
+    let rules = production.rules();
+    assert_eq!(rules.reply_rules.len(), 2);
+    assert!(rules.optout.notice.is_some() && rules.quiet_hours.default_tz.is_none());
+    assert_eq!(rules.caps, modemgate::rules::CapsConfig::default());
     assert!(
         production
             .api_keys
@@ -212,6 +216,71 @@ fn bad_time_zone_is_an_error_at_its_line() {
         &format!("{KEY}{MODEM}[quiet_hours]\ndefault_tz = \"America/Gotham\"\n"),
         9,
         "unknown time zone",
+    );
+}
+
+#[test]
+fn bad_quiet_hours_window_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!(
+            "{KEY}{MODEM}[quiet_hours]\nenabled = true\nwindows = [{{ days = \"mon-fri\", start = \"21:00\", end = \"08:00\" }}]\n"
+        ),
+        10,
+        "not before its end",
+    );
+}
+
+#[test]
+fn bad_contact_cap_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[[caps.rules]]\nprefixes = [\"1617\"]\nmax = 2\nwindow = \"168h\"\n"),
+        8,
+        "prefix \"1617\" is not + followed by digits",
+    );
+}
+
+#[test]
+fn bad_keyword_language_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!("{KEY}{MODEM}[keywords]\nopt_out = [{{ word = \"halt\", language = \"de\" }}]\n"),
+        9,
+        "unknown variant `de`",
+    );
+}
+
+#[test]
+fn bad_optout_setting_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!(
+            "{KEY}{MODEM}[optout]\nconfirmation = {{ en = \"Stopped.\" }}\nnotice_mode = \"sometimes\"\n"
+        ),
+        10,
+        "unknown variant `sometimes`",
+    );
+}
+
+#[test]
+fn bad_reply_rule_template_is_an_error_at_its_line() {
+    assert_one_error(
+        &format!(
+            "{KEY}{MODEM}[[reply_rules]]\nkeywords = [\"1\"]\nintent = \"pay\"\ntemplate = \"Pay at {{paymentLink\"\n"
+        ),
+        11,
+        "unclosed `{`",
+    );
+}
+
+#[test]
+fn reply_keyword_used_twice_is_an_error_at_the_second_rule() {
+    let rule = "[[reply_rules]]\nkeywords = [\"1\", \"PAY\"]\nintent = \"pay\"\ntemplate = \"x\"\n";
+    let text = format!("{KEY}{MODEM}{rule}{}", rule.replace("\"1\", ", ""));
+    assert_one_error(&text, 13, "reply keyword `pay` is already used");
+    assert_one_error(
+        &format!(
+            "{KEY}{MODEM}[keywords]\nopt_out = [{{ word = \"pay\", language = \"en\" }}]\n{rule}"
+        ),
+        11,
+        "reply keyword `pay` is also a [keywords] opt-out",
     );
 }
 

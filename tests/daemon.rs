@@ -196,3 +196,48 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     assert_eq!(message["modem"], "m2", "{message}");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let gateway = daemon::start(
+        &config(dir.path(), &hooks.url),
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let http = Http::new(gateway.addr);
+    let sim = gateway.sim("m1").unwrap();
+
+    sim.inject(Inbound::new("+14158906431", "Stop."))
+        .await
+        .unwrap();
+    let optout = hooks.next("optout.created").await;
+    assert_eq!(optout["data"]["number"], "+14158906431");
+    // Exactly one confirmation goes back through the modem the STOP came in on.
+    let sends = sim.wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.recipient.value, "+14158906431");
+
+    // New sends to that number are refused at the door, with the field named.
+    let (status, error) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "balance due"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 422, "{error}");
+    assert_eq!(error["error"]["code"], "opted_out");
+    assert_eq!(error["error"]["field"], "to");
+    let listed = http.get("/v1/optouts").await;
+    assert!(listed.to_string().contains("+14158906431"), "{listed}");
+    assert_eq!(
+        sim.sends().len(),
+        1,
+        "no second confirmation, nothing else sent"
+    );
+    gateway.stop().await;
+}

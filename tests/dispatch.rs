@@ -173,6 +173,7 @@ fn new_message(to: &str, parts: usize) -> NewMessage {
         reference: None,
         metadata: None,
         tz: None,
+        category: Category::Standard,
     }
 }
 

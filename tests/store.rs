@@ -44,6 +44,7 @@ fn message(to: &str, text: &str, parts: usize) -> NewMessage {
         reference: None,
         metadata: None,
         tz: None,
+        category: Category::Standard,
     }
 }
 

@@ -242,6 +242,9 @@ pub enum BackendError {
     /// The request passed validation but the store refused it.
     #[error("{0}")]
     Invalid(String),
+    /// The recipient opted out: nothing is sent to them (422 `opted_out`).
+    #[error("{0} has opted out of messages")]
+    OptedOut(String),
     /// The cursor is not one we issued.
     #[error("invalid cursor")]
     InvalidCursor,
@@ -279,6 +282,11 @@ impl From<BackendError> for ApiError {
                 code: "invalid_message",
                 message,
                 field: None,
+            },
+            BackendError::OptedOut(_) => ApiError::Invalid {
+                code: "opted_out",
+                message: e.to_string(),
+                field: Some("to".into()),
             },
             BackendError::InvalidCursor => ApiError::BadRequest {
                 code: "invalid_cursor",

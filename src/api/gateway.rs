@@ -18,7 +18,8 @@ use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
 use crate::pdu::{self, SubmitOptions};
-use crate::store::{self, OptOutChange, QueueEntry, Store};
+use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
+use crate::store::{self, QueueEntry, Store};
 
 /// Live modem state and the admin's pause switch, owned by the daemon (it hears the workers' health).
 pub trait ModemControl: Send + Sync + 'static {
@@ -33,6 +34,9 @@ pub struct Gateway {
     store: Store,
     dispatch: DispatchHandle,
     modems: Arc<dyn ModemControl>,
+    /// Opted-out numbers, shared with the dispatcher's gate and the inbound rules so a change made here is
+    /// honoured there at once.
+    optouts: Arc<OptOuts>,
     /// `[pdu] status_reports`: ask the SMSC for delivery reports (TP-SRR), so `delivered` can be known.
     status_reports: bool,
     /// Next concatenation reference for a multi-part message without an idempotency key (8 bits, wraps).
@@ -44,15 +48,25 @@ impl Gateway {
         store: Store,
         dispatch: DispatchHandle,
         modems: Arc<dyn ModemControl>,
+        optouts: Arc<OptOuts>,
         status_reports: bool,
     ) -> Gateway {
         Gateway {
             store,
             dispatch,
             modems,
+            optouts,
             status_reports,
             concat: AtomicU8::new(0),
         }
+    }
+
+    /// Suppression at accept time (422 `opted_out`); the dispatcher's gate checks again at hand-off.
+    fn check_optout(&self, message: &store::NewMessage) -> Result<(), BackendError> {
+        if self.optouts.contains(&message.to) {
+            return Err(BackendError::OptedOut(message.to.clone()));
+        }
+        Ok(())
     }
 
     /// Encodes the PDUs the store keeps. With an idempotency key the concatenation reference is derived
@@ -95,6 +109,7 @@ impl Gateway {
             reference: request.reference,
             metadata: request.metadata.map(Value::Object),
             tz: request.tz,
+            category: store::Category::Standard,
         })
     }
 
@@ -138,6 +153,7 @@ impl Backend for Gateway {
     fn accept(&self, message: NewMessage) -> BackendResult<'_, Accepted> {
         Box::pin(async move {
             let message = self.encode(message)?;
+            self.check_optout(&message)?;
             let accepted = self.store.accept(message.clone()).await?;
             self.enqueue(&message, &accepted);
             Ok(accepted.into())
@@ -150,8 +166,13 @@ impl Backend for Gateway {
     ) -> BackendResult<'_, Vec<Result<Accepted, BackendError>>> {
         Box::pin(async move {
             // Items that cannot be encoded get their error; the rest go to the store in one commit.
-            let encoded: Vec<Result<store::NewMessage, BackendError>> =
-                messages.into_iter().map(|m| self.encode(m)).collect();
+            let encoded: Vec<Result<store::NewMessage, BackendError>> = messages
+                .into_iter()
+                .map(|m| {
+                    self.encode(m)
+                        .and_then(|m| self.check_optout(&m).map(|()| m))
+                })
+                .collect();
             let valid: Vec<store::NewMessage> = encoded
                 .iter()
                 .filter_map(|m| m.as_ref().ok().cloned())
@@ -240,9 +261,18 @@ impl Backend for Gateway {
 
     fn optouts(&self) -> BackendResult<'_, Vec<Optout>> {
         Box::pin(async move {
-            Err(BackendError::Unavailable(
-                "listing opt-outs needs a store query that does not exist yet".into(),
-            ))
+            Ok(self
+                .optouts
+                .list()
+                .await?
+                .into_iter()
+                .map(|record| Optout {
+                    number: record.number,
+                    created_at: record.since,
+                    actor: record.actor,
+                    note: record.detail,
+                })
+                .collect())
         })
     }
 
@@ -253,15 +283,15 @@ impl Backend for Gateway {
         note: Option<String>,
     ) -> BackendResult<'_, Optout> {
         Box::pin(async move {
-            let change = OptOutChange {
-                number: number.as_str().to_owned(),
-                active: true,
-                actor: actor.clone(),
-                source_message: None,
+            let origin = Origin {
+                actor: &actor,
+                message_id: None,
                 modem: None,
                 detail: note.clone(),
             };
-            self.store.set_optout(change).await?;
+            self.optouts
+                .add(number.as_str(), OptOutSource::Api, origin)
+                .await?;
             Ok(Optout {
                 number: number.as_str().to_owned(),
                 created_at: self.store.now(),
@@ -273,18 +303,17 @@ impl Backend for Gateway {
 
     fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()> {
         Box::pin(async move {
-            if !self.store.is_opted_out(number.as_str()).await? {
-                return Err(BackendError::NotFound("opt-out".into()));
-            }
-            let change = OptOutChange {
-                number: number.as_str().to_owned(),
-                active: false,
-                actor,
-                source_message: None,
+            let origin = Origin {
+                actor: &actor,
+                message_id: None,
                 modem: None,
                 detail: None,
             };
-            Ok(self.store.set_optout(change).await?)
+            if self.optouts.remove(number.as_str(), origin).await? {
+                Ok(())
+            } else {
+                Err(BackendError::NotFound("opt-out".into()))
+            }
         })
     }
 

@@ -331,12 +331,42 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
             ));
         }
     }
+    reply_rule_keywords(config, doc, out);
     let dispatch = &config.dispatch;
     if sound && dispatch.retry_backoff > dispatch.retry_backoff_max {
         out.push(error(
             doc.line("dispatch", None, "retry_backoff"),
             "retry_backoff is longer than retry_backoff_max",
         ));
+    }
+}
+
+/// A reply-rule keyword must be used once, and must not be a configured opt-out, opt-in or help word
+/// (those always win, so the rule would never fire; the built-in words are refused when the rule is read).
+fn reply_rule_keywords(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
+    use crate::rules::{Keyword, Keywords};
+    let classifier = Keywords::new(&config.keywords);
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, rule) in config.reply_rules.iter().enumerate() {
+        let line = doc.line("reply_rules", Some(i), "keywords");
+        for word in rule.keywords() {
+            if seen.contains(&word.as_str()) {
+                out.push(error(
+                    line,
+                    format!("reply keyword `{word}` is already used by an earlier reply rule"),
+                ));
+            }
+            seen.push(word);
+            if matches!(
+                classifier.classify(word),
+                Keyword::OptOut { .. } | Keyword::OptIn { .. } | Keyword::Help { .. }
+            ) {
+                out.push(error(
+                    line,
+                    format!("reply keyword `{word}` is also a [keywords] opt-out, opt-in or help word, which always wins"),
+                ));
+            }
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub use values::{
 };
 
 use crate::msisdn::Msisdn;
+use crate::rules::{
+    CapsConfig, KeywordsConfig, OptOutConfig, QuietHoursConfig, ReplyRule, RulesConfig,
+};
 
 /// Where `serve` and `check-config` look when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/modemgate/modemgate.toml";
@@ -44,7 +47,15 @@ pub struct Config {
     /// `[dispatch]`: retries and global pacing.
     pub dispatch: Dispatch,
     /// `[quiet_hours]`: recipient-local sending windows.
-    pub quiet_hours: QuietHours,
+    pub quiet_hours: QuietHoursConfig,
+    /// `[caps]`: contact caps per recipient.
+    pub caps: CapsConfig,
+    /// `[keywords]`: reply words on top of the built-in opt-out, opt-in and help words.
+    pub keywords: KeywordsConfig,
+    /// `[optout]`: confirmations, the HELP reply, the opt-out notice.
+    pub optout: OptOutConfig,
+    /// `[[reply_rules]]`: reply menus answered automatically.
+    pub reply_rules: Vec<ReplyRule>,
     /// `[[webhooks]]`: where events are POSTed.
     pub webhooks: Vec<Webhook>,
     /// `[logging]`.
@@ -58,6 +69,17 @@ impl Config {
     /// use [`Report::from_file`] to see them.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Report::from_file(path).into_result()
+    }
+
+    /// The collections rules' part of the configuration.
+    pub fn rules(&self) -> RulesConfig {
+        RulesConfig {
+            keywords: self.keywords.clone(),
+            quiet_hours: self.quiet_hours.clone(),
+            caps: self.caps.clone(),
+            optout: self.optout.clone(),
+            reply_rules: self.reply_rules.clone(),
+        }
     }
 
     /// Validate config text that is not in a file (tests, generated configs); messages name it `<string>`.
@@ -272,35 +294,6 @@ impl Default for Dispatch {
             sticky: true,
         }
     }
-}
-
-/// `[quiet_hours]`. The window rules themselves belong to the rules module; this holds the switch and
-/// the fallback zone.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuietHours {
-    /// `false` turns recipient-local sending windows off (internal traffic, benchmarks, demos).
-    pub enabled: bool,
-    /// The zone assumed when a message carries no `tz` and its number gives none.
-    pub default_tz: TimeZoneName,
-}
-
-impl Default for QuietHours {
-    fn default() -> Self {
-        QuietHours {
-            enabled: true,
-            default_tz: TimeZoneName {
-                name: "America/New_York".to_owned(),
-                zone: new_york(),
-            },
-        }
-    }
-}
-
-/// The default zone. jiff's database is bundled, so the lookup cannot fail in practice; UTC is a
-/// defensive fallback, not a policy.
-fn new_york() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("America/New_York").unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 /// One `[[webhooks]]` entry.

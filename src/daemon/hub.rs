@@ -1,6 +1,6 @@
 //! The hub: the only consumer of the workers' shared event channel. It applies each event to the store
 //! (through [`crate::dispatch::events::apply`], which keeps the worker contract's acks) and then does what
-//! follows from it. Webhooks are not sent from here: the store queues each event in the same transaction as
+//! follows from it: a complete inbound message goes through the reply rules (opt-out first). Webhooks are not sent from here: the store queues each event in the same transaction as
 //! the change that causes it (`message.received` with the reassembled message), and the hub only wakes the
 //! deliverer.
 
@@ -13,6 +13,7 @@ use crate::api::Metrics;
 use crate::dispatch::events::{Applied, apply};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
+use crate::rules::inbound::InboundRules;
 use crate::store::{InboundOutcome, MessageState, Store};
 
 pub struct Hub {
@@ -23,6 +24,8 @@ pub struct Hub {
     pub webhooks: Arc<Notify>,
     /// How to show inbound senders given as national numbers in logs.
     pub default_region: Region,
+    /// Opt-outs, opt-ins, HELP and menu replies, run on every complete inbound message.
+    pub rules: InboundRules,
 }
 
 impl Hub {
@@ -43,6 +46,8 @@ impl Hub {
                 Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
                     let from = Sender::classify(&message.peer, self.default_region);
                     info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
+                    let outcome = self.rules.apply(&self.store, &modem, &message).await;
+                    debug!(%modem, intent = ?outcome.intent, needs_agent = outcome.needs_agent, "reply rules applied");
                 }
                 Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
                     debug!(%modem, have, parts, "inbound part stored, waiting for the rest")

@@ -31,7 +31,10 @@ use tracing::{error, info, warn};
 use crate::api::gateway::Gateway;
 use crate::api::{AppState, Auth, Metrics};
 use crate::config::Config;
-use crate::dispatch::{self, AllowAll, DispatchHandle, ModemSlot};
+use crate::dispatch::{self, DispatchHandle, ModemSlot};
+use crate::rules::gate::CollectionsGate;
+use crate::rules::inbound::InboundRules;
+use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
 use crate::webhook::{Backoff, Deliverer, EventKind, Target};
@@ -69,6 +72,7 @@ pub struct Running {
     pub modems: Arc<Modems>,
     config: Config,
     options: StartOptions,
+    optouts: Arc<OptOuts>,
     auth: Arc<Auth>,
     /// Kept so a reload can start new workers; dropped at stop so the hub can end.
     events: mpsc::Sender<crate::modem::job::WorkerEvent>,
@@ -124,6 +128,18 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
 
+    let optouts = Arc::new(OptOuts::load(&store).await.context("loading opt-outs")?);
+    let dispatch_stop = shutdown.child_token();
+    let (dispatch, dispatcher) = dispatch::start(
+        store.clone(),
+        slots(&runtimes),
+        dispatch_settings(config),
+        gate(&store, &optouts, config).await?,
+        dispatch_stop.clone(),
+    )
+    .await
+    .context("starting the dispatcher")?;
+
     let metrics = Arc::new(Metrics::default());
     let hub = tokio::spawn(
         hub::Hub {
@@ -131,25 +147,16 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
             metrics: metrics.clone(),
             webhooks: webhooks.clone(),
             default_region: config.server.default_region,
+            rules: InboundRules::new(config, optouts.clone(), dispatch.clone()),
         }
         .run(events),
     );
-
-    let dispatch_stop = shutdown.child_token();
-    let (dispatch, dispatcher) = dispatch::start(
-        store.clone(),
-        slots(&runtimes),
-        dispatch_settings(config),
-        Arc::new(AllowAll),
-        dispatch_stop.clone(),
-    )
-    .await
-    .context("starting the dispatcher")?;
 
     let gateway = Gateway::new(
         store.clone(),
         dispatch.clone(),
         modems.clone(),
+        optouts.clone(),
         config.pdu.status_reports,
     );
     let state = AppState::from_config(config, Arc::new(gateway), metrics);
@@ -177,6 +184,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         modems,
         config: config.clone(),
         options,
+        optouts,
         auth,
         events: events_tx,
         runtimes,
@@ -285,7 +293,7 @@ impl Running {
             self.store.clone(),
             slots(&self.runtimes),
             dispatch_settings(config),
-            Arc::new(AllowAll),
+            gate(&self.store, &self.optouts, config).await?,
             self.dispatch_stop.clone(),
         )
         .await
@@ -350,6 +358,23 @@ fn slots(runtimes: &[ModemRuntime]) -> Vec<ModemSlot> {
             daily_cap: r.config.daily_cap,
         })
         .collect()
+}
+
+/// The collections rules at hand-off: opt-outs, quiet hours in the recipient's zone, contact caps.
+async fn gate(
+    store: &Store,
+    optouts: &Arc<OptOuts>,
+    config: &Config,
+) -> anyhow::Result<Arc<dyn dispatch::Gate>> {
+    let gate = CollectionsGate::load(
+        store,
+        optouts.clone(),
+        config.quiet_hours.clone(),
+        config.caps.clone(),
+    )
+    .await
+    .context("loading the contact-cap history")?;
+    Ok(Arc::new(gate))
 }
 
 fn dispatch_settings(config: &Config) -> dispatch::Settings {

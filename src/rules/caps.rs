@@ -113,6 +113,15 @@ pub enum CapDecision {
 }
 
 impl CapsConfig {
+    /// How far back sends can matter: the longest window of any rule (zero without rules).
+    pub fn longest_window(&self) -> SignedDuration {
+        self.rules
+            .iter()
+            .map(|rule| rule.window)
+            .max()
+            .unwrap_or(SignedDuration::ZERO)
+    }
+
     /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it?
     pub fn check(&self, recipient: &str, previous: &[Timestamp], now: Timestamp) -> CapDecision {
         self.rules

@@ -1,22 +1,36 @@
-//! Collections-safety rules, as pure functions the daemon calls: no I/O, and the clock is always an argument.
+//! Collections-safety rules: opt-outs, quiet hours, contact caps, reply menus.
 //!
+//! Pure logic (no I/O; the clock is always an argument):
 //! - [`keywords`]: classify inbound replies (opt-out in English, Spanish and French, opt-in, help, menu
 //!   keywords, and sentences that mention an opt-out word).
 //! - [`quiet_hours`]: recipient-local sending windows per region, over every zone the recipient may be in.
 //! - `zones`: where a recipient is, from an explicit IANA zone or their E.164 number (calling code; area code
 //!   for +1), with the tables `country_zones.txt` and `nanp_area_codes.txt`.
 //! - [`caps`]: at most N messages per recipient in a rolling window.
+//! - [`replies`]: what the gateway says itself (confirmations, HELP, the opt-out notice, menu templates).
+//! - [`notice`]: the opt-out notice on outbound texts.
 //!
-//! [`RulesConfig`] gathers their configuration so the config module can embed it.
+//! Wired into the daemon:
+//! - [`optouts`]: the opted-out numbers, in memory and written through to the store.
+//! - [`gate`]: the dispatcher's [`crate::dispatch::Gate`] at hand-off (opt-out, quiet hours, caps).
+//! - [`inbound`]: what happens to a complete inbound message (opt-out, opt-in, HELP, menus).
+//!
+//! [`RulesConfig`] gathers their configuration; the config module holds the same types.
 
 pub mod caps;
+pub mod gate;
+pub mod inbound;
 pub mod keywords;
+pub mod notice;
+pub mod optouts;
 pub mod quiet_hours;
+pub mod replies;
 mod zones;
 
 pub use caps::{CapDecision, CapRule, CapsConfig};
 pub use keywords::{Keyword, KeywordEntry, Keywords, KeywordsConfig, Language};
 pub use quiet_hours::{Days, Decision, HoldReason, QuietHoursConfig, RegionWindows, Window};
+pub use replies::{NoticeMode, OptOutConfig, ReplyRule, Template, Texts};
 pub use zones::{Location, Unresolved, locate};
 
 use serde::Deserialize;
@@ -29,6 +43,8 @@ pub struct RulesConfig {
     pub keywords: KeywordsConfig,
     pub quiet_hours: QuietHoursConfig,
     pub caps: CapsConfig,
+    pub optout: OptOutConfig,
+    pub reply_rules: Vec<ReplyRule>,
 }
 
 #[cfg(test)]
@@ -65,9 +81,22 @@ mod tests {
             prefixes = ["+1617"]
             max = 2
             window = "168h"
+
+            [optout]
+            confirmation = { en = "Stopped.", es = "Baja confirmada." }
+
+            [[reply_rules]]
+            keywords = ["1", "PAY"]
+            intent = "pay"
+            template = "Pay here: {paymentLink}"
         "#;
         let config: RulesConfig = toml::from_str(text).unwrap();
         assert_eq!(config.keywords.menu, vec!["1", "PAY"]);
+        assert_eq!(
+            config.optout.confirmation.get(Language::Es),
+            "Baja confirmada."
+        );
+        assert_eq!(config.reply_rules[0].intent, "pay");
         assert_eq!(config.quiet_hours.regions.len(), 1);
         assert_eq!(
             config.quiet_hours.windows,
@@ -99,6 +128,11 @@ mod tests {
                 "unknown day",
             ),
             ("[[caps.rules]]\nmax = 0\nwindow = \"1h\"", "at least 1"),
+            ("[optout]\nnotice_mode = \"maybe\"", "unknown variant"),
+            (
+                "[[reply_rules]]\nkeywords = [\"1\"]\nintent = \"pay\"\ntemplate = \"{x\"",
+                "unclosed",
+            ),
             (
                 "[keywords]\nopt_out = [{ word = \"x\", language = \"de\" }]",
                 "unknown variant",

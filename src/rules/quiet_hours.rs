@@ -123,6 +123,17 @@ pub struct QuietHoursConfig {
     /// MX every day 07:00-22:00; CA-ON and CA-BC Mon-Sat 07:00-21:00 and Sun 13:00-17:00; CA-QC Mon-Sat
     /// 08:00-20:00.
     pub regions: Vec<RegionWindows>,
+    /// The zone assumed when neither the message's `tz` nor its number tells one. `None` (the default):
+    /// such messages are held (`tz_unresolved`), since guessing a zone is how texts land at 3 a.m.
+    #[serde(deserialize_with = "zone")]
+    pub default_tz: Option<TimeZone>,
+}
+
+fn zone<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<TimeZone>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse::<crate::config::TimeZoneName>()
+        .map(|name| Some(name.zone))
+        .map_err(serde::de::Error::custom)
 }
 
 impl Default for QuietHoursConfig {
@@ -152,6 +163,7 @@ impl Default for QuietHoursConfig {
                     windows: vec![Window::hours(Days::MONDAY_TO_SATURDAY, 8, 20)],
                 },
             ],
+            default_tz: None,
         }
     }
 }
@@ -211,9 +223,16 @@ impl QuietHoursConfig {
         if !self.enabled {
             return Decision::Allowed;
         }
-        match zones::locate(e164, tz) {
-            Ok(location) => self.check(now, &location),
-            Err(_) => Decision::Hold(HoldReason::TzUnresolved),
+        match (zones::locate(e164, tz), &self.default_tz) {
+            (Ok(location), _) => self.check(now, &location),
+            (Err(_), Some(zone)) => self.check(
+                now,
+                &Location {
+                    region: None,
+                    zones: vec![zone.clone()],
+                },
+            ),
+            (Err(_), None) => Decision::Hold(HoldReason::TzUnresolved),
         }
     }
 
@@ -368,6 +387,17 @@ mod tests {
         assert_eq!(
             config.check_recipient(now, "+14165550123", Some("Nowhere/Atlantis")),
             Decision::Hold(HoldReason::TzUnresolved)
+        );
+        let fallback = QuietHoursConfig {
+            default_tz: Some(TimeZone::get("America/Denver").unwrap()),
+            ..QuietHoursConfig::default()
+        };
+        assert_eq!(
+            fallback.check_recipient(now, "+18005550123", None),
+            Decision::HoldUntil(
+                at("2026-06-10T08:00:00[America/Denver]"),
+                HoldReason::QuietHours
+            )
         );
         let disabled = QuietHoursConfig {
             enabled: false,

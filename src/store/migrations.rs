@@ -180,6 +180,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS webhook_outbox_message ON webhook_outbox (message_id, id)
         WHERE delivered_at IS NULL;
     "#,
+    // 5: who a message is for, so the collections rules can tell the gateway's own answers (opt-out
+    // confirmations, HELP replies) from collection texts.
+    r#"
+    ALTER TABLE messages ADD COLUMN category TEXT NOT NULL DEFAULT 'standard';
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{ModemRecord, Totals};
+pub use read::{ModemRecord, OptOutRecord, RecentSend, Totals};
 pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;
@@ -399,6 +399,16 @@ impl Store {
             .await
     }
 
+    /// Appends an event by the collections rules naming the rule that decided (e.g. an opt-out recorded
+    /// from this inbound message), so "why" can be answered from the message's history.
+    pub async fn rule_event(&self, id: Uuid, kind: &str, detail: &str, rule: &str) -> Result<()> {
+        let (kind, detail, rule) = (kind.to_owned(), detail.to_owned(), rule.to_owned());
+        self.inner
+            .writer
+            .write(move |ctx| write::rule_event(ctx, id, &kind, &detail, &rule))
+            .await
+    }
+
     // ---- inbound ----
 
     /// Stores an inbound part (raw PDU kept); returns the message once every part is in. Re-reading a
@@ -503,6 +513,22 @@ impl Store {
         let number = number.to_owned();
         self.read(move |conn| read::is_opted_out(conn, &number))
             .await
+    }
+
+    /// Every number currently opted out, with its latest audit entry.
+    pub async fn optouts(&self) -> Result<Vec<OptOutRecord>> {
+        self.read(read::optouts).await
+    }
+
+    /// Sends completed after `since` that count against contact caps (confirmations excluded).
+    pub async fn recent_sends(&self, since: Timestamp) -> Result<Vec<RecentSend>> {
+        self.read(move |conn| read::recent_sends(conn, since)).await
+    }
+
+    /// The latest standard outbound message sent (or delivered) to `peer`.
+    pub async fn last_sent_to(&self, peer: &str) -> Result<Option<Message>> {
+        let peer = peer.to_owned();
+        self.read(move |conn| read::last_sent_to(conn, &peer)).await
     }
 
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {

@@ -126,6 +126,10 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
         parts: usize::from(message.part_count),
         modem,
         sent_at: sent_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+        // Written with the message, before the reply rules have run: until their verdict can reach this
+        // event, every reply is announced as one a person should read.
+        intent: None,
+        needs_agent: true,
     })
 }
 

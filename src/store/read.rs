@@ -174,8 +174,8 @@ pub(crate) fn queue(conn: &Connection) -> Result<Vec<QueueEntry>> {
         "SELECT id, peer, priority, max(coalesce(send_at, 0), coalesce(not_before, 0)), expires_at, tz, \
          (SELECT max(p.modem) FROM parts p WHERE p.message_id = m.id \
           AND p.state IN ('submitting', 'sent', 'delivered')), \
-         attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending') \
-         FROM messages m \
+         attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending'), \
+         category FROM messages m \
          WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' ORDER BY id",
     )
     .and_then(|mut st| {
@@ -195,6 +195,7 @@ pub(crate) fn queue(conn: &Connection) -> Result<Vec<QueueEntry>> {
                 pinned_modem: row.get(6)?,
                 attempts: row.get(7)?,
                 parts: row.get(8)?,
+                category: row.get(9)?,
             })
         })?
         .collect()
@@ -311,4 +312,82 @@ pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
         messages,
         webhook_backlog,
     })
+}
+
+/// An opted-out number and its latest audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OptOutRecord {
+    pub number: String,
+    /// When it (last) opted out.
+    pub since: Timestamp,
+    /// Who recorded it: `rules` for a reply, `api:KEY` for an admin.
+    pub actor: String,
+    /// What was recorded with it (the keyword, a note).
+    pub detail: Option<String>,
+    /// The inbound message that caused it.
+    pub source_message: Option<Uuid>,
+    pub modem: Option<String>,
+}
+
+/// Every number currently opted out, in number order.
+pub(crate) fn optouts(conn: &Connection) -> Result<Vec<OptOutRecord>> {
+    conn.prepare_cached(
+        "SELECT o.number, o.updated_at, a.actor, a.detail, o.source_message, o.modem FROM optouts o \
+         LEFT JOIN optout_audit a ON a.id = (SELECT max(id) FROM optout_audit WHERE number = o.number) \
+         WHERE o.active ORDER BY o.number",
+    )
+    .and_then(|mut st| {
+        st.query_map([], |row| {
+            let source: Option<String> = row.get(4)?;
+            Ok(OptOutRecord {
+                number: row.get(0)?,
+                since: rows::ts(row, 1)?,
+                actor: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                detail: row.get(3)?,
+                source_message: source.and_then(|id| Uuid::parse_str(&id).ok()),
+                modem: row.get(5)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
+/// A message that counted against its recipient's contact caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentSend {
+    pub recipient: String,
+    pub message_id: Uuid,
+    pub at: Timestamp,
+}
+
+/// Sends completed after `since`, the gateway's own confirmations excluded (they never count).
+pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<RecentSend>> {
+    conn.prepare_cached(
+        "SELECT r.recipient, r.message_id, r.at FROM recipient_sends r JOIN messages m ON m.id = r.message_id \
+         WHERE r.at > ?1 AND m.category != 'confirmation' ORDER BY r.at",
+    )
+    .and_then(|mut st| {
+        st.query_map([ms(since)], |row| {
+            Ok(RecentSend {
+                recipient: row.get(0)?,
+                message_id: rows::uuid(row, 1)?,
+                at: rows::ts(row, 2)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
+/// The latest collection text (not an automatic answer) that went out to `peer`: reply menus fill their
+/// templates from its metadata.
+pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Message>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM messages WHERE peer = ?1 AND direction = 'outbound' AND category = 'standard' \
+         AND state IN ('sent', 'delivered') ORDER BY id DESC LIMIT 1",
+        rows::MESSAGE_COLUMNS
+    ))
+    .and_then(|mut st| st.query_row([peer], rows::message).optional())
+    .map_err(DB)
 }

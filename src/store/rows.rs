@@ -54,7 +54,7 @@ fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Valu
 /// Columns of `messages` in the order [`message`] reads them.
 pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, part_count, priority, send_at, \
      expires_at, reference, metadata, tz, modem, attempts, not_before, hold_reason, error_code, error, \
-     created_at, updated_at";
+     created_at, updated_at, category";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -79,6 +79,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         error: row.get(18)?,
         created_at: ts(row, 19)?,
         updated_at: ts(row, 20)?,
+        category: row.get(21)?,
     })
 }
 

@@ -122,6 +122,34 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Who an outbound message is for, as far as the collections rules care.
+    #[derive(Default)]
+    Category {
+        /// A collection text from the CMS: every rule applies.
+        #[default]
+        Standard = "standard",
+        /// An automatic answer to a reply-menu keyword: the rules apply as to any collection text.
+        AutoReply = "auto_reply",
+        /// The gateway's own answer the person asked for (opt-out or opt-in confirmation, HELP reply):
+        /// exempt from opt-out, quiet hours and contact caps.
+        Confirmation = "confirmation",
+    }
+}
+
+impl Category {
+    /// Whether the collections gate lets it through unconditionally.
+    pub fn is_exempt(self) -> bool {
+        self == Category::Confirmation
+    }
+
+    /// Skips the field when hashing an idempotent request body, so bodies stored before categories
+    /// existed keep their hash.
+    fn is_standard(&self) -> bool {
+        *self == Category::Standard
+    }
+}
+
 impl From<crate::pdu::Encoding> for TextEncoding {
     fn from(encoding: crate::pdu::Encoding) -> Self {
         match encoding {
@@ -153,6 +181,8 @@ pub struct NewMessage {
     pub metadata: Option<serde_json::Value>,
     /// Recipient's IANA time zone, for quiet hours.
     pub tz: Option<String>,
+    #[serde(skip_serializing_if = "Category::is_standard")]
+    pub category: Category,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -203,6 +233,8 @@ pub struct Message {
     pub error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Outbound only (inbound messages are `standard`).
+    pub category: Category,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -365,6 +397,8 @@ pub struct QueueEntry {
     pub attempts: u32,
     /// Parts still to send (rate limits count parts).
     pub parts: u16,
+    /// Which collections rules apply.
+    pub category: Category,
 }
 
 impl QueueEntry {
@@ -380,6 +414,7 @@ impl QueueEntry {
             pinned_modem: None,
             attempts: 0,
             parts: u16::try_from(accepted.parts).unwrap_or(u16::MAX),
+            category: message.category,
         }
     }
 }

@@ -148,8 +148,9 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     ctx.conn
         .prepare_cached(
             "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, priority, send_at, \
-             expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, updated_at) \
-             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+             expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, updated_at, \
+             category) \
+             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -169,6 +170,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
                 message.idempotency_key,
                 hash,
                 ms(ctx.now),
+                message.category,
             ])
         })
         .map_err(DB)?;
@@ -654,4 +656,22 @@ pub(crate) fn note(
 ) -> Result<()> {
     let state = state_of(ctx, id)?;
     append_event(ctx, id, Ev::new(actor, kind, state).detail(detail))
+}
+
+/// An event by the collections rules, with no state change.
+pub(crate) fn rule_event(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    kind: &str,
+    detail: &str,
+    rule: &str,
+) -> Result<()> {
+    let state = state_of(ctx, id)?;
+    append_event(
+        ctx,
+        id,
+        Ev::new("rules", kind, state)
+            .detail(detail)
+            .rule(Some(rule)),
+    )
 }

@@ -1,0 +1,297 @@
+//! The collections rules at hand-off: the dispatcher asks [`CollectionsGate`] about every message just before
+//! a modem gets it. In order: the opt-out re-check (an opt-out that arrived while the message was queued
+//! blocks it), the recipient's quiet hours (hold until the window opens), and contact caps (hold until a
+//! send leaves the rolling window, or fail if the message would expire first).
+//!
+//! The gate runs on the dispatcher's task, so it never touches the store: opt-outs come from the shared
+//! in-memory [`OptOuts`], and sends counted against caps from an in-memory log loaded at start and
+//! appended to whenever the gate lets a message through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+use crate::dispatch::gate::{Decision, Gate};
+use crate::store::{QueueEntry, Store, StoreError};
+
+use super::caps::{CapDecision, CapsConfig};
+use super::optouts::OptOuts;
+use super::quiet_hours::{self, QuietHoursConfig};
+
+/// How long a message whose recipient has no usable time zone waits before it is looked at again. Nothing
+/// about it changes by itself, but a hold must end somewhere, and its `expires_at` still applies.
+pub const UNRESOLVED_RECHECK: SignedDuration = SignedDuration::from_hours(6);
+
+/// Hand-off times per recipient: `(when, message)`, oldest first.
+type SendLog = HashMap<String, Vec<(Timestamp, Uuid)>>;
+
+/// The [`Gate`] the daemon gives the dispatcher.
+pub struct CollectionsGate {
+    optouts: Arc<OptOuts>,
+    quiet_hours: QuietHoursConfig,
+    caps: CapsConfig,
+    /// Sends that count against caps, within the longest cap window. A std mutex: `check` is synchronous
+    /// and holds it only to read and append one recipient's entries.
+    log: Mutex<SendLog>,
+}
+
+impl CollectionsGate {
+    /// Loads the sends still inside the longest cap window from the store.
+    pub async fn load(
+        store: &Store,
+        optouts: Arc<OptOuts>,
+        quiet_hours: QuietHoursConfig,
+        caps: CapsConfig,
+    ) -> Result<CollectionsGate, StoreError> {
+        let since = store
+            .now()
+            .checked_sub(caps.longest_window())
+            .unwrap_or(Timestamp::MIN);
+        let mut log = SendLog::new();
+        for send in store.recent_sends(since).await? {
+            log.entry(send.recipient)
+                .or_default()
+                .push((send.at, send.message_id));
+        }
+        Ok(CollectionsGate {
+            optouts,
+            quiet_hours,
+            caps,
+            log: Mutex::new(log),
+        })
+    }
+
+    fn quiet_hours(&self, entry: &QueueEntry, now: Timestamp) -> Option<Decision> {
+        let (until, reason) =
+            match self
+                .quiet_hours
+                .check_recipient(now, &entry.to, entry.tz.as_deref())
+            {
+                quiet_hours::Decision::Allowed => return None,
+                quiet_hours::Decision::HoldUntil(until, reason) => (until, reason),
+                quiet_hours::Decision::Hold(reason) => (
+                    now.checked_add(UNRESOLVED_RECHECK)
+                        .unwrap_or(Timestamp::MAX),
+                    reason,
+                ),
+            };
+        Some(Decision::Hold {
+            until,
+            reason: reason.as_str().to_owned(),
+            rule: Some("quiet_hours".into()),
+        })
+    }
+
+    /// Checks the caps and, if they allow it, counts this message as sent now.
+    fn caps(&self, entry: &QueueEntry, now: Timestamp) -> Option<Decision> {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let sends = log.entry(entry.to.clone()).or_default();
+        let horizon = now
+            .checked_sub(self.caps.longest_window())
+            .unwrap_or(Timestamp::MIN);
+        sends.retain(|&(at, _)| at > horizon);
+        // The same message seen again (its modem's rate limit refused it after we allowed it, or a retry)
+        // counts once.
+        sends.retain(|&(_, id)| id != entry.id);
+        let previous: Vec<Timestamp> = sends.iter().map(|&(at, _)| at).collect();
+        match self.caps.check(&entry.to, &previous, now) {
+            CapDecision::Allowed => {
+                sends.push((now, entry.id));
+                None
+            }
+            CapDecision::WaitUntil(until) if entry.expires_at.is_some_and(|at| at <= until) => {
+                Some(Decision::Block {
+                    code: "contact_cap".into(),
+                    reason: format!(
+                        "contact cap reached; the next send is allowed at {until}, after the message expires"
+                    ),
+                    rule: Some("contact_cap".into()),
+                })
+            }
+            CapDecision::WaitUntil(until) => Some(Decision::Hold {
+                until,
+                reason: "contact_cap".into(),
+                rule: Some("contact_cap".into()),
+            }),
+        }
+    }
+}
+
+impl Gate for CollectionsGate {
+    fn check(&self, entry: &QueueEntry, _modem: &str, now: Timestamp) -> Decision {
+        if entry.category.is_exempt() {
+            return Decision::Allow;
+        }
+        if self.optouts.contains(&entry.to) {
+            return Decision::Block {
+                code: "opted_out".into(),
+                reason: "the recipient opted out".into(),
+                rule: Some("optout".into()),
+            };
+        }
+        self.quiet_hours(entry, now)
+            .or_else(|| self.caps(entry, now))
+            .unwrap_or(Decision::Allow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::caps::CapRule;
+    use crate::rules::optouts::{OptOutSource, Origin};
+    use crate::store::{Category, ManualClock, OpenOptions};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse::<jiff::Zoned>().unwrap().timestamp()
+    }
+
+    fn entry(to: &str, category: Category) -> QueueEntry {
+        QueueEntry {
+            id: Uuid::now_v7(),
+            to: to.into(),
+            priority: 0,
+            not_before: None,
+            expires_at: None,
+            tz: None,
+            pinned_modem: None,
+            attempts: 0,
+            parts: 1,
+            category,
+        }
+    }
+
+    async fn gate(caps: CapsConfig) -> (tempfile::TempDir, Arc<OptOuts>, CollectionsGate) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(at("2026-06-10T12:00:00[UTC]"));
+        let options = OpenOptions {
+            clock: Arc::new(clock),
+            ..OpenOptions::default()
+        };
+        let store = Store::open(dir.path().join("db"), options).unwrap();
+        let optouts = Arc::new(OptOuts::load(&store).await.unwrap());
+        let gate =
+            CollectionsGate::load(&store, optouts.clone(), QuietHoursConfig::default(), caps)
+                .await
+                .unwrap();
+        (dir, optouts, gate)
+    }
+
+    #[tokio::test]
+    async fn opt_out_blocks_everything_but_confirmations() {
+        let (_dir, optouts, gate) = gate(CapsConfig::default()).await;
+        let boston = "+16175550123";
+        let noon = at("2026-06-10T12:00:00[America/New_York]");
+        assert_eq!(
+            gate.check(&entry(boston, Category::Standard), "m1", noon),
+            Decision::Allow
+        );
+        optouts
+            .add(
+                boston,
+                OptOutSource::Keyword,
+                Origin {
+                    actor: "rules",
+                    ..Origin::default()
+                },
+            )
+            .await
+            .unwrap();
+        for category in [Category::Standard, Category::AutoReply] {
+            assert_eq!(
+                gate.check(&entry(boston, category), "m1", noon),
+                Decision::Block {
+                    code: "opted_out".into(),
+                    reason: "the recipient opted out".into(),
+                    rule: Some("optout".into())
+                }
+            );
+        }
+        // At 23:00 local, past the cap: a confirmation still goes.
+        let late = at("2026-06-10T23:00:00[America/New_York]");
+        assert_eq!(
+            gate.check(&entry(boston, Category::Confirmation), "m1", late),
+            Decision::Allow
+        );
+    }
+
+    #[tokio::test]
+    async fn quiet_hours_hold_until_the_window_opens() {
+        let (_dir, _optouts, gate) = gate(CapsConfig::default()).await;
+        let ny = "+12125550123";
+        assert_eq!(
+            gate.check(
+                &entry(ny, Category::Standard),
+                "m1",
+                at("2026-06-10T20:59:59[America/New_York]")
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            gate.check(
+                &entry(ny, Category::AutoReply),
+                "m1",
+                at("2026-06-10T21:00:00[America/New_York]")
+            ),
+            Decision::Hold {
+                until: at("2026-06-11T08:00:00[America/New_York]"),
+                reason: "quiet_hours".into(),
+                rule: Some("quiet_hours".into())
+            }
+        );
+        let now = at("2026-06-10T12:00:00[UTC]");
+        assert_eq!(
+            gate.check(&entry("+18005550123", Category::Standard), "m1", now),
+            Decision::Hold {
+                until: now.checked_add(UNRESOLVED_RECHECK).unwrap(),
+                reason: "tz_unresolved".into(),
+                rule: Some("quiet_hours".into())
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn caps_count_each_message_once_and_block_what_would_expire() {
+        let caps = CapsConfig {
+            rules: vec![CapRule::new(vec![], 2, SignedDuration::from_hours(168)).unwrap()],
+        };
+        let (_dir, _optouts, gate) = gate(caps).await;
+        let to = "+12125550123";
+        let t0 = at("2026-06-10T12:00:00[America/New_York]");
+        let first = entry(to, Category::Standard);
+        assert_eq!(gate.check(&first, "m1", t0), Decision::Allow);
+        // Asked again about the same message (a rate limit refused it after the gate allowed it).
+        assert_eq!(gate.check(&first, "m1", t0), Decision::Allow);
+        let t1 = at("2026-06-11T12:00:00[America/New_York]");
+        assert_eq!(
+            gate.check(&entry(to, Category::Standard), "m1", t1),
+            Decision::Allow
+        );
+        let third = entry(to, Category::Standard);
+        let until = t0.checked_add(SignedDuration::from_hours(168)).unwrap();
+        assert_eq!(
+            gate.check(&third, "m1", t1),
+            Decision::Hold {
+                until,
+                reason: "contact_cap".into(),
+                rule: Some("contact_cap".into())
+            }
+        );
+        let expiring = QueueEntry {
+            expires_at: Some(until),
+            ..entry(to, Category::Standard)
+        };
+        assert!(matches!(
+            gate.check(&expiring, "m1", t1),
+            Decision::Block { code, .. } if code == "contact_cap"
+        ));
+        // Confirmations neither wait for nor count against the cap.
+        assert_eq!(
+            gate.check(&entry(to, Category::Confirmation), "m1", t1),
+            Decision::Allow
+        );
+        assert_eq!(gate.check(&third, "m1", until), Decision::Allow);
+    }
+}

@@ -1,0 +1,346 @@
+//! What the rules do with a complete inbound message: opt-outs first (recorded, confirmed once), then
+//! opt-ins, HELP, reply menus (a templated answer from the last message's metadata), and everything else
+//! left for a person. Each decision is appended to the inbound message's event history with the rule
+//! that made it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::config::{Config, PduOptions};
+use crate::dispatch::DispatchHandle;
+use crate::modem::job::ModemId;
+use crate::msisdn::{Region, Sender};
+use crate::outbound::{self, ComposeOptions};
+use crate::store::{Category, Message, Store};
+
+use super::keywords::{Keyword, Keywords, Language, normalize};
+use super::optouts::{OptOutSource, OptOuts, Origin};
+use super::replies::{OptOutConfig, ReplyRule};
+
+/// An opt-out confirmation later than this is no longer the prompt answer the FCC allows: drop it.
+pub const CONFIRMATION_DEADLINE: SignedDuration = SignedDuration::from_mins(5);
+
+/// The rules' verdict on a reply, for the `message.received` event. (`optout.created` needs no help: the
+/// store writes it in the same commit as the opt-out.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RulesOutcome {
+    /// `opt_out`, `opt_in`, `help`, `optout_review`, a reply menu's intent, or a `[keywords] menu` word.
+    pub intent: Option<String>,
+    /// No rule fully handled it: a person should read it.
+    pub needs_agent: bool,
+}
+
+impl RulesOutcome {
+    fn handled(intent: &str) -> Self {
+        RulesOutcome {
+            intent: Some(intent.to_owned()),
+            needs_agent: false,
+        }
+    }
+
+    fn for_agent(intent: Option<&str>) -> Self {
+        RulesOutcome {
+            intent: intent.map(str::to_owned),
+            needs_agent: true,
+        }
+    }
+}
+
+/// The inbound rules, built once from the configuration.
+pub struct InboundRules {
+    keywords: Keywords,
+    optout: OptOutConfig,
+    reply_rules: Vec<ReplyRule>,
+    optouts: Arc<OptOuts>,
+    dispatch: DispatchHandle,
+    /// Encoding and delivery-report choices for the answers (`[pdu]`).
+    pdu: PduOptions,
+    /// How to read senders the network gives in national format (`[server] default_region`).
+    region: Region,
+    /// When each number was last sent an opt-out confirmation, so a repeated STOP within
+    /// `repeat_window` gets no second one. In memory: after a restart one more confirmation may go.
+    confirmed: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl InboundRules {
+    pub fn new(config: &Config, optouts: Arc<OptOuts>, dispatch: DispatchHandle) -> Self {
+        // Reply-rule keywords join the menu words, so the classifier reports them as menu choices.
+        let mut keywords = config.keywords.clone();
+        keywords.menu.extend(
+            config
+                .reply_rules
+                .iter()
+                .flat_map(|r| r.keywords().iter().cloned()),
+        );
+        InboundRules {
+            keywords: Keywords::new(&keywords),
+            optout: config.optout.clone(),
+            reply_rules: config.reply_rules.clone(),
+            optouts,
+            dispatch,
+            pdu: config.pdu.clone(),
+            region: config.server.default_region,
+            confirmed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Applies the rules to a complete inbound message from `message.peer`, received on `modem`. Only
+    /// subscribers are answered or opted out: short codes and alphanumeric senders (carrier notices) are
+    /// left for a person.
+    pub async fn apply(&self, store: &Store, modem: &ModemId, message: &Message) -> RulesOutcome {
+        let number = match Sender::classify(&message.peer, self.region) {
+            Sender::Msisdn(number) => number.as_str().to_owned(),
+            Sender::ShortCode(_) | Sender::Alphanumeric(_) => return RulesOutcome::for_agent(None),
+        };
+        let ctx = Reply {
+            store,
+            modem,
+            message,
+            number,
+        };
+        match self.keywords.classify(&message.text) {
+            Keyword::OptOut { language } => self.opt_out(&ctx, language).await,
+            Keyword::LooksLikeOptOut { word, .. } => self.review(&ctx, &word).await,
+            Keyword::OptIn { language } => self.opt_in(&ctx, language).await,
+            Keyword::Help { language } => {
+                let text = self.optout.help.get(language).to_owned();
+                ctx.answer(self, &text, Category::Confirmation, None, "help")
+                    .await;
+                RulesOutcome::handled("help")
+            }
+            Keyword::Menu(word) => self.menu(&ctx, &word).await,
+            Keyword::Other => RulesOutcome::for_agent(None),
+        }
+    }
+
+    async fn opt_out(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
+        let keyword = normalize(&ctx.message.text);
+        let number = &ctx.number;
+        let new = ctx
+            .record_opt_out(&self.optouts, OptOutSource::Keyword, &keyword)
+            .await;
+        let detail = if new {
+            format!("opted out by the reply {keyword:?}")
+        } else {
+            format!("repeated opt-out {keyword:?} from a number already opted out")
+        };
+        ctx.event("opt_out", &detail, "optout").await;
+        let now = ctx.store.now();
+        if self.first_confirmation(number, now) {
+            let text = self.optout.confirmation.get(language).to_owned();
+            let deadline = now.checked_add(CONFIRMATION_DEADLINE).ok();
+            ctx.answer(self, &text, Category::Confirmation, deadline, "optout")
+                .await;
+        } else {
+            ctx.event(
+                "confirmation_skipped",
+                "a confirmation was already sent within the repeat window",
+                "optout",
+            )
+            .await;
+        }
+        RulesOutcome::handled("opt_out")
+    }
+
+    /// Whether an opt-out from `number` at `now` gets a confirmation; if so, remembers it was sent.
+    fn first_confirmation(&self, number: &str, now: Timestamp) -> bool {
+        let mut confirmed = self
+            .confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let window =
+            SignedDuration::try_from(self.optout.repeat_window).unwrap_or(SignedDuration::MAX);
+        confirmed.retain(|_, &mut at| now.duration_since(at) < window);
+        let recent = confirmed.contains_key(number);
+        if !recent {
+            confirmed.insert(number.to_owned(), now);
+        }
+        !recent
+    }
+
+    /// A reply that mentions an opt-out word: suppressed like an opt-out (Reg F: an opt-out counts however
+    /// it is phrased), not confirmed (it may not be one), and flagged for a person.
+    async fn review(&self, ctx: &Reply<'_>, word: &str) -> RulesOutcome {
+        ctx.record_opt_out(&self.optouts, OptOutSource::Review, &ctx.message.text)
+            .await;
+        let detail = format!(
+            "mentions the opt-out word {word:?}: treated as an opt-out until a person reviews it"
+        );
+        ctx.event("needs_review", &detail, "optout").await;
+        RulesOutcome::for_agent(Some("optout_review"))
+    }
+
+    async fn opt_in(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
+        let number = &ctx.number;
+        if !self.optouts.contains(number) {
+            // YES, START... from someone who never opted out is an ordinary answer.
+            return RulesOutcome::for_agent(None);
+        }
+        let keyword = normalize(&ctx.message.text);
+        let origin = Origin {
+            actor: "rules",
+            message_id: Some(ctx.message.id),
+            modem: Some(ctx.modem),
+            detail: Some(format!("keyword: {keyword}")),
+        };
+        if let Err(error) = self.optouts.remove(number, origin).await {
+            tracing::error!(id = %ctx.message.id, %error, "could not record an opt-in");
+            return RulesOutcome::for_agent(Some("opt_in"));
+        }
+        self.confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(number);
+        ctx.event(
+            "opt_in",
+            &format!("opted back in by the reply {keyword:?}"),
+            "optout",
+        )
+        .await;
+        let text = self.optout.opt_in_confirmation.get(language).to_owned();
+        ctx.answer(self, &text, Category::Confirmation, None, "optout")
+            .await;
+        RulesOutcome::handled("opt_in")
+    }
+
+    async fn menu(&self, ctx: &Reply<'_>, word: &str) -> RulesOutcome {
+        let Some(rule) = self
+            .reply_rules
+            .iter()
+            .find(|r| r.keywords().iter().any(|k| k == word))
+        else {
+            // A `[keywords] menu` word: the CMS answers it.
+            return RulesOutcome::handled(word);
+        };
+        let intent = rule.intent.as_str();
+        if self.optouts.contains(&ctx.number) {
+            ctx.event(
+                "auto_reply_skipped",
+                "the number opted out: no automatic reply",
+                "reply_menu",
+            )
+            .await;
+            return RulesOutcome::for_agent(Some(intent));
+        }
+        let last = match ctx.store.last_sent_to(&ctx.number).await {
+            Ok(last) => last,
+            Err(error) => {
+                tracing::error!(id = %ctx.message.id, %error, "cannot read the last message sent");
+                return RulesOutcome::for_agent(Some(intent));
+            }
+        };
+        let metadata = last
+            .as_ref()
+            .and_then(|m| m.metadata.as_ref())
+            .and_then(|m| m.as_object());
+        match rule.template.fill(metadata) {
+            Ok(text) => {
+                let sent = ctx
+                    .answer(self, &text, Category::AutoReply, None, "reply_menu")
+                    .await;
+                if sent {
+                    RulesOutcome::handled(intent)
+                } else {
+                    RulesOutcome::for_agent(Some(intent))
+                }
+            }
+            Err(field) => {
+                let detail = match &last {
+                    Some(last) => format!("no `{field}` in the metadata of message {}", last.id),
+                    None => {
+                        "no message was sent to this number to take the reply's fields from".into()
+                    }
+                };
+                ctx.event("auto_reply_skipped", &detail, "reply_menu").await;
+                RulesOutcome::for_agent(Some(intent))
+            }
+        }
+    }
+
+    fn compose_options(&self, category: Category, expires_at: Option<Timestamp>) -> ComposeOptions {
+        ComposeOptions {
+            api_key: "rules".into(),
+            // Answers go before queued collection texts: a person is waiting for them.
+            priority: 9,
+            expires_at,
+            category,
+            smart: self.pdu.smart_encoding,
+            status_report: self.pdu.status_reports,
+            ..ComposeOptions::default()
+        }
+    }
+}
+
+/// The inbound message being handled, and where answers go.
+struct Reply<'a> {
+    store: &'a Store,
+    modem: &'a ModemId,
+    message: &'a Message,
+    /// The sender in E.164.
+    number: String,
+}
+
+impl Reply<'_> {
+    /// Appends a rules event to the inbound message; a failure is logged, the rest still runs.
+    async fn event(&self, kind: &str, detail: &str, rule: &str) {
+        if let Err(error) = self
+            .store
+            .rule_event(self.message.id, kind, detail, rule)
+            .await
+        {
+            tracing::error!(id = %self.message.id, %error, kind, "could not record a rules event");
+        }
+    }
+
+    /// Records an opt-out from the sender; returns whether it is new. A store failure is logged: the number
+    /// stays suppressed in memory regardless.
+    async fn record_opt_out(&self, optouts: &OptOuts, source: OptOutSource, detail: &str) -> bool {
+        let origin = Origin {
+            actor: "rules",
+            message_id: Some(self.message.id),
+            modem: Some(self.modem),
+            detail: Some(detail.to_owned()),
+        };
+        match optouts.add(&self.number, source, origin).await {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(id = %self.message.id, %error, "could not store an opt-out");
+                true
+            }
+        }
+    }
+
+    /// Sends `text` to the sender from the modem they wrote to, and notes it on the inbound message.
+    async fn answer(
+        &self,
+        rules: &InboundRules,
+        text: &str,
+        category: Category,
+        expires_at: Option<Timestamp>,
+        rule: &str,
+    ) -> bool {
+        let to = &self.number;
+        let message = match outbound::compose(to, text, rules.compose_options(category, expires_at))
+        {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::error!(id = %self.message.id, %error, "cannot encode an answer");
+                self.event("answer_failed", &error.to_string(), rule).await;
+                return false;
+            }
+        };
+        match outbound::submit_on(self.store, &rules.dispatch, message, Some(self.modem)).await {
+            Ok(accepted) => {
+                let detail = format!("answered with message {} ({category})", accepted.id);
+                self.event("answered", &detail, rule).await;
+                true
+            }
+            Err(error) => {
+                tracing::error!(id = %self.message.id, %error, "cannot store an answer");
+                false
+            }
+        }
+    }
+}

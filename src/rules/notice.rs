@@ -1,0 +1,159 @@
+//! The optional opt-out notice on outbound texts (Reg F 1006.6(e): every electronic message needs a clear
+//! way to opt out). A text that already carries the notice of any configured language passes unchanged;
+//! otherwise the notice of its language is appended when that costs no extra SMS part, or the send is
+//! refused with `optout_notice_missing` so the CMS can shorten it or add the notice itself.
+
+use crate::pdu::{self, EncodingChoice};
+
+use super::keywords::{Language, normalize};
+use super::replies::{NoticeMode, OptOutConfig};
+
+/// The code the API answers a refused send with (422).
+pub const NOTICE_MISSING: &str = "optout_notice_missing";
+
+/// Why a text cannot go out as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoticeError {
+    #[error("the text lacks the opt-out notice {notice:?} and notice_mode is `require`")]
+    Required { notice: String },
+    #[error(
+        "the text lacks the opt-out notice {notice:?}, and appending it would take {with} SMS parts instead of {without}"
+    )]
+    DoesNotFit {
+        notice: String,
+        without: usize,
+        with: usize,
+    },
+    #[error("the text cannot be encoded: {0}")]
+    Unencodable(#[from] pdu::PduError),
+}
+
+impl NoticeError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NoticeError::Required { .. } | NoticeError::DoesNotFit { .. } => NOTICE_MISSING,
+            NoticeError::Unencodable(_) => "unencodable_text",
+        }
+    }
+}
+
+/// `text` as it must be sent: unchanged when no notice is configured or it already carries one, else with
+/// the notice for `language` appended on a new line. `encoding` and `smart` are the send's, so the part
+/// count is the one the message will really have.
+pub fn apply(
+    config: &OptOutConfig,
+    text: &str,
+    language: Language,
+    encoding: EncodingChoice,
+    smart: bool,
+) -> Result<String, NoticeError> {
+    let Some(notices) = &config.notice else {
+        return Ok(text.to_owned());
+    };
+    let plain = normalize(text);
+    if notices
+        .all()
+        .any(|(_, notice)| plain.contains(&normalize(notice)))
+    {
+        return Ok(text.to_owned());
+    }
+    let notice = notices.get(language);
+    if config.notice_mode == NoticeMode::Require {
+        return Err(NoticeError::Required {
+            notice: notice.to_owned(),
+        });
+    }
+    let with_notice = format!("{}\n{notice}", text.trim_end());
+    let without = pdu::segments(text, encoding, smart)?.parts;
+    let with = pdu::segments(&with_notice, encoding, smart)?.parts;
+    if with > without {
+        return Err(NoticeError::DoesNotFit {
+            notice: notice.to_owned(),
+            without,
+            with,
+        });
+    }
+    Ok(with_notice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::replies::Texts;
+
+    fn config(mode: NoticeMode) -> OptOutConfig {
+        OptOutConfig {
+            notice: Some(
+                Texts::new(
+                    "Reply STOP to stop texts to this number.".into(),
+                    Some("Responda BAJA para no recibir más mensajes.".into()),
+                    None,
+                )
+                .unwrap(),
+            ),
+            notice_mode: mode,
+            ..OptOutConfig::default()
+        }
+    }
+
+    fn apply_en(config: &OptOutConfig, text: &str) -> Result<String, NoticeError> {
+        apply(config, text, Language::En, EncodingChoice::Auto, true)
+    }
+
+    #[test]
+    fn no_notice_configured_leaves_text_alone() {
+        assert_eq!(
+            apply_en(&OptOutConfig::default(), "Your balance is due.").unwrap(),
+            "Your balance is due."
+        );
+    }
+
+    #[test]
+    fn notice_already_present_in_any_language_passes() {
+        let config = config(NoticeMode::Require);
+        let text = "Balance due. reply stop to stop texts to this number";
+        assert_eq!(apply_en(&config, text).unwrap(), text);
+        let spanish = "Saldo pendiente. Responda BAJA para no recibir mas mensajes.";
+        assert_eq!(apply_en(&config, spanish).unwrap(), spanish);
+    }
+
+    #[test]
+    fn notice_is_appended_when_it_fits_the_same_parts() {
+        let config = config(NoticeMode::Append);
+        assert_eq!(
+            apply_en(&config, "Your balance is due. ").unwrap(),
+            "Your balance is due.\nReply STOP to stop texts to this number."
+        );
+        assert_eq!(
+            apply(
+                &config,
+                "Su saldo vence hoy.",
+                Language::Es,
+                EncodingChoice::Auto,
+                true
+            )
+            .unwrap(),
+            "Su saldo vence hoy.\nResponda BAJA para no recibir más mensajes."
+        );
+        // 150 characters: the notice would need a second part.
+        let long = "x".repeat(150);
+        let error = apply_en(&config, &long).unwrap_err();
+        assert_eq!(
+            error,
+            NoticeError::DoesNotFit {
+                notice: "Reply STOP to stop texts to this number.".into(),
+                without: 1,
+                with: 2
+            }
+        );
+        assert_eq!(error.code(), NOTICE_MISSING);
+    }
+
+    #[test]
+    fn require_mode_refuses_instead_of_appending() {
+        let error = apply_en(&config(NoticeMode::Require), "Your balance is due.").unwrap_err();
+        assert!(matches!(error, NoticeError::Required { .. }));
+        assert_eq!(error.code(), NOTICE_MISSING);
+    }
+}

@@ -1,0 +1,195 @@
+//! The set of opted-out numbers, held in memory so the gate can consult it synchronously at every hand-off,
+//! and written through to the store (with its audit trail) on every change.
+
+use std::collections::HashSet;
+use std::sync::{PoisonError, RwLock};
+
+use uuid::Uuid;
+
+use crate::store::{OptOutChange, OptOutRecord, Store, StoreError};
+
+/// How an opt-out came about, recorded in the audit trail and the `optout.created` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutSource {
+    /// An opt-out keyword (STOP, BAJA...).
+    Keyword,
+    /// A reply that only mentions an opt-out word ("please stop texting me"): treated as an opt-out until
+    /// a person reviews it.
+    Review,
+    /// Added through the API.
+    Api,
+}
+
+/// Where a change came from, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Origin<'a> {
+    /// `rules` for replies, `api:KEY` for the API.
+    pub actor: &'a str,
+    /// The inbound message that caused it.
+    pub message_id: Option<Uuid>,
+    /// The modem that message came in on.
+    pub modem: Option<&'a str>,
+    /// The keyword, the reviewed text, an admin's note.
+    pub detail: Option<String>,
+}
+
+/// The opted-out numbers (E.164). Shared through an `Arc` by the gate, the API and the inbound rules.
+pub struct OptOuts {
+    store: Store,
+    /// A std lock, not an async one: `contains` runs on the dispatcher's task and must not await; writers
+    /// hold it only to insert or remove one number.
+    numbers: RwLock<HashSet<String>>,
+}
+
+impl OptOuts {
+    /// Loads every active opt-out from the store.
+    pub async fn load(store: &Store) -> Result<OptOuts, StoreError> {
+        let numbers = store
+            .optouts()
+            .await?
+            .into_iter()
+            .map(|r| r.number)
+            .collect();
+        Ok(OptOuts {
+            store: store.clone(),
+            numbers: RwLock::new(numbers),
+        })
+    }
+
+    pub fn contains(&self, number: &str) -> bool {
+        self.numbers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(number)
+    }
+
+    /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
+    /// record (when, which message, which modem). The number is suppressed in memory before the store is
+    /// written, so no hand-off slips through while the write is in flight; if the write fails it stays
+    /// suppressed until restart.
+    pub async fn add(
+        &self,
+        number: &str,
+        source: OptOutSource,
+        origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
+        let new = self
+            .numbers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(number.to_owned());
+        if !new {
+            return Ok(false);
+        }
+        // The store echoes the detail as `optout.created`'s keyword: the word itself for a keyword, the
+        // reply marked for review otherwise.
+        let detail = match (source, origin.detail) {
+            (OptOutSource::Review, Some(text)) => Some(format!("review: {text}")),
+            (_, detail) => detail,
+        };
+        self.store
+            .set_optout(OptOutChange {
+                number: number.to_owned(),
+                active: true,
+                actor: origin.actor.to_owned(),
+                source_message: origin.message_id,
+                modem: origin.modem.map(str::to_owned),
+                detail,
+            })
+            .await?;
+        Ok(new)
+    }
+
+    /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was
+    /// opted out. It stays suppressed until the store has the change.
+    pub async fn remove(&self, number: &str, origin: Origin<'_>) -> Result<bool, StoreError> {
+        let was = self.contains(number);
+        self.store
+            .set_optout(OptOutChange {
+                number: number.to_owned(),
+                active: false,
+                actor: origin.actor.to_owned(),
+                source_message: origin.message_id,
+                modem: origin.modem.map(str::to_owned),
+                detail: origin.detail,
+            })
+            .await?;
+        self.numbers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(number);
+        Ok(was)
+    }
+
+    /// Every active opt-out with its latest audit entry (for the API's listing).
+    pub async fn list(&self) -> Result<Vec<OptOutRecord>, StoreError> {
+        self.store.optouts().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ManualClock, OpenOptions};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn changes_are_written_through_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new("2026-06-10T12:00:00Z".parse().unwrap());
+        let options = OpenOptions {
+            clock: Arc::new(clock.clone()),
+            ..OpenOptions::default()
+        };
+        let store = Store::open(dir.path().join("db"), options).unwrap();
+        let optouts = OptOuts::load(&store).await.unwrap();
+        let rules = |detail: &str| Origin {
+            actor: "rules",
+            message_id: None,
+            modem: Some("m1"),
+            detail: Some(detail.into()),
+        };
+        assert!(!optouts.contains("+14155550100"));
+        assert!(
+            optouts
+                .add("+14155550100", OptOutSource::Keyword, rules("stop"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !optouts
+                .add("+14155550100", OptOutSource::Keyword, rules("stop"))
+                .await
+                .unwrap()
+        );
+        optouts
+            .add(
+                "+14155550101",
+                OptOutSource::Api,
+                Origin {
+                    actor: "api:ops",
+                    ..Origin::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(optouts.contains("+14155550100"));
+        assert!(store.is_opted_out("+14155550100").await.unwrap());
+
+        let reloaded = OptOuts::load(&store).await.unwrap();
+        assert!(reloaded.contains("+14155550100") && reloaded.contains("+14155550101"));
+        assert!(
+            reloaded
+                .remove("+14155550101", rules("start"))
+                .await
+                .unwrap()
+        );
+        assert!(!reloaded.contains("+14155550101"));
+        let listed = reloaded.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].number, "+14155550100");
+        assert_eq!(listed[0].actor, "rules");
+        assert_eq!(listed[0].detail.as_deref(), Some("stop"));
+        assert_eq!(listed[0].modem.as_deref(), Some("m1"));
+    }
+}
