@@ -124,6 +124,8 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
     assert_eq!(received["data"]["from"], "+14158906431");
     assert_eq!(received["data"]["modem"], "m1");
     assert_eq!(received["data"]["parts"], parts);
+    assert_eq!(received["data"]["needs_agent"], true, "{received}");
+    assert_eq!(received["data"]["intent"], serde_json::Value::Null);
 
     // The conversation shows both directions in time order.
     let conversation = http.get("/v1/conversations/+14158906431").await;
@@ -216,6 +218,9 @@ async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
     sim.inject(Inbound::new("+14158906431", "Stop."))
         .await
         .unwrap();
+    let received = hooks.next("message.received").await;
+    assert_eq!(received["data"]["intent"], "opt_out", "{received}");
+    assert_eq!(received["data"]["needs_agent"], false);
     let optout = hooks.next("optout.created").await;
     assert_eq!(optout["data"]["number"], "+14158906431");
     // Exactly one confirmation goes back through the modem the STOP came in on.

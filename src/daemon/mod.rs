@@ -33,7 +33,7 @@ use crate::api::{AppState, Auth, Metrics};
 use crate::config::Config;
 use crate::dispatch::{self, DispatchHandle, ModemSlot};
 use crate::rules::gate::CollectionsGate;
-use crate::rules::inbound::InboundRules;
+use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
@@ -73,6 +73,8 @@ pub struct Running {
     config: Config,
     options: StartOptions,
     optouts: Arc<OptOuts>,
+    /// How the store labels replies in `message.received`; replaced on reload.
+    classifier: Arc<std::sync::RwLock<Classifier>>,
     auth: Arc<Auth>,
     /// Kept so a reload can start new workers; dropped at stop so the hub can end.
     events: mpsc::Sender<crate::modem::job::WorkerEvent>,
@@ -100,7 +102,18 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .into_iter()
         .filter(|kind| targets.iter().any(|t| t.wants(*kind)))
         .collect();
-    let store = open_store(config, &options, wanted).await?;
+    // message.received is written with the message: the reply rules label it there (and follow reloads).
+    let classifier = Arc::new(std::sync::RwLock::new(Classifier::new(config)));
+    let verdict = {
+        let classifier = classifier.clone();
+        Arc::new(move |sender: &str, text: &str| {
+            classifier
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .verdict(sender, text)
+        })
+    };
+    let store = open_store(config, &options, wanted, verdict).await?;
     let shutdown = CancellationToken::new();
     let (events_tx, events) = mpsc::channel(256);
 
@@ -185,6 +198,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         config: config.clone(),
         options,
         optouts,
+        classifier,
         auth,
         events: events_tx,
         runtimes,
@@ -233,6 +247,7 @@ impl Running {
             }
         }
         self.auth.replace(&config.api_keys);
+        *self.classifier.write().unwrap_or_else(|p| p.into_inner()) = Classifier::new(config);
 
         // Nothing new is handed out while modems change: the old dispatcher finishes its jobs in flight.
         self.dispatch_stop.cancel();
@@ -330,6 +345,7 @@ async fn open_store(
     config: &Config,
     options: &StartOptions,
     webhook_events: HashSet<EventKind>,
+    inbound_verdict: store::Verdict,
 ) -> anyhow::Result<Store> {
     let path = config.storage.path.clone();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -340,6 +356,7 @@ async fn open_store(
         clock: options.clock.clone(),
         resend_submitting: config.storage.resend_unknown_on_start,
         webhook_events,
+        inbound_verdict: Some(inbound_verdict),
         ..store::OpenOptions::default()
     };
     tokio::task::spawn_blocking(move || Store::open(&path, open))

@@ -48,24 +48,17 @@ impl RulesOutcome {
     }
 }
 
-/// The inbound rules, built once from the configuration.
-pub struct InboundRules {
+/// What a reply says, from its sender and text alone: the label `message.received` carries. Actions (an
+/// opt-in from a number never opted out, a menu choice from one that is) are decided by [`InboundRules`]
+/// and recorded as events on the message.
+pub struct Classifier {
     keywords: Keywords,
-    optout: OptOutConfig,
     reply_rules: Vec<ReplyRule>,
-    optouts: Arc<OptOuts>,
-    dispatch: DispatchHandle,
-    /// Encoding and delivery-report choices for the answers (`[pdu]`).
-    pdu: PduOptions,
-    /// How to read senders the network gives in national format (`[server] default_region`).
     region: Region,
-    /// When each number was last sent an opt-out confirmation, so a repeated STOP within
-    /// `repeat_window` gets no second one. In memory: after a restart one more confirmation may go.
-    confirmed: Mutex<HashMap<String, Timestamp>>,
 }
 
-impl InboundRules {
-    pub fn new(config: &Config, optouts: Arc<OptOuts>, dispatch: DispatchHandle) -> Self {
+impl Classifier {
+    pub fn new(config: &Config) -> Self {
         // Reply-rule keywords join the menu words, so the classifier reports them as menu choices.
         let mut keywords = config.keywords.clone();
         keywords.menu.extend(
@@ -74,14 +67,62 @@ impl InboundRules {
                 .iter()
                 .flat_map(|r| r.keywords().iter().cloned()),
         );
-        InboundRules {
+        Classifier {
             keywords: Keywords::new(&keywords),
-            optout: config.optout.clone(),
             reply_rules: config.reply_rules.clone(),
+            region: config.server.default_region,
+        }
+    }
+
+    /// `(intent, needs_agent)` for a reply from `sender`: opt-outs, opt-ins, HELP and menu choices are
+    /// handled by the rules; look-alike opt-outs, unmatched text and replies from short codes or
+    /// alphanumeric senders go to a person.
+    pub fn verdict(&self, sender: &str, text: &str) -> (Option<String>, bool) {
+        if !matches!(Sender::classify(sender, self.region), Sender::Msisdn(_)) {
+            return (None, true);
+        }
+        let handled = |intent: &str| (Some(intent.to_owned()), false);
+        match self.keywords.classify(text) {
+            Keyword::OptOut { .. } => handled("opt_out"),
+            Keyword::LooksLikeOptOut { .. } => (Some("optout_review".to_owned()), true),
+            Keyword::OptIn { .. } => handled("opt_in"),
+            Keyword::Help { .. } => handled("help"),
+            Keyword::Menu(word) => match self.rule(&word) {
+                Some(rule) => handled(&rule.intent),
+                None => handled(&word),
+            },
+            Keyword::Other => (None, true),
+        }
+    }
+
+    fn rule(&self, word: &str) -> Option<&ReplyRule> {
+        self.reply_rules
+            .iter()
+            .find(|r| r.keywords().iter().any(|k| k == word))
+    }
+}
+
+/// The inbound rules, built once from the configuration.
+pub struct InboundRules {
+    classifier: Classifier,
+    optout: OptOutConfig,
+    optouts: Arc<OptOuts>,
+    dispatch: DispatchHandle,
+    /// Encoding and delivery-report choices for the answers (`[pdu]`).
+    pdu: PduOptions,
+    /// When each number was last sent an opt-out confirmation, so a repeated STOP within
+    /// `repeat_window` gets no second one. In memory: after a restart one more confirmation may go.
+    confirmed: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl InboundRules {
+    pub fn new(config: &Config, optouts: Arc<OptOuts>, dispatch: DispatchHandle) -> Self {
+        InboundRules {
+            classifier: Classifier::new(config),
+            optout: config.optout.clone(),
             optouts,
             dispatch,
             pdu: config.pdu.clone(),
-            region: config.server.default_region,
             confirmed: Mutex::new(HashMap::new()),
         }
     }
@@ -90,7 +131,7 @@ impl InboundRules {
     /// subscribers are answered or opted out: short codes and alphanumeric senders (carrier notices) are
     /// left for a person.
     pub async fn apply(&self, store: &Store, modem: &ModemId, message: &Message) -> RulesOutcome {
-        let number = match Sender::classify(&message.peer, self.region) {
+        let number = match Sender::classify(&message.peer, self.classifier.region) {
             Sender::Msisdn(number) => number.as_str().to_owned(),
             Sender::ShortCode(_) | Sender::Alphanumeric(_) => return RulesOutcome::for_agent(None),
         };
@@ -100,7 +141,7 @@ impl InboundRules {
             message,
             number,
         };
-        match self.keywords.classify(&message.text) {
+        match self.classifier.keywords.classify(&message.text) {
             Keyword::OptOut { language } => self.opt_out(&ctx, language).await,
             Keyword::LooksLikeOptOut { word, .. } => self.review(&ctx, &word).await,
             Keyword::OptIn { language } => self.opt_in(&ctx, language).await,
@@ -206,11 +247,7 @@ impl InboundRules {
     }
 
     async fn menu(&self, ctx: &Reply<'_>, word: &str) -> RulesOutcome {
-        let Some(rule) = self
-            .reply_rules
-            .iter()
-            .find(|r| r.keywords().iter().any(|k| k == word))
-        else {
+        let Some(rule) = self.classifier.rule(word) else {
             // A `[keywords] menu` word: the CMS answers it.
             return RulesOutcome::handled(word);
         };

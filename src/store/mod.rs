@@ -18,6 +18,7 @@ mod error;
 mod inbound;
 pub mod migrations;
 mod outbox;
+pub use outbox::Verdict;
 mod read;
 mod records;
 mod recovery;
@@ -69,6 +70,8 @@ pub struct OpenOptions {
     /// Webhook event types to write to the outbox with the state changes that cause them (those some
     /// `[[webhooks]]` entry subscribes to); none by default.
     pub webhook_events: HashSet<EventKind>,
+    /// How `message.received` labels a reply (intent, needs_agent); unlabelled (`needs_agent`) when absent.
+    pub inbound_verdict: Option<Verdict>,
 }
 
 impl Default for OpenOptions {
@@ -82,6 +85,7 @@ impl Default for OpenOptions {
             busy_timeout: Duration::from_secs(5),
             cap_zone: TimeZone::system(),
             webhook_events: HashSet::new(),
+            inbound_verdict: None,
         }
     }
 }
@@ -150,7 +154,10 @@ impl Store {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(open_fail)?;
         }
-        let wanted = Arc::new(options.webhook_events);
+        let wanted = Arc::new(outbox::Wanted {
+            events: options.webhook_events,
+            verdict: options.inbound_verdict,
+        });
         let recovery = recovery::recover(
             &mut conn,
             options.clock.now(),

@@ -20,8 +20,16 @@ use crate::webhook::{
 const DB: fn(rusqlite::Error) -> StoreError =
     |e| StoreError::sqlite("writing the webhook outbox")(e);
 
-/// The event types some webhook subscribes to; others are not written at all.
-pub(crate) type Wanted = HashSet<EventKind>;
+/// How an inbound reply is labelled in `message.received` (its sender, its text) → (intent, needs_agent):
+/// given by the reply rules, so the event written with the message already says what the reply is.
+pub type Verdict = std::sync::Arc<dyn Fn(&str, &str) -> (Option<String>, bool) + Send + Sync>;
+
+/// What the outbox writes: the event types some webhook subscribes to (others are not written at all),
+/// and how replies are labelled.
+pub(crate) struct Wanted {
+    pub events: HashSet<EventKind>,
+    pub verdict: Option<Verdict>,
+}
 
 fn insert(
     ctx: &WriteCtx<'_>,
@@ -118,6 +126,10 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
             })
         })
         .map_err(DB)?;
+    // Without a verdict every reply is one a person should read.
+    let (intent, needs_agent) = ctx
+        .verdict(&message.peer, &message.text)
+        .unwrap_or((None, true));
     Ok(ReceivedEvent {
         message_id: message.id,
         from: message.peer.clone(),
@@ -126,10 +138,8 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
         parts: usize::from(message.part_count),
         modem,
         sent_at: sent_at.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
-        // Written with the message, before the reply rules have run: until their verdict can reach this
-        // event, every reply is announced as one a person should read.
-        intent: None,
-        needs_agent: true,
+        intent,
+        needs_agent,
     })
 }
 

@@ -45,7 +45,15 @@ impl<'a> WriteCtx<'a> {
     }
 
     pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
-        self.wanted.contains(&kind)
+        self.wanted.events.contains(&kind)
+    }
+
+    /// The reply rules' label for an inbound message, when they gave the store one.
+    pub fn verdict(&self, sender: &str, text: &str) -> Option<(Option<String>, bool)> {
+        self.wanted
+            .verdict
+            .as_ref()
+            .map(|verdict| verdict(sender, text))
     }
 
     /// A new time-ordered id stamped with the injected clock's time.

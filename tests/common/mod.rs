@@ -97,6 +97,8 @@ impl Http {
 pub struct WebhookReceiver {
     pub url: String,
     events: mpsc::UnboundedReceiver<Value>,
+    /// Events received while waiting for another type, kept for a later `next`.
+    held: Vec<Value>,
 }
 
 impl WebhookReceiver {
@@ -129,17 +131,25 @@ impl WebhookReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        WebhookReceiver { url, events }
+        WebhookReceiver {
+            url,
+            events,
+            held: Vec::new(),
+        }
     }
 
-    /// The next event of `kind`, skipping others; panics if none comes within a minute.
+    /// The next event of `kind` (others are kept for later calls); panics if none comes within a minute.
     pub async fn next(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.held.iter().position(|e| e["type"] == kind) {
+            return self.held.remove(i);
+        }
         tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 let event = self.events.recv().await.expect("receiver stopped");
                 if event["type"] == kind {
                     return event;
                 }
+                self.held.push(event);
             }
         })
         .await
