@@ -24,6 +24,9 @@ const BUSY_ATTEMPTS: u32 = 20;
 const BUSY_PAUSE: Duration = Duration::from_millis(500);
 /// Attempts at the first `AT`: UART modems that autobaud swallow the first one.
 const PROBE_ATTEMPTS: u32 = 3;
+/// How long a modem gets to answer the ESC that cancels a pending prompt: it answers from its own state,
+/// without the network, so at once.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -101,6 +104,8 @@ pub async fn initialise(
     })
 }
 
+/// `AT` until answered. After a silent attempt, ESC: a modem left at the PDU prompt by a killed process
+/// answers nothing else until the prompt is cancelled.
 async fn probe(session: &mut Session, t: &Timeouts) -> Result<(), SessionError> {
     let mut last = None;
     for _ in 0..PROBE_ATTEMPTS {
@@ -111,6 +116,9 @@ async fn probe(session: &mut Session, t: &Timeouts) -> Result<(), SessionError> 
             Ok(_) => return Ok(()),
             Err(e @ SessionError::Timeout { .. }) => last = Some(e),
             Err(e) => return Err(e),
+        }
+        if session.abort_prompt(ABORT_GRACE).await? {
+            tracing::warn!("cancelled a PDU prompt left open on the modem (by a killed process?)");
         }
     }
     Err(last.unwrap_or(SessionError::Closed))

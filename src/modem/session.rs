@@ -177,6 +177,24 @@ impl Session {
         self.wait_final(expect, deadline, cmd, timeout).await
     }
 
+    /// ESC, then up to `grace` for a final result. A process killed between `AT+CMGS=` and Ctrl-Z leaves
+    /// the modem at its PDU prompt, where every later command is swallowed as PDU text until ESC or
+    /// Ctrl-Z; ESC cancels that (the modem answers OK) and is ignored in command mode. `true` when the
+    /// modem answered, i.e. a prompt was pending.
+    pub async fn abort_prompt(&mut self, grace: Duration) -> Result<bool, SessionError> {
+        self.drain_idle();
+        let deadline = Instant::now() + grace;
+        self.write(&[command::ESC], deadline, "ESC", grace).await?;
+        match self
+            .wait_final(Expect::NOTHING, deadline, "ESC", grace)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SessionError::Timeout { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `AT+CMGS=<len>`, prompt, PDU, Ctrl-Z; the TP-MR on success.
     pub async fn submit(
         &mut self,
@@ -469,6 +487,22 @@ mod tests {
             start.elapsed()
         );
         assert!(s.has_unsolicited());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn esc_cancels_a_pending_prompt_and_is_silent_otherwise() {
+        let (mut s, mut modem) = pair();
+        let fake = tokio::spawn(async move {
+            // At the prompt: PDU text is swallowed, ESC answers OK.
+            assert_eq!(read_until(&mut modem, &[0x1b]).await, "\x1b");
+            modem.write_all(b"\r\nOK\r\n").await.unwrap();
+            // In command mode: ESC gets no answer at all.
+            assert_eq!(read_until(&mut modem, &[0x1b]).await, "\x1b");
+            modem
+        });
+        assert!(s.abort_prompt(SECOND).await.unwrap());
+        assert!(!s.abort_prompt(SECOND).await.unwrap());
+        let _modem = fake.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
