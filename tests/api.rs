@@ -162,6 +162,7 @@ async fn start(state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
         dispatch,
         modems,
         optouts,
+        Default::default(),
         true,
     )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -246,3 +246,50 @@ async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opt_out_notice_is_appended_when_it_fits_or_required() {
+    for (mode, expect_refusal) in [("append", false), ("require", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!(
+            "{}\n[optout]\nnotice = {{ en = \"Reply STOP to opt out\" }}\nnotice_mode = \"{mode}\"\n",
+            head(dir.path(), TOKEN, "paused = true")
+        ))
+        .unwrap();
+        let gateway = daemon::start(
+            &config,
+            StartOptions {
+                instant_sims: true,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let http = Http::new(gateway.addr);
+        let (status, answer) = http
+            .post(
+                "/v1/messages",
+                json!({"to": "+14158906431", "text": "Balance due."}),
+            )
+            .await;
+        if expect_refusal {
+            assert_eq!(status.as_u16(), 422, "{answer}");
+            assert_eq!(answer["error"]["code"], "optout_notice_missing");
+            assert_eq!(answer["error"]["field"], "text");
+        } else {
+            assert_eq!(status.as_u16(), 202, "{answer}");
+            let id = answer["id"].as_str().unwrap();
+            let message = http.get(&format!("/v1/messages/{id}")).await;
+            assert_eq!(message["text"], "Balance due.\nReply STOP to opt out");
+        }
+        // A text that already carries it is left alone in either mode.
+        let (status, answer) = http
+            .post(
+                "/v1/messages",
+                json!({"to": "+14158906431", "text": "Balance due. Reply STOP to opt out"}),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 202, "{answer}");
+        gateway.stop().await;
+    }
+}

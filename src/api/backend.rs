@@ -242,6 +242,9 @@ pub enum BackendError {
     /// The request passed validation but the store refused it.
     #[error("{0}")]
     Invalid(String),
+    /// A collections rule refuses the text (422 with the rule's code, e.g. `optout_notice_missing`).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// The recipient opted out: nothing is sent to them (422 `opted_out`).
     #[error("{0} has opted out of messages")]
     OptedOut(String),
@@ -282,6 +285,11 @@ impl From<BackendError> for ApiError {
                 code: "invalid_message",
                 message,
                 field: None,
+            },
+            BackendError::Refused { code, message } => ApiError::Invalid {
+                code,
+                message,
+                field: Some("text".into()),
             },
             BackendError::OptedOut(_) => ApiError::Invalid {
                 code: "opted_out",

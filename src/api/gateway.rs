@@ -18,7 +18,10 @@ use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
 use crate::pdu::{self, SubmitOptions};
+use crate::rules::keywords::Language;
+use crate::rules::notice;
 use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
+use crate::rules::replies::OptOutConfig;
 use crate::store::{self, QueueEntry, Store};
 
 /// Live modem state and the admin's pause switch, owned by the daemon (it hears the workers' health).
@@ -37,6 +40,8 @@ pub struct Gateway {
     /// Opted-out numbers, shared with the dispatcher's gate and the inbound rules so a change made here is
     /// honoured there at once.
     optouts: Arc<OptOuts>,
+    /// `[optout]`: the notice every outbound text must carry, when configured.
+    optout: OptOutConfig,
     /// `[pdu] status_reports`: ask the SMSC for delivery reports (TP-SRR), so `delivered` can be known.
     status_reports: bool,
     /// Next concatenation reference for a multi-part message without an idempotency key (8 bits, wraps).
@@ -49,6 +54,7 @@ impl Gateway {
         dispatch: DispatchHandle,
         modems: Arc<dyn ModemControl>,
         optouts: Arc<OptOuts>,
+        optout: OptOutConfig,
         status_reports: bool,
     ) -> Gateway {
         Gateway {
@@ -56,6 +62,7 @@ impl Gateway {
             dispatch,
             modems,
             optouts,
+            optout,
             status_reports,
             concat: AtomicU8::new(0),
         }
@@ -88,14 +95,34 @@ impl Gateway {
             concat_reference,
             ..SubmitOptions::default()
         };
-        let parts = pdu::encode_submit(request.to.as_str(), &request.text, &options)
+        // The opt-out notice (`[optout] notice`), appended when it fits or required: in English, the
+        // language of every built-in notice default; a per-recipient language is not modelled yet.
+        let text = notice::apply(
+            &self.optout,
+            &request.text,
+            Language::En,
+            request.encoding,
+            request.smart,
+        )
+        .map_err(|e| BackendError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        })?;
+        let encoding = if text == request.text {
+            request.segments.encoding
+        } else {
+            pdu::segments(&text, request.encoding, request.smart)
+                .map_err(|e| BackendError::Invalid(format!("cannot encode the message: {e}")))?
+                .encoding
+        };
+        let parts = pdu::encode_submit(request.to.as_str(), &text, &options)
             .map_err(|e| BackendError::Invalid(format!("cannot encode the message: {e}")))?;
         Ok(store::NewMessage {
             api_key: message.api_key,
             idempotency_key: message.idempotency_key,
             to: request.to.as_str().to_owned(),
-            text: request.text,
-            encoding: request.segments.encoding.into(),
+            text,
+            encoding: encoding.into(),
             parts: parts
                 .iter()
                 .map(|p| store::NewPart {

@@ -170,6 +170,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         dispatch.clone(),
         modems.clone(),
         optouts.clone(),
+        config.optout.clone(),
         config.pdu.status_reports,
     );
     let state = AppState::from_config(config, Arc::new(gateway), metrics);
