@@ -10,6 +10,19 @@ use modemgate::pdu::UserData;
 use modemgate::sim::{Inbound, TextEncoding};
 use serde_json::json;
 
+/// The whole gateway in-process, with simulators that answer at once.
+async fn start_instant(config: &Config) -> daemon::Running {
+    daemon::start(
+        config,
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn config(dir: &std::path::Path, webhook: &str) -> Config {
     Config::parse(&format!(
         r#"{HEAD}
@@ -51,15 +64,7 @@ rate = "600/min"
 async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
     let dir = tempfile::tempdir().unwrap();
     let mut hooks = WebhookReceiver::start().await;
-    let gateway = daemon::start(
-        &config(dir.path(), &hooks.url),
-        StartOptions {
-            instant_sims: true,
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gateway = start_instant(&config(dir.path(), &hooks.url)).await;
     let http = Http::new(gateway.addr);
 
     // POST → 202 with the E.164 number and the cost.
@@ -149,15 +154,7 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
 async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let before = Config::parse(&head(dir.path(), TOKEN, "paused = true")).unwrap();
-    let mut gateway = daemon::start(
-        &before,
-        StartOptions {
-            instant_sims: true,
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut gateway = start_instant(&before).await;
     let old_key = Http::new(gateway.addr);
     // The only modem is paused: the message waits in the queue.
     let (status, accepted) = old_key
@@ -203,15 +200,7 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
 async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
     let dir = tempfile::tempdir().unwrap();
     let mut hooks = WebhookReceiver::start().await;
-    let gateway = daemon::start(
-        &config(dir.path(), &hooks.url),
-        StartOptions {
-            instant_sims: true,
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gateway = start_instant(&config(dir.path(), &hooks.url)).await;
     let http = Http::new(gateway.addr);
     let sim = gateway.sim("m1").unwrap();
 
@@ -256,15 +245,7 @@ async fn the_opt_out_notice_is_appended_when_it_fits_or_required() {
             head(dir.path(), TOKEN, "paused = true")
         ))
         .unwrap();
-        let gateway = daemon::start(
-            &config,
-            StartOptions {
-                instant_sims: true,
-                ..StartOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let gateway = start_instant(&config).await;
         let http = Http::new(gateway.addr);
         let (status, answer) = http
             .post(
