@@ -4,7 +4,7 @@
 //! the change that causes it (`message.received` with the reassembled message), and the hub only wakes the
 //! deliverer.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
@@ -24,8 +24,9 @@ pub struct Hub {
     pub webhooks: Arc<Notify>,
     /// How to show inbound senders given as national numbers in logs.
     pub default_region: Region,
-    /// Opt-outs, opt-ins, HELP and menu replies, run on every complete inbound message.
-    pub rules: InboundRules,
+    /// Opt-outs, opt-ins, HELP and menu replies, run on every complete inbound message; replaced whole by
+    /// a configuration reload (each message uses the rules current when it completes).
+    pub rules: Arc<RwLock<Arc<InboundRules>>>,
 }
 
 impl Hub {
@@ -46,7 +47,8 @@ impl Hub {
                 Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
                     let from = Sender::classify(&message.peer, self.default_region);
                     info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
-                    let outcome = self.rules.apply(&self.store, &modem, &message).await;
+                    let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let outcome = rules.apply(&self.store, &modem, &message).await;
                     debug!(%modem, intent = ?outcome.intent, needs_agent = outcome.needs_agent, "reply rules applied");
                 }
                 Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {

@@ -18,7 +18,7 @@ pub mod systemd;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -74,7 +74,9 @@ pub struct Running {
     options: StartOptions,
     optouts: Arc<OptOuts>,
     /// How the store labels replies in `message.received`; replaced on reload.
-    classifier: Arc<std::sync::RwLock<Classifier>>,
+    classifier: Arc<RwLock<Classifier>>,
+    /// The hub's reply rules; replaced on reload.
+    rules: Arc<RwLock<Arc<InboundRules>>>,
     auth: Arc<Auth>,
     /// Kept so a reload can start new workers; dropped at stop so the hub can end.
     events: mpsc::Sender<crate::modem::job::WorkerEvent>,
@@ -103,7 +105,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .filter(|kind| targets.iter().any(|t| t.wants(*kind)))
         .collect();
     // message.received is written with the message: the reply rules label it there (and follow reloads).
-    let classifier = Arc::new(std::sync::RwLock::new(Classifier::new(config)));
+    let classifier = Arc::new(RwLock::new(Classifier::new(config)));
     let verdict = {
         let classifier = classifier.clone();
         Arc::new(move |sender: &str, text: &str| {
@@ -154,13 +156,18 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     .context("starting the dispatcher")?;
 
     let metrics = Arc::new(Metrics::default());
+    let rules = Arc::new(RwLock::new(Arc::new(InboundRules::new(
+        config,
+        optouts.clone(),
+        dispatch.clone(),
+    ))));
     let hub = tokio::spawn(
         hub::Hub {
             store: store.clone(),
             metrics: metrics.clone(),
             webhooks: webhooks.clone(),
             default_region: config.server.default_region,
-            rules: InboundRules::new(config, optouts.clone(), dispatch.clone()),
+            rules: rules.clone(),
         }
         .run(events),
     );
@@ -200,6 +207,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         options,
         optouts,
         classifier,
+        rules,
         auth,
         events: events_tx,
         runtimes,
@@ -249,6 +257,11 @@ impl Running {
         }
         self.auth.replace(&config.api_keys);
         *self.classifier.write().unwrap_or_else(|p| p.into_inner()) = Classifier::new(config);
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(InboundRules::new(
+            config,
+            self.optouts.clone(),
+            self.dispatch.clone(),
+        ));
 
         // Nothing new is handed out while modems change: the old dispatcher finishes its jobs in flight.
         self.dispatch_stop.cancel();
