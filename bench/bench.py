@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""modemgate benchmarks against the release binary (see BENCHMARKS.md for the figures and commands).
+
+    cargo build --release && cp target/release/modemgate /tmp/modemgate-bench   # once
+    bench/bench.py http     # single POSTs with wrk, 64 keep-alive connections; 202s vs rows stored
+    bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk
+    bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
+    bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
+
+MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
+fresh directory on local disk under BENCH_DIR (default /var/tmp/modemgate-bench), not tmpfs, so fsync
+costs what it costs on the box. Standard library only; wrk (`apt-get install -y wrk`) for http/batch.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "bench-token"
+
+
+def binary():
+    for path in (os.environ.get("MODEMGATE_BIN"), "/tmp/modemgate-bench",
+                 os.path.join(REPO, "target/release/modemgate")):
+        if path and os.path.exists(path):
+            return path
+    sys.exit("no release binary: cargo build --release, or set MODEMGATE_BIN")
+
+
+def workdir(name):
+    base = os.environ.get("BENCH_DIR", "/var/tmp/modemgate-bench")
+    path = os.path.join(base, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load():
+    return open("/proc/loadavg").read().split()[0:3]
+
+
+def write_config(path, port, modems="", body_limit=2 * 1024 * 1024):
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+default_region = "US"
+body_limit = {body_limit}
+[storage]
+path = "{path}/bench.db"
+[[api_keys]]
+name = "bench"
+token = "{TOKEN}"
+scopes = ["send", "read", "admin"]
+[quiet_hours]
+enabled = false
+[logging]
+level = "warn"
+{modems}
+"""
+    config_path = os.path.join(path, "modemgate.toml")
+    with open(config_path, "w") as f:
+        f.write(config)
+    return config_path
+
+
+class Daemon:
+    """`modemgate serve` as a child; `ready_s` is spawn → /healthz answering."""
+
+    def __init__(self, config, port, log):
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([binary(), "serve", "--config", config],
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+        self.healthz_s = self.wait("/healthz")
+        self.readyz_s = self.wait("/readyz")
+
+    def wait(self, path, deadline=120):
+        while True:
+            try:
+                get(self.base + path)
+                return time.monotonic() - self.started
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None:
+                    sys.exit(f"modemgate serve exited with {self.proc.returncode}")
+                if time.monotonic() - self.started > deadline:
+                    sys.exit(f"{path} did not answer within {deadline} s")
+                time.sleep(0.005)
+
+    def rss_mb(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_s(self):
+        """User + system CPU seconds the daemon has used so far."""
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def request(url, body=None, method=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=120) as response:
+        return json.loads(response.read() or b"null")
+
+
+def get(url):
+    return request(url)
+
+
+def rows(path):
+    with sqlite3.connect(os.path.join(path, "bench.db")) as db:
+        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+def wrk(script, port, connections, seconds, path):
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+           os.path.join(REPO, "bench", script), f"http://127.0.0.1:{port}{path}"]
+    print("$", " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    print(out)
+    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    fields = dict(kv.split("=") for kv in result.split()[1:])
+    rps = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec"))
+    return fields, rps
+
+
+def bench_http():
+    path, port = workdir("http"), free_port()
+    daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
+    before, cpu = load(), daemon.cpu_s()
+    fields, rps = wrk("post.lua", port, 64, int(os.environ.get("SECONDS_", "15")), "/v1/messages")
+    cpu = daemon.cpu_s() - cpu
+    daemon.stop()
+    stored = rows(path)
+    accepted = int(fields["accepted"])
+    print(f"HTTP single: {rps:.0f} req/s, p50 {fields['p50_ms']} ms, p99 {fields['p99_ms']} ms, "
+          f"202s {accepted}, other {fields['other']}, rows stored {stored} "
+          f"(≥ 202s: {stored >= accepted}; the excess is requests in flight when wrk stopped), "
+          f"daemon CPU {cpu * 1e6 / max(accepted, 1):.0f} µs per request, load {before} → {load()}")
+
+
+def bench_batch():
+    path, port = workdir("batch"), free_port()
+    daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
+    before, cpu = load(), daemon.cpu_s()
+    fields, rps = wrk("batch.lua", port, 4, int(os.environ.get("SECONDS_", "15")), "/v1/messages/batch")
+    cpu = daemon.cpu_s() - cpu
+    daemon.stop()
+    stored = rows(path)
+    print(f"HTTP batch: {rps:.1f} batches/s = {rps * 1000:.0f} messages/s, p50 {fields['p50_ms']} ms, "
+          f"p99 {fields['p99_ms']} ms, batches answered 200 {fields['batches']}, rows stored {stored}, "
+          f"daemon CPU {cpu * 1e6 / max(stored, 1):.1f} µs per message, load {before} → {load()}")
+
+
+def bench_drain():
+    path, port = workdir("drain"), free_port()
+    sims = subprocess.Popen([binary(), "simulate", "--modems", "4", "--dir", os.path.join(path, "sims"),
+                             "--send-delay", "0.5", "--send-jitter", "0", "--report-delay", "1",
+                             "--control", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=open(os.path.join(path, "sim.log"), "w"), text=True)
+    try:
+        lines = [sims.stdout.readline().strip() for _ in range(5)]
+        control = lines[4].removeprefix("control ")
+        modems = "".join(f'[[modems]]\nid = "m{i}"\ndevice = "{lines[i]}"\nrate = "600/min"\n' for i in range(4))
+        daemon = Daemon(write_config(path, port, modems), port, os.path.join(path, "serve.log"))
+        # Wait until all four modems are ready, so initialisation is not counted as sending time.
+        while sum(m["state"] == "ready" for m in get(daemon.base + "/v1/modems")["modems"]) < 4:
+            time.sleep(0.05)
+        before = load()
+        messages = [{"to": f"+1415890{i:04d}", "text": f"drain {i}"} for i in range(400)]
+        accepted_at = time.monotonic()
+        answer = request(daemon.base + "/v1/messages/batch", {"messages": messages})
+        assert all(r["http_status"] == 202 for r in answer["results"]), answer
+        while True:
+            sent = sum(len(get(f"{control}/modems/{i}/sends")) for i in range(4))
+            if sent >= 400:
+                break
+            time.sleep(0.01)
+        elapsed = time.monotonic() - accepted_at
+        per_modem = [len(get(f"{control}/modems/{i}/sends")) for i in range(4)]
+        daemon.stop()
+        print(f"Drain: 400 through 4 modems at 0.5 s/send in {elapsed:.2f} s (ideal 50 s), utilisation "
+              f"{50 / elapsed:.3f}, per modem {per_modem}, load {before} → {load()}")
+    finally:
+        sims.send_signal(signal.SIGTERM)
+        sims.wait(timeout=30)
+
+
+def bench_restart():
+    total = int(os.environ.get("QUEUED", "1000000"))
+    path, port = workdir("restart"), free_port()
+    config = write_config(path, port)
+    log = os.path.join(path, "serve.log")
+    daemon = Daemon(config, port, log)
+    batch = [{"to": f"+1415890{i:04d}", "text": f"queued message {i}"} for i in range(1000)]
+    body = {"messages": batch}
+    filled_from = time.monotonic()
+    for _ in range(total // 1000):
+        request(daemon.base + "/v1/messages/batch", body)
+    fill_s = time.monotonic() - filled_from
+    rss_full = daemon.rss_mb()
+    daemon.stop()
+    stored = rows(path)
+    size_mb = os.path.getsize(os.path.join(path, "bench.db")) / 1e6
+    before = load()
+    daemon = Daemon(config, port, log)
+    rss_ready = daemon.rss_mb()
+    time.sleep(2)
+    rss_settled = daemon.rss_mb()
+    daemon.stop()
+    print(f"Restart: {stored} queued ({size_mb:.0f} MB database, filled in {fill_s:.0f} s, RSS while filling "
+          f"{rss_full:.0f} MB); after restart /healthz {daemon.healthz_s:.3f} s, /readyz {daemon.readyz_s:.3f} s "
+          f"after spawn, VmRSS {rss_ready:.0f} MB at ready, {rss_settled:.0f} MB 2 s later, load {before} → {load()}")
+
+
+if __name__ == "__main__":
+    benches = {"http": bench_http, "batch": bench_batch, "drain": bench_drain, "restart": bench_restart}
+    for name in sys.argv[1:] or benches:
+        benches[name]()
