@@ -6,7 +6,7 @@ use crate::at::{CmeError, Final, command};
 use super::{
     job::{JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
     session::{Expect, Session, SessionError, SubmitError},
-    worker::Worker,
+    worker::{Cmms, Worker},
 };
 
 impl Worker {
@@ -25,13 +25,13 @@ impl Worker {
             done,
             ..
         } = job;
-        if (parts.len() > 1 || more_waiting) && !self.cmms_refused {
+        if (parts.len() > 1 || more_waiting) && self.cmms == Cmms::Unasked {
             match session
                 .command(&command::cmms(2), Expect::NOTHING, t.command)
                 .await
             {
-                Ok(r) if r.is_ok() => {}
-                Ok(_) => self.cmms_refused = true,
+                Ok(r) if r.is_ok() => self.cmms = Cmms::Set,
+                Ok(_) => self.cmms = Cmms::Refused,
                 Err(e) => {
                     let _ = done.send(JobOutcome::NotAttempted);
                     return Err(e);

@@ -29,6 +29,15 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Opens the port; replaced in tests.
 pub type Opener = Box<dyn FnMut() -> io::Result<Box<dyn Port>> + Send + Sync>;
 
+/// `AT+CMMS=2` (keep the radio link open between back-to-back sends) on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cmms {
+    Unasked,
+    Set,
+    /// Refused once: not asked again on this connection.
+    Refused,
+}
+
 /// The daemon's side of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
@@ -130,7 +139,7 @@ pub fn spawn_with_opener(
         memory: "SM".into(),
         report_memory: None,
         undeleted: HashMap::new(),
-        cmms_refused: false,
+        cmms: Cmms::Unasked,
         pin_rejected: false,
     };
     let task = tokio::spawn(worker.run());
@@ -163,8 +172,10 @@ pub(super) struct Worker {
     /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
     /// of the same slot and PDU is not handed over again, only deleted again.
     pub(super) undeleted: HashMap<(String, u32), String>,
-    /// The modem refused `AT+CMMS=2` once: do not ask again on this connection.
-    pub(super) cmms_refused: bool,
+    /// Whether `AT+CMMS=2` is in force on this connection. Mode 2 stays set after the radio link times
+    /// out (27.005 3.5.6), so it is asked for once per connection, not before every job (an AT round trip
+    /// each, tens of milliseconds on real modems).
+    pub(super) cmms: Cmms,
     /// The configured PIN was refused: never enter it again (three wrong PINs lock the SIM).
     pin_rejected: bool,
 }
@@ -217,7 +228,7 @@ impl Worker {
                     self.cnma_required = init.cnma_required;
                     self.memory = init.memory;
                     self.report_memory = init.report_memory;
-                    self.cmms_refused = false;
+                    self.cmms = Cmms::Unasked;
                     backoff = MIN_BACKOFF;
                 }
                 Err(InitError::Session(e)) => {
