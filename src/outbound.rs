@@ -1,6 +1,7 @@
 //! Making an outbound message: encoding a text into SMS-SUBMIT parts ([`compose`]) and handing it to the
-//! store and the dispatcher ([`submit`]). The API's sends and the rules' own replies take this one path, so
-//! both are encoded, stored and queued the same way.
+//! store and the dispatcher ([`submit`]): the path of the rules' own replies. The API's sends are still
+//! encoded by `api::gateway` (which derives the concatenation reference from the idempotency key and
+//! stores the text as the client wrote it); merging the two is open work.
 
 use jiff::Timestamp;
 use serde_json::Value;

@@ -73,13 +73,16 @@ pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<(
     Ok(())
 }
 
-/// Moves a message to `state` and records why.
+/// Moves a message to `state`, records why, and queues the webhook event that state announces (if any) in
+/// the same transaction: every state change goes through here, so none can go unannounced.
 fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    let state = ev.state;
     ctx.conn
         .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
-        .and_then(|mut st| st.execute(params![id.to_string(), ev.state, ms(ctx.now)]))
+        .and_then(|mut st| st.execute(params![id.to_string(), state, ms(ctx.now)]))
         .map_err(DB)?;
-    append_event(ctx, id, ev)
+    append_event(ctx, id, ev)?;
+    outbox::message_reached(ctx, id, state)
 }
 
 fn state_of(ctx: &WriteCtx<'_>, id: Uuid) -> Result<MessageState> {
@@ -417,12 +420,11 @@ pub(crate) fn part_sent(
         .and_then(|mut st| st.execute(params![id.to_string(), modem, ms(ctx.now)]))
         .map_err(DB)?;
     let settled = settle(ctx, id)?;
-    transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
-    outbox::message_reached(ctx, id, MessageState::Sent)?;
     if settled != MessageState::Sent {
-        // Delivery reports overtook the last part's answer.
-        outbox::message_reached(ctx, id, settled)?;
+        // Delivery reports overtook the last part's answer: the CMS still hears `sent` first.
+        outbox::message_reached(ctx, id, MessageState::Sent)?;
     }
+    transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
     Ok(settled)
 }
 
@@ -500,7 +502,6 @@ pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<M
             .part(failure.part)
             .detail(&detail),
     )?;
-    outbox::message_reached(ctx, failure.id, state)?;
     Ok(state)
 }
 
@@ -526,8 +527,7 @@ pub(crate) fn part_unknown(
         Ev::new(&actor(modem), "unknown", MessageState::Unknown)
             .part(part)
             .detail(reason),
-    )?;
-    outbox::message_reached(ctx, id, MessageState::Unknown)
+    )
 }
 
 /// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
@@ -585,8 +585,7 @@ pub(crate) fn close_pending(
     )?;
     let mut ev = Ev::new(actor, to.as_str(), to);
     ev.detail = detail;
-    transition(ctx, id, ev)?;
-    outbox::message_reached(ctx, id, to)
+    transition(ctx, id, ev)
 }
 
 /// A rule or the dispatcher holds the message until `until`.
@@ -642,8 +641,7 @@ pub(crate) fn block(
         Ev::new("dispatcher", "blocked", MessageState::Failed)
             .detail(&error)
             .rule(rule),
-    )?;
-    outbox::message_reached(ctx, id, MessageState::Failed)
+    )
 }
 
 /// An event with no state change (e.g. why the sticky modem was passed over).
