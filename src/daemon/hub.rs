@@ -1,11 +1,20 @@
 //! The hub: the only consumer of the workers' shared event channel. It applies each event to the store
 //! (through [`crate::dispatch::events::apply`], which keeps the worker contract's acks) and then does what
-//! follows from it: a complete inbound message goes through the reply rules (opt-out first). Webhooks are not sent from here: the store queues each event in the same transaction as
-//! the change that causes it (`message.received` with the reassembled message), and the hub only wakes the
-//! deliverer.
+//! follows from it: a complete inbound message goes through the reply rules (opt-out first). Webhooks are
+//! not sent from here: the store queues each event in the same transaction as the change that causes it
+//! (`message.received` with the reassembled message), and the hub only wakes the deliverer.
+//!
+//! Events are written in arrival order but not one commit at a time: every modem's `Submitting` ack waits
+//! for an fsync, and with several modems sending in step a serial hub made each wait behind the others'
+//! commits. The writes are queued as they arrive and settled together (they share group commits); what
+//! follows from them is handled in arrival order, and the reply rules run in a task of their own, one
+//! message at a time, so a STOP and a START from the same phone keep their order.
 
 use std::sync::{Arc, RwLock};
 
+use futures_util::StreamExt;
+use futures_util::future::FutureExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
@@ -14,7 +23,7 @@ use crate::dispatch::events::{Applied, apply};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
 use crate::rules::inbound::InboundRules;
-use crate::store::{InboundOutcome, MessageState, Store};
+use crate::store::{InboundOutcome, Message, MessageState, Store, StoreError};
 
 pub struct Hub {
     pub store: Store,
@@ -29,53 +38,114 @@ pub struct Hub {
     pub rules: Arc<RwLock<Arc<InboundRules>>>,
 }
 
-impl Hub {
-    /// Handle events until every worker has dropped its sender.
-    pub async fn run(self, mut events: mpsc::Receiver<WorkerEvent>) {
-        while let Some(event) = events.recv().await {
-            let modem = event_modem(&event).clone();
-            let sent_message = match &event {
-                WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
-                _ => None,
-            };
-            match apply(&self.store, event).await {
-                Ok(Applied::PartSent(MessageState::Sent)) => {
-                    if let Some(id) = sent_message {
-                        self.observe_latency(id).await;
-                    }
-                }
-                Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
-                    let from = Sender::classify(&message.peer, self.default_region);
-                    info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
-                    let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-                    let outcome = rules.apply(&self.store, &modem, &message).await;
-                    debug!(%modem, intent = ?outcome.intent, needs_agent = outcome.needs_agent, "reply rules applied");
-                }
-                Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
-                    debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
-                }
-                Ok(_) => {}
-                // The ack was dropped: the worker neither writes the PDU nor deletes the SIM copy.
-                Err(error) => warn!(%modem, %error, "could not record a modem event"),
-            }
-            // Status changes queue their webhooks inside the store; wake the deliverer for them too.
-            self.webhooks.notify_one();
-        }
-    }
+/// An applied event, with what its follow-up needs to know about it.
+struct Settled {
+    modem: ModemId,
+    sent_message: Option<uuid::Uuid>,
+    result: Result<Applied, StoreError>,
 }
 
 impl Hub {
-    /// Acceptance to the last part taken by the network: what a CMS waits for.
-    async fn observe_latency(&self, id: uuid::Uuid) {
-        if let Ok(Some(detail)) = self.store.get(id).await
-            && let Ok(span) = self
-                .store
-                .now()
-                .duration_since(detail.message.created_at)
-                .try_into()
-        {
-            self.metrics.observe_send_latency(span);
+    /// Handle events until every worker has dropped its sender, then finish what is in hand.
+    pub async fn run(self, mut events: mpsc::Receiver<WorkerEvent>) {
+        let (inbound, complete) = mpsc::unbounded_channel();
+        let rules = tokio::spawn(run_rules(
+            self.store.clone(),
+            self.rules.clone(),
+            self.default_region,
+            complete,
+        ));
+        let mut settling = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(settled) = settling.next(), if !settling.is_empty() => {
+                    self.follow_up(settled, &inbound);
+                }
+                event = events.recv() => match event {
+                    Some(event) => settling.push_back(self.settle(event)),
+                    None => break,
+                },
+            }
         }
+        while let Some(settled) = settling.next().await {
+            self.follow_up(settled, &inbound);
+        }
+        drop(inbound);
+        let _ = rules.await;
+    }
+
+    /// Queues the event's store write now; the future settles it.
+    fn settle(&self, event: WorkerEvent) -> impl Future<Output = Settled> + Send + 'static {
+        let modem = event_modem(&event).clone();
+        let sent_message = match &event {
+            WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
+            _ => None,
+        };
+        apply(&self.store, event).map(move |result| Settled {
+            modem,
+            sent_message,
+            result,
+        })
+    }
+
+    fn follow_up(&self, settled: Settled, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+        let Settled {
+            modem,
+            sent_message,
+            result,
+        } = settled;
+        match result {
+            Ok(Applied::PartSent(MessageState::Sent)) => {
+                if let Some(id) = sent_message {
+                    tokio::spawn(observe_latency(
+                        self.store.clone(),
+                        self.metrics.clone(),
+                        id,
+                    ));
+                }
+            }
+            Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
+                let from = Sender::classify(&message.peer, self.default_region);
+                info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
+                let _ = inbound.send((modem, *message));
+            }
+            Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
+                debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
+            }
+            Ok(_) => {}
+            // The ack was dropped: the worker neither writes the PDU nor deletes the SIM copy.
+            Err(error) => warn!(%modem, %error, "could not record a modem event"),
+        }
+        // Status changes queue their webhooks inside the store; wake the deliverer for them too.
+        self.webhooks.notify_one();
+    }
+}
+
+/// The reply rules, one complete inbound message at a time, in the order they completed.
+async fn run_rules(
+    store: Store,
+    rules: Arc<RwLock<Arc<InboundRules>>>,
+    default_region: Region,
+    mut complete: mpsc::UnboundedReceiver<(ModemId, Message)>,
+) {
+    while let Some((modem, message)) = complete.recv().await {
+        let current = rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let outcome = current.apply(&store, &modem, &message).await;
+        let from = Sender::classify(&message.peer, default_region);
+        debug!(%modem, from = %from.masked(), intent = ?outcome.intent, needs_agent = outcome.needs_agent, "reply rules applied");
+    }
+}
+
+/// Acceptance to the last part taken by the network: what a CMS waits for.
+async fn observe_latency(store: Store, metrics: Arc<Metrics>, id: uuid::Uuid) {
+    if let Ok(Some(detail)) = store.get(id).await
+        && let Ok(span) = store
+            .now()
+            .duration_since(detail.message.created_at)
+            .try_into()
+    {
+        metrics.observe_send_latency(span);
     }
 }
 

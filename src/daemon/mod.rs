@@ -116,6 +116,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         })
     };
     let store = open_store(config, &options, wanted, verdict).await?;
+    crate::msisdn::Msisdn::warm_up(config.server.default_region);
     let shutdown = CancellationToken::new();
     let (events_tx, events) = mpsc::channel(256);
 

@@ -1,6 +1,8 @@
 //! Applying modem workers' events to the store, keeping the worker contract's ordering promises: a part is
 //! acknowledged as `Submitting` only once that is on disk, and an inbound message only once it is stored.
 
+use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
+
 use crate::modem::job::{ModemHealth, ModemIdentity, WorkerEvent};
 use crate::pdu::{Pdu, Tpdu, UserData};
 use crate::store::{
@@ -21,9 +23,11 @@ pub enum Applied {
     Health(Box<ModemHealth>),
 }
 
-/// Stores what a worker reported. On a store error the ack is dropped, so the worker does not write the
+/// Stores what a worker reported. The write is queued at once, in the order events are applied, and the
+/// returned future settles it: the caller may await several together (so they share a commit) without
+/// reordering one modem's events. On a store error the ack is dropped, so the worker does not write the
 /// PDU (`Submitting`) or delete the message from the SIM (`Inbound`).
-pub async fn apply(store: &Store, event: WorkerEvent) -> Result<Applied, StoreError> {
+pub fn apply(store: &Store, event: WorkerEvent) -> BoxFuture<'static, Result<Applied, StoreError>> {
     match event {
         WorkerEvent::Submitting {
             modem,
@@ -31,49 +35,67 @@ pub async fn apply(store: &Store, event: WorkerEvent) -> Result<Applied, StoreEr
             part,
             ack,
         } => {
-            store.part_submitting(message_id, part, &modem).await?;
-            let _ = ack.send(());
-            Ok(Applied::Submitting)
+            let written = store.part_submitting(message_id, part, &modem);
+            async move {
+                written.await?;
+                let _ = ack.send(());
+                Ok(Applied::Submitting)
+            }
+            .boxed()
         }
         WorkerEvent::PartSent {
             modem,
             message_id,
             part,
             reference,
-        } => Ok(Applied::PartSent(
-            store.part_sent(message_id, part, &modem, reference).await?,
-        )),
+        } => store
+            .part_sent(message_id, part, &modem, reference)
+            .map_ok(Applied::PartSent)
+            .boxed(),
         WorkerEvent::Inbound {
             modem,
             pdu_hex,
             decoded,
             ack,
         } => {
-            let applied = match decoded {
+            let written = match decoded {
                 Ok(Pdu {
                     tpdu: Tpdu::StatusReport(report),
                     ..
-                }) => Applied::Report(store.record_report(report_in(&modem, &report)).await?),
+                }) => store
+                    .record_report(report_in(&modem, &report))
+                    .map_ok(Applied::Report)
+                    .boxed(),
                 decoded => {
                     let part = InboundPart {
                         modem: modem.to_string(),
                         pdu_hex,
                         content: inbound_content(decoded),
                     };
-                    Applied::Inbound(store.record_inbound(part).await?)
+                    store.record_inbound(part).map_ok(Applied::Inbound).boxed()
                 }
             };
-            let _ = ack.send(());
-            Ok(applied)
-        }
-        WorkerEvent::StatusReport { modem, report } => Ok(Applied::Report(
-            store.record_report(report_in(&modem, &report)).await?,
-        )),
-        WorkerEvent::Health { modem, health } => {
-            if health.identity != ModemIdentity::default() {
-                store.upsert_modem(&modem, health.identity.clone()).await?;
+            async move {
+                let applied = written.await?;
+                let _ = ack.send(());
+                Ok(applied)
             }
-            Ok(Applied::Health(Box::new(health)))
+            .boxed()
+        }
+        WorkerEvent::StatusReport { modem, report } => store
+            .record_report(report_in(&modem, &report))
+            .map_ok(Applied::Report)
+            .boxed(),
+        WorkerEvent::Health { modem, health } => {
+            let identity = (health.identity != ModemIdentity::default())
+                .then(|| store.upsert_modem(&modem, health.identity.clone()));
+            async move {
+                if let Some(written) = identity {
+                    written.await?;
+                }
+                Ok(Applied::Health(Box::new(health)))
+            }
+            .boxed()
         }
     }
 }

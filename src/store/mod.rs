@@ -280,33 +280,35 @@ impl Store {
             .await
     }
 
-    /// Durable before the worker writes the PDU (the `Submitting` ack).
-    pub async fn part_submitting(&self, id: Uuid, part: u16, modem: &str) -> Result<()> {
+    /// Durable before the worker writes the PDU (the `Submitting` ack). Like the other writes a modem
+    /// causes, queued when called, so the event hub keeps each modem's order without waiting for each.
+    pub fn part_submitting(
+        &self,
+        id: Uuid,
+        part: u16,
+        modem: &str,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         let modem = modem.to_owned();
         self.inner
             .writer
             .write(move |ctx| write::part_submitting(ctx, id, part, &modem))
-            .await
     }
 
     /// The network took the part; returns the message state after it (sent once every part is). Counts
     /// towards the modem's daily cap.
-    pub async fn part_sent(
+    pub fn part_sent(
         &self,
         id: Uuid,
         part: u16,
         modem: &str,
         tp_mr: u8,
-    ) -> Result<MessageState> {
+    ) -> impl Future<Output = Result<MessageState>> + Send + 'static {
         let modem = modem.to_owned();
         let zone = self.inner.cap_zone.clone();
-        self.inner
-            .writer
-            .write(move |ctx| {
-                let day = ctx.now.to_zoned(zone).date().to_string();
-                write::part_sent(ctx, id, part, &modem, tp_mr, &day)
-            })
-            .await
+        self.inner.writer.write(move |ctx| {
+            let day = ctx.now.to_zoned(zone).date().to_string();
+            write::part_sent(ctx, id, part, &modem, tp_mr, &day)
+        })
     }
 
     /// A part failed: back to the queue at `retry_at`, or the message fails.
@@ -420,30 +422,37 @@ impl Store {
 
     /// Stores an inbound part (raw PDU kept); returns the message once every part is in. Re-reading a
     /// stored PDU changes nothing.
-    pub async fn record_inbound(&self, part: InboundPart) -> Result<InboundOutcome> {
+    pub fn record_inbound(
+        &self,
+        part: InboundPart,
+    ) -> impl Future<Output = Result<InboundOutcome>> + Send + 'static {
         self.inner
             .writer
             .write(move |ctx| inbound::record_inbound(ctx, &part))
-            .await
     }
 
     /// Matches a delivery report by modem + TP-MR + recipient within the report window.
-    pub async fn record_report(&self, report: ReportIn) -> Result<ReportOutcome> {
+    pub fn record_report(
+        &self,
+        report: ReportIn,
+    ) -> impl Future<Output = Result<ReportOutcome>> + Send + 'static {
         let window = self.inner.report_window;
         self.inner
             .writer
             .write(move |ctx| inbound::record_report(ctx, &report, window))
-            .await
     }
 
     // ---- records ----
 
-    pub async fn upsert_modem(&self, id: &str, identity: ModemIdentity) -> Result<()> {
+    pub fn upsert_modem(
+        &self,
+        id: &str,
+        identity: ModemIdentity,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
         let id = id.to_owned();
         self.inner
             .writer
             .write(move |ctx| records::upsert_modem(ctx, &id, &identity))
-            .await
     }
 
     pub async fn set_optout(&self, change: OptOutChange) -> Result<()> {

@@ -142,7 +142,7 @@ impl Stats {
 /// The callers' end of the writer.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
     pub stats: Arc<Stats>,
 }
 
@@ -156,7 +156,8 @@ impl Writer {
         checkpoint: std::sync::mpsc::SyncSender<()>,
         wanted: Arc<Wanted>,
     ) -> Result<Writer> {
-        let (jobs, rx) = mpsc::channel(max_batch.max(1) * 4);
+        // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
+        let (jobs, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
@@ -179,24 +180,29 @@ impl Writer {
         Ok(Writer { jobs, stats })
     }
 
-    /// Runs `op` in the next batch and answers once that batch is committed (or failed).
-    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    /// Queues `op` for the next batch at once (not when the future is first polled) and answers once that
+    /// batch is committed (or failed). Writes are applied in the order they were queued, so a caller that
+    /// queues two writes before awaiting either keeps their order and lets them share one fsync.
+    pub fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.jobs
+        let queued = self
+            .jobs
             .send(Box::new(Request { op, reply }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed);
+        async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
     }
 }
 
 fn run(
     conn: Connection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: &Stats,
