@@ -521,6 +521,71 @@ async fn reassembles_out_of_order_parts_and_ignores_duplicates() {
     assert_eq!(store.modems().await.unwrap()[0].received, 3);
 }
 
+#[tokio::test]
+async fn an_incomplete_inbound_message_is_released_with_what_came() {
+    use modemgate::webhook::{EventKind, OutboxStore};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = Store::open(
+        dir.path().join("gw.db"),
+        OpenOptions {
+            webhook_events: EventKind::ALL.into_iter().collect(),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let after = Duration::from_secs(30 * 60);
+    store
+        .record_inbound(deliver("DD01", "I can pay ", Some((1, 3))))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(60));
+    store
+        .record_inbound(deliver("DD03", " on Friday", Some((3, 3))))
+        .await
+        .unwrap();
+
+    // Not yet: the first part is 29 minutes old.
+    clock.advance(Duration::from_secs(28 * 60));
+    assert!(store.release_incomplete(after).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(60));
+    let released = store.release_incomplete(after).await.unwrap();
+    assert_eq!(released.len(), 1, "{released:?}");
+    let message = &released[0];
+    assert_eq!(message.text, "I can pay […] on Friday");
+    assert_eq!(message.state, MessageState::Received);
+    assert_eq!(message.part_count, 2);
+    assert_eq!(message.peer, "+15557654321");
+    assert_eq!(message.modem.as_deref(), Some("m1"));
+    assert_eq!(
+        message.error.as_deref(),
+        Some("incomplete: 2 of 3 parts arrived; part 2 never came")
+    );
+    let due = store.next_due(clock.now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, EventKind::MessageReceived);
+    // Released once: a second sweep finds nothing.
+    assert!(store.release_incomplete(after).await.unwrap().is_empty());
+
+    // The lost part turning up late waits on its own, then is released on its own.
+    assert_eq!(
+        store
+            .record_inbound(deliver("DD02", "50 dollars", Some((2, 3))))
+            .await
+            .unwrap(),
+        InboundOutcome::Partial { have: 1, parts: 3 }
+    );
+    clock.advance(after);
+    let late = store.release_incomplete(after).await.unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].text, "[…]50 dollars[…]");
+    let conversation = store
+        .conversation("+15557654321", None, None)
+        .await
+        .unwrap();
+    assert_eq!(conversation.messages.len(), 2);
+}
+
 async fn sent_message(store: &Store, to: &str, modem: &str, tp_mrs: &[u8]) -> uuid::Uuid {
     let id = store
         .accept(message(to, "x", tp_mrs.len()))

@@ -11,6 +11,7 @@
 //! message at a time, so a STOP and a START from the same phone keep their order.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::FutureExt;
@@ -24,6 +25,13 @@ use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
 use crate::rules::inbound::InboundRules;
 use crate::store::{InboundOutcome, Message, MessageState, Store, StoreError};
+
+/// How long the parts of a concatenated inbound message may take to arrive before what came is released
+/// as received. Networks deliver the parts seconds apart, rarely minutes; a part lost for good must not
+/// hide the reply for long.
+const INCOMPLETE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often to look for such messages.
+const INCOMPLETE_SWEEP: Duration = Duration::from_secs(60);
 
 pub struct Hub {
     pub store: Store,
@@ -56,6 +64,8 @@ impl Hub {
             complete,
         ));
         let mut settling = FuturesOrdered::new();
+        let mut sweep = tokio::time::interval(INCOMPLETE_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -66,6 +76,7 @@ impl Hub {
                     Some(event) => settling.push_back(self.settle(event)),
                     None => break,
                 },
+                _ = sweep.tick() => self.release_incomplete(&inbound).await,
             }
         }
         while let Some(settled) = settling.next().await {
@@ -119,6 +130,23 @@ impl Hub {
         }
         // Status changes queue their webhooks inside the store; wake the deliverer for them too.
         self.webhooks.notify_one();
+    }
+}
+
+impl Hub {
+    async fn release_incomplete(&self, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+        match self.store.release_incomplete(INCOMPLETE_AFTER).await {
+            Ok(released) => {
+                for message in released {
+                    let from = Sender::classify(&message.peer, self.default_region);
+                    let modem = ModemId::from(message.modem.as_deref().unwrap_or_default());
+                    warn!(%modem, from = %from.masked(), parts = message.part_count, error = message.error.as_deref().unwrap_or(""), "incomplete message released");
+                    let _ = inbound.send((modem, message));
+                    self.webhooks.notify_one();
+                }
+            }
+            Err(error) => warn!(%error, "could not release incomplete inbound messages"),
+        }
     }
 }
 

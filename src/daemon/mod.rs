@@ -116,7 +116,10 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         })
     };
     let store = open_store(config, &options, wanted, verdict).await?;
-    crate::msisdn::Msisdn::warm_up(config.server.default_region);
+    // Off the runtime's threads (it takes a while, far longer in a debug build) and alongside the rest of
+    // the start; awaited before the API listens, so the first request does not pay for it.
+    let region = config.server.default_region;
+    let numbers_warm = tokio::task::spawn_blocking(move || crate::msisdn::Msisdn::warm_up(region));
     let shutdown = CancellationToken::new();
     let (events_tx, events) = mpsc::channel(256);
 
@@ -183,6 +186,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     );
     let state = AppState::from_config(config, Arc::new(gateway), metrics);
     let auth = state.auth.clone();
+    let _ = numbers_warm.await;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;

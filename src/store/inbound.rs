@@ -148,6 +148,84 @@ fn assemble(ctx: &WriteCtx<'_>, modem: &str, sender: &str, concat: ConcatInfo) -
     })
 }
 
+/// Concatenated messages still missing parts whose first part came before `cutoff`: each is released as
+/// received with the parts that did arrive (a `[…]` where a part is missing, the gap named in `error`), so a
+/// part the network lost never hides a debtor's reply. A missing part that turns up later starts a group
+/// of its own and is released the same way.
+pub(crate) fn release_incomplete(
+    ctx: &WriteCtx<'_>,
+    cutoff: jiff::Timestamp,
+) -> Result<Vec<Message>> {
+    let groups: Vec<(String, String, u8, u8)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT modem, sender, concat_ref, parts FROM inbound_parts \
+             WHERE message_id IS NULL AND parts IS NOT NULL AND sender IS NOT NULL \
+             GROUP BY modem, sender, concat_ref, parts HAVING min(received_at) <= ?1",
+        )
+        .and_then(|mut st| {
+            st.query_map([ms(cutoff)], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .and_then(Iterator::collect)
+        })
+        .map_err(DB)?;
+    let mut released = Vec::with_capacity(groups.len());
+    for (modem, sender, reference, parts) in groups {
+        let found: Vec<(i64, u8, String, TextEncoding)> = ctx
+            .conn
+            .prepare_cached(
+                "SELECT id, part, text, encoding FROM inbound_parts WHERE modem = ?1 AND sender = ?2 \
+                 AND concat_ref = ?3 AND parts = ?4 AND message_id IS NULL ORDER BY part, id",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![modem, sender, reference, parts], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .and_then(Iterator::collect)
+            })
+            .map_err(DB)?;
+        let Some(encoding) = found.first().map(|(_, _, _, encoding)| *encoding) else {
+            continue;
+        };
+        let mut text = String::new();
+        let mut missing = Vec::new();
+        let mut rows = Vec::new();
+        for part in 1..=parts {
+            // The same part number twice (a resent part): the first one wins, as in `assemble`.
+            match found.iter().find(|(_, number, _, _)| *number == part) {
+                Some((row, _, piece, _)) => {
+                    text.push_str(piece);
+                    rows.push(*row);
+                }
+                None => {
+                    text.push_str("[…]");
+                    missing.push(part.to_string());
+                }
+            }
+        }
+        let error = format!(
+            "incomplete: {} of {parts} parts arrived; {} {} never came",
+            rows.len(),
+            if missing.len() == 1 { "part" } else { "parts" },
+            missing.join(", ")
+        );
+        let message = create_received(
+            ctx,
+            &modem,
+            &sender,
+            &text,
+            encoding,
+            Some(&error),
+            rows.len(),
+        )?;
+        link_parts(ctx, &rows, message.id)?;
+        outbox::message_reached(ctx, message.id, MessageState::Received)?;
+        released.push(message);
+    }
+    Ok(released)
+}
+
 fn link_parts(ctx: &WriteCtx<'_>, rows: &[i64], message: Uuid) -> Result<()> {
     let mut st = ctx
         .conn

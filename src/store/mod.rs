@@ -431,6 +431,24 @@ impl Store {
             .write(move |ctx| inbound::record_inbound(ctx, &part))
     }
 
+    /// Releases concatenated inbound messages still missing parts `after` their first part arrived, as
+    /// received with what came (a `[…]` for each missing part, the gap named in `error`); returns them
+    /// for the reply rules.
+    pub async fn release_incomplete(&self, after: std::time::Duration) -> Result<Vec<Message>> {
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let cutoff = ctx
+                    .now
+                    .checked_sub(
+                        jiff::SignedDuration::try_from(after).unwrap_or(jiff::SignedDuration::MAX),
+                    )
+                    .unwrap_or(jiff::Timestamp::MIN);
+                inbound::release_incomplete(ctx, cutoff)
+            })
+            .await
+    }
+
     /// Matches a delivery report by modem + TP-MR + recipient within the report window.
     pub fn record_report(
         &self,
