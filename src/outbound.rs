@@ -1,7 +1,8 @@
-//! Making an outbound message: encoding a text into SMS-SUBMIT parts ([`compose`]) and handing it to the
-//! store and the dispatcher ([`submit`]): the path of the rules' own replies. The API's sends are still
-//! encoded by `api::gateway` (which derives the concatenation reference from the idempotency key and
-//! stores the text as the client wrote it); merging the two is open work.
+//! Making an outbound message: encoding a text into SMS-SUBMIT parts ([`compose`]), for the API's sends and
+//! the rules' own replies alike, and handing it to the store and the dispatcher ([`submit`]).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -62,8 +63,24 @@ pub enum ComposeError {
     },
 }
 
+/// The concatenation reference of a multi-part message. Parts of different messages to one phone must not
+/// share one, or it may stitch them together: successive messages take successive values. With an
+/// idempotency key it is derived from the key instead, so a repeated request encodes to the same bytes
+/// and the store recognises the repeat.
+fn concat_reference(opts: &ComposeOptions) -> u8 {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    match &opts.idempotency_key {
+        Some(key) => {
+            let mut hasher = DefaultHasher::new();
+            (&opts.api_key, key).hash(&mut hasher);
+            hasher.finish().to_le_bytes()[0]
+        }
+        None => NEXT.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 /// Encodes `text` for `to` (E.164) into the message the store accepts. The text stored is the one sent
-/// (after smart replacement).
+/// (after smart replacement): the log must show what the phone showed.
 pub fn compose(to: &str, text: &str, opts: ComposeOptions) -> Result<NewMessage, ComposeError> {
     let fail = |source| ComposeError::Encode {
         to: to.to_owned(),
@@ -75,9 +92,7 @@ pub fn compose(to: &str, text: &str, opts: ComposeOptions) -> Result<NewMessage,
         smart: opts.smart,
         status_report: opts.status_report,
         message_reference: 0,
-        // Parts of different messages to one phone must not share a reference, or it may stitch them
-        // together: take it from the random bits of a fresh v7 UUID.
-        concat_reference: uuid::Uuid::now_v7().as_bytes()[15],
+        concat_reference: concat_reference(&opts),
         validity: None,
     };
     let parts = pdu::encode_submit(to, text, &submit).map_err(fail)?;

@@ -585,6 +585,25 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
         )
         .await;
     assert_eq!(answer.assert_status(202)["status"], "scheduled");
+
+    // With smart encoding, what is stored is what the phone shows: the look-alikes replaced, GSM 7-bit.
+    let smart = server
+        .post_json(
+            "/v1/messages",
+            "cms-token",
+            json!({"to": TO, "text": "It’s due “today”", "smart": true}),
+        )
+        .await
+        .assert_status(202);
+    assert_eq!(smart["encoding"], "gsm7");
+    let detail = server
+        .get(
+            &format!("/v1/messages/{}", smart["id"].as_str().unwrap()),
+            "reader-token",
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(detail["text"], "It's due \"today\"", "{detail}");
 }
 
 #[tokio::test]

@@ -2,9 +2,7 @@
 //! work, and the modem workers (through [`ModemControl`]) for live health and pausing.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -17,7 +15,7 @@ use super::metrics::Metrics;
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
-use crate::pdu::{self, SubmitOptions};
+use crate::outbound::{self, ComposeOptions};
 use crate::rules::keywords::Language;
 use crate::rules::notice;
 use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
@@ -44,8 +42,6 @@ pub struct Gateway {
     optout: OptOutConfig,
     /// `[pdu] status_reports`: ask the SMSC for delivery reports (TP-SRR), so `delivered` can be known.
     status_reports: bool,
-    /// Next concatenation reference for a multi-part message without an idempotency key (8 bits, wraps).
-    concat: AtomicU8,
 }
 
 impl Gateway {
@@ -64,7 +60,6 @@ impl Gateway {
             optouts,
             optout,
             status_reports,
-            concat: AtomicU8::new(0),
         }
     }
 
@@ -76,25 +71,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// Encodes the PDUs the store keeps. With an idempotency key the concatenation reference is derived
-    /// from it, so a repeated request encodes to the same bytes and the store recognises the repeat.
+    /// Encodes the PDUs the store keeps, with the opt-out notice when one is configured.
     fn encode(&self, message: NewMessage) -> Result<store::NewMessage, BackendError> {
         let request = message.request;
-        let concat_reference = match &message.idempotency_key {
-            Some(key) => {
-                let mut hasher = DefaultHasher::new();
-                (&message.api_key, key).hash(&mut hasher);
-                hasher.finish().to_le_bytes()[0]
-            }
-            None => self.concat.fetch_add(1, Ordering::Relaxed),
-        };
-        let options = SubmitOptions {
-            encoding: request.encoding,
-            smart: request.smart,
-            status_report: self.status_reports,
-            concat_reference,
-            ..SubmitOptions::default()
-        };
         // The opt-out notice (`[optout] notice`), appended when it fits or required: in English, the
         // language of every built-in notice default; a per-recipient language is not modelled yet.
         let text = notice::apply(
@@ -108,28 +87,9 @@ impl Gateway {
             code: e.code(),
             message: e.to_string(),
         })?;
-        let encoding = if text == request.text {
-            request.segments.encoding
-        } else {
-            pdu::segments(&text, request.encoding, request.smart)
-                .map_err(|e| BackendError::Invalid(format!("cannot encode the message: {e}")))?
-                .encoding
-        };
-        let parts = pdu::encode_submit(request.to.as_str(), &text, &options)
-            .map_err(|e| BackendError::Invalid(format!("cannot encode the message: {e}")))?;
-        Ok(store::NewMessage {
+        let options = ComposeOptions {
             api_key: message.api_key,
             idempotency_key: message.idempotency_key,
-            to: request.to.as_str().to_owned(),
-            text,
-            encoding: encoding.into(),
-            parts: parts
-                .iter()
-                .map(|p| store::NewPart {
-                    tpdu_length: p.tpdu_length,
-                    pdu_hex: p.hex(),
-                })
-                .collect(),
             priority: i32::from(request.priority.get()),
             send_at: request.send_at,
             expires_at: request.expires_at,
@@ -137,7 +97,12 @@ impl Gateway {
             metadata: request.metadata.map(Value::Object),
             tz: request.tz,
             category: store::Category::Standard,
-        })
+            encoding: request.encoding,
+            smart: request.smart,
+            status_report: self.status_reports,
+        };
+        outbound::compose(request.to.as_str(), &text, options)
+            .map_err(|e| BackendError::Invalid(e.to_string()))
     }
 
     /// Hands a newly stored message to the dispatcher (a repeat is already there).
