@@ -25,6 +25,15 @@ fn open(path: &Path, clock: &ManualClock) -> Store {
     Store::open(path, options(clock)).unwrap()
 }
 
+/// A store that writes every webhook event type to its outbox.
+fn open_with_webhooks(path: &Path, clock: &ManualClock) -> Store {
+    let options = OpenOptions {
+        webhook_events: modemgate::webhook::EventKind::ALL.into_iter().collect(),
+        ..options(clock)
+    };
+    Store::open(path, options).unwrap()
+}
+
 fn message(to: &str, text: &str, parts: usize) -> NewMessage {
     NewMessage {
         api_key: "cms".into(),
@@ -526,14 +535,7 @@ async fn an_incomplete_inbound_message_is_released_with_what_came() {
     use modemgate::webhook::{EventKind, OutboxStore};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
-    let store = Store::open(
-        dir.path().join("gw.db"),
-        OpenOptions {
-            webhook_events: EventKind::ALL.into_iter().collect(),
-            ..options(&clock)
-        },
-    )
-    .unwrap();
+    let store = open_with_webhooks(&dir.path().join("gw.db"), &clock);
     let after = Duration::from_secs(30 * 60);
     store
         .record_inbound(deliver("DD01", "I can pay ", Some((1, 3))))
@@ -833,14 +835,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     use modemgate::webhook::{Attempt, AttemptOutcome, EventKind, OutboxStore};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
-    let store = Store::open(
-        dir.path().join("gw.db"),
-        OpenOptions {
-            webhook_events: EventKind::ALL.into_iter().collect(),
-            ..options(&clock)
-        },
-    )
-    .unwrap();
+    let store = open_with_webhooks(&dir.path().join("gw.db"), &clock);
     let mut m = message("+15554440002", "x", 1);
     m.reference = Some("acct-7".into());
     m.metadata = Some(serde_json::json!({"case": 7}));
