@@ -592,5 +592,10 @@ mod tests {
         );
         assert!(last.contains("recipient_sends_recipient"), "{last}");
         assert!(!last.contains("TEMP B-TREE"), "{last}");
+        let recent = plan(
+            "SELECT r.recipient, r.message_id, r.at FROM recipient_sends r JOIN messages m \
+             ON m.id = r.message_id WHERE r.at > 0 AND m.category != 'confirmation' ORDER BY r.at",
+        );
+        assert!(recent.contains("recipient_sends_at"), "{recent}");
     }
 }
