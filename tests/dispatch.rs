@@ -892,3 +892,323 @@ async fn worker_events_store_inbound_messages_and_reports_before_acking() {
     assert!(refused.is_err());
     assert!(acked.await.is_err());
 }
+
+// ---- a queue larger than the dispatcher's window ----
+
+/// One modem, one job at a time, a window of `window` due messages: the order of hand-offs is exactly
+/// the dispatcher's choice.
+fn windowed(window: usize) -> Settings {
+    Settings {
+        window: NonZeroUsize::new(window).unwrap(),
+        pipeline: NonZeroUsize::new(1).unwrap(),
+        ..Settings::default()
+    }
+}
+
+/// The dispatcher's order: priority first, then age (ids are time-ordered).
+fn in_key_order(store_order: &mut [(i32, Uuid)]) -> Vec<Uuid> {
+    store_order.sort_by_key(|&(priority, id)| (std::cmp::Reverse(priority), id));
+    store_order.iter().map(|&(_, id)| id).collect()
+}
+
+/// Completes whatever the modems were handed until nothing more comes (at most `limit` jobs); returns
+/// the messages in hand-off order with the modem that got each.
+async fn drain(d: &mut Running, store: &Store, limit: usize) -> Vec<(Uuid, usize)> {
+    let mut sent = Vec::new();
+    while sent.len() < limit {
+        d.handle.flush().await;
+        let mut any = false;
+        for index in 0..d.fakes.len() {
+            while let Some(job) = d.fakes[index].job() {
+                sent.push((job.message_id, index));
+                let modem = d.fakes[index].id.clone();
+                complete(store, &modem, job, (sent.len() % 256) as u8).await;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    sent
+}
+
+async fn claims(store: &Store, id: Uuid) -> usize {
+    let events = detail(store, id).await.events;
+    events.iter().filter(|e| e.kind == "claimed").count()
+}
+
+#[tokio::test]
+async fn a_backlog_far_beyond_the_window_goes_out_once_each_in_order() {
+    let rig = rig();
+    let hour = jiff::SignedDuration::from_hours(1);
+    // 150 due now and 50 scheduled an hour on, priorities mixed, all on disk before the dispatcher
+    // starts (as after a restart): it holds 8 due and 8 waiting at a time.
+    let mut due = Vec::new();
+    let mut scheduled = Vec::new();
+    for i in 0..200 {
+        let mut message = new_message(&format!("+1555100{i:04}"), 1);
+        message.priority = [0, 3, 1, 0, 2][i % 5];
+        if i % 4 == 3 {
+            message.send_at = Some(start_time() + hour + jiff::SignedDuration::from_secs(i as i64));
+        }
+        let id = rig.store.accept(message.clone()).await.unwrap().id;
+        match message.send_at {
+            None => due.push((message.priority, id)),
+            Some(_) => scheduled.push((message.priority, id)),
+        }
+    }
+    let mut d = run(&rig.store, &[spec("m1")], windowed(8), Arc::new(AllowAll)).await;
+
+    let mut first = drain(&mut d, &rig.store, 40).await;
+    assert_eq!(first.len(), 40);
+    // The 41st is handed over as the 40th lands: keep it in the modem while new messages arrive.
+    d.handle.flush().await;
+    let held = d.fakes[0].take();
+    first.push((held.message_id, 0));
+    // While the rest is paged in: urgent and ordinary new messages, and messages the dispatcher already
+    // knows (paged in, or sent) announced again as a racing API would.
+    let mut late = Vec::new();
+    for i in 0..10 {
+        let mut message = new_message(&format!("+1555200{i:04}"), 1);
+        message.priority = if i % 2 == 0 { 9 } else { 0 };
+        let id = submit(&rig.store, &d.handle, message.clone()).await;
+        late.push((message.priority, id));
+    }
+    for &(priority, id) in due.iter().step_by(7) {
+        d.handle.enqueue(QueueEntry {
+            id,
+            to: "+15551000000".into(),
+            priority,
+            not_before: None,
+            expires_at: None,
+            tz: None,
+            pinned_modem: None,
+            attempts: 0,
+            parts: 1,
+            category: Category::Standard,
+        });
+    }
+    complete(&rig.store, "m1", held, 41).await;
+    let rest = drain(&mut d, &rig.store, 1000).await;
+
+    let mut expected_first = due.clone();
+    let expected_first: Vec<Uuid> = in_key_order(&mut expected_first)[..41].to_vec();
+    assert_eq!(
+        first.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        expected_first
+    );
+    let mut remaining: Vec<(i32, Uuid)> = due
+        .iter()
+        .filter(|(_, id)| !expected_first.contains(id))
+        .copied()
+        .chain(late.iter().copied())
+        .collect();
+    assert_eq!(
+        rest.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        in_key_order(&mut remaining)
+    );
+    assert!(d.fakes[0].job().is_none());
+
+    // An hour later the scheduled ones come due, through the waiting window 8 at a time, in order
+    // (their send_at differ by seconds; all have passed).
+    rig.clock.advance(Duration::from_secs(3600 + 200));
+    let later = drain(&mut d, &rig.store, 1000).await;
+    assert_eq!(
+        later.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        in_key_order(&mut scheduled.clone())
+    );
+    for &(_, id) in due.iter().chain(&scheduled).chain(&late) {
+        assert_eq!(state(&rig.store, id).await, MessageState::Sent, "{id}");
+        assert_eq!(claims(&rig.store, id).await, 1, "{id} was claimed once");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_messages_beyond_the_waiting_window_come_due_one_by_one_in_time() {
+    let rig = rig();
+    let mut at = Vec::new();
+    for i in 0..30 {
+        let mut message = new_message(&format!("+1555300{i:04}"), 1);
+        // Due every 10 s, stored in reverse time order.
+        message.send_at = Some(start_time() + jiff::SignedDuration::from_secs(300 - 10 * i));
+        at.push((300 - 10 * i, rig.store.accept(message).await.unwrap().id));
+    }
+    at.sort();
+    let mut d = run(&rig.store, &[spec("m1")], windowed(4), Arc::new(AllowAll)).await;
+    assert!(d.fakes[0].job().is_none());
+    for &(seconds, id) in &at {
+        let due = start_time() + jiff::SignedDuration::from_secs(seconds);
+        let wait = Duration::try_from(due.duration_since(rig.clock.now())).unwrap();
+        rig.clock.advance(wait - Duration::from_millis(1));
+        d.handle.flush().await;
+        assert!(d.fakes[0].job().is_none(), "not before its send_at");
+        rig.clock.advance(Duration::from_millis(1));
+        let sent = drain(&mut d, &rig.store, 10).await;
+        assert_eq!(sent.iter().map(|&(id, _)| id).collect::<Vec<_>>(), [id]);
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_beyond_the_window_expires_on_time_and_never_goes_out() {
+    let rig = rig();
+    let mut ids = Vec::new();
+    let mut expiring = None;
+    for i in 0..20 {
+        let mut message = new_message(&format!("+1555400{i:04}"), 1);
+        if i == 15 {
+            message.expires_at = Some(start_time() + jiff::SignedDuration::from_mins(10));
+        }
+        let id = rig.store.accept(message).await.unwrap().id;
+        if i == 15 {
+            expiring = Some(id);
+        } else {
+            ids.push(id);
+        }
+    }
+    let expiring = expiring.unwrap();
+    let mut d = run(&rig.store, &[spec("m1")], windowed(4), Arc::new(AllowAll)).await;
+    d.fakes[0].ready.send(false).unwrap();
+    // Jobs handed out before the modem went offline.
+    let early = drain(&mut d, &rig.store, 10).await;
+
+    rig.clock.advance(Duration::from_secs(9 * 60));
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, expiring).await, MessageState::Queued);
+    // The sweep runs a minute after the last: within a minute of expires_at.
+    rig.clock.advance(Duration::from_secs(60));
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, expiring).await, MessageState::Expired);
+    let events = detail(&rig.store, expiring).await.events;
+    assert!(events.iter().any(|e| e.kind == "expired"), "{events:?}");
+
+    d.fakes[0].ready.send(true).unwrap();
+    let sent: Vec<Uuid> = early
+        .into_iter()
+        .chain(drain(&mut d, &rig.store, 100).await)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        sent, ids,
+        "everything else, in order, once; never the expired one"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_recipient_paged_in_late_still_sticks_to_its_modem() {
+    let rig = rig();
+    let (x, y, w) = ("+15555000001", "+15555000002", "+15555000003");
+    // Earlier life: x and w last heard from m2, y from m1.
+    {
+        let mut d = run(
+            &rig.store,
+            &[spec("m1"), spec("m2")],
+            windowed(4),
+            Arc::new(AllowAll),
+        )
+        .await;
+        d.fakes[0].ready.send(false).unwrap();
+        submit(&rig.store, &d.handle, new_message(x, 1)).await;
+        submit(&rig.store, &d.handle, new_message(w, 1)).await;
+        assert_eq!(drain(&mut d, &rig.store, 10).await.len(), 2);
+        d.fakes[0].ready.send(true).unwrap();
+        d.fakes[1].ready.send(false).unwrap();
+        submit(&rig.store, &d.handle, new_message(y, 1)).await;
+        assert_eq!(drain(&mut d, &rig.store, 10).await.len(), 1);
+        d.stop().await;
+    }
+    // A backlog with x and y at its end, far beyond a window of 4.
+    for i in 0..20 {
+        rig.store
+            .accept(new_message(&format!("+1555600{i:04}"), 1))
+            .await
+            .unwrap();
+    }
+    let to_x = rig.store.accept(new_message(x, 1)).await.unwrap().id;
+    let to_y = rig.store.accept(new_message(y, 1)).await.unwrap().id;
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        windowed(4),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let sent = drain(&mut d, &rig.store, 100).await;
+    assert_eq!(sent.len(), 22);
+    assert!(sent.contains(&(to_x, 1)), "x goes out on m2: {sent:?}");
+    assert!(sent.contains(&(to_y, 0)), "y goes out on m1: {sent:?}");
+    // A new message to w (not texted since start), announced by the API: its modem is looked up too.
+    let to_w = submit(&rig.store, &d.handle, new_message(w, 1)).await;
+    assert_eq!(drain(&mut d, &rig.store, 10).await, [(to_w, 1)]);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_or_a_rebind_mid_backlog_resumes_without_losing_or_repeating() {
+    let rig = rig();
+    let mut backlog = Vec::new();
+    for i in 0..30 {
+        let mut message = new_message(&format!("+1555700{i:04}"), 1);
+        message.priority = i % 3;
+        let id = rig.store.accept(message.clone()).await.unwrap().id;
+        backlog.push((message.priority, id));
+    }
+    let order = in_key_order(&mut backlog.clone());
+    let mut d = run(&rig.store, &[spec("m1")], windowed(4), Arc::new(AllowAll)).await;
+    let first = drain(&mut d, &rig.store, 10).await;
+    assert_eq!(first.len(), 10);
+    // One more handed over and lost with the dying worker: it goes back to the queue.
+    d.handle.flush().await;
+    let lost = d.fakes[0].take_id();
+    d.stop().await;
+    assert_eq!(lost, order[10]);
+    assert_eq!(state(&rig.store, lost).await, MessageState::Queued);
+
+    // Restart: the rest, in order, from the one that was lost.
+    let mut d = run(&rig.store, &[spec("m1")], windowed(4), Arc::new(AllowAll)).await;
+    let mut second = drain(&mut d, &rig.store, 4).await;
+    d.handle.flush().await;
+    let fifth = d.fakes[0].take();
+    second.push((fifth.message_id, 0));
+    d.fakes[0].ready.send(false).unwrap();
+    complete(&rig.store, "m1", fifth, 5).await;
+    d.handle.flush().await;
+    assert_eq!(
+        second.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        order[10..15]
+    );
+
+    // Reload: a new dispatcher starts (and hands out the next message at once); an urgent message is
+    // announced to the old one after it stopped (lost) before the handle is rebound. The new one finds it
+    // when rebound.
+    d.stop.cancel();
+    d.task.await.unwrap();
+    let mut next = run(&rig.store, &[spec("m1")], windowed(4), Arc::new(AllowAll)).await;
+    let held = next.fakes[0].take();
+    assert_eq!(held.message_id, order[15]);
+    let mut urgent = new_message("+15557009999", 1);
+    urgent.priority = 9;
+    let urgent = submit(&rig.store, &d.handle, urgent).await;
+    d.handle.rebind(&next.handle);
+    next.handle.flush().await;
+    complete(&rig.store, "m1", held, 16).await;
+    let third = drain(&mut next, &rig.store, 100).await;
+    let mut expected = vec![urgent];
+    expected.extend(&order[16..]);
+    assert_eq!(
+        third.iter().map(|&(id, _)| id).collect::<Vec<_>>(),
+        expected
+    );
+    for id in order.iter().chain([&urgent]) {
+        assert_eq!(state(&rig.store, *id).await, MessageState::Sent);
+    }
+    assert_eq!(
+        claims(&rig.store, lost).await,
+        2,
+        "claimed, lost, claimed again"
+    );
+    next.stop().await;
+}

@@ -332,13 +332,10 @@ impl Running {
         )
         .await
         .context("restarting the dispatcher")?;
+        // Messages accepted while the handle still pointed at the stopped dispatcher are on disk: once
+        // rebound, the new dispatcher reloads the head of the queue and pages in the rest itself.
         self.dispatch.rebind(&dispatch);
         self.dispatcher = task;
-        // Messages accepted while the handle still pointed at the stopped dispatcher are on disk: enqueue
-        // what is pending again (entries already known are replaced, not duplicated).
-        for entry in self.store.queue().await? {
-            self.dispatch.enqueue(entry);
-        }
         self.config = config.clone();
         info!(modems = self.runtimes.len(), "configuration reloaded");
         Ok(())

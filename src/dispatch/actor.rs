@@ -1,6 +1,7 @@
 //! The dispatcher task: owns the in-memory queue, the modems' limits and counts, and the jobs in flight,
 //! and reacts to whatever happens first (a command, a finished job, a modem change, a timer).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use uuid::Uuid;
 use super::affinity::Affinity;
 use super::gate::{Decision, Gate};
 use super::limits::{Limiter, after};
-use super::queue::{Lane, Queue};
+use super::queue::{Lane, NewItem};
+use super::window::Window;
 use super::{Command, Settings};
 use crate::modem::job::{JobOutcome, JobPart, ModemId, SendError, SendJob};
 use crate::store::{Clock, MessageState, PartFailure, QueueEntry, Store, StoreError};
@@ -77,8 +79,18 @@ pub(super) struct Dispatcher {
     pub(super) global: Option<Limiter>,
     pub(super) global_paced_until: Option<Timestamp>,
     pub(super) affinity: Affinity,
-    pub(super) queue: Queue,
+    /// The head of the queue; the rest is paged in from the store (`paging`).
+    pub(super) window: Window,
     pub(super) flights: FuturesUnordered<Landing>,
+    /// Messages of the jobs in flight: never loaded from the store again while they fly.
+    pub(super) flying: HashSet<Uuid>,
+    /// Reload the window's heads from the store (a handle was rebound to this dispatcher: messages
+    /// accepted meanwhile were announced to no one).
+    pub(super) rescan: bool,
+    /// When to next expire overdue messages the window does not hold.
+    pub(super) next_sweep: Timestamp,
+    /// A page could not be read: try again then.
+    pub(super) paging_paused_until: Option<Timestamp>,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     /// `false` once every handle is dropped (the channel would otherwise report closed forever).
     pub(super) commands_open: bool,
@@ -100,6 +112,7 @@ impl Dispatcher {
             self.expire(now).await;
             self.release_due(now);
             if !self.stopping {
+                self.page_in(now).await;
                 self.hand_out(now).await;
             }
             for flush in self.flushes.drain(..) {
@@ -125,10 +138,11 @@ impl Dispatcher {
                     Some(command) => {
                         // Take every command already waiting, so a burst of new messages is indexed
                         // before any of it is handed out (priorities hold, `more_waiting` is right).
-                        self.command(command);
+                        let mut burst = vec![command];
                         while let Ok(command) = self.commands.try_recv() {
-                            self.command(command);
+                            burst.push(command);
                         }
+                        self.commands(burst).await;
                     }
                     None => self.commands_open = false,
                 },
@@ -139,22 +153,46 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
-    fn command(&mut self, command: Command) {
-        match command {
-            Command::Enqueue(entry) => {
-                let now = self.clock.now();
-                self.enqueue(entry, None, now);
+    async fn commands(&mut self, burst: Vec<Command>) {
+        let now = self.clock.now();
+        let history = self.new_entries_history(&burst, now).await;
+        for command in burst {
+            match command {
+                Command::Enqueue(entry) => {
+                    // Already known (paged in meanwhile, or in flight): memory is the fresher.
+                    if !self.known(entry.id) {
+                        let history = history.get(&entry.to).and_then(|m| self.affinity.modem(m));
+                        self.enqueue(entry, None, history, now);
+                    }
+                }
+                Command::Forget(id) => {
+                    self.window.queue.remove(id);
+                }
+                Command::Rescan => self.rescan = true,
+                Command::Flush(done) => self.flushes.push(done),
             }
-            Command::Forget(id) => {
-                self.queue.remove(id);
-            }
-            Command::Flush(done) => self.flushes.push(done),
         }
     }
 
-    pub(super) fn enqueue(&mut self, entry: QueueEntry, avoid: Option<usize>, now: Timestamp) {
-        let lane = self.affinity.lane(&entry, avoid);
-        self.queue.insert(entry, avoid, now, lane);
+    pub(super) fn known(&self, id: Uuid) -> bool {
+        self.window.queue.get(id).is_some() || self.flying.contains(&id)
+    }
+
+    /// Puts a message in the window if it falls inside; the store keeps it otherwise.
+    pub(super) fn enqueue(
+        &mut self,
+        entry: QueueEntry,
+        avoid: Option<usize>,
+        history: Option<usize>,
+        now: Timestamp,
+    ) {
+        let lane = self.affinity.lane(&entry, avoid, history);
+        let item = NewItem {
+            entry,
+            avoid,
+            history,
+        };
+        self.window.insert(item, now, lane);
     }
 
     /// A new cap day: reload the counts (the store's are the truth across restarts).
@@ -177,7 +215,7 @@ impl Dispatcher {
     }
 
     async fn expire(&mut self, now: Timestamp) {
-        for id in self.queue.take_expired(now) {
+        for id in self.window.queue.take_expired(now) {
             if let Err(error) = self.store.expire(id).await {
                 tracing::warn!(%id, %error, "could not expire message");
             }
@@ -185,16 +223,17 @@ impl Dispatcher {
     }
 
     fn release_due(&mut self, now: Timestamp) {
-        for item in self.queue.take_due(now) {
+        for item in self.window.queue.take_due(now) {
             let mut entry = item.entry;
             entry.not_before = None;
-            self.enqueue(entry, item.avoid, now);
+            self.enqueue(entry, item.avoid, item.history, now);
         }
     }
 
     fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
-        let mut wake = self.queue.next_wake();
-        if self.queue.has_ready() {
+        let mut wake = self.window.queue.next_wake();
+        wake = wake.into_iter().chain(self.paging_wake()).min();
+        if self.window.queue.has_ready() {
             let paced = self
                 .modems
                 .iter()
@@ -257,16 +296,16 @@ impl Dispatcher {
         loop {
             let (key, lane) = lanes
                 .iter()
-                .filter_map(|&lane| self.queue.head(lane).map(|key| (key, lane)))
+                .filter_map(|&lane| self.window.queue.head(lane).map(|key| (key, lane)))
                 .min_by_key(|&(key, _)| key)?;
             let id = key.1;
-            let item = self.queue.get(id)?;
-            let wanted = self.affinity.lane(&item.entry, item.avoid);
+            let item = self.window.queue.get(id)?;
+            let wanted = self.affinity.lane(&item.entry, item.avoid, item.history);
             if wanted == lane {
                 return Some((id, lane));
             }
             // The recipient got a sticky modem since this message was queued.
-            self.queue.relane(id, wanted);
+            self.window.queue.relane(id, wanted);
         }
     }
 
@@ -275,12 +314,12 @@ impl Dispatcher {
         let Some((id, lane)) = self.pick(index) else {
             return false;
         };
-        let Some(item) = self.queue.get(id) else {
+        let Some(item) = self.window.queue.get(id) else {
             return false;
         };
-        let (entry, avoid) = (item.entry.clone(), item.avoid);
+        let (entry, avoid, history) = (item.entry.clone(), item.avoid, item.history);
         if entry.expires_at.is_some_and(|at| at <= now) {
-            self.queue.remove(id);
+            self.window.queue.remove(id);
             if let Err(error) = self.store.expire(id).await {
                 tracing::warn!(%id, %error, "could not expire message");
             }
@@ -297,23 +336,23 @@ impl Dispatcher {
                 // A hold must end in the future, or the message would be judged again at once, forever.
                 let until = until.max(after(now, Duration::from_secs(1)));
                 let held = self.store.hold(id, until, &reason, rule.as_deref()).await;
-                self.queue.remove(id);
+                self.window.queue.remove(id);
                 match held {
                     Ok(()) => {
                         let entry = QueueEntry {
                             not_before: Some(until),
                             ..entry
                         };
-                        self.enqueue(entry, avoid, now);
+                        self.enqueue(entry, avoid, history, now);
                     }
-                    Err(error) => self.store_failed(id, error, entry, avoid, now),
+                    Err(error) => self.store_failed(id, error, entry, avoid, history, now),
                 }
                 return true;
             }
             Decision::Block { code, reason, rule } => {
-                self.queue.remove(id);
+                self.window.queue.remove(id);
                 if let Err(error) = self.store.block(id, &code, &reason, rule.as_deref()).await {
-                    self.store_failed(id, error, entry, avoid, now);
+                    self.store_failed(id, error, entry, avoid, history, now);
                 }
                 return true;
             }
@@ -331,7 +370,7 @@ impl Dispatcher {
             self.global_paced_until = Some(after(now, wait));
             return false;
         }
-        self.queue.remove(id);
+        self.window.queue.remove(id);
         let note = match lane {
             Lane::Sticky(sticky) if sticky != index => Some(format!(
                 "fallback from sticky modem {}: {}",
@@ -347,7 +386,7 @@ impl Dispatcher {
         let parts = match self.store.claim(id, &modem_id, note).await {
             Ok(parts) => parts,
             Err(error) => {
-                self.store_failed(id, error, entry, avoid, now);
+                self.store_failed(id, error, entry, avoid, history, now);
                 return true;
             }
         };
@@ -367,17 +406,24 @@ impl Dispatcher {
                     pdu_hex: p.pdu_hex.clone(),
                 })
                 .collect(),
-            more_waiting: self.queue.has_ready(),
+            more_waiting: self.window.queue.has_ready(),
             done,
         };
         let modem = &mut self.modems[index];
         if let Err(error) = modem.jobs.try_send(job) {
             tracing::warn!(%id, modem = %modem_id, %error, "modem would not take the job");
-            self.requeue(id, index, "the modem's job queue refused it", entry)
-                .await;
+            self.requeue(
+                id,
+                index,
+                "the modem's job queue refused it",
+                entry,
+                history,
+            )
+            .await;
             return true;
         }
         modem.in_flight += 1;
+        self.flying.insert(id);
         modem.sent_today += parts.len() as u32;
         self.affinity.sent(&entry.to, index);
         let flight = Flight {
@@ -398,6 +444,7 @@ impl Dispatcher {
         error: StoreError,
         entry: QueueEntry,
         avoid: Option<usize>,
+        history: Option<usize>,
         now: Timestamp,
     ) {
         if error.is_unavailable() {
@@ -406,14 +453,21 @@ impl Dispatcher {
                 not_before: Some(after(now, Duration::from_secs(5))),
                 ..entry
             };
-            self.enqueue(entry, avoid, now);
+            self.enqueue(entry, avoid, history, now);
         } else {
             tracing::info!(%id, %error, "message left the queue");
         }
     }
 
     /// The job never reached the network: back to the queue, avoiding `modem`.
-    async fn requeue(&mut self, id: Uuid, modem: usize, reason: &str, entry: QueueEntry) {
+    async fn requeue(
+        &mut self,
+        id: Uuid,
+        modem: usize,
+        reason: &str,
+        entry: QueueEntry,
+        history: Option<usize>,
+    ) {
         let modem_id = self.modems[modem].id.clone();
         match self.store.requeue(id, &modem_id, reason, None).await {
             Ok(MessageState::Queued) => {
@@ -423,7 +477,7 @@ impl Dispatcher {
                     not_before: None,
                     ..entry
                 };
-                self.enqueue(entry, Some(modem), now);
+                self.enqueue(entry, Some(modem), history, now);
             }
             Ok(state) => tracing::warn!(%id, %state, "not requeued"),
             Err(error) => tracing::error!(%id, %error, "could not requeue"),
@@ -434,6 +488,9 @@ impl Dispatcher {
         let index = flight.modem;
         self.modems[index].in_flight = self.modems[index].in_flight.saturating_sub(1);
         let id = flight.entry.id;
+        self.flying.remove(&id);
+        // Its recipient last heard from this modem.
+        let history = Some(index);
         let modem_id = self.modems[index].id.clone();
         match outcome {
             Some(JobOutcome::Sent) => {}
@@ -449,12 +506,19 @@ impl Dispatcher {
                     index,
                     "not attempted: the modem could not take it",
                     flight.entry,
+                    history,
                 )
                 .await;
             }
             None => {
-                self.requeue(id, index, "the modem worker dropped the job", flight.entry)
-                    .await;
+                self.requeue(
+                    id,
+                    index,
+                    "the modem worker dropped the job",
+                    flight.entry,
+                    history,
+                )
+                .await;
             }
         }
     }
@@ -496,7 +560,7 @@ impl Dispatcher {
                         .saturating_sub(part.saturating_sub(flight.first_part)),
                     ..flight.entry
                 };
-                self.enqueue(entry, Some(index), now);
+                self.enqueue(entry, Some(index), Some(index), now);
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%id, %error, "could not record a failed part"),

@@ -2,13 +2,16 @@
 //!
 //! Event-driven: one task wakes on a new message, a finished job, a modem coming or going, or the earliest
 //! of the times it is waiting for (a `send_at`, a retry, an expiry, a rate-limit permit, the day's cap
-//! reset). It never polls the database: an in-memory index loaded at start holds what is
-//! pending, and the store is written at each step (claim, failure, hold...) so a restart resumes from disk.
+//! reset). The store is the queue: memory holds a bounded window of its head ([`Settings::window`] due
+//! messages and as many waiting ones), paged in from SQLite as it drains, so memory and start-up time do
+//! not grow with the backlog. The store is written at each step (claim, failure, hold...) so a restart
+//! resumes from disk.
 //!
 //! # Layout
 //! - [`gate`]: the hook where collections rules hold or block a message at hand-off.
-//! - `actor`: the dispatcher task; `queue`: its in-memory index; `affinity`: sticky senders; `limits`:
-//!   governor limiters on the injected clock.
+//! - `actor`: the dispatcher task; `queue`: its in-memory index; `window`: which part of the queue that
+//!   index holds; `paging`: filling it from the store; `affinity`: sticky senders; `recent`: the bounded
+//!   map they and retries remember things in; `limits`: governor limiters on the injected clock.
 //! - [`events`]: applying the modem workers' events to the store (the worker contract's acks).
 
 mod actor;
@@ -16,8 +19,12 @@ mod affinity;
 pub mod events;
 pub mod gate;
 mod limits;
+mod paging;
 mod queue;
+mod recent;
+mod window;
 
+use std::collections::HashSet;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +41,8 @@ use crate::store::{QueueEntry, Store, StoreError};
 use affinity::Affinity;
 pub use gate::{AllowAll, Decision, Gate};
 use limits::Limiter;
-use queue::Queue;
+pub use window::WINDOW;
+use window::Window;
 
 /// How the dispatcher paces and retries (`[dispatch]` in the configuration).
 #[derive(Debug, Clone)]
@@ -51,6 +59,9 @@ pub struct Settings {
     /// Jobs a modem holds at once: 2 means the next job waits at the modem while one is sent, so it starts
     /// the instant the modem is free. The slot's channel must hold at least this many.
     pub pipeline: NonZeroUsize,
+    /// Due messages held in memory (and as many waiting ones); the rest stay in the store until paged
+    /// in. [`WINDOW`] by default; tests make it tiny.
+    pub window: NonZeroUsize,
 }
 
 impl Default for Settings {
@@ -62,6 +73,7 @@ impl Default for Settings {
             global: None,
             sticky: true,
             pipeline: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+            window: WINDOW,
         }
     }
 }
@@ -96,6 +108,8 @@ pub struct ModemSlot {
 enum Command {
     Enqueue(QueueEntry),
     Forget(Uuid),
+    /// Reload the head of the queue: messages may have been accepted while no dispatcher listened.
+    Rescan,
     Flush(oneshot::Sender<()>),
 }
 
@@ -121,8 +135,8 @@ impl DispatchHandle {
     }
 
     /// Point this handle, and every clone of it, at `to` (a dispatcher started after a configuration
-    /// reload). Commands sent to the old one after it stopped are lost, so the caller re-enqueues what the
-    /// store holds once rebound.
+    /// reload). Messages announced to the old one after it stopped are on disk but were heard by no one:
+    /// the new dispatcher reloads the head of the queue once rebound and pages in the rest as usual.
     pub fn rebind(&self, to: &DispatchHandle) {
         let next = to
             .commands
@@ -130,6 +144,7 @@ impl DispatchHandle {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         *self.commands.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.command(Command::Rescan);
     }
 
     /// `false` when the dispatcher has stopped.
@@ -151,8 +166,9 @@ impl DispatchHandle {
     }
 }
 
-/// Loads the pending work, caps and sticky map from the store and starts the dispatcher task. It stops
-/// handing out work when `shutdown` fires and ends once the jobs in flight have finished.
+/// Loads the head of the queue (one window, whatever the backlog) and the caps from the store and starts
+/// the dispatcher task. It stops handing out work when `shutdown` fires and ends once the jobs in flight
+/// have finished.
 pub async fn start(
     store: Store,
     slots: Vec<ModemSlot>,
@@ -162,8 +178,6 @@ pub async fn start(
 ) -> Result<(DispatchHandle, tokio::task::JoinHandle<()>), StoreError> {
     let clock = store.clock();
     let now = clock.now();
-    let pending = store.queue().await?;
-    let last_modems = store.last_modems().await?;
     let day = store.cap_day(now);
     let sent_today = store.daily_sent(now).await?;
 
@@ -191,11 +205,8 @@ pub async fn start(
             ready: slot.ready,
         });
     }
-    let affinity = Affinity::new(
-        settings.sticky,
-        modems.iter().map(|m| m.id.clone()),
-        last_modems,
-    );
+    let affinity = Affinity::new(settings.sticky, modems.iter().map(|m| m.id.clone()));
+    let window = Window::new(settings.window);
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let mut dispatcher = actor::Dispatcher {
         global: settings.global.map(|q| Limiter::new(q, clock.clone())),
@@ -206,8 +217,12 @@ pub async fn start(
         settings,
         modems,
         affinity,
-        queue: Queue::default(),
+        window,
         flights: FuturesUnordered::new(),
+        flying: HashSet::new(),
+        rescan: false,
+        next_sweep: now,
+        paging_paused_until: None,
         commands,
         commands_open: true,
         readiness,
@@ -217,10 +232,11 @@ pub async fn start(
         day_ends: day.ends,
         flushes: Vec::new(),
     };
-    for entry in pending {
-        dispatcher.enqueue(entry, None, now);
-    }
-    tracing::info!(pending = dispatcher.queue.len(), "dispatcher started");
+    dispatcher.load_heads(now).await?;
+    tracing::info!(
+        in_memory = dispatcher.window.queue.len(),
+        "dispatcher started"
+    );
     let task = tokio::spawn(dispatcher.run());
     Ok((
         DispatchHandle {

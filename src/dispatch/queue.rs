@@ -1,5 +1,5 @@
-//! The dispatcher's in-memory index of pending messages, loaded from the store at start and kept in step
-//! with it, so choosing the next message never touches the database.
+//! The dispatcher's in-memory index of the pending messages its window holds (see `window`), kept in step
+//! with the store, so choosing the next message never touches the database.
 //!
 //! Messages due now sit in lanes by where they may go: any modem, the recipient's sticky modem, the modem
 //! that already sent part of them (pinned), or any modem but the one that just failed them (avoid). Each lane
@@ -32,7 +32,28 @@ pub(crate) struct Item {
     pub entry: QueueEntry,
     /// The modem to avoid on the next attempt.
     pub avoid: Option<usize>,
+    /// The modem the recipient last heard from as the store knew when the entry was loaded (sends since
+    /// are in the dispatcher's affinity).
+    pub history: Option<usize>,
     place: Place,
+}
+
+/// What the dispatcher knows of a message it puts in the queue.
+pub(crate) struct NewItem {
+    pub entry: QueueEntry,
+    pub avoid: Option<usize>,
+    pub history: Option<usize>,
+}
+
+impl Item {
+    /// The entry as it would be put back.
+    pub fn into_new(self) -> NewItem {
+        NewItem {
+            entry: self.entry,
+            avoid: self.avoid,
+            history: self.history,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -45,11 +66,13 @@ enum Place {
 pub(crate) struct Queue {
     items: HashMap<Uuid, Item>,
     lanes: HashMap<Lane, BTreeSet<Key>>,
+    /// Entries in `lanes`.
+    ready: usize,
     waiting: BTreeSet<(Timestamp, Uuid)>,
     expiries: BTreeSet<(Timestamp, Uuid)>,
 }
 
-fn key(entry: &QueueEntry) -> Key {
+pub(crate) fn key(entry: &QueueEntry) -> Key {
     (Reverse(entry.priority), entry.id)
 }
 
@@ -62,8 +85,37 @@ impl Queue {
         self.items.get(&id)
     }
 
+    /// Due entries (in lanes).
+    pub fn ready_len(&self) -> usize {
+        self.ready
+    }
+
+    /// Entries waiting for their time.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The last due entry in the dispatcher's order.
+    pub fn ready_tail(&self) -> Option<Key> {
+        self.lanes
+            .values()
+            .filter_map(|set| set.last())
+            .max()
+            .copied()
+    }
+
+    /// The waiting entry due last.
+    pub fn waiting_tail(&self) -> Option<(Timestamp, Uuid)> {
+        self.waiting.last().copied()
+    }
+
     /// Adds (or replaces) a message: due now into `lane`, else into the timer set.
-    pub fn insert(&mut self, entry: QueueEntry, avoid: Option<usize>, now: Timestamp, lane: Lane) {
+    pub fn insert(&mut self, item: NewItem, now: Timestamp, lane: Lane) {
+        let NewItem {
+            entry,
+            avoid,
+            history,
+        } = item;
         self.remove(entry.id);
         let place = match entry.not_before {
             Some(at) if at > now => {
@@ -72,6 +124,7 @@ impl Queue {
             }
             _ => {
                 self.lanes.entry(lane).or_default().insert(key(&entry));
+                self.ready += 1;
                 Place::Ready(lane)
             }
         };
@@ -83,6 +136,7 @@ impl Queue {
             Item {
                 entry,
                 avoid,
+                history,
                 place,
             },
         );
@@ -92,8 +146,10 @@ impl Queue {
         let item = self.items.remove(&id)?;
         match item.place {
             Place::Ready(lane) => {
-                if let Some(set) = self.lanes.get_mut(&lane) {
-                    set.remove(&key(&item.entry));
+                if let Some(set) = self.lanes.get_mut(&lane)
+                    && set.remove(&key(&item.entry))
+                {
+                    self.ready = self.ready.saturating_sub(1);
                 }
             }
             Place::Waiting(at) => {

@@ -185,6 +185,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN category TEXT NOT NULL DEFAULT 'standard';
     "#,
+    // 6: start-up reads no longer grow with the database. The dispatcher pages the queue instead of
+    // holding it: its order (with the due-time columns, so skipping messages not yet due reads no table
+    // row), the due time (the expression must match the queries' exactly), and expiry, each over pending
+    // outbound messages only; the contact-cap history loaded at start is a time range of sends.
+    r#"
+    CREATE INDEX messages_queue_order ON messages (priority DESC, id, send_at, not_before)
+        WHERE state IN ('queued', 'scheduled') AND direction = 'outbound';
+    CREATE INDEX messages_queue_time
+        ON messages (max(coalesce(send_at, 0), coalesce(not_before, 0)), id)
+        WHERE state IN ('queued', 'scheduled') AND direction = 'outbound';
+    CREATE INDEX messages_queue_expiry ON messages (expires_at)
+        WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' AND expires_at IS NOT NULL;
+    CREATE INDEX recipient_sends_at ON recipient_sends (at);
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -518,9 +518,45 @@ impl Store {
         self.list(filter).await
     }
 
-    /// Every outbound message still to send (the dispatcher's index at start).
+    /// Every outbound message still to send, in id order: for tests and tools (the dispatcher pages).
     pub async fn queue(&self) -> Result<Vec<QueueEntry>> {
         self.read(read::queue).await
+    }
+
+    /// Up to `limit` messages due at `now`, in the dispatcher's order (priority, then age), strictly after
+    /// `after` (from the head when `None`): the dispatcher's next page.
+    pub async fn queue_due(
+        &self,
+        now: Timestamp,
+        after: Option<QueueKey>,
+        limit: usize,
+    ) -> Result<Vec<PagedEntry>> {
+        self.read(move |conn| read::queue_due(conn, now, after, limit))
+            .await
+    }
+
+    /// Up to `limit` messages whose due time fell between `from` and `now` (both included), at or before
+    /// `upto` in the dispatcher's order (`None`: anywhere), in that order.
+    pub async fn queue_became_due(
+        &self,
+        from: Timestamp,
+        now: Timestamp,
+        upto: Option<QueueKey>,
+        limit: usize,
+    ) -> Result<Vec<PagedEntry>> {
+        self.read(move |conn| read::queue_became_due(conn, from, now, upto, limit))
+            .await
+    }
+
+    /// The `limit` messages due soonest after `now`, in (due time, id) order.
+    pub async fn queue_later(&self, now: Timestamp, limit: usize) -> Result<Vec<PagedEntry>> {
+        self.read(move |conn| read::queue_later(conn, now, limit))
+            .await
+    }
+
+    /// Up to `limit` pending messages whose `expires_at` has passed (to expire those not in memory).
+    pub async fn overdue(&self, now: Timestamp, limit: usize) -> Result<Vec<Uuid>> {
+        self.read(move |conn| read::overdue(conn, now, limit)).await
     }
 
     /// Parts sent per modem on the cap day containing `at`.
@@ -535,6 +571,15 @@ impl Store {
     /// The modem each recipient last heard from.
     pub async fn last_modems(&self) -> Result<std::collections::HashMap<String, String>> {
         self.read(read::last_modems).await
+    }
+
+    /// The modem each of `recipients` last heard from (those that heard from none are absent).
+    pub async fn last_modems_of(
+        &self,
+        recipients: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        self.read(move |conn| read::last_modems_of(conn, &recipients))
+            .await
     }
 
     pub async fn sends_since(&self, recipient: &str, since: Timestamp) -> Result<u32> {

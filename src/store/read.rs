@@ -168,37 +168,150 @@ fn first_id_at(at: Timestamp) -> String {
         .to_string()
 }
 
-/// Every outbound message the dispatcher still has to send.
+/// What the dispatcher needs of a pending message, and its recipient's last modem (sticky senders),
+/// `WHERE` the caller's conditions. `?1` is always `now`.
+const QUEUE_SELECT: &str = "SELECT id, peer, priority, max(coalesce(send_at, 0), coalesce(not_before, 0)), \
+     expires_at, tz, \
+     (SELECT max(p.modem) FROM parts p WHERE p.message_id = m.id \
+      AND p.state IN ('submitting', 'sent', 'delivered')), \
+     attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending'), \
+     category, \
+     (SELECT r.modem FROM recipient_sends r WHERE r.recipient = m.peer ORDER BY r.at DESC, r.id DESC LIMIT 1) \
+     FROM messages m WHERE state IN ('queued', 'scheduled') AND direction = 'outbound'";
+
+/// When a pending message may go: the later of `send_at` and `not_before`, 0 for now. Written exactly as
+/// the `messages_queue_time` index (migration 6) so the planner uses it.
+const DUE_AT: &str = "max(coalesce(send_at, 0), coalesce(not_before, 0))";
+
+/// The dispatcher's order: priority first, then age.
+const KEY_ORDER: &str = "ORDER BY priority DESC, id";
+
+fn paged(row: &rusqlite::Row<'_>) -> rusqlite::Result<PagedEntry> {
+    let not_before: i64 = row.get(3)?;
+    Ok(PagedEntry {
+        entry: QueueEntry {
+            id: rows::uuid(row, 0)?,
+            to: row.get(1)?,
+            priority: row.get(2)?,
+            not_before: if not_before > 0 {
+                rows::opt_ts(row, 3)?
+            } else {
+                None
+            },
+            expires_at: rows::opt_ts(row, 4)?,
+            tz: row.get(5)?,
+            pinned_modem: row.get(6)?,
+            attempts: row.get(7)?,
+            parts: row.get(8)?,
+            category: row.get(9)?,
+        },
+        last_modem: row.get(10)?,
+    })
+}
+
+fn queue_query(
+    conn: &Connection,
+    condition: &str,
+    order: &str,
+    args: &[&dyn ToSql],
+    limit: Option<usize>,
+) -> Result<Vec<PagedEntry>> {
+    let limit = limit.map_or_else(|| "-1".to_owned(), |n| n.to_string());
+    let sql = format!("{QUEUE_SELECT} {condition} {order} LIMIT {limit}");
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| st.query_map(args, paged)?.collect())
+        .map_err(DB)
+}
+
+/// Every outbound message still to send, in id order (tests and tools; the dispatcher pages).
 pub(crate) fn queue(conn: &Connection) -> Result<Vec<QueueEntry>> {
+    let all = queue_query(conn, "", "ORDER BY id", &[], None)?;
+    Ok(all.into_iter().map(|p| p.entry).collect())
+}
+
+/// Up to `limit` messages due at `now`, in the dispatcher's order, after `after` (from the head when
+/// `None`). Two range scans of the `messages_queue_order` index: the rest of `after`'s priority, then the
+/// lower ones.
+pub(crate) fn queue_due(
+    conn: &Connection,
+    now: Timestamp,
+    after: Option<QueueKey>,
+    limit: usize,
+) -> Result<Vec<PagedEntry>> {
+    let now = ms(now);
+    let due = format!("AND {DUE_AT} <= ?1");
+    let Some(after) = after else {
+        return queue_query(conn, &due, KEY_ORDER, &[&now], Some(limit));
+    };
+    let id = after.id.to_string();
+    let mut page = queue_query(
+        conn,
+        &format!("{due} AND priority = ?2 AND id > ?3"),
+        KEY_ORDER,
+        &[&now, &after.priority, &id],
+        Some(limit),
+    )?;
+    if page.len() < limit {
+        page.extend(queue_query(
+            conn,
+            &format!("{due} AND priority < ?2"),
+            KEY_ORDER,
+            &[&now, &after.priority],
+            Some(limit - page.len()),
+        )?);
+    }
+    Ok(page)
+}
+
+/// Up to `limit` messages that became due between `from` and `now` (both included), at or before `upto`
+/// in the dispatcher's order (anywhere when `None`), in that order: those the dispatcher's time window
+/// had no room for.
+pub(crate) fn queue_became_due(
+    conn: &Connection,
+    from: Timestamp,
+    now: Timestamp,
+    upto: Option<QueueKey>,
+    limit: usize,
+) -> Result<Vec<PagedEntry>> {
+    let (now, from) = (ms(now), ms(from));
+    let range = format!("AND {DUE_AT} >= ?2 AND {DUE_AT} <= ?1");
+    match upto {
+        None => queue_query(conn, &range, KEY_ORDER, &[&now, &from], Some(limit)),
+        Some(upto) => queue_query(
+            conn,
+            &format!("{range} AND (priority > ?3 OR (priority = ?3 AND id <= ?4))"),
+            KEY_ORDER,
+            &[&now, &from, &upto.priority, &upto.id.to_string()],
+            Some(limit),
+        ),
+    }
+}
+
+/// The `limit` messages due soonest after `now`, in (due time, id) order: a range scan of the
+/// `messages_queue_time` index.
+pub(crate) fn queue_later(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<PagedEntry>> {
+    queue_query(
+        conn,
+        &format!("AND {DUE_AT} > ?1"),
+        &format!("ORDER BY {DUE_AT}, id"),
+        &[&ms(now)],
+        Some(limit),
+    )
+}
+
+/// Up to `limit` pending messages whose `expires_at` has passed (the `messages_queue_expiry` index).
+pub(crate) fn overdue(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Uuid>> {
     conn.prepare_cached(
-        "SELECT id, peer, priority, max(coalesce(send_at, 0), coalesce(not_before, 0)), expires_at, tz, \
-         (SELECT max(p.modem) FROM parts p WHERE p.message_id = m.id \
-          AND p.state IN ('submitting', 'sent', 'delivered')), \
-         attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending'), \
-         category FROM messages m \
-         WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' ORDER BY id",
+        "SELECT id FROM messages WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' \
+         AND expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2",
     )
     .and_then(|mut st| {
-        st.query_map([], |row| {
-            let not_before: i64 = row.get(3)?;
-            Ok(QueueEntry {
-                id: rows::uuid(row, 0)?,
-                to: row.get(1)?,
-                priority: row.get(2)?,
-                not_before: if not_before > 0 {
-                    rows::opt_ts(row, 3)?
-                } else {
-                    None
-                },
-                expires_at: rows::opt_ts(row, 4)?,
-                tz: row.get(5)?,
-                pinned_modem: row.get(6)?,
-                attempts: row.get(7)?,
-                parts: row.get(8)?,
-                category: row.get(9)?,
-            })
-        })?
-        .collect()
+        st.query_map(params![ms(now), limit as i64], |row| rows::uuid(row, 0))?
+            .collect()
     })
     .map_err(DB)
 }
@@ -222,6 +335,29 @@ pub(crate) fn last_modems(conn: &Connection) -> Result<HashMap<String, String>> 
                 .collect()
         })
         .map_err(DB)
+}
+
+/// The modem each of `recipients` last heard from, for those that heard from one: an index lookup each.
+pub(crate) fn last_modems_of(
+    conn: &Connection,
+    recipients: &[String],
+) -> Result<HashMap<String, String>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT modem FROM recipient_sends WHERE recipient = ?1 ORDER BY at DESC, id DESC LIMIT 1",
+        )
+        .map_err(DB)?;
+    let mut found = HashMap::new();
+    for recipient in recipients {
+        if let Some(modem) = st
+            .query_row([recipient], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(DB)?
+        {
+            found.insert(recipient.clone(), modem);
+        }
+    }
+    Ok(found)
 }
 
 /// Messages sent to `recipient` since `since` (frequency caps).
@@ -390,4 +526,76 @@ pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Messa
     ))
     .and_then(|mut st| st.query_row([peer], rows::message).optional())
     .map_err(DB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each page the dispatcher reads is an index range scan in the order asked for, never a sort of the
+    /// whole queue: the plan names the index and has no temporary B-tree for the ORDER BY.
+    #[test]
+    fn queue_pages_are_index_range_scans() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn, super::super::migrations::LATEST).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows: Vec<String> = st
+                .query_map([], |row| row.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.join("\n")
+        };
+        let main = |condition: &str, order: &str| {
+            let sql = format!("{QUEUE_SELECT} {condition} {order} LIMIT 10");
+            // Only the outer query's lines: the sub-queries have their own (indexed) plans.
+            plan(
+                &sql.replace("?1", "0")
+                    .replace("?2", "0")
+                    .replace("?3", "'x'")
+                    .replace("?4", "'x'"),
+            )
+        };
+        let due = format!("AND {DUE_AT} <= ?1");
+        for (name, got, index) in [
+            ("head", main(&due, KEY_ORDER), "messages_queue_order"),
+            (
+                "after",
+                main(&format!("{due} AND priority = ?2 AND id > ?3"), KEY_ORDER),
+                "messages_queue_order",
+            ),
+            (
+                "lower",
+                main(&format!("{due} AND priority < ?2"), KEY_ORDER),
+                "messages_queue_order",
+            ),
+            (
+                "later",
+                main(
+                    &format!("AND {DUE_AT} > ?1"),
+                    &format!("ORDER BY {DUE_AT}, id"),
+                ),
+                "messages_queue_time",
+            ),
+        ] {
+            assert!(got.contains(index), "{name}: {got}");
+            assert!(!got.contains("TEMP B-TREE"), "{name}: {got}");
+        }
+        let overdue = plan(
+            "SELECT id FROM messages WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' \
+             AND expires_at IS NOT NULL AND expires_at <= 0 LIMIT 10",
+        );
+        assert!(overdue.contains("messages_queue_expiry"), "{overdue}");
+        let last = plan(
+            "SELECT modem FROM recipient_sends WHERE recipient = 'x' ORDER BY at DESC, id DESC LIMIT 1",
+        );
+        assert!(last.contains("recipient_sends_recipient"), "{last}");
+        assert!(!last.contains("TEMP B-TREE"), "{last}");
+        let recent = plan(
+            "SELECT r.recipient, r.message_id, r.at FROM recipient_sends r JOIN messages m \
+             ON m.id = r.message_id WHERE r.at > 0 AND m.category != 'confirmation' ORDER BY r.at",
+        );
+        assert!(recent.contains("recipient_sends_at"), "{recent}");
+    }
 }

@@ -382,6 +382,21 @@ pub struct PartFailure {
     pub retry_at: Option<Timestamp>,
 }
 
+/// A position in the dispatcher's order: higher priority first, then older (ids are time-ordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueKey {
+    pub priority: i32,
+    pub id: Uuid,
+}
+
+/// A queue entry read from the store for the dispatcher, with the modem its recipient last heard from
+/// (sticky senders), so no recipient map has to be held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedEntry {
+    pub entry: QueueEntry,
+    pub last_modem: Option<String>,
+}
+
 /// An outbound message waiting for the dispatcher: the light entry its in-memory index keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueEntry {
