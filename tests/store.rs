@@ -150,6 +150,27 @@ async fn database_files_are_private_and_in_wal_mode() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_empties_the_write_ahead_log_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let store = open(&path, &ManualClock::new(start()));
+    let batch = (0..200)
+        .map(|i| message(&format!("+1555000{i:04}"), "log me", 1))
+        .collect();
+    store.accept_batch(batch).await.unwrap();
+    let wal = dir.path().join("gw.db-wal");
+    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(len(&wal) > 0, "the accepts should sit in the log first");
+    assert!(store.checkpoint().await.unwrap());
+    assert_eq!(len(&wal), 0, "TRUNCATE leaves an empty log");
+    let rows: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 200);
+}
+
+#[tokio::test]
 async fn an_existing_open_file_is_tightened_to_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.db");

@@ -353,6 +353,11 @@ impl Running {
         let _ = self.hub.await;
         let _ = self.deliverer.await;
         drop(self.dispatch_stop);
+        match self.store.checkpoint().await {
+            Ok(true) => {}
+            Ok(false) => warn!("the write-ahead log is still in use; the next start will read it"),
+            Err(error) => warn!(%error, "could not checkpoint the write-ahead log"),
+        }
         info!("modemgate stopped");
     }
 }

@@ -8,8 +8,10 @@ use rusqlite::Connection;
 
 use super::error::{Result, StoreError};
 
-/// Committed requests between nudges (about a few MB of WAL).
-pub(crate) const EVERY_REQUESTS: u64 = 2_000;
+/// Rows written between nudges (a few MB of WAL). Counted in rows, not requests: one batch request can
+/// write thousands, and counting requests let the WAL grow to hundreds of MB during a bulk load, which the
+/// next start then had to read.
+pub(crate) const EVERY_ROWS: u64 = 20_000;
 
 /// Starts the checkpointer on its own connection; it stops when the returned sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::SyncSender<()>> {

@@ -493,6 +493,20 @@ impl Store {
             .map_err(|_| StoreError::Closed)?
     }
 
+    /// Folds the write-ahead log into the database file and empties it, for a clean shutdown: the next
+    /// start then need not read the log back (a 660 MB log after a bulk load cost ~1 s of start). Returns
+    /// whether it completed; a reader still busy leaves the rest to the next start, which is only slower.
+    pub async fn checkpoint(&self) -> Result<bool> {
+        self.read(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0)
+            .map_err(StoreError::sqlite("checkpointing the write-ahead log"))
+        })
+        .await
+    }
+
     /// A message with its parts and event history.
     pub async fn get(&self, id: Uuid) -> Result<Option<MessageDetail>> {
         self.read(move |conn| read::message(conn, id)).await

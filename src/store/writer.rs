@@ -211,7 +211,7 @@ fn run(
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
-    let mut since_checkpoint = 0;
+    let mut checkpointed_at = conn.total_changes();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -223,11 +223,10 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
-        since_checkpoint += count;
-        if since_checkpoint >= super::checkpoint::EVERY_REQUESTS {
+        if conn.total_changes().saturating_sub(checkpointed_at) >= super::checkpoint::EVERY_ROWS {
             // Full means one is already pending: that one will do.
             let _ = checkpoint.try_send(());
-            since_checkpoint = 0;
+            checkpointed_at = conn.total_changes();
         }
     }
     tracing::debug!("store writer stopped: every handle dropped");
