@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The daemon allocates per request and per message across threads (HTTP, JSON, the store's rows); glibc's
-/// malloc took ~10 % of the API's CPU under load, mimalloc less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "modemgate",
