@@ -354,6 +354,29 @@ async fn the_daily_cap_holds_across_a_restart_and_resets_the_next_day() {
 }
 
 #[tokio::test]
+async fn a_multipart_message_never_overshoots_the_daily_cap() {
+    let rig = rig();
+    let spec = Spec {
+        id: "m1",
+        quota: fast(),
+        cap: Some(3),
+    };
+    let mut d = run(&rig.store, &[spec], Settings::default(), Arc::new(AllowAll)).await;
+    let first = submit(&rig.store, &d.handle, new_message("+15550000301", 2)).await;
+    let second = submit(&rig.store, &d.handle, new_message("+15550000302", 2)).await;
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), first);
+    // 2 of 3 used: the next two-part message would make 4.
+    assert!(d.fakes[0].job().is_none(), "the cap is 3 parts a day");
+    assert_eq!(state(&rig.store, second).await, MessageState::Queued);
+
+    rig.clock.set("2026-03-03T00:00:00Z".parse().unwrap());
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), second);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
     let rig = rig();
     let mut d = run(

@@ -32,6 +32,9 @@ pub(super) struct Modem {
     pub(super) cap: Option<u32>,
     /// Parts handed to it today (from the store at start, then counted at hand-off).
     pub(super) sent_today: u32,
+    /// What is left of its cap today was too small for the next message: closed until the next cap day.
+    /// The few parts left are given up rather than let a multipart message overshoot the cap.
+    pub(super) closed_today: bool,
     /// Jobs handed over and not finished.
     pub(super) in_flight: usize,
     /// Its rate limit refused a permit until then.
@@ -44,7 +47,13 @@ impl Modem {
     }
 
     fn under_cap(&self) -> bool {
-        self.cap.is_none_or(|cap| self.sent_today < cap)
+        !self.closed_today && self.cap.is_none_or(|cap| self.sent_today < cap)
+    }
+
+    /// Whether a message of `parts` parts fits in what is left of its cap today.
+    fn fits(&self, parts: u16) -> bool {
+        self.cap
+            .is_none_or(|cap| self.sent_today.saturating_add(u32::from(parts)) <= cap)
     }
 
     /// Whether it can send at all now; if not, messages sticky to it may fall back to another modem.
@@ -204,6 +213,7 @@ impl Dispatcher {
             Ok(counts) => {
                 for modem in &mut self.modems {
                     modem.sent_today = counts.get(&*modem.id).copied().unwrap_or(0);
+                    modem.closed_today = false;
                 }
                 self.day_ends = self.store.cap_day(now).ends;
             }
@@ -326,6 +336,13 @@ impl Dispatcher {
             return true;
         }
         let modem_id = self.modems[index].id.clone();
+        if !self.modems[index].fits(entry.parts) {
+            let modem = &mut self.modems[index];
+            modem.closed_today = true;
+            tracing::info!(modem = %modem_id, sent_today = modem.sent_today, parts = entry.parts,
+                "daily cap too small for the next message: modem closed until the next cap day");
+            return true;
+        }
         match self.gate.check(&entry, &modem_id, now) {
             Decision::Allow => {}
             Decision::Hold {

@@ -196,6 +196,7 @@ pub async fn start(
         });
         modems.push(actor::Modem {
             sent_today: sent_today.get(&*slot.id).copied().unwrap_or(0),
+            closed_today: false,
             limiter: Limiter::new(slot.quota, clock.clone()),
             cap: slot.daily_cap.map(NonZeroU32::get),
             in_flight: 0,
