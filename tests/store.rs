@@ -944,6 +944,49 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     assert!(quiet.next_due(clock.now(), 10).await.unwrap().is_empty());
 }
 
+/// One part of a fresh message to `to`, sent on `modem`.
+async fn send_one(store: &Store, to: &str, modem: &str) {
+    let id = store.accept(message(to, "x", 1)).await.unwrap().id;
+    store.claim(id, modem, None).await.unwrap();
+    store.part_submitting(id, 1, modem).await.unwrap();
+    store.part_sent(id, 1, modem, 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn daily_counts_follow_the_sim_not_the_port() {
+    use modemgate::modem::job::ModemIdentity;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let sim = |iccid: &str| ModemIdentity {
+        iccid: Some(iccid.into()),
+        ..ModemIdentity::default()
+    };
+    // Before its ICCID is known a modem's parts count under its id; after, under its SIM.
+    send_one(&store, "+15550001001", "m1").await;
+    store.upsert_modem("m1", sim("8901001")).await.unwrap();
+    send_one(&store, "+15550001002", "m1").await;
+    send_one(&store, "+15550001003", "m1").await;
+    send_one(&store, "+15550001004", "m3").await;
+    let counts = store.daily_sent(clock.now()).await.unwrap();
+    assert_eq!((counts["m1"], counts["m3"]), (3, 1));
+
+    // The SIM moves to port m2 and a fresh SIM goes into m1: the count goes with the SIM.
+    store.upsert_modem("m2", sim("8901001")).await.unwrap();
+    store.upsert_modem("m1", sim("8902002")).await.unwrap();
+    send_one(&store, "+15550001005", "m2").await;
+    let counts = store.daily_sent(clock.now()).await.unwrap();
+    assert_eq!(
+        counts["m2"], 3,
+        "two from the SIM's time in m1, one from m2: {counts:?}"
+    );
+    assert_eq!(
+        counts["m1"], 1,
+        "the new SIM has sent nothing; m1's part from before the ICCID stays"
+    );
+    assert_eq!(counts["m3"], 1);
+}
+
 #[tokio::test]
 async fn cap_days_follow_the_cap_zone() {
     let dir = tempfile::tempdir().unwrap();

@@ -155,7 +155,7 @@ impl Dispatcher {
                     }
                     None => self.commands_open = false,
                 },
-                Some(_) = self.readiness.recv() => {}
+                Some(index) = self.readiness.recv() => self.modem_changed(index, now).await,
                 () = sleep => {}
             }
         }
@@ -202,6 +202,27 @@ impl Dispatcher {
             history,
         };
         self.window.insert(item, now, lane);
+    }
+
+    /// A modem came back (a new SIM may be in it): take its SIM's count from the store, where parts are
+    /// counted per ICCID. Only when nothing is in flight on it, whose parts the store has not counted yet.
+    async fn modem_changed(&mut self, index: usize, now: Timestamp) {
+        let Some(modem) = self.modems.get(index) else {
+            return;
+        };
+        if !modem.online() || modem.in_flight > 0 {
+            return;
+        }
+        match self.store.daily_sent(now).await {
+            Ok(counts) => {
+                let modem = &mut self.modems[index];
+                modem.sent_today = counts.get(&*modem.id).copied().unwrap_or(0);
+                modem.closed_today = false;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read daily counts; keeping the ones in memory")
+            }
+        }
     }
 
     /// A new cap day: reload the counts (the store's are the truth across restarts).

@@ -317,13 +317,37 @@ pub(crate) fn overdue(conn: &Connection, now: Timestamp, limit: usize) -> Result
 }
 
 /// Parts sent per modem on `day` (`YYYY-MM-DD`, UTC): the per-SIM daily caps, across restarts.
+///
+/// Counts are kept per SIM (`iccid:<ICCID>`) once a modem has reported its ICCID, else per modem id; each
+/// modem gets the count of the SIM it reported last, so a SIM moved to another port brings its count along
+/// and a fresh SIM in a busy port starts from its own.
 pub(crate) fn daily_sent(conn: &Connection, day: &str) -> Result<HashMap<String, u32>> {
-    conn.prepare_cached("SELECT modem, sent FROM sim_daily_counters WHERE day = ?1")
+    let mut counts: HashMap<String, u32> = conn
+        .prepare_cached("SELECT modem, sent FROM sim_daily_counters WHERE day = ?1")
         .and_then(|mut st| {
             st.query_map([day], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect()
         })
-        .map_err(DB)
+        .map_err(DB)?;
+    let sims: Vec<(String, String)> = conn
+        .prepare_cached("SELECT id, iccid FROM modems WHERE iccid IS NOT NULL")
+        .and_then(|mut st| {
+            st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(DB)?;
+    let by_sim: Vec<(String, u32)> = sims
+        .into_iter()
+        .map(|(id, iccid)| {
+            let sim = counts.get(&format!("iccid:{iccid}")).copied().unwrap_or(0);
+            // Parts it sent today before it reported the ICCID (the day of an upgrade) count too.
+            let before = counts.get(&id).copied().unwrap_or(0);
+            (id, sim + before)
+        })
+        .collect();
+    counts.retain(|key, _| !key.starts_with("iccid:"));
+    counts.extend(by_sim);
+    Ok(counts)
 }
 
 /// The modem each recipient last heard from: sticky sender across restarts.

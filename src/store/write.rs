@@ -387,9 +387,12 @@ pub(crate) fn part_sent(
         &[&modem, &tp_mr, &ms(ctx.now)],
     )?;
     bump_modem(ctx, modem, "parts_sent")?;
+    // Counted against the SIM (its ICCID, once the modem has reported one), so a SIM moved to another
+    // port keeps its count; by modem id until then.
     ctx.conn
         .prepare_cached(
-            "INSERT INTO sim_daily_counters (modem, day, sent) VALUES (?1, ?2, 1) \
+            "INSERT INTO sim_daily_counters (modem, day, sent) VALUES (coalesce((SELECT 'iccid:' || iccid \
+             FROM modems WHERE id = ?1 AND iccid IS NOT NULL), ?1), ?2, 1) \
              ON CONFLICT (modem, day) DO UPDATE SET sent = sent + 1",
         )
         .and_then(|mut st| st.execute(params![modem, day]))
