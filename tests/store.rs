@@ -114,7 +114,42 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
             )
             .unwrap();
         assert_eq!(kept, u32::from(version >= 1));
+        // The metrics' counts start from what was there before the upgrade.
+        let counted: i64 = conn
+            .query_row(
+                "SELECT coalesce(sum(n), 0) FROM message_counts WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counted, i64::from(version >= 1));
     }
+}
+
+/// The metrics' message counts, kept by triggers, against a count over the whole table.
+async fn assert_totals_match(store: &Store, path: &Path) {
+    let mut kept: Vec<(String, Option<String>, u64)> = store
+        .totals()
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(state, modem, n)| (state.as_str().to_owned(), modem, n))
+        .collect();
+    kept.sort();
+    let conn = Connection::open(path).unwrap();
+    let mut counted: Vec<(String, Option<String>, u64)> = conn
+        .prepare("SELECT state, modem, count(*) FROM messages GROUP BY state, modem")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.unsigned_abs()))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    counted.sort();
+    assert_eq!(kept, counted);
 }
 
 #[tokio::test]
@@ -334,7 +369,8 @@ async fn a_locked_database_rejects_accepts_then_recovers() {
 async fn life_cycle_of_an_outbound_message() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
-    let store = open(&dir.path().join("gw.db"), &clock);
+    let path = dir.path().join("gw.db");
+    let store = open(&path, &clock);
     let id = store
         .accept(message("+15551230005", "two parts", 2))
         .await
@@ -385,6 +421,7 @@ async fn life_cycle_of_an_outbound_message() {
     assert!(store.queue().await.unwrap().is_empty());
     let modems = store.modems().await.unwrap();
     assert_eq!(modems[0].parts_sent, 2);
+    assert_totals_match(&store, &path).await;
 }
 
 #[tokio::test]

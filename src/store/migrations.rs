@@ -199,6 +199,32 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IN ('queued', 'scheduled') AND direction = 'outbound' AND expires_at IS NOT NULL;
     CREATE INDEX recipient_sends_at ON recipient_sends (at);
     "#,
+    // 7: message counts by state and modem for /metrics, kept by triggers in the same transaction as each
+    // change: counting them at every scrape read the whole table (1.4-2.4 s with a million messages, and
+    // it grows with the history kept for the regulator). The modem is '' while there is none.
+    r#"
+    CREATE TABLE message_counts (
+        state TEXT NOT NULL,
+        modem TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (state, modem)
+    ) WITHOUT ROWID;
+    INSERT INTO message_counts (state, modem, n)
+        SELECT state, coalesce(modem, ''), count(*) FROM messages GROUP BY 1, 2;
+    CREATE TRIGGER message_counts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO message_counts (state, modem, n) VALUES (NEW.state, coalesce(NEW.modem, ''), 1)
+            ON CONFLICT (state, modem) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER message_counts_update AFTER UPDATE OF state, modem ON messages
+        WHEN OLD.state IS NOT NEW.state OR OLD.modem IS NOT NEW.modem BEGIN
+        UPDATE message_counts SET n = n - 1 WHERE state = OLD.state AND modem = coalesce(OLD.modem, '');
+        INSERT INTO message_counts (state, modem, n) VALUES (NEW.state, coalesce(NEW.modem, ''), 1)
+            ON CONFLICT (state, modem) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER message_counts_delete AFTER DELETE ON messages BEGIN
+        UPDATE message_counts SET n = n - 1 WHERE state = OLD.state AND modem = coalesce(OLD.modem, '');
+    END;
+    "#,
 ];
 
 /// The schema version this build creates.

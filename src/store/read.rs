@@ -443,7 +443,8 @@ pub(crate) fn modems(conn: &Connection) -> Result<Vec<ModemRecord>> {
 /// What `/metrics` shows about the whole store, read at scrape time so it can never drift.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Messages by current state and modem (`None`: not yet on a modem).
+    /// Messages by current state and modem (`None`: not yet on a modem). A pair that had messages once
+    /// stays listed with 0, so a gauge falls to zero instead of going stale.
     pub messages: Vec<(MessageState, Option<String>, u64)>,
     /// Webhook events not yet acknowledged by every receiver.
     pub webhook_backlog: u64,
@@ -451,7 +452,9 @@ pub struct Totals {
 
 pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
     let messages = conn
-        .prepare_cached("SELECT state, modem, count(*) FROM messages GROUP BY state, modem")
+        .prepare_cached(
+            "SELECT state, nullif(modem, ''), n FROM message_counts ORDER BY state, modem",
+        )
         .and_then(|mut st| {
             st.query_map([], |row| {
                 Ok((
