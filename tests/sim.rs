@@ -1023,3 +1023,14 @@ async fn simulate_cli_prints_paths_and_serves_until_sigterm() {
     assert!(status.success(), "{status}");
     assert!(!link0.exists(), "links are removed on shutdown");
 }
+
+#[test]
+fn numbered_modems_look_like_distinct_sims() {
+    let sim = |n| SimConfig::new(Profile::Plain).numbered(n);
+    let (a, b) = (sim(1), sim(2));
+    assert_ne!(a.iccid, b.iccid, "per-SIM caps key on the ICCID");
+    assert_ne!(a.imsi, b.imsi);
+    assert_ne!(a.imei, b.imei);
+    assert_ne!(a.own_number, b.own_number);
+    assert_eq!(a.iccid.len(), 19);
+}

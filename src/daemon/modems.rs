@@ -42,7 +42,7 @@ pub fn start(
             } else {
                 SimConfig::new(*profile)
             };
-            let handle = sim::spawn(simulated_identity(timing, ordinal))?;
+            let handle = sim::spawn(timing.numbered(ordinal))?;
             (handle.path(), Some(handle))
         }
     };
@@ -81,15 +81,4 @@ impl ModemRuntime {
             sim.shutdown().await;
         }
     }
-}
-
-/// Give the n-th simulated modem its own numbers, so the demo shows distinct SIMs.
-fn simulated_identity(mut config: SimConfig, ordinal: usize) -> SimConfig {
-    let n = ordinal % 1000;
-    config.own_number = format!("+1555010{n:04}");
-    config.imei = format!("861234050{n:06}");
-    config.imsi = format!("001010123{n:06}");
-    config.iccid = format!("8901260123{n:09}");
-    config.seed = n as u64 + 1;
-    config
 }

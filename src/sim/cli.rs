@@ -79,16 +79,13 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
             .profile
             .get(i % args.profile.len().max(1))
             .unwrap_or(&Profile::Plain);
-        let mut config = SimConfig::new(profile);
+        let mut config = SimConfig::new(profile).numbered(i + 1);
         config.link = args.dir.as_ref().map(|d| d.join(format!("modem{i}")));
         config.pin = args.pin.clone();
         config.send_delay = send_delay;
         config.send_jitter = send_jitter;
         config.report_delay = report_delay;
         config.undeliverable = args.undeliverable.clone();
-        config.own_number = format!("+1555010{:04}", i + 1);
-        config.imei = format!("86123405{:07}", i + 1);
-        config.seed = i as u64 + 1;
         sims.push(spawn(config)?);
     }
     let sims: Arc<Vec<SimHandle>> = Arc::new(sims);

@@ -88,6 +88,18 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// The n-th simulated modem's own numbers (number, IMEI, IMSI, ICCID, random seed), so several
+    /// simulated modems look like distinct SIMs, as real ones are: per-SIM counts key on the ICCID.
+    pub fn numbered(mut self, n: usize) -> Self {
+        let n = n % 1000;
+        self.own_number = format!("+1555010{n:04}");
+        self.imei = format!("861234050{n:06}");
+        self.imsi = format!("001010123{n:06}");
+        self.iccid = format!("8901260123{n:09}");
+        self.seed = n as u64 + 1;
+        self
+    }
+
     /// Realistic timing: sends take 2-4 s, status reports come 5 s later, huawei noise every 10 s.
     pub fn new(profile: Profile) -> Self {
         SimConfig {
