@@ -416,7 +416,13 @@ async fn life_cycle_of_an_outbound_message() {
         ]
     );
     assert_eq!(store.daily_sent(clock.now()).await.unwrap()["m1"], 2);
-    assert_eq!(store.last_modems().await.unwrap()["+15551230005"], "m1");
+    assert_eq!(
+        store
+            .last_modems_of(vec!["+15551230005".into()])
+            .await
+            .unwrap()["+15551230005"],
+        "m1"
+    );
     assert_eq!(store.sends_since("+15551230005", start()).await.unwrap(), 1);
     assert!(store.queue().await.unwrap().is_empty());
     let modems = store.modems().await.unwrap();

@@ -582,11 +582,6 @@ impl Store {
         self.read(move |conn| read::daily_sent(conn, &day)).await
     }
 
-    /// The modem each recipient last heard from.
-    pub async fn last_modems(&self) -> Result<std::collections::HashMap<String, String>> {
-        self.read(read::last_modems).await
-    }
-
     /// The modem each of `recipients` last heard from (those that heard from none are absent).
     pub async fn last_modems_of(
         &self,

@@ -350,17 +350,6 @@ pub(crate) fn daily_sent(conn: &Connection, day: &str) -> Result<HashMap<String,
     Ok(counts)
 }
 
-/// The modem each recipient last heard from: sticky sender across restarts.
-pub(crate) fn last_modems(conn: &Connection) -> Result<HashMap<String, String>> {
-    // SQLite returns the bare column from the row holding max(at).
-    conn.prepare_cached("SELECT recipient, modem, max(at) FROM recipient_sends GROUP BY recipient")
-        .and_then(|mut st| {
-            st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
-        })
-        .map_err(DB)
-}
-
 /// The modem each of `recipients` last heard from, for those that heard from one: an index lookup each.
 pub(crate) fn last_modems_of(
     conn: &Connection,
