@@ -50,6 +50,12 @@ impl Modem {
         !self.closed_today && self.cap.is_none_or(|cap| self.sent_today < cap)
     }
 
+    /// Takes today's count from the store's (`daily_sent`), which is kept per SIM; reopens it.
+    fn recount(&mut self, counts: &std::collections::HashMap<String, u32>) {
+        self.sent_today = counts.get(&*self.id).copied().unwrap_or(0);
+        self.closed_today = false;
+    }
+
     /// Whether a message of `parts` parts fits in what is left of its cap today.
     fn fits(&self, parts: u16) -> bool {
         self.cap
@@ -214,11 +220,7 @@ impl Dispatcher {
             return;
         }
         match self.store.daily_sent(now).await {
-            Ok(counts) => {
-                let modem = &mut self.modems[index];
-                modem.sent_today = counts.get(&*modem.id).copied().unwrap_or(0);
-                modem.closed_today = false;
-            }
+            Ok(counts) => self.modems[index].recount(&counts),
             Err(error) => {
                 tracing::warn!(%error, "cannot read daily counts; keeping the ones in memory")
             }
@@ -233,8 +235,7 @@ impl Dispatcher {
         match self.store.daily_sent(now).await {
             Ok(counts) => {
                 for modem in &mut self.modems {
-                    modem.sent_today = counts.get(&*modem.id).copied().unwrap_or(0);
-                    modem.closed_today = false;
+                    modem.recount(&counts);
                 }
                 self.day_ends = self.store.cap_day(now).ends;
             }
