@@ -532,7 +532,8 @@ fn deliver(pdu: &str, text: &str, concat: Option<(u8, u8)>) -> InboundPart {
 #[tokio::test]
 async fn reassembles_out_of_order_parts_and_ignores_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("gw.db"), &ManualClock::new(start()));
+    let path = dir.path().join("gw.db");
+    let store = open(&path, &ManualClock::new(start()));
     let third = deliver("AA03", "C", Some((3, 3)));
     assert_eq!(
         store.record_inbound(third.clone()).await.unwrap(),
@@ -592,6 +593,8 @@ async fn reassembles_out_of_order_parts_and_ignores_duplicates() {
         .unwrap();
     assert_eq!(conversation.messages.len(), 2);
     assert_eq!(store.modems().await.unwrap()[0].received, 3);
+    // Received messages are counted by the modem they came in on.
+    assert_totals_match(&store, &path).await;
 }
 
 #[tokio::test]

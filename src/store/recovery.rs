@@ -11,7 +11,7 @@ use super::error::{Result, StoreError};
 use super::outbox::{self, Wanted};
 use super::rows::{self, ms};
 use super::types::MessageState;
-use super::writer::WriteCtx;
+use super::writer::{NewMessages, WriteCtx};
 
 /// What recovery did at open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,7 +82,9 @@ pub(crate) fn recover(
         .map_err(DB)?;
         if state == MessageState::Unknown {
             let ids = uuid::ContextV7::new();
-            outbox::message_reached(&WriteCtx::new(&tx, now, &ids, wanted), id, state)?;
+            // Recovery creates no message, so there is nothing to tally.
+            let created = NewMessages::default();
+            outbox::message_reached(&WriteCtx::new(&tx, now, &ids, wanted, &created), id, state)?;
             recovery.unknown.push(id);
         } else {
             recovery.requeued.push(id);

@@ -193,6 +193,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
             ])
             .map_err(DB)?;
     }
+    ctx.created(state, None);
     append_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
         id,

@@ -6,6 +6,7 @@
 //! A request refused on its merits (a conflict, a forbidden transition) writes nothing and does not disturb
 //! the others; a storage failure fails the whole batch, and every caller in it hears so.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,16 +18,17 @@ use uuid::Uuid;
 use super::clock::Clock;
 use super::error::{Result, StoreError};
 use super::outbox::Wanted;
-use super::types::WriterStats;
+use super::types::{MessageState, WriterStats};
 
-/// Everything a write operation may use: the open transaction's connection, the time it runs at, and the
-/// id generator (owned by this thread so ids are monotonic).
+/// Everything a write operation may use: the open transaction's connection, the time it runs at, the id
+/// generator (owned by this thread so ids are monotonic), and the batch's tally of new messages.
 pub(crate) struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub now: Timestamp,
     ids: &'a uuid::ContextV7,
     /// Webhook event types to write to the outbox.
     wanted: &'a Wanted,
+    created: &'a NewMessages,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -35,13 +37,20 @@ impl<'a> WriteCtx<'a> {
         now: Timestamp,
         ids: &'a uuid::ContextV7,
         wanted: &'a Wanted,
+        created: &'a NewMessages,
     ) -> Self {
         WriteCtx {
             conn,
             now,
             ids,
             wanted,
+            created,
         }
+    }
+
+    /// Counts a message row just inserted, for the metrics' counts (see [`NewMessages`]).
+    pub fn created(&self, state: MessageState, modem: Option<&str>) {
+        self.created.add(state, modem.unwrap_or(""));
     }
 
     pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
@@ -65,6 +74,44 @@ impl<'a> WriteCtx<'a> {
             ((ms % 1000) * 1_000_000) as u32,
         );
         Uuid::new_v7(ts)
+    }
+}
+
+/// The messages a batch created, by state and modem, added to `message_counts` once before the commit.
+///
+/// Changes of state are counted by triggers, but a trigger on insert makes every insert a multi-row
+/// statement, which SQLite guards with a statement journal: a copy of each page it touches. That was a
+/// quarter of the writer's time per accepted message; one upsert per (state, modem) per batch is not.
+#[derive(Default)]
+pub(crate) struct NewMessages(std::cell::RefCell<HashMap<(MessageState, String), i64>>);
+
+impl NewMessages {
+    fn add(&self, state: MessageState, modem: &str) {
+        let mut counts = self.0.borrow_mut();
+        match counts.get_mut(&(state, modem.to_owned())) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert((state, modem.to_owned()), 1);
+            }
+        }
+    }
+
+    /// Writes the tally into `message_counts` (inside the batch's transaction) and clears it.
+    pub fn flush(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let counts = std::mem::take(&mut *self.0.borrow_mut());
+        for ((state, modem), n) in counts {
+            conn.prepare_cached(
+                "INSERT INTO message_counts (state, modem, n) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (state, modem) DO UPDATE SET n = n + excluded.n",
+            )?
+            .execute(rusqlite::params![state, modem, n])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the tally of a batch that was rolled back.
+    fn clear(&self) {
+        self.0.borrow_mut().clear();
     }
 }
 
@@ -247,12 +294,13 @@ fn commit_batch(
     }
     let mut finishes = Vec::new();
     let mut broken = None;
+    let created = NewMessages::default();
     for job in batch {
         if let Some(error) = &broken {
             job.abort(StoreError::clone(error));
             continue;
         }
-        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted);
+        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted, &created);
         let before = conn.total_changes();
         let (ok, finish) = job.run(&ctx);
         finishes.push(finish);
@@ -266,9 +314,13 @@ fn commit_batch(
         }
     }
     let commit = match broken {
-        Some(error) => Err(error),
-        None => conn
-            .execute_batch("COMMIT")
+        Some(error) => {
+            created.clear();
+            Err(error)
+        }
+        None => created
+            .flush(conn)
+            .and_then(|()| conn.execute_batch("COMMIT"))
             .map_err(StoreError::sqlite("committing a batch")),
     };
     match &commit {
