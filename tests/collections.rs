@@ -82,6 +82,7 @@ impl Gateway {
             id: runtime.id.clone(),
             jobs: runtime.handle.jobs(),
             ready: runtime.handle.readiness(),
+            health: runtime.handle.health(),
             quota: modem.rate.quota(modem.burst),
             daily_cap: None,
         };

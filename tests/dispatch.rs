@@ -9,7 +9,9 @@ use std::time::Duration;
 use governor::Quota;
 use jiff::Timestamp;
 use modemgate::dispatch::{self, AllowAll, Decision, DispatchHandle, Gate, ModemSlot, Settings};
-use modemgate::modem::job::{JobOutcome, SendError, SendJob, WorkerEvent};
+use modemgate::modem::job::{
+    JobOutcome, ModemHealth, ModemIdentity, ModemState, SendError, SendJob, WorkerEvent,
+};
 use modemgate::store::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,8 @@ struct Fake {
     id: String,
     jobs: mpsc::Receiver<SendJob>,
     ready: watch::Sender<bool>,
+    /// What its worker reports (the SIM in it).
+    health: watch::Sender<ModemHealth>,
     /// Jobs taken and still "being sent": dropping one would tell the dispatcher the worker lost it.
     sending: Vec<SendJob>,
 }
@@ -60,6 +64,20 @@ impl Fake {
     }
 }
 
+/// A ready modem whose worker has not read a SIM identity.
+fn ready_health() -> ModemHealth {
+    ModemHealth {
+        state: ModemState::Ready,
+        signal: None,
+        operator: None,
+        cs: None,
+        ps: None,
+        eps: None,
+        identity: ModemIdentity::default(),
+        last_error: None,
+    }
+}
+
 struct Spec {
     id: &'static str,
     quota: Quota,
@@ -87,10 +105,12 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
     for spec in specs {
         let (jobs_tx, jobs) = mpsc::channel(8);
         let (ready, ready_rx) = watch::channel(true);
+        let (health, health_rx) = watch::channel(ready_health());
         slots.push(ModemSlot {
             id: spec.id.into(),
             jobs: jobs_tx,
             ready: ready_rx,
+            health: health_rx,
             quota: spec.quota,
             daily_cap: spec.cap.and_then(NonZeroU32::new),
         });
@@ -98,6 +118,7 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
             id: spec.id.into(),
             jobs,
             ready,
+            health,
             sending: Vec::new(),
         });
     }
@@ -373,6 +394,68 @@ async fn a_multipart_message_never_overshoots_the_daily_cap() {
     rig.clock.set("2026-03-03T00:00:00Z".parse().unwrap());
     d.handle.flush().await;
     assert_eq!(d.fakes[0].take_id(), second);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_sim_swapped_while_offline_brings_its_own_daily_count() {
+    let rig = rig();
+    let sim = |iccid: &str| ModemIdentity {
+        iccid: Some(iccid.into()),
+        ..ModemIdentity::default()
+    };
+    let capped = |id| Spec {
+        id,
+        quota: fast(),
+        cap: Some(2),
+    };
+    rig.store.upsert_modem("m1", sim("89A")).await.unwrap();
+    rig.store.upsert_modem("m2", sim("89B")).await.unwrap();
+    let mut d = run(
+        &rig.store,
+        &[capped("m1"), capped("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let report = |fake: &Fake, iccid: &str| {
+        fake.health
+            .send_modify(|health| health.identity.iccid = Some(iccid.into()))
+    };
+    report(&d.fakes[0], "89A");
+    d.fakes[1].ready.send(false).unwrap();
+    // SIM A sends its two parts for the day in m1.
+    for to in ["+15550000401", "+15550000402"] {
+        submit(&rig.store, &d.handle, new_message(to, 1)).await;
+    }
+    d.handle.flush().await;
+    for tp_mr in [1, 2] {
+        let job = d.fakes[0].take();
+        complete(&rig.store, "m1", job, tp_mr).await;
+    }
+    d.handle.flush().await;
+
+    // The SIMs trade ports while both modems are down. Each comes back reporting its new SIM before the
+    // event hub has stored it (the store still has A in m1, B in m2): the worker's word decides.
+    d.fakes[0].ready.send(false).unwrap();
+    report(&d.fakes[0], "89B");
+    report(&d.fakes[1], "89A");
+    d.fakes[0].ready.send(true).unwrap();
+    d.fakes[1].ready.send(true).unwrap();
+    let mut ids = Vec::new();
+    for to in ["+15550000403", "+15550000404"] {
+        ids.push(submit(&rig.store, &d.handle, new_message(to, 1)).await);
+    }
+    d.handle.flush().await;
+    assert!(
+        d.fakes[1].job().is_none(),
+        "SIM A, now in m2, has used its cap today"
+    );
+    assert_eq!(
+        (d.fakes[0].take_id(), d.fakes[0].take_id()),
+        (ids[0], ids[1]),
+        "SIM B, now in m1, has sent nothing today"
+    );
     d.stop().await;
 }
 

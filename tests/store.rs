@@ -415,7 +415,10 @@ async fn life_cycle_of_an_outbound_message() {
             "sent"
         ]
     );
-    assert_eq!(store.daily_sent(clock.now()).await.unwrap()["m1"], 2);
+    assert_eq!(
+        store.daily_sent(clock.now()).await.unwrap().of("m1", None),
+        2
+    );
     assert_eq!(
         store
             .last_modems_of(vec!["+15551230005".into()])
@@ -1015,7 +1018,7 @@ async fn daily_counts_follow_the_sim_not_the_port() {
     send_one(&store, "+15550001003", "m1").await;
     send_one(&store, "+15550001004", "m3").await;
     let counts = store.daily_sent(clock.now()).await.unwrap();
-    assert_eq!((counts["m1"], counts["m3"]), (3, 1));
+    assert_eq!((counts.of("m1", None), counts.of("m3", None)), (3, 1));
 
     // The SIM moves to port m2 and a fresh SIM goes into m1: the count goes with the SIM.
     store.upsert_modem("m2", sim("8901001")).await.unwrap();
@@ -1023,14 +1026,23 @@ async fn daily_counts_follow_the_sim_not_the_port() {
     send_one(&store, "+15550001005", "m2").await;
     let counts = store.daily_sent(clock.now()).await.unwrap();
     assert_eq!(
-        counts["m2"], 3,
+        counts.of("m2", None),
+        3,
         "two from the SIM's time in m1, one from m2: {counts:?}"
     );
     assert_eq!(
-        counts["m1"], 1,
+        counts.of("m1", None),
+        1,
         "the new SIM has sent nothing; m1's part from before the ICCID stays"
     );
-    assert_eq!(counts["m3"], 1);
+    assert_eq!(counts.of("m3", None), 1);
+    // A worker's own report of its SIM wins over the store's record (not written yet after a swap).
+    assert_eq!(counts.of("m2", Some("8902002")), 0);
+    assert_eq!(
+        counts.of("m1", Some("8901001")),
+        4,
+        "the SIM's three, and the part m1 sent before any ICCID"
+    );
 }
 
 #[tokio::test]

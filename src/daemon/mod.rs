@@ -392,6 +392,7 @@ fn slots(runtimes: &[ModemRuntime]) -> Vec<ModemSlot> {
             id: r.id.clone(),
             jobs: r.handle.jobs(),
             ready: r.handle.readiness(),
+            health: r.handle.health(),
             quota: r.config.rate.quota(r.config.burst),
             daily_cap: r.config.daily_cap,
         })

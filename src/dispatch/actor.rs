@@ -21,13 +21,17 @@ use super::limits::{Limiter, after};
 use super::queue::{Lane, NewItem};
 use super::window::Window;
 use super::{Command, Settings};
-use crate::modem::job::{JobOutcome, JobPart, ModemId, SendError, SendJob};
-use crate::store::{Clock, MessageState, PartFailure, QueueEntry, Store, StoreError};
+use crate::modem::job::{JobOutcome, JobPart, ModemHealth, ModemId, SendError, SendJob};
+use crate::store::{Clock, DailyCounts, MessageState, PartFailure, QueueEntry, Store, StoreError};
 
 pub(super) struct Modem {
     pub(super) id: ModemId,
     pub(super) jobs: mpsc::Sender<SendJob>,
     pub(super) ready: watch::Receiver<bool>,
+    /// The worker's health, for the SIM it reports.
+    pub(super) health: watch::Receiver<ModemHealth>,
+    /// The SIM `sent_today` counts for (`None`: the one the store saw last in it).
+    pub(super) counted_sim: Option<String>,
     pub(super) limiter: Limiter,
     pub(super) cap: Option<u32>,
     /// Parts handed to it today (from the store at start, then counted at hand-off).
@@ -50,10 +54,15 @@ impl Modem {
         !self.closed_today && self.cap.is_none_or(|cap| self.sent_today < cap)
     }
 
-    /// Takes today's count from the store's (`daily_sent`), which is kept per SIM; reopens it.
-    fn recount(&mut self, counts: &std::collections::HashMap<String, u32>) {
-        self.sent_today = counts.get(&*self.id).copied().unwrap_or(0);
+    /// Takes today's count for the SIM it holds from the store's (`daily_sent`); reopens it.
+    fn recount(&mut self, counts: &DailyCounts) {
+        self.sent_today = counts.of(&self.id, self.counted_sim.as_deref());
         self.closed_today = false;
+    }
+
+    /// The ICCID its worker reports now, if it has read one.
+    fn reported_sim(&self) -> Option<String> {
+        self.health.borrow().identity.iccid.clone()
     }
 
     /// Whether a message of `parts` parts fits in what is left of its cap today.
@@ -124,6 +133,7 @@ impl Dispatcher {
         loop {
             let now = self.clock.now();
             self.new_day(now).await;
+            self.follow_sims(now).await;
             self.expire(now).await;
             self.release_due(now);
             if !self.stopping {
@@ -161,7 +171,8 @@ impl Dispatcher {
                     }
                     None => self.commands_open = false,
                 },
-                Some(index) = self.readiness.recv() => self.modem_changed(index, now).await,
+                // A modem that comes back may take work (and may hold another SIM: `follow_sims`).
+                Some(_) = self.readiness.recv() => {}
                 () = sleep => {}
             }
         }
@@ -210,17 +221,34 @@ impl Dispatcher {
         self.window.insert(item, now, lane);
     }
 
-    /// A modem came back (a new SIM may be in it): take its SIM's count from the store, where parts are
-    /// counted per ICCID. Only when nothing is in flight on it, whose parts the store has not counted yet.
-    async fn modem_changed(&mut self, index: usize, now: Timestamp) {
-        let Some(modem) = self.modems.get(index) else {
-            return;
-        };
-        if !modem.online() || modem.in_flight > 0 {
+    /// A modem reporting another SIM than the one its count is for (swapped while it was offline) takes
+    /// that SIM's count from the store. The SIM is the worker's word, not the store's record of it, which
+    /// the event hub may not have written yet when the modem is ready again. Parts in flight on it land
+    /// first: the store has not counted them yet.
+    async fn follow_sims(&mut self, now: Timestamp) {
+        let swapped: Vec<(usize, String)> = self
+            .modems
+            .iter()
+            .enumerate()
+            .filter(|(_, modem)| modem.in_flight == 0)
+            .filter_map(|(index, modem)| {
+                modem
+                    .reported_sim()
+                    .filter(|sim| modem.counted_sim.as_ref() != Some(sim))
+                    .map(|sim| (index, sim))
+            })
+            .collect();
+        if swapped.is_empty() {
             return;
         }
         match self.store.daily_sent(now).await {
-            Ok(counts) => self.modems[index].recount(&counts),
+            Ok(counts) => {
+                for (index, sim) in swapped {
+                    let modem = &mut self.modems[index];
+                    modem.counted_sim = Some(sim);
+                    modem.recount(&counts);
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot read daily counts; keeping the ones in memory")
             }

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::modem::job::{ModemId, SendJob};
+use crate::modem::job::{ModemHealth, ModemId, SendJob};
 use crate::store::{QueueEntry, Store, StoreError};
 use affinity::Affinity;
 pub use gate::{AllowAll, Decision, Gate};
@@ -99,6 +99,8 @@ pub struct ModemSlot {
     pub jobs: mpsc::Sender<SendJob>,
     /// `true` while the worker can send (state `Ready`).
     pub ready: watch::Receiver<bool>,
+    /// The worker's health: the SIM it reports decides whose daily count applies.
+    pub health: watch::Receiver<ModemHealth>,
     /// Its `rate` and `burst`: `modem.rate.quota(modem.burst)` from `[[modems]]`.
     pub quota: Quota,
     /// Most parts it sends per day (in the store's cap zone), counted across restarts.
@@ -194,8 +196,11 @@ pub async fn start(
                 }
             }
         });
+        let sim = slot.health.borrow().identity.iccid.clone();
         modems.push(actor::Modem {
-            sent_today: sent_today.get(&*slot.id).copied().unwrap_or(0),
+            sent_today: sent_today.of(&slot.id, sim.as_deref()),
+            counted_sim: sim,
+            health: slot.health,
             closed_today: false,
             limiter: Limiter::new(slot.quota, clock.clone()),
             cap: slot.daily_cap.map(NonZeroU32::get),

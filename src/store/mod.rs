@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{ModemRecord, OptOutRecord, RecentSend, Totals};
+pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals};
 pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;
@@ -573,11 +573,8 @@ impl Store {
         self.read(move |conn| read::overdue(conn, now, limit)).await
     }
 
-    /// Parts sent per modem on the cap day containing `at`.
-    pub async fn daily_sent(
-        &self,
-        at: Timestamp,
-    ) -> Result<std::collections::HashMap<String, u32>> {
+    /// Parts sent on the cap day containing `at`, per SIM.
+    pub async fn daily_sent(&self, at: Timestamp) -> Result<DailyCounts> {
         let day = self.cap_day(at).day;
         self.read(move |conn| read::daily_sent(conn, &day)).await
     }

@@ -321,33 +321,47 @@ pub(crate) fn overdue(conn: &Connection, now: Timestamp, limit: usize) -> Result
 /// Counts are kept per SIM (`iccid:<ICCID>`) once a modem has reported its ICCID, else per modem id; each
 /// modem gets the count of the SIM it reported last, so a SIM moved to another port brings its count along
 /// and a fresh SIM in a busy port starts from its own.
-pub(crate) fn daily_sent(conn: &Connection, day: &str) -> Result<HashMap<String, u32>> {
-    let mut counts: HashMap<String, u32> = conn
+pub(crate) fn daily_sent(conn: &Connection, day: &str) -> Result<DailyCounts> {
+    let counts: HashMap<String, u32> = conn
         .prepare_cached("SELECT modem, sent FROM sim_daily_counters WHERE day = ?1")
         .and_then(|mut st| {
             st.query_map([day], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect()
         })
         .map_err(DB)?;
-    let sims: Vec<(String, String)> = conn
+    let last_sims: HashMap<String, String> = conn
         .prepare_cached("SELECT id, iccid FROM modems WHERE iccid IS NOT NULL")
         .and_then(|mut st| {
             st.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect()
         })
         .map_err(DB)?;
-    let by_sim: Vec<(String, u32)> = sims
-        .into_iter()
-        .map(|(id, iccid)| {
-            let sim = counts.get(&format!("iccid:{iccid}")).copied().unwrap_or(0);
-            // Parts it sent today before it reported the ICCID (the day of an upgrade) count too.
-            let before = counts.get(&id).copied().unwrap_or(0);
-            (id, sim + before)
-        })
-        .collect();
-    counts.retain(|key, _| !key.starts_with("iccid:"));
-    counts.extend(by_sim);
-    Ok(counts)
+    Ok(DailyCounts { counts, last_sims })
+}
+
+/// Parts sent on one cap day. They are counted per SIM (by ICCID) once a modem has reported one, and per
+/// modem before that, so a SIM moved to another port takes its count along.
+#[derive(Debug, Clone, Default)]
+pub struct DailyCounts {
+    /// Keyed `iccid:<ICCID>` or by modem id.
+    counts: HashMap<String, u32>,
+    /// The ICCID each modem reported last, as the store has it.
+    last_sims: HashMap<String, String>,
+}
+
+impl DailyCounts {
+    /// What `modem` has sent today with the SIM `iccid` in it, or, when its worker has not said which SIM
+    /// it holds, the one it reported last. Parts it sent before it ever reported an ICCID (the day of an
+    /// upgrade) count too.
+    pub fn of(&self, modem: &str, iccid: Option<&str>) -> u32 {
+        let port = self.counts.get(modem).copied().unwrap_or(0);
+        let sim = iccid
+            .or_else(|| self.last_sims.get(modem).map(String::as_str))
+            .and_then(|iccid| self.counts.get(&format!("iccid:{iccid}")))
+            .copied()
+            .unwrap_or(0);
+        port + sim
+    }
 }
 
 /// The modem each of `recipients` last heard from, for those that heard from one: an index lookup each.
