@@ -380,7 +380,8 @@ async fn open_store(
         inbound_verdict: Some(inbound_verdict),
         ..store::OpenOptions::default()
     };
-    tokio::task::spawn_blocking(move || Store::open(&path, open))
+    let opening = tokio::task::spawn_blocking(move || Store::open(&path, open));
+    systemd::extending_start("opening the database (migrating or recovering)", opening)
         .await?
         .with_context(|| format!("opening the database {}", config.storage.path.display()))
 }
