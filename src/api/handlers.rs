@@ -63,6 +63,12 @@ pub async fn send(
     Ok(accepted_response(accepted))
 }
 
+/// The batch answer, serialised straight from the items (no intermediate JSON tree for 1,000 of them).
+#[derive(Debug, Serialize)]
+struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
 /// One item of a batch answer: `{"index", "http_status", "accepted": {...}}` (202 new, 200 repeat) or
 /// `{"index", "http_status", "error": {...}}`.
 #[derive(Debug, Serialize)]
@@ -164,7 +170,7 @@ pub async fn send_batch(
             BatchItem::new(index, outcome)
         })
         .collect();
-    Ok(Json(json!({ "results": results })).into_response())
+    Ok(Json(BatchAnswer { results }).into_response())
 }
 
 fn message_id(raw: &str) -> Result<Uuid, ApiError> {
