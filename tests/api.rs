@@ -57,14 +57,9 @@ impl ModemControl for Modems {
 
 fn health() -> ModemHealth {
     ModemHealth {
-        state: ModemState::Ready,
         signal: Some(21),
         operator: Some("Telekom.de".into()),
-        cs: None,
-        ps: None,
-        eps: None,
-        identity: ModemIdentity::default(),
-        last_error: None,
+        ..ModemHealth::new(ModemState::Ready)
     }
 }
 

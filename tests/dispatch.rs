@@ -64,20 +64,6 @@ impl Fake {
     }
 }
 
-/// A ready modem whose worker has not read a SIM identity.
-fn ready_health() -> ModemHealth {
-    ModemHealth {
-        state: ModemState::Ready,
-        signal: None,
-        operator: None,
-        cs: None,
-        ps: None,
-        eps: None,
-        identity: ModemIdentity::default(),
-        last_error: None,
-    }
-}
-
 struct Spec {
     id: &'static str,
     quota: Quota,
@@ -105,7 +91,7 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
     for spec in specs {
         let (jobs_tx, jobs) = mpsc::channel(8);
         let (ready, ready_rx) = watch::channel(true);
-        let (health, health_rx) = watch::channel(ready_health());
+        let (health, health_rx) = watch::channel(ModemHealth::new(ModemState::Ready));
         slots.push(ModemSlot {
             id: spec.id.into(),
             jobs: jobs_tx,

@@ -164,3 +164,19 @@ pub struct ModemHealth {
     /// Last error worth showing an admin (e.g. "SIM PIN required", "+CMS ERROR: 500").
     pub last_error: Option<String>,
 }
+
+impl ModemHealth {
+    /// A modem in `state` of which nothing has been read yet (signal, network, identity).
+    pub fn new(state: ModemState) -> ModemHealth {
+        ModemHealth {
+            state,
+            signal: None,
+            operator: None,
+            cs: None,
+            ps: None,
+            eps: None,
+            identity: ModemIdentity::default(),
+            last_error: None,
+        }
+    }
+}

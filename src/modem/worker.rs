@@ -19,7 +19,7 @@ use super::{
     config::WorkerConfig,
     health,
     init::{self, InitError},
-    job::{JobOutcome, ModemHealth, ModemIdentity, ModemState, SendJob, WorkerEvent},
+    job::{JobOutcome, ModemHealth, ModemState, SendJob, WorkerEvent},
     session::{Expect, Port, Session, SessionError},
 };
 
@@ -115,16 +115,7 @@ pub fn spawn_with_opener(
 ) -> (WorkerHandle, JoinHandle<()>) {
     let (jobs_tx, jobs) = mpsc::channel(16);
     let (paused_tx, paused) = watch::channel(false);
-    let initial = ModemHealth {
-        state: ModemState::Initialising,
-        signal: None,
-        operator: None,
-        cs: None,
-        ps: None,
-        eps: None,
-        identity: ModemIdentity::default(),
-        last_error: None,
-    };
+    let initial = ModemHealth::new(ModemState::Initialising);
     let (health_tx, health_rx) = watch::channel(initial.clone());
     let worker = Worker {
         cfg,
