@@ -60,9 +60,16 @@ impl Modem {
         self.closed_today = false;
     }
 
-    /// The ICCID its worker reports now, if it has read one.
-    fn reported_sim(&self) -> Option<String> {
-        self.health.borrow().identity.iccid.clone()
+    /// The ICCID its worker reports now, when it is not the one `sent_today` counts for. Runs at every
+    /// turn of the dispatcher's loop, so it clones only on a change.
+    fn swapped_sim(&self) -> Option<String> {
+        let health = self.health.borrow();
+        health
+            .identity
+            .iccid
+            .as_ref()
+            .filter(|&sim| self.counted_sim.as_ref() != Some(sim))
+            .cloned()
     }
 
     /// Whether a message of `parts` parts fits in what is left of its cap today.
@@ -231,12 +238,7 @@ impl Dispatcher {
             .iter()
             .enumerate()
             .filter(|(_, modem)| modem.in_flight == 0)
-            .filter_map(|(index, modem)| {
-                modem
-                    .reported_sim()
-                    .filter(|sim| modem.counted_sim.as_ref() != Some(sim))
-                    .map(|sim| (index, sim))
-            })
+            .filter_map(|(index, modem)| modem.swapped_sim().map(|sim| (index, sim)))
             .collect();
         if swapped.is_empty() {
             return;
