@@ -87,16 +87,14 @@ pub(crate) struct NewMessages(std::cell::RefCell<HashMap<(MessageState, String),
 
 impl NewMessages {
     fn add(&self, state: MessageState, modem: &str) {
-        let mut counts = self.0.borrow_mut();
-        match counts.get_mut(&(state, modem.to_owned())) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert((state, modem.to_owned()), 1);
-            }
-        }
+        *self
+            .0
+            .borrow_mut()
+            .entry((state, modem.to_owned()))
+            .or_insert(0) += 1;
     }
 
-    /// Writes the tally into `message_counts` (inside the batch's transaction) and clears it.
+    /// Adds the tally to `message_counts`, inside the batch's transaction.
     pub fn flush(&self, conn: &Connection) -> rusqlite::Result<()> {
         let counts = std::mem::take(&mut *self.0.borrow_mut());
         for ((state, modem), n) in counts {
@@ -107,11 +105,6 @@ impl NewMessages {
             .execute(rusqlite::params![state, modem, n])?;
         }
         Ok(())
-    }
-
-    /// Forgets the tally of a batch that was rolled back.
-    fn clear(&self) {
-        self.0.borrow_mut().clear();
     }
 }
 
@@ -314,10 +307,8 @@ fn commit_batch(
         }
     }
     let commit = match broken {
-        Some(error) => {
-            created.clear();
-            Err(error)
-        }
+        // A rolled-back batch's tally is dropped with it.
+        Some(error) => Err(error),
         None => created
             .flush(conn)
             .and_then(|()| conn.execute_batch("COMMIT"))
