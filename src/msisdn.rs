@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod plan;
+
 /// An ISO 3166 region whose national numbering applies to numbers written without `+`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Region(pub phonenumber::country::Id);
@@ -73,7 +75,7 @@ impl Msisdn {
         }
         let number = phonenumber::parse(default_region.map(|r| r.0), input)
             .map_err(|_| MsisdnError::NotANumber)?;
-        if !phonenumber::is_valid(&number) {
+        if !plan::is_valid(&number) {
             return Err(MsisdnError::Invalid);
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
