@@ -178,11 +178,12 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     assert_eq!(sends[0].submit.user_data, UserData::Text("waiting".into()));
     assert!(gateway.sim("m1").unwrap().sends().is_empty());
 
-    // The old key is gone, the new one works and sees both modems, m1 still paused.
+    // The old key is gone, the new one works and sees both modems, m1 still paused (once its start-up
+    // conversation is over: it may still be initialising when m2 has sent).
     let (status, _) = old_key.call(hyper::Method::GET, "/v1/modems", None).await;
     assert_eq!(status.as_u16(), 401);
     let new_key = Http::with_token(gateway.addr, "rotated-token-456");
-    let modems = new_key.get("/v1/modems").await;
+    let modems = new_key.settled_modems().await;
     let states: Vec<_> = modems["modems"]
         .as_array()
         .unwrap()
