@@ -6,6 +6,7 @@ mod common;
 use common::{Http, TOKEN, WEBHOOK_SECRET, WebhookReceiver};
 use modemgate::config::Config;
 use modemgate::daemon::{self, StartOptions};
+use modemgate::modem::job::ModemState;
 use modemgate::pdu::UserData;
 use modemgate::sim::{Inbound, TextEncoding};
 use serde_json::json;
@@ -183,7 +184,15 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     let (status, _) = old_key.call(hyper::Method::GET, "/v1/modems", None).await;
     assert_eq!(status.as_u16(), 401);
     let new_key = Http::with_token(gateway.addr, "rotated-token-456");
-    let modems = new_key.settled_modems().await;
+    let mut m1 = gateway.health("m1").unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        m1.wait_for(|health| health.state != ModemState::Initialising),
+    )
+    .await
+    .expect("m1 still initialising after a minute")
+    .unwrap();
+    let modems = new_key.get("/v1/modems").await;
     let states: Vec<_> = modems["modems"]
         .as_array()
         .unwrap()

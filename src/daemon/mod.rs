@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -32,6 +32,7 @@ use crate::api::gateway::Gateway;
 use crate::api::{AppState, Auth, Metrics};
 use crate::config::Config;
 use crate::dispatch::{self, DispatchHandle, ModemSlot};
+use crate::modem::job::ModemHealth;
 use crate::rules::gate::CollectionsGate;
 use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
@@ -232,6 +233,14 @@ impl Running {
             .iter()
             .find(|r| &*r.id == modem)
             .and_then(ModemRuntime::sim)
+    }
+
+    /// A modem worker's health as it changes (state, signal, SIM), for tests and demos to wait on.
+    pub fn health(&self, modem: &str) -> Option<watch::Receiver<ModemHealth>> {
+        self.runtimes
+            .iter()
+            .find(|r| &*r.id == modem)
+            .map(|r| r.handle.health())
     }
 
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,

@@ -90,25 +90,6 @@ impl Http {
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await
     }
-
-    /// `GET /v1/modems` once every modem is past initialising, as an admin would watch it settle (a
-    /// simulated modem's start-up conversation takes its time); panics after a minute.
-    pub async fn settled_modems(&self) -> Value {
-        tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let modems = self.get("/v1/modems").await;
-                let settled = modems["modems"]
-                    .as_array()
-                    .is_some_and(|all| all.iter().all(|m| m["state"] != "initialising"));
-                if settled {
-                    return modems;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("modems still initialising after a minute")
-    }
 }
 
 /// A CMS stand-in: receives webhook calls, rejects any whose signature does not verify, and hands the
