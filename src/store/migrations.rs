@@ -225,10 +225,11 @@ const MIGRATIONS: &[&str] = &[
         UPDATE message_counts SET n = n - 1 WHERE state = OLD.state AND modem = coalesce(OLD.modem, '');
     END;
     "#,
-    // 8: cheaper accepts. New messages are counted by the writer once per batch (an insert trigger made
-    // SQLite keep a statement journal for every insert), and the index of pending messages by state, which
-    // every accept extended, is narrowed to the messages in flight that start-up recovery looks for (the
-    // dispatcher pages queued messages through migration 6's indexes).
+    // 8: cheaper accepts and starts. New messages are counted by the writer once per batch (an insert
+    // trigger made SQLite keep a statement journal for every insert), and the index of pending messages by
+    // state, which every accept extended, is replaced by one of the messages in flight: start-up recovery's
+    // `state = 'sending'` could not use the old one and read the whole table at every start (the dispatcher
+    // pages queued messages through migration 6's indexes).
     r#"
     DROP TRIGGER message_counts_insert;
     DROP INDEX messages_pending;

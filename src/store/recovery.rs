@@ -25,6 +25,10 @@ pub struct Recovery {
 const DB: fn(rusqlite::Error) -> StoreError =
     |e| StoreError::sqlite("recovering after a restart")(e);
 
+/// Messages a crash left `sending`, and whether one of their parts was being submitted.
+const LEFT_SENDING: &str = "SELECT id, EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id \
+     AND p.state = 'submitting') FROM messages m WHERE state = 'sending'";
+
 pub(crate) fn recover(
     conn: &mut Connection,
     now: jiff::Timestamp,
@@ -33,10 +37,7 @@ pub(crate) fn recover(
 ) -> Result<Recovery> {
     let tx = conn.transaction().map_err(DB)?;
     let sending: Vec<(Uuid, bool)> = tx
-        .prepare(
-            "SELECT id, EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.state = 'submitting') \
-             FROM messages m WHERE state = 'sending'",
-        )
+        .prepare(LEFT_SENDING)
         .and_then(|mut st| {
             st.query_map([], |row| Ok((rows::uuid(row, 0)?, row.get(1)?)))
                 .and_then(Iterator::collect)
@@ -92,4 +93,25 @@ pub(crate) fn recover(
     }
     tx.commit().map_err(DB)?;
     Ok(recovery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrations;
+
+    /// Recovery runs at every start: it reads the index of messages in flight, not the table. Up to
+    /// schema 7 no index could answer `state = 'sending'` and every start read every message ever kept
+    /// (0.3 s and the page cache's worth of memory per million).
+    #[test]
+    fn recovery_reads_the_in_flight_index_not_the_table() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        let outer: String = conn
+            .query_row(&format!("EXPLAIN QUERY PLAN {LEFT_SENDING}"), [], |row| {
+                row.get(3)
+            })
+            .unwrap();
+        assert!(outer.ends_with("INDEX messages_sending"), "{outer}");
+    }
 }
