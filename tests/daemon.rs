@@ -157,6 +157,9 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     let before = Config::parse(&head(dir.path(), TOKEN, "paused = true")).unwrap();
     let mut gateway = start_instant(&before).await;
     let old_key = Http::new(gateway.addr);
+    // Paused in the config reads "paused" from the start, before its start-up conversation is over.
+    let modems = old_key.get("/v1/modems").await;
+    assert_eq!(modems["modems"][0]["state"], "paused", "{modems}");
     // The only modem is paused: the message waits in the queue.
     let (status, accepted) = old_key
         .post(
@@ -179,19 +182,10 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     assert_eq!(sends[0].submit.user_data, UserData::Text("waiting".into()));
     assert!(gateway.sim("m1").unwrap().sends().is_empty());
 
-    // The old key is gone, the new one works and sees both modems, m1 still paused (once its start-up
-    // conversation is over: it may still be initialising when m2 has sent).
+    // The old key is gone, the new one works and sees both modems, m1 still paused.
     let (status, _) = old_key.call(hyper::Method::GET, "/v1/modems", None).await;
     assert_eq!(status.as_u16(), 401);
     let new_key = Http::with_token(gateway.addr, "rotated-token-456");
-    let mut m1 = gateway.health("m1").unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        m1.wait_for(|health| health.state != ModemState::Initialising),
-    )
-    .await
-    .expect("m1 still initialising after a minute")
-    .unwrap();
     let modems = new_key.get("/v1/modems").await;
     let states: Vec<_> = modems["modems"]
         .as_array()
@@ -203,6 +197,21 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     assert_eq!(states[1].0, json!("m2"));
     let message = new_key.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["modem"], "m2", "{message}");
+
+    // Pausing through the API answers with the new state at once, whatever the worker is doing; resuming
+    // shows the state its last report means (m2 is registered: ready).
+    let (status, paused) = new_key.post("/v1/modems/m2/pause", json!({})).await;
+    assert_eq!((status.as_u16(), &paused["state"]), (200, &json!("paused")));
+    let (status, resumed) = new_key.post("/v1/modems/m2/resume", json!({})).await;
+    assert_eq!((status.as_u16(), &resumed["state"]), (200, &json!("ready")));
+    let mut m2 = gateway.health("m2").unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        m2.wait_for(|health| health.state == ModemState::Ready),
+    )
+    .await
+    .expect("m2's worker never reported ready again after the resume")
+    .unwrap();
     gateway.stop().await;
 }
 

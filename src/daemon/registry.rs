@@ -33,7 +33,7 @@ impl ModemControl for Modems {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .iter()
-            .map(|(id, handle)| (id.to_string(), handle.health().borrow().clone()))
+            .map(|(id, handle)| (id.to_string(), handle.shown_health()))
             .collect()
     }
 

@@ -67,6 +67,22 @@ impl WorkerHandle {
         self.health.clone()
     }
 
+    /// The health an admin is shown: the worker's last report with the pause switch applied at once. The
+    /// worker itself reports a pause only between commands, after its start-up conversation, so a modem
+    /// paused in the config would read "initialising", and the answer to a pause request its old state.
+    /// An offline modem reads offline whatever the switch: that is the fact to act on.
+    pub fn shown_health(&self) -> ModemHealth {
+        let mut shown = self.health.borrow().clone();
+        shown.state = match (*self.paused.borrow(), shown.state) {
+            (_, ModemState::Offline) => ModemState::Offline,
+            (true, _) => ModemState::Paused,
+            // Resumed, and the worker has not said so yet: what its last report means unpaused.
+            (false, ModemState::Paused) => health::state_of(&shown),
+            (false, state) => state,
+        };
+        shown
+    }
+
     /// The job channel itself, for a dispatcher that watches its capacity and closure.
     pub fn jobs(&self) -> mpsc::Sender<SendJob> {
         self.jobs.clone()

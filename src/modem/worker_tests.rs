@@ -385,6 +385,9 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
         .await
         .unwrap();
     rig.handle.pause();
+    // Shown paused at once, before the worker has said so.
+    assert_eq!(rig.handle.health().borrow().state, ModemState::Ready);
+    assert_eq!(rig.handle.shown_health().state, ModemState::Paused);
     rig.health
         .wait_for(|h| h.state == ModemState::Paused)
         .await
@@ -393,6 +396,7 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
     rig.handle.send(one_part_job(done)).await;
     assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
     rig.handle.resume();
+    assert_eq!(rig.handle.shown_health().state, ModemState::Ready);
     rig.health
         .wait_for(|h| h.state == ModemState::Ready)
         .await
@@ -471,6 +475,10 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
         .wait_for(|h| h.state == ModemState::Offline)
         .await
         .unwrap();
+    // Offline reads offline even when paused: the unplugged modem is what the admin must act on.
+    rig.handle.pause();
+    assert_eq!(rig.handle.shown_health().state, ModemState::Offline);
+    rig.handle.resume();
     // Offline: the next job is handed back untouched.
     let (done, outcome) = oneshot::channel();
     rig.handle.send(one_part_job(done)).await;
