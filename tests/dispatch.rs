@@ -1304,3 +1304,107 @@ async fn a_restart_or_a_rebind_mid_backlog_resumes_without_losing_or_repeating()
     );
     next.stop().await;
 }
+
+/// A rig whose writes give up after 50 ms on a locked database, and another connection to lock it with
+/// (as another process holding the write lock would: reads still work, every write fails).
+fn outage_rig() -> (Rig, rusqlite::Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start_time());
+    let store = Store::open(
+        &path,
+        OpenOptions {
+            busy_timeout: Duration::from_millis(50),
+            ..store_options(&clock)
+        },
+    )
+    .unwrap();
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    let rig = Rig {
+        _dir: dir,
+        path,
+        clock,
+        store,
+    };
+    (rig, locker)
+}
+
+#[tokio::test]
+async fn messages_the_store_could_not_claim_in_an_outage_go_out_after_it() {
+    let (rig, locker) = outage_rig();
+    let a = rig
+        .store
+        .accept(new_message("+15556000001", 1))
+        .await
+        .unwrap()
+        .id;
+    let b = rig
+        .store
+        .accept(new_message("+15556000002", 1))
+        .await
+        .unwrap()
+        .id;
+    let mut scheduled = new_message("+15556000003", 1);
+    scheduled.send_at = Some(start_time() + jiff::SignedDuration::from_secs(3));
+    let c = rig.store.accept(scheduled).await.unwrap().id;
+
+    // Every claim fails while the lock is held. The retries (5 s on) fall beyond the one-entry waiting
+    // window, which holds c: memory lets go of a and b, which the store still has due at their old time.
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut d = run(&rig.store, &[spec("m1")], windowed(1), Arc::new(AllowAll)).await;
+    d.handle.flush().await;
+    d.handle.flush().await;
+    locker.execute_batch("ROLLBACK").unwrap();
+    assert!(d.fakes[0].job().is_none());
+    assert_eq!(state(&rig.store, a).await, MessageState::Queued);
+
+    rig.clock.advance(Duration::from_secs(3));
+    let sent = drain(&mut d, &rig.store, 10).await;
+    assert_eq!(sent.iter().map(|&(id, _)| id).collect::<Vec<_>>(), [c]);
+    // When the claims' retry time comes, the store's heads are read again and both are found.
+    rig.clock.advance(Duration::from_secs(2));
+    let sent = drain(&mut d, &rig.store, 10).await;
+    assert_eq!(sent.iter().map(|&(id, _)| id).collect::<Vec<_>>(), [a, b]);
+    for id in [a, b, c] {
+        assert_eq!(state(&rig.store, id).await, MessageState::Sent, "{id}");
+        assert_eq!(claims(&rig.store, id).await, 1, "{id} was claimed once");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_outcome_the_store_could_not_record_is_recorded_after_the_outage() {
+    let (rig, locker) = outage_rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15556000004", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    assert_eq!(job.message_id, id);
+
+    // m1 hands the job back untried while nothing can be written: the requeue fails, the message stays
+    // `sending` in the store (where no page would find it), and memory keeps the outcome.
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    job.done.send(JobOutcome::NotAttempted).unwrap();
+    d.handle.flush().await;
+    locker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(state(&rig.store, id).await, MessageState::Sending);
+    assert!(d.fakes[1].job().is_none());
+
+    rig.clock.advance(Duration::from_secs(5));
+    d.handle.flush().await;
+    let again = d.fakes[1].take();
+    assert_eq!(
+        again.message_id, id,
+        "requeued, then sent on the other modem"
+    );
+    let events = detail(&rig.store, id).await.events;
+    assert_eq!(events.iter().filter(|e| e.kind == "claimed").count(), 2);
+    drop(again);
+    d.stop().await;
+}

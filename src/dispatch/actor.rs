@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use jiff::Timestamp;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,9 @@ impl Modem {
     }
 }
 
+/// How long to wait before trying a failed store read or write again.
+pub(super) const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// A job handed to a modem, and what to remember to handle its outcome.
 pub(super) struct Flight {
     entry: QueueEntry,
@@ -115,9 +119,15 @@ pub(super) struct Dispatcher {
     pub(super) flights: FuturesUnordered<Landing>,
     /// Messages of the jobs in flight: never loaded from the store again while they fly.
     pub(super) flying: HashSet<Uuid>,
-    /// Reload the window's heads from the store (a handle was rebound to this dispatcher: messages
-    /// accepted meanwhile were announced to no one).
-    pub(super) rescan: bool,
+    /// Reload the window's heads from the store at this time: a handle was rebound to this dispatcher
+    /// (messages accepted meanwhile were announced to no one), or memory let go of a message the store
+    /// could not take a write for (it is still pending there, before the due edge, where paging does not
+    /// look again).
+    pub(super) rescan_at: Option<Timestamp>,
+    /// Job outcomes the store could not record (unavailable), to record again then. Their messages stay
+    /// `sending` in the store, where no page finds them: memory is all that brings them back before a
+    /// restart (whose recovery settles them otherwise: never sent, back to the queue; maybe sent, unknown).
+    pub(super) unsettled: Vec<(Timestamp, Flight, Option<JobOutcome>)>,
     /// When to next expire overdue messages the window does not hold.
     pub(super) next_sweep: Timestamp,
     /// A page could not be read: try again then.
@@ -141,6 +151,7 @@ impl Dispatcher {
             let now = self.clock.now();
             self.new_day(now).await;
             self.follow_sims(now).await;
+            self.settle_again(now).await;
             self.expire(now).await;
             self.release_due(now);
             if !self.stopping {
@@ -201,7 +212,7 @@ impl Dispatcher {
                 Command::Forget(id) => {
                     self.window.queue.remove(id);
                 }
-                Command::Rescan => self.rescan = true,
+                Command::Rescan => self.rescan_at = Some(now),
                 Command::Flush(done) => self.flushes.push(done),
             }
         }
@@ -211,21 +222,29 @@ impl Dispatcher {
         self.window.queue.get(id).is_some() || self.flying.contains(&id)
     }
 
-    /// Puts a message in the window if it falls inside; the store keeps it otherwise.
+    /// Puts a message in the window if it falls inside (returns whether it did); the store keeps it
+    /// otherwise.
     pub(super) fn enqueue(
         &mut self,
         entry: QueueEntry,
         avoid: Option<usize>,
         history: Option<usize>,
         now: Timestamp,
-    ) {
+    ) -> bool {
         let lane = self.affinity.lane(&entry, avoid, history);
         let item = NewItem {
             entry,
             avoid,
             history,
         };
-        self.window.insert(item, now, lane);
+        self.window.insert(item, now, lane)
+    }
+
+    /// Memory let go of a pending message after a failed store write: the heads are read again once the
+    /// store may be back, so it is found wherever it lies.
+    pub(super) fn rescan_later(&mut self, now: Timestamp) {
+        let at = after(now, STORE_RETRY);
+        self.rescan_at = Some(self.rescan_at.map_or(at, |earlier| earlier.min(at)));
     }
 
     /// A modem reporting another SIM than the one its count is for (swapped while it was offline) takes
@@ -278,9 +297,29 @@ impl Dispatcher {
 
     async fn expire(&mut self, now: Timestamp) {
         for id in self.window.queue.take_expired(now) {
-            if let Err(error) = self.store.expire(id).await {
-                tracing::warn!(%id, %error, "could not expire message");
-            }
+            self.expire_one(id, now).await;
+        }
+    }
+
+    /// Expires a message memory has let go of; if the store cannot record it, a rescan finds it again.
+    pub(super) async fn expire_one(&mut self, id: Uuid, now: Timestamp) {
+        if let Err(error) = self.store.expire(id).await {
+            tracing::warn!(%id, %error, "could not expire message");
+            self.rescan_later(now);
+        }
+    }
+
+    /// Records again the outcomes the store could not take earlier, once their time has come.
+    async fn settle_again(&mut self, now: Timestamp) {
+        if self.unsettled.iter().all(|(at, ..)| *at > now) {
+            return;
+        }
+        let (due, later) = std::mem::take(&mut self.unsettled)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.unsettled = later;
+        for (_, flight, outcome) in due {
+            self.settle(flight, outcome).await;
         }
     }
 
@@ -307,7 +346,8 @@ impl Dispatcher {
         if self.modems.iter().any(|m| m.cap.is_some()) {
             wake = wake.into_iter().chain([self.day_ends]).min();
         }
-        wake
+        let unsettled = self.unsettled.iter().map(|(at, ..)| *at);
+        wake.into_iter().chain(unsettled).min()
     }
 
     /// Gives each free modem one job per round, least busy first, round after round, until nothing more
@@ -382,9 +422,7 @@ impl Dispatcher {
         let (entry, avoid, history) = (item.entry.clone(), item.avoid, item.history);
         if entry.expires_at.is_some_and(|at| at <= now) {
             self.window.queue.remove(id);
-            if let Err(error) = self.store.expire(id).await {
-                tracing::warn!(%id, %error, "could not expire message");
-            }
+            self.expire_one(id, now).await;
             return true;
         }
         let modem_id = self.modems[index].id.clone();
@@ -478,28 +516,25 @@ impl Dispatcher {
             more_waiting: self.window.queue.has_ready(),
             done,
         };
-        let modem = &mut self.modems[index];
-        if let Err(error) = modem.jobs.try_send(job) {
-            tracing::warn!(%id, modem = %modem_id, %error, "modem would not take the job");
-            self.requeue(
-                id,
-                index,
-                "the modem's job queue refused it",
-                entry,
-                history,
-            )
-            .await;
-            return true;
-        }
-        modem.in_flight += 1;
-        self.flying.insert(id);
-        modem.sent_today += parts.len() as u32;
-        self.affinity.sent(&entry.to, index);
         let flight = Flight {
             entry,
             modem: index,
             first_part,
         };
+        let modem = &mut self.modems[index];
+        if let Err(error) = modem.jobs.try_send(job) {
+            tracing::warn!(%id, modem = %modem_id, %error, "modem would not take the job");
+            let outcome = match error {
+                TrySendError::Full(_) => Some(JobOutcome::NotAttempted),
+                TrySendError::Closed(_) => None,
+            };
+            self.settle(flight, outcome).await;
+            return true;
+        }
+        modem.in_flight += 1;
+        self.flying.insert(id);
+        modem.sent_today += parts.len() as u32;
+        self.affinity.sent(&flight.entry.to, index);
         self.flights
             .push(Box::pin(async move { (flight, landing.await.ok()) }));
         true
@@ -519,87 +554,89 @@ impl Dispatcher {
         if error.is_unavailable() {
             tracing::error!(%id, %error, "store unavailable; retrying the message later");
             let entry = QueueEntry {
-                not_before: Some(after(now, Duration::from_secs(5))),
+                not_before: Some(after(now, STORE_RETRY)),
                 ..entry
             };
-            self.enqueue(entry, avoid, history, now);
+            if !self.enqueue(entry, avoid, history, now) {
+                // Beyond a full waiting window: the store still has it pending, due at its old time.
+                self.rescan_later(now);
+            }
         } else {
             tracing::info!(%id, %error, "message left the queue");
         }
     }
 
-    /// The job never reached the network: back to the queue, avoiding `modem`.
-    async fn requeue(
-        &mut self,
-        id: Uuid,
-        modem: usize,
-        reason: &str,
-        entry: QueueEntry,
-        history: Option<usize>,
-    ) {
-        let modem_id = self.modems[modem].id.clone();
-        match self.store.requeue(id, &modem_id, reason, None).await {
-            Ok(MessageState::Queued) => {
-                let now = self.clock.now();
-                let entry = QueueEntry {
-                    attempts: entry.attempts + 1,
-                    not_before: None,
-                    ..entry
-                };
-                self.enqueue(entry, Some(modem), history, now);
-            }
-            Ok(state) => tracing::warn!(%id, %state, "not requeued"),
-            Err(error) => tracing::error!(%id, %error, "could not requeue"),
-        }
+    async fn landed(&mut self, flight: Flight, outcome: Option<JobOutcome>) {
+        let modem = &mut self.modems[flight.modem];
+        modem.in_flight = modem.in_flight.saturating_sub(1);
+        self.settle(flight, outcome).await;
     }
 
-    async fn landed(&mut self, flight: Flight, outcome: Option<JobOutcome>) {
-        let index = flight.modem;
-        self.modems[index].in_flight = self.modems[index].in_flight.saturating_sub(1);
+    /// Records what became of a job (`None`: the worker dropped it) and acts on it. While the store is
+    /// unavailable the outcome is kept and recorded again later.
+    async fn settle(&mut self, flight: Flight, outcome: Option<JobOutcome>) {
         let id = flight.entry.id;
         self.flying.remove(&id);
-        // Its recipient last heard from this modem.
-        let history = Some(index);
-        let modem_id = self.modems[index].id.clone();
-        match outcome {
-            Some(JobOutcome::Sent) => {}
-            Some(JobOutcome::Failed { part, error }) => self.failed(flight, part, error).await,
+        let written = match &outcome {
+            Some(JobOutcome::Sent) => Ok(()),
+            Some(JobOutcome::Failed { part, error }) => self.failed(&flight, *part, error).await,
             Some(JobOutcome::Unknown { part, reason }) => {
-                if let Err(error) = self.store.part_unknown(id, part, &modem_id, &reason).await {
-                    tracing::error!(%id, %error, "could not record an unknown outcome");
-                }
+                let modem_id = &self.modems[flight.modem].id;
+                self.store.part_unknown(id, *part, modem_id, reason).await
             }
             Some(JobOutcome::NotAttempted) => {
-                self.requeue(
-                    id,
-                    index,
-                    "not attempted: the modem could not take it",
-                    flight.entry,
-                    history,
-                )
-                .await;
+                self.requeue(&flight, "not attempted: the modem could not take it")
+                    .await
             }
             None => {
-                self.requeue(
-                    id,
-                    index,
-                    "the modem worker dropped the job",
-                    flight.entry,
-                    history,
-                )
-                .await;
+                self.requeue(&flight, "the modem worker dropped the job")
+                    .await
             }
+        };
+        match written {
+            Ok(()) => {}
+            Err(error) if error.is_unavailable() => {
+                tracing::error!(%id, %error, "store unavailable; recording the job's outcome again later");
+                self.flying.insert(id);
+                let at = after(self.clock.now(), STORE_RETRY);
+                self.unsettled.push((at, flight, outcome));
+            }
+            Err(error) => tracing::error!(%id, %error, "could not record the job's outcome"),
         }
     }
 
-    async fn failed(&mut self, flight: Flight, part: u16, error: SendError) {
+    /// The job never reached the network: back to the queue, avoiding its modem.
+    async fn requeue(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
+        let (id, modem) = (flight.entry.id, flight.modem);
+        let modem_id = self.modems[modem].id.clone();
+        match self.store.requeue(id, &modem_id, reason, None).await? {
+            MessageState::Queued => {
+                let now = self.clock.now();
+                let entry = QueueEntry {
+                    attempts: flight.entry.attempts + 1,
+                    not_before: None,
+                    ..flight.entry.clone()
+                };
+                self.enqueue(entry, Some(modem), Some(modem), now);
+            }
+            state => tracing::warn!(%id, %state, "not requeued"),
+        }
+        Ok(())
+    }
+
+    async fn failed(
+        &mut self,
+        flight: &Flight,
+        part: u16,
+        error: &SendError,
+    ) -> Result<(), StoreError> {
         let id = flight.entry.id;
         let index = flight.modem;
         let now = self.clock.now();
         let attempts = flight.entry.attempts + 1;
         let retry_at = (error.is_transient() && attempts < self.settings.max_attempts.get())
             .then(|| after(now, self.backoff(attempts)));
-        let code = match error {
+        let code = match *error {
             SendError::Cms(code) | SendError::Cme(code) => Some(i64::from(code)),
             SendError::Error | SendError::NoPrompt => None,
         };
@@ -611,29 +648,26 @@ impl Dispatcher {
             detail: error.to_string(),
             retry_at,
         };
-        match self.store.part_failed(failure).await {
-            Ok(MessageState::Queued) => {
-                // Parts before the failed one went out on this modem: the rest must follow them there.
-                let pinned = if part > flight.first_part {
-                    Some(self.modems[index].id.to_string())
-                } else {
-                    flight.entry.pinned_modem.clone()
-                };
-                let entry = QueueEntry {
-                    attempts,
-                    not_before: retry_at,
-                    pinned_modem: pinned,
-                    parts: flight
-                        .entry
-                        .parts
-                        .saturating_sub(part.saturating_sub(flight.first_part)),
-                    ..flight.entry
-                };
-                self.enqueue(entry, Some(index), Some(index), now);
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%id, %error, "could not record a failed part"),
+        if self.store.part_failed(failure).await? == MessageState::Queued {
+            // Parts before the failed one went out on this modem: the rest must follow them there.
+            let pinned = if part > flight.first_part {
+                Some(self.modems[index].id.to_string())
+            } else {
+                flight.entry.pinned_modem.clone()
+            };
+            let entry = QueueEntry {
+                attempts,
+                not_before: retry_at,
+                pinned_modem: pinned,
+                parts: flight
+                    .entry
+                    .parts
+                    .saturating_sub(part.saturating_sub(flight.first_part)),
+                ..flight.entry.clone()
+            };
+            self.enqueue(entry, Some(index), Some(index), now);
         }
+        Ok(())
     }
 
     /// `retry_backoff` doubled for each attempt after the first, at most `retry_backoff_max`.

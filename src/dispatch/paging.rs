@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use jiff::Timestamp;
 
 use super::Command;
-use super::actor::Dispatcher;
+use super::actor::{Dispatcher, STORE_RETRY};
 use super::limits::after;
 use super::queue::key;
 use super::window::At;
@@ -25,8 +25,6 @@ use crate::store::{PagedEntry, StoreError};
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Most messages expired per sweep; the next takes the rest.
 const SWEEP_BATCH: usize = 512;
-/// Wait after a failed read.
-const PAUSE: Duration = Duration::from_secs(5);
 
 fn last_key(rows: &[PagedEntry]) -> Option<super::queue::Key> {
     rows.last().map(|row| key(&row.entry))
@@ -76,14 +74,14 @@ impl Dispatcher {
         self.paging_paused_until = None;
         if let Err(error) = self.try_page_in(now).await {
             tracing::error!(%error, "cannot read the queue from the store; retrying in 5 s");
-            self.paging_paused_until = Some(after(now, PAUSE));
+            self.paging_paused_until = Some(after(now, STORE_RETRY));
         }
     }
 
     async fn try_page_in(&mut self, now: Timestamp) -> Result<(), StoreError> {
-        if self.rescan {
+        if self.rescan_at.is_some_and(|at| at <= now) {
             self.load_heads(now).await?;
-            self.rescan = false;
+            self.rescan_at = None;
         }
         if let Some((from, upto)) = self.window.wants_catch_up(now) {
             let size = self.window.size();
@@ -114,6 +112,7 @@ impl Dispatcher {
             self.window.queue.remove(id);
             if let Err(error) = result {
                 tracing::warn!(%id, %error, "could not expire message");
+                self.rescan_later(now);
             }
         }
         Ok(())
@@ -129,7 +128,10 @@ impl Dispatcher {
             return Some(at);
         }
         let sweep = self.window.partial().then_some(self.next_sweep);
-        self.window.later_edge_time().into_iter().chain(sweep).min()
+        [self.window.later_edge_time(), sweep, self.rescan_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The store's sticky modem for the recipients of new messages in `burst` the window will hold (those
