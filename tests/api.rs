@@ -406,6 +406,39 @@ async fn malformed_bodies_get_precise_errors() {
         )
         .await;
     form_to_batch.assert_error(415, "unsupported_media_type", None);
+
+    // A field given twice is refused, never settled by picking one (serde_json would keep the last `to`),
+    // in a JSON body, a form's metadata and a batch item; nothing is stored.
+    post(
+        "application/json",
+        format!(r#"{{"to": "{TO}", "text": "x", "to": "+16505550100"}}"#).as_bytes(),
+    )
+    .await
+    .assert_error(422, "duplicate_field", Some("to"));
+    post(
+        "application/x-www-form-urlencoded",
+        b"to=4158906431&text=x&metadata=%7B%22a%22%3A1%2C%22a%22%3A2%7D",
+    )
+    .await
+    .assert_error(422, "duplicate_field", Some("metadata.a"));
+    let batch = format!(
+        r#"{{"messages": [{{"to": "{TO}", "text": "a"}}, {{"to": "{TO}", "text": "b", "text": "c"}}]}}"#
+    );
+    server
+        .call(
+            Method::POST,
+            "/v1/messages/batch",
+            Some("cms-token"),
+            Some(("application/json", batch.into_bytes())),
+        )
+        .await
+        .assert_error(422, "duplicate_field", Some("messages[1].text"));
+    let listed = server.get("/v1/messages", "cms-token").await;
+    assert_eq!(
+        listed.json()["messages"],
+        serde_json::json!([]),
+        "nothing stored"
+    );
 }
 
 #[tokio::test]

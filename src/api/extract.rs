@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::strict_json::{self, StrictError};
 
 /// Named request fields, consumed as they are read.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,11 +70,13 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 impl Fields {
-    /// Fields from a JSON document, which must be an object.
+    /// Fields from a JSON document, which must be an object and repeat no key (at any depth).
     pub fn from_json(bytes: &[u8]) -> Result<Fields, ApiError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
-        Fields::from_value(value, None)
+        match strict_json::parse(bytes) {
+            Ok(value) => Fields::from_value(value, None),
+            Err(StrictError::Malformed(message)) => Err(ApiError::MalformedBody(message)),
+            Err(StrictError::Repeated(path)) => Err(repeated(&path)),
+        }
     }
 
     /// Fields from a JSON value; `field` names it in the error when it is not an object.
@@ -96,11 +99,7 @@ impl Fields {
                 .insert(name.to_string(), Value::String(value.into_owned()))
                 .is_some()
             {
-                return Err(ApiError::invalid(
-                    "duplicate_field",
-                    &name,
-                    format!("field `{name}` is given more than once"),
-                ));
+                return Err(repeated(&name));
             }
         }
         Ok(Fields { map })
@@ -146,6 +145,16 @@ impl Fields {
             )),
         }
     }
+}
+
+/// 422 `duplicate_field`: a request that names a field twice is ambiguous, not a choice to make for the
+/// sender.
+pub fn repeated(field: &str) -> ApiError {
+    ApiError::invalid(
+        "duplicate_field",
+        field,
+        format!("field `{field}` is given more than once"),
+    )
 }
 
 /// 422 `invalid_type` on `field`.
@@ -224,6 +233,16 @@ mod tests {
         let err = fields.finish().unwrap_err();
         assert_eq!(err.code(), "unknown_field");
         assert_eq!(err.field(), Some("colour"));
+    }
+
+    #[test]
+    fn a_json_field_given_twice_is_422_by_name() {
+        let err =
+            Fields::from_json(br#"{"to": "+14158906431", "to": "+16505550100"}"#).unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.code(), err.field()),
+            (422, "duplicate_field", Some("to"))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`gateway`]: [`Backend`] over the store, the dispatcher and the modem workers.
 //! - [`validate`]: the `POST /v1/messages` request, field by field.
 //! - [`extract`]: body/query extractors whose rejections are [`ApiError`]s.
+//! - `strict_json`: JSON bodies read with repeated keys refused.
 //! - [`error`]: [`ApiError`], the one error type at the edge.
 //! - [`auth`]: bearer tokens, scopes, per-key rates.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -23,6 +24,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+mod strict_json;
 pub mod validate;
 
 use std::sync::Arc;

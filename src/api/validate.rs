@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::extract::{Fields, wrong_type};
+use super::extract::{Fields, repeated, wrong_type};
+use super::strict_json::{self, StrictError};
 use crate::msisdn::{Msisdn, Region};
 use crate::pdu::{self, EncodingChoice, PduError, SegmentInfo};
 
@@ -238,9 +239,10 @@ fn time(field: &str, value: &str) -> Result<Timestamp, ApiError> {
 fn parse_metadata(value: Value) -> Result<Map<String, Value>, ApiError> {
     let value = match value {
         // From a form: the JSON text of an object.
-        Value::String(s) => {
-            serde_json::from_str(&s).map_err(|_| wrong_type("metadata", "a JSON object"))?
-        }
+        Value::String(s) => strict_json::parse(s.as_bytes()).map_err(|error| match error {
+            StrictError::Repeated(path) => repeated(&format!("metadata.{path}")),
+            StrictError::Malformed(_) => wrong_type("metadata", "a JSON object"),
+        })?,
         other => other,
     };
     let Value::Object(map) = value else {
