@@ -301,10 +301,16 @@ impl Dispatcher {
         }
     }
 
-    /// Expires a message memory has let go of; if the store cannot record it, a rescan finds it again.
+    /// Expires a message memory has let go of; if the store is unavailable, a rescan finds it again.
     pub(super) async fn expire_one(&mut self, id: Uuid, now: Timestamp) {
         if let Err(error) = self.store.expire(id).await {
-            tracing::warn!(%id, %error, "could not expire message");
+            self.expire_failed(id, &error, now);
+        }
+    }
+
+    pub(super) fn expire_failed(&mut self, id: Uuid, error: &StoreError, now: Timestamp) {
+        tracing::warn!(%id, %error, "could not expire message");
+        if error.is_unavailable() {
             self.rescan_later(now);
         }
     }

@@ -111,8 +111,7 @@ impl Dispatcher {
         for (id, result) in overdue.into_iter().zip(results) {
             self.window.queue.remove(id);
             if let Err(error) = result {
-                tracing::warn!(%id, %error, "could not expire message");
-                self.rescan_later(now);
+                self.expire_failed(id, &error, now);
             }
         }
         Ok(())
