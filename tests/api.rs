@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use modemgate::api::auth::api_key;
 use modemgate::api::backend::Backend;
-use modemgate::api::gateway::{Gateway, ModemControl};
+use modemgate::api::gateway::{Gateway, LiveModem, ModemControl};
 use modemgate::api::{AppState, Auth, Metrics, router};
 use modemgate::config::{ApiKey, Config, Scope};
 use modemgate::dispatch::{self, AllowAll, Settings};
@@ -35,15 +35,15 @@ use modemgate::webhook::{
 // The daemon's parts, for real, on 127.0.0.1:0.
 
 /// The workers' health as the daemon would keep it; pausing flips the state.
-struct Modems(Mutex<Vec<(String, ModemHealth)>>);
+struct Modems(Mutex<Vec<LiveModem>>);
 
 impl ModemControl for Modems {
-    fn health(&self) -> Vec<(String, ModemHealth)> {
+    fn modems(&self) -> Vec<LiveModem> {
         self.0.lock().unwrap().clone()
     }
     fn set_paused(&self, id: &str, paused: bool) -> bool {
         let mut modems = self.0.lock().unwrap();
-        let Some((_, health)) = modems.iter_mut().find(|(m, _)| m == id) else {
+        let Some(LiveModem { health, .. }) = modems.iter_mut().find(|m| m.id == id) else {
             return false;
         };
         health.state = if paused {
@@ -146,7 +146,11 @@ async fn start(state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
     )
     .await
     .unwrap();
-    let modems = Arc::new(Modems(Mutex::new(vec![("m1".into(), health())])));
+    let modems = Arc::new(Modems(Mutex::new(vec![LiveModem {
+        id: "m1".into(),
+        health: health(),
+        daily_cap: std::num::NonZeroU32::new(200),
+    }])));
     let optouts = Arc::new(
         modemgate::rules::optouts::OptOuts::load(&store)
             .await
@@ -906,6 +910,11 @@ async fn cancel_stops_a_queued_message_once() {
 #[tokio::test]
 async fn modems_pause_resume_and_metrics() {
     let server = serve().await;
+    // One part sent through m1 today, as its worker would report it.
+    let id: uuid::Uuid = server.send(TO, "hello").await.parse().unwrap();
+    server.store.claim(id, "m1", None).await.unwrap();
+    server.store.part_submitting(id, 1, "m1").await.unwrap();
+    server.store.part_sent(id, 1, "m1", 7).await.unwrap();
     let modems = server
         .get("/v1/modems", "reader-token")
         .await
@@ -922,7 +931,11 @@ async fn modems_pause_resume_and_metrics() {
     assert_eq!(m1["operator"], "Telekom.de");
     assert_eq!(
         m1["counters"],
-        json!({"parts_sent": 0, "parts_failed": 0, "received": 0})
+        json!({"parts_sent": 1, "parts_failed": 0, "received": 0})
+    );
+    assert_eq!(
+        (&m1["sent_today"], &m1["daily_cap"]),
+        (&json!(1), &json!(200))
     );
     let paused = server
         .post("/v1/modems/m1/pause", "admin-token")
@@ -960,6 +973,12 @@ async fn modems_pause_resume_and_metrics() {
         text.contains("modemgate_modem_signal_rssi{modem=\"m1\"} 21"),
         "{text}"
     );
+    for line in [
+        "modemgate_modem_sent_today{modem=\"m1\"} 1",
+        "modemgate_modem_daily_cap{modem=\"m1\"} 200",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
 }
 
 #[tokio::test]

@@ -105,12 +105,21 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
         "modemgate_queue_depth 0",
         "modemgate_send_latency_seconds_count 1",
         "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
+        "modemgate_modem_sent_today{modem=\"m1\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
             "no {line:?} in\n{metrics}"
         );
     }
+    // The part counts against the SIM the modem reports, and shows at a glance (no cap configured).
+    let modems = http.get("/v1/modems").await;
+    let m1 = &modems["modems"][0];
+    assert!(m1["identity"]["iccid"].is_string(), "{m1}");
+    assert_eq!(
+        (&m1["sent_today"], &m1["daily_cap"]),
+        (&json!(1), &json!(null))
+    );
 
     // A UCS-2 reply long enough for three parts arrives as one message.
     let reply = "¿Puedo pagar el viernes? Гарантирую оплату 💶 ".repeat(3);

@@ -35,6 +35,7 @@ scopes = ["send", "read"]
 id = "m1"
 device = "sim:ec25"
 rate = "600/min"
+daily_cap = 300
 [quiet_hours]
 enabled = false
 "#,
@@ -161,6 +162,7 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
             "SIGNAL",
             "OPERATOR",
             "CS/PS/EPS",
+            "TODAY/CAP",
             "SENT",
             "FAILED",
             "RECEIVED",
@@ -172,7 +174,7 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
     assert_eq!(row[..2], ["m1", "ready"], "{out}");
     assert_eq!(row[2..5], ["####", "-73", "dBm"], "{out}");
     assert_eq!(row[5], "SIMNET", "{out}");
-    assert_eq!(row[7..10], ["1", "0", "0"], "{out}");
+    assert_eq!(row[7..11], ["1/300", "1", "0", "0"], "{out}");
     assert_eq!(
         lines.next(),
         Some("queue: 0 queued, 1 scheduled, 0 sending; last 24 h: 0 failed, 0 unknown"),

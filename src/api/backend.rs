@@ -209,13 +209,16 @@ pub struct ModemCounters {
 }
 
 /// `GET /v1/modems` entry: `id`, the worker's health (`state`, `signal`, `operator`, registration,
-/// identity, `last_error`) and `counters`.
+/// identity, `last_error`), `counters`, and how much of its daily cap its SIM has used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModemView {
     pub id: String,
     #[serde(flatten)]
     pub health: ModemHealth,
     pub counters: ModemCounters,
+    /// Parts its SIM sent on today's cap day: what `daily_cap` counts.
+    pub sent_today: u32,
+    pub daily_cap: Option<std::num::NonZeroU32>,
 }
 
 /// A number that asked not to be contacted.

@@ -2,6 +2,7 @@
 //! work, and the modem workers (through [`ModemControl`]) for live health and pausing.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -11,7 +12,7 @@ use super::backend::{
     Accepted, Backend, BackendError, BackendResult, ListFilter, MessageDetail, MessageView,
     ModemCounters, ModemView, NewMessage, Optout, Page,
 };
-use super::metrics::Metrics;
+use super::metrics::{Metrics, ModemGauges};
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
@@ -22,10 +23,19 @@ use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
 use crate::rules::replies::OptOutConfig;
 use crate::store::{self, QueueEntry, Store};
 
+/// A configured modem as the daemon runs it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveModem {
+    pub id: String,
+    pub health: ModemHealth,
+    /// Its SIM's daily cap in parts, from the config.
+    pub daily_cap: Option<NonZeroU32>,
+}
+
 /// Live modem state and the admin's pause switch, owned by the daemon (it hears the workers' health).
 pub trait ModemControl: Send + Sync + 'static {
     /// Every configured modem, in config order, with its latest health.
-    fn health(&self) -> Vec<(String, ModemHealth)>;
+    fn modems(&self) -> Vec<LiveModem>;
     /// Pauses or resumes `id`; `false` when there is no such modem.
     fn set_paused(&self, id: &str, paused: bool) -> bool;
 }
@@ -128,17 +138,25 @@ impl Gateway {
                 (r.id, counters)
             })
             .collect();
+        let today = self.store.daily_sent(self.store.clock().now()).await?;
         Ok(self
             .modems
-            .health()
+            .modems()
             .into_iter()
-            .map(|(id, health)| ModemView {
-                counters: counters.remove(&id).unwrap_or_default(),
-                id,
-                health,
+            .map(|modem| ModemView {
+                counters: counters.remove(&modem.id).unwrap_or_default(),
+                sent_today: sent_today(&today, &modem),
+                daily_cap: modem.daily_cap,
+                id: modem.id,
+                health: modem.health,
             })
             .collect())
     }
+}
+
+/// What `modem`'s SIM has sent today, as its daily cap counts: the SIM its worker reports now.
+fn sent_today(today: &store::DailyCounts, modem: &LiveModem) -> u32 {
+    today.of(&modem.id, modem.health.identity.iccid.as_deref())
 }
 
 impl Backend for Gateway {
@@ -311,9 +329,18 @@ impl Backend for Gateway {
 
     fn refresh_metrics<'a>(&'a self, metrics: &'a Metrics) -> BackendResult<'a, ()> {
         Box::pin(async move {
-            for (id, health) in self.modems.health() {
-                metrics.set_modem(&id, health.state, health.signal);
-            }
+            // The modems' own gauges are current even when the store cannot count their sends.
+            let today = self.store.daily_sent(self.store.clock().now()).await;
+            metrics.set_modems(self.modems.modems().into_iter().map(|modem| {
+                let gauges = ModemGauges {
+                    state: modem.health.state,
+                    signal: modem.health.signal,
+                    sent_today: today.as_ref().ok().map(|t| sent_today(t, &modem)),
+                    daily_cap: modem.daily_cap.map(NonZeroU32::get),
+                };
+                (modem.id, gauges)
+            }));
+            today.map_err(BackendError::from)?;
             let totals = self.store.totals().await.map_err(BackendError::from)?;
             metrics.set_messages(totals.messages.into_iter().map(|(state, modem, n)| {
                 ((state.as_str().to_owned(), modem.unwrap_or_default()), n)

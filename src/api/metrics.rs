@@ -30,14 +30,25 @@ struct Histogram {
     count: u64,
 }
 
+/// What `/metrics` shows of one modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModemGauges {
+    pub state: ModemState,
+    /// `+CSQ` RSSI; 99 or `None` (unknown) is not exported.
+    pub signal: Option<u8>,
+    /// Parts its SIM sent today, as its daily cap counts them (`None`: the store could not say).
+    pub sent_today: Option<u32>,
+    pub daily_cap: Option<u32>,
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     /// (status, modem) → messages in that status now.
     messages: BTreeMap<(String, String), u64>,
     queue_depth: u64,
     send_latency: Histogram,
-    modem_state: BTreeMap<String, ModemState>,
-    modem_signal: BTreeMap<String, u8>,
+    /// By modem id; replaced whole at each refresh, so a modem a reload removed disappears.
+    modems: BTreeMap<String, ModemGauges>,
     webhook_backlog: u64,
 }
 
@@ -86,14 +97,9 @@ impl Metrics {
         histogram.count += 1;
     }
 
-    /// A modem's current state and `+CSQ` RSSI (99 or `None`: unknown, not exported).
-    pub fn set_modem(&self, modem: &str, state: ModemState, signal: Option<u8>) {
-        let mut registry = self.lock();
-        registry.modem_state.insert(modem.to_owned(), state);
-        match signal.filter(|rssi| *rssi != 99) {
-            Some(rssi) => registry.modem_signal.insert(modem.to_owned(), rssi),
-            None => registry.modem_signal.remove(modem),
-        };
+    /// Every configured modem's gauges, replacing the previous set.
+    pub fn set_modems(&self, modems: impl IntoIterator<Item = (String, ModemGauges)>) {
+        self.lock().modems = modems.into_iter().collect();
     }
 
     /// Webhook deliveries not yet acknowledged by the receiver.
@@ -167,9 +173,9 @@ impl Metrics {
             "gauge",
             "1 for each modem's current state, 0 for the others.",
         );
-        for (modem, current) in &registry.modem_state {
+        for (modem, gauges) in &registry.modems {
             for (state, label) in MODEM_STATES {
-                let value = if state == *current { 1.0 } else { 0.0 };
+                let value = if state == gauges.state { 1.0 } else { 0.0 };
                 sample(
                     &mut out,
                     "modemgate_modem_state",
@@ -184,14 +190,30 @@ impl Metrics {
             "gauge",
             "Last +CSQ RSSI (0-31) per modem.",
         );
-        for (modem, rssi) in &registry.modem_signal {
-            sample(
-                &mut out,
-                "modemgate_modem_signal_rssi",
-                &[("modem", modem)],
-                f64::from(*rssi),
-            );
-        }
+        let per_modem = |out: &mut String, name: &str, value: fn(&ModemGauges) -> Option<u32>| {
+            for (modem, gauges) in &registry.modems {
+                if let Some(value) = value(gauges) {
+                    sample(out, name, &[("modem", modem)], f64::from(value));
+                }
+            }
+        };
+        per_modem(&mut out, "modemgate_modem_signal_rssi", |g| {
+            g.signal.filter(|rssi| *rssi != 99).map(u32::from)
+        });
+        header(
+            &mut out,
+            "modemgate_modem_sent_today",
+            "gauge",
+            "Parts each modem's SIM sent on today's cap day (what its daily cap counts).",
+        );
+        per_modem(&mut out, "modemgate_modem_sent_today", |g| g.sent_today);
+        header(
+            &mut out,
+            "modemgate_modem_daily_cap",
+            "gauge",
+            "Each capped modem's daily cap in parts.",
+        );
+        per_modem(&mut out, "modemgate_modem_daily_cap", |g| g.daily_cap);
         header(
             &mut out,
             "modemgate_webhook_backlog",
@@ -247,8 +269,26 @@ mod tests {
         m.observe_send_latency(Duration::from_millis(1500));
         m.observe_send_latency(Duration::from_secs(3));
         m.observe_send_latency(Duration::from_secs(900));
-        m.set_modem("m1", ModemState::Ready, Some(21));
-        m.set_modem("m2", ModemState::Offline, Some(99));
+        let gauges = |state, signal, sent_today, daily_cap| ModemGauges {
+            state,
+            signal,
+            sent_today,
+            daily_cap,
+        };
+        m.set_modems([(
+            "gone".to_owned(),
+            gauges(ModemState::Ready, None, None, None),
+        )]);
+        m.set_modems([
+            (
+                "m1".to_owned(),
+                gauges(ModemState::Ready, Some(21), Some(187), Some(200)),
+            ),
+            (
+                "m2".to_owned(),
+                gauges(ModemState::Offline, Some(99), Some(4), None),
+            ),
+        ]);
         m.set_webhook_backlog(3);
         let text = m.render();
         for line in [
@@ -267,6 +307,9 @@ mod tests {
             "modemgate_modem_state{modem=\"m1\",state=\"offline\"} 0",
             "modemgate_modem_state{modem=\"m2\",state=\"offline\"} 1",
             "modemgate_modem_signal_rssi{modem=\"m1\"} 21",
+            "modemgate_modem_sent_today{modem=\"m1\"} 187",
+            "modemgate_modem_sent_today{modem=\"m2\"} 4",
+            "modemgate_modem_daily_cap{modem=\"m1\"} 200",
             "modemgate_webhook_backlog 3",
         ] {
             assert!(
@@ -277,6 +320,11 @@ mod tests {
         assert!(
             !text.contains("modem_signal_rssi{modem=\"m2\"}"),
             "RSSI 99 means unknown"
+        );
+        assert!(!text.contains("daily_cap{modem=\"m2\"}"), "m2 has no cap");
+        assert!(
+            !text.contains("\"gone\""),
+            "a modem no longer configured is gone"
         );
         // Every sample's metric has HELP and TYPE lines.
         for l in text.lines().filter(|l| !l.starts_with('#')) {

@@ -34,6 +34,9 @@ struct Modem {
     ps: Option<String>,
     eps: Option<String>,
     counters: Counters,
+    /// Parts its SIM sent today, and the cap they count against.
+    sent_today: Option<u32>,
+    daily_cap: Option<u32>,
     last_error: Option<String>,
 }
 
@@ -132,12 +135,13 @@ fn queue_line(counts: &[(&str, Count)]) -> String {
     format!("queue: {}; last 24 h: {}", join(now), join(day))
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "MODEM",
     "STATE",
     "SIGNAL",
     "OPERATOR",
     "CS/PS/EPS",
+    "TODAY/CAP",
     "SENT",
     "FAILED",
     "RECEIVED",
@@ -147,7 +151,7 @@ const HEADERS: [&str; 9] = [
 /// The modems as aligned columns; the last column is left ragged (errors are long).
 fn modem_table(modems: &[Modem]) -> String {
     let dash = || "-".to_owned();
-    let rows: Vec<[String; 9]> = modems
+    let rows: Vec<[String; 10]> = modems
         .iter()
         .map(|m| {
             [
@@ -158,6 +162,7 @@ fn modem_table(modems: &[Modem]) -> String {
                 [&m.cs, &m.ps, &m.eps]
                     .map(|r| registration(r.as_deref()))
                     .join("/"),
+                today(m.sent_today, m.daily_cap),
                 m.counters.parts_sent.to_string(),
                 m.counters.parts_failed.to_string(),
                 m.counters.received.to_string(),
@@ -210,6 +215,16 @@ fn signal(rssi: Option<u8>) -> String {
     }
 }
 
+/// Parts sent today against the daily cap: `187/200`, `187` with no cap, `-` from a daemon that does not
+/// say.
+fn today(sent: Option<u32>, cap: Option<u32>) -> String {
+    match (sent, cap) {
+        (Some(sent), Some(cap)) => format!("{sent}/{cap}"),
+        (Some(sent), None) => sent.to_string(),
+        (None, _) => "-".into(),
+    }
+}
+
 /// Registration in a few letters, so three of them fit one column.
 fn registration(value: Option<&str>) -> &str {
     match value {
@@ -253,6 +268,8 @@ mod tests {
                     parts_failed: 1,
                     received: 3,
                 },
+                sent_today: Some(7),
+                daily_cap: Some(200),
                 last_error: None,
             },
             Modem {
@@ -269,6 +286,10 @@ mod tests {
         assert_eq!(lines[1].find("ready"), Some(state_col));
         assert_eq!(lines[2].find("offline"), Some(state_col));
         assert!(lines[1].contains("home/roam/-"), "{table}");
+        let today_col = lines[0].find("TODAY/CAP").unwrap();
+        assert_eq!(lines[1].find("7/200"), Some(today_col), "{table}");
+        assert_eq!(today(Some(7), None), "7");
+        assert_eq!(today(None, Some(200)), "-");
         assert!(lines[2].ends_with("port gone reopening"), "{table}");
     }
 

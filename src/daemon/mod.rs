@@ -137,12 +137,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         runtimes.push(runtime);
     }
     let modems = Arc::new(Modems::default());
-    modems.replace(
-        runtimes
-            .iter()
-            .map(|r| (r.id.clone(), r.handle.clone()))
-            .collect(),
-    );
+    modems.replace(&runtimes);
 
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
@@ -324,12 +319,7 @@ impl Running {
             }
             self.runtimes.push(runtime);
         }
-        self.modems.replace(
-            self.runtimes
-                .iter()
-                .map(|r| (r.id.clone(), r.handle.clone()))
-                .collect(),
-        );
+        self.modems.replace(&self.runtimes);
 
         self.dispatch_stop = self.shutdown.child_token();
         let (dispatch, task) = dispatch::start(

@@ -1,21 +1,38 @@
 //! The running modems as the API sees them: live health read from each worker's watch channel (never a
-//! copy that could go stale) and the admin's pause switch.
+//! copy that could go stale), the admin's pause switch, and each one's daily cap from the config.
 
+use std::num::NonZeroU32;
 use std::sync::RwLock;
 
-use crate::api::gateway::ModemControl;
+use super::modems::ModemRuntime;
+use crate::api::gateway::{LiveModem, ModemControl};
 use crate::modem::WorkerHandle;
-use crate::modem::job::{ModemHealth, ModemId};
+use crate::modem::job::ModemId;
+
+struct Entry {
+    id: ModemId,
+    handle: WorkerHandle,
+    daily_cap: Option<NonZeroU32>,
+}
 
 #[derive(Default)]
 pub struct Modems {
     /// In config order. A `std::sync::RwLock`: every access is a short copy with no `.await`, and a reload
     /// replaces the list while requests read it.
-    entries: RwLock<Vec<(ModemId, WorkerHandle)>>,
+    entries: RwLock<Vec<Entry>>,
 }
 
 impl Modems {
-    pub fn replace(&self, entries: Vec<(ModemId, WorkerHandle)>) {
+    /// The modems running now (at start, and after each reload).
+    pub fn replace(&self, runtimes: &[ModemRuntime]) {
+        let entries = runtimes
+            .iter()
+            .map(|r| Entry {
+                id: r.id.clone(),
+                handle: r.handle.clone(),
+                daily_cap: r.config.daily_cap,
+            })
+            .collect();
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
     }
 
@@ -23,20 +40,23 @@ impl Modems {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .iter()
-            .find(|(entry, _)| &**entry == id)
-            .map(|(_, handle)| f(handle))
+            .find(|entry| &*entry.id == id)
+            .map(|entry| f(&entry.handle))
     }
 }
 
 impl ModemControl for Modems {
-    fn health(&self) -> Vec<(String, ModemHealth)> {
+    fn modems(&self) -> Vec<LiveModem> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .iter()
-            .map(|(id, handle)| (id.to_string(), handle.shown_health()))
+            .map(|entry| LiveModem {
+                id: entry.id.to_string(),
+                health: entry.handle.shown_health(),
+                daily_cap: entry.daily_cap,
+            })
             .collect()
     }
-
     fn set_paused(&self, id: &str, paused: bool) -> bool {
         self.with(id, |handle| {
             if paused {
