@@ -361,7 +361,7 @@ async fn the_daily_cap_holds_across_a_restart_and_resets_the_next_day() {
 }
 
 #[tokio::test]
-async fn a_multipart_message_never_overshoots_the_daily_cap() {
+async fn a_multipart_message_never_overshoots_the_daily_cap_and_smaller_ones_use_the_rest() {
     let rig = rig();
     let spec = Spec {
         id: "m1",
@@ -372,8 +372,18 @@ async fn a_multipart_message_never_overshoots_the_daily_cap() {
     let first = submit(&rig.store, &d.handle, new_message("+15550000301", 2)).await;
     let second = submit(&rig.store, &d.handle, new_message("+15550000302", 2)).await;
     d.handle.flush().await;
-    assert_eq!(d.fakes[0].take_id(), first);
+    let a = d.fakes[0].take();
+    assert_eq!(a.message_id, first);
     // 2 of 3 used: the next two-part message would make 4.
+    assert!(d.fakes[0].job().is_none(), "the cap is 3 parts a day");
+    // A single-part message that comes later fits in the last part, ahead of the older one.
+    let single = submit(&rig.store, &d.handle, new_message("+15550000303", 1)).await;
+    d.handle.flush().await;
+    let b = d.fakes[0].take();
+    assert_eq!(b.message_id, single, "the last part of the cap is used");
+    complete(&rig.store, "m1", a, 1).await;
+    complete(&rig.store, "m1", b, 2).await;
+    d.handle.flush().await;
     assert!(d.fakes[0].job().is_none(), "the cap is 3 parts a day");
     assert_eq!(state(&rig.store, second).await, MessageState::Queued);
 

@@ -37,8 +37,9 @@ pub(super) struct Modem {
     pub(super) cap: Option<u32>,
     /// Parts handed to it today (from the store at start, then counted at hand-off).
     pub(super) sent_today: u32,
-    /// What is left of its cap today was too small for the next message: closed until the next cap day.
-    /// The few parts left are given up rather than let a multipart message overshoot the cap.
+    /// No message it may take fits in what is left of its cap today: closed (its sticky recipients go
+    /// elsewhere) until a message that fits comes, the next cap day, or another SIM. Smaller messages use
+    /// up the rest; parts no message fits are given up rather than let one overshoot the cap.
     pub(super) closed_today: bool,
     /// Jobs handed over and not finished.
     pub(super) in_flight: usize,
@@ -73,10 +74,10 @@ impl Modem {
             .cloned()
     }
 
-    /// Whether a message of `parts` parts fits in what is left of its cap today.
-    fn fits(&self, parts: u16) -> bool {
+    /// The most parts it may still send today (`None`: no cap).
+    fn room(&self) -> Option<u16> {
         self.cap
-            .is_none_or(|cap| self.sent_today.saturating_add(u32::from(parts)) <= cap)
+            .map(|cap| u16::try_from(cap.saturating_sub(self.sent_today)).unwrap_or(u16::MAX))
     }
 
     /// Whether it can send at all now; if not, messages sticky to it may fall back to another modem.
@@ -232,12 +233,20 @@ impl Dispatcher {
         now: Timestamp,
     ) -> bool {
         let lane = self.affinity.lane(&entry, avoid, history);
+        let parts = entry.parts;
         let item = NewItem {
             entry,
             avoid,
             history,
         };
-        self.window.insert(item, now, lane)
+        let held = self.window.insert(item, now, lane);
+        if held {
+            // A modem closed for want of a message small enough for the rest of its cap may take this one.
+            for modem in self.modems.iter_mut().filter(|m| m.closed_today) {
+                modem.closed_today = modem.room().is_none_or(|room| parts > room);
+            }
+        }
+        held
     }
 
     /// Memory let go of a pending message after a failed store write: the heads are read again once the
@@ -382,8 +391,9 @@ impl Dispatcher {
             && self.global_paced_until.is_none_or(|at| at <= now)
     }
 
-    /// The best due message `modem` may send, and the lane it came from.
-    fn pick(&mut self, modem: usize) -> Option<(Uuid, Lane)> {
+    /// The best due message `modem` may send of at most `room` parts (`None`: any size), and the lane it
+    /// came from.
+    fn pick(&mut self, modem: usize, room: Option<u16>) -> Option<(Uuid, Lane)> {
         let others_usable = self
             .modems
             .iter()
@@ -404,7 +414,7 @@ impl Dispatcher {
         loop {
             let (key, lane) = lanes
                 .iter()
-                .filter_map(|&lane| self.window.queue.head(lane).map(|key| (key, lane)))
+                .filter_map(|&lane| self.window.queue.head(lane, room).map(|key| (key, lane)))
                 .min_by_key(|&(key, _)| key)?;
             let id = key.1;
             let item = self.window.queue.get(id)?;
@@ -419,7 +429,15 @@ impl Dispatcher {
 
     /// Tries to hand one message to `modem`; `true` if something happened (sent, held, blocked, expired).
     async fn hand_one(&mut self, index: usize, now: Timestamp) -> bool {
-        let Some((id, lane)) = self.pick(index) else {
+        let room = self.modems[index].room();
+        let Some((id, lane)) = self.pick(index, room) else {
+            if room.is_some() && self.pick(index, None).is_some() {
+                let modem = &mut self.modems[index];
+                modem.closed_today = true;
+                tracing::info!(modem = %modem.id, sent_today = modem.sent_today,
+                    "daily cap too small for any message it may take: modem closed until the next cap day");
+                return true;
+            }
             return false;
         };
         let Some(item) = self.window.queue.get(id) else {
@@ -432,13 +450,6 @@ impl Dispatcher {
             return true;
         }
         let modem_id = self.modems[index].id.clone();
-        if !self.modems[index].fits(entry.parts) {
-            let modem = &mut self.modems[index];
-            modem.closed_today = true;
-            tracing::info!(modem = %modem_id, sent_today = modem.sent_today, parts = entry.parts,
-                "daily cap too small for the next message: modem closed until the next cap day");
-            return true;
-        }
         match self.gate.check(&entry, &modem_id, now) {
             Decision::Allow => {}
             Decision::Hold {

@@ -215,8 +215,20 @@ impl Queue {
         self.lanes.values().any(|set| !set.is_empty())
     }
 
-    /// The best due message of a lane.
-    pub fn head(&self, lane: Lane) -> Option<Key> {
-        self.lanes.get(&lane).and_then(|set| set.first().copied())
+    /// The best due message of a lane with at most `parts` parts (`None`: any size). A bound is given
+    /// only for a modem near its daily cap, so the walk past bigger messages is rare and short-lived.
+    pub fn head(&self, lane: Lane, parts: Option<u16>) -> Option<Key> {
+        let set = self.lanes.get(&lane)?;
+        match parts {
+            None => set.first().copied(),
+            Some(room) => set
+                .iter()
+                .find(|(_, id)| {
+                    self.items
+                        .get(id)
+                        .is_some_and(|item| item.entry.parts <= room)
+                })
+                .copied(),
+        }
     }
 }
