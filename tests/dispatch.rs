@@ -474,6 +474,9 @@ async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
     let mut urgent = new_message("+15550000303", 1);
     urgent.priority = 10;
     let urgent = submit(&rig.store, &d.handle, urgent).await;
+    // Both in the dispatcher's window before the modem is back: else it may hand `low` out alone, its
+    // loop having yielded (on a store read) after taking `low` in and before `urgent` was announced.
+    d.handle.flush().await;
 
     d.fakes[0].ready.send(true).unwrap();
     d.handle.flush().await;
