@@ -119,7 +119,11 @@ impl Answer {
 }
 
 async fn serve() -> Server {
-    start(|backend| {
+    serve_with(OpenOptions::default()).await
+}
+
+async fn serve_with(options: OpenOptions) -> Server {
+    start(options, |backend| {
         let metrics = Arc::new(Metrics::default());
         let mut state = AppState::new(backend, Arc::new(Auth::new(&keys())), metrics);
         state.default_region = Some(Region(phonenumber::country::Id::DE));
@@ -129,9 +133,9 @@ async fn serve() -> Server {
 }
 
 /// The real store (a temp file), a dispatcher with no modems, the gateway, and the router on 127.0.0.1:0.
-async fn start(state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
+async fn start(options: OpenOptions, state: impl FnOnce(Arc<dyn Backend>) -> AppState) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("modemgate.db"), OpenOptions::default()).unwrap();
+    let store = Store::open(dir.path().join("modemgate.db"), options).unwrap();
     store
         .upsert_modem("m1", ModemIdentity::default())
         .await
@@ -443,6 +447,43 @@ async fn malformed_bodies_get_precise_errors() {
         serde_json::json!([]),
         "nothing stored"
     );
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_with_retry_after_and_acknowledges_only_what_is_stored() {
+    // A database capped at a few pages stands in for a full disk.
+    let server = serve_with(OpenOptions {
+        max_pages: Some(40),
+        ..OpenOptions::default()
+    })
+    .await;
+    let text = "x".repeat(1500);
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let answer = server
+            .post_json("/v1/messages", "cms-token", json!({"to": TO, "text": text}))
+            .await;
+        if answer.status != StatusCode::ACCEPTED {
+            break answer;
+        }
+        acknowledged.push(answer.json()["id"].as_str().unwrap().to_owned());
+        assert!(acknowledged.len() < 1000, "the database never filled");
+    };
+    refused.assert_error(503, "unavailable", None);
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert!(!acknowledged.is_empty());
+    // Reads still work, and list exactly the messages that got a 202.
+    let listed = server
+        .get("/v1/messages?limit=1000", "cms-token")
+        .await
+        .json();
+    let stored: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, acknowledged);
 }
 
 #[tokio::test]
@@ -1023,7 +1064,10 @@ async fn state_from_config_applies_keys_region_and_body_limit() {
          [[api_keys]]\nname = \"cms\"\ntoken = \"config-token\"\nscopes = [\"send\"]\n",
     )
     .unwrap();
-    let server = start(|backend| AppState::from_config(&config, backend, Arc::default())).await;
+    let server = start(OpenOptions::default(), |backend| {
+        AppState::from_config(&config, backend, Arc::default())
+    })
+    .await;
     let form = |body: String| {
         server.call(
             Method::POST,

@@ -61,6 +61,10 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+/// What a 503 tells the client to wait: the store's own retries (a locked database, a full disk being
+/// cleared) work on this scale, and a CMS that retries at once only adds load.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+
 /// Whole seconds for `Retry-After`, rounded up so a client that obeys it is never early.
 fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -158,6 +162,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_secs(*wait)),
+                );
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY.as_secs()),
                 );
             }
             _ => {}
