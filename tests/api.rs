@@ -1110,6 +1110,154 @@ async fn openapi_lists_every_served_route() {
     }
 }
 
+/// Where `value` strays from `schema` (the document's own `$ref`s and `allOf`s followed): fields it does
+/// not list, and JSON types it does not allow. Enough to keep the hand-written schemas honest against
+/// what the routes really answer; a full JSON Schema validator is not a dependency worth carrying.
+fn strays(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(name) = schema["$ref"].as_str() {
+        let name = name.rsplit('/').next().unwrap();
+        return strays(doc, &doc["components"]["schemas"][name], value, at, out);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        let mut merged = serde_json::Map::new();
+        for part in all {
+            let part = match part["$ref"].as_str() {
+                Some(name) => &doc["components"]["schemas"][name.rsplit('/').next().unwrap()],
+                None => part,
+            };
+            if let Some(properties) = part["properties"].as_object() {
+                merged.extend(properties.clone());
+            }
+        }
+        let merged = json!({"type": "object", "properties": merged});
+        return strays(doc, &merged, value, at, out);
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => vec![kind],
+    };
+    let integer_as_number = kind == "integer" && allowed.contains(&"number");
+    if !(allowed.contains(&kind) || integer_as_number) {
+        out.push(format!("{at}: {kind}, documented as {allowed:?}"));
+    }
+    if let (Value::Object(fields), Some(properties)) = (value, schema["properties"].as_object()) {
+        for (name, field) in fields {
+            match properties.get(name) {
+                Some(documented) => strays(doc, documented, field, &format!("{at}.{name}"), out),
+                None => out.push(format!("{at}.{name}: not documented")),
+            }
+        }
+    }
+    if let (Value::Array(items), Some(schema)) = (value, schema.get("items")) {
+        for item in items {
+            strays(doc, schema, item, &format!("{at}[]"), out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn answers_match_the_openapi_document() {
+    let server = serve().await;
+    let doc = server.get("/openapi.json", "cms-token").await.json();
+    let id = server.send(TO, "hello").await;
+    let batch = server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": [{"to": TO, "text": "a"}, {"to": "nope", "text": "b"}]}),
+        )
+        .await;
+    let cancelled = server
+        .post(&format!("/v1/messages/{id}/cancel"), "cms-token")
+        .await;
+    let optout = server
+        .post_json(
+            "/v1/optouts",
+            "admin-token",
+            json!({"number": "+4915123456780"}),
+        )
+        .await;
+    let invalid = server
+        .post_json(
+            "/v1/messages",
+            "cms-token",
+            json!({"to": "nope", "text": "x"}),
+        )
+        .await;
+    let answers = [
+        ("/v1/messages/batch", "post", batch),
+        ("/v1/messages/{id}/cancel", "post", cancelled),
+        ("/v1/optouts", "post", optout),
+        ("/v1/messages", "post", invalid),
+        (
+            "/v1/messages/{id}",
+            "get",
+            server.get(&format!("/v1/messages/{id}"), "cms-token").await,
+        ),
+        (
+            "/v1/messages",
+            "get",
+            server.get("/v1/messages", "cms-token").await,
+        ),
+        (
+            "/v1/conversations/{number}",
+            "get",
+            server
+                .get(&format!("/v1/conversations/{TO}"), "cms-token")
+                .await,
+        ),
+        (
+            "/v1/modems",
+            "get",
+            server.get("/v1/modems", "cms-token").await,
+        ),
+        (
+            "/v1/modems/{id}/pause",
+            "post",
+            server.post("/v1/modems/m1/pause", "admin-token").await,
+        ),
+        (
+            "/v1/optouts",
+            "get",
+            server.get("/v1/optouts", "admin-token").await,
+        ),
+        ("/readyz", "get", server.get("/readyz", "cms-token").await),
+    ];
+    let mut out = Vec::new();
+    for (path, method, answer) in answers {
+        let status = answer.status.as_u16().to_string();
+        let responses = &doc["paths"][path][method]["responses"];
+        let response = match &responses[&status] {
+            Value::Null => &responses[&format!("{}XX", &status[..1])],
+            documented => documented,
+        };
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {path} {status}: no schema");
+        strays(
+            &doc,
+            schema,
+            &answer.json(),
+            &format!("{method} {path} {status}"),
+            &mut out,
+        );
+    }
+    assert!(
+        out.is_empty(),
+        "answers stray from /openapi.json:\n{}",
+        out.join("\n")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Webhooks: a fake outbox, real receivers.
 

@@ -138,6 +138,9 @@ fn schemas() -> Value {
     let encoding = json!({"type": "string", "enum": ["gsm7", "ucs2", "8bit", "undecoded"]});
     let optional_time = json!({"type": ["string", "null"], "format": "date-time"});
     let time = json!({"type": "string", "format": "date-time"});
+    let optional_string = json!({"type": ["string", "null"]});
+    let registration = json!({"type": ["string", "null"], "description": "+CREG/+CGREG/+CEREG; null: not asked",
+        "enum": ["not_registered", "home", "searching", "denied", "unknown", "roaming", "registered_other", null]});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message", "field"], "properties": {
@@ -205,7 +208,15 @@ fn schemas() -> Value {
             "next": {"type": ["string", "null"], "description": "pass back as `after`; null on the last page"}}},
         "Modem": {"type": "object", "properties": {"id": {"type": "string"},
             "state": {"type": "string", "enum": ["initialising", "ready", "degraded", "offline", "paused"]},
-            "signal": {"type": ["integer", "null"]}, "operator": {"type": ["string", "null"]},
+            "signal": {"type": ["integer", "null"], "description": "+CSQ RSSI: 0-31, 99 unknown"},
+            "operator": {"type": ["string", "null"]},
+            "cs": registration.clone(), "ps": registration.clone(), "eps": registration,
+            "identity": {"type": "object", "description": "read from the modem and its SIM at start-up",
+                "properties": {"manufacturer": optional_string.clone(), "model": optional_string.clone(),
+                "revision": optional_string.clone(), "imei": optional_string.clone(),
+                "imsi": optional_string.clone(), "iccid": optional_string.clone(),
+                "own_number": optional_string.clone()}},
+            "last_error": {"type": ["string", "null"], "description": "the last error worth an admin's eye"},
             "counters": {"type": "object", "properties": {"parts_sent": {"type": "integer"},
                 "parts_failed": {"type": "integer"}, "received": {"type": "integer"}}},
             "sent_today": {"type": "integer",
