@@ -1169,7 +1169,14 @@ fn strays(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<St
 async fn answers_match_the_openapi_document() {
     let server = serve().await;
     let doc = server.get("/openapi.json", "cms-token").await.json();
-    let id = server.send(TO, "hello").await;
+    let accepted = server
+        .post_json(
+            "/v1/messages",
+            "cms-token",
+            json!({"to": TO, "text": "hello"}),
+        )
+        .await;
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
     let batch = server
         .post_json(
             "/v1/messages/batch",
@@ -1195,6 +1202,7 @@ async fn answers_match_the_openapi_document() {
         )
         .await;
     let answers = [
+        ("/v1/messages", "post", accepted),
         ("/v1/messages/batch", "post", batch),
         ("/v1/messages/{id}/cancel", "post", cancelled),
         ("/v1/optouts", "post", optout),
@@ -1232,6 +1240,12 @@ async fn answers_match_the_openapi_document() {
             server.get("/v1/optouts", "admin-token").await,
         ),
         ("/readyz", "get", server.get("/readyz", "cms-token").await),
+        ("/healthz", "get", server.get("/healthz", "cms-token").await),
+        (
+            "/v1/modems/{id}/resume",
+            "post",
+            server.post("/v1/modems/m1/resume", "admin-token").await,
+        ),
     ];
     let mut out = Vec::new();
     for (path, method, answer) in answers {
