@@ -27,8 +27,8 @@ use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::Region;
 use modemgate::store::{InboundContent, InboundPart, OpenOptions, Store, TextEncoding};
 use modemgate::webhook::{
-    self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, MessageEvent, OutboxItem,
-    OutboxResult, OutboxStore, Target,
+    self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, MessageEvent, OptoutEvent,
+    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Target,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1268,6 +1268,66 @@ async fn answers_match_the_openapi_document() {
     assert!(
         out.is_empty(),
         "answers stray from /openapi.json:\n{}",
+        out.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn webhook_payloads_match_the_openapi_document() {
+    let server = serve().await;
+    let doc = server.get("/openapi.json", "cms-token").await.json();
+    let message = MessageEvent {
+        message_id: Uuid::now_v7(),
+        to: TO.into(),
+        parts: 2,
+        modem: Some("m1".into()),
+        reference: Some("acct-7".into()),
+        metadata: json!({"debtor": 42}).as_object().cloned(),
+        error: Some("+CMS ERROR: 500".into()),
+    };
+    let events = [
+        Event::MessageSent(message.clone()),
+        Event::MessageDelivered(message.clone()),
+        Event::MessageFailed(message.clone()),
+        Event::MessageExpired(message.clone()),
+        Event::MessageUnknown(message),
+        Event::MessageReceived(ReceivedEvent {
+            message_id: Uuid::now_v7(),
+            from: TO.into(),
+            to: None,
+            text: "Kann ich Freitag zahlen?".into(),
+            parts: 1,
+            modem: "m1".into(),
+            sent_at: Some(Timestamp::now()),
+            intent: None,
+            needs_agent: true,
+        }),
+        Event::OptoutCreated(OptoutEvent {
+            number: TO.into(),
+            source: "keyword".into(),
+            keyword: Some("STOP".into()),
+        }),
+    ];
+    let documented: Vec<&String> = doc["webhooks"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        documented.len(),
+        webhook::EventKind::ALL.len(),
+        "{documented:?}"
+    );
+    let mut out = Vec::new();
+    for event in events {
+        let name = event.kind().as_str();
+        let schema =
+            &doc["webhooks"][name]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{name} is not documented");
+        let payload = Envelope::new(event, Timestamp::now()).payload();
+        strays(&doc, schema, &payload, name, &mut out);
+        let allowed = &schema["allOf"][1]["properties"]["type"]["const"];
+        assert_eq!(&payload["type"], allowed, "{name}");
+    }
+    assert!(
+        out.is_empty(),
+        "payloads stray from /openapi.json:\n{}",
         out.join("\n")
     );
 }

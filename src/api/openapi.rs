@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::auth::Access;
 use super::routes::{RequestBody, RouteSpec, table};
 use super::validate::{MAX_IDEMPOTENCY_KEY, MAX_METADATA, MAX_PARTS, MAX_REFERENCE};
+use crate::webhook::EventKind;
 
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
@@ -31,11 +32,43 @@ pub fn document() -> Value {
                 Errors are {\"error\": {\"code\", \"message\", \"field\"}}."
         },
         "paths": paths,
+        "webhooks": webhooks(),
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": schemas(),
         }
     })
+}
+
+/// What each configured webhook URL receives: one POST per event, the same envelope for every type.
+fn webhooks() -> Value {
+    let mut hooks = Map::new();
+    for kind in EventKind::ALL {
+        let name = kind.as_str();
+        let data = match kind {
+            EventKind::MessageReceived => "ReceivedEventData",
+            EventKind::OptoutCreated => "OptoutEventData",
+            EventKind::MessageSent
+            | EventKind::MessageDelivered
+            | EventKind::MessageFailed
+            | EventKind::MessageExpired
+            | EventKind::MessageUnknown => "MessageEventData",
+        };
+        let body = json!({"allOf": [schema_ref("WebhookEnvelope"),
+            {"properties": {"type": {"type": "string", "const": name}, "data": schema_ref(data)}}]});
+        hooks.insert(name.to_owned(), json!({"post": {
+            "summary": format!("`{name}`"),
+            "operationId": format!("webhook_{}", name.replace('.', "_")),
+            "parameters": [{"name": "Modemgate-Signature", "in": "header", "required": true,
+                "description": "t=<unix seconds>,v1=<hex>: HMAC-SHA256 with the webhook's secret over                     \"<t>.<body>\". Recompute it, compare in constant time, reject a t far from your clock.",
+                "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "2XX": {"description": "Received: not sent again"},
+                "default": {"description": "Anything else, or no answer in time: sent again with the                     same id and body, backing off from 1 s to 1 h, across restarts"}}
+        }}));
+    }
+    Value::Object(hooks)
 }
 
 fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
@@ -229,6 +262,29 @@ fn schemas() -> Value {
             "actor": {"type": "string"}, "note": {"type": ["string", "null"]}}},
         "Optouts": {"type": "object", "properties": {"optouts": {"type": "array", "items": schema_ref("Optout")}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "WebhookEnvelope": {"type": "object", "required": ["id", "type", "created_at", "data"], "properties": {
+            "id": {"type": "string", "format": "uuid",
+                "description": "the event's id, kept when it is sent again: de-duplicate on it"},
+            "type": {"type": "string"}, "created_at": time.clone(), "data": {"type": "object"}}},
+        "MessageEventData": {"type": "object", "properties": {
+            "message_id": {"type": "string", "format": "uuid"},
+            "to": {"type": "string", "description": "E.164"}, "parts": {"type": "integer"},
+            "modem": optional_string.clone(),
+            "reference": {"type": ["string", "null"], "description": "the send's `reference`, echoed"},
+            "metadata": {"type": ["object", "null"], "description": "the send's `metadata`, echoed"},
+            "error": {"type": ["string", "null"], "description": "why it failed or is unknown"}}},
+        "ReceivedEventData": {"type": "object", "properties": {
+            "message_id": {"type": "string", "format": "uuid"}, "from": {"type": "string"},
+            "to": {"type": ["string", "null"], "description": "our modem's number, when known"},
+            "text": {"type": "string", "description": "the whole text, reassembled from its parts"},
+            "parts": {"type": "integer"}, "modem": {"type": "string", "description": "the modem it came in on"},
+            "sent_at": optional_time.clone(),
+            "intent": {"type": ["string", "null"],
+                "description": "opt_out, opt_in, help, optout_review, or a reply menu's intent"},
+            "needs_agent": {"type": "boolean", "description": "no rule fully handled it: a person should read it"}}},
+        "OptoutEventData": {"type": "object", "properties": {
+            "number": {"type": "string"}, "source": {"type": "string", "enum": ["keyword", "review", "api"]},
+            "keyword": optional_string.clone()}},
         "OpenApi": {"type": "object"},
     })
 }
