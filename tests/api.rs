@@ -447,6 +447,12 @@ async fn malformed_bodies_get_precise_errors() {
         serde_json::json!([]),
         "nothing stored"
     );
+
+    // A UTF-8 byte order mark (.NET writes one by default) is not an error.
+    let bom = format!("\u{FEFF}{{\"to\": \"{TO}\", \"text\": \"x\"}}");
+    post("application/json", bom.as_bytes())
+        .await
+        .assert_status(202);
 }
 
 #[tokio::test]

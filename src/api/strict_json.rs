@@ -1,4 +1,4 @@
-//! JSON bodies read with repeated keys refused.
+//! JSON bodies read with repeated keys refused (and a leading byte order mark skipped).
 //!
 //! serde_json keeps the last of a repeated key, so `{"to": "+1415...", "to": "+1650..."}` would text the
 //! second number without a word: for a collection agency that is a message to the wrong debtor. A form body
@@ -20,8 +20,11 @@ pub enum StrictError {
     Repeated(String),
 }
 
-/// Parses `bytes` as one JSON value, refusing an object that gives a key twice.
+/// Parses `bytes` as one JSON value, refusing an object that gives a key twice. A leading UTF-8 byte order
+/// mark is skipped (RFC 8259 allows a parser to ignore it): .NET's `Encoding.UTF8` writes one by default,
+/// and refusing a CMS's every request over three invisible bytes helps nobody.
 pub fn parse(bytes: &[u8]) -> Result<Value, StrictError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let repeated = RefCell::new(None);
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     let parsed = Strict {
@@ -181,6 +184,18 @@ mod tests {
         }
         // The same key in sibling objects is not a repeat.
         assert!(parse(br#"[{"to": "+1"}, {"to": "+2"}]"#).is_ok());
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        assert_eq!(
+            parse(b"\xEF\xBB\xBF{\"to\": \"+1\"}").unwrap(),
+            serde_json::json!({"to": "+1"})
+        );
+        assert!(matches!(
+            parse(b"{}\xEF\xBB\xBF"),
+            Err(StrictError::Malformed(_))
+        ));
     }
 
     #[test]
