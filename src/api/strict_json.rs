@@ -41,17 +41,12 @@ pub fn parse(bytes: &[u8]) -> Result<Value, StrictError> {
 
 /// Builds a [`Value`] like serde_json's own, recording the path of the first repeated key it meets. The path
 /// is built on the way out: each enclosing object or array prefixes its key or index as the error passes.
+#[derive(Clone, Copy)]
 struct Strict<'a> {
     repeated: &'a RefCell<Option<String>>,
 }
 
 impl Strict<'_> {
-    fn again(&self) -> Self {
-        Strict {
-            repeated: self.repeated,
-        }
-    }
-
     /// Prefixes `step` to the path of a repeated key found inside.
     fn within(&self, step: impl FnOnce(&str) -> String) {
         if let Some(path) = self.repeated.borrow_mut().as_mut() {
@@ -107,7 +102,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
         loop {
-            match seq.next_element_seed(self.again()) {
+            match seq.next_element_seed(self) {
                 Ok(Some(item)) => items.push(item),
                 Ok(None) => return Ok(Value::Array(items)),
                 Err(error) => {
@@ -127,7 +122,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
                 *self.repeated.borrow_mut() = Some(key);
                 return Err(de::Error::custom(message));
             }
-            match map.next_value_seed(self.again()) {
+            match map.next_value_seed(self) {
                 Ok(value) => {
                     object.insert(key, value);
                 }
