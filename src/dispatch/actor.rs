@@ -233,6 +233,7 @@ impl Dispatcher {
         now: Timestamp,
     ) -> bool {
         let lane = self.affinity.lane(&entry, avoid, history);
+        let due = entry.not_before.is_none_or(|at| at <= now);
         let parts = entry.parts;
         let item = NewItem {
             entry,
@@ -240,13 +241,24 @@ impl Dispatcher {
             history,
         };
         let held = self.window.insert(item, now, lane);
-        if held {
-            // A modem closed for want of a message small enough for the rest of its cap may take this one.
-            for modem in self.modems.iter_mut().filter(|m| m.closed_today) {
-                modem.closed_today = modem.room().is_none_or(|room| parts > room);
-            }
+        if held && due {
+            self.reopen_for(lane, parts);
         }
         held
+    }
+
+    /// A modem closed for want of a message small enough for the rest of its cap reopens for a due one of
+    /// `parts` parts in `lane`, if it may take it.
+    fn reopen_for(&mut self, lane: Lane, parts: u16) {
+        for index in 0..self.modems.len() {
+            let modem = &self.modems[index];
+            if modem.closed_today
+                && modem.room().is_some_and(|room| parts <= room)
+                && self.lanes(index).contains(&lane)
+            {
+                self.modems[index].closed_today = false;
+            }
+        }
     }
 
     /// Memory let go of a pending message after a failed store write: the heads are read again once the
@@ -391,9 +403,9 @@ impl Dispatcher {
             && self.global_paced_until.is_none_or(|at| at <= now)
     }
 
-    /// The best due message `modem` may send of at most `room` parts (`None`: any size), and the lane it
-    /// came from.
-    fn pick(&mut self, modem: usize, room: Option<u16>) -> Option<(Uuid, Lane)> {
+    /// The lanes `modem` takes from: its own, anyone's, those avoiding another modem, those sticky to a
+    /// modem that cannot send now, and its own avoid lane when no other modem can send.
+    fn lanes(&self, modem: usize) -> Vec<Lane> {
         let others_usable = self
             .modems
             .iter()
@@ -411,6 +423,13 @@ impl Dispatcher {
         if !others_usable {
             lanes.push(Lane::Avoid(modem));
         }
+        lanes
+    }
+
+    /// The best due message `modem` may send of at most `room` parts (`None`: any size), and the lane it
+    /// came from.
+    fn pick(&mut self, modem: usize, room: Option<u16>) -> Option<(Uuid, Lane)> {
+        let lanes = self.lanes(modem);
         loop {
             let (key, lane) = lanes
                 .iter()
