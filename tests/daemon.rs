@@ -180,7 +180,7 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     let id = accepted["id"].as_str().unwrap().to_owned();
 
     let after = Config::parse(&format!(
-        "{}\n[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\n",
+        "{}\n[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\ndaily_cap = 100\n",
         head(dir.path(), "rotated-token-456", "paused = true")
     ))
     .unwrap();
@@ -204,6 +204,14 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
         .collect();
     assert_eq!(states[0], (json!("m1"), json!("paused")));
     assert_eq!(states[1].0, json!("m2"));
+    // The cap the reload gave m2 shows with it; m1 has none.
+    let caps: Vec<_> = modems["modems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["daily_cap"].clone())
+        .collect();
+    assert_eq!(caps, [json!(null), json!(100)]);
     let message = new_key.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["modem"], "m2", "{message}");
 
