@@ -141,10 +141,14 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_opened_with(store_options)
+}
+
+fn rig_opened_with(options: impl FnOnce(&ManualClock) -> OpenOptions) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.db");
     let clock = ManualClock::new(start_time());
-    let store = Store::open(&path, store_options(&clock)).unwrap();
+    let store = Store::open(&path, options(&clock)).unwrap();
     Rig {
         _dir: dir,
         path,
@@ -1321,24 +1325,11 @@ async fn a_restart_or_a_rebind_mid_backlog_resumes_without_losing_or_repeating()
 /// A rig whose writes give up after 50 ms on a locked database, and another connection to lock it with
 /// (as another process holding the write lock would: reads still work, every write fails).
 fn outage_rig() -> (Rig, rusqlite::Connection) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
-    let clock = ManualClock::new(start_time());
-    let store = Store::open(
-        &path,
-        OpenOptions {
-            busy_timeout: Duration::from_millis(50),
-            ..store_options(&clock)
-        },
-    )
-    .unwrap();
-    let locker = rusqlite::Connection::open(&path).unwrap();
-    let rig = Rig {
-        _dir: dir,
-        path,
-        clock,
-        store,
-    };
+    let rig = rig_opened_with(|clock| OpenOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..store_options(clock)
+    });
+    let locker = rusqlite::Connection::open(&rig.path).unwrap();
     (rig, locker)
 }
 
