@@ -505,6 +505,11 @@ async fn send_fields_are_validated_with_their_names() {
         (json!({"to": "12", "text": "hi"}), "invalid_number", "to"),
         (json!({"to": TO, "text": ""}), "empty_text", "text"),
         (
+            json!({"to": TO, "text": "Balance due\u{0}"}),
+            "control_character",
+            "text",
+        ),
+        (
             json!({"to": TO, "text": "x".repeat(1531)}),
             "text_too_long",
             "text",

@@ -183,7 +183,7 @@ fn schemas() -> Value {
                 "field": {"type": ["string", "null"]}}}}},
         "SendRequest": {"type": "object", "required": ["to", "text"], "additionalProperties": false, "properties": {
             "to": {"type": "string", "description": "E.164, or national in [server] default_region"},
-            "text": {"type": "string", "description": format!("non-blank; at most {MAX_PARTS} SMS parts")},
+            "text": {"type": "string", "description": format!("non-blank; at most {MAX_PARTS} SMS parts; no control characters but tab, CR, LF and FF (422 control_character)")},
             "send_at": {"type": "string", "format": "date-time", "description": "RFC 3339; not in the past"},
             "expires_at": {"type": "string", "format": "date-time", "description": "after now and send_at"},
             "priority": {"description": "0-9 (9 most urgent) or low=2, normal=5 (default), high=8",

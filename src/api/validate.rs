@@ -115,6 +115,17 @@ impl Validator {
         if text.trim().is_empty() {
             return Err(ApiError::invalid("empty_text", "text", "`text` is empty"));
         }
+        if let Some((position, c)) = pdu::stray_control(&text, smart) {
+            return Err(ApiError::invalid(
+                "control_character",
+                "text",
+                format!(
+                    "`text` has the control character U+{:04X} at character {position} (from 0); only tab, \
+                     line feed, carriage return and form feed may appear",
+                    u32::from(c)
+                ),
+            ));
+        }
         let send_at = send_at.map(|s| time("send_at", &s)).transpose()?;
         if let Some(at) = send_at
             && at < self.now - CLOCK_SKEW
@@ -396,6 +407,17 @@ mod tests {
         assert_eq!(err(json!({"text": "hi"})), is("missing_field", "to"));
         assert_eq!(err(with("to", json!("12"))), is("invalid_number", "to"));
         assert_eq!(err(with("text", json!("  "))), is("empty_text", "text"));
+        assert_eq!(
+            err(with("text", json!("pay\u{0}now"))),
+            is("control_character", "text")
+        );
+        assert_eq!(
+            err(with("text", json!("pay\u{0B}now"))),
+            is("control_character", "text")
+        );
+        let smart =
+            check(json!({"to": "+4915123456789", "text": "pay\u{0B}now", "smart": true})).unwrap();
+        assert_eq!(smart.text, "pay\nnow");
         assert_eq!(err(with("txt", json!("x"))), is("unknown_field", "txt"));
         assert_eq!(
             err(with("send_at", json!("tomorrow"))),

@@ -25,7 +25,7 @@ mod udh;
 mod user_data;
 
 pub use error::PduError;
-pub use segment::smart_replace;
+pub use segment::{smart_replace, stray_control};
 pub use status_report::StatusClass;
 pub use timestamp::rfc3339;
 

@@ -152,6 +152,20 @@ pub fn smart_replace(text: &str) -> String {
     out
 }
 
+/// The first control character in `text` that no SMS alphabet gives a meaning to, with its position in
+/// characters (from 0), or `None`. GSM 03.38 has line feed, carriage return and form feed (its page break);
+/// tab is ordinary whitespace that phones show. Anything else from C0, DEL or C1 (a NUL from a database
+/// column, a vertical tab that FileMaker exports for a line break) would force the whole text into UCS-2,
+/// doubling its cost, and phones show it as a box or cut the text at it. With `smart`, the ones it maps to
+/// GSM characters (vertical tab and NEL become a line feed) are not counted.
+pub fn stray_control(text: &str, smart: bool) -> Option<(usize, char)> {
+    text.chars().enumerate().find(|&(_, c)| {
+        c.is_control()
+            && !matches!(c, '\t' | '\n' | '\r' | '\u{0C}')
+            && !(smart && look_alike(c).is_some())
+    })
+}
+
 /// Characters that only look like GSM ones (typographic punctuation from word processors and phones),
 /// with what to send instead. Invisible characters are dropped.
 fn look_alike(c: char) -> Option<&'static str> {
@@ -181,7 +195,8 @@ fn look_alike(c: char) -> Option<&'static str> {
         | '\u{202F}'
         | '\u{205F}'
         | '\u{3000}' => " ",
-        '\u{2028}' | '\u{2029}' => "\n",
+        // Line and paragraph separators; vertical tab and NEL, used for line breaks by some exports.
+        '\u{2028}' | '\u{2029}' | '\u{0B}' | '\u{85}' => "\n",
         // Zero-width characters, word joiner, byte-order mark and soft hyphen: invisible, dropped.
         '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => "",
         '\u{02C6}' => "^",
@@ -274,6 +289,23 @@ mod tests {
         let text = "\u{2019}".repeat(150);
         assert_eq!(info(&text, EncodingChoice::Auto, false).parts, 3);
         assert_eq!(info(&text, EncodingChoice::Auto, true).parts, 1);
+    }
+
+    #[test]
+    fn stray_controls_are_found_but_gsm_ones_and_tab_are_not() {
+        assert_eq!(stray_control("a\tb\r\nc\u{0C}d", false), None);
+        assert_eq!(stray_control("due\u{0}now", false), Some((3, '\u{0}')));
+        assert_eq!(stray_control("ж\u{7F}", false), Some((1, '\u{7F}')));
+        assert_eq!(stray_control("x\u{9B}", true), Some((1, '\u{9B}')));
+        // Smart encoding turns vertical tab and NEL into line feeds; BEL stays stray.
+        assert_eq!(stray_control("a\u{0B}b\u{85}c", false), Some((1, '\u{0B}')));
+        assert_eq!(stray_control("a\u{0B}b\u{85}c", true), None);
+        assert_eq!(stray_control("a\u{0B}b\u{7}", true), Some((3, '\u{7}')));
+        let smart = info("Line one\u{0B}line two", EncodingChoice::Auto, true);
+        assert_eq!(
+            (smart.text.as_str(), smart.encoding),
+            ("Line one\nline two", Encoding::Gsm7)
+        );
     }
 
     #[test]

@@ -285,7 +285,11 @@ impl InboundRules {
             }
             Err(field) => {
                 let detail = match &last {
-                    Some(last) => format!("no `{field}` in the metadata of message {}", last.id),
+                    Some(last) => format!(
+                        "no usable `{field}` in the metadata of message {} (missing, not a scalar, or \
+                         with a control character)",
+                        last.id
+                    ),
                     None => {
                         "no message was sent to this number to take the reply's fields from".into()
                     }

@@ -184,14 +184,18 @@ impl Template {
     }
 
     /// The text with every placeholder replaced by the metadata field of that name (strings as they are,
-    /// numbers and booleans written out); `Err(name)` names the first field missing or not a scalar.
+    /// numbers and booleans written out); `Err(name)` names the first field missing, not a scalar, or a
+    /// string with a control character the API would have refused in a text (metadata is not checked for
+    /// them when it is accepted, and a reply must not go out with a NUL in it).
     pub fn fill(&self, metadata: Option<&Map<String, Value>>) -> Result<String, String> {
         let mut out = String::with_capacity(self.text.len());
         for piece in self.pieces()? {
             match piece {
                 Piece::Literal(text) => out.push_str(text),
                 Piece::Field(name) => match metadata.and_then(|m| m.get(name)) {
-                    Some(Value::String(s)) => out.push_str(s),
+                    Some(Value::String(s)) if crate::pdu::stray_control(s, false).is_none() => {
+                        out.push_str(s)
+                    }
                     Some(value @ (Value::Number(_) | Value::Bool(_))) => {
                         out.push_str(&value.to_string())
                     }
@@ -291,6 +295,10 @@ mod tests {
             serde_json::from_str(r#"{"amount": {"nested": 1}}"#).unwrap();
         assert_eq!(t.fill(Some(&partial)), Err("amount".into()));
         assert_eq!(t.fill(None), Err("amount".into()));
+        let control: Map<String, Value> =
+            serde_json::from_str(r#"{"amount": "12\u0000", "paymentLink": "x", "case.id": "C"}"#)
+                .unwrap();
+        assert_eq!(t.fill(Some(&control)), Err("amount".into()));
         assert_eq!(
             template("no fields").unwrap().fill(None).unwrap(),
             "no fields"
