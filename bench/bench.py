@@ -3,6 +3,7 @@
 
     cargo build --release && cp target/release/modemgate /tmp/modemgate-bench   # once
     bench/bench.py http     # single POSTs with wrk, 64 keep-alive connections; 202s vs rows stored
+    bench/bench.py campaign # the same, each POST to another debtor with an Idempotency-Key and a reference
     bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk
     bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
@@ -149,16 +150,16 @@ def wrk(script, port, connections, seconds, path):
     return fields, rps
 
 
-def bench_http():
-    path, port = workdir("http"), free_port()
+def bench_http(script="post.lua", name="http"):
+    path, port = workdir(name), free_port()
     daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
     before, cpu = load(), daemon.cpu_s()
-    fields, rps = wrk("post.lua", port, 64, int(os.environ.get("SECONDS_", "15")), "/v1/messages")
+    fields, rps = wrk(script, port, 64, int(os.environ.get("SECONDS_", "15")), "/v1/messages")
     cpu = daemon.cpu_s() - cpu
     daemon.stop()
     stored = rows(path)
     accepted = int(fields["accepted"])
-    print(f"HTTP single: {rps:.0f} req/s, p50 {fields['p50_ms']} ms, p99 {fields['p99_ms']} ms, "
+    print(f"HTTP single ({script}): {rps:.0f} req/s, p50 {fields['p50_ms']} ms, p99 {fields['p99_ms']} ms, "
           f"202s {accepted}, other {fields['other']}, rows stored {stored} "
           f"(≥ 202s: {stored >= accepted}; the excess is requests in flight when wrk stopped), "
           f"daemon CPU {cpu * 1e6 / max(accepted, 1):.0f} µs per request, load {before} → {load()}")
@@ -239,6 +240,7 @@ def bench_restart():
 
 
 if __name__ == "__main__":
-    benches = {"http": bench_http, "batch": bench_batch, "drain": bench_drain, "restart": bench_restart}
+    benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
+               "batch": bench_batch, "drain": bench_drain, "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()
