@@ -199,7 +199,10 @@ fn schemas() -> Value {
         "BatchRequest": {"type": "object", "required": ["messages"], "properties": {"messages": {
             "type": "array", "minItems": 1, "maxItems": super::handlers::MAX_BATCH,
             "items": {"allOf": [schema_ref("SendRequest")],
-                "description": "plus optional idempotency_key"}}}},
+                "description": "plus optional idempotency_key. An item that is not a valid send, even one \
+                    that is not an object, gets its own 422 in `results` and the other items go ahead; the \
+                    request as a whole is refused only when `messages` is missing, not an array, empty or \
+                    over the limit"}}}},
         "BatchResults": {"type": "object", "properties": {"results": {"type": "array", "items": {
             "type": "object", "required": ["index", "http_status"],
             "description": "per item, in order: what a single POST /v1/messages would have answered",
