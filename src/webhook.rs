@@ -324,6 +324,19 @@ impl Target {
             .is_none_or(|events| events.contains(&kind))
     }
 
+    /// What the outbox needs to know of this webhook to write its rows.
+    pub fn subscription(&self) -> Subscription {
+        Subscription {
+            url: self.url.to_string(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Whether an outbox row addressed to `url` is this webhook's.
+    fn is(&self, url: &str) -> bool {
+        self.url == url
+    }
+
     /// The `Modemgate-Signature` value for `body` sent at `timestamp` (unix seconds).
     pub fn signature(&self, timestamp: i64, body: &[u8]) -> String {
         let mac = signed_mac(&self.mac, timestamp, body)
@@ -333,7 +346,25 @@ impl Target {
     }
 }
 
-/// An outbox row due for delivery: one event, to be posted to every webhook subscribed to its type.
+/// A webhook as the outbox sees it: each event gets a row of its own for every webhook subscribed to its
+/// type, so a receiver that is down delays and repeats only its own deliveries, not the others'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The webhook's URL, as the outbox rows name it.
+    pub url: String,
+    /// Subscribed events; every event when `None`.
+    pub events: Option<Vec<EventKind>>,
+}
+
+impl Subscription {
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.contains(&kind))
+    }
+}
+
+/// An outbox row due for delivery: one event for one webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
     pub id: i64,
@@ -342,6 +373,9 @@ pub struct OutboxItem {
     pub body: Vec<u8>,
     /// Attempts made so far.
     pub attempts: u32,
+    /// The webhook it is for; `None` for a row written before rows were per webhook, which goes to every
+    /// webhook subscribed to its type.
+    pub target: Option<String>,
 }
 
 /// How an attempt ended for the webhooks that did not accept it.
@@ -368,10 +402,11 @@ pub struct OutboxError(pub String);
 pub type OutboxResult<'a, T> = BoxFuture<'a, Result<T, OutboxError>>;
 
 /// The outbox storage (the store's `webhook_outbox` table). Rows are added with the state change that
-/// caused them, as an [`Envelope`] with its [`EventKind`] and message id.
+/// caused them, as an [`Envelope`] with its [`EventKind`], message id and webhook.
 pub trait OutboxStore: Send + Sync + 'static {
     /// Undelivered rows due at `now`, oldest first, at most `limit`, and only the oldest undelivered row of
-    /// each message: a message's later event waits for its earlier one even when due.
+    /// each message for each webhook: a message's later event waits for its earlier one to reach that
+    /// webhook, even when due, and for no other webhook.
     fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>>;
     /// Records a failed attempt and when to try again.
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
@@ -522,9 +557,14 @@ impl Deliverer {
         })
     }
 
-    /// Posts one row to its webhooks; the retry time when it failed.
+    /// Posts one row to its webhook (a row of a webhook no longer configured, or no longer subscribed to the
+    /// type, is closed with status 0); the retry time when it failed.
     async fn deliver(&self, item: OutboxItem) -> Result<Option<Timestamp>, OutboxError> {
-        let targets: Vec<&Target> = self.targets.iter().filter(|t| t.wants(item.kind)).collect();
+        let targets: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|t| t.wants(item.kind) && item.target.as_deref().is_none_or(|url| t.is(url)))
+            .collect();
         let outcomes =
             futures_util::future::join_all(targets.iter().map(|t| self.post(t, &item.body))).await;
         let now = Timestamp::now();

@@ -1362,6 +1362,7 @@ fn row(id: i64, envelope: &Envelope) -> Row {
             kind: envelope.event.kind(),
             body: serde_json::to_vec(&envelope.payload()).unwrap(),
             attempts: 0,
+            target: None,
         },
         message_id: envelope.event.message_id(),
         next_at: Timestamp::UNIX_EPOCH,
@@ -1439,18 +1440,22 @@ struct Receiver {
     log: ReceiverLog,
     /// How many requests it accepted (2xx).
     accepted: tokio::sync::watch::Receiver<usize>,
+    /// How many requests it answered at all.
+    received: tokio::sync::watch::Receiver<usize>,
 }
 
 /// Checks every signature, answers 500 to the first `failures` requests, then 200.
 async fn receiver(secret: &'static str, failures: usize) -> Receiver {
     let log: ReceiverLog = Arc::default();
     let (accepted_tx, accepted) = tokio::sync::watch::channel(0);
+    let (received_tx, received) = tokio::sync::watch::channel(0);
     let handler_log = log.clone();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
             let log = handler_log.clone();
             let accepted_tx = accepted_tx.clone();
+            let received_tx = received_tx.clone();
             async move {
                 let signature = headers["modemgate-signature"].to_str().unwrap();
                 webhook::verify(
@@ -1468,6 +1473,7 @@ async fn receiver(secret: &'static str, failures: usize) -> Receiver {
                 if status == 200 {
                     accepted_tx.send_modify(|n| *n += 1);
                 }
+                received_tx.send_modify(|n| *n += 1);
                 StatusCode::from_u16(status).unwrap()
             }
         }),
@@ -1475,7 +1481,12 @@ async fn receiver(secret: &'static str, failures: usize) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver { url, log, accepted }
+    Receiver {
+        url,
+        log,
+        accepted,
+        received,
+    }
 }
 
 #[tokio::test]
@@ -1588,20 +1599,17 @@ async fn unreachable_webhooks_record_the_error() {
     assert!(!rows[0].delivered);
 }
 
-#[tokio::test]
-async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("modemgate.db");
+/// A store whose outbox writes every event type for `targets`, and one message that was sent and then
+/// delivered: two outbox rows for each webhook.
+async fn store_with_a_delivered_message(path: &std::path::Path, targets: &[Target]) -> Store {
     let store = Store::open(
-        &path,
+        path,
         OpenOptions {
-            webhook_events: webhook::EventKind::ALL.into_iter().collect(),
+            webhooks: targets.iter().map(Target::subscription).collect(),
             ..OpenOptions::default()
         },
     )
     .unwrap();
-    let mut hook = receiver("secret-store", 1).await;
-    // Real state changes write the outbox rows: sent, then delivered, for one message.
     let id = store
         .accept(modemgate::store::NewMessage {
             api_key: "cms".into(),
@@ -1637,12 +1645,23 @@ async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_reco
         })
         .await
         .unwrap();
-    let backoff = Backoff {
-        base: Duration::from_millis(20),
-        cap: Duration::from_millis(40),
-    };
+    store
+}
+
+const FAST_RETRIES: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(40),
+};
+
+#[tokio::test]
+async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modemgate.db");
+    let mut hook = receiver("secret-store", 1).await;
     let target = Target::new(&hook.url, "secret-store", None).unwrap();
-    let deliverer = Deliverer::new(Arc::new(store.clone()), vec![target], backoff);
+    // Real state changes write the outbox rows: sent, then delivered, for one message.
+    let store = store_with_a_delivered_message(&path, std::slice::from_ref(&target)).await;
+    let deliverer = Deliverer::new(Arc::new(store.clone()), vec![target], FAST_RETRIES);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(deliverer.run(cancel.clone()));
     tokio::time::timeout(Duration::from_secs(20), hook.accepted.wait_for(|n| *n == 2))
@@ -1682,5 +1701,83 @@ async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_reco
     assert_eq!(
         count("SELECT attempts FROM webhook_outbox ORDER BY id LIMIT 1"),
         2
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_neither_holds_back_nor_repeats_the_others_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modemgate.db");
+    let mut up = receiver("secret-up", 0).await;
+    let mut down = receiver("secret-down", usize::MAX).await;
+    let targets = || {
+        vec![
+            Target::new(&up.url, "secret-up", None).unwrap(),
+            Target::new(&down.url, "secret-down", None).unwrap(),
+        ]
+    };
+    let store = store_with_a_delivered_message(&path, &targets()).await;
+    let deliverer = Deliverer::new(Arc::new(store.clone()), targets(), FAST_RETRIES);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(deliverer.run(cancel.clone()));
+    // The healthy webhook gets both events while the other keeps failing the first one.
+    tokio::time::timeout(Duration::from_secs(20), up.accepted.wait_for(|n| *n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), down.received.wait_for(|n| *n >= 3))
+        .await
+        .unwrap()
+        .unwrap();
+    cancel.cancel();
+    task.await.unwrap();
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let event_ids = |url: &str| -> Vec<String> {
+        db.prepare("SELECT payload FROM webhook_outbox WHERE target = ?1 ORDER BY id")
+            .unwrap()
+            .query_map([url], |row| row.get::<_, String>(0))
+            .unwrap()
+            .map(|payload| {
+                let payload: Value = serde_json::from_str(&payload.unwrap()).unwrap();
+                payload["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let (up_events, down_events) = (event_ids(&up.url), event_ids(&down.url));
+    // One row per event and webhook, the same event id for both webhooks.
+    assert_eq!((up_events.len(), &up_events), (2, &down_events));
+    // Each event once, in order, and nothing repeated for the other webhook's failures.
+    let up_log = up.log.lock().unwrap().clone();
+    let expected: Vec<(String, u16)> = up_events.iter().map(|id| (id.clone(), 200)).collect();
+    assert_eq!(up_log, expected);
+    // The failing webhook is retried with the first event only: the second waits for it.
+    let down_log = down.log.lock().unwrap().clone();
+    assert!(
+        down_log
+            .iter()
+            .all(|(id, status)| *id == down_events[0] && *status == 500),
+        "{down_log:?}"
+    );
+    // Every attempt names its webhook.
+    let attempts = |url: &str, status: u16| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM webhook_attempts WHERE target = ?1 AND status = ?2",
+            rusqlite::params![url, status],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(attempts(&up.url, 200), 2);
+    assert!(attempts(&down.url, 500) >= 3);
+    assert_eq!(
+        db.query_row(
+            "SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL",
+            [],
+            |row| row.get::<_, i64>(0)
+        )
+        .unwrap(),
+        2,
+        "the failing webhook's two rows wait"
     );
 }

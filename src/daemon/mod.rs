@@ -15,7 +15,6 @@ pub mod modems;
 pub mod registry;
 pub mod systemd;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -38,7 +37,7 @@ use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
-use crate::webhook::{Backoff, Deliverer, EventKind, Target};
+use crate::webhook::{Backoff, Deliverer, Subscription, Target};
 
 use modems::ModemRuntime;
 use registry::Modems;
@@ -100,11 +99,8 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .map(Target::from_config)
         .collect::<Result<Vec<_>, _>>()
         .context("webhook configuration")?;
-    // Only events some webhook wants are written to the outbox at all.
-    let wanted = EventKind::ALL
-        .into_iter()
-        .filter(|kind| targets.iter().any(|t| t.wants(*kind)))
-        .collect();
+    // Only events some webhook wants are written to the outbox, once for each webhook that wants them.
+    let wanted = targets.iter().map(Target::subscription).collect();
     // message.received is written with the message: the reply rules label it there (and follow reloads).
     let classifier = Arc::new(RwLock::new(Classifier::new(config)));
     let verdict = {
@@ -364,7 +360,7 @@ impl Running {
 async fn open_store(
     config: &Config,
     options: &StartOptions,
-    webhook_events: HashSet<EventKind>,
+    webhooks: Vec<Subscription>,
     inbound_verdict: store::Verdict,
 ) -> anyhow::Result<Store> {
     let path = config.storage.path.clone();
@@ -375,7 +371,7 @@ async fn open_store(
     let open = store::OpenOptions {
         clock: options.clock.clone(),
         resend_submitting: config.storage.resend_unknown_on_start,
-        webhook_events,
+        webhooks,
         inbound_verdict: Some(inbound_verdict),
         ..store::OpenOptions::default()
     };

@@ -235,6 +235,16 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX messages_pending;
     CREATE INDEX messages_sending ON messages (id) WHERE state = 'sending';
     "#,
+    // 9: a webhook outbox row per event and webhook, so one receiver that is down neither holds back
+    // the others' events of the same message nor has them posted again at every retry. Rows written
+    // before (no target) still go to every webhook subscribed to their type; attempts name the webhook.
+    r#"
+    ALTER TABLE webhook_outbox ADD COLUMN target TEXT;
+    ALTER TABLE webhook_attempts ADD COLUMN target TEXT;
+    DROP INDEX webhook_outbox_message;
+    CREATE INDEX webhook_outbox_message ON webhook_outbox (message_id, target, id)
+        WHERE delivered_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build creates.

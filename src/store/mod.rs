@@ -27,7 +27,6 @@ pub mod types;
 mod write;
 mod writer;
 
-use std::collections::HashSet;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +45,7 @@ pub use recovery::Recovery;
 pub use types::*;
 
 use crate::modem::job::ModemIdentity;
-use crate::webhook::EventKind;
+use crate::webhook::Subscription;
 
 /// How to open the store.
 #[derive(Clone)]
@@ -67,9 +66,9 @@ pub struct OpenOptions {
     pub busy_timeout: Duration,
     /// The zone whose midnight starts a new day for per-SIM daily caps (prepaid plans count local days).
     pub cap_zone: TimeZone,
-    /// Webhook event types to write to the outbox with the state changes that cause them (those some
-    /// `[[webhooks]]` entry subscribes to); none by default.
-    pub webhook_events: HashSet<EventKind>,
+    /// The `[[webhooks]]`: each event one subscribes to is written to the outbox, once per such webhook,
+    /// with the state change that causes it; none by default.
+    pub webhooks: Vec<Subscription>,
     /// How `message.received` labels a reply (intent, needs_agent); unlabelled (`needs_agent`) when absent.
     pub inbound_verdict: Option<Verdict>,
 }
@@ -84,7 +83,7 @@ impl Default for OpenOptions {
             max_pages: None,
             busy_timeout: Duration::from_secs(5),
             cap_zone: TimeZone::system(),
-            webhook_events: HashSet::new(),
+            webhooks: Vec::new(),
             inbound_verdict: None,
         }
     }
@@ -155,7 +154,7 @@ impl Store {
                 .map_err(open_fail)?;
         }
         let wanted = Arc::new(outbox::Wanted {
-            events: options.webhook_events,
+            webhooks: options.webhooks,
             verdict: options.inbound_verdict,
         });
         let recovery = recovery::recover(

@@ -1,8 +1,6 @@
 //! The webhook outbox: an event row written in the same commit as the state change that caused it (so a
 //! crash can lose neither), and the [`crate::webhook::OutboxStore`] the deliverer reads it through.
 
-use std::collections::HashSet;
-
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
@@ -14,7 +12,7 @@ use super::types::{Message, MessageState};
 use super::writer::WriteCtx;
 use crate::webhook::{
     Attempt, AttemptOutcome, Envelope, Event, EventKind, MessageEvent, OptoutEvent, OutboxError,
-    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent,
+    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Subscription,
 };
 
 const DB: fn(rusqlite::Error) -> StoreError =
@@ -24,34 +22,45 @@ const DB: fn(rusqlite::Error) -> StoreError =
 /// given by the reply rules, so the event written with the message already says what the reply is.
 pub type Verdict = std::sync::Arc<dyn Fn(&str, &str) -> (Option<String>, bool) + Send + Sync>;
 
-/// What the outbox writes: the event types some webhook subscribes to (others are not written at all),
-/// and how replies are labelled.
+/// What the outbox writes: a row per event and webhook subscribed to its type (an event no webhook wants
+/// is not written at all), and how replies are labelled.
 pub(crate) struct Wanted {
-    pub events: HashSet<EventKind>,
+    pub webhooks: Vec<Subscription>,
     pub verdict: Option<Verdict>,
 }
 
+impl Wanted {
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.webhooks.iter().any(|webhook| webhook.wants(kind))
+    }
+}
+
+/// Writes the event once for each webhook that wants it, all with the same envelope (so the same `id`).
 fn insert(
     ctx: &WriteCtx<'_>,
     kind: EventKind,
     message_id: Option<Uuid>,
     event: Event,
 ) -> Result<()> {
-    let payload = Envelope::new(event, ctx.now).payload();
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                kind.as_str(),
-                message_id.map(|id| id.to_string()),
-                payload.to_string(),
-                ms(ctx.now)
-            ])
-        })
-        .map_err(DB)?;
+    let payload = Envelope::new(event, ctx.now).payload().to_string();
+    let message_id = message_id.map(|id| id.to_string());
+    for url in ctx.webhooks_for(kind) {
+        ctx.conn
+            .prepare_cached(
+                "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at, \
+                 target) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    kind.as_str(),
+                    message_id,
+                    payload,
+                    ms(ctx.now),
+                    url
+                ])
+            })
+            .map_err(DB)?;
+    }
     Ok(())
 }
 
@@ -170,10 +179,10 @@ impl OutboxStore for Store {
         Box::pin(async move {
             self.read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT id, event_type, payload, attempts FROM webhook_outbox o \
+                    "SELECT id, event_type, payload, attempts, target FROM webhook_outbox o \
                      WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND (message_id IS NULL OR id = \
                      (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
-                      AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
+                      AND p.target IS o.target AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
                 )
                 .and_then(|mut st| {
                     st.query_map(params![ms(now), limit as i64], |row| {
@@ -182,6 +191,7 @@ impl OutboxStore for Store {
                             row.get::<_, String>(1)?,
                             row.get::<_, String>(2)?,
                             row.get::<_, u32>(3)?,
+                            row.get::<_, Option<String>>(4)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
@@ -192,13 +202,14 @@ impl OutboxStore for Store {
             .map_err(outbox_error)
             .map(|rows| {
                 rows.into_iter()
-                    .filter_map(|(id, kind, payload, attempts)| {
+                    .filter_map(|(id, kind, payload, attempts, target)| {
                         // A type this build does not know (written by a newer one) is left alone.
                         EventKind::parse(&kind).map(|kind| OutboxItem {
                             id,
                             kind,
                             body: payload.into_bytes(),
                             attempts,
+                            target,
                         })
                     })
                     .collect()
@@ -258,7 +269,8 @@ fn attempt_row(
 ) -> Result<()> {
     ctx.conn
         .prepare_cached(
-            "INSERT INTO webhook_attempts (outbox_id, at, status, error) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO webhook_attempts (outbox_id, at, status, error, target) \
+             VALUES (?1, ?2, ?3, ?4, (SELECT target FROM webhook_outbox WHERE id = ?1))",
         )
         .and_then(|mut st| st.execute(params![id, ms(at), status, error]))
         .map_err(DB)?;

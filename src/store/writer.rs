@@ -54,7 +54,20 @@ impl<'a> WriteCtx<'a> {
     }
 
     pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
-        self.wanted.events.contains(&kind)
+        self.wanted.wants(kind)
+    }
+
+    /// The URLs of the webhooks subscribed to `kind`: each gets its own outbox row.
+    pub fn webhooks_for(
+        &self,
+        kind: crate::webhook::EventKind,
+    ) -> impl Iterator<Item = &'a str> + use<'a> {
+        let wanted: &'a Wanted = self.wanted;
+        wanted
+            .webhooks
+            .iter()
+            .filter(move |webhook| webhook.wants(kind))
+            .map(|webhook| webhook.url.as_str())
     }
 
     /// The reply rules' label for an inbound message, when they gave the store one.
