@@ -60,12 +60,15 @@ fn webhooks() -> Value {
             "summary": format!("`{name}`"),
             "operationId": format!("webhook_{}", name.replace('.', "_")),
             "parameters": [{"name": "Modemgate-Signature", "in": "header", "required": true,
-                "description": "t=<unix seconds>,v1=<hex>: HMAC-SHA256 with the webhook's secret over                     \"<t>.<body>\". Recompute it, compare in constant time, reject a t far from your clock.",
+                "description": "t=<unix seconds>,v1=<hex>: HMAC-SHA256 with the webhook's secret over \
+                    \"<t>.<body>\". Recompute it, compare in constant time, reject a t far from your clock.",
                 "schema": {"type": "string"}}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
             "responses": {
                 "2XX": {"description": "Received: not sent again"},
-                "default": {"description": "Anything else, or no answer in time: sent again with the                     same id and body, backing off from 1 s to 1 h, across restarts"}}
+                "default": {"description": "Anything else, or no answer in time: sent again with the same \
+                    id and body, backing off from 1 s to 1 h, across restarts. The message's later events wait \
+                    for this one at this webhook; other webhooks are not held back."}}
         }}));
     }
     Value::Object(hooks)
