@@ -9,12 +9,13 @@
 //! same event retried keeps its id, so receivers de-duplicate on it.
 //!
 //! # Delivery
-//! Events are written to the store's outbox (one row per event) in the same commit as the state change that
-//! caused them, so none is lost in a crash. The [`Deliverer`] then posts due rows to every webhook subscribed
-//! to the event's type: 2xx from all marks a row delivered; anything else (or no answer in time) records the
-//! attempt and schedules the next after an exponential back-off with jitter ([`Backoff`], 1 s doubling to
-//! 1 h by default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
-//! undelivered row of each message.
+//! Events are written to the store's outbox (one row per event and subscribed webhook) in the same commit as
+//! the state change that caused them, so none is lost in a crash. The [`Deliverer`] then posts due rows, each
+//! webhook's in a loop of its own ([`Lane`]), so a receiver that is down or slow to answer delays only its
+//! own events: 2xx marks a row delivered; anything else (or no answer in time) records the attempt and
+//! schedules the next after an exponential back-off with jitter ([`Backoff`], 1 s doubling to 1 h by
+//! default). Rows of one message go out in order: [`OutboxStore::next_due`] offers only the oldest
+//! undelivered row of each message in a lane.
 //!
 //! `https://` URLs are verified against the system's CA store (rustls with ring); `http://` is for loopback
 //! and test rigs (check-config warns about it).
@@ -364,6 +365,25 @@ impl Subscription {
     }
 }
 
+/// The outbox rows one delivery loop posts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lane {
+    /// The rows of the webhook at this URL.
+    Webhook(String),
+    /// Rows written before rows were per webhook: each goes to every webhook subscribed to its type.
+    Shared,
+}
+
+impl Lane {
+    /// The outbox's `target` for this lane's rows.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Lane::Webhook(url) => Some(url),
+            Lane::Shared => None,
+        }
+    }
+}
+
 /// An outbox row due for delivery: one event for one webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
@@ -404,10 +424,15 @@ pub type OutboxResult<'a, T> = BoxFuture<'a, Result<T, OutboxError>>;
 /// The outbox storage (the store's `webhook_outbox` table). Rows are added with the state change that
 /// caused them, as an [`Envelope`] with its [`EventKind`], message id and webhook.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Undelivered rows due at `now`, oldest first, at most `limit`, and only the oldest undelivered row of
-    /// each message for each webhook: a message's later event waits for its earlier one to reach that
+    /// `lane`'s undelivered rows due at `now`, oldest first, at most `limit`, and only the oldest
+    /// undelivered row of each message: a message's later event waits for its earlier one to reach that
     /// webhook, even when due, and for no other webhook.
-    fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>>;
+    fn next_due(
+        &self,
+        lane: &Lane,
+        now: Timestamp,
+        limit: usize,
+    ) -> OutboxResult<'_, Vec<OutboxItem>>;
     /// Records a failed attempt and when to try again.
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
     /// Records the successful attempt; the row is never offered again.
@@ -444,11 +469,11 @@ impl Backoff {
     }
 }
 
-/// Posts due outbox rows until cancelled.
+/// Posts due outbox rows until cancelled, in a loop per [`Lane`].
 ///
-/// A row is delivered when every subscribed webhook answered 2xx in the same attempt; otherwise the whole
-/// row is retried, so a webhook that already accepted it may see it again: receivers de-duplicate on the
-/// envelope `id` (delivery is at least once, as with any webhook).
+/// A row is delivered when its webhook answered 2xx; otherwise it is retried. A webhook may still see an
+/// event twice (its answer lost, or a shared row from before per-webhook rows that another webhook
+/// refused): receivers de-duplicate on the envelope `id` (delivery is at least once, as with any webhook).
 pub struct Deliverer {
     store: Arc<dyn OutboxStore>,
     targets: Vec<Target>,
@@ -458,9 +483,10 @@ pub struct Deliverer {
     timeout: Duration,
     /// Longest sleep between rounds: how late a retry scheduled by an earlier run can be.
     poll: Duration,
-    /// Rows fetched (and posted concurrently, all of different messages) per round.
+    /// Rows fetched (and posted concurrently, all of different messages) per round of a lane.
     batch: usize,
-    /// Poked when new rows are committed, so they go out without waiting for the next poll.
+    /// Poked when new rows are committed, so they go out without waiting for the next poll; passed on to
+    /// every lane.
     wake: Arc<Notify>,
 }
 
@@ -502,6 +528,12 @@ impl Deliverer {
         }
     }
 
+    /// How long a receiver may take to answer (15 s unless set).
+    pub fn with_timeout(mut self, timeout: Duration) -> Deliverer {
+        self.timeout = timeout;
+        self
+    }
+
     /// Whether any webhook wants `kind`: if not, do not enqueue it at all.
     pub fn wants(&self, kind: EventKind) -> bool {
         self.targets.iter().any(|t| t.wants(kind))
@@ -512,11 +544,48 @@ impl Deliverer {
         self.wake.clone()
     }
 
-    /// Delivers until `cancel` fires. Store errors are logged and retried on the next round.
+    /// Delivers until `cancel` fires: a loop per webhook, and one for rows from before rows were per
+    /// webhook.
     pub async fn run(self, cancel: CancellationToken) {
+        let this = Arc::new(self);
+        let mut lanes: Vec<Lane> = this
+            .targets
+            .iter()
+            .map(|target| Lane::Webhook(target.subscription().url))
+            .collect();
+        // Two entries for one URL share its rows: one loop posts them (to both).
+        lanes.sort();
+        lanes.dedup();
+        lanes.push(Lane::Shared);
+        let wakes: Vec<Arc<Notify>> = lanes.iter().map(|_| Arc::new(Notify::new())).collect();
+        let mut loops = tokio::task::JoinSet::new();
+        for (lane, wake) in lanes.into_iter().zip(&wakes) {
+            loops.spawn(
+                this.clone()
+                    .deliver_lane(lane, wake.clone(), cancel.clone()),
+            );
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = this.wake.notified() => wakes.iter().for_each(|wake| wake.notify_one()),
+            }
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    /// One lane's loop. Store errors are logged and retried on the next round. A round in flight is
+    /// finished before `cancel` is heeded (a post waits at most the answer timeout), so what was answered
+    /// is recorded.
+    async fn deliver_lane(
+        self: Arc<Self>,
+        lane: Lane,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+    ) {
         loop {
             let mut wait = self.poll;
-            match self.deliver_due().await {
+            match self.deliver_due(&lane).await {
                 Ok(round) if round.rows >= self.batch => continue,
                 Ok(round) => {
                     if let Some(at) = round.earliest_retry {
@@ -529,15 +598,18 @@ impl Deliverer {
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = self.wake.notified() => {}
+                () = wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// One round: posts every due row (concurrently: they are of different messages).
-    pub async fn deliver_due(&self) -> Result<Round, OutboxError> {
-        let items = self.store.next_due(Timestamp::now(), self.batch).await?;
+    /// One round of `lane`: posts every due row (concurrently: they are of different messages).
+    pub async fn deliver_due(&self, lane: &Lane) -> Result<Round, OutboxError> {
+        let items = self
+            .store
+            .next_due(lane, Timestamp::now(), self.batch)
+            .await?;
         let rows = items.len();
         let results: Vec<Result<Option<Timestamp>, OutboxError>> =
             futures_util::stream::iter(items)

@@ -27,8 +27,8 @@ use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::Region;
 use modemgate::store::{InboundContent, InboundPart, OpenOptions, Store, TextEncoding};
 use modemgate::webhook::{
-    self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, MessageEvent, OptoutEvent,
-    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Target,
+    self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, Lane, MessageEvent,
+    OptoutEvent, OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Target,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1387,12 +1387,17 @@ impl FakeOutbox {
 }
 
 impl OutboxStore for FakeOutbox {
-    fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>> {
+    fn next_due(
+        &self,
+        lane: &Lane,
+        now: Timestamp,
+        limit: usize,
+    ) -> OutboxResult<'_, Vec<OutboxItem>> {
         let rows = self.rows.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
         let due = rows
             .iter()
-            .filter(|r| !r.delivered)
+            .filter(|r| !r.delivered && r.item.target.as_deref() == lane.target())
             .filter(|r| r.message_id.is_none_or(|k| seen.insert(k)))
             .filter(|r| r.next_at <= now)
             .take(limit)
@@ -1583,7 +1588,7 @@ async fn unreachable_webhooks_record_the_error() {
         &status_event(Uuid::nil(), Event::MessageFailed),
     )]);
     let deliverer = Deliverer::new(outbox.clone(), vec![target], Backoff::default());
-    let round = deliverer.deliver_due().await.unwrap();
+    let round = deliverer.deliver_due(&Lane::Shared).await.unwrap();
     assert_eq!(round.rows, 1);
     let rows = outbox.rows.lock().unwrap();
     assert!(
@@ -1702,6 +1707,63 @@ async fn webhooks_from_the_store_outbox_are_delivered_in_order_and_attempts_reco
         count("SELECT attempts FROM webhook_outbox ORDER BY id LIMIT 1"),
         2
     );
+}
+
+/// A webhook receiver that takes requests and never answers; `taken` counts them.
+async fn silent_receiver() -> (String, tokio::sync::watch::Receiver<usize>) {
+    let (taken_tx, taken) = tokio::sync::watch::channel(0);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            taken_tx.send_modify(|n| *n += 1);
+            std::future::pending::<StatusCode>()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, taken)
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modemgate.db");
+    let mut up = receiver("secret-up", 0).await;
+    let (silent_url, mut taken) = silent_receiver().await;
+    let targets = || {
+        vec![
+            Target::new(&silent_url, "secret-silent", None).unwrap(),
+            Target::new(&up.url, "secret-up", None).unwrap(),
+        ]
+    };
+    let store = store_with_a_delivered_message(&path, &targets()).await;
+    // Far longer than the test may take: a round that waited for the silent receiver would not end.
+    let deliverer = Deliverer::new(Arc::new(store.clone()), targets(), FAST_RETRIES)
+        .with_timeout(Duration::from_secs(3600));
+    let task = tokio::spawn(deliverer.run(CancellationToken::new()));
+    tokio::time::timeout(Duration::from_secs(20), taken.wait_for(|n| *n == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), up.accepted.wait_for(|n| *n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    // A cancelled deliverer finishes its rounds in flight, and the silent one's never ends.
+    task.abort();
+    let _ = task.await;
+    // The silent webhook still has its first event in flight: neither of its rows is delivered.
+    assert_eq!(*taken.borrow(), 1);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let waiting: i64 = db
+        .query_row(
+            "SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL AND target = ?1",
+            [&silent_url],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(waiting, 2);
 }
 
 #[tokio::test]

@@ -25,11 +25,18 @@ fn open(path: &Path, clock: &ManualClock) -> Store {
     Store::open(path, options(clock)).unwrap()
 }
 
+const HOOK: &str = "http://127.0.0.1:9/hook";
+
+/// The outbox rows of the one webhook `open_with_webhooks` configures.
+fn hook_lane() -> modemgate::webhook::Lane {
+    modemgate::webhook::Lane::Webhook(HOOK.into())
+}
+
 /// A store that writes every webhook event type to its outbox, for one webhook.
 fn open_with_webhooks(path: &Path, clock: &ManualClock) -> Store {
     let options = OpenOptions {
         webhooks: vec![modemgate::webhook::Subscription {
-            url: "http://127.0.0.1:9/hook".into(),
+            url: HOOK.into(),
             events: None,
         }],
         ..options(clock)
@@ -644,7 +651,7 @@ async fn an_incomplete_inbound_message_is_released_with_what_came() {
         message.error.as_deref(),
         Some("incomplete: 2 of 3 parts arrived; part 2 never came")
     );
-    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageReceived);
     // Released once: a second sweep finds nothing.
@@ -930,7 +937,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .unwrap();
 
     // Only the oldest undelivered event of a message is offered: sent before delivered.
-    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageSent);
     let body: serde_json::Value = serde_json::from_slice(&due[0].body).unwrap();
@@ -951,15 +958,21 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         )
         .await
         .unwrap();
-    assert!(store.next_due(clock.now(), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .next_due(&hook_lane(), clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     clock.set(retry_at);
-    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
     assert_eq!(due[0].attempts, 1);
     store
         .mark_delivered(due[0].id, clock.now(), 200)
         .await
         .unwrap();
-    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageDelivered);
     store
@@ -983,7 +996,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .await
         .unwrap();
     assert!(store.is_opted_out("+15557654321").await.unwrap());
-    let due = store.next_due(clock.now(), 10).await.unwrap();
+    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
     let kinds: Vec<_> = due.iter().map(|item| item.kind).collect();
     assert_eq!(
         kinds,
@@ -1001,7 +1014,13 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .unwrap()
         .id;
     quiet.expire(id).await.unwrap();
-    assert!(quiet.next_due(clock.now(), 10).await.unwrap().is_empty());
+    assert!(
+        quiet
+            .next_due(&hook_lane(), clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// One part of a fresh message to `to`, sent on `modem`.

@@ -11,8 +11,8 @@ use super::rows::{self, ms};
 use super::types::{Message, MessageState};
 use super::writer::WriteCtx;
 use crate::webhook::{
-    Attempt, AttemptOutcome, Envelope, Event, EventKind, MessageEvent, OptoutEvent, OutboxError,
-    OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Subscription,
+    Attempt, AttemptOutcome, Envelope, Event, EventKind, Lane, MessageEvent, OptoutEvent,
+    OutboxError, OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Subscription,
 };
 
 const DB: fn(rusqlite::Error) -> StoreError =
@@ -175,17 +175,24 @@ fn outbox_error(error: StoreError) -> OutboxError {
 }
 
 impl OutboxStore for Store {
-    fn next_due(&self, now: Timestamp, limit: usize) -> OutboxResult<'_, Vec<OutboxItem>> {
+    fn next_due(
+        &self,
+        lane: &Lane,
+        now: Timestamp,
+        limit: usize,
+    ) -> OutboxResult<'_, Vec<OutboxItem>> {
+        let target = lane.target().map(str::to_owned);
         Box::pin(async move {
             self.read(move |conn| {
                 conn.prepare_cached(
                     "SELECT id, event_type, payload, attempts, target FROM webhook_outbox o \
-                     WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND (message_id IS NULL OR id = \
+                     WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND target IS ?3 \
+                     AND (message_id IS NULL OR id = \
                      (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
                       AND p.target IS o.target AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
                 )
                 .and_then(|mut st| {
-                    st.query_map(params![ms(now), limit as i64], |row| {
+                    st.query_map(params![ms(now), limit as i64, target], |row| {
                         Ok((
                             row.get::<_, i64>(0)?,
                             row.get::<_, String>(1)?,
