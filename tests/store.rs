@@ -1023,6 +1023,58 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     );
 }
 
+#[tokio::test]
+async fn outbox_rows_from_before_per_webhook_rows_go_to_the_shared_lane() {
+    use modemgate::webhook::{EventKind, Lane, OutboxStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    // A database left at version 8 with an undelivered event, as the webhook loop of that version wrote it.
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        migrations::migrate(&mut conn, 8).unwrap();
+        conn.execute(
+            "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at) \
+             VALUES ('message.sent', '0190a0a0-0000-7000-8000-000000000001', '{}', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = open_with_webhooks(&path, &clock);
+    assert!(
+        store
+            .next_due(&hook_lane(), clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let shared = store
+        .next_due(&Lane::Shared, clock.now(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        shared
+            .iter()
+            .map(|item| (item.kind, item.target.clone()))
+            .collect::<Vec<_>>(),
+        [(EventKind::MessageSent, None)]
+    );
+    // A new event goes to the webhook's own lane (an old row does not hold it back: lanes are ordered apart).
+    let id = store
+        .accept(message("+15554440004", "x", 1))
+        .await
+        .unwrap()
+        .id;
+    store.expire(id).await.unwrap();
+    let own = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    assert_eq!(
+        own.iter()
+            .map(|item| (item.kind, item.target.as_deref()))
+            .collect::<Vec<_>>(),
+        [(EventKind::MessageExpired, Some(HOOK))]
+    );
+}
+
 /// One part of a fresh message to `to`, sent on `modem`.
 async fn send_one(store: &Store, to: &str, modem: &str) {
     let id = store.accept(message(to, "x", 1)).await.unwrap().id;
