@@ -658,7 +658,14 @@ impl Deliverer {
                 let next_at = now
                     .checked_add(self.backoff.delay(item.id, attempts))
                     .unwrap_or(now);
-                tracing::info!(id = item.id, ?outcome, attempts, "webhook attempt failed");
+                let webhook = item.target.as_deref().unwrap_or("every subscribed webhook");
+                tracing::info!(
+                    id = item.id,
+                    webhook,
+                    ?outcome,
+                    attempts,
+                    "webhook attempt failed"
+                );
                 let attempt = Attempt {
                     at: now,
                     outcome,
