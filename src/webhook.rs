@@ -320,9 +320,7 @@ impl Target {
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.events
-            .as_ref()
-            .is_none_or(|events| events.contains(&kind))
+        subscribes(self.events.as_deref(), kind)
     }
 
     /// What the outbox needs to know of this webhook to write its rows.
@@ -359,10 +357,13 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.events
-            .as_ref()
-            .is_none_or(|events| events.contains(&kind))
+        subscribes(self.events.as_deref(), kind)
     }
+}
+
+/// Whether a webhook subscribed to `events` (every event when `None`) wants `kind`.
+fn subscribes(events: Option<&[EventKind]>, kind: EventKind) -> bool {
+    events.is_none_or(|events| events.contains(&kind))
 }
 
 /// The outbox rows one delivery loop posts.
@@ -551,7 +552,7 @@ impl Deliverer {
         let mut lanes: Vec<Lane> = this
             .targets
             .iter()
-            .map(|target| Lane::Webhook(target.subscription().url))
+            .map(|target| Lane::Webhook(target.url.to_string()))
             .collect();
         // Two entries for one URL share its rows: one loop posts them (to both).
         lanes.sort();
