@@ -32,6 +32,12 @@ fn hook_lane() -> modemgate::webhook::Lane {
     modemgate::webhook::Lane::Webhook(HOOK.into())
 }
 
+/// That webhook's outbox rows due now (at most 10).
+async fn hook_due(store: &Store, clock: &ManualClock) -> Vec<modemgate::webhook::OutboxItem> {
+    use modemgate::webhook::OutboxStore;
+    store.next_due(&hook_lane(), clock.now(), 10).await.unwrap()
+}
+
 /// A store that writes every webhook event type to its outbox, for one webhook.
 fn open_with_webhooks(path: &Path, clock: &ManualClock) -> Store {
     let options = OpenOptions {
@@ -620,7 +626,7 @@ async fn reassembles_out_of_order_parts_and_ignores_duplicates() {
 
 #[tokio::test]
 async fn an_incomplete_inbound_message_is_released_with_what_came() {
-    use modemgate::webhook::{EventKind, OutboxStore};
+    use modemgate::webhook::EventKind;
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(start());
     let store = open_with_webhooks(&dir.path().join("gw.db"), &clock);
@@ -651,7 +657,7 @@ async fn an_incomplete_inbound_message_is_released_with_what_came() {
         message.error.as_deref(),
         Some("incomplete: 2 of 3 parts arrived; part 2 never came")
     );
-    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let due = hook_due(&store, &clock).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageReceived);
     // Released once: a second sweep finds nothing.
@@ -937,7 +943,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .unwrap();
 
     // Only the oldest undelivered event of a message is offered: sent before delivered.
-    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let due = hook_due(&store, &clock).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageSent);
     let body: serde_json::Value = serde_json::from_slice(&due[0].body).unwrap();
@@ -958,21 +964,15 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         )
         .await
         .unwrap();
-    assert!(
-        store
-            .next_due(&hook_lane(), clock.now(), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(hook_due(&store, &clock).await.is_empty());
     clock.set(retry_at);
-    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let due = hook_due(&store, &clock).await;
     assert_eq!(due[0].attempts, 1);
     store
         .mark_delivered(due[0].id, clock.now(), 200)
         .await
         .unwrap();
-    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let due = hook_due(&store, &clock).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, EventKind::MessageDelivered);
     store
@@ -996,7 +996,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .await
         .unwrap();
     assert!(store.is_opted_out("+15557654321").await.unwrap());
-    let due = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let due = hook_due(&store, &clock).await;
     let kinds: Vec<_> = due.iter().map(|item| item.kind).collect();
     assert_eq!(
         kinds,
@@ -1014,13 +1014,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .unwrap()
         .id;
     quiet.expire(id).await.unwrap();
-    assert!(
-        quiet
-            .next_due(&hook_lane(), clock.now(), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(hook_due(&quiet, &clock).await.is_empty());
 }
 
 #[tokio::test]
@@ -1041,13 +1035,7 @@ async fn outbox_rows_from_before_per_webhook_rows_go_to_the_shared_lane() {
         .unwrap();
     }
     let store = open_with_webhooks(&path, &clock);
-    assert!(
-        store
-            .next_due(&hook_lane(), clock.now(), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(hook_due(&store, &clock).await.is_empty());
     let shared = store
         .next_due(&Lane::Shared, clock.now(), 10)
         .await
@@ -1066,7 +1054,7 @@ async fn outbox_rows_from_before_per_webhook_rows_go_to_the_shared_lane() {
         .unwrap()
         .id;
     store.expire(id).await.unwrap();
-    let own = store.next_due(&hook_lane(), clock.now(), 10).await.unwrap();
+    let own = hook_due(&store, &clock).await;
     assert_eq!(
         own.iter()
             .map(|item| (item.kind, item.target.as_deref()))
