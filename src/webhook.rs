@@ -278,6 +278,8 @@ pub fn verify(
 #[derive(Clone)]
 pub struct Target {
     url: Uri,
+    /// What logs, recorded attempts and `/metrics` call it (see [`labels`]).
+    label: String,
     mac: HmacSha256,
     /// Subscribed events; every event when `None`.
     events: Option<Vec<EventKind>>,
@@ -286,7 +288,7 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("url", &self.url)
+            .field("label", &self.label)
             .field("events", &self.events)
             .finish_non_exhaustive()
     }
@@ -307,16 +309,27 @@ impl Target {
             _ => return Err(WebhookError::BadUrl(url.to_owned())),
         }
         Ok(Target {
+            label: default_label(&uri),
             url: uri,
             mac: keyed_mac(secret.as_bytes())?,
             events,
         })
     }
 
-    /// From `[[webhooks]]`: an empty event list subscribes to every event.
-    pub fn from_config(webhook: &crate::config::Webhook) -> Result<Target, WebhookError> {
-        let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
-        Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)
+    /// The same webhook under another name in logs, attempts and `/metrics`.
+    pub fn labelled(mut self, label: impl Into<String>) -> Target {
+        self.label = label.into();
+        self
+    }
+
+    /// What logs, recorded attempts and `/metrics` call this webhook.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The URL its outbox rows are addressed to.
+    pub fn url(&self) -> String {
+        self.url.to_string()
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {
@@ -342,6 +355,47 @@ impl Target {
             .finalize()
             .into_bytes();
         format!("t={timestamp},v1={}", hex::encode(mac))
+    }
+}
+
+/// The `[[webhooks]]` entries as delivery targets, each under its label ([`labels`]); an empty event
+/// list subscribes to every event.
+pub fn targets(webhooks: &[crate::config::Webhook]) -> Result<Vec<Target>, WebhookError> {
+    webhooks
+        .iter()
+        .zip(labels(webhooks))
+        .map(|(webhook, label)| {
+            let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
+            Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)
+                .map(|target| target.labelled(label))
+        })
+        .collect()
+}
+
+/// What logs, recorded attempts and `/metrics` call each `[[webhooks]]` entry: its `name`, else its scheme
+/// and host, never its path or query, where receivers often put a token. Unnamed webhooks on one host are
+/// told apart by their position in the file (`https://cms.example#2`).
+pub fn labels(webhooks: &[crate::config::Webhook]) -> Vec<String> {
+    let hosts: Vec<String> = webhooks.iter().map(|w| default_label(&w.url)).collect();
+    webhooks
+        .iter()
+        .zip(&hosts)
+        .enumerate()
+        .map(|(i, (webhook, host))| match &webhook.name {
+            Some(name) => name.as_str().to_owned(),
+            None if hosts.iter().filter(|h| *h == host).count() > 1 => format!("{host}#{}", i + 1),
+            None => host.clone(),
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]`: the URL without credentials, path or query.
+fn default_label(url: &Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let host = url.host().unwrap_or("");
+    match url.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
@@ -438,6 +492,9 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
     /// Records the successful attempt; the row is never offered again.
     fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()>;
+    /// Closes the undelivered rows addressed to a webhook whose URL is not in `configured` (removed from
+    /// the config, or moved to another URL), each with an attempt saying so; how many there were.
+    fn close_unconfigured(&self, configured: Vec<String>, at: Timestamp) -> OutboxResult<'_, u64>;
 }
 
 /// Exponential back-off with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random-looking half
@@ -549,12 +606,13 @@ impl Deliverer {
     /// webhook.
     pub async fn run(self, cancel: CancellationToken) {
         let this = Arc::new(self);
+        this.close_unconfigured().await;
         let mut lanes: Vec<Lane> = this
             .targets
             .iter()
             .map(|target| Lane::Webhook(target.url.to_string()))
             .collect();
-        // Two entries for one URL share its rows: one loop posts them (to both).
+        // check-config refuses two entries for one URL; were there two, one loop would post their rows.
         lanes.sort();
         lanes.dedup();
         lanes.push(Lane::Shared);
@@ -573,6 +631,24 @@ impl Deliverer {
             }
         }
         while loops.join_next().await.is_some() {}
+    }
+
+    /// A webhook removed from the config gets no more events: nothing would post its rows, and the
+    /// backlog in `/metrics` would never fall.
+    async fn close_unconfigured(&self) {
+        let configured = self.targets.iter().map(Target::url).collect();
+        match self
+            .store
+            .close_unconfigured(configured, Timestamp::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(closed) => tracing::warn!(
+                closed,
+                "closed undelivered webhook events addressed to a webhook no longer configured"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not close events of removed webhooks"),
+        }
     }
 
     /// One lane's loop. Store errors are logged and retried on the next round. A round in flight is
@@ -659,7 +735,10 @@ impl Deliverer {
                 let next_at = now
                     .checked_add(self.backoff.delay(item.id, attempts))
                     .unwrap_or(now);
-                let webhook = item.target.as_deref().unwrap_or("every subscribed webhook");
+                let webhook = match &item.target {
+                    None => "every subscribed webhook",
+                    Some(_) => targets.first().map_or("", |t| t.label()),
+                };
                 tracing::info!(
                     id = item.id,
                     webhook,
@@ -694,10 +773,10 @@ impl Deliverer {
         };
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => AttemptOutcome::Status(response.status().as_u16()),
-            Ok(Err(e)) => AttemptOutcome::Error(format!("{}: {e}", target.url)),
+            Ok(Err(e)) => AttemptOutcome::Error(format!("{}: {e}", target.label)),
             Err(_) => AttemptOutcome::Error(format!(
                 "{}: no answer within {:?}",
-                target.url, self.timeout
+                target.label, self.timeout
             )),
         }
     }
@@ -808,7 +887,7 @@ mod tests {
             "url = \"http://cms.local/hook\"\nsecret = \"s3cret-s3cret-s3cret\"\nevents = [\"message.delivered\"]",
         )
         .unwrap();
-        let target = Target::from_config(&config).unwrap();
+        let target = targets(std::slice::from_ref(&config)).unwrap().remove(0);
         assert!(target.wants(EventKind::MessageDelivered));
         assert!(!target.wants(EventKind::MessageSent) && !target.wants(EventKind::OptoutCreated));
         let status_name: Result<crate::config::Webhook, _> = toml::from_str(
@@ -823,6 +902,36 @@ mod tests {
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }
+    }
+
+    #[test]
+    fn webhooks_are_labelled_by_name_else_by_host_without_credentials_path_or_query() {
+        let hook = |name: Option<&str>, url: &str| crate::config::Webhook {
+            name: name.map(|n| n.parse().unwrap()),
+            url: url.parse().unwrap(),
+            secret: "s3cret-s3cret-s3cret".parse().unwrap(),
+            events: Vec::new(),
+        };
+        let webhooks = [
+            hook(Some("cms"), "https://cms.example/hooks?token=abc"),
+            hook(None, "https://user:pw@archive.example:8443/a/T0KEN"),
+            hook(None, "http://10.0.0.5/one"),
+            hook(None, "http://10.0.0.5/two?key=k"),
+        ];
+        let expected = [
+            "cms",
+            "https://archive.example:8443",
+            "http://10.0.0.5#3",
+            "http://10.0.0.5#4",
+        ];
+        assert_eq!(labels(&webhooks), expected);
+        let targets = targets(&webhooks).unwrap();
+        assert_eq!(
+            targets.iter().map(Target::label).collect::<Vec<_>>(),
+            expected
+        );
+        assert_eq!(targets[0].url(), "https://cms.example/hooks?token=abc");
+        assert!(!format!("{:?}", targets[1]).contains("T0KEN"));
     }
 
     #[test]

@@ -291,6 +291,28 @@ fn duplicate_modem_id_is_an_error_at_the_second() {
 }
 
 #[test]
+fn a_webhook_url_twice_or_a_webhook_name_twice_is_an_error_at_the_second() {
+    let hook = |name: &str, path: &str| {
+        format!(
+            "[[webhooks]]\nname = \"{name}\"\nurl = \"https://cms.example/{path}?token=abc\"\nsecret = \"0123456789abcdef\"\n"
+        )
+    };
+    let base = format!("{KEY}{MODEM}{}", hook("cms", "events"));
+    assert_one_error(
+        &format!("{base}{}", hook("archive", "events")),
+        14,
+        "webhook url already configured at line 10: list every event it wants in one entry",
+    );
+    assert_one_error(
+        &format!("{base}{}", hook("cms", "archive")),
+        13,
+        "duplicate webhook name `cms` (first at line 9)",
+    );
+    let (checked, _dir) = check_text(&format!("{base}{}", hook("archive", "archive")));
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+}
+
+#[test]
 fn duplicate_modem_device_is_an_error_at_the_second() {
     let text = format!("{KEY}{MODEM}{}", MODEM.replace("m1", "m2"));
     assert_one_error(

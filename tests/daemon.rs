@@ -161,6 +161,69 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_each_webhooks_backlog_under_its_name_never_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    // An archive that is down (nothing listens on its port) beside the CMS's receiver.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let config = Config::parse(&format!(
+        r#"{HEAD}
+[[webhooks]]
+name = "archive"
+url = "http://{down}/events?token=s3cr3t-t0ken"
+secret = "{WEBHOOK_SECRET}"
+[[webhooks]]
+url = "{cms}"
+secret = "{WEBHOOK_SECRET}"
+"#,
+        HEAD = head(dir.path(), TOKEN, ""),
+        cms = hooks.url,
+    ))
+    .unwrap();
+    let gateway = start_instant(&config).await;
+    let http = Http::new(gateway.addr);
+    let (status, accepted) = http
+        .post("/v1/messages", json!({"to": "4158906431", "text": "hi"}))
+        .await;
+    assert_eq!(status.as_u16(), 202, "{accepted}");
+    // Both events reached the CMS, so both are also in the archive's rows (written in the same commits).
+    hooks.next("message.sent").await;
+    hooks.next("message.delivered").await;
+    let metrics = http.text("/metrics").await;
+    let unnamed = format!(
+        "modemgate_webhook_backlog{{webhook=\"http://{}\"}} ",
+        hooks
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches("/hook")
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "modemgate_webhook_backlog{webhook=\"archive\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("modemgate_webhook_oldest_pending_seconds{webhook=\"archive\"} ")
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&unnamed)),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("s3cr3t-t0ken") && !metrics.contains("/hook"),
+        "{metrics}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let before = Config::parse(&head(dir.path(), TOKEN, "paused = true")).unwrap();

@@ -12,7 +12,7 @@ use super::backend::{
     Accepted, Backend, BackendError, BackendResult, ListFilter, MessageDetail, MessageView,
     ModemCounters, ModemView, NewMessage, Optout, Page,
 };
-use super::metrics::{Metrics, ModemGauges};
+use super::metrics::{Metrics, ModemGauges, WebhookGauges};
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
@@ -52,7 +52,13 @@ pub struct Gateway {
     optout: OptOutConfig,
     /// `[pdu] status_reports`: ask the SMSC for delivery reports (TP-SRR), so `delivered` can be known.
     status_reports: bool,
+    /// The configured webhooks as (URL, label).
+    webhooks: Vec<(String, String)>,
 }
+
+/// The `/metrics` label of events queued before outbox rows were per webhook: each goes to every webhook
+/// subscribed to its type.
+const SHARED_LABEL: &str = "*";
 
 impl Gateway {
     pub fn new(
@@ -70,7 +76,14 @@ impl Gateway {
             optouts,
             optout,
             status_reports,
+            webhooks: Vec::new(),
         }
+    }
+
+    /// The configured webhooks as (URL, label), for their backlog in `/metrics`.
+    pub fn with_webhooks(mut self, webhooks: Vec<(String, String)>) -> Gateway {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Suppression at accept time (422 `opted_out`); the dispatcher's gate checks again at hand-off.
@@ -345,7 +358,30 @@ impl Backend for Gateway {
             metrics.set_messages(totals.messages.into_iter().map(|(state, modem, n)| {
                 ((state.as_str().to_owned(), modem.unwrap_or_default()), n)
             }));
-            metrics.set_webhook_backlog(totals.webhook_backlog);
+            let now = self.store.clock().now();
+            let pending = |target: Option<&str>| {
+                totals
+                    .webhooks
+                    .iter()
+                    .find(|w| w.target.as_deref() == target)
+                    .map_or(WebhookGauges::default(), |w| WebhookGauges {
+                        pending: w.pending,
+                        oldest_seconds: w
+                            .oldest
+                            .map_or(0.0, |at| now.duration_since(at).as_secs_f64().max(0.0)),
+                    })
+            };
+            let mut webhooks: Vec<(String, WebhookGauges)> = self
+                .webhooks
+                .iter()
+                .map(|(url, label)| (label.clone(), pending(Some(url))))
+                .collect();
+            // Events queued before outbox rows were per webhook (migration 9), for every webhook.
+            let shared = pending(None);
+            if shared.pending > 0 {
+                webhooks.push((SHARED_LABEL.to_owned(), shared));
+            }
+            metrics.set_webhooks(webhooks);
             Ok(())
         })
     }

@@ -41,6 +41,15 @@ pub struct ModemGauges {
     pub daily_cap: Option<u32>,
 }
 
+/// What `/metrics` shows of one webhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WebhookGauges {
+    /// Events not yet acknowledged by it.
+    pub pending: u64,
+    /// How long the oldest of them has waited; 0 when none.
+    pub oldest_seconds: f64,
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     /// (status, modem) → messages in that status now.
@@ -49,7 +58,8 @@ struct Registry {
     send_latency: Histogram,
     /// By modem id; replaced whole at each refresh, so a modem a reload removed disappears.
     modems: BTreeMap<String, ModemGauges>,
-    webhook_backlog: u64,
+    /// By webhook label; replaced whole at each refresh.
+    webhooks: BTreeMap<String, WebhookGauges>,
 }
 
 /// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
@@ -102,9 +112,9 @@ impl Metrics {
         self.lock().modems = modems.into_iter().collect();
     }
 
-    /// Webhook deliveries not yet acknowledged by the receiver.
-    pub fn set_webhook_backlog(&self, backlog: u64) {
-        self.lock().webhook_backlog = backlog;
+    /// Every webhook's backlog, by label, replacing the previous set.
+    pub fn set_webhooks(&self, webhooks: impl IntoIterator<Item = (String, WebhookGauges)>) {
+        self.lock().webhooks = webhooks.into_iter().collect();
     }
 
     /// The exposition text for `GET /metrics`.
@@ -218,14 +228,32 @@ impl Metrics {
             &mut out,
             "modemgate_webhook_backlog",
             "gauge",
-            "Webhook deliveries waiting or retrying.",
+            "Webhook events waiting or retrying, by webhook (\"*\": queued before an upgrade, for every webhook).",
         );
-        sample(
+        for (webhook, gauges) in &registry.webhooks {
+            let labels = [("webhook", webhook.as_str())];
+            sample(
+                &mut out,
+                "modemgate_webhook_backlog",
+                &labels,
+                gauges.pending as f64,
+            );
+        }
+        header(
             &mut out,
-            "modemgate_webhook_backlog",
-            &[],
-            registry.webhook_backlog as f64,
+            "modemgate_webhook_oldest_pending_seconds",
+            "gauge",
+            "How long each webhook's oldest unacknowledged event has waited (0: none): alert on it.",
         );
+        for (webhook, gauges) in &registry.webhooks {
+            let labels = [("webhook", webhook.as_str())];
+            sample(
+                &mut out,
+                "modemgate_webhook_oldest_pending_seconds",
+                &labels,
+                gauges.oldest_seconds,
+            );
+        }
         out
     }
 }
@@ -289,7 +317,23 @@ mod tests {
                 gauges(ModemState::Offline, Some(99), Some(4), None),
             ),
         ]);
-        m.set_webhook_backlog(3);
+        m.set_webhooks([(
+            "gone".to_owned(),
+            WebhookGauges {
+                pending: 9,
+                oldest_seconds: 1.0,
+            },
+        )]);
+        m.set_webhooks([
+            (
+                "cms".to_owned(),
+                WebhookGauges {
+                    pending: 3,
+                    oldest_seconds: 42.5,
+                },
+            ),
+            ("archive".to_owned(), WebhookGauges::default()),
+        ]);
         let text = m.render();
         for line in [
             "# TYPE modemgate_messages gauge",
@@ -310,13 +354,20 @@ mod tests {
             "modemgate_modem_sent_today{modem=\"m1\"} 187",
             "modemgate_modem_sent_today{modem=\"m2\"} 4",
             "modemgate_modem_daily_cap{modem=\"m1\"} 200",
-            "modemgate_webhook_backlog 3",
+            "modemgate_webhook_backlog{webhook=\"cms\"} 3",
+            "modemgate_webhook_backlog{webhook=\"archive\"} 0",
+            "modemgate_webhook_oldest_pending_seconds{webhook=\"cms\"} 42.5",
+            "modemgate_webhook_oldest_pending_seconds{webhook=\"archive\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
+        assert!(
+            !text.contains("webhook=\"gone\""),
+            "a webhook no longer configured disappears"
+        );
         assert!(
             !text.contains("modem_signal_rssi{modem=\"m2\"}"),
             "RSSI 99 means unknown"

@@ -331,6 +331,31 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
             ));
         }
     }
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        let earlier = &config.webhooks[..i];
+        // One URL twice would get every event twice over: each entry's rows posted by both.
+        if let Some(first) = earlier.iter().position(|h| h.url == hook.url) {
+            out.push(error(
+                doc.line("webhooks", Some(i), "url"),
+                format!(
+                    "webhook url already configured at line {}: list every event it wants in one entry",
+                    doc.line("webhooks", Some(first), "url")
+                ),
+            ));
+        }
+        if let Some(name) = &hook.name
+            && let Some(first) = earlier.iter().position(|h| h.name.as_ref() == Some(name))
+        {
+            out.push(error(
+                doc.line("webhooks", Some(i), "name"),
+                format!(
+                    "duplicate webhook name `{}` (first at line {})",
+                    name.as_str(),
+                    doc.line("webhooks", Some(first), "name")
+                ),
+            ));
+        }
+    }
     reply_rule_keywords(config, doc, out);
     let dispatch = &config.dispatch;
     if sound && dispatch.retry_backoff > dispatch.retry_backoff_max {

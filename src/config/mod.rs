@@ -21,7 +21,7 @@ use serde::Deserialize;
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
     Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret, TimeZoneName,
-    Token, TokenSha256, ValueError, parse_duration,
+    Token, TokenSha256, ValueError, WebhookName, parse_duration,
 };
 
 use crate::msisdn::Msisdn;
@@ -300,6 +300,10 @@ impl Default for Dispatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
+    /// What logs, recorded attempts and `/metrics` call it; its scheme and host when absent (the path and
+    /// query are never shown: receivers often put a token there).
+    #[serde(default)]
+    pub name: Option<WebhookName>,
     /// Where events are POSTed (http or https).
     #[serde(deserialize_with = "webhook_url")]
     pub url: hyper::Uri,

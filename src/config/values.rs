@@ -57,6 +57,7 @@ deserialize_via_from_str!(
     Pin,
     Secret,
     ModemName,
+    WebhookName,
     LogFilter
 );
 
@@ -391,17 +392,41 @@ impl FromStr for ModemName {
     type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
-        let valid = (1..=32).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if valid {
-            Ok(ModemName(text.to_owned()))
-        } else {
-            Err(ValueError::new(format!(
-                "invalid modem id `{text}`: expected 1 to 32 letters, digits, `-` or `_`"
-            )))
-        }
+        short_name(text, "modem id").map(ModemName)
+    }
+}
+
+/// A webhook's `name`: what logs, recorded attempts and `/metrics` call it instead of its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebhookName(String);
+
+impl WebhookName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for WebhookName {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        short_name(text, "webhook name").map(WebhookName)
+    }
+}
+
+/// 1 to 32 letters, digits, `-` or `_`: safe in URLs, metrics labels and log lines as it is.
+fn short_name(text: &str, what: &str) -> Result<String, ValueError> {
+    let valid = (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(ValueError::new(format!(
+            "invalid {what} `{text}`: expected 1 to 32 letters, digits, `-` or `_`"
+        )))
     }
 }
 
@@ -556,6 +581,11 @@ mod tests {
         assert!("123".parse::<Pin>().is_err());
         assert!("m-1_a".parse::<ModemName>().is_ok());
         assert!("m 1".parse::<ModemName>().is_err());
+        assert_eq!("cms-1".parse::<WebhookName>().unwrap().as_str(), "cms-1");
+        assert_eq!(
+            "crm/x".parse::<WebhookName>().unwrap_err().to_string(),
+            "invalid webhook name `crm/x`: expected 1 to 32 letters, digits, `-` or `_`"
+        );
         assert!("".parse::<ModemName>().is_err());
         assert!("modemgate=debug,info".parse::<LogFilter>().is_ok());
         assert!("loud".parse::<LogFilter>().is_err());

@@ -37,7 +37,7 @@ use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
-use crate::webhook::{Backoff, Deliverer, Subscription, Target};
+use crate::webhook::{self, Backoff, Deliverer, Subscription, Target};
 
 use modems::ModemRuntime;
 use registry::Modems;
@@ -93,12 +93,7 @@ pub struct Running {
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
 /// loaded (the moment systemd is told READY).
 pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Running> {
-    let targets = config
-        .webhooks
-        .iter()
-        .map(Target::from_config)
-        .collect::<Result<Vec<_>, _>>()
-        .context("webhook configuration")?;
+    let targets = webhook::targets(&config.webhooks).context("webhook configuration")?;
     // Only events some webhook wants are written to the outbox, once for each webhook that wants them.
     let wanted = targets.iter().map(Target::subscription).collect();
     // message.received is written with the message: the reply rules label it there (and follow reloads).
@@ -135,6 +130,10 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let modems = Arc::new(Modems::default());
     modems.replace(&runtimes);
 
+    let webhook_labels = targets
+        .iter()
+        .map(|target| (target.url(), target.label().to_owned()))
+        .collect();
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
@@ -175,7 +174,8 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         optouts.clone(),
         config.optout.clone(),
         config.pdu.status_reports,
-    );
+    )
+    .with_webhooks(webhook_labels);
     let state = AppState::from_config(config, Arc::new(gateway), metrics);
     let auth = state.auth.clone();
     let _ = numbers_warm.await;

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals};
+pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals, WebhookBacklog};
 pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use types::*;

@@ -449,8 +449,18 @@ pub struct Totals {
     /// Messages by current state and modem (`None`: not yet on a modem). A pair that had messages once
     /// stays listed with 0, so a gauge falls to zero instead of going stale.
     pub messages: Vec<(MessageState, Option<String>, u64)>,
-    /// Webhook events not yet acknowledged by every receiver.
-    pub webhook_backlog: u64,
+    /// Undelivered webhook events, by the webhook they are addressed to.
+    pub webhooks: Vec<WebhookBacklog>,
+}
+
+/// The undelivered outbox rows of one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookBacklog {
+    /// The webhook's URL; `None` for rows from before rows were per webhook (for every webhook).
+    pub target: Option<String>,
+    pub pending: u64,
+    /// When the oldest of them was queued.
+    pub oldest: Option<Timestamp>,
 }
 
 pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
@@ -469,15 +479,23 @@ pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(DB)?;
-    let webhook_backlog = conn
-        .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL")
-        .and_then(|mut st| st.query_row([], |row| row.get::<_, i64>(0)))
-        .map_err(DB)?
-        .unsigned_abs();
-    Ok(Totals {
-        messages,
-        webhook_backlog,
-    })
+    let webhooks = conn
+        .prepare_cached(
+            "SELECT target, count(*), min(created_at) FROM webhook_outbox \
+             WHERE delivered_at IS NULL GROUP BY target",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |row| {
+                Ok(WebhookBacklog {
+                    target: row.get(0)?,
+                    pending: row.get::<_, i64>(1)?.unsigned_abs(),
+                    oldest: rows::opt_ts(row, 2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(DB)?;
+    Ok(Totals { messages, webhooks })
 }
 
 /// An opted-out number and its latest audit entry.
