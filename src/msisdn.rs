@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod parse;
 mod plan;
 
 /// An ISO 3166 region whose national numbering applies to numbers written without `+`.
@@ -69,20 +70,15 @@ impl Msisdn {
     /// Parse a number as a CMS or an operator writes it: international (`+1 415 890 6431`, `+14158906431`)
     /// or national in `default_region` (`4158906431`, `(415) 890-6431` with region US).
     pub fn parse(input: &str, default_region: Option<Region>) -> Result<Msisdn, MsisdnError> {
-        let input = input.trim();
-        if !input.starts_with('+') && default_region.is_none() {
-            return Err(MsisdnError::NoRegion);
-        }
-        let number = phonenumber::parse(default_region.map(|r| r.0), input)
-            .map_err(|_| MsisdnError::NotANumber)?;
-        if !plan::is_valid(&number) {
+        let region = default_region.and_then(|region| plan::region_meta(region.0.as_ref()));
+        let parse::Parsed { code, national } = parse::parse(input.trim(), region)?;
+        if !plan::is_valid(code, &national) {
             return Err(MsisdnError::Invalid);
         }
-        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        let country_code_len = number.code().value().to_string().len();
+        let code = code.to_string();
         Ok(Msisdn {
-            e164,
-            country_code_len,
+            e164: format!("+{code}{national}"),
+            country_code_len: code.len(),
         })
     }
 
