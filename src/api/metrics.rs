@@ -224,36 +224,25 @@ impl Metrics {
             "Each capped modem's daily cap in parts.",
         );
         per_modem(&mut out, "modemgate_modem_daily_cap", |g| g.daily_cap);
-        header(
+        let per_webhook =
+            |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
+                header(out, name, "gauge", help);
+                for (webhook, gauges) in &registry.webhooks {
+                    sample(out, name, &[("webhook", webhook)], value(gauges));
+                }
+            };
+        per_webhook(
             &mut out,
             "modemgate_webhook_backlog",
-            "gauge",
             "Webhook events waiting or retrying, by webhook (\"*\": queued before an upgrade, for every webhook).",
+            |g| g.pending as f64,
         );
-        for (webhook, gauges) in &registry.webhooks {
-            let labels = [("webhook", webhook.as_str())];
-            sample(
-                &mut out,
-                "modemgate_webhook_backlog",
-                &labels,
-                gauges.pending as f64,
-            );
-        }
-        header(
+        per_webhook(
             &mut out,
             "modemgate_webhook_oldest_pending_seconds",
-            "gauge",
             "How long each webhook's oldest unacknowledged event has waited (0: none): alert on it.",
+            |g| g.oldest_seconds,
         );
-        for (webhook, gauges) in &registry.webhooks {
-            let labels = [("webhook", webhook.as_str())];
-            sample(
-                &mut out,
-                "modemgate_webhook_oldest_pending_seconds",
-                &labels,
-                gauges.oldest_seconds,
-            );
-        }
         out
     }
 }
