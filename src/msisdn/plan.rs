@@ -17,17 +17,16 @@ use regex::{Regex, RegexBuilder};
 /// Whether the numbering plan of country calling code `code` assigns the national significant number
 /// `national` (leading zeros included): libphonenumber's `isValidNumber`.
 pub(super) fn is_valid(code: u16, national: &str) -> bool {
-    let Some(regions) = DATABASE.region(&code) else {
-        return false;
-    };
-    let meta = match regions.as_slice() {
-        ["001"] => code_meta(code),
-        [region] => region_meta(region),
+    // The code's regions, main region first (non-geographic codes have one, "001").
+    let metas = DATABASE.by_code(&code).unwrap_or_default();
+    let meta = match metas.as_slice() {
+        [] => None,
+        [meta] => Some(*meta),
         shared => {
             // The first region whose leading digits start the number; a region without them is picked
             // when the number has a type there, which makes it valid.
             let mut picked = None;
-            for meta in shared.iter().filter_map(|region| region_meta(region)) {
+            for &meta in shared {
                 let Some(plan) = Plan::of(meta) else {
                     continue;
                 };
@@ -48,12 +47,9 @@ pub(super) fn is_valid(code: u16, national: &str) -> bool {
         .is_some_and(|plan| plan.has_type(national))
 }
 
-/// A region's metadata, for a region id the crate knows.
+/// A region's metadata, by its id as the crate spells it (`US`, `GB`).
 pub(super) fn region_meta(region: &str) -> Option<&'static Metadata> {
-    region
-        .parse::<phonenumber::country::Id>()
-        .ok()
-        .and_then(|id| DATABASE.by_id(id.as_ref()))
+    DATABASE.by_id(region)
 }
 
 /// The metadata a number of calling code `code` is read with: its main region's (the crate lists it
