@@ -185,7 +185,7 @@ fn schemas() -> Value {
                 "message": {"type": "string"},
                 "field": {"type": ["string", "null"]}}}}},
         "SendRequest": {"type": "object", "required": ["to", "text"], "additionalProperties": false, "properties": {
-            "to": {"type": "string", "description": "E.164, or national in [server] default_region"},
+            "to": {"type": "string", "description": "The recipient as people write numbers, read as libphonenumber reads them: international (+ or an international prefix such as 00 or 011), else national in [server] default_region. Refused with 422 invalid_number unless the numbering plan assigns it."},
             "text": {"type": "string", "description": format!("non-blank; at most {MAX_PARTS} SMS parts; no control characters but tab, CR, LF and FF (422 control_character)")},
             "send_at": {"type": "string", "format": "date-time", "description": "RFC 3339; not in the past"},
             "expires_at": {"type": "string", "format": "date-time", "description": "after now and send_at"},
