@@ -85,8 +85,7 @@ impl Msisdn {
     /// Loads the numbering-plan database and runs the region's patterns once. The library does both
     /// lazily, so without this the first request after a start pays for it (~0.2 s measured).
     pub fn warm_up(region: Region) {
-        let example = phonenumber::metadata::DATABASE
-            .by_id(region.0.as_ref())
+        let example = plan::region_meta(region.0.as_ref())
             .and_then(|metadata| metadata.descriptors().mobile())
             .and_then(|mobile| mobile.example())
             .map(str::to_owned);

@@ -137,7 +137,7 @@ fn international(digits: &str) -> Result<(u16, String), Unread> {
     (1..=3)
         .filter_map(|len| {
             let code: u16 = digits.get(..len)?.parse().ok()?;
-            phonenumber::metadata::DATABASE
+            plan::numbering()
                 .region(&code)
                 .map(|_| (code, digits[len..].to_owned()))
         })

@@ -9,16 +9,30 @@
 //! compiled on first use and matched directly.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
-use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use phonenumber::metadata::{DATABASE, Database, Descriptor, Metadata};
 use regex::{Regex, RegexBuilder};
+
+/// libphonenumber's numbering plans as `assets/numbering/PhoneNumberMetadata.xml` has them (regenerated
+/// from the newest release by the script beside it: the crate's bundled copy is as old as its last
+/// release, and a number in a range assigned since is refused); the crate's copy should that file not
+/// load (a test makes sure it does).
+pub(super) fn numbering() -> &'static Database {
+    static LOADED: LazyLock<Option<Database>> = LazyLock::new(|| {
+        Database::parse(include_str!(
+            "../../assets/numbering/PhoneNumberMetadata.xml"
+        ))
+        .ok()
+    });
+    LOADED.as_ref().unwrap_or(&DATABASE)
+}
 
 /// Whether the numbering plan of country calling code `code` assigns the national significant number
 /// `national` (leading zeros included): libphonenumber's `isValidNumber`.
 pub(super) fn is_valid(code: u16, national: &str) -> bool {
     // The code's regions, main region first (non-geographic codes have one, "001").
-    let metas = DATABASE.by_code(&code).unwrap_or_default();
+    let metas = numbering().by_code(&code).unwrap_or_default();
     let meta = match metas.as_slice() {
         [] => None,
         [meta] => Some(*meta),
@@ -49,13 +63,13 @@ pub(super) fn is_valid(code: u16, national: &str) -> bool {
 
 /// A region's metadata, by its id as the crate spells it (`US`, `GB`).
 pub(super) fn region_meta(region: &str) -> Option<&'static Metadata> {
-    DATABASE.by_id(region)
+    numbering().by_id(region)
 }
 
 /// The metadata a number of calling code `code` is read with: its main region's (the crate lists it
 /// first), or the code's own for non-geographic codes (+800, +882, ...).
 pub(super) fn code_meta(code: u16) -> Option<&'static Metadata> {
-    DATABASE
+    numbering()
         .by_code(&code)
         .and_then(|metas| metas.into_iter().next())
 }
@@ -300,10 +314,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bundled_numbering_plans_load_and_are_newer_than_the_crates() {
+        let loaded = numbering();
+        assert!(
+            !std::ptr::eq(loaded, &*DATABASE),
+            "assets/numbering did not load"
+        );
+        // Canada's area code 273 was assigned after the crate's copy (9.0.33) was made.
+        let ca = |database: &'static Database| Plan::of(database.by_id("CA").unwrap()).unwrap();
+        assert!(ca(loaded).has_type("2736542143") && is_valid(1, "2736542143"));
+        assert!(!ca(&DATABASE).has_type("2736542143"));
+    }
+
+    #[test]
     fn every_region_compiles_with_lengths() {
         let mut regions = 0;
         for code in 1..=999u16 {
-            for meta in DATABASE.by_code(&code).unwrap_or_default() {
+            for meta in numbering().by_code(&code).unwrap_or_default() {
                 let plan =
                     Plan::of(meta).unwrap_or_else(|| panic!("{} does not compile", meta.id()));
                 assert!(!plan.lengths.is_empty(), "{} has no lengths", meta.id());

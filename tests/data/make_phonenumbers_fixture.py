@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
-"""Build the phone-number test fixture phonenumbers-VERSION.tsv, judged by the Python `phonenumbers` package.
+"""Build the phone-number test fixture phonenumbers.tsv, judged by the Python `phonenumbers` package.
 
-Run with the interpreter that has phonenumbers 9.0.33 (the metadata version of the Rust crate
-phonenumber 0.3.10+9.0.33), so that only parsing/validation logic is tested, never metadata drift:
+Run with the phonenumbers version whose data assets/numbering/PhoneNumberMetadata.xml holds (its first line
+names it), so that both read numbers with the same numbering plans and only the reading is compared:
 
-    pip install phonenumbers==9.0.33   # in a virtualenv of your choice
+    pip install phonenumbers==VERSION   # in a virtualenv of your choice
     python3 tests/data/make_phonenumbers_fixture.py [OUTDIR]
 
 Standard library + phonenumbers only; deterministic (every random choice uses a string-seeded
 random.Random, which does not depend on PYTHONHASHSEED).
 
 Output (OUTDIR defaults to this script's directory):
-  phonenumbers-VERSION.tsv       line 1: '# ...' header (version, command, format); then one case a line:
+  phonenumbers.tsv               line 1: '# ...' header (version, command, format); then one case a line:
                                  REGION <TAB> INPUT as a JSON string literal (ASCII only) <TAB> EXPECTED
                                  EXPECTED = E.164 if parse(INPUT, REGION) succeeds and is_valid_number(),
                                  '-' if parse raises NumberParseException or the number is invalid.
-  phonenumbers-VERSION.cats.tsv  the same cases in the same order as CATEGORY:SUB <TAB> REGION <TAB> INPUT
+  phonenumbers.cats.tsv          the same cases in the same order as CATEGORY:SUB <TAB> REGION <TAB> INPUT
                                  (why each case is there; not needed by the test).
 Statistics go to stderr.
 """
@@ -29,7 +29,10 @@ import sys
 import phonenumbers as pn
 from phonenumbers import PhoneNumberFormat as F, PhoneNumberType as T
 
-WANT_VERSION = "9.0.33"
+# The version of the numbering plans modemgate bundles (assets/numbering/make_metadata.py writes it there).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "assets", "numbering",
+                       "PhoneNumberMetadata.xml"), encoding="utf-8") as _bundled:
+    WANT_VERSION = re.search(r"version (\S+) ", _bundled.readline()).group(1)
 REGIONS = ["US", "GB", "DE", "FR", "IN", "BR", "MX", "AU", "ES", "IT", "RU", "AR", "ZA", "NG", "CA"]
 # how each default region dials abroad (a usable spelling of its international prefix)
 IDD = {"US": "011", "CA": "011", "GB": "00", "DE": "00", "FR": "00", "IN": "00", "BR": "0015", "MX": "00",
@@ -597,7 +600,7 @@ def main():
     args = [a for a in sys.argv[1:] if a != "-v"]
     outdir = args[0] if args else os.path.dirname(os.path.abspath(__file__))
     if pn.__version__ != WANT_VERSION:
-        sys.exit(f"phonenumbers {pn.__version__} found, {WANT_VERSION} wanted (pip install phonenumbers==9.0.33)")
+        sys.exit(f"phonenumbers {pn.__version__} found, {WANT_VERSION} wanted (pip install phonenumbers=={WANT_VERSION})")
     cases, seen = [], set()
     for region in REGIONS:
         plan = ([("all_cc", gen_all_cc)] if region in ALL_CC_REGIONS else []) + list(GENERATORS)
@@ -616,7 +619,7 @@ def main():
             for sub, s in picked:
                 seen.add((region, s))
                 cases.append((region, f"{cat}:{sub}", s))
-    base = f"phonenumbers-{pn.__version__}"
+    base = "phonenumbers"
     cmd = "python3 tests/data/make_phonenumbers_fixture.py"
     stats, substats = collections.Counter(), collections.Counter()
     with open(os.path.join(outdir, base + ".tsv"), "w", encoding="ascii", newline="\n") as f, \
