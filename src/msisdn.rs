@@ -148,6 +148,29 @@ impl<'de> Deserialize<'de> for Msisdn {
     }
 }
 
+/// A service's number in international form, such as an SMS centre's: read like a recipient's, but not held to
+/// the numbering plan, which lists subscriber ranges only (`+27381000015`, a South African operator's SMSC,
+/// is in none of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNumber(String);
+
+impl ServiceNumber {
+    /// `+`, a known country code, and a national part of 2 to 17 digits, however punctuated.
+    pub fn parse(input: &str) -> Result<ServiceNumber, MsisdnError> {
+        let input = input.trim();
+        if !input.starts_with('+') {
+            return Err(MsisdnError::NoRegion);
+        }
+        let parse::Parsed { code, national } = parse::parse(input, None)?;
+        Ok(ServiceNumber(format!("+{code}{national}")))
+    }
+
+    /// `+` and digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Who an inbound message is from: a subscriber we can reply to, or a service that cannot be answered
 /// like one.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -298,6 +321,21 @@ mod tests {
             Sender::classify("+14158906431", us).as_str(),
             "+14158906431"
         );
+    }
+
+    #[test]
+    fn service_numbers_need_a_country_code_not_a_subscriber_range() {
+        let smsc = ServiceNumber::parse(" +27 38 100 0015 ").unwrap();
+        assert_eq!(smsc.as_str(), "+27381000015");
+        assert_eq!(
+            Msisdn::parse("+27381000015", None),
+            Err(MsisdnError::Invalid)
+        );
+        assert_eq!(
+            ServiceNumber::parse("0381000015"),
+            Err(MsisdnError::NoRegion)
+        );
+        assert!(ServiceNumber::parse("+999 1234").is_err());
     }
 
     #[test]

@@ -358,6 +358,39 @@ async fn cms_errors_are_classified_and_the_modem_keeps_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_smsc_goes_in_every_pdu_and_the_sims_own_otherwise() {
+    let mut routed = rig_with(
+        Profile::Ec25,
+        |_| {},
+        |cfg| cfg.smsc = Some("+27381000015".into()),
+    )
+    .await;
+    routed.wait_state(ModemState::Ready).await;
+    let (_, outcome) = routed.send("+15551234567", LONG, false).await;
+    assert_eq!(outcome, JobOutcome::Sent);
+    let sends = routed.sim.sends();
+    assert_eq!(sends.len(), 2);
+    for send in &sends {
+        let decoded = pdu::decode_hex(&send.pdu_hex).unwrap();
+        assert_eq!(
+            decoded.smsc.map(|a| a.value).as_deref(),
+            Some("+27381000015")
+        );
+        // AT+CMGS counts the TPDU only: the longer SMSC field does not change it.
+        assert_eq!(send.length, send.pdu_hex.len() / 2 - 8);
+    }
+    drop(routed);
+
+    let mut plain = rig(Profile::Ec25).await;
+    plain.wait_state(ModemState::Ready).await;
+    let (_, outcome) = plain.send("+15551234567", "hi", false).await;
+    assert_eq!(outcome, JobOutcome::Sent);
+    let sent = &plain.sim.sends()[0];
+    assert!(sent.pdu_hex.starts_with("00"), "{}", sent.pdu_hex);
+    assert_eq!(pdu::decode_hex(&sent.pdu_hex).unwrap().smsc, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_modem_is_recovered_by_reopening_the_port() {
     let mut rig = rig(Profile::Ec25).await;
     rig.wait_state(ModemState::Ready).await;

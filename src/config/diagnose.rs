@@ -514,6 +514,16 @@ mod tests {
                 .map(|s| s.as_str().to_owned()),
             Some("+12063130004".into())
         );
+        // An operator's centre outside every subscriber range (South Africa's) is still an SMSC.
+        let centre =
+            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"+27 38 100 0015\"\n");
+        assert_eq!(
+            centre.config.unwrap().modems[0]
+                .smsc
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            Some("+27381000015".into())
+        );
     }
 
     #[test]

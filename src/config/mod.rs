@@ -24,7 +24,7 @@ pub use values::{
     Token, TokenSha256, ValueError, WebhookName, parse_duration,
 };
 
-use crate::msisdn::Msisdn;
+use crate::msisdn::ServiceNumber;
 use crate::rules::{
     CapsConfig, KeywordsConfig, OptOutConfig, QuietHoursConfig, ReplyRule, RulesConfig,
 };
@@ -214,7 +214,7 @@ pub struct Modem {
     pub pin: Option<Pin>,
     /// SMS centre number, when the SIM's is missing or wrong; the SIM's is used when absent.
     #[serde(default, deserialize_with = "smsc")]
-    pub smsc: Option<Msisdn>,
+    pub smsc: Option<ServiceNumber>,
     /// `false`: the port is not opened at all (modem removed, SIM pulled).
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -253,17 +253,20 @@ fn baud<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
     }
 }
 
-/// The SMSC must be written in international form: it is dialled as-is, whatever the default region.
-fn smsc<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Msisdn>, D::Error> {
+/// The SMSC must be written in international form: it is dialled as-is, whatever the default region. It need
+/// not be in a subscriber range (many operators' centres are not).
+fn smsc<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ServiceNumber>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    if !text.starts_with('+') {
+    if !text.trim_start().starts_with('+') {
         return Err(serde::de::Error::custom(format!(
             "invalid smsc `{text}`: write it in international form, +CC..."
         )));
     }
-    Msisdn::parse(&text, None)
+    ServiceNumber::parse(&text)
         .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid smsc: {e}")))
+        .map_err(|e| serde::de::Error::custom(format!("invalid smsc `{text}`: {e}")))
 }
 
 /// `[dispatch]`.

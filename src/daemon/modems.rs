@@ -49,6 +49,7 @@ pub fn start(
     let mut worker = WorkerConfig::new(id.clone(), device);
     worker.baud = modem.baud;
     worker.pin = modem.pin.as_ref().map(|pin| pin.digits().to_owned());
+    worker.smsc = modem.smsc.as_ref().map(|smsc| smsc.as_str().to_owned());
     let cancel = parent.child_token();
     let (handle, task) = spawn_worker(worker, events, cancel.clone());
     if modem.paused {

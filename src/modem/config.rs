@@ -12,6 +12,8 @@ pub struct WorkerConfig {
     pub baud: u32,
     /// Entered once when the SIM asks for it; never retried after a rejection (three wrong PINs lock the SIM).
     pub pin: Option<String>,
+    /// SMS centre (`+` and digits) written into every PDU sent, instead of the SIM's own.
+    pub smsc: Option<String>,
     pub timeouts: Timeouts,
     /// How often `AT+CMGL=4` looks for messages whose URC was missed.
     pub sweep_interval: Duration,
@@ -50,6 +52,7 @@ impl WorkerConfig {
             device: device.into(),
             baud: 115_200,
             pin: None,
+            smsc: None,
             timeouts: Timeouts::default(),
             sweep_interval: Duration::from_secs(300),
             health_interval: Duration::from_secs(60),

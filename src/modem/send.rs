@@ -52,50 +52,48 @@ impl Worker {
                 let _ = done.send(JobOutcome::NotAttempted);
                 return Ok(());
             }
-            let error = match session
-                .submit(
-                    part.tpdu_length,
-                    &part.pdu_hex,
-                    t.cmgs_prompt,
-                    t.cmgs_result,
-                )
-                .await
-            {
-                Ok(reference) => {
-                    let modem = self.cfg.id.clone();
-                    let sent = WorkerEvent::PartSent {
-                        modem,
-                        message_id,
-                        part: part.part,
-                        reference,
-                    };
-                    let _ = self.events.send(sent).await;
-                    continue;
-                }
-                Err(SubmitError::Rejected(result)) => send_error(result),
-                Err(SubmitError::NoPrompt) => SendError::NoPrompt,
-                // The modem's own word for a malformed PDU; no modem would take it.
-                Err(SubmitError::InvalidPdu(_)) => SendError::Cms(304),
-                Err(SubmitError::NoReference) => {
-                    let reason = "modem answered OK without a +CMGS reference".to_owned();
-                    let _ = done.send(JobOutcome::Unknown {
-                        part: part.part,
-                        reason,
-                    });
-                    return Ok(());
-                }
-                Err(SubmitError::Lost { written, cause }) => {
-                    let outcome = if written {
-                        JobOutcome::Unknown {
+            let error = match self.routed(&part.pdu_hex) {
+                Err(error) => error,
+                Ok(pdu) => match session
+                    .submit(part.tpdu_length, &pdu, t.cmgs_prompt, t.cmgs_result)
+                    .await
+                {
+                    Ok(reference) => {
+                        let modem = self.cfg.id.clone();
+                        let sent = WorkerEvent::PartSent {
+                            modem,
+                            message_id,
                             part: part.part,
-                            reason: cause.to_string(),
-                        }
-                    } else {
-                        JobOutcome::NotAttempted
-                    };
-                    let _ = done.send(outcome);
-                    return Err(cause);
-                }
+                            reference,
+                        };
+                        let _ = self.events.send(sent).await;
+                        continue;
+                    }
+                    Err(SubmitError::Rejected(result)) => send_error(result),
+                    Err(SubmitError::NoPrompt) => SendError::NoPrompt,
+                    // The modem's own word for a malformed PDU; no modem would take it.
+                    Err(SubmitError::InvalidPdu(_)) => SendError::Cms(304),
+                    Err(SubmitError::NoReference) => {
+                        let reason = "modem answered OK without a +CMGS reference".to_owned();
+                        let _ = done.send(JobOutcome::Unknown {
+                            part: part.part,
+                            reason,
+                        });
+                        return Ok(());
+                    }
+                    Err(SubmitError::Lost { written, cause }) => {
+                        let outcome = if written {
+                            JobOutcome::Unknown {
+                                part: part.part,
+                                reason: cause.to_string(),
+                            }
+                        } else {
+                            JobOutcome::NotAttempted
+                        };
+                        let _ = done.send(outcome);
+                        return Err(cause);
+                    }
+                },
             };
             tracing::info!(modem = %self.cfg.id, %message_id, part = part.part, %error, "part failed");
             let mut h = self.health.clone();
@@ -119,6 +117,22 @@ impl Worker {
             self.refresh_health(session).await?;
         }
         Ok(())
+    }
+}
+
+impl Worker {
+    /// The stored PDU with the configured SMSC in its SMSC field, or as stored when none is configured.
+    /// A PDU that cannot take it fails as the modem would fail it (`+CMS ERROR: 304`).
+    fn routed<'a>(&self, pdu_hex: &'a str) -> Result<std::borrow::Cow<'a, str>, SendError> {
+        let Some(smsc) = &self.cfg.smsc else {
+            return Ok(pdu_hex.into());
+        };
+        crate::pdu::with_smsc(pdu_hex, smsc)
+            .map(Into::into)
+            .map_err(|error| {
+                tracing::warn!(modem = %self.cfg.id, %error, "cannot put the configured SMSC in the PDU");
+                SendError::Cms(304)
+            })
     }
 }
 

@@ -227,6 +227,20 @@ fn hex_to_octets(hex: &str) -> Result<Vec<u8>, PduError> {
     Ok(octets)
 }
 
+/// `pdu_hex` (SMSC field included) with its SMSC field replaced by `smsc`, so the modem submits through that
+/// centre instead of the SIM's (a SIM whose own is missing or wrong answers every send `+CMS ERROR: 330`).
+/// The TPDU, and so the `AT+CMGS` length, is unchanged.
+pub fn with_smsc(pdu_hex: &str, smsc: &str) -> Result<String, PduError> {
+    let octets = hex_to_octets(pdu_hex.trim())?;
+    let mut r = Reader::new(&octets);
+    address::decode_smsc(&mut r)?;
+    let tpdu = octets.get(r.offset()..).unwrap_or_default();
+    let mut out = Vec::with_capacity(12 + tpdu.len());
+    address::encode_smsc(&mut out, Some(smsc))?;
+    out.extend_from_slice(tpdu);
+    Ok(hex::encode_upper(out))
+}
+
 /// Decode a PDU from raw octets (SMSC field included).
 pub fn decode(bytes: &[u8]) -> Result<Pdu, PduError> {
     let mut r = Reader::new(bytes);
@@ -297,6 +311,26 @@ pub fn encode_status_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_smsc_replaces_the_pdus_smsc_field_and_nothing_else() {
+        let part = encode_submit("+14158906431", "hi", &SubmitOptions::default())
+            .unwrap()
+            .remove(0);
+        let routed = with_smsc(&part.hex(), "+27381000015").unwrap();
+        assert!(routed.starts_with("07917283010010F5"), "{routed}");
+        let decoded = decode_hex(&routed).unwrap();
+        assert_eq!(decoded.smsc.unwrap().value, "+27381000015");
+        assert_eq!(decode_hex(&part.hex()).unwrap().tpdu, decoded.tpdu);
+        assert_eq!(routed.len() / 2 - 8, part.tpdu_length);
+        // Already routed: replaced again, not nested.
+        let rerouted = with_smsc(&routed, "+12063130004").unwrap();
+        assert_eq!(
+            decode_hex(&rerouted).unwrap().smsc.unwrap().value,
+            "+12063130004"
+        );
+        assert!(with_smsc("0", "+12063130004").is_err());
+    }
 
     #[test]
     fn hex_errors_point_at_the_character() {
