@@ -669,6 +669,22 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
         )
         .await;
     assert_eq!(answer.assert_status(202)["status"], "scheduled");
+    // The same with the + not escaped: a form decodes it as a space, and region DE would read the rest as
+    // another valid number (+49 4915...): refused, saying why.
+    let unescaped = server
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some("cms-token"),
+            Some((
+                "application/x-www-form-urlencoded",
+                b"to=+4915123456789&text=Bitte+zahlen".to_vec(),
+            )),
+        )
+        .await;
+    unescaped.assert_error(422, "invalid_number", Some("to"));
+    let message = unescaped.json()["error"]["message"].to_string();
+    assert!(message.contains("write it as %2B"), "{message}");
 
     // With smart encoding, what is stored is what the phone shows: the look-alikes replaced, GSM 7-bit.
     let smart = server

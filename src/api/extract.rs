@@ -93,6 +93,19 @@ impl Fields {
 
     /// Fields from `a=1&b=2`; a name given twice is an error rather than a silent pick.
     pub fn from_urlencoded(bytes: &[u8]) -> Result<Fields, ApiError> {
+        // A form decodes a bare `+` as a space, so `to=+4915...` would be read as a national number of the
+        // default region: with region DE that is another valid number (+49 4915...). Refused, not guessed.
+        let bare_plus = bytes.split(|&b| b == b'&').any(|pair| {
+            pair.strip_prefix(b"to=")
+                .is_some_and(|v| v.starts_with(b"+"))
+        });
+        if bare_plus {
+            return Err(ApiError::invalid(
+                "invalid_number",
+                "to",
+                "`to` starts with a + that a form body reads as a space: write it as %2B",
+            ));
+        }
         let mut map = Map::new();
         for (name, value) in form_urlencoded::parse(bytes) {
             if map

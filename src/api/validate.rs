@@ -224,10 +224,18 @@ impl Validator {
     /// Normalises a number to E.164, reading national numbers in the default region; errors name `field`.
     pub fn number(&self, field: &str, raw: &str) -> Result<Msisdn, ApiError> {
         Msisdn::parse(raw, self.default_region).map_err(|e| {
+            // A form body decodes an unescaped `+` as a space: `+44...` arrives as ` 44...`.
+            let hint = if raw.starts_with(' ')
+                && raw.trim_start().starts_with(|c: char| c.is_ascii_digit())
+            {
+                " (it starts with a space: in a form body, write + as %2B)"
+            } else {
+                ""
+            };
             ApiError::invalid(
                 "invalid_number",
                 field,
-                format!("`{field}` is not a valid phone number: {e}"),
+                format!("`{field}` is not a valid phone number: {e}{hint}"),
             )
         })
     }
