@@ -7,7 +7,7 @@
 //! region US `+49 151 23456789` lost the `1` after the code and became another valid German number (a
 //! text about a debt to a stranger); it strips a region's prefix when what is left is no number, and
 //! reads a national number that begins with the country's code (`9123456789` in India) as if the code
-//! were written. Only the crate's metadata is used here, through [`super::plan`].
+//! were written. Only libphonenumber's numbering plans are used here, through [`super::plan`].
 
 use std::sync::LazyLock;
 

@@ -1,6 +1,6 @@
-//! Each region's numbering plan, compiled once from the `phonenumber` crate's metadata (libphonenumber's
-//! data), and the questions [`super::parse`] and validation ask of it, answered as libphonenumber answers
-//! them.
+//! Each region's numbering plan, compiled once from libphonenumber's data ([`numbering`], read with the
+//! `phonenumber` crate's loader), and the questions [`super::parse`] and validation ask of it, answered as
+//! libphonenumber answers them.
 //!
 //! The crate's own answers differ from libphonenumber's where it matters to us: its `is_valid` matches a
 //! type's pattern against the start of the number only (so a number with digits too many passes), and it
