@@ -338,6 +338,28 @@ mod tests {
         assert!(ServiceNumber::parse("+999 1234").is_err());
     }
 
+    proptest::proptest! {
+        /// Phone-shaped text of every kind is read without a panic, and an accepted number's E.164 form
+        /// reads back as itself in any region (libphonenumber's round trip).
+        #[test]
+        fn accepted_numbers_read_back_as_themselves(
+            input in proptest::prop_oneof![
+                "[+＋]?[0-9０-９ ()./x#;,A-Za-z\u{a0}-]{0,24}",
+                // Shaped like real numbers, so that many are accepted and the round trip is exercised.
+                "(\\+|00|011|0|8)?(1|7|39|44|49|54|55|91)?[ -]?[1-9][0-9]{5,11}",
+            ],
+            region in proptest::sample::select(vec!["US", "GB", "DE", "IN", "BR", "RU", "AR", "IT"]),
+        ) {
+            let region: Region = region.parse().unwrap();
+            if let Ok(number) = Msisdn::parse(&input, Some(region)) {
+                let e164 = number.as_str();
+                proptest::prop_assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()));
+                proptest::prop_assert_eq!(Msisdn::parse(e164, None), Ok(number.clone()));
+                proptest::prop_assert_eq!(Msisdn::parse(e164, Some(Region::default())), Ok(number.clone()));
+            }
+        }
+    }
+
     #[test]
     fn serde_round_trips_e164_only() {
         let number = Msisdn::parse("4158906431", US).unwrap();
