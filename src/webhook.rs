@@ -389,6 +389,14 @@ pub fn labels(webhooks: &[crate::config::Webhook]) -> Vec<String> {
         .collect()
 }
 
+/// What logs call the webhook at `url` when no configured name is known: its scheme and host.
+pub fn label_of(url: &str) -> String {
+    url.parse::<Uri>().map_or_else(
+        |_| "an unreadable webhook URL".to_owned(),
+        |uri| default_label(&uri),
+    )
+}
+
 /// `scheme://host[:port]`: the URL without credentials, path or query.
 fn default_label(url: &Uri) -> String {
     let scheme = url.scheme_str().unwrap_or("http");
@@ -492,9 +500,6 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn record_attempt(&self, id: i64, attempt: Attempt) -> OutboxResult<'_, ()>;
     /// Records the successful attempt; the row is never offered again.
     fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()>;
-    /// Closes the undelivered rows addressed to a webhook whose URL is not in `configured` (removed from
-    /// the config, or moved to another URL), each with an attempt saying so; how many there were.
-    fn close_unconfigured(&self, configured: Vec<String>, at: Timestamp) -> OutboxResult<'_, u64>;
 }
 
 /// Exponential back-off with jitter: attempt n waits `min(cap, base * 2^(n-1))`, then a random-looking half
@@ -606,7 +611,6 @@ impl Deliverer {
     /// webhook.
     pub async fn run(self, cancel: CancellationToken) {
         let this = Arc::new(self);
-        this.close_unconfigured().await;
         let mut lanes: Vec<Lane> = this
             .targets
             .iter()
@@ -631,24 +635,6 @@ impl Deliverer {
             }
         }
         while loops.join_next().await.is_some() {}
-    }
-
-    /// A webhook removed from the config gets no more events: nothing would post its rows, and the
-    /// backlog in `/metrics` would never fall.
-    async fn close_unconfigured(&self) {
-        let configured = self.targets.iter().map(Target::url).collect();
-        match self
-            .store
-            .close_unconfigured(configured, Timestamp::now())
-            .await
-        {
-            Ok(0) => {}
-            Ok(closed) => tracing::warn!(
-                closed,
-                "closed undelivered webhook events addressed to a webhook no longer configured"
-            ),
-            Err(e) => tracing::warn!(error = %e, "could not close events of removed webhooks"),
-        }
     }
 
     /// One lane's loop. Store errors are logged and retried on the next round. A round in flight is
@@ -932,6 +918,10 @@ mod tests {
         );
         assert_eq!(targets[0].url(), "https://cms.example/hooks?token=abc");
         assert!(!format!("{:?}", targets[1]).contains("T0KEN"));
+        assert_eq!(
+            label_of("https://user:pw@gone.example:8443/a/T0KEN?k=1"),
+            "https://gone.example:8443"
+        );
     }
 
     #[test]

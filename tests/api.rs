@@ -1435,22 +1435,6 @@ impl OutboxStore for FakeOutbox {
         self.delivered.send_modify(|n| *n += 1);
         Box::pin(async { Ok(()) })
     }
-    fn close_unconfigured(&self, configured: Vec<String>, _at: Timestamp) -> OutboxResult<'_, u64> {
-        let mut rows = self.rows.lock().unwrap();
-        let mut closed = 0;
-        for row in rows.iter_mut().filter(|r| !r.delivered) {
-            if row
-                .item
-                .target
-                .as_ref()
-                .is_some_and(|t| !configured.contains(t))
-            {
-                row.delivered = true;
-                closed += 1;
-            }
-        }
-        Box::pin(async move { Ok(closed) })
-    }
 }
 
 fn status_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {

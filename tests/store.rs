@@ -1061,7 +1061,7 @@ async fn outbox_rows_from_before_per_webhook_rows_go_to_the_shared_lane() {
             .collect::<Vec<_>>(),
         [(EventKind::MessageExpired, Some(HOOK))]
     );
-    // Counted apart in the backlog; and not one webhook's, so never closed as a removed webhook's.
+    // Counted apart in the backlog.
     let targets: Vec<_> = store
         .totals()
         .await
@@ -1071,32 +1071,14 @@ async fn outbox_rows_from_before_per_webhook_rows_go_to_the_shared_lane() {
         .map(|backlog| (backlog.target, backlog.pending))
         .collect();
     assert_eq!(targets, [(None, 1), (Some(HOOK.to_owned()), 1)]);
-    assert_eq!(
-        store
-            .close_unconfigured(Vec::new(), clock.now())
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .next_due(&Lane::Shared, clock.now(), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
 }
 
 #[tokio::test]
-async fn rows_of_a_webhook_no_longer_configured_are_closed_and_the_backlog_is_counted_per_webhook()
-{
+async fn the_webhook_backlog_is_counted_per_webhook_with_its_oldest_event() {
     use modemgate::store::WebhookBacklog;
-    use modemgate::webhook::OutboxStore;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.db");
     let clock = ManualClock::new(start());
-    let store = open_with_webhooks(&path, &clock);
+    let store = open_with_webhooks(&dir.path().join("gw.db"), &clock);
     let id = store
         .accept(message("+15554440005", "x", 1))
         .await
@@ -1105,44 +1087,20 @@ async fn rows_of_a_webhook_no_longer_configured_are_closed_and_the_backlog_is_co
     let queued_at = clock.now();
     store.expire(id).await.unwrap();
     clock.advance(std::time::Duration::from_secs(30));
+    let other = store
+        .accept(message("+15554440006", "x", 1))
+        .await
+        .unwrap()
+        .id;
+    store.expire(other).await.unwrap();
     assert_eq!(
         store.totals().await.unwrap().webhooks,
         [WebhookBacklog {
             target: Some(HOOK.into()),
-            pending: 1,
+            pending: 2,
             oldest: Some(queued_at),
         }]
     );
-    // Still configured: nothing to close.
-    assert_eq!(
-        store
-            .close_unconfigured(vec![HOOK.into()], clock.now())
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(hook_due(&store, &clock).await.len(), 1);
-    // The webhook moved to another URL: its row is closed, with an attempt saying why.
-    let moved = "https://cms.example/new-hook".to_owned();
-    assert_eq!(
-        store
-            .close_unconfigured(vec![moved], clock.now())
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(hook_due(&store, &clock).await.is_empty());
-    assert!(store.totals().await.unwrap().webhooks.is_empty());
-    let (target, status, error): (String, Option<u16>, String) = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT target, status, error FROM webhook_attempts",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!((target.as_str(), status), (HOOK, None));
-    assert!(error.contains("no longer configured"), "{error}");
 }
 
 /// One part of a fresh message to `to`, sent on `modem`.

@@ -90,6 +90,25 @@ pub struct Running {
     deliverer: JoinHandle<()>,
 }
 
+/// Events addressed to a webhook no longer configured (removed, or moved to another URL) are kept, not
+/// posted and not dropped: delivered if that URL is configured again. Said at start, so the admin knows.
+async fn warn_of_unconfigured_webhooks(store: &Store, configured: &[(String, String)]) {
+    let Ok(totals) = store.totals().await else {
+        return;
+    };
+    for backlog in totals.webhooks {
+        if let Some(url) = backlog.target
+            && !configured.iter().any(|(known, _)| *known == url)
+        {
+            warn!(
+                webhook = webhook::label_of(&url),
+                pending = backlog.pending,
+                "events kept for a webhook no longer configured: posted if its URL is configured again"
+            );
+        }
+    }
+}
+
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
 /// loaded (the moment systemd is told READY).
 pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Running> {
@@ -130,10 +149,11 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let modems = Arc::new(Modems::default());
     modems.replace(&runtimes);
 
-    let webhook_labels = targets
+    let webhook_labels: Vec<(String, String)> = targets
         .iter()
         .map(|target| (target.url(), target.label().to_owned()))
         .collect();
+    warn_of_unconfigured_webhooks(&store, &webhook_labels).await;
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));

@@ -247,66 +247,25 @@ impl OutboxStore for Store {
         })
     }
 
-    fn close_unconfigured(&self, configured: Vec<String>, at: Timestamp) -> OutboxResult<'_, u64> {
-        Box::pin(async move {
-            self.inner
-                .writer
-                .write(move |ctx| {
-                    let orphans = ctx
-                        .conn
-                        .prepare_cached(
-                            "SELECT id, target FROM webhook_outbox \
-                             WHERE delivered_at IS NULL AND target IS NOT NULL",
-                        )
-                        .and_then(|mut st| {
-                            st.query_map([], |row| {
-                                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-                            })?
-                            .collect::<rusqlite::Result<Vec<_>>>()
-                        })
-                        .map_err(DB)?
-                        .into_iter()
-                        .filter(|(_, target)| !configured.contains(target))
-                        .map(|(id, _)| id)
-                        .collect::<Vec<_>>();
-                    for &id in &orphans {
-                        attempt_row(ctx, id, at, None, Some(NOT_CONFIGURED))?;
-                        close(ctx, id, at)?;
-                    }
-                    Ok(orphans.len() as u64)
-                })
-                .await
-                .map_err(outbox_error)
-        })
-    }
-
     fn mark_delivered(&self, id: i64, at: Timestamp, status: u16) -> OutboxResult<'_, ()> {
         Box::pin(async move {
             self.inner
                 .writer
                 .write(move |ctx| {
                     attempt_row(ctx, id, at, Some(status), None)?;
-                    close(ctx, id, at)
+                    ctx.conn
+                        .prepare_cached(
+                            "UPDATE webhook_outbox SET attempts = attempts + 1, delivered_at = ?2 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, ms(at)]))
+                        .map_err(DB)?;
+                    Ok(())
                 })
                 .await
                 .map_err(outbox_error)
         })
     }
 }
-
-/// Takes a row out of delivery for good (`delivered_at` set: it is offered no more).
-fn close(ctx: &WriteCtx<'_>, id: i64, at: Timestamp) -> Result<()> {
-    ctx.conn
-        .prepare_cached(
-            "UPDATE webhook_outbox SET attempts = attempts + 1, delivered_at = ?2 WHERE id = ?1",
-        )
-        .and_then(|mut st| st.execute(params![id, ms(at)]))
-        .map_err(DB)?;
-    Ok(())
-}
-
-/// The error recorded on the rows [`OutboxStore::close_unconfigured`] closes.
-const NOT_CONFIGURED: &str = "webhook no longer configured: not delivered";
 
 fn attempt_row(
     ctx: &WriteCtx<'_>,
