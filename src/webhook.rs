@@ -280,6 +280,8 @@ pub struct Target {
     url: Uri,
     /// What logs, recorded attempts and `/metrics` call it (see [`labels`]).
     label: String,
+    /// Its `name` in the config: what identifies it when its URL changes.
+    name: Option<String>,
     mac: HmacSha256,
     /// Subscribed events; every event when `None`.
     events: Option<Vec<EventKind>>,
@@ -310,16 +312,32 @@ impl Target {
         }
         Ok(Target {
             label: default_label(&uri),
+            name: None,
             url: uri,
             mac: keyed_mac(secret.as_bytes())?,
             events,
         })
     }
 
-    /// The same webhook under another name in logs, attempts and `/metrics`.
+    /// The same webhook under another label in logs, attempts and `/metrics`.
     pub fn labelled(mut self, label: impl Into<String>) -> Target {
         self.label = label.into();
         self
+    }
+
+    /// The same webhook with a configured name: its label, and what its outbox rows are known by when its
+    /// URL changes.
+    pub fn named(self, name: impl Into<String>) -> Target {
+        let name = name.into();
+        Target {
+            name: Some(name.clone()),
+            ..self.labelled(name)
+        }
+    }
+
+    /// Its configured name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// What logs, recorded attempts and `/metrics` call this webhook.
@@ -340,6 +358,7 @@ impl Target {
     pub fn subscription(&self) -> Subscription {
         Subscription {
             url: self.url.to_string(),
+            name: self.name.clone(),
             events: self.events.clone(),
         }
     }
@@ -366,8 +385,11 @@ pub fn targets(webhooks: &[crate::config::Webhook]) -> Result<Vec<Target>, Webho
         .zip(labels(webhooks))
         .map(|(webhook, label)| {
             let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
-            Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)
-                .map(|target| target.labelled(label))
+            let target = Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)?;
+            Ok(match &webhook.name {
+                Some(name) => target.named(name.as_str()),
+                None => target.labelled(label),
+            })
         })
         .collect()
 }
@@ -413,6 +435,8 @@ fn default_label(url: &Uri) -> String {
 pub struct Subscription {
     /// The webhook's URL, as the outbox rows name it.
     pub url: String,
+    /// Its configured name, recorded with its rows so they can follow it to a new URL.
+    pub name: Option<String>,
     /// Subscribed events; every event when `None`.
     pub events: Option<Vec<EventKind>>,
 }

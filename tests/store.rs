@@ -38,11 +38,17 @@ async fn hook_due(store: &Store, clock: &ManualClock) -> Vec<modemgate::webhook:
     store.next_due(&hook_lane(), clock.now(), 10).await.unwrap()
 }
 
-/// A store that writes every webhook event type to its outbox, for one webhook.
+/// A store that writes every webhook event type to its outbox, for one webhook (`cms` at [`HOOK`]).
 fn open_with_webhooks(path: &Path, clock: &ManualClock) -> Store {
+    open_with_webhook_at(path, clock, HOOK, Some("cms"))
+}
+
+/// A store that writes every webhook event type to its outbox, for the webhook at `url`.
+fn open_with_webhook_at(path: &Path, clock: &ManualClock, url: &str, name: Option<&str>) -> Store {
     let options = OpenOptions {
         webhooks: vec![modemgate::webhook::Subscription {
-            url: HOOK.into(),
+            url: url.into(),
+            name: name.map(str::to_owned),
             events: None,
         }],
         ..options(clock)
@@ -1100,6 +1106,54 @@ async fn the_webhook_backlog_is_counted_per_webhook_with_its_oldest_event() {
             pending: 2,
             oldest: Some(queued_at),
         }]
+    );
+}
+
+#[tokio::test]
+async fn a_named_webhooks_undelivered_events_follow_it_to_a_new_url() {
+    use modemgate::webhook::{Lane, OutboxStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let expire_one = |store: Store, to: &'static str| async move {
+        let id = store.accept(message(to, "x", 1)).await.unwrap().id;
+        store.expire(id).await.unwrap();
+    };
+    // An event for `cms` at its old URL, and one for an unnamed webhook.
+    expire_one(open_with_webhooks(&path, &clock), "+15554440007").await;
+    let unnamed = "http://127.0.0.1:9/unnamed";
+    expire_one(
+        open_with_webhook_at(&path, &clock, unnamed, None),
+        "+15554440008",
+    )
+    .await;
+    // The admin gives `cms` a new URL.
+    let moved_to = "https://cms.example/new-hook";
+    let store = open_with_webhook_at(&path, &clock, moved_to, Some("cms"));
+    let moved = store
+        .follow_renamed_webhooks(vec![("cms".into(), moved_to.into())])
+        .await
+        .unwrap();
+    assert_eq!(moved, [("cms".to_owned(), 1)]);
+    let due = |url: &str| {
+        let store = store.clone();
+        let lane = Lane::Webhook(url.into());
+        let now = clock.now();
+        async move { store.next_due(&lane, now, 10).await.unwrap().len() }
+    };
+    assert_eq!((due(moved_to).await, due(HOOK).await), (1, 0));
+    assert_eq!(
+        due(unnamed).await,
+        1,
+        "an unnamed webhook's rows stay where they were"
+    );
+    // Done once: a second start moves nothing.
+    assert!(
+        store
+            .follow_renamed_webhooks(vec![("cms".into(), moved_to.into())])
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

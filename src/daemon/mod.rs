@@ -90,6 +90,25 @@ pub struct Running {
     deliverer: JoinHandle<()>,
 }
 
+/// A named webhook given a new URL takes its undelivered events along.
+async fn follow_renamed_webhooks(store: &Store, targets: &[Target]) {
+    let named = targets
+        .iter()
+        .filter_map(|target| Some((target.name()?.to_owned(), target.url())))
+        .collect();
+    match store.follow_renamed_webhooks(named).await {
+        Ok(moved) => {
+            for (webhook, events) in moved {
+                info!(
+                    webhook,
+                    events, "undelivered events follow the webhook to its new URL"
+                );
+            }
+        }
+        Err(error) => warn!(%error, "could not move undelivered events to renamed webhooks' URLs"),
+    }
+}
+
 /// Events addressed to a webhook no longer configured (removed, or moved to another URL) are kept, not
 /// posted and not dropped: delivered if that URL is configured again. Said at start, so the admin knows.
 async fn warn_of_unconfigured_webhooks(store: &Store, configured: &[(String, String)]) {
@@ -153,6 +172,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .iter()
         .map(|target| (target.url(), target.label().to_owned()))
         .collect();
+    follow_renamed_webhooks(&store, &targets).await;
     warn_of_unconfigured_webhooks(&store, &webhook_labels).await;
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();

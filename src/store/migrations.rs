@@ -245,6 +245,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_outbox_message ON webhook_outbox (message_id, target, id)
         WHERE delivered_at IS NULL;
     "#,
+    // 10: the webhook's configured name beside its URL, so its undelivered rows can follow it when the
+    // admin gives it a new URL.
+    r#"
+    ALTER TABLE webhook_outbox ADD COLUMN target_name TEXT;
+    "#,
 ];
 
 /// The schema version this build creates.

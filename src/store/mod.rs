@@ -619,8 +619,8 @@ impl Store {
         self.read(read::modems).await
     }
 
-    /// Counts for `/metrics`: messages by state and modem, webhook backlog. A scan of the messages table:
-    /// fine at scrape intervals, not for a hot path.
+    /// Counts for `/metrics`: messages by state and modem (kept by the writer and triggers), and the
+    /// webhook backlog (a scan of the undelivered outbox rows): fine at scrape intervals.
     pub async fn totals(&self) -> Result<Totals> {
         self.read(read::totals).await
     }

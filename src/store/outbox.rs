@@ -44,11 +44,11 @@ fn insert(
 ) -> Result<()> {
     let payload = Envelope::new(event, ctx.now).payload().to_string();
     let message_id = message_id.map(|id| id.to_string());
-    for url in ctx.webhooks_for(kind) {
+    for webhook in ctx.webhooks_for(kind) {
         ctx.conn
             .prepare_cached(
                 "INSERT INTO webhook_outbox (event_type, message_id, payload, next_attempt_at, created_at, \
-                 target) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                 target, target_name) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -56,7 +56,8 @@ fn insert(
                     message_id,
                     payload,
                     ms(ctx.now),
-                    url
+                    webhook.url,
+                    webhook.name
                 ])
             })
             .map_err(DB)?;
@@ -172,6 +173,36 @@ pub(crate) fn opted_out(
 
 fn outbox_error(error: StoreError) -> OutboxError {
     OutboxError(error.to_string())
+}
+
+impl Store {
+    /// Moves the undelivered rows of each named webhook (`named`: name and URL now) that was given a new
+    /// URL to that URL, where they go out in order; the names whose rows moved, with how many.
+    pub async fn follow_renamed_webhooks(
+        &self,
+        named: Vec<(String, String)>,
+    ) -> Result<Vec<(String, u64)>> {
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let mut moved = Vec::new();
+                for (name, url) in named {
+                    let rows = ctx
+                        .conn
+                        .prepare_cached(
+                            "UPDATE webhook_outbox SET target = ?2 \
+                             WHERE delivered_at IS NULL AND target_name = ?1 AND target IS NOT ?2",
+                        )
+                        .and_then(|mut st| st.execute(params![name, url]))
+                        .map_err(DB)?;
+                    if rows > 0 {
+                        moved.push((name, rows as u64));
+                    }
+                }
+                Ok(moved)
+            })
+            .await
+    }
 }
 
 impl OutboxStore for Store {

@@ -57,17 +57,16 @@ impl<'a> WriteCtx<'a> {
         self.wanted.wants(kind)
     }
 
-    /// The URLs of the webhooks subscribed to `kind`: each gets its own outbox row.
+    /// The webhooks subscribed to `kind`: each gets its own outbox row.
     pub fn webhooks_for(
         &self,
         kind: crate::webhook::EventKind,
-    ) -> impl Iterator<Item = &'a str> + use<'a> {
+    ) -> impl Iterator<Item = &'a crate::webhook::Subscription> + use<'a> {
         let wanted: &'a Wanted = self.wanted;
         wanted
             .webhooks
             .iter()
             .filter(move |webhook| webhook.wants(kind))
-            .map(|webhook| webhook.url.as_str())
     }
 
     /// The reply rules' label for an inbound message, when they gave the store one.
