@@ -221,6 +221,29 @@ secret = "{WEBHOOK_SECRET}"
         "{metrics}"
     );
     gateway.stop().await;
+
+    // The archive comes back at another address: restarted with its new URL, it gets both events.
+    let mut archive = WebhookReceiver::start().await;
+    let moved = Config::parse(&format!(
+        r#"{HEAD}
+[[webhooks]]
+name = "archive"
+url = "{archive_url}"
+secret = "{WEBHOOK_SECRET}"
+[[webhooks]]
+url = "{cms}"
+secret = "{WEBHOOK_SECRET}"
+"#,
+        HEAD = head(dir.path(), TOKEN, ""),
+        archive_url = archive.url,
+        cms = hooks.url,
+    ))
+    .unwrap();
+    let gateway = start_instant(&moved).await;
+    let sent = archive.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], accepted["id"]);
+    archive.next("message.delivered").await;
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
