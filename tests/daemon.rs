@@ -169,21 +169,24 @@ async fn metrics_show_each_webhooks_backlog_under_its_name_never_its_url() {
         .local_addr()
         .unwrap();
     let mut hooks = WebhookReceiver::start().await;
-    let config = Config::parse(&format!(
-        r#"{HEAD}
+    // The `archive` webhook at `archive_url`, beside the CMS's unnamed one.
+    let cms = hooks.url.clone();
+    let config = |archive_url: &str| {
+        Config::parse(&format!(
+            r#"{HEAD}
 [[webhooks]]
 name = "archive"
-url = "http://{down}/events?token=s3cr3t-t0ken"
+url = "{archive_url}"
 secret = "{WEBHOOK_SECRET}"
 [[webhooks]]
 url = "{cms}"
 secret = "{WEBHOOK_SECRET}"
 "#,
-        HEAD = head(dir.path(), TOKEN, ""),
-        cms = hooks.url,
-    ))
-    .unwrap();
-    let gateway = start_instant(&config).await;
+            HEAD = head(dir.path(), TOKEN, ""),
+        ))
+        .unwrap()
+    };
+    let gateway = start_instant(&config(&format!("http://{down}/events?token=s3cr3t-t0ken"))).await;
     let http = Http::new(gateway.addr);
     let (status, accepted) = http
         .post("/v1/messages", json!({"to": "4158906431", "text": "hi"}))
@@ -224,22 +227,7 @@ secret = "{WEBHOOK_SECRET}"
 
     // The archive comes back at another address: restarted with its new URL, it gets both events.
     let mut archive = WebhookReceiver::start().await;
-    let moved = Config::parse(&format!(
-        r#"{HEAD}
-[[webhooks]]
-name = "archive"
-url = "{archive_url}"
-secret = "{WEBHOOK_SECRET}"
-[[webhooks]]
-url = "{cms}"
-secret = "{WEBHOOK_SECRET}"
-"#,
-        HEAD = head(dir.path(), TOKEN, ""),
-        archive_url = archive.url,
-        cms = hooks.url,
-    ))
-    .unwrap();
-    let gateway = start_instant(&moved).await;
+    let gateway = start_instant(&config(&archive.url)).await;
     let sent = archive.next("message.sent").await;
     assert_eq!(sent["data"]["message_id"], accepted["id"]);
     archive.next("message.delivered").await;
