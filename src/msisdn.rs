@@ -157,11 +157,8 @@ pub struct ServiceNumber(String);
 impl ServiceNumber {
     /// `+`, a known country code, and a national part of 2 to 17 digits, however punctuated.
     pub fn parse(input: &str) -> Result<ServiceNumber, MsisdnError> {
-        let input = input.trim();
-        if !input.starts_with('+') {
-            return Err(MsisdnError::NoRegion);
-        }
-        let parse::Parsed { code, national } = parse::parse(input, None)?;
+        // Without a region, anything but an international number is refused (NoRegion) by the parser.
+        let parse::Parsed { code, national } = parse::parse(input.trim(), None)?;
         Ok(ServiceNumber(format!("+{code}{national}")))
     }
 

@@ -325,16 +325,6 @@ impl Target {
         self
     }
 
-    /// The same webhook with a configured name: its label, and what its outbox rows are known by when its
-    /// URL changes.
-    pub fn named(self, name: impl Into<String>) -> Target {
-        let name = name.into();
-        Target {
-            name: Some(name.clone()),
-            ..self.labelled(name)
-        }
-    }
-
     /// Its configured name, if it has one.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
@@ -385,11 +375,11 @@ pub fn targets(webhooks: &[crate::config::Webhook]) -> Result<Vec<Target>, Webho
         .zip(labels(webhooks))
         .map(|(webhook, label)| {
             let events = (!webhook.events.is_empty()).then(|| webhook.events.to_vec());
-            let target = Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)?;
-            Ok(match &webhook.name {
-                Some(name) => target.named(name.as_str()),
-                None => target.labelled(label),
-            })
+            let mut target =
+                Target::new(&webhook.url.to_string(), webhook.secret.expose(), events)?
+                    .labelled(label);
+            target.name = webhook.name.as_ref().map(|name| name.as_str().to_owned());
+            Ok(target)
         })
         .collect()
 }

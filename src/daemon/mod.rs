@@ -111,13 +111,13 @@ async fn follow_renamed_webhooks(store: &Store, targets: &[Target]) {
 
 /// Events addressed to a webhook no longer configured (removed, or moved to another URL) are kept, not
 /// posted and not dropped: delivered if that URL is configured again. Said at start, so the admin knows.
-async fn warn_of_unconfigured_webhooks(store: &Store, configured: &[(String, String)]) {
+async fn warn_of_unconfigured_webhooks(store: &Store, targets: &[Target]) {
     let Ok(totals) = store.totals().await else {
         return;
     };
     for backlog in totals.webhooks {
         if let Some(url) = backlog.target
-            && !configured.iter().any(|(known, _)| *known == url)
+            && !targets.iter().any(|target| target.url() == url)
         {
             warn!(
                 webhook = webhook::label_of(&url),
@@ -173,7 +173,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .map(|target| (target.url(), target.label().to_owned()))
         .collect();
     follow_renamed_webhooks(&store, &targets).await;
-    warn_of_unconfigured_webhooks(&store, &webhook_labels).await;
+    warn_of_unconfigured_webhooks(&store, &targets).await;
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
