@@ -115,17 +115,29 @@ async fn warn_of_unconfigured_webhooks(store: &Store, targets: &[Target]) {
     let Ok(totals) = store.totals().await else {
         return;
     };
-    for backlog in totals.webhooks {
-        if let Some(url) = backlog.target
-            && !targets.iter().any(|target| target.url() == url)
-        {
-            warn!(
-                webhook = webhook::label_of(&url),
-                pending = backlog.pending,
-                "events kept for a webhook no longer configured: posted if its URL is configured again"
-            );
-        }
+    for (webhook, pending) in unconfigured_backlogs(&totals.webhooks, targets) {
+        warn!(
+            webhook,
+            pending,
+            "events kept for a webhook no longer configured: posted if its URL is configured again"
+        );
     }
+}
+
+/// The label and count of each backlog addressed to a URL no target has. Rows from before rows were per
+/// webhook (no URL) belong to every webhook, so they are never unconfigured.
+fn unconfigured_backlogs(
+    backlogs: &[store::WebhookBacklog],
+    targets: &[Target],
+) -> Vec<(String, u64)> {
+    backlogs
+        .iter()
+        .filter_map(|backlog| {
+            let url = backlog.target.as_deref()?;
+            (backlog.pending > 0 && !targets.iter().any(|target| target.url() == url))
+                .then(|| (webhook::label_of(url), backlog.pending))
+        })
+        .collect()
 }
 
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
@@ -512,5 +524,34 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog(target: Option<&str>, pending: u64) -> store::WebhookBacklog {
+        store::WebhookBacklog {
+            target: target.map(str::to_owned),
+            pending,
+            oldest: None,
+        }
+    }
+
+    #[test]
+    fn only_backlogs_of_urls_no_webhook_has_are_unconfigured() {
+        let targets = [Target::new("https://cms.example/hook", "s3cret", None).unwrap()];
+        let configured = targets[0].url();
+        let backlogs = [
+            backlog(Some(&configured), 3),
+            backlog(Some("https://old.example:8443/hook?token=abc"), 2),
+            backlog(Some("https://gone.example/hook"), 0),
+            backlog(None, 5),
+        ];
+        assert_eq!(
+            unconfigured_backlogs(&backlogs, &targets),
+            vec![("https://old.example:8443".to_owned(), 2)]
+        );
     }
 }
