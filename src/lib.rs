@@ -17,6 +17,7 @@
 //! - [`outbound`]: composing and submitting outbound messages (the API's sends and the rules' answers).
 //! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
+//! - [`wire_time`]: how times are written in API answers, exports and webhooks.
 
 pub mod api;
 pub mod at;
@@ -33,3 +34,4 @@ pub mod rules;
 pub mod sim;
 pub mod store;
 pub mod webhook;
+pub mod wire_time;

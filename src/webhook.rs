@@ -126,6 +126,7 @@ pub struct ReceivedEvent {
     /// The modem it came in on.
     pub modem: String,
     /// The SMSC timestamp of the first part.
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub sent_at: Option<Timestamp>,
     /// What the reply asks for, when a rule recognised it: `opt_out`, `opt_in`, `help`, `optout_review`
     /// (mentions an opt-out word: treated as one until reviewed), or a reply menu's intent.
@@ -194,6 +195,7 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Envelope {
     pub id: Uuid,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub created_at: Timestamp,
     #[serde(flatten)]
     pub event: Event,
@@ -812,7 +814,7 @@ mod tests {
         let env = Envelope::new(sent(), "2026-11-22T12:00:00Z".parse().unwrap());
         let json = env.payload();
         assert_eq!(json["type"], "message.sent");
-        assert_eq!(json["created_at"], "2026-11-22T12:00:00Z");
+        assert_eq!(json["created_at"], "2026-11-22T12:00:00.000Z");
         assert_eq!(json["id"], env.id.to_string());
         assert_eq!(json["data"]["to"], "+4915123456789");
         assert_eq!(json["data"]["reference"], "case-7");

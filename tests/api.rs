@@ -357,16 +357,20 @@ async fn a_key_over_its_rate_is_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn healthz_and_readyz_need_no_token() {
+async fn healthz_needs_no_token_and_readyz_the_read_scope() {
     let server = serve().await;
     let answer = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (answer.status, answer.json()),
         (StatusCode::OK, json!({"status": "ok"}))
     );
-    let answer = server.call(Method::GET, "/readyz", None, None).await;
+    server
+        .call(Method::GET, "/readyz", None, None)
+        .await
+        .assert_error(401, "unauthorized", None);
+    let ready = server.get("/readyz", "reader-token").await;
     assert_eq!(
-        (answer.status, answer.json()),
+        (ready.status, ready.json()),
         (StatusCode::OK, json!({"status": "ready"}))
     );
 }
@@ -707,7 +711,7 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
 }
 
 #[tokio::test]
-async fn idempotent_repeats_answer_200_and_different_bodies_409() {
+async fn idempotent_repeats_answer_202_again_marked_replayed_and_different_bodies_409() {
     let server = serve().await;
     let send = |text: &'static str| {
         let body = json!({"to": TO, "text": text}).to_string().into_bytes();
@@ -721,8 +725,12 @@ async fn idempotent_repeats_answer_200_and_different_bodies_409() {
     };
     let long = "Ihre Zahlung ist fällig. ".repeat(12);
     let long: &'static str = long.leak();
-    let first = send(long).await.assert_status(202);
-    let again = send(long).await.assert_status(200);
+    let first = send(long).await;
+    assert!(!first.headers.contains_key("idempotent-replayed"));
+    let first = first.assert_status(202);
+    let again = send(long).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let again = again.assert_status(202);
     assert_eq!(
         first["id"], again["id"],
         "a multi-part repeat is recognised"
@@ -735,6 +743,14 @@ async fn idempotent_repeats_answer_200_and_different_bodies_409() {
         .await
         .assert_status(200);
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    // Times always carry milliseconds, three digits, so they sort as text (jiff alone drops zeros).
+    for field in ["created_at", "updated_at"] {
+        let at = page["messages"][0][field].as_str().unwrap();
+        assert!(
+            at.len() == "2026-11-23T03:51:32.720Z".len() && at.as_bytes()[19] == b'.',
+            "{field}: {at}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -891,9 +907,15 @@ async fn batch_reports_each_item_and_stores_the_valid_ones() {
     assert_eq!(
         (
             again["http_status"].as_u64(),
+            again["replayed"].as_bool(),
             again["accepted"]["id"].clone()
         ),
-        (Some(200), results[0]["accepted"]["id"].clone())
+        (Some(202), Some(true), results[0]["accepted"]["id"].clone())
+    );
+    assert_eq!(
+        results[0].get("replayed"),
+        None,
+        "a new message is no repeat"
     );
 
     let too_many: Vec<Value> = (0..1001).map(|_| json!({"to": TO, "text": "x"})).collect();

@@ -31,7 +31,7 @@ pub fn scope_name(scope: Scope) -> &'static str {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No token needed (`/healthz`, `/readyz`).
+    /// No token needed (`/healthz` only: DESIGN.md's contract puts every other route behind a key).
     Public,
     /// Any valid key.
     Authenticated,

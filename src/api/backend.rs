@@ -38,9 +38,13 @@ pub struct MessageView {
     pub tz: Option<String>,
     /// The modem that sent or received it.
     pub modem: Option<String>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub send_at: Option<Timestamp>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub expires_at: Option<Timestamp>,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub updated_at: Timestamp,
     /// Why it failed, is unknown or held, for people.
     pub error: Option<String>,
@@ -84,9 +88,11 @@ pub struct PartView {
     pub modem: Option<String>,
     /// TP-MR the network gave the part.
     pub reference: Option<u8>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub sent_at: Option<Timestamp>,
     /// TP-ST of the delivery report, and when it came.
     pub report_status: Option<u8>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub reported_at: Option<Timestamp>,
 }
 
@@ -139,7 +145,7 @@ pub struct AcceptedView {
 pub enum Accepted {
     /// Stored now (`202`).
     New(AcceptedView),
-    /// Same idempotency key and same request as before: the original (`200`).
+    /// Same idempotency key and same request as before: that message, as it is now (`202` again).
     Repeat(AcceptedView),
 }
 
@@ -225,6 +231,7 @@ pub struct ModemView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Optout {
     pub number: String,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub created_at: Timestamp,
     /// Who added it: `api:KEY`, `rules` (a STOP reply)...
     pub actor: String,

@@ -36,10 +36,16 @@ fn actor(principal: Option<Extension<Principal>>) -> String {
     format!("api:{}", key_name(principal))
 }
 
+/// Header on the answer to an idempotent repeat: the status is `202` either way (DESIGN.md's contract, and
+/// what a CMS retrying after a timeout checks for), so this is how a client can tell a repeat if it cares.
+pub const REPLAYED: &str = "idempotent-replayed";
+
 fn accepted_response(accepted: Accepted) -> Response {
     match accepted {
         Accepted::New(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
-        Accepted::Repeat(view) => (StatusCode::OK, Json(view)).into_response(),
+        Accepted::Repeat(view) => {
+            (StatusCode::ACCEPTED, [(REPLAYED, "true")], Json(view)).into_response()
+        }
     }
 }
 
@@ -69,13 +75,16 @@ struct BatchAnswer {
     results: Vec<BatchItem>,
 }
 
-/// One item of a batch answer: `{"index", "http_status", "accepted": {...}}` (202 new, 200 repeat) or
-/// `{"index", "http_status", "error": {...}}`.
+/// One item of a batch answer: `{"index", "http_status", "accepted": {...}}` (202; a repeat also says
+/// `"replayed": true`) or `{"index", "http_status", "error": {...}}`.
 #[derive(Debug, Serialize)]
 struct BatchItem {
     index: usize,
     /// The status a single `POST /v1/messages` would have answered.
     http_status: u16,
+    /// An idempotent repeat of an earlier send (the header [`REPLAYED`] of a single send).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
     #[serde(flatten)]
     result: BatchResult,
 }
@@ -89,14 +98,15 @@ enum BatchResult {
 
 impl BatchItem {
     fn new(index: usize, outcome: Result<Accepted, ApiError>) -> BatchItem {
-        let (http_status, result) = match outcome {
-            Ok(Accepted::New(view)) => (202, BatchResult::Accepted(view)),
-            Ok(Accepted::Repeat(view)) => (200, BatchResult::Accepted(view)),
-            Err(e) => (e.status().as_u16(), BatchResult::Error(e.body())),
+        let (http_status, replayed, result) = match outcome {
+            Ok(Accepted::New(view)) => (202, false, BatchResult::Accepted(view)),
+            Ok(Accepted::Repeat(view)) => (202, true, BatchResult::Accepted(view)),
+            Err(e) => (e.status().as_u16(), false, BatchResult::Error(e.body())),
         };
         BatchItem {
             index,
             http_status,
+            replayed,
             result,
         }
     }
@@ -329,8 +339,8 @@ fn csv_row(m: &super::backend::MessageView) -> String {
         m.priority.to_string(),
         m.reference.clone().unwrap_or_default(),
         m.modem.clone().unwrap_or_default(),
-        m.created_at.to_string(),
-        m.updated_at.to_string(),
+        crate::wire_time::format(m.created_at),
+        crate::wire_time::format(m.updated_at),
         m.error.clone().unwrap_or_default(),
     ];
     let mut row = String::new();

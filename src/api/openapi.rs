@@ -27,7 +27,7 @@ pub fn document() -> Value {
         "info": {
             "title": "modemgate",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "On-premises SMS gateway. Every route but /healthz and /readyz needs \
+            "description": "On-premises SMS gateway. Every route but /healthz needs \
                 `Authorization: Bearer TOKEN`; `x-scope` names the scope a route needs (admin implies all). \
                 Errors are {\"error\": {\"code\", \"message\", \"field\"}}."
         },
@@ -90,7 +90,8 @@ fn operation(spec: &RouteSpec) -> Value {
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
             "description": format!("1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters; a repeat of the same \
-                request answers 200 with the original, a different request 409 idempotency_conflict"),
+                request answers 202 again with the same message as it is now and the header \
+                Idempotent-Replayed: true; a different request 409 idempotency_conflict"),
             "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY}
         }));
     }
@@ -110,13 +111,6 @@ fn operation(spec: &RouteSpec) -> Value {
     let error = json!({"description": "Error", "content": {"application/json": {"schema": schema_ref("Error")}}});
     let mut responses = Map::new();
     responses.insert(status.to_string(), success);
-    if spec.body == Some(RequestBody::Send) {
-        responses.insert(
-            "200".into(),
-            json!({"description": "Idempotent repeat: the original answer",
-            "content": {"application/json": {"schema": schema_ref("Accepted")}}}),
-        );
-    }
     responses.insert("4XX".into(), error.clone());
     responses.insert("503".into(), error);
     let mut op = json!({
@@ -210,7 +204,8 @@ fn schemas() -> Value {
             "type": "object", "required": ["index", "http_status"],
             "description": "per item, in order: what a single POST /v1/messages would have answered",
             "properties": {"index": {"type": "integer"},
-                "http_status": {"type": "integer", "description": "202 new, 200 idempotent repeat, 4xx refused"},
+                "http_status": {"type": "integer", "description": "202 accepted (new or an idempotent repeat), 4xx refused"},
+                "replayed": {"type": "boolean", "description": "present and true on an idempotent repeat"},
                 "accepted": schema_ref("Accepted"), "error": {"type": "object", "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"},
                     "field": {"type": ["string", "null"]}}}}}}}},

@@ -235,7 +235,7 @@ pub fn table() -> Vec<Route> {
         route(
             Method::GET,
             "/readyz",
-            Public,
+            read,
             "The store is open and traffic is accepted",
             (200, "Status"),
             get(h::readyz),

@@ -406,7 +406,9 @@ pub(crate) fn is_opted_out(conn: &Connection, number: &str) -> Result<bool> {
 pub struct ModemRecord {
     pub id: String,
     pub identity: ModemIdentity,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub first_seen: Timestamp,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub last_seen: Timestamp,
     pub parts_sent: i64,
     pub parts_failed: i64,
@@ -503,6 +505,7 @@ pub(crate) fn totals(conn: &Connection) -> Result<Totals> {
 pub struct OptOutRecord {
     pub number: String,
     /// When it (last) opted out.
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub since: Timestamp,
     /// Who recorded it: `rules` for a reply, `api:KEY` for an admin.
     pub actor: String,

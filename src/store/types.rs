@@ -217,7 +217,9 @@ pub struct Message {
     pub encoding: TextEncoding,
     pub part_count: u16,
     pub priority: i32,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub send_at: Option<Timestamp>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub expires_at: Option<Timestamp>,
     pub reference: Option<String>,
     pub metadata: Option<serde_json::Value>,
@@ -227,11 +229,14 @@ pub struct Message {
     /// How many times the dispatcher claimed it.
     pub attempts: u32,
     /// Not before this time (retry back-off or a rule's hold).
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub not_before: Option<Timestamp>,
     pub hold_reason: Option<String>,
     pub error_code: Option<i64>,
     pub error: Option<String>,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub updated_at: Timestamp,
     /// Outbound only (inbound messages are `standard`).
     pub category: Category,
@@ -246,10 +251,13 @@ pub struct Part {
     /// TP-MR the network gave this part.
     pub tp_mr: Option<u8>,
     pub error_code: Option<i64>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub submitted_at: Option<Timestamp>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub sent_at: Option<Timestamp>,
     /// TP-ST of the delivery report.
     pub report_status: Option<u8>,
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub reported_at: Option<Timestamp>,
     pub tpdu_length: usize,
     pub pdu_hex: String,
@@ -258,6 +266,7 @@ pub struct Part {
 /// One entry of a message's append-only history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
+    #[serde(serialize_with = "crate::wire_time::serialize")]
     pub at: Timestamp,
     /// Who caused it: `api`, `dispatcher`, `modem:ID`, `system`, `rules`.
     pub actor: String,
