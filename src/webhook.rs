@@ -280,7 +280,7 @@ pub fn verify(
 #[derive(Clone)]
 pub struct Target {
     url: Uri,
-    /// What logs, recorded attempts and `/metrics` call it (see [`labels`]).
+    /// What logs and `/metrics` call it (see [`labels`]).
     label: String,
     /// Its `name` in the config: what identifies it when its URL changes.
     name: Option<String>,
@@ -332,7 +332,7 @@ impl Target {
         self.name.as_deref()
     }
 
-    /// What logs, recorded attempts and `/metrics` call this webhook.
+    /// What logs and `/metrics` call this webhook.
     pub fn label(&self) -> &str {
         &self.label
     }
@@ -386,7 +386,7 @@ pub fn targets(webhooks: &[crate::config::Webhook]) -> Result<Vec<Target>, Webho
         .collect()
 }
 
-/// What logs, recorded attempts and `/metrics` call each `[[webhooks]]` entry: its `name`, else its scheme
+/// What logs and `/metrics` call each `[[webhooks]]` entry: its `name`, else its scheme
 /// and host, never its path or query, where receivers often put a token. Unnamed webhooks on one host are
 /// told apart by their position in the file (`https://cms.example#2`).
 pub fn labels(webhooks: &[crate::config::Webhook]) -> Vec<String> {

@@ -303,8 +303,8 @@ impl Default for Dispatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// What logs, recorded attempts and `/metrics` call it; its scheme and host when absent (the path and
-    /// query are never shown: receivers often put a token there).
+    /// What logs and `/metrics` call it; its scheme and host when absent (the path and query are never
+    /// shown: receivers often put a token there). Recorded attempts keep the exact URL that was called.
     #[serde(default)]
     pub name: Option<WebhookName>,
     /// Where events are POSTed (http or https).

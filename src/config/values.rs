@@ -396,7 +396,7 @@ impl FromStr for ModemName {
     }
 }
 
-/// A webhook's `name`: what logs, recorded attempts and `/metrics` call it instead of its URL.
+/// A webhook's `name`: what logs and `/metrics` call it instead of its URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WebhookName(String);
 
