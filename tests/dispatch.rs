@@ -891,7 +891,35 @@ async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     rig.store.part_submitting(lost, 1, "m2").await.unwrap();
     drop(job);
     d.handle.flush().await;
-    assert_eq!(state(&rig.store, lost).await, MessageState::Unknown);
+    let lost = detail(&rig.store, lost).await;
+    assert_eq!(lost.message.state, MessageState::Unknown);
+    assert_eq!(
+        lost.message.error.as_deref(),
+        Some("part 1: the modem worker dropped the job, while part 1 was being submitted"),
+        "an unknown message says why"
+    );
+    // A part recorded as submitting whose PDU the worker says it never wrote (the port failed before it)
+    // is pending again: not unknown, and sent whole on the other modem.
+    let unwritten = submit(&rig.store, &d.handle, new_message("+15550001203", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[1].take();
+    assert_eq!(job.message_id, unwritten);
+    rig.store.part_submitting(unwritten, 1, "m2").await.unwrap();
+    d.fakes[1].ready.send(false).unwrap();
+    d.fakes[0].ready.send(true).unwrap();
+    job.done.send(JobOutcome::NotAttempted).unwrap();
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), unwritten);
+    let back = detail(&rig.store, unwritten).await;
+    assert_eq!(
+        (back.message.state, back.parts[0].state, back.message.error),
+        (MessageState::Sending, PartState::Pending, None)
+    );
+    let requeued = back.events.iter().find(|e| e.kind == "requeued").unwrap();
+    assert_eq!(
+        requeued.detail.as_deref(),
+        Some("not attempted: the modem could not take it; no PDU was written for part 1")
+    );
     d.stop().await;
 }
 

@@ -832,6 +832,11 @@ async fn a_crash_leaves_submitting_parts_unknown_and_requeues_the_rest() {
     let detail = store.get(in_flight).await.unwrap().unwrap();
     assert_eq!(detail.parts[0].state, PartState::Unknown);
     assert_eq!(detail.events.last().unwrap().kind, "recovered");
+    assert_eq!(
+        detail.message.error.as_deref(),
+        Some("restarted while a part was being submitted: it may or may not have been sent"),
+        "an unknown message says why"
+    );
     let queue = store.queue().await.unwrap();
     let ids: Vec<_> = queue.iter().map(|e| e.id).collect();
     assert_eq!(ids, [claimed, half_sent, queued]);

@@ -23,7 +23,9 @@ use super::queue::{Lane, NewItem};
 use super::window::Window;
 use super::{Command, Settings};
 use crate::modem::job::{JobOutcome, JobPart, ModemHealth, ModemId, SendError, SendJob};
-use crate::store::{Clock, DailyCounts, MessageState, PartFailure, QueueEntry, Store, StoreError};
+use crate::store::{
+    Clock, DailyCounts, Handback, MessageState, PartFailure, QueueEntry, Store, StoreError,
+};
 
 pub(super) struct Modem {
     pub(super) id: ModemId,
@@ -621,12 +623,20 @@ impl Dispatcher {
                 self.store.part_unknown(id, *part, modem_id, reason).await
             }
             Some(JobOutcome::NotAttempted) => {
-                self.requeue(&flight, "not attempted: the modem could not take it")
-                    .await
+                self.requeue(
+                    &flight,
+                    "not attempted: the modem could not take it",
+                    Handback::NothingWritten,
+                )
+                .await
             }
             None => {
-                self.requeue(&flight, "the modem worker dropped the job")
-                    .await
+                self.requeue(
+                    &flight,
+                    "the modem worker dropped the job",
+                    Handback::Unsure,
+                )
+                .await
             }
         };
         match written {
@@ -642,10 +652,19 @@ impl Dispatcher {
     }
 
     /// The job never reached the network: back to the queue, avoiding its modem.
-    async fn requeue(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
+    async fn requeue(
+        &mut self,
+        flight: &Flight,
+        reason: &str,
+        handback: Handback,
+    ) -> Result<(), StoreError> {
         let (id, modem) = (flight.entry.id, flight.modem);
         let modem_id = self.modems[modem].id.clone();
-        match self.store.requeue(id, &modem_id, reason, None).await? {
+        match self
+            .store
+            .requeue(id, &modem_id, reason, handback, None)
+            .await?
+        {
             MessageState::Queued => {
                 let now = self.clock.now();
                 let entry = QueueEntry {

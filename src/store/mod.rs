@@ -327,19 +327,20 @@ impl Store {
             .await
     }
 
-    /// The job never reached the modem: sending → queued, not before `retry_at` when given; `unknown`
-    /// instead if a part was already submitting. Returns the new state.
+    /// The job came back unsent: sending → queued, not before `retry_at` when given; `unknown` instead if
+    /// a part was submitting and `handback` cannot rule out that it went out. Returns the new state.
     pub async fn requeue(
         &self,
         id: Uuid,
         modem: &str,
         reason: &str,
+        handback: Handback,
         retry_at: Option<Timestamp>,
     ) -> Result<MessageState> {
         let (modem, reason) = (modem.to_owned(), reason.to_owned());
         self.inner
             .writer
-            .write(move |ctx| write::requeue(ctx, id, &modem, &reason, retry_at))
+            .write(move |ctx| write::requeue(ctx, id, &modem, &reason, handback, retry_at))
             .await
     }
 

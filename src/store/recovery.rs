@@ -68,9 +68,11 @@ pub(crate) fn recover(
             params![id_text, part_state],
         )
         .and_then(|_| {
+            // An unknown message's `error` says why (the API and `message.unknown` show it).
+            let error = (state == MessageState::Unknown).then_some(detail);
             tx.execute(
-                "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id_text, state, ms(now)],
+                "UPDATE messages SET state = ?2, updated_at = ?3, error = coalesce(?4, error) WHERE id = ?1",
+                params![id_text, state, ms(now), error],
             )
         })
         .and_then(|_| {

@@ -310,6 +310,16 @@ pub struct ListFilter {
     pub after: Option<String>,
 }
 
+/// What is known of a job handed back to the store unsent ([`crate::store::Store::requeue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handback {
+    /// The worker wrote no PDU for the part it was on (the port failed before it, or the job never reached
+    /// the modem): a part recorded as submitting may be sent again, on this modem or another.
+    NothingWritten,
+    /// No word from the worker (it dropped the job): a part recorded as submitting may have gone out.
+    Unsure,
+}
+
 /// An inbound SMS-DELIVER part as read from a modem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPart {

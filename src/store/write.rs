@@ -525,6 +525,8 @@ pub(crate) fn part_unknown(
     )?;
     part_state(ctx, id, part)?;
     set_part(ctx, id, part, "state = 'unknown'", &[])?;
+    // The message's `error` says why, for the API and the `message.unknown` webhook (written just after).
+    set_error(ctx, id, &format!("part {part}: {reason}"))?;
     transition(
         ctx,
         id,
@@ -534,13 +536,23 @@ pub(crate) fn part_unknown(
     )
 }
 
-/// The job never reached the modem: back to the queue, not before `retry_at` when given. A part already
-/// recorded as submitting may have gone out: then the message is `unknown` instead, never resent.
+fn set_error(ctx: &WriteCtx<'_>, id: Uuid, error: &str) -> Result<()> {
+    ctx.conn
+        .prepare_cached("UPDATE messages SET error = ?2 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id.to_string(), error]))
+        .map_err(DB)?;
+    Ok(())
+}
+
+/// The job came back unsent: back to the queue, not before `retry_at` when given. A part recorded as
+/// submitting is pending again when the worker says it wrote no PDU for it; without that word it may have
+/// gone out, and the message is `unknown` instead, never resent.
 pub(crate) fn requeue(
     ctx: &WriteCtx<'_>,
     id: Uuid,
     modem: &str,
     reason: &str,
+    handback: Handback,
     retry_at: Option<Timestamp>,
 ) -> Result<MessageState> {
     require(ctx, id, &[MessageState::Sending], "requeue")?;
@@ -551,10 +563,25 @@ pub(crate) fn requeue(
         )
         .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)))
         .map_err(DB)?;
+    let mut detail = reason.to_owned();
     if let Some(part) = submitting {
-        let why = format!("{reason}, after part {part} was submitted");
-        part_unknown(ctx, id, part, modem, &why)?;
-        return Ok(MessageState::Unknown);
+        match handback {
+            Handback::Unsure => {
+                let why = format!("{reason}, while part {part} was being submitted");
+                part_unknown(ctx, id, part, modem, &why)?;
+                return Ok(MessageState::Unknown);
+            }
+            Handback::NothingWritten => {
+                set_part(
+                    ctx,
+                    id,
+                    part,
+                    "state = 'pending', modem = NULL, submitted_at = NULL",
+                    &[],
+                )?;
+                detail = format!("{reason}; no PDU was written for part {part}");
+            }
+        }
     }
     ctx.conn
         .prepare_cached("UPDATE messages SET not_before = ?2 WHERE id = ?1")
@@ -563,7 +590,7 @@ pub(crate) fn requeue(
     transition(
         ctx,
         id,
-        Ev::new(&actor(modem), "requeued", MessageState::Queued).detail(reason),
+        Ev::new(&actor(modem), "requeued", MessageState::Queued).detail(&detail),
     )?;
     Ok(MessageState::Queued)
 }
