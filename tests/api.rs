@@ -418,6 +418,23 @@ async fn malformed_bodies_get_precise_errors() {
         )
         .await;
     form_to_batch.assert_error(415, "unsupported_media_type", None);
+    let message = form_to_batch.json()["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().ends_with("use application/json"),
+        "the batch reads JSON only: {message}"
+    );
+    post(
+        "application/json",
+        format!(r#"{{"to": "{TO}", "text": 123}}"#).as_bytes(),
+    )
+    .await
+    .assert_error(422, "invalid_type", Some("text"));
+    let unescaped = server
+        .get("/v1/messages?since=2026-11-23T04:51:00+01:00", "cms-token")
+        .await;
+    unescaped.assert_error(422, "invalid_time", Some("since"));
+    let message = unescaped.json()["error"]["message"].clone();
+    assert!(message.as_str().unwrap().contains("%2B"), "{message}");
 
     // A field given twice is refused, never settled by picking one (serde_json would keep the last `to`),
     // in a JSON body, a form's metadata and a batch item; nothing is stored.

@@ -41,11 +41,12 @@ pub enum ApiError {
     /// 413: the body is over `[server] body_limit`.
     #[error("request body is larger than this server accepts ([server] body_limit)")]
     PayloadTooLarge,
-    /// 415: neither JSON nor a form.
-    #[error(
-        "unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded"
-    )]
-    UnsupportedMediaType(String),
+    /// 415: a body type the route does not read; `accepted` names what it reads.
+    #[error("unsupported content type {given:?}: use {accepted}")]
+    UnsupportedMediaType {
+        given: String,
+        accepted: &'static str,
+    },
     /// 422: syntactically fine, but a field is wrong.
     #[error("{message}")]
     Invalid {
@@ -89,7 +90,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,7 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
         }

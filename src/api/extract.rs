@@ -55,7 +55,10 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         _ if essence.starts_with("application/") && essence.ends_with("+json") => {
             Ok(BodyKind::Json)
         }
-        _ => Err(ApiError::UnsupportedMediaType(raw)),
+        _ => Err(ApiError::UnsupportedMediaType {
+            given: raw,
+            accepted: "application/json or application/x-www-form-urlencoded",
+        }),
     }
 }
 
@@ -123,12 +126,22 @@ impl Fields {
         self.map.remove(name).filter(|v| !v.is_null())
     }
 
-    /// A string field. Numbers are accepted as their decimal text (so `"to": 4915...` works).
+    /// A string field; anything else is 422 `invalid_type`.
     pub fn take_string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(wrong_type(name, "a string")),
+        }
+    }
+
+    /// A string field that may also be a JSON integer, read as its digits: phone numbers and account
+    /// references are often exported as numbers. Only whole numbers: `4.158906431e9` is no phone number.
+    pub fn take_string_or_integer(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
             Some(_) => Err(wrong_type(name, "a string")),
         }
     }
@@ -197,10 +210,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if body_kind(req.headers())? == BodyKind::Form {
-            return Err(ApiError::UnsupportedMediaType(
-                "application/x-www-form-urlencoded".into(),
-            ));
+        let json_only = |given: String| ApiError::UnsupportedMediaType {
+            given,
+            accepted: "application/json",
+        };
+        match body_kind(req.headers()) {
+            Ok(BodyKind::Json) => {}
+            Ok(BodyKind::Form) => {
+                return Err(json_only("application/x-www-form-urlencoded".into()));
+            }
+            Err(ApiError::UnsupportedMediaType { given, .. }) => return Err(json_only(given)),
+            Err(other) => return Err(other),
         }
         let bytes = read_body(req, state).await?;
         Ok(JsonObject(Fields::from_json(&bytes)?))
@@ -285,11 +305,26 @@ mod tests {
     }
 
     #[test]
+    fn only_numbers_and_references_may_be_json_integers() {
+        let mut fields =
+            Fields::from_json(br#"{"text": 123, "to": 4158906431, "ref": -1, "f": 4.1e9}"#)
+                .unwrap();
+        let err = fields.take_string("text").unwrap_err();
+        assert_eq!((err.code(), err.field()), ("invalid_type", Some("text")));
+        assert_eq!(
+            fields.take_string_or_integer("to").unwrap().as_deref(),
+            Some("4158906431")
+        );
+        assert!(fields.take_string_or_integer("ref").is_err());
+        assert!(fields.take_string_or_integer("f").is_err());
+    }
+
+    #[test]
     fn content_types() {
         let mut headers = HeaderMap::new();
         assert!(matches!(
             body_kind(&headers),
-            Err(ApiError::UnsupportedMediaType(_))
+            Err(ApiError::UnsupportedMediaType { .. })
         ));
         headers.insert(
             header::CONTENT_TYPE,

@@ -212,15 +212,7 @@ pub async fn cancel(
 fn time_param(fields: &mut Fields, name: &str) -> Result<Option<jiff::Timestamp>, ApiError> {
     fields
         .take_string(name)?
-        .map(|s| {
-            s.parse().map_err(|_| {
-                ApiError::invalid(
-                    "invalid_time",
-                    name,
-                    format!("`{name}` must be an RFC 3339 time with an offset"),
-                )
-            })
-        })
+        .map(|s| super::validate::time(name, &s))
         .transpose()
 }
 
@@ -442,7 +434,7 @@ pub async fn add_optout(
     principal: Option<Extension<Principal>>,
     JsonObject(mut fields): JsonObject,
 ) -> Result<Response, ApiError> {
-    let number = fields.take_string("number")?;
+    let number = fields.take_string_or_integer("number")?;
     let note = fields.take_string("note")?;
     fields.finish()?;
     let number = number

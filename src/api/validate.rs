@@ -98,14 +98,14 @@ impl Validator {
     /// Reads and checks every field; unknown fields are refused before anything else, so a misspelt
     /// `txt` is reported as such rather than as a missing `text`.
     pub fn send_request(&self, mut fields: Fields) -> Result<SendRequest, ApiError> {
-        let to = fields.take_string("to")?;
+        let to = fields.take_string_or_integer("to")?;
         let text = fields.take_string("text")?;
         let send_at = fields.take_string("send_at")?;
         let expires_at = fields.take_string("expires_at")?;
         let priority = fields.take("priority");
         let encoding = fields.take_string("encoding")?;
         let smart = fields.take_bool("smart")?.unwrap_or(self.smart_default);
-        let reference = fields.take_string("reference")?;
+        let reference = fields.take_string_or_integer("reference")?;
         let metadata = fields.take("metadata");
         let tz = fields.take_string("tz")?;
         fields.finish()?;
@@ -245,12 +245,19 @@ fn missing(field: &str) -> ApiError {
     ApiError::invalid("missing_field", field, format!("`{field}` is required"))
 }
 
-fn time(field: &str, value: &str) -> Result<Timestamp, ApiError> {
+/// An RFC 3339 time with an offset (`send_at`, `expires_at`, and the log's `since` and `until`).
+pub fn time(field: &str, value: &str) -> Result<Timestamp, ApiError> {
     value.parse::<Timestamp>().map_err(|_| {
+        // A query string or form decodes an unescaped `+01:00` as ` 01:00`.
+        let hint = if value.contains(' ') {
+            " (it has a space: in a query string or form body, write + as %2B)"
+        } else {
+            ""
+        };
         ApiError::invalid(
             "invalid_time",
             field,
-            format!("`{field}` must be an RFC 3339 time with an offset"),
+            format!("`{field}` must be an RFC 3339 time with an offset{hint}"),
         )
     })
 }
