@@ -957,9 +957,23 @@ async fn export_csv_streams_every_page() {
     server
         .receive(TO, "=HYPERLINK(\"http://evil\")", "00CC")
         .await;
-    let answer = server
+    // More than one of the export's internal pages (1,000 messages each).
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| json!({"to": "+4915223456789", "text": format!("Bulk {i}")}))
+        .collect();
+    server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({ "messages": batch }),
+        )
+        .await
+        .assert_status(200);
+    server
         .get("/v1/messages/export.csv?limit=2", "reader-token")
-        .await;
+        .await
+        .assert_error(422, "unknown_field", Some("limit"));
+    let answer = server.get("/v1/messages/export.csv", "reader-token").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(
         answer.headers["content-type"]
@@ -969,7 +983,11 @@ async fn export_csv_streams_every_page() {
     );
     let text = String::from_utf8(answer.body.to_vec()).unwrap();
     let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 7, "header + 6 rows across 3 pages:\n{text}");
+    assert_eq!(
+        lines.len(),
+        1 + 1006,
+        "header + every row, across two pages"
+    );
     assert!(lines[0].starts_with("id,direction,status,to"));
     assert!(
         lines[1].contains(",\"Payment 0, due \"\"today\"\"\","),
@@ -981,6 +999,18 @@ async fn export_csv_streams_every_page() {
         "formula defused: {}",
         lines[6]
     );
+    assert!(lines[1006].contains(",Bulk 999,"), "{}", lines[1006]);
+    // An interrupted export resumes after the last id received.
+    let last_received = lines[3].split(',').next().unwrap();
+    let rest = server
+        .get(
+            &format!("/v1/messages/export.csv?after={last_received}"),
+            "reader-token",
+        )
+        .await;
+    let rest = String::from_utf8(rest.body.to_vec()).unwrap();
+    let rest: Vec<&str> = rest.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(rest[1..], lines[4..]);
     let filtered = server
         .get("/v1/messages/export.csv?direction=inbound", "reader-token")
         .await;

@@ -346,14 +346,26 @@ fn csv_row(m: &super::backend::MessageView) -> String {
     row
 }
 
-/// `GET /v1/messages/export.csv`: the same filters as the list, every page, streamed as it is read. `limit`
-/// sets the page size used internally; a store failure mid-stream ends the body early (the client sees a
+/// `GET /v1/messages/export.csv`: the same filters as the list, every page, streamed as it is read. It
+/// takes no `limit` (refused rather than ignored: the export is every matching message); `after`, a message
+/// id, resumes one that broke off. A store failure mid-stream ends the body early (the client sees a
 /// truncated transfer, not a well-formed short file: chunked encoding without its final chunk).
 pub async fn export_csv(
     State(state): State<AppState>,
-    QueryFields(fields): QueryFields,
+    QueryFields(mut fields): QueryFields,
 ) -> Result<Response, ApiError> {
-    let filter = list_filter(&state, fields)?;
+    if fields.take("limit").is_some() {
+        return Err(ApiError::invalid(
+            "unknown_field",
+            "limit",
+            "the export has no `limit`: it streams every matching message (`after`, the last id \
+             received, resumes an interrupted one)",
+        ));
+    }
+    let filter = ListFilter {
+        limit: MAX_LIMIT,
+        ..list_filter(&state, fields)?
+    };
     // Read the first page before answering, so a bad cursor or a down store is still a proper error.
     let first = state.backend.list(filter.clone()).await?;
     enum Next {

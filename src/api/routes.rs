@@ -68,6 +68,19 @@ const LIST_QUERY: &[(&str, &str)] = &[
     ("limit", "page size, 1-1000, default 100"),
     ("after", "the `next` cursor of the previous page"),
 ];
+/// The export streams every matching message, so it has no page size; `after` resumes a broken one.
+const EXPORT_QUERY: &[(&str, &str)] = &[
+    ("direction", "outbound or inbound"),
+    ("to", "the other party's number (normalised to E.164)"),
+    ("status", "one message status"),
+    ("since", "created at or after (RFC 3339)"),
+    ("until", "created before (RFC 3339)"),
+    ("reference", "the client's reference"),
+    (
+        "after",
+        "a message id: only messages after it (the last id received, to resume an interrupted export)",
+    ),
+];
 const PAGE_QUERY: &[(&str, &str)] = &[
     ("limit", "page size, 1-1000, default 100"),
     ("after", "the `next` cursor of the previous page"),
@@ -149,7 +162,7 @@ pub fn table() -> Vec<Route> {
             (200, "Csv"),
             get(h::export_csv),
         )
-        .query(LIST_QUERY),
+        .query(EXPORT_QUERY),
         route(
             Method::GET,
             "/v1/messages/{id}",
