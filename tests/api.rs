@@ -78,6 +78,9 @@ fn keys() -> Vec<ApiKey> {
     ]
 }
 
+/// The SIM number modem m1 reports (`AT+CNUM`).
+const M1_NUMBER: &str = "+4915100000001";
+
 struct Server {
     addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -137,7 +140,13 @@ async fn start(options: OpenOptions, state: impl FnOnce(Arc<dyn Backend>) -> App
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("modemgate.db"), options).unwrap();
     store
-        .upsert_modem("m1", ModemIdentity::default())
+        .upsert_modem(
+            "m1",
+            ModemIdentity {
+                own_number: Some(M1_NUMBER.into()),
+                ..ModemIdentity::default()
+            },
+        )
         .await
         .unwrap();
     let stop = CancellationToken::new();
@@ -812,6 +821,10 @@ async fn list_filters_and_cursor_pages() {
         .assert_status(200);
     assert_eq!(inbound["messages"].as_array().unwrap().len(), 1);
     assert_eq!(inbound["messages"][0]["from"], TO);
+    assert_eq!(
+        inbound["messages"][0]["to"], M1_NUMBER,
+        "the SIM it came in on"
+    );
     assert_eq!(inbound["messages"][0]["status"], "received");
     let queued = server
         .get("/v1/messages?status=queued&limit=1000", "reader-token")

@@ -24,9 +24,10 @@ pub struct MessageView {
     pub id: Uuid,
     pub direction: Direction,
     pub status: MessageState,
-    /// The recipient of an outbound message.
+    /// The recipient of an outbound message; for an inbound one, the number of the SIM it came in on.
     pub to: Option<String>,
-    /// The sender of an inbound message.
+    /// The sender of an inbound message; for an outbound one, the number of the SIM it went out from.
+    /// The SIM's number is known only when its modem reported one (`AT+CNUM`), else null.
     pub from: Option<String>,
     pub text: String,
     pub parts: u16,
@@ -53,8 +54,8 @@ pub struct MessageView {
 impl From<store::Message> for MessageView {
     fn from(m: store::Message) -> Self {
         let (to, from) = match m.direction {
-            Direction::Outbound => (Some(m.peer), None),
-            Direction::Inbound => (None, Some(m.peer)),
+            Direction::Outbound => (Some(m.peer), m.modem_number),
+            Direction::Inbound => (m.modem_number, Some(m.peer)),
         };
         MessageView {
             id: m.id,

@@ -215,7 +215,12 @@ fn schemas() -> Value {
         "Message": {"type": "object", "properties": {
             "id": {"type": "string", "format": "uuid"},
             "direction": {"type": "string", "enum": ["outbound", "inbound"]},
-            "status": status, "to": {"type": ["string", "null"]}, "from": {"type": ["string", "null"]},
+            "status": status, "to": {"type": ["string", "null"],
+                "description": "outbound: the recipient; inbound: the number of the SIM it came in on (null \
+                    when its modem reports none)"},
+            "from": {"type": ["string", "null"],
+                "description": "inbound: the sender; outbound: the number of the SIM it went out from (null \
+                    until sent, or when its modem reports none)"},
             "text": {"type": "string"}, "parts": {"type": "integer"}, "encoding": encoding,
             "priority": {"type": "integer", "description": "0-9, higher first"},
             "reference": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},

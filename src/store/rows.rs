@@ -51,10 +51,11 @@ fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Valu
     }
 }
 
-/// Columns of `messages` in the order [`message`] reads them.
+/// Columns of `messages` in the order [`message`] reads them (the last from `modems`: the queries that use
+/// them read `FROM messages` without an alias).
 pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, part_count, priority, send_at, \
      expires_at, reference, metadata, tz, modem, attempts, not_before, hold_reason, error_code, error, \
-     created_at, updated_at, category";
+     created_at, updated_at, category, (SELECT own_number FROM modems WHERE modems.id = messages.modem)";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -80,6 +81,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         created_at: ts(row, 19)?,
         updated_at: ts(row, 20)?,
         category: row.get(21)?,
+        modem_number: row.get(22)?,
     })
 }
 

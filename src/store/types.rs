@@ -226,6 +226,9 @@ pub struct Message {
     pub tz: Option<String>,
     /// The modem that sent (last claimed) or received it.
     pub modem: Option<String>,
+    /// That modem's SIM number, when the modem reported one (`AT+CNUM`; many SIMs store none): the
+    /// number the debtor saw or wrote to.
+    pub modem_number: Option<String>,
     /// How many times the dispatcher claimed it.
     pub attempts: u32,
     /// Not before this time (retry back-off or a rule's hold).
