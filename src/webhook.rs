@@ -141,7 +141,14 @@ pub struct OptoutEvent {
     pub number: String,
     /// `keyword` (a reply such as STOP), `review` (a reply that mentions an opt-out word) or `api`.
     pub source: String,
+    /// The keyword, for `keyword`.
     pub keyword: Option<String>,
+    /// The reply, for `review`.
+    pub text: Option<String>,
+    /// The admin's note, for `api`.
+    pub note: Option<String>,
+    /// The inbound message that caused it (`keyword` and `review`).
+    pub message_id: Option<Uuid>,
 }
 
 /// An event and its data; the type decides the data's shape, so they cannot disagree.

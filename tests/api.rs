@@ -1147,6 +1147,17 @@ async fn optouts_are_added_and_removed_by_admins() {
         (Some(TO), Some("api:admin"))
     );
     assert!(server.store.is_opted_out(TO).await.unwrap());
+    assert_eq!(created["note"], "asked");
+    // Again, by another admin with another note: the original record stands, answered 200.
+    let again = server
+        .post_json(
+            "/v1/optouts",
+            "admin-token",
+            json!({"number": TO, "note": "asked again"}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(again, created);
     server
         .post_json("/v1/optouts", "admin-token", json!({"numbr": "1"}))
         .await
@@ -1415,6 +1426,9 @@ async fn webhook_payloads_match_the_openapi_document() {
             number: TO.into(),
             source: "keyword".into(),
             keyword: Some("STOP".into()),
+            text: None,
+            note: None,
+            message_id: Some(Uuid::nil()),
         }),
     ];
     let documented: Vec<&String> = doc["webhooks"].as_object().unwrap().keys().collect();

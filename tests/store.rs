@@ -998,7 +998,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     store
         .set_optout(OptOutChange {
             number: "+15557654321".into(),
-            active: true,
+            opted_out: Some(OptOutSource::Keyword),
             actor: "rules".into(),
             source_message: None,
             modem: Some("m1".into()),
@@ -1016,6 +1016,50 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     let received: serde_json::Value = serde_json::from_slice(&due[0].body).unwrap();
     assert_eq!(received["data"]["text"], "STOP");
     assert_eq!(received["data"]["from"], "+15557654321");
+    let optout: serde_json::Value = serde_json::from_slice(&due[1].body).unwrap();
+    assert_eq!(
+        (
+            &optout["data"]["source"],
+            &optout["data"]["keyword"],
+            &optout["data"]["note"]
+        ),
+        (
+            &serde_json::json!("keyword"),
+            &serde_json::json!("STOP"),
+            &serde_json::Value::Null
+        )
+    );
+    // A reply under review: its text in `text`, not posing as a keyword; the audit trail marks it.
+    store
+        .set_optout(OptOutChange {
+            number: "+15557654322".into(),
+            opted_out: Some(OptOutSource::Review),
+            actor: "rules".into(),
+            source_message: None,
+            modem: Some("m1".into()),
+            detail: Some("Please stop texting me".into()),
+        })
+        .await
+        .unwrap();
+    let due = hook_due(&store, &clock).await;
+    let review: serde_json::Value = serde_json::from_slice(&due[2].body).unwrap();
+    assert_eq!(
+        (
+            &review["data"]["source"],
+            &review["data"]["keyword"],
+            &review["data"]["text"]
+        ),
+        (
+            &serde_json::json!("review"),
+            &serde_json::Value::Null,
+            &serde_json::json!("Please stop texting me")
+        )
+    );
+    let record = store.optout("+15557654322").await.unwrap().unwrap();
+    assert_eq!(
+        record.detail.as_deref(),
+        Some("review: Please stop texting me")
+    );
 
     // With no webhook subscribed, nothing is written.
     let quiet = open(&dir.path().join("quiet.db"), &clock);

@@ -239,6 +239,17 @@ pub struct Optout {
     pub note: Option<String>,
 }
 
+impl From<store::OptOutRecord> for Optout {
+    fn from(record: store::OptOutRecord) -> Self {
+        Optout {
+            number: record.number,
+            created_at: record.since,
+            actor: record.actor,
+            note: record.detail,
+        }
+    }
+}
+
 /// Why the backend could not do it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -344,12 +355,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Pauses (or resumes) a modem: the dispatcher gives it nothing new while paused.
     fn set_paused(&self, modem: String, paused: bool) -> BackendResult<'_, ModemView>;
     fn optouts(&self) -> BackendResult<'_, Vec<Optout>>;
+    /// Opts `number` out; the record, and whether it is new (an existing opt-out is kept as it was).
     fn add_optout(
         &self,
         number: Msisdn,
         actor: String,
         note: Option<String>,
-    ) -> BackendResult<'_, Optout>;
+    ) -> BackendResult<'_, (Optout, bool)>;
     fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()>;
     /// Ready to accept traffic (store open and answering); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;

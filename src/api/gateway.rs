@@ -289,12 +289,7 @@ impl Backend for Gateway {
                 .list()
                 .await?
                 .into_iter()
-                .map(|record| Optout {
-                    number: record.number,
-                    created_at: record.since,
-                    actor: record.actor,
-                    note: record.detail,
-                })
+                .map(Optout::from)
                 .collect())
         })
     }
@@ -304,23 +299,25 @@ impl Backend for Gateway {
         number: Msisdn,
         actor: String,
         note: Option<String>,
-    ) -> BackendResult<'_, Optout> {
+    ) -> BackendResult<'_, (Optout, bool)> {
         Box::pin(async move {
             let origin = Origin {
                 actor: &actor,
                 message_id: None,
                 modem: None,
-                detail: note.clone(),
+                detail: note,
             };
-            self.optouts
+            let new = self
+                .optouts
                 .add(number.as_str(), OptOutSource::Api, origin)
                 .await?;
-            Ok(Optout {
-                number: number.as_str().to_owned(),
-                created_at: self.store.now(),
-                actor,
-                note,
-            })
+            // The record as stored: for a number already opted out, the original (when, by whom, why).
+            let record = self
+                .store
+                .optout(number.as_str())
+                .await?
+                .ok_or_else(|| BackendError::NotFound("opt-out".into()))?;
+            Ok((Optout::from(record), new))
         })
     }
 

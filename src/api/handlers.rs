@@ -452,11 +452,17 @@ pub async fn add_optout(
     let number = number
         .ok_or_else(|| ApiError::invalid("missing_field", "number", "`number` is required"))?;
     let number = state.validator().number("number", &number)?;
-    let optout = state
+    let (optout, new) = state
         .backend
         .add_optout(number, actor(principal), note)
         .await?;
-    Ok((StatusCode::CREATED, Json(optout)).into_response())
+    // A number already opted out keeps its record: 200 with it, not a new one.
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(optout)).into_response())
 }
 
 /// `DELETE /v1/optouts/{number}`: 204.

@@ -111,6 +111,13 @@ fn operation(spec: &RouteSpec) -> Value {
     let error = json!({"description": "Error", "content": {"application/json": {"schema": schema_ref("Error")}}});
     let mut responses = Map::new();
     responses.insert(status.to_string(), success);
+    if spec.body == Some(RequestBody::Optout) {
+        responses.insert(
+            "200".into(),
+            json!({"description": "Already opted out: the record as it was, unchanged",
+            "content": {"application/json": {"schema": schema_ref("Optout")}}}),
+        );
+    }
     responses.insert("4XX".into(), error.clone());
     responses.insert("503".into(), error);
     let mut op = json!({
@@ -290,7 +297,11 @@ fn schemas() -> Value {
             "needs_agent": {"type": "boolean", "description": "no rule fully handled it: a person should read it"}}},
         "OptoutEventData": {"type": "object", "properties": {
             "number": {"type": "string"}, "source": {"type": "string", "enum": ["keyword", "review", "api"]},
-            "keyword": optional_string.clone()}},
+            "keyword": {"type": ["string", "null"], "description": "the keyword (source keyword)"},
+            "text": {"type": ["string", "null"], "description": "the reply to review (source review)"},
+            "note": {"type": ["string", "null"], "description": "the admin's note (source api)"},
+            "message_id": {"type": ["string", "null"], "format": "uuid",
+                "description": "the reply that caused it (sources keyword and review)"}}},
         "OpenApi": {"type": "object"},
     })
 }

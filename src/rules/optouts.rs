@@ -6,19 +6,8 @@ use std::sync::{PoisonError, RwLock};
 
 use uuid::Uuid;
 
+pub use crate::store::OptOutSource;
 use crate::store::{OptOutChange, OptOutRecord, Store, StoreError};
-
-/// How an opt-out came about, recorded in the audit trail and the `optout.created` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptOutSource {
-    /// An opt-out keyword (STOP, BAJA...).
-    Keyword,
-    /// A reply that only mentions an opt-out word ("please stop texting me"): treated as an opt-out until
-    /// a person reviews it.
-    Review,
-    /// Added through the API.
-    Api,
-}
 
 /// Where a change came from, for the audit trail.
 #[derive(Debug, Clone, Default)]
@@ -81,20 +70,14 @@ impl OptOuts {
         if !new {
             return Ok(false);
         }
-        // The store echoes the detail as `optout.created`'s keyword: the word itself for a keyword, the
-        // reply marked for review otherwise.
-        let detail = match (source, origin.detail) {
-            (OptOutSource::Review, Some(text)) => Some(format!("review: {text}")),
-            (_, detail) => detail,
-        };
         self.store
             .set_optout(OptOutChange {
                 number: number.to_owned(),
-                active: true,
+                opted_out: Some(source),
                 actor: origin.actor.to_owned(),
                 source_message: origin.message_id,
                 modem: origin.modem.map(str::to_owned),
-                detail,
+                detail: origin.detail,
             })
             .await?;
         Ok(new)
@@ -107,7 +90,7 @@ impl OptOuts {
         self.store
             .set_optout(OptOutChange {
                 number: number.to_owned(),
-                active: false,
+                opted_out: None,
                 actor: origin.actor.to_owned(),
                 source_message: origin.message_id,
                 modem: origin.modem.map(str::to_owned),

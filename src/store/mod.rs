@@ -40,7 +40,7 @@ use uuid::Uuid;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
 pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals, WebhookBacklog};
-pub use records::OptOutChange;
+pub use records::{OptOutChange, OptOutSource};
 pub use recovery::Recovery;
 pub use types::*;
 
@@ -603,6 +603,12 @@ impl Store {
     /// Every number currently opted out, with its latest audit entry.
     pub async fn optouts(&self) -> Result<Vec<OptOutRecord>> {
         self.read(read::optouts).await
+    }
+
+    /// `number`'s opt-out record, if it is opted out.
+    pub async fn optout(&self, number: &str) -> Result<Option<OptOutRecord>> {
+        let number = number.to_owned();
+        self.read(move |conn| read::optout(conn, &number)).await
     }
 
     /// Sends completed after `since` that count against contact caps (confirmations excluded).

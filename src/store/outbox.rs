@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::error::{Result, StoreError};
+use super::records::{OptOutChange, OptOutSource};
 use super::rows::{self, ms};
 use super::types::{Message, MessageState};
 use super::writer::WriteCtx;
@@ -153,20 +154,28 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
     })
 }
 
-/// Writes `optout.created` for a number that just opted out.
+/// Writes `optout.created` for a number that just opted out, with what caused it in its own field.
 pub(crate) fn opted_out(
     ctx: &WriteCtx<'_>,
-    number: &str,
-    source: &str,
-    keyword: Option<&str>,
+    change: &OptOutChange,
+    how: OptOutSource,
 ) -> Result<()> {
     if !ctx.wants(EventKind::OptoutCreated) {
         return Ok(());
     }
+    let detail = change.detail.clone();
+    let (keyword, text, note) = match how {
+        OptOutSource::Keyword => (detail, None, None),
+        OptOutSource::Review => (None, detail, None),
+        OptOutSource::Api => (None, None, detail),
+    };
     let event = Event::OptoutCreated(OptoutEvent {
-        number: number.to_owned(),
-        source: source.to_owned(),
-        keyword: keyword.map(str::to_owned),
+        number: change.number.clone(),
+        source: how.as_str().to_owned(),
+        keyword,
+        text,
+        note,
+        message_id: change.source_message,
     });
     insert(ctx, EventKind::OptoutCreated, None, event)
 }

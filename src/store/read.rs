@@ -516,28 +516,35 @@ pub struct OptOutRecord {
     pub modem: Option<String>,
 }
 
+/// Opted-out numbers with their latest audit entry; `{}` is the rest of the WHERE clause.
+const OPTOUTS: &str = "SELECT o.number, o.updated_at, a.actor, a.detail, o.source_message, o.modem FROM optouts o \
+     LEFT JOIN optout_audit a ON a.id = (SELECT max(id) FROM optout_audit WHERE number = o.number) \
+     WHERE o.active";
+
+fn optout_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<OptOutRecord> {
+    let source: Option<String> = row.get(4)?;
+    Ok(OptOutRecord {
+        number: row.get(0)?,
+        since: rows::ts(row, 1)?,
+        actor: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        detail: row.get(3)?,
+        source_message: source.and_then(|id| Uuid::parse_str(&id).ok()),
+        modem: row.get(5)?,
+    })
+}
+
 /// Every number currently opted out, in number order.
 pub(crate) fn optouts(conn: &Connection) -> Result<Vec<OptOutRecord>> {
-    conn.prepare_cached(
-        "SELECT o.number, o.updated_at, a.actor, a.detail, o.source_message, o.modem FROM optouts o \
-         LEFT JOIN optout_audit a ON a.id = (SELECT max(id) FROM optout_audit WHERE number = o.number) \
-         WHERE o.active ORDER BY o.number",
-    )
-    .and_then(|mut st| {
-        st.query_map([], |row| {
-            let source: Option<String> = row.get(4)?;
-            Ok(OptOutRecord {
-                number: row.get(0)?,
-                since: rows::ts(row, 1)?,
-                actor: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                detail: row.get(3)?,
-                source_message: source.and_then(|id| Uuid::parse_str(&id).ok()),
-                modem: row.get(5)?,
-            })
-        })?
-        .collect()
-    })
-    .map_err(DB)
+    conn.prepare_cached(&format!("{OPTOUTS} ORDER BY o.number"))
+        .and_then(|mut st| st.query_map([], optout_record)?.collect())
+        .map_err(DB)
+}
+
+/// `number`'s opt-out, if it is opted out.
+pub(crate) fn optout(conn: &Connection, number: &str) -> Result<Option<OptOutRecord>> {
+    conn.prepare_cached(&format!("{OPTOUTS} AND o.number = ?1"))
+        .and_then(|mut st| st.query_row([number], optout_record).optional())
+        .map_err(DB)
 }
 
 /// A message that counted against its recipient's contact caps.

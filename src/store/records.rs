@@ -37,23 +37,47 @@ pub(crate) fn upsert_modem(ctx: &WriteCtx<'_>, id: &str, identity: &ModemIdentit
     Ok(())
 }
 
+/// How an opt-out came about, recorded in the audit trail and the `optout.created` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutSource {
+    /// An opt-out keyword (STOP, BAJA...).
+    Keyword,
+    /// A reply that only mentions an opt-out word ("please stop texting me"): treated as an opt-out until
+    /// a person reviews it.
+    Review,
+    /// Added through the API.
+    Api,
+}
+
+impl OptOutSource {
+    /// Its name in `optout.created`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptOutSource::Keyword => "keyword",
+            OptOutSource::Review => "review",
+            OptOutSource::Api => "api",
+        }
+    }
+}
+
 /// Why an opt-out changed, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptOutChange {
     pub number: String,
-    /// `true`: the number opted out; `false`: it opted back in.
-    pub active: bool,
+    /// `Some`: the number opted out, and how; `None`: it opted back in.
+    pub opted_out: Option<OptOutSource>,
     /// `rules`, `api:KEY`, an admin's name.
     pub actor: String,
     /// The inbound message that caused it (STOP, START...).
     pub source_message: Option<Uuid>,
     pub modem: Option<String>,
-    /// What was said (the keyword, e.g. `STOP`), echoed in `optout.created`.
+    /// What was said or noted: the keyword (`STOP`), the reply under review, an admin's note.
     pub detail: Option<String>,
 }
 
 pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()> {
     let source = change.source_message.map(|id| id.to_string());
+    let active = change.opted_out.is_some();
     ctx.conn
         .prepare_cached(
             "INSERT INTO optouts (number, active, created_at, updated_at, source_message, modem) \
@@ -63,21 +87,21 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
         .and_then(|mut st| {
             st.execute(params![
                 change.number,
-                change.active,
+                active,
                 ms(ctx.now),
                 source,
                 change.modem
             ])
         })
         .map_err(DB)?;
-    if change.active {
-        let source = if change.source_message.is_some() {
-            "keyword"
-        } else {
-            "api"
-        };
-        super::outbox::opted_out(ctx, &change.number, source, change.detail.as_deref())?;
+    if let Some(how) = change.opted_out {
+        super::outbox::opted_out(ctx, change, how)?;
     }
+    // The audit trail marks a reply under review as such.
+    let detail = match (change.opted_out, &change.detail) {
+        (Some(OptOutSource::Review), Some(text)) => Some(format!("review: {text}")),
+        (_, detail) => detail.clone(),
+    };
     ctx.conn
         .prepare_cached(
             "INSERT INTO optout_audit (number, at, active, actor, source_message, modem, detail) \
@@ -87,11 +111,11 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
             st.execute(params![
                 change.number,
                 ms(ctx.now),
-                change.active,
+                active,
                 change.actor,
                 source,
                 change.modem,
-                change.detail
+                detail
             ])
         })
         .map_err(DB)?;
