@@ -89,7 +89,7 @@ impl Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Address and port of the HTTP API. Loopback by default: the CMS usually runs on the same LAN host
@@ -112,7 +112,7 @@ impl Default for Server {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     /// The SQLite database file; relative paths are relative to the working directory.
@@ -300,7 +300,7 @@ impl Default for Dispatch {
 }
 
 /// One `[[webhooks]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// What logs and `/metrics` call it; its scheme and host when absent (the path and query are never
@@ -333,7 +333,7 @@ fn webhook_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<hype
 }
 
 /// `[logging]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logging {
     /// Tracing filter; `RUST_LOG`, when set, wins.
@@ -341,7 +341,7 @@ pub struct Logging {
 }
 
 /// `[pdu]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PduOptions {
     /// Replace characters outside GSM 7-bit with look-alikes (curly quotes, dashes) instead of switching

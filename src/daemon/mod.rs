@@ -140,6 +140,20 @@ fn unconfigured_backlogs(
         .collect()
 }
 
+/// The sections read only at start that differ between `old` and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("[server]", old.server != new.server),
+        ("[storage]", old.storage != new.storage),
+        ("[[webhooks]]", old.webhooks != new.webhooks),
+        ("[logging]", old.logging != new.logging),
+        ("[pdu]", old.pdu != new.pdu),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
+}
+
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
 /// loaded (the moment systemd is told READY).
 pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Running> {
@@ -287,30 +301,16 @@ impl Running {
     }
 
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
-    /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps and
-    /// `[dispatch]` take effect through a restarted dispatcher, which reloads the queue from the store.
-    /// Sections that need a restart (listen address, storage, webhooks) are reported and left as they are.
+    /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps, quiet
+    /// hours, contact caps, `[dispatch]`, keywords, opt-out texts and reply rules take effect through a
+    /// restarted dispatcher and new rules. Sections read only at start (`[server]`, `[storage]`,
+    /// `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when changed and left as they are.
     pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
-        for (section, changed) in [
-            (
-                "[server] listen",
-                config.server.listen != self.config.server.listen,
-            ),
-            (
-                "[storage] path",
-                config.storage.path != self.config.storage.path,
-            ),
-            (
-                "[[webhooks]]",
-                format!("{:?}", config.webhooks) != format!("{:?}", self.config.webhooks),
-            ),
-        ] {
-            if changed {
-                warn!(
-                    section,
-                    "changed in the configuration: takes effect at the next restart"
-                );
-            }
+        for section in restart_only_changes(&self.config, config) {
+            warn!(
+                section,
+                "changed in the configuration: takes effect at the next restart"
+            );
         }
         self.auth.replace(&config.api_keys);
         *self.classifier.write().unwrap_or_else(|p| p.into_inner()) = Classifier::new(config);
@@ -537,6 +537,31 @@ mod tests {
             pending,
             oldest: None,
         }
+    }
+
+    #[test]
+    fn reload_names_each_changed_section_it_cannot_apply() {
+        let base =
+            "[[webhooks]]\nurl = \"https://cms.example/hook\"\nsecret = \"one-secret-of-16+\"\n";
+        let old = Config::parse(base).unwrap();
+        let same = Config::parse(&format!(
+            "[[api_keys]]\nname = \"k\"\ntoken = \"t\"\nscopes = [\"send\"]\n{base}"
+        ))
+        .unwrap();
+        assert!(
+            restart_only_changes(&old, &same).is_empty(),
+            "API keys reload"
+        );
+        let new = Config::parse(
+            "[server]\ndefault_region = \"GB\"\n[logging]\nlevel = \"debug\"\n\
+             [[webhooks]]\nurl = \"https://cms.example/hook\"\nsecret = \"two-secret-of-16+\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["[server]", "[[webhooks]]", "[logging]"],
+            "a new secret alone is a change, though it is never printed"
+        );
     }
 
     #[test]
