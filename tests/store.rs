@@ -995,15 +995,17 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         .record_inbound(deliver("CC", "STOP", None))
         .await
         .unwrap();
-    store
-        .set_optout(OptOutChange {
-            number: "+15557654321".into(),
-            opted_out: Some(OptOutSource::Keyword),
+    let opt_out = |number: &str, how: OptOutSource, detail: &str| {
+        store.set_optout(OptOutChange {
+            number: number.into(),
+            opted_out: Some(how),
             actor: "rules".into(),
             source_message: None,
             modem: Some("m1".into()),
-            detail: Some("STOP".into()),
+            detail: Some(detail.into()),
         })
+    };
+    opt_out("+15557654321", OptOutSource::Keyword, "STOP")
         .await
         .unwrap();
     assert!(store.is_opted_out("+15557654321").await.unwrap());
@@ -1030,17 +1032,13 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
         )
     );
     // A reply under review: its text in `text`, not posing as a keyword; the audit trail marks it.
-    store
-        .set_optout(OptOutChange {
-            number: "+15557654322".into(),
-            opted_out: Some(OptOutSource::Review),
-            actor: "rules".into(),
-            source_message: None,
-            modem: Some("m1".into()),
-            detail: Some("Please stop texting me".into()),
-        })
-        .await
-        .unwrap();
+    opt_out(
+        "+15557654322",
+        OptOutSource::Review,
+        "Please stop texting me",
+    )
+    .await
+    .unwrap();
     let due = hook_due(&store, &clock).await;
     let review: serde_json::Value = serde_json::from_slice(&due[2].body).unwrap();
     assert_eq!(

@@ -31,7 +31,7 @@ pub struct RouteSpec {
     pub access: Access,
     pub summary: &'static str,
     /// Query parameters: name and description.
-    pub query: &'static [(&'static str, &'static str)],
+    pub query: Vec<(&'static str, &'static str)>,
     pub body: Option<RequestBody>,
     /// Success status and what it returns.
     pub success: (u16, &'static str),
@@ -58,33 +58,24 @@ impl Route {
     }
 }
 
-const LIST_QUERY: &[(&str, &str)] = &[
+/// The log's filters, shared by the list and the export.
+const FILTER_QUERY: &[(&str, &str)] = &[
     ("direction", "outbound or inbound"),
     ("to", "the other party's number (normalised to E.164)"),
     ("status", "one message status"),
     ("since", "created at or after (RFC 3339)"),
     ("until", "created before (RFC 3339)"),
     ("reference", "the client's reference"),
-    ("limit", "page size, 1-1000, default 100"),
-    ("after", "the `next` cursor of the previous page"),
-];
-/// The export streams every matching message, so it has no page size; `after` resumes a broken one.
-const EXPORT_QUERY: &[(&str, &str)] = &[
-    ("direction", "outbound or inbound"),
-    ("to", "the other party's number (normalised to E.164)"),
-    ("status", "one message status"),
-    ("since", "created at or after (RFC 3339)"),
-    ("until", "created before (RFC 3339)"),
-    ("reference", "the client's reference"),
-    (
-        "after",
-        "a message id: only messages after it (the last id received, to resume an interrupted export)",
-    ),
 ];
 const PAGE_QUERY: &[(&str, &str)] = &[
     ("limit", "page size, 1-1000, default 100"),
     ("after", "the `next` cursor of the previous page"),
 ];
+/// The export streams every matching message, so it has no page size; `after` resumes a broken one.
+const RESUME_QUERY: &[(&str, &str)] = &[(
+    "after",
+    "a message id: only messages after it (the last id received, to resume an interrupted export)",
+)];
 
 fn route(
     method: Method,
@@ -100,7 +91,7 @@ fn route(
             path,
             access,
             summary,
-            query: &[],
+            query: Vec::new(),
             body: None,
             success,
         },
@@ -109,8 +100,9 @@ fn route(
 }
 
 impl Route {
+    /// Adds query parameters to those already documented.
     fn query(mut self, query: &'static [(&'static str, &'static str)]) -> Route {
-        self.spec.query = query;
+        self.spec.query.extend_from_slice(query);
         self
     }
 
@@ -153,7 +145,8 @@ pub fn table() -> Vec<Route> {
             (200, "Page"),
             get(h::list),
         )
-        .query(LIST_QUERY),
+        .query(FILTER_QUERY)
+        .query(PAGE_QUERY),
         route(
             Method::GET,
             "/v1/messages/export.csv",
@@ -162,7 +155,8 @@ pub fn table() -> Vec<Route> {
             (200, "Csv"),
             get(h::export_csv),
         )
-        .query(EXPORT_QUERY),
+        .query(FILTER_QUERY)
+        .query(RESUME_QUERY),
         route(
             Method::GET,
             "/v1/messages/{id}",
