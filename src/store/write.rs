@@ -662,10 +662,7 @@ pub(crate) fn block(
         "block",
     )?;
     let error = format!("{code}: {reason}");
-    ctx.conn
-        .prepare_cached("UPDATE messages SET error = ?2 WHERE id = ?1")
-        .and_then(|mut st| st.execute(params![id.to_string(), error]))
-        .map_err(DB)?;
+    set_error(ctx, id, &error)?;
     transition(
         ctx,
         id,
