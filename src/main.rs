@@ -69,9 +69,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `modemgate status | head -3`: the reader has what it wanted; no error to report.
+        Err(error) if reader_went_away(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{}", modemgate::cli::one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command failed only because whoever reads its output closed the pipe.
+fn reader_went_away(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

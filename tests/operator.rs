@@ -338,3 +338,23 @@ async fn detect_prints_a_config_block_for_the_modem_and_names_the_others() {
     );
     modem.shutdown().await;
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    // `modemgate pdu decode ... | head -0`: the reader is gone before the first write.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_modemgate"))
+        .args([
+            "pdu",
+            "decode",
+            "0791448720003023240DD0E474D81C0EBB010000111011315214000BE474D81C0EBB5DE3771B",
+        ])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        (output.status.success(), stderr(&output)),
+        (true, String::new())
+    );
+}
