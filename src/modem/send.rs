@@ -74,7 +74,8 @@ impl Worker {
                     // The modem's own word for a malformed PDU; no modem would take it.
                     Err(SubmitError::InvalidPdu(_)) => SendError::Cms(304),
                     Err(SubmitError::NoReference) => {
-                        let reason = "modem answered OK without a +CMGS reference".to_owned();
+                        let reason =
+                            "modem answered OK without a readable +CMGS reference".to_owned();
                         let _ = done.send(JobOutcome::Unknown {
                             part: part.part,
                             reason,

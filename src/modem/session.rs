@@ -84,9 +84,9 @@ pub enum SubmitError {
     /// The prompt never came; ESC was sent and acknowledged. Nothing was sent.
     #[error("no prompt")]
     NoPrompt,
-    /// OK came back without a `+CMGS:` line: the network took the PDU, but there is no TP-MR to match a
-    /// status report with.
-    #[error("OK without a +CMGS reference")]
+    /// OK came back without a readable `+CMGS:` line: the network took the PDU, but there is no TP-MR to
+    /// match a status report with.
+    #[error("OK without a readable +CMGS reference")]
     NoReference,
     /// The PDU is not hex: refused before anything was written.
     #[error(transparent)]
@@ -251,10 +251,14 @@ impl Session {
         if response.result != Final::Ok {
             return Err(SubmitError::Rejected(response.result));
         }
-        match response.info("+CMGS").next().map(|b| Cmgs::parse(&b)) {
-            Some(Ok(cmgs)) => Ok(cmgs.reference),
-            _ => Err(SubmitError::NoReference),
-        }
+        // The last `+CMGS:` line that reads: line noise can look like one (`+CMGS: ?`), and the modem's own
+        // comes just before its OK.
+        response
+            .info("+CMGS")
+            .filter_map(|body| Cmgs::parse(&body).ok())
+            .last()
+            .map(|cmgs| cmgs.reference)
+            .ok_or(SubmitError::NoReference)
     }
 
     async fn wait_prompt(&mut self, deadline: Instant) -> Result<PromptOutcome, SessionError> {
@@ -519,6 +523,22 @@ mod tests {
         };
         let r = s.command("AT+CPIN?", expect, 10 * SECOND).await.unwrap();
         assert_eq!(r.info("+CPIN").collect::<Vec<_>>(), vec!["READY"]);
+    }
+
+    #[tokio::test]
+    async fn a_garbled_cmgs_line_before_the_real_one_is_passed_over() {
+        let (mut s, mut modem) = pair();
+        let fake = tokio::spawn(async move {
+            read_until(&mut modem, b"\r").await;
+            modem.write_all(b"\r\n> ").await.unwrap();
+            read_until(&mut modem, &[0x1a]).await;
+            modem
+                .write_all(b"\r\n+CMGS: ?\r\n\r\n+CMGS: 41\r\n\r\nOK\r\n")
+                .await
+                .unwrap();
+        });
+        assert_eq!(s.submit(1, "00AA", SECOND, SECOND).await.unwrap(), 41);
+        fake.await.unwrap();
     }
 
     #[tokio::test]
