@@ -627,6 +627,53 @@ async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
 }
 
 #[tokio::test]
+async fn a_message_sent_on_a_retry_keeps_no_error() {
+    let rig = rig();
+    let settings = Settings {
+        retry_backoff: Duration::from_secs(30),
+        ..Settings::default()
+    };
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        settings,
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000651", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
+    let waiting = detail(&rig.store, id).await.message;
+    assert_eq!(
+        (waiting.state, waiting.error_code),
+        (MessageState::Queued, Some(42)),
+        "while it waits, the error says why"
+    );
+    rig.clock.advance(Duration::from_secs(30));
+    d.handle.flush().await;
+    let job = d.fakes[1].take();
+    complete(&rig.store, "m2", job, 3).await;
+    d.handle.flush().await;
+    let sent = detail(&rig.store, id).await;
+    assert_eq!(
+        (
+            sent.message.state,
+            sent.message.error,
+            sent.message.error_code
+        ),
+        (MessageState::Sent, None, None)
+    );
+    let retry = sent.events.iter().find(|e| e.kind == "retry").unwrap();
+    assert!(
+        retry.detail.as_deref().unwrap().contains("42"),
+        "the failure stays in the history: {retry:?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn a_permanent_error_fails_the_message_with_its_code() {
     let rig = rig();
     let mut d = run(
@@ -646,6 +693,11 @@ async fn a_permanent_error_fails_the_message_with_its_code() {
     let message = detail(&rig.store, id).await.message;
     assert_eq!(message.state, MessageState::Failed);
     assert_eq!(message.error_code, Some(28));
+    assert_eq!(
+        message.error.as_deref(),
+        Some("+CMS ERROR: 28 (unidentified subscriber)"),
+        "the cause by name, not only its number"
+    );
     // The failing number did not hold up the other one.
     let job = d.fakes[1].take();
     assert_eq!(job.message_id, other);

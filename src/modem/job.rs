@@ -52,9 +52,11 @@ pub enum JobOutcome {
 /// Why a part could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    #[error("+CMS ERROR: {0}")]
+    /// Shown with the cause's name when the code is known (`+CMS ERROR: 28 (unidentified subscriber)`):
+    /// the text is what the API and the webhooks carry as `error`.
+    #[error("{}", crate::at::CmsError(*.0))]
     Cms(u16),
-    #[error("+CME ERROR: {0}")]
+    #[error("{}", crate::at::CmeError::Code(*.0))]
     Cme(u16),
     #[error("modem answered ERROR")]
     Error,

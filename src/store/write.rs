@@ -424,6 +424,13 @@ pub(crate) fn part_sent(
         .and_then(|mut st| st.execute(params![id.to_string(), modem, ms(ctx.now)]))
         .map_err(DB)?;
     let settled = settle(ctx, id)?;
+    if settled != MessageState::Failed {
+        // An earlier attempt's error is history (the events keep it), not why this message is as it is.
+        ctx.conn
+            .prepare_cached("UPDATE messages SET error = NULL, error_code = NULL WHERE id = ?1")
+            .and_then(|mut st| st.execute([id.to_string()]))
+            .map_err(DB)?;
+    }
     if settled != MessageState::Sent {
         // Delivery reports overtook the last part's answer: the CMS still hears `sent` first.
         outbox::message_reached(ctx, id, MessageState::Sent)?;
