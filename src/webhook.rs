@@ -111,6 +111,8 @@ pub struct MessageEvent {
     pub metadata: Option<Map<String, Value>>,
     /// Why it failed or is unknown.
     pub error: Option<String>,
+    /// The modem's `+CMS ERROR` code (or a delivery report's TP-Status) when one caused it.
+    pub error_code: Option<i64>,
 }
 
 /// `data` of `message.received`.
@@ -813,6 +815,7 @@ mod tests {
             reference: Some("case-7".into()),
             metadata: None,
             error: None,
+            error_code: None,
         })
     }
 

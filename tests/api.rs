@@ -1403,7 +1403,8 @@ async fn webhook_payloads_match_the_openapi_document() {
         modem: Some("m1".into()),
         reference: Some("acct-7".into()),
         metadata: json!({"debtor": 42}).as_object().cloned(),
-        error: Some("+CMS ERROR: 500".into()),
+        error: Some("+CMS ERROR: 500 (unknown error)".into()),
+        error_code: Some(500),
     };
     let events = [
         Event::MessageSent(message.clone()),
@@ -1543,6 +1544,7 @@ fn status_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
             reference: None,
             metadata: None,
             error: None,
+            error_code: None,
         }),
         Timestamp::now(),
     )

@@ -49,6 +49,8 @@ pub struct MessageView {
     pub updated_at: Timestamp,
     /// Why it failed, is unknown or held, for people.
     pub error: Option<String>,
+    /// The code behind `error`, for programs: the modem's `+CMS ERROR` or a delivery report's TP-Status.
+    pub error_code: Option<i64>,
 }
 
 impl From<store::Message> for MessageView {
@@ -76,6 +78,7 @@ impl From<store::Message> for MessageView {
             created_at: m.created_at,
             updated_at: m.updated_at,
             error: m.error.or(m.hold_reason),
+            error_code: m.error_code,
         }
     }
 }

@@ -233,7 +233,9 @@ fn schemas() -> Value {
             "reference": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
             "tz": {"type": ["string", "null"]}, "modem": {"type": ["string", "null"]},
             "send_at": optional_time, "expires_at": optional_time, "created_at": time, "updated_at": time,
-            "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held"}}},
+            "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held"},
+            "error_code": {"type": ["integer", "null"],
+                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"}}},
         "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {
             "part_list": {"type": "array", "items": {"type": "object", "properties": {
                 "part": {"type": "integer"},
@@ -285,7 +287,9 @@ fn schemas() -> Value {
             "modem": optional_string.clone(),
             "reference": {"type": ["string", "null"], "description": "the send's `reference`, echoed"},
             "metadata": {"type": ["object", "null"], "description": "the send's `metadata`, echoed"},
-            "error": {"type": ["string", "null"], "description": "why it failed or is unknown"}}},
+            "error": {"type": ["string", "null"], "description": "why it failed or is unknown"},
+            "error_code": {"type": ["integer", "null"],
+                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"}}},
         "ReceivedEventData": {"type": "object", "properties": {
             "message_id": {"type": "string", "format": "uuid"}, "from": {"type": "string"},
             "to": {"type": ["string", "null"], "description": "our modem's number, when known"},

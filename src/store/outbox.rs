@@ -110,6 +110,7 @@ pub(crate) fn message_reached(ctx: &WriteCtx<'_>, id: Uuid, state: MessageState)
                     _ => None,
                 },
                 error: message.error,
+                error_code: message.error_code,
             };
             match kind {
                 EventKind::MessageSent => Event::MessageSent(data),
