@@ -708,6 +708,55 @@ async fn a_permanent_error_fails_the_message_with_its_code() {
 }
 
 #[tokio::test]
+async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_that_part() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000711", 2)).await;
+    d.handle.flush().await;
+    let mut job = d.fakes[0].take();
+    let done = job.done;
+    let second = job.parts.pop().unwrap();
+    let (first_only, _outcome_of_part_one) = oneshot::channel();
+    complete(
+        &rig.store,
+        "m1",
+        SendJob {
+            done: first_only,
+            ..job
+        },
+        9,
+    )
+    .await;
+    rig.store
+        .part_submitting(id, second.part, "m1")
+        .await
+        .unwrap();
+    done.send(JobOutcome::Failed {
+        part: second.part,
+        error: SendError::Cms(28),
+    })
+    .unwrap();
+    d.handle.flush().await;
+    let message = detail(&rig.store, id).await.message;
+    assert_eq!(
+        (message.state, message.error.as_deref()),
+        (
+            MessageState::Failed,
+            Some(
+                "part 2 of 2: +CMS ERROR: 28 (unidentified subscriber); 1 of its parts had been sent"
+            )
+        )
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn a_recipient_sticks_to_its_modem_and_falls_back_with_a_reason() {
     let rig = rig();
     let settings = Settings {

@@ -495,9 +495,26 @@ pub(crate) fn part_failed(ctx: &WriteCtx<'_>, failure: &PartFailure) -> Result<M
                 "state = 'failed', error_code = ?3",
                 &[&failure.code],
             )?;
+            // A multipart message can fail after some of its parts went out: the debtor has those.
+            let (total, sent): (u32, u32) = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT count(*), count(*) FILTER (WHERE state IN ('sent', 'delivered')) \
+                     FROM parts WHERE message_id = ?1",
+                )
+                .and_then(|mut st| st.query_row([&id_text], |row| Ok((row.get(0)?, row.get(1)?))))
+                .map_err(DB)?;
+            let error = if sent > 0 {
+                format!(
+                    "part {} of {total}: {}; {sent} of its parts had been sent",
+                    failure.part, failure.detail
+                )
+            } else {
+                failure.detail.clone()
+            };
             ctx.conn
                 .prepare_cached("UPDATE messages SET error_code = ?2, error = ?3 WHERE id = ?1")
-                .and_then(|mut st| st.execute(params![id_text, failure.code, failure.detail]))
+                .and_then(|mut st| st.execute(params![id_text, failure.code, error]))
                 .map_err(DB)?;
             (MessageState::Failed, "failed")
         }
