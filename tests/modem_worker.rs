@@ -68,6 +68,7 @@ fn worker_config(device: std::path::PathBuf) -> WorkerConfig {
     // Sweeps and polls happen at every (re)connection; the periodic ones would only add noise here.
     cfg.sweep_interval = Duration::from_secs(3600);
     cfg.health_interval = Duration::from_secs(3600);
+    cfg.degraded_health_interval = Duration::from_secs(3600);
     cfg
 }
 
@@ -419,9 +420,15 @@ async fn a_hung_modem_is_recovered_by_reopening_the_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_port_is_reopened_when_it_returns() {
     let mut rig = rig(Profile::Sim7600).await;
-    rig.wait_state(ModemState::Ready).await;
+    let ready = rig.wait_state(ModemState::Ready).await;
+    assert!(ready.signal.is_some() && ready.cs.is_some());
     rig.sim.vanish(Duration::from_millis(1500)).unwrap();
-    rig.wait_state(ModemState::Offline).await;
+    let offline = rig.wait_state(ModemState::Offline).await;
+    assert_eq!(
+        (offline.signal, offline.operator, offline.cs, offline.eps),
+        (None, None, None, None),
+        "no readings kept from a modem that is gone"
+    );
     // While offline, jobs are handed back at once for another modem.
     let (_, outcome) = rig.send("+15551234567", "while away", false).await;
     assert_eq!(outcome, JobOutcome::NotAttempted);
@@ -549,6 +556,47 @@ async fn sim_pin_is_entered_when_configured_and_reported_when_not() {
         rig.send("+15551234567", "locked", false).await.1,
         JobOutcome::NotAttempted
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modem_whose_sends_keep_failing_is_degraded_until_a_health_poll_tries_it_again() {
+    let mut rig = rig_with(
+        Profile::Plain,
+        |_| {},
+        |cfg| cfg.degraded_health_interval = Duration::from_millis(300),
+    )
+    .await;
+    rig.wait_state(ModemState::Ready).await;
+    // A number's own trouble (a permanent error) does not count against the modem.
+    rig.sim
+        .update_faults(|f| f.fail_next = Some(FailNext { count: 1, code: 21 }))
+        .unwrap();
+    rig.send("+15551234567", "unknown number", false).await;
+    assert_eq!(rig.health.borrow().failed_sends, 0);
+    rig.sim
+        .update_faults(|f| {
+            f.fail_next = Some(FailNext {
+                count: 3,
+                code: 500,
+            })
+        })
+        .unwrap();
+    for _ in 0..2 {
+        rig.send("+15551234567", "fails", false).await;
+        assert_eq!(rig.health.borrow().state, ModemState::Ready);
+    }
+    rig.send("+15551234567", "fails a third time", false).await;
+    let health = rig.wait_state(ModemState::Degraded).await;
+    assert_eq!(
+        (health.failed_sends, health.cs),
+        (3, Some(Registration::Home)),
+        "registered, yet every send fails"
+    );
+    // The next poll gives it another try; the fault is spent, so its next send works.
+    let health = rig.wait_state(ModemState::Ready).await;
+    assert_eq!(health.failed_sends, 0);
+    let (_, outcome) = rig.send("+15551234567", "works again", false).await;
+    assert_eq!(outcome, JobOutcome::Sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,6 +265,9 @@ fn schemas() -> Value {
                 "imsi": optional_string.clone(), "iccid": optional_string.clone(),
                 "own_number": optional_string.clone()}},
             "last_error": {"type": ["string", "null"], "description": "the last error worth an admin's eye"},
+            "failed_sends": {"type": "integer", "description": format!("sends that failed in a row with a \
+                transient error; from {} on the modem is degraded (no jobs) until its next health poll (every 10 s \
+                while degraded)", crate::modem::job::FAILED_SENDS_DEGRADE)},
             "counters": {"type": "object", "properties": {"parts_sent": {"type": "integer"},
                 "parts_failed": {"type": "integer"}, "received": {"type": "integer"}}},
             "sent_today": {"type": "integer",

@@ -19,6 +19,9 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// How often signal, registration and operator are polled.
     pub health_interval: Duration,
+    /// The same while the modem is `degraded`, so one back on the network (or past a run of failed sends)
+    /// is used again soon.
+    pub degraded_health_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +59,7 @@ impl WorkerConfig {
             timeouts: Timeouts::default(),
             sweep_interval: Duration::from_secs(300),
             health_interval: Duration::from_secs(60),
+            degraded_health_interval: Duration::from_secs(10),
         }
     }
 }

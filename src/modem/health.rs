@@ -5,7 +5,7 @@ use crate::at::response::{Operator, RegStatus, RegistrationReport, SignalQuality
 
 use super::{
     config::Timeouts,
-    job::{ModemHealth, ModemState, Registration},
+    job::{FAILED_SENDS_DEGRADE, ModemHealth, ModemState, Registration},
     session::{Expect, Session, SessionError},
 };
 
@@ -30,10 +30,13 @@ fn is_registered(r: Registration) -> bool {
 }
 
 /// Ready when registered on CS or EPS (SMS over SGs/IMS), or when the modem reports no registration at all
-/// (some do not implement the queries); degraded when it reports and none is registered.
+/// (some do not implement the queries); degraded when it reports and none is registered, or when its last
+/// [`FAILED_SENDS_DEGRADE`] sends all failed for reasons of its own (a registered modem whose every send
+/// fails, e.g. with `+CMS ERROR: 500`, would otherwise keep taking jobs and costing each a retry).
 pub fn state_of(h: &ModemHealth) -> ModemState {
     let reported: Vec<Registration> = [h.cs, h.eps].into_iter().flatten().collect();
-    if reported.is_empty() || reported.into_iter().any(is_registered) {
+    let registered = reported.is_empty() || reported.into_iter().any(is_registered);
+    if registered && h.failed_sends < FAILED_SENDS_DEGRADE {
         ModemState::Ready
     } else {
         ModemState::Degraded

@@ -165,7 +165,14 @@ pub struct ModemHealth {
     pub identity: ModemIdentity,
     /// Last error worth showing an admin (e.g. "SIM PIN required", "+CMS ERROR: 500").
     pub last_error: Option<String>,
+    /// Sends that failed in a row with a transient error (the modem's or the network's trouble, not the
+    /// number's); from [`FAILED_SENDS_DEGRADE`] on, the modem is `degraded` and gets no jobs until a health
+    /// poll gives it another try.
+    pub failed_sends: u32,
 }
+
+/// Transient send failures in a row that make a modem `degraded` (see [`ModemHealth::failed_sends`]).
+pub const FAILED_SENDS_DEGRADE: u32 = 3;
 
 impl ModemHealth {
     /// A modem in `state` of which nothing has been read yet (signal, network, identity).
@@ -179,6 +186,7 @@ impl ModemHealth {
             eps: None,
             identity: ModemIdentity::default(),
             last_error: None,
+            failed_sends: 0,
         }
     }
 }

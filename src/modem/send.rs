@@ -97,10 +97,14 @@ impl Worker {
                 },
             };
             tracing::info!(modem = %self.cfg.id, %message_id, part = part.part, %error, "part failed");
+            let transient = error.is_transient();
             let mut h = self.health.clone();
             h.last_error = Some(error.to_string());
+            // A permanent error is the number's or the message's, not the modem's.
+            if transient {
+                h.failed_sends = h.failed_sends.saturating_add(1);
+            }
             self.publish(h).await;
-            let transient = error.is_transient();
             let _ = done.send(JobOutcome::Failed {
                 part: part.part,
                 error,
@@ -113,6 +117,11 @@ impl Worker {
             return Ok(());
         }
         let _ = done.send(JobOutcome::Sent);
+        if self.health.failed_sends > 0 {
+            let mut h = self.health.clone();
+            h.failed_sends = 0;
+            self.publish(h).await;
+        }
         // Sending works again: a degraded state from an earlier failure is probably over.
         if self.health.state == ModemState::Degraded {
             self.refresh_health(session).await?;

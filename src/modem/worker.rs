@@ -222,7 +222,10 @@ impl Worker {
                 }
             };
             let mut session = Session::new(port);
-            self.set_state(ModemState::Initialising, None).await;
+            // After a failure the modem stays `offline` until it is back, not `initialising` at every try.
+            if self.health.state != ModemState::Offline {
+                self.set_state(ModemState::Initialising, None).await;
+            }
             let t = self.cfg.timeouts;
             let init = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -239,6 +242,7 @@ impl Worker {
                     backoff = MIN_BACKOFF;
                 }
                 Err(InitError::Session(e)) => {
+                    tracing::warn!(modem = %self.cfg.id, error = %e, retry_in = ?backoff, "initialisation failed");
                     self.set_state(ModemState::Offline, Some(format!("initialisation: {e}")))
                         .await;
                     if !self.idle(backoff).await {
@@ -249,6 +253,7 @@ impl Worker {
                 }
                 Err(e) => {
                     // The modem answers but cannot do SMS (SIM locked, PDU mode refused): retry slowly.
+                    tracing::warn!(modem = %self.cfg.id, error = %e, "cannot send SMS; retrying slowly");
                     self.set_state(ModemState::Degraded, Some(e.to_string()))
                         .await;
                     if !self.idle(self.cfg.timeouts.max_backoff).await {
@@ -303,8 +308,14 @@ impl Worker {
             Instant::now() + self.cfg.health_interval,
             self.cfg.health_interval,
         );
+        // While degraded, health is polled more often, so a modem back on the network sends again soon.
+        let mut degraded_health = interval_at(
+            Instant::now() + self.cfg.degraded_health_interval,
+            self.cfg.degraded_health_interval,
+        );
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        degraded_health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let mut result = Ok(());
             while result.is_ok()
@@ -325,6 +336,7 @@ impl Worker {
                     job = self.jobs.recv() => Wake::Job(job),
                     _ = sweep.tick() => Wake::Sweep,
                     _ = health.tick() => Wake::Health,
+                    _ = degraded_health.tick(), if self.health.state == ModemState::Degraded => Wake::Health,
                 };
                 result = match wake {
                     Wake::Cancelled | Wake::Job(None) => return Exit::Cancelled,
@@ -336,7 +348,7 @@ impl Worker {
                     }
                     Wake::Job(Some(job)) => self.send_job(session, job).await,
                     Wake::Sweep => self.sweep(session).await,
-                    Wake::Health => self.refresh_health(session).await,
+                    Wake::Health => self.poll_health(session).await,
                 };
             }
             if let Err(e) = result
@@ -369,7 +381,23 @@ impl Worker {
         &mut self,
         session: &mut Session,
     ) -> Result<(), SessionError> {
+        self.refresh_from(session, self.health.clone()).await
+    }
+
+    /// The periodic poll: also gives a modem degraded by failed sends another try (its count starts over),
+    /// so one whose trouble has passed is used again without a person stepping in.
+    async fn poll_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
         let mut h = self.health.clone();
+        h.failed_sends = 0;
+        self.refresh_from(session, h).await
+    }
+
+    /// `h` with fresh signal, registration and operator, and the state they make, published.
+    async fn refresh_from(
+        &mut self,
+        session: &mut Session,
+        mut h: ModemHealth,
+    ) -> Result<(), SessionError> {
         health::poll(session, &self.cfg.timeouts, &mut h).await?;
         h.state = if *self.paused.borrow() {
             ModemState::Paused
@@ -385,6 +413,14 @@ impl Worker {
         h.state = state;
         if error.is_some() {
             h.last_error = error;
+        }
+        if state == ModemState::Offline {
+            // Readings from a modem that is gone are not its state now.
+            h.signal = None;
+            h.operator = None;
+            h.cs = None;
+            h.ps = None;
+            h.eps = None;
         }
         self.publish(h).await;
     }
