@@ -592,11 +592,24 @@ async fn a_modem_whose_sends_keep_failing_is_degraded_until_a_health_poll_tries_
         (3, Some(Registration::Home)),
         "registered, yet every send fails"
     );
-    // The next poll gives it another try; the fault is spent, so its next send works.
+    // The next poll gives it one more try: one more failure and it is degraded again at once.
     let health = rig.wait_state(ModemState::Ready).await;
-    assert_eq!(health.failed_sends, 0);
+    assert_eq!(health.failed_sends, 2);
+    rig.sim
+        .update_faults(|f| {
+            f.fail_next = Some(FailNext {
+                count: 1,
+                code: 500,
+            })
+        })
+        .unwrap();
+    rig.send("+15551234567", "fails once more", false).await;
+    rig.wait_state(ModemState::Degraded).await;
+    // The fault is spent: after the next poll its send works, and the count starts over.
+    rig.wait_state(ModemState::Ready).await;
     let (_, outcome) = rig.send("+15551234567", "works again", false).await;
     assert_eq!(outcome, JobOutcome::Sent);
+    assert_eq!(rig.health.borrow().failed_sends, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,12 +116,13 @@ impl Worker {
             }
             return Ok(());
         }
-        let _ = done.send(JobOutcome::Sent);
+        // Before the outcome, so whoever hears "sent" sees the count start over.
         if self.health.failed_sends > 0 {
             let mut h = self.health.clone();
             h.failed_sends = 0;
             self.publish(h).await;
         }
+        let _ = done.send(JobOutcome::Sent);
         // Sending works again: a degraded state from an earlier failure is probably over.
         if self.health.state == ModemState::Degraded {
             self.refresh_health(session).await?;

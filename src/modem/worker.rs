@@ -19,7 +19,7 @@ use super::{
     config::WorkerConfig,
     health,
     init::{self, InitError},
-    job::{JobOutcome, ModemHealth, ModemState, SendJob, WorkerEvent},
+    job::{FAILED_SENDS_DEGRADE, JobOutcome, ModemHealth, ModemState, SendJob, WorkerEvent},
     session::{Expect, Port, Session, SessionError},
 };
 
@@ -384,11 +384,12 @@ impl Worker {
         self.refresh_from(session, self.health.clone()).await
     }
 
-    /// The periodic poll: also gives a modem degraded by failed sends another try (its count starts over),
-    /// so one whose trouble has passed is used again without a person stepping in.
+    /// The periodic poll: also gives a modem degraded by failed sends one more try, so one whose trouble
+    /// has passed is used again without a person stepping in, and one whose trouble goes on costs one
+    /// message a retry per poll, not three.
     async fn poll_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
         let mut h = self.health.clone();
-        h.failed_sends = 0;
+        h.failed_sends = h.failed_sends.min(FAILED_SENDS_DEGRADE - 1);
         self.refresh_from(session, h).await
     }
 
