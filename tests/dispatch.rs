@@ -604,7 +604,7 @@ async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
             .detail
             .as_deref()
             .unwrap()
-            .contains("retry after a failure on modem m1"),
+            .contains("retry away from modem m1"),
         "{claimed:?}"
     );
     fail(&rig.store, "m2", job, SendError::Cms(42)).await;

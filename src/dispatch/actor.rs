@@ -522,8 +522,12 @@ impl Dispatcher {
                 self.modems[sticky].id,
                 self.modems[sticky].why_unusable()
             )),
+            Lane::Avoid(failed) if failed == index => Some(format!(
+                "retry on modem {}, which failed or could not take it before: no other could take it",
+                self.modems[failed].id
+            )),
             Lane::Avoid(failed) => Some(format!(
-                "retry after a failure on modem {}",
+                "retry away from modem {}, which failed or could not take it",
                 self.modems[failed].id
             )),
             _ => None,

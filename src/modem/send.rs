@@ -116,10 +116,11 @@ impl Worker {
             }
             return Ok(());
         }
-        // Before the outcome, so whoever hears "sent" sees the count start over.
-        if self.health.failed_sends > 0 {
+        // Before the outcome, so whoever hears "sent" sees the count start over and the failure gone.
+        if self.health.failed_sends > 0 || self.health.last_error.is_some() {
             let mut h = self.health.clone();
             h.failed_sends = 0;
+            h.last_error = None;
             self.publish(h).await;
         }
         let _ = done.send(JobOutcome::Sent);

@@ -235,6 +235,8 @@ impl Worker {
                 Ok(init) => {
                     tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, storage = ?init.storage, cnma = init.cnma_required, "initialised");
                     self.health.identity = init.identity;
+                    // Whatever kept it from starting is over.
+                    self.health.last_error = None;
                     self.cnma_required = init.cnma_required;
                     self.memory = init.memory;
                     self.report_memory = init.report_memory;
@@ -316,6 +318,7 @@ impl Worker {
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         degraded_health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut was_degraded = false;
         loop {
             let mut result = Ok(());
             while result.is_ok()
@@ -323,6 +326,12 @@ impl Worker {
             {
                 result = self.unsolicited(session, u).await;
             }
+            // The fast poll counts from the moment the modem became degraded, not from an old tick.
+            let degraded = self.health.state == ModemState::Degraded;
+            if degraded && !was_degraded {
+                degraded_health.reset();
+            }
+            was_degraded = degraded;
             if result.is_ok() {
                 let paused = *self.paused.borrow();
                 let wake = tokio::select! {
