@@ -566,6 +566,24 @@ async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
     d.stop().await;
 }
 
+/// Modems m1 and m2 with `settings`, and a message to `to` whose first attempt, on m1, failed with a
+/// transient `+CMS ERROR: 42`.
+async fn failed_once_on_m1(rig: &Rig, settings: Settings, to: &str) -> (Running, Uuid) {
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        settings,
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message(to, 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
+    d.handle.flush().await;
+    (d, id)
+}
+
 #[tokio::test]
 async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
     let rig = rig();
@@ -575,18 +593,7 @@ async fn transient_errors_retry_with_back_off_on_another_modem_then_give_up() {
         retry_backoff_max: Duration::from_secs(45),
         ..Settings::default()
     };
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        settings,
-        Arc::new(AllowAll),
-    )
-    .await;
-    let id = submit(&rig.store, &d.handle, new_message("+15550000601", 1)).await;
-    d.handle.flush().await;
-    let job = d.fakes[0].take();
-    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
-    d.handle.flush().await;
+    let (mut d, id) = failed_once_on_m1(&rig, settings, "+15550000601").await;
     assert_eq!(state(&rig.store, id).await, MessageState::Queued);
     assert!(
         d.fakes.iter_mut().all(|f| f.job().is_none()),
@@ -633,18 +640,7 @@ async fn a_message_sent_on_a_retry_keeps_no_error() {
         retry_backoff: Duration::from_secs(30),
         ..Settings::default()
     };
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        settings,
-        Arc::new(AllowAll),
-    )
-    .await;
-    let id = submit(&rig.store, &d.handle, new_message("+15550000651", 1)).await;
-    d.handle.flush().await;
-    let job = d.fakes[0].take();
-    fail(&rig.store, "m1", job, SendError::Cms(42)).await;
-    d.handle.flush().await;
+    let (mut d, id) = failed_once_on_m1(&rig, settings, "+15550000651").await;
     let waiting = detail(&rig.store, id).await.message;
     assert_eq!(
         (waiting.state, waiting.error_code),
