@@ -471,8 +471,27 @@ async fn urcs_inside_answers_and_garbage_bytes_do_not_confuse_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_after_storage_full_is_drained_without_duplicates() {
     let mut rig = rig(Profile::Ec25).await;
-    rig.wait_state(ModemState::Ready).await;
+    let ready = rig.wait_state(ModemState::Ready).await;
+    assert!(ready.storage_total.is_some_and(|total| total > 0));
     rig.sim.update_faults(|f| f.storage_full = true).unwrap();
+    // The next health poll (a pause makes one) shows the admin why no reply can arrive.
+    rig.worker.pause();
+    let full = guarded(
+        "storage reported full",
+        rig.health
+            .wait_for(|h| h.storage_used.is_some() && h.storage_used == h.storage_total),
+    )
+    .await
+    .unwrap()
+    .clone();
+    assert!(
+        full.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("message storage full")),
+        "{full:?}"
+    );
+    rig.worker.resume();
+    rig.wait_state(ModemState::Ready).await;
     for i in 0..5 {
         rig.sim
             .inject(Inbound::new("+15557654321", format!("held {i}")))

@@ -265,6 +265,10 @@ fn schemas() -> Value {
                 "imsi": optional_string.clone(), "iccid": optional_string.clone(),
                 "own_number": optional_string.clone()}},
             "last_error": {"type": ["string", "null"], "description": "the last error worth an admin's eye"},
+            "storage_used": {"type": ["integer", "null"],
+                "description": "messages in the storage replies are read from (AT+CPMS?); when it is full no \
+                    new SMS can arrive and last_error says so"},
+            "storage_total": {"type": ["integer", "null"], "description": "that storage's size"},
             "failed_sends": {"type": "integer", "description": format!("sends that failed in a row with a \
                 transient error; from {} on the modem is degraded (no jobs) until its next health poll (every 10 s \
                 while degraded)", crate::modem::job::FAILED_SENDS_DEGRADE)},

@@ -1,7 +1,8 @@
 //! Polling signal, registration (CS, PS and EPS separately: SMS can fail on LTE while data works) and
 //! operator, and deriving the coarse state shown to admins and used by dispatch.
 
-use crate::at::response::{Operator, RegStatus, RegistrationReport, SignalQuality};
+use crate::at::command;
+use crate::at::response::{Cpms, Operator, RegStatus, RegistrationReport, SignalQuality};
 
 use super::{
     config::Timeouts,
@@ -68,7 +69,26 @@ pub async fn poll(
         .next()
         .and_then(|b| Operator::parse(&b).ok())
         .and_then(|o| o.name);
+    let cpms = session
+        .command(command::CPMS_QUERY, Expect::info("+CPMS"), t.command)
+        .await?;
+    let usage = match cpms.info("+CPMS").next().map(|b| Cpms::parse(&b)) {
+        Some(Ok(Cpms::Usage(usage))) => usage.into_iter().next(),
+        _ => None,
+    };
+    h.storage_used = usage.as_ref().map(|u| u.used);
+    h.storage_total = usage.as_ref().map(|u| u.total);
     Ok(())
+}
+
+/// What to tell an admin about the message storage, when it is full.
+pub fn storage_warning(h: &ModemHealth) -> Option<String> {
+    match (h.storage_used, h.storage_total) {
+        (Some(used), Some(total)) if total > 0 && used >= total => Some(format!(
+            "message storage full ({used}/{total}): no new SMS, replies included, can arrive until it has room"
+        )),
+        _ => None,
+    }
 }
 
 async fn reg(

@@ -163,6 +163,10 @@ pub struct ModemHealth {
     pub ps: Option<Registration>,
     pub eps: Option<Registration>,
     pub identity: ModemIdentity,
+    /// Messages in the storage replies are read from, and its size (`AT+CPMS?`). Full, the modem takes no
+    /// new SMS: replies (a STOP among them) wait at the network until it has room.
+    pub storage_used: Option<u32>,
+    pub storage_total: Option<u32>,
     /// Last error worth showing an admin (e.g. "SIM PIN required", "+CMS ERROR: 500").
     pub last_error: Option<String>,
     /// Sends that failed in a row with a transient error (the modem's or the network's trouble, not the
@@ -185,6 +189,8 @@ impl ModemHealth {
             ps: None,
             eps: None,
             identity: ModemIdentity::default(),
+            storage_used: None,
+            storage_total: None,
             last_error: None,
             failed_sends: 0,
         }

@@ -409,6 +409,12 @@ impl Worker {
         mut h: ModemHealth,
     ) -> Result<(), SessionError> {
         health::poll(session, &self.cfg.timeouts, &mut h).await?;
+        if let Some(warning) = health::storage_warning(&h) {
+            if health::storage_warning(&self.health).is_none() {
+                tracing::warn!(modem = %self.cfg.id, %warning, "message storage full");
+            }
+            h.last_error = Some(warning);
+        }
         h.state = if *self.paused.borrow() {
             ModemState::Paused
         } else {
@@ -431,6 +437,8 @@ impl Worker {
             h.cs = None;
             h.ps = None;
             h.eps = None;
+            h.storage_used = None;
+            h.storage_total = None;
         }
         self.publish(h).await;
     }
