@@ -42,7 +42,9 @@ pub fn start(
             } else {
                 SimConfig::new(*profile)
             };
-            let handle = sim::spawn(timing.numbered(ordinal))?;
+            // Numbered apart from `modemgate simulate`'s (1, 2, ...), so a test rig that mixes both has
+            // distinct SIMs: daily caps count per ICCID.
+            let handle = sim::spawn(timing.numbered(500 + ordinal))?;
             (handle.path(), Some(handle))
         }
     };
