@@ -347,6 +347,8 @@ impl Backend for Gateway {
                     signal: modem.health.signal,
                     sent_today: today.as_ref().ok().map(|t| sent_today(t, &modem)),
                     daily_cap: modem.daily_cap.map(NonZeroU32::get),
+                    storage_used: modem.health.storage_used,
+                    storage_total: modem.health.storage_total,
                 };
                 (modem.id, gauges)
             }));

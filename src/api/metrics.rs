@@ -39,6 +39,9 @@ pub struct ModemGauges {
     /// Parts its SIM sent today, as its daily cap counts them (`None`: the store could not say).
     pub sent_today: Option<u32>,
     pub daily_cap: Option<u32>,
+    /// Messages in its message storage, and the storage's size (`None`: not reported).
+    pub storage_used: Option<u32>,
+    pub storage_total: Option<u32>,
 }
 
 /// What `/metrics` shows of one webhook.
@@ -224,6 +227,22 @@ impl Metrics {
             "Each capped modem's daily cap in parts.",
         );
         per_modem(&mut out, "modemgate_modem_daily_cap", |g| g.daily_cap);
+        header(
+            &mut out,
+            "modemgate_modem_storage_used",
+            "gauge",
+            "Messages in each modem's message storage; equal to its total, no SMS (no reply) can arrive.",
+        );
+        per_modem(&mut out, "modemgate_modem_storage_used", |g| g.storage_used);
+        header(
+            &mut out,
+            "modemgate_modem_storage_total",
+            "gauge",
+            "Each modem's message storage size.",
+        );
+        per_modem(&mut out, "modemgate_modem_storage_total", |g| {
+            g.storage_total
+        });
         let per_webhook =
             |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
                 header(out, name, "gauge", help);
@@ -291,6 +310,8 @@ mod tests {
             signal,
             sent_today,
             daily_cap,
+            storage_used: Some(30),
+            storage_total: Some(30),
         };
         m.set_modems([(
             "gone".to_owned(),
@@ -343,6 +364,8 @@ mod tests {
             "modemgate_modem_sent_today{modem=\"m1\"} 187",
             "modemgate_modem_sent_today{modem=\"m2\"} 4",
             "modemgate_modem_daily_cap{modem=\"m1\"} 200",
+            "modemgate_modem_storage_used{modem=\"m1\"} 30",
+            "modemgate_modem_storage_total{modem=\"m2\"} 30",
             "modemgate_webhook_backlog{webhook=\"cms\"} 3",
             "modemgate_webhook_backlog{webhook=\"archive\"} 0",
             "modemgate_webhook_oldest_pending_seconds{webhook=\"cms\"} 42.5",
