@@ -1,5 +1,5 @@
-//! Polling signal, registration (CS, PS and EPS separately: SMS can fail on LTE while data works) and
-//! operator, and deriving the coarse state shown to admins and used by dispatch.
+//! Polling signal, registration (CS, PS and EPS separately: SMS can fail on LTE while data works),
+//! operator and message storage, and deriving the coarse state shown to admins and used by dispatch.
 
 use crate::at::command;
 use crate::at::response::{Cpms, Operator, RegStatus, RegistrationReport, SignalQuality};
@@ -44,7 +44,7 @@ pub fn state_of(h: &ModemHealth) -> ModemState {
     }
 }
 
-/// Refresh signal, registrations and operator in `h`; each query is best-effort.
+/// Refresh signal, registrations, operator and storage in `h`; each query is best-effort.
 pub async fn poll(
     session: &mut Session,
     t: &Timeouts,

@@ -402,7 +402,8 @@ impl Worker {
         self.refresh_from(session, h).await
     }
 
-    /// `h` with fresh signal, registration and operator, and the state they make, published.
+    /// `h` with fresh readings (signal, registration, operator, message storage) and the state they make,
+    /// published.
     async fn refresh_from(
         &mut self,
         session: &mut Session,
