@@ -505,25 +505,20 @@ mod tests {
             "{:?}",
             report.render()
         );
-        let ok =
-            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"+12063130004\"\n");
-        assert_eq!(
-            ok.config.unwrap().modems[0]
+        let smsc_of = |written: &str| {
+            check(&format!(
+                "[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"{written}\"\n"
+            ))
+            .config
+            .unwrap()
+            .modems[0]
                 .smsc
                 .as_ref()
-                .map(|s| s.as_str().to_owned()),
-            Some("+12063130004".into())
-        );
+                .map(|s| s.as_str().to_owned())
+        };
+        assert_eq!(smsc_of("+12063130004"), Some("+12063130004".into()));
         // An operator's centre outside every subscriber range (South Africa's) is still an SMSC.
-        let centre =
-            check("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\nsmsc = \"+27 38 100 0015\"\n");
-        assert_eq!(
-            centre.config.unwrap().modems[0]
-                .smsc
-                .as_ref()
-                .map(|s| s.as_str().to_owned()),
-            Some("+27381000015".into())
-        );
+        assert_eq!(smsc_of("+27 38 100 0015"), Some("+27381000015".into()));
     }
 
     #[test]
