@@ -5,7 +5,7 @@
 //! I/O or keeps conversation state, so all of it is tested on the corpus of real modem output.
 //!
 //! - [`framing`]: lines and the `> ` prompt from a byte stream.
-//! - [`line`]: final results, URCs, information responses.
+//! - [`line`](mod@line): final results, URCs, information responses.
 //! - [`response`]: typed `+CMGS`, `+CMGL`/`+CMGR` headers, `+CSQ`, `+CREG` family, `+COPS`, `+CPMS`,
 //!   `+CPIN`, `+CSCA`, `+CNMI=?`.
 //! - [`errors`]: `+CMS`/`+CME` codes and their transient/permanent classification.

@@ -3,7 +3,7 @@
 //! Every table denies unknown keys, because a misspelt key that is silently ignored (`quiet_hour.enabled`)
 //! is how a collections gateway ends up texting at 3 a.m. Values are parsed into typed forms
 //! ([`values`]) while deserializing, so a bad value is reported at its own line; checks that span several
-//! values (duplicate modems, backoff ordering) run afterwards in [`diagnose`]. The daemon ([`Config::load`])
+//! values (duplicate modems, backoff ordering) run afterwards in `diagnose`. The daemon ([`Config::load`])
 //! and `modemgate check-config` ([`check::check_config_cli`]) share that one path, so what check-config
 //! accepts is exactly what the daemon will run with.
 
