@@ -6,6 +6,7 @@
     bench/bench.py campaign # the same, each POST to another debtor with an Idempotency-Key and a reference
     bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk
     bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
+    bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
@@ -24,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "bench-token"
@@ -178,38 +180,99 @@ def bench_batch():
           f"daemon CPU {cpu * 1e6 / max(stored, 1):.1f} µs per message, load {before} → {load()}")
 
 
+class Sims:
+    """`modemgate simulate` as a child: its device paths and control API."""
+
+    def __init__(self, path, modems, send_delay):
+        self.proc = subprocess.Popen([binary(), "simulate", "--modems", str(modems), "--dir",
+                                      os.path.join(path, "sims"), "--send-delay", str(send_delay),
+                                      "--send-jitter", "0", "--report-delay", "1", "--control", "127.0.0.1:0"],
+                                     stdout=subprocess.PIPE, stderr=open(os.path.join(path, "sim.log"), "w"),
+                                     text=True)
+        self.devices = [self.proc.stdout.readline().strip() for _ in range(modems)]
+        self.control = self.proc.stdout.readline().strip().removeprefix("control ")
+
+    def sends(self, index):
+        return get(f"{self.control}/modems/{index}/sends")
+
+    def config(self, rate):
+        return "".join(f'[[modems]]\nid = "m{i}"\ndevice = "{device}"\nrate = "{rate}"\n'
+                       for i, device in enumerate(self.devices))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def wait_ready(daemon, modems):
+    """Until every modem is `ready`, so initialisation is not counted as sending time."""
+    while sum(m["state"] == "ready" for m in get(daemon.base + "/v1/modems")["modems"]) < modems:
+        time.sleep(0.05)
+
+
 def bench_drain():
     path, port = workdir("drain"), free_port()
-    sims = subprocess.Popen([binary(), "simulate", "--modems", "4", "--dir", os.path.join(path, "sims"),
-                             "--send-delay", "0.5", "--send-jitter", "0", "--report-delay", "1",
-                             "--control", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=open(os.path.join(path, "sim.log"), "w"), text=True)
+    sims = Sims(path, 4, 0.5)
     try:
-        lines = [sims.stdout.readline().strip() for _ in range(5)]
-        control = lines[4].removeprefix("control ")
-        modems = "".join(f'[[modems]]\nid = "m{i}"\ndevice = "{lines[i]}"\nrate = "600/min"\n' for i in range(4))
-        daemon = Daemon(write_config(path, port, modems), port, os.path.join(path, "serve.log"))
-        # Wait until all four modems are ready, so initialisation is not counted as sending time.
-        while sum(m["state"] == "ready" for m in get(daemon.base + "/v1/modems")["modems"]) < 4:
-            time.sleep(0.05)
+        daemon = Daemon(write_config(path, port, sims.config("600/min")), port, os.path.join(path, "serve.log"))
+        wait_ready(daemon, 4)
         before = load()
         messages = [{"to": f"+1415890{i:04d}", "text": f"drain {i}"} for i in range(400)]
         accepted_at = time.monotonic()
         answer = request(daemon.base + "/v1/messages/batch", {"messages": messages})
         assert all(r["http_status"] == 202 for r in answer["results"]), answer
         while True:
-            sent = sum(len(get(f"{control}/modems/{i}/sends")) for i in range(4))
+            sent = sum(len(sims.sends(i)) for i in range(4))
             if sent >= 400:
                 break
             time.sleep(0.01)
         elapsed = time.monotonic() - accepted_at
-        per_modem = [len(get(f"{control}/modems/{i}/sends")) for i in range(4)]
+        per_modem = [len(sims.sends(i)) for i in range(4)]
         daemon.stop()
         print(f"Drain: 400 through 4 modems at 0.5 s/send in {elapsed:.2f} s (ideal 50 s), utilisation "
               f"{50 / elapsed:.3f}, per modem {per_modem}, load {before} → {load()}")
     finally:
-        sims.send_signal(signal.SIGTERM)
-        sims.wait(timeout=30)
+        sims.stop()
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def bench_latency():
+    """What the gateway adds to a send: one message at a time to an idle modem that answers at once
+    (`--send-delay 0`), timed on the daemon's own clock from its `accepted` event to its `sent` event
+    (both in `GET /v1/messages/{id}`), which spans the dispatcher's hand-out, the fsync'd `submitting` record,
+    the AT+CMGS exchange and the fsync'd `sent` record; and the POST's round trip on the client."""
+    path, port = workdir("latency"), free_port()
+    count = int(os.environ.get("COUNT", "200"))
+    sims = Sims(path, 1, 0)
+    try:
+        daemon = Daemon(write_config(path, port, sims.config("100/s")), port, os.path.join(path, "serve.log"))
+        wait_ready(daemon, 1)
+        before = load()
+        posts, sends = [], []
+        for i in range(count):
+            started = time.monotonic()
+            message = request(daemon.base + "/v1/messages", {"to": f"+1415890{i:04d}", "text": f"latency {i}"})
+            posts.append(time.monotonic() - started)
+            while True:
+                detail = get(f"{daemon.base}/v1/messages/{message['id']}")
+                at = {e["kind"]: e["at"] for e in detail["events"]}
+                if "sent" in at:
+                    break
+                time.sleep(0.002)
+            accepted, sent = (datetime.fromisoformat(at[k].replace("Z", "+00:00")) for k in ("accepted", "sent"))
+            sends.append((sent - accepted).total_seconds())
+        daemon.stop()
+        assert len(sims.sends(0)) == count
+        ms = lambda v: f"{v * 1000:.1f} ms"
+        print(f"Latency over {count} sends: POST round trip p50 {ms(percentile(posts, 50))}, p99 "
+              f"{ms(percentile(posts, 99))}; accepted → sent (daemon clock) p50 {ms(percentile(sends, 50))}, "
+              f"p99 {ms(percentile(sends, 99))}, max {ms(max(sends))}; load {before} → {load()}")
+    finally:
+        sims.stop()
 
 
 def bench_restart():
@@ -241,6 +304,7 @@ def bench_restart():
 
 if __name__ == "__main__":
     benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
-               "batch": bench_batch, "drain": bench_drain, "restart": bench_restart}
+               "batch": bench_batch, "drain": bench_drain, "latency": bench_latency,
+               "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()
