@@ -173,6 +173,11 @@ impl Actor {
             tracing::debug!(error = %e, "simulator cannot clear the exclusive lock");
         }
         if self.engine.faults.hang && pty.reopened().unwrap_or(false) {
+            // What was written into the hung modem before the re-open is lost, whenever this loop would
+            // have read it.
+            if let Err(e) = pty.discard_input() {
+                tracing::debug!(error = %e, "simulator cannot discard the hung line's input");
+            }
             let mut faults = self.engine.faults.clone();
             faults.hang = false;
             self.engine.faults = faults;

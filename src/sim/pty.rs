@@ -68,6 +68,18 @@ impl Pty {
         }
     }
 
+    /// Drop whatever the DTE wrote that the modem has not read yet (the master is nonblocking).
+    pub fn discard_input(&self) -> io::Result<()> {
+        let mut buf = [0u8; 1024];
+        loop {
+            match nix::unistd::read(self.master.get_ref(), &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Clear `TIOCEXCL`, which serialport sets on open and never clears (not even on a clean close): without
     /// this only root could re-open the port. serialport's exclusive `flock` still keeps two DTEs apart.
     pub fn clear_exclusive(&self) -> io::Result<()> {
