@@ -9,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use modemgate::{
     modem::{
         WorkerConfig,
-        job::{JobOutcome, JobPart, ModemState, SendJob, WorkerEvent},
+        job::{Clearance, JobOutcome, JobPart, ModemState, SendJob, WorkerEvent},
         spawn_worker,
     },
     pdu::{self, SubmitOptions},
@@ -35,7 +35,10 @@ fn send_through_one_modem(c: &mut Criterion) {
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    WorkerEvent::Submitting { ack, .. } | WorkerEvent::Inbound { ack, .. } => {
+                    WorkerEvent::Submitting { ack, .. } => {
+                        let _ = ack.send(Clearance::Write);
+                    }
+                    WorkerEvent::Inbound { ack, .. } => {
                         let _ = ack.send(());
                     }
                     _ => {}
@@ -73,6 +76,7 @@ fn send_through_one_modem(c: &mut Criterion) {
                     recipient: "+15551234567".into(),
                     parts: vec![part.clone()],
                     more_waiting: true,
+                    send_by: None,
                     done,
                 };
                 worker.send(job).await;

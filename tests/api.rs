@@ -1063,7 +1063,11 @@ async fn modems_pause_resume_and_metrics() {
     // One part sent through m1 today, as its worker would report it.
     let id: uuid::Uuid = server.send(TO, "hello").await.parse().unwrap();
     server.store.claim(id, "m1", None).await.unwrap();
-    server.store.part_submitting(id, 1, "m1").await.unwrap();
+    server
+        .store
+        .part_submitting(id, 1, "m1", None)
+        .await
+        .unwrap();
     server.store.part_sent(id, 1, "m1", 7).await.unwrap();
     let modems = server
         .get("/v1/modems", "reader-token")
@@ -1752,7 +1756,7 @@ async fn store_with_a_delivered_message(path: &std::path::Path, targets: &[Targe
         .unwrap()
         .id;
     store.claim(id, "m1", None).await.unwrap();
-    store.part_submitting(id, 1, "m1").await.unwrap();
+    store.part_submitting(id, 1, "m1", None).await.unwrap();
     store.part_sent(id, 1, "m1", 9).await.unwrap();
     store
         .record_report(modemgate::store::ReportIn {

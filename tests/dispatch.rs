@@ -10,8 +10,11 @@ use governor::Quota;
 use jiff::Timestamp;
 use modemgate::dispatch::{self, AllowAll, Decision, DispatchHandle, Gate, ModemSlot, Settings};
 use modemgate::modem::job::{
-    JobOutcome, ModemHealth, ModemIdentity, ModemState, SendError, SendJob, WorkerEvent,
+    Clearance, JobOutcome, ModemHealth, ModemIdentity, ModemState, SendError, SendJob, WorkerEvent,
 };
+use modemgate::rules::gate::CollectionsGate;
+use modemgate::rules::optouts::{OptOutSource, OptOuts, Origin};
+use modemgate::rules::{CapsConfig, QuietHoursConfig};
 use modemgate::store::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -195,7 +198,8 @@ async fn submit(store: &Store, handle: &DispatchHandle, message: NewMessage) -> 
     accepted.id
 }
 
-/// Plays the worker's part through the event glue: every part submitted and sent, then the outcome.
+/// Plays the worker's part through the event glue: every part submitted and sent, then the outcome; or
+/// nothing sent and `Withdrawn` when the store withdraws the message at its first part.
 async fn complete(store: &Store, modem: &str, job: SendJob, tp_mr: u8) {
     for part in &job.parts {
         let (ack, acked) = oneshot::channel();
@@ -205,12 +209,16 @@ async fn complete(store: &Store, modem: &str, job: SendJob, tp_mr: u8) {
                 modem: modem.into(),
                 message_id: job.message_id,
                 part: part.part,
+                send_by: job.send_by,
                 ack,
             },
         )
         .await
         .unwrap();
-        acked.await.unwrap();
+        if let Clearance::Withdraw(reason) = acked.await.unwrap() {
+            job.done.send(JobOutcome::Withdrawn { reason }).unwrap();
+            return;
+        }
         dispatch::events::apply(
             store,
             WorkerEvent::PartSent {
@@ -230,7 +238,7 @@ async fn complete(store: &Store, modem: &str, job: SendJob, tp_mr: u8) {
 async fn fail(store: &Store, modem: &str, job: SendJob, error: SendError) {
     let part = job.parts[0].part;
     store
-        .part_submitting(job.message_id, part, modem)
+        .part_submitting(job.message_id, part, modem, None)
         .await
         .unwrap();
     job.done.send(JobOutcome::Failed { part, error }).unwrap();
@@ -534,7 +542,7 @@ async fn messages_expire_instead_of_going_out_late() {
 }
 
 #[tokio::test]
-async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
+async fn cancel_takes_a_message_out_until_its_first_part_is_written() {
     let rig = rig();
     let mut d = run(
         &rig.store,
@@ -545,14 +553,31 @@ async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
     .await;
     d.fakes[0].ready.send(false).unwrap();
     let pending = submit(&rig.store, &d.handle, new_message("+15550000501", 1)).await;
-    let sending = submit(&rig.store, &d.handle, new_message("+15550000502", 1)).await;
+    let handed = submit(&rig.store, &d.handle, new_message("+15550000502", 1)).await;
+    let sending = submit(&rig.store, &d.handle, new_message("+15550000503", 1)).await;
     d.handle.cancel(pending, "api").await.unwrap();
     d.fakes[0].ready.send(true).unwrap();
     d.handle.flush().await;
+    assert_eq!(state(&rig.store, pending).await, MessageState::Cancelled);
+    // Handed to the modem, which has not reached it yet (it is busy with the job before): still cancelled,
+    // and the modem is told to write nothing.
+    let job = d.fakes[0].take();
+    assert_eq!(job.message_id, handed);
+    d.handle.cancel(handed, "api").await.unwrap();
+    complete(&rig.store, "m1", job, 8).await;
+    d.handle.flush().await;
+    let cancelled = detail(&rig.store, handed).await;
+    assert_eq!(cancelled.message.state, MessageState::Cancelled);
+    assert!(cancelled.events.iter().all(|e| e.kind != "submitting"));
+    assert_eq!(cancelled.parts[0].state, PartState::Pending);
+    // Once a part is being written, it is too late.
     let job = d.fakes[0].take();
     assert_eq!(job.message_id, sending);
     assert!(d.fakes[0].job().is_none());
-    assert_eq!(state(&rig.store, pending).await, MessageState::Cancelled);
+    rig.store
+        .part_submitting(sending, 1, "m1", None)
+        .await
+        .unwrap();
     assert!(matches!(
         d.handle.cancel(sending, "api").await,
         Err(StoreError::InvalidTransition {
@@ -560,9 +585,126 @@ async fn cancel_takes_a_pending_message_out_but_not_one_sending() {
             ..
         })
     ));
-    complete(&rig.store, "m1", job, 9).await;
+    rig.store.part_sent(sending, 1, "m1", 9).await.unwrap();
+    job.done.send(JobOutcome::Sent).unwrap();
     d.handle.flush().await;
     assert_eq!(state(&rig.store, sending).await, MessageState::Sent);
+    d.stop().await;
+}
+
+/// A modem takes its next job only when its current send ends, seconds after the dispatcher judged it;
+/// what changed meanwhile is looked at again before the first PDU is written.
+#[tokio::test]
+async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_it_expires_meanwhile()
+ {
+    let rig = rig();
+    let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
+    let gate = CollectionsGate::load(
+        &rig.store,
+        optouts.clone(),
+        QuietHoursConfig::default(),
+        CapsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(gate),
+    )
+    .await;
+    // New York, 10:00 local: inside the 08:00-21:00 window.
+    let opting_out = submit(&rig.store, &d.handle, new_message("+12125550601", 1)).await;
+    let mut expiring = new_message("+12125550602", 1);
+    expiring.expires_at = Some(start_time() + jiff::SignedDuration::from_mins(1));
+    let expiring = submit(&rig.store, &d.handle, expiring).await;
+    d.handle.flush().await;
+    let first = d.fakes[0].take();
+    let second = d.fakes[0].take();
+    assert_eq!(
+        (first.message_id, second.message_id),
+        (opting_out, expiring)
+    );
+
+    let origin = Origin {
+        actor: "rules",
+        ..Origin::default()
+    };
+    optouts
+        .add("+12125550601", OptOutSource::Keyword, origin)
+        .await
+        .unwrap();
+    complete(&rig.store, "m1", first, 1).await;
+    rig.clock.advance(Duration::from_secs(61));
+    complete(&rig.store, "m1", second, 2).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+
+    let failed = detail(&rig.store, opting_out).await;
+    assert_eq!(failed.message.state, MessageState::Failed);
+    assert_eq!(
+        failed.message.error.as_deref(),
+        Some("opted_out: the recipient opted out")
+    );
+    let blocked = failed.events.last().unwrap();
+    assert_eq!(
+        (blocked.kind.as_str(), blocked.rule.as_deref()),
+        ("blocked", Some("optout"))
+    );
+    let expired = detail(&rig.store, expiring).await;
+    assert_eq!(expired.message.state, MessageState::Expired);
+    for withdrawn in [&failed, &expired] {
+        assert!(withdrawn.events.iter().all(|e| e.kind != "submitting"));
+        assert_eq!(withdrawn.parts[0].state, PartState::Pending);
+    }
+    d.stop().await;
+}
+
+/// The dispatcher hands a message over with the end of the recipient's sending window; a modem that
+/// reaches it later writes nothing, and the message waits for the window to open again.
+#[tokio::test]
+async fn a_message_reaching_its_modem_after_the_window_closed_waits_for_the_next() {
+    let rig = rig();
+    let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
+    let gate = CollectionsGate::load(
+        &rig.store,
+        optouts,
+        QuietHoursConfig::default(),
+        CapsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1")],
+        Settings::default(),
+        Arc::new(gate),
+    )
+    .await;
+    // 20:59:30 in New York (EST): half a minute of the 08:00-21:00 window left.
+    let evening: Timestamp = "2026-03-03T01:59:30Z".parse().unwrap();
+    rig.clock.set(evening);
+    let id = submit(&rig.store, &d.handle, new_message("+12125550603", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    assert_eq!(job.send_by, Some("2026-03-03T02:00:00Z".parse().unwrap()));
+    rig.clock.advance(Duration::from_secs(45));
+    complete(&rig.store, "m1", job, 3).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    let held = detail(&rig.store, id).await;
+    assert_eq!(held.message.state, MessageState::Scheduled);
+    let kinds: Vec<&str> = held.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["accepted", "claimed", "requeued", "held"]);
+    assert_eq!(
+        held.events[2].detail.as_deref(),
+        Some("withdrawn before its PDU was written: the recipient's sending window closed")
+    );
+    // 08:00 the next morning in New York.
+    rig.clock.set("2026-03-03T13:00:00Z".parse().unwrap());
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), id);
     d.stop().await;
 }
 
@@ -730,7 +872,7 @@ async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_th
     )
     .await;
     rig.store
-        .part_submitting(id, second.part, "m1")
+        .part_submitting(id, second.part, "m1", None)
         .await
         .unwrap();
     done.send(JobOutcome::Failed {
@@ -985,7 +1127,10 @@ async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     d.handle.flush().await;
     let job = d.fakes[1].take();
     assert_eq!(job.message_id, lost);
-    rig.store.part_submitting(lost, 1, "m2").await.unwrap();
+    rig.store
+        .part_submitting(lost, 1, "m2", None)
+        .await
+        .unwrap();
     drop(job);
     d.handle.flush().await;
     let lost = detail(&rig.store, lost).await;
@@ -1001,7 +1146,10 @@ async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     d.handle.flush().await;
     let job = d.fakes[1].take();
     assert_eq!(job.message_id, unwritten);
-    rig.store.part_submitting(unwritten, 1, "m2").await.unwrap();
+    rig.store
+        .part_submitting(unwritten, 1, "m2", None)
+        .await
+        .unwrap();
     d.fakes[1].ready.send(false).unwrap();
     d.fakes[0].ready.send(true).unwrap();
     job.done.send(JobOutcome::NotAttempted).unwrap();
@@ -1087,7 +1235,7 @@ async fn worker_events_store_inbound_messages_and_reports_before_acking() {
         .unwrap()
         .id;
     rig.store.claim(id, "m1", None).await.unwrap();
-    rig.store.part_submitting(id, 1, "m1").await.unwrap();
+    rig.store.part_submitting(id, 1, "m1", None).await.unwrap();
     rig.store.part_sent(id, 1, "m1", 77).await.unwrap();
     let report =
         pdu::encode_status_report(None, 77, "+15550001301", &sent_at, &sent_at, 0).unwrap();
@@ -1119,6 +1267,7 @@ async fn worker_events_store_inbound_messages_and_reports_before_acking() {
             modem: "m1".into(),
             message_id: id,
             part: 1,
+            send_by: None,
             ack,
         },
     )

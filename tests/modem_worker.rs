@@ -8,8 +8,8 @@ use modemgate::{
     modem::{
         Timeouts, WorkerConfig, WorkerHandle,
         job::{
-            JobOutcome, JobPart, ModemHealth, ModemState, Registration, SendError, SendJob,
-            WorkerEvent,
+            Clearance, JobOutcome, JobPart, ModemHealth, ModemState, Registration, SendError,
+            SendJob, WorkerEvent,
         },
         spawn_worker,
     },
@@ -91,7 +91,7 @@ async fn rig_with(
         while let Some(event) = events.recv().await {
             let seen = match event {
                 WorkerEvent::Submitting { part, ack, .. } => {
-                    let _ = ack.send(());
+                    let _ = ack.send(Clearance::Write);
                     Seen::Submitting { part }
                 }
                 WorkerEvent::PartSent {
@@ -191,6 +191,7 @@ impl Rig {
                 })
                 .collect(),
             more_waiting: false,
+            send_by: None,
             done,
         };
         self.worker.send(job).await;

@@ -411,6 +411,13 @@ async fn life_cycle_of_an_outbound_message() {
 
     let parts = store.claim(id, "m1", None).await.unwrap();
     assert_eq!(parts.iter().map(|p| p.part).collect::<Vec<_>>(), [1, 2]);
+    // A part can only be recorded sent after it was durably submitting... and only once pending.
+    assert_eq!(
+        store.part_submitting(id, 1, "m1", None).await.unwrap(),
+        Submission::Recorded
+    );
+    assert!(store.part_submitting(id, 1, "m1", None).await.is_err());
+    // Once a part is being written, the message can no longer be cancelled.
     assert!(matches!(
         store.cancel(id, "api").await,
         Err(StoreError::InvalidTransition {
@@ -418,14 +425,11 @@ async fn life_cycle_of_an_outbound_message() {
             ..
         })
     ));
-    // A part can only be recorded sent after it was durably submitting... and only once pending.
-    store.part_submitting(id, 1, "m1").await.unwrap();
-    assert!(store.part_submitting(id, 1, "m1").await.is_err());
     assert_eq!(
         store.part_sent(id, 1, "m1", 7).await.unwrap(),
         MessageState::Sending
     );
-    store.part_submitting(id, 2, "m1").await.unwrap();
+    store.part_submitting(id, 2, "m1", None).await.unwrap();
     assert_eq!(
         store.part_sent(id, 2, "m1", 8).await.unwrap(),
         MessageState::Sent
@@ -474,7 +478,7 @@ async fn failures_retry_or_fail_and_pending_messages_close() {
         .unwrap()
         .id;
     store.claim(id, "m1", None).await.unwrap();
-    store.part_submitting(id, 1, "m1").await.unwrap();
+    store.part_submitting(id, 1, "m1", None).await.unwrap();
     let retry_at = start() + jiff::SignedDuration::from_secs(60);
     let after = store
         .part_failed(PartFailure {
@@ -494,7 +498,7 @@ async fn failures_retry_or_fail_and_pending_messages_close() {
     assert_eq!(queued[0].pinned_modem, None);
 
     store.claim(id, "m2", Some("retry".into())).await.unwrap();
-    store.part_submitting(id, 1, "m2").await.unwrap();
+    store.part_submitting(id, 1, "m2", None).await.unwrap();
     let after = store
         .part_failed(PartFailure {
             id,
@@ -697,7 +701,7 @@ async fn sent_message(store: &Store, to: &str, modem: &str, tp_mrs: &[u8]) -> uu
     store.claim(id, modem, None).await.unwrap();
     for (index, tp_mr) in tp_mrs.iter().enumerate() {
         let part = index as u16 + 1;
-        store.part_submitting(id, part, modem).await.unwrap();
+        store.part_submitting(id, part, modem, None).await.unwrap();
         store.part_sent(id, part, modem, *tp_mr).await.unwrap();
     }
     id
@@ -799,7 +803,10 @@ async fn a_crash_leaves_submitting_parts_unknown_and_requeues_the_rest() {
         .unwrap()
         .id;
     store.claim(in_flight, "m1", None).await.unwrap();
-    store.part_submitting(in_flight, 1, "m1").await.unwrap();
+    store
+        .part_submitting(in_flight, 1, "m1", None)
+        .await
+        .unwrap();
     let claimed = store
         .accept(message("+15552220002", "b", 1))
         .await
@@ -812,7 +819,10 @@ async fn a_crash_leaves_submitting_parts_unknown_and_requeues_the_rest() {
         .unwrap()
         .id;
     store.claim(half_sent, "m3", None).await.unwrap();
-    store.part_submitting(half_sent, 1, "m3").await.unwrap();
+    store
+        .part_submitting(half_sent, 1, "m3", None)
+        .await
+        .unwrap();
     store.part_sent(half_sent, 1, "m3", 1).await.unwrap();
     let queued = store
         .accept(message("+15552220004", "d", 1))
@@ -858,7 +868,7 @@ async fn resending_submitting_parts_after_a_crash_is_opt_in() {
         .unwrap()
         .id;
     store.claim(id, "m1", None).await.unwrap();
-    store.part_submitting(id, 1, "m1").await.unwrap();
+    store.part_submitting(id, 1, "m1", None).await.unwrap();
     drop(store);
     let store = Store::open(
         &path,
@@ -946,7 +956,7 @@ async fn state_changes_write_webhook_events_in_the_same_commit() {
     m.metadata = Some(serde_json::json!({"case": 7}));
     let id = store.accept(m).await.unwrap().id;
     store.claim(id, "m1", None).await.unwrap();
-    store.part_submitting(id, 1, "m1").await.unwrap();
+    store.part_submitting(id, 1, "m1", None).await.unwrap();
     store.part_sent(id, 1, "m1", 4).await.unwrap();
     store
         .record_report(report("m1", 4, "+15554440002", 0))
@@ -1208,7 +1218,7 @@ async fn a_named_webhooks_undelivered_events_follow_it_to_a_new_url() {
 async fn send_one(store: &Store, to: &str, modem: &str) {
     let id = store.accept(message(to, "x", 1)).await.unwrap().id;
     store.claim(id, modem, None).await.unwrap();
-    store.part_submitting(id, 1, modem).await.unwrap();
+    store.part_submitting(id, 1, modem, None).await.unwrap();
     store.part_sent(id, 1, modem, 1).await.unwrap();
 }
 

@@ -556,6 +556,7 @@ impl Dispatcher {
                 })
                 .collect(),
             more_waiting: self.window.queue.has_ready(),
+            send_by: self.gate.send_by(&entry, now),
             done,
         };
         let flight = Flight {
@@ -634,6 +635,7 @@ impl Dispatcher {
                 )
                 .await
             }
+            Some(JobOutcome::Withdrawn { reason }) => self.withdrawn(&flight, reason).await,
             None => {
                 self.requeue(
                     &flight,
@@ -681,6 +683,41 @@ impl Dispatcher {
             state => tracing::warn!(%id, %state, "not requeued"),
         }
         Ok(())
+    }
+
+    /// Nothing was written because the message may no longer go now: back to the queue with no attempt
+    /// counted and no modem avoided, where the gate judges it again at once (an opt-out blocks it, quiet
+    /// hours hold it, an expiry closes it). A cancelled message has nothing to go back to.
+    async fn withdrawn(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
+        let (id, modem) = (flight.entry.id, flight.modem);
+        let modem_id = self.modems[modem].id.clone();
+        let reason = format!("withdrawn before its PDU was written: {reason}");
+        let parts = u32::from(flight.entry.parts);
+        self.modems[modem].sent_today = self.modems[modem].sent_today.saturating_sub(parts);
+        let requeued = self
+            .store
+            .requeue(id, &modem_id, &reason, Handback::NothingWritten, None)
+            .await;
+        match requeued {
+            Ok(MessageState::Queued) => {
+                let now = self.clock.now();
+                let entry = QueueEntry {
+                    not_before: None,
+                    ..flight.entry.clone()
+                };
+                self.enqueue(entry, None, None, now);
+                Ok(())
+            }
+            Ok(state) => {
+                tracing::warn!(%id, %state, "not requeued");
+                Ok(())
+            }
+            Err(StoreError::InvalidTransition { state, .. }) if state.is_final() => {
+                tracing::info!(%id, %state, "{reason}");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn failed(

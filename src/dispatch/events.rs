@@ -3,17 +3,17 @@
 
 use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
 
-use crate::modem::job::{ModemHealth, ModemIdentity, WorkerEvent};
+use crate::modem::job::{Clearance, ModemHealth, ModemIdentity, WorkerEvent};
 use crate::pdu::{Pdu, Tpdu, UserData};
 use crate::store::{
     ConcatInfo, InboundContent, InboundOutcome, InboundPart, MessageState, ReportIn, ReportOutcome,
-    Store, StoreError,
+    Store, StoreError, Submission,
 };
 
 /// What an event did, for the caller to act on (rules on inbound messages, webhooks, modem state).
 #[derive(Debug)]
 pub enum Applied {
-    /// Recorded and acknowledged: the worker may write the PDU.
+    /// Answered: the worker may write the PDU, or was told the message is withdrawn.
     Submitting,
     /// The message state after the part was recorded as sent.
     PartSent(MessageState),
@@ -33,12 +33,16 @@ pub fn apply(store: &Store, event: WorkerEvent) -> BoxFuture<'static, Result<App
             modem,
             message_id,
             part,
+            send_by,
             ack,
         } => {
-            let written = store.part_submitting(message_id, part, &modem);
+            let written = store.part_submitting(message_id, part, &modem, send_by);
             async move {
-                written.await?;
-                let _ = ack.send(());
+                let clearance = match written.await? {
+                    Submission::Recorded => Clearance::Write,
+                    Submission::Withdrawn(reason) => Clearance::Withdraw(reason),
+                };
+                let _ = ack.send(clearance);
                 Ok(Applied::Submitting)
             }
             .boxed()

@@ -27,6 +27,13 @@ pub enum Decision {
 /// Consulted before every hand-off; must be quick and must not block (it runs on the dispatcher's task).
 pub trait Gate: Send + Sync + 'static {
     fn check(&self, message: &QueueEntry, modem: &str, now: Timestamp) -> Decision;
+
+    /// For a message just allowed at `now`: when the permission lapses, if it does (the recipient's
+    /// sending window closes). The modem may reach the message only when its current send ends; after
+    /// this instant the message is withdrawn unsent and judged again.
+    fn send_by(&self, _message: &QueueEntry, _now: Timestamp) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// Lets everything through: the default until the rules are wired in.

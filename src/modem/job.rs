@@ -5,6 +5,7 @@
 //! disk *before* its PDU is written to the modem (so a crash can never resend it silently), and an inbound
 //! message is deleted from the SIM only *after* it is stored (so a crash can never lose it).
 
+use jiff::Timestamp;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -20,6 +21,9 @@ pub struct SendJob {
     pub parts: Vec<JobPart>,
     /// More jobs are waiting for this modem: keep the radio link open with `AT+CMMS=2`.
     pub more_waiting: bool,
+    /// When the recipient's sending window closes (quiet hours), if it does: a job that reaches the modem
+    /// later is withdrawn rather than sent.
+    pub send_by: Option<Timestamp>,
     /// Where the worker reports how the job ended.
     pub done: oneshot::Sender<JobOutcome>,
 }
@@ -47,6 +51,18 @@ pub enum JobOutcome {
     Unknown { part: u16, reason: String },
     /// The job never reached the modem (worker offline/shutting down): safe to give to another modem.
     NotAttempted,
+    /// The daemon withdrew the job before its first PDU was written (the reason is its answer to
+    /// `Submitting`): nothing was sent.
+    Withdrawn { reason: String },
+}
+
+/// The daemon's answer to [`WorkerEvent::Submitting`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clearance {
+    /// Recorded: write the PDU.
+    Write,
+    /// Do not send the message (nothing of it has gone out), for this reason.
+    Withdraw(String),
 }
 
 /// Why a part could not be sent.
@@ -78,13 +94,16 @@ impl SendError {
 /// What a worker tells the daemon, on one channel shared by all workers.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// About to write `part` of `message_id`: record it durably, then send on `ack`.
-    /// If `ack` is dropped, the worker must not send the part (report `NotAttempted`).
+    /// About to write `part` of `message_id`: record it durably, then answer on `ack`. If `ack` is
+    /// dropped, the worker must not send the part (report `NotAttempted`); if it says
+    /// [`Clearance::Withdraw`], nothing may be sent (report `Withdrawn`).
     Submitting {
         modem: ModemId,
         message_id: Uuid,
         part: u16,
-        ack: oneshot::Sender<()>,
+        /// The job's [`SendJob::send_by`], passed back for the daemon's last look.
+        send_by: Option<Timestamp>,
+        ack: oneshot::Sender<Clearance>,
     },
     /// The network accepted the part with this TP-MR.
     PartSent {

@@ -236,6 +236,7 @@ impl Worker {
                         ack,
                     })
                     .await
+                    .is_some()
                 {
                     HandOver::Stored
                 } else {

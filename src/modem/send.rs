@@ -4,7 +4,7 @@
 use crate::at::{CmeError, Final, command};
 
 use super::{
-    job::{JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
+    job::{Clearance, JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
     session::{Expect, Session, SessionError, SubmitError},
     worker::{Cmms, Worker},
 };
@@ -22,6 +22,7 @@ impl Worker {
             message_id,
             parts,
             more_waiting,
+            send_by,
             done,
             ..
         } = job;
@@ -40,17 +41,25 @@ impl Worker {
         }
         for part in parts {
             let modem = self.cfg.id.clone();
-            let recorded = self
+            let clearance = self
                 .acked(|ack| WorkerEvent::Submitting {
                     modem,
                     message_id,
                     part: part.part,
+                    send_by,
                     ack,
                 })
                 .await;
-            if !recorded {
-                let _ = done.send(JobOutcome::NotAttempted);
-                return Ok(());
+            match clearance {
+                Some(Clearance::Write) => {}
+                Some(Clearance::Withdraw(reason)) => {
+                    let _ = done.send(JobOutcome::Withdrawn { reason });
+                    return Ok(());
+                }
+                None => {
+                    let _ = done.send(JobOutcome::NotAttempted);
+                    return Ok(());
+                }
             }
             let error = match self.routed(&part.pdu_hex) {
                 Err(error) => error,

@@ -460,18 +460,18 @@ impl Worker {
             .await;
     }
 
-    /// Hand an event to the daemon and wait for its ack; `false` when it never comes (dropped or shutdown).
-    pub(super) async fn acked(
+    /// Hand an event to the daemon and wait for its ack; `None` when it never comes (dropped or shutdown).
+    pub(super) async fn acked<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<()>) -> WorkerEvent,
-    ) -> bool {
+        make: impl FnOnce(oneshot::Sender<T>) -> WorkerEvent,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         if self.events.send(make(tx)).await.is_err() {
-            return false;
+            return None;
         }
         tokio::select! {
-            r = rx => r.is_ok(),
-            _ = self.cancel.cancelled() => false,
+            r = rx => r.ok(),
+            _ = self.cancel.cancelled() => None,
         }
     }
 }

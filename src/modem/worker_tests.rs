@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Opener, WorkerConfig,
-    job::{JobOutcome, JobPart, ModemState, SendJob, WorkerEvent},
+    job::{Clearance, JobOutcome, JobPart, ModemState, SendJob, WorkerEvent},
     session::Port,
     spawn_with_opener,
 };
@@ -345,13 +345,14 @@ async fn a_dropped_submitting_ack_means_nothing_is_sent() {
         recipient: "+15551234567".into(),
         parts: vec![part.clone(), JobPart { part: 2, ..part }],
         more_waiting: false,
+        send_by: None,
         done,
     };
     rig.handle.send(job).await;
     let WorkerEvent::Submitting { part: 1, ack, .. } = rig.event().await else {
         panic!("expected submitting")
     };
-    ack.send(()).unwrap();
+    ack.send(Clearance::Write).unwrap();
     let WorkerEvent::PartSent {
         part: 1,
         reference: 1,
@@ -406,8 +407,31 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
     let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
         panic!("expected submitting")
     };
-    ack.send(()).unwrap();
+    ack.send(Clearance::Write).unwrap();
     assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_job_writes_nothing_and_says_why() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    rig.handle.send(one_part_job(done)).await;
+    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(Clearance::Withdraw("the recipient opted out".into()))
+        .unwrap();
+    assert_eq!(
+        outcome.await.unwrap(),
+        JobOutcome::Withdrawn {
+            reason: "the recipient opted out".into()
+        }
+    );
+    assert_eq!(rig.logged("AT+CMGS="), 0);
 }
 
 fn one_part_job(done: oneshot::Sender<JobOutcome>) -> SendJob {
@@ -420,6 +444,7 @@ fn one_part_job(done: oneshot::Sender<JobOutcome>) -> SendJob {
             pdu_hex: format!("00{}", &DELIVER[16..]),
         }],
         more_waiting: false,
+        send_by: None,
         done,
     }
 }
@@ -466,7 +491,7 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
     let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
         panic!("expected submitting")
     };
-    ack.send(()).unwrap();
+    ack.send(Clearance::Write).unwrap();
     assert!(matches!(
         outcome.await.unwrap(),
         JobOutcome::Unknown { part: 1, .. }

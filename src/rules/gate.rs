@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
 use crate::dispatch::gate::{Decision, Gate};
-use crate::store::{QueueEntry, Store, StoreError};
+use crate::store::{OPTED_OUT, QueueEntry, Store, StoreError};
 
 use super::caps::{CapDecision, CapsConfig};
 use super::optouts::OptOuts;
@@ -126,14 +126,22 @@ impl Gate for CollectionsGate {
         }
         if self.optouts.contains(&entry.to) {
             return Decision::Block {
-                code: "opted_out".into(),
-                reason: "the recipient opted out".into(),
-                rule: Some("optout".into()),
+                code: OPTED_OUT.code.into(),
+                reason: OPTED_OUT.reason.into(),
+                rule: OPTED_OUT.rule.map(Into::into),
             };
         }
         self.quiet_hours(entry, now)
             .or_else(|| self.caps(entry, now))
             .unwrap_or(Decision::Allow)
+    }
+
+    fn send_by(&self, entry: &QueueEntry, now: Timestamp) -> Option<Timestamp> {
+        if entry.category.is_exempt() {
+            return None;
+        }
+        self.quiet_hours
+            .window_closes(now, &entry.to, entry.tz.as_deref())
     }
 }
 

@@ -223,16 +223,38 @@ impl QuietHoursConfig {
         if !self.enabled {
             return Decision::Allowed;
         }
+        match self.locate(e164, tz) {
+            Some(location) => self.check(now, &location),
+            None => Decision::Hold(HoldReason::TzUnresolved),
+        }
+    }
+
+    /// For a recipient [`check_recipient`](Self::check_recipient) allows at `now`: the first instant at
+    /// which one of their candidate zones leaves its window (`None` when quiet hours are off or the zone
+    /// is unknown and no default applies). Windows that touch count as separate: the answer may come
+    /// early, never late.
+    pub fn window_closes(&self, now: Timestamp, e164: &str, tz: Option<&str>) -> Option<Timestamp> {
+        if !self.enabled {
+            return None;
+        }
+        let location = self.locate(e164, tz)?;
+        let windows = self.windows_for(location.region.as_deref());
+        location
+            .zones
+            .iter()
+            .filter_map(|zone| window_end(windows, zone, now))
+            .min()
+    }
+
+    /// Where the recipient is: the explicit zone, else by number, else the default zone if one is set.
+    fn locate(&self, e164: &str, tz: Option<&str>) -> Option<Location> {
         match (zones::locate(e164, tz), &self.default_tz) {
-            (Ok(location), _) => self.check(now, &location),
-            (Err(_), Some(zone)) => self.check(
-                now,
-                &Location {
-                    region: None,
-                    zones: vec![zone.clone()],
-                },
-            ),
-            (Err(_), None) => Decision::Hold(HoldReason::TzUnresolved),
+            (Ok(location), _) => Some(location),
+            (Err(_), Some(zone)) => Some(Location {
+                region: None,
+                zones: vec![zone.clone()],
+            }),
+            (Err(_), None) => None,
         }
     }
 
@@ -271,6 +293,18 @@ impl QuietHoursConfig {
         }
         Decision::Hold(HoldReason::NoCommonWindow)
     }
+}
+
+/// The end of the latest-ending window open in `zone` at `at`, if one is open.
+fn window_end(windows: &[Window], zone: &TimeZone, at: Timestamp) -> Option<Timestamp> {
+    let local = at.to_zoned(zone.clone());
+    let (day, time) = (local.weekday(), local.time());
+    windows
+        .iter()
+        .filter(|w| w.days.contains(day) && w.start <= time && time < w.end)
+        .filter_map(|w| local.date().to_datetime(w.end).to_zoned(zone.clone()).ok())
+        .map(|end| end.timestamp())
+        .max()
 }
 
 fn is_open(windows: &[Window], zone: &TimeZone, at: Timestamp) -> bool {
@@ -341,6 +375,41 @@ mod tests {
         assert_eq!(
             config.check(at("2026-06-11T08:00:00[America/New_York]"), &ny),
             Decision::Allowed
+        );
+    }
+
+    #[test]
+    fn the_window_closes_at_the_earliest_end_among_the_recipients_zones() {
+        let config = QuietHoursConfig::default();
+        // 219 spans Central and Eastern time: 21:00 Eastern comes first.
+        assert_eq!(
+            config.window_closes(
+                at("2026-06-10T12:00:00[America/Chicago]"),
+                "+12195550123",
+                None
+            ),
+            Some(at("2026-06-10T21:00:00[America/New_York]"))
+        );
+        // An explicit zone wins over the number's.
+        assert_eq!(
+            config.window_closes(
+                at("2026-06-10T12:00:00[America/Chicago]"),
+                "+12195550123",
+                Some("America/Chicago")
+            ),
+            Some(at("2026-06-10T21:00:00[America/Chicago]"))
+        );
+        let off = QuietHoursConfig {
+            enabled: false,
+            ..QuietHoursConfig::default()
+        };
+        assert_eq!(
+            off.window_closes(
+                at("2026-06-10T12:00:00[America/Chicago]"),
+                "+12195550123",
+                None
+            ),
+            None
         );
     }
 

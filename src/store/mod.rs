@@ -43,6 +43,7 @@ pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals, Webho
 pub use records::{OptOutChange, OptOutSource};
 pub use recovery::Recovery;
 pub use types::*;
+pub(crate) use write::OPTED_OUT;
 
 use crate::modem::job::ModemIdentity;
 use crate::webhook::Subscription;
@@ -279,18 +280,21 @@ impl Store {
             .await
     }
 
-    /// Durable before the worker writes the PDU (the `Submitting` ack). Like the other writes a modem
-    /// causes, queued when called, so the event hub keeps each modem's order without waiting for each.
+    /// Durable before the worker writes the PDU (the `Submitting` ack), unless the message was withdrawn
+    /// (see [`Submission`]; `send_by` is the end of the recipient's sending window). Like the other writes
+    /// a modem causes, queued when called, so the event hub keeps each modem's order without waiting for
+    /// each.
     pub fn part_submitting(
         &self,
         id: Uuid,
         part: u16,
         modem: &str,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        send_by: Option<Timestamp>,
+    ) -> impl Future<Output = Result<Submission>> + Send + 'static {
         let modem = modem.to_owned();
         self.inner
             .writer
-            .write(move |ctx| write::part_submitting(ctx, id, part, &modem))
+            .write(move |ctx| write::part_submitting(ctx, id, part, &modem, send_by))
     }
 
     /// The network took the part; returns the message state after it (sent once every part is). Counts
@@ -363,7 +367,7 @@ impl Store {
                     id,
                     MessageState::Expired,
                     "dispatcher",
-                    Some("expires_at passed before it could be sent"),
+                    Some(write::EXPIRED),
                 )
             })
             .await

@@ -313,6 +313,19 @@ pub struct ListFilter {
     pub after: Option<String>,
 }
 
+/// The store's answer when a worker is about to write a part's PDU ([`crate::store::Store::part_submitting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// Recorded as submitting: the PDU may be written.
+    Recorded,
+    /// Nothing of the message has gone out and it may no longer go now, for this reason: since it was
+    /// handed to the modem (which takes the next job only when its current send ends, seconds later) the
+    /// recipient opted out (the message failed, as the gate fails it), it expired (expired), it was
+    /// cancelled, or the recipient's sending window closed (still `sending`: the dispatcher takes it back
+    /// and holds it). No part was recorded as submitting.
+    Withdrawn(String),
+}
+
 /// What is known of a job handed back to the store unsent ([`crate::store::Store::requeue`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handback {

@@ -331,8 +331,21 @@ fn actor(modem: &str) -> String {
     format!("modem:{modem}")
 }
 
-/// Recorded before the PDU is written: after a crash this part is `unknown`, never silently resent.
-pub(crate) fn part_submitting(ctx: &WriteCtx<'_>, id: Uuid, part: u16, modem: &str) -> Result<()> {
+/// Recorded before the PDU is written: after a crash this part is `unknown`, never silently resent. Before
+/// the first part goes out the message is looked at once more, because the dispatcher judged it when it
+/// handed it over and the modem may have taken it only when its previous send ended: an opt-out, a cancel
+/// or an expiry since then, or `send_by` (the end of the recipient's sending window) passing, withdraws it.
+/// Once a part is out the rest follow, so a recipient never gets half a message.
+pub(crate) fn part_submitting(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    part: u16,
+    modem: &str,
+    send_by: Option<Timestamp>,
+) -> Result<Submission> {
+    if state_of(ctx, id)? == MessageState::Cancelled && !started(ctx, id)? {
+        return Ok(Submission::Withdrawn("it was cancelled".into()));
+    }
     require(ctx, id, &[MessageState::Sending], "submit a part")?;
     let state = part_state(ctx, id, part)?;
     if state != PartState::Pending {
@@ -341,6 +354,11 @@ pub(crate) fn part_submitting(ctx: &WriteCtx<'_>, id: Uuid, part: u16, modem: &s
             state: MessageState::Sending,
             action: "submit a part that is not pending",
         });
+    }
+    if !started(ctx, id)?
+        && let Some(withdrawn) = withdraw_unsendable(ctx, id, modem, send_by)?
+    {
+        return Ok(withdrawn);
     }
     set_part(
         ctx,
@@ -353,7 +371,53 @@ pub(crate) fn part_submitting(ctx: &WriteCtx<'_>, id: Uuid, part: u16, modem: &s
         ctx,
         id,
         Ev::new(&actor(modem), "submitting", MessageState::Sending).part(part),
-    )
+    )?;
+    Ok(Submission::Recorded)
+}
+
+/// Whether any part of the message has been written to a modem.
+fn started(ctx: &WriteCtx<'_>, id: Uuid) -> Result<bool> {
+    ctx.conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM parts WHERE message_id = ?1 AND state != 'pending')",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)))
+        .map_err(DB)
+}
+
+/// A message not yet started that may not go out now: one whose recipient opted out fails as the gate
+/// would have failed it, an expired one expires, and one whose sending window closed is left to the
+/// dispatcher to take back and hold.
+fn withdraw_unsendable(
+    ctx: &WriteCtx<'_>,
+    id: Uuid,
+    modem: &str,
+    send_by: Option<Timestamp>,
+) -> Result<Option<Submission>> {
+    let (expires_at, opted_out): (Option<i64>, bool) = ctx
+        .conn
+        .prepare_cached(
+            "SELECT m.expires_at, m.category != 'confirmation' AND EXISTS \
+             (SELECT 1 FROM optouts o WHERE o.number = m.peer AND o.active = 1) \
+             FROM messages m WHERE m.id = ?1",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?))))
+        .map_err(DB)?;
+    let (now, actor) = (ms(ctx.now), actor(modem));
+    let reason = if opted_out {
+        fail_blocked(ctx, id, &actor, &OPTED_OUT)?;
+        "the recipient opted out"
+    } else if expires_at.is_some_and(|at| at <= now) {
+        let mut ev = Ev::new(&actor, "expired", MessageState::Expired);
+        ev.detail = Some(EXPIRED);
+        transition(ctx, id, ev)?;
+        "it expired"
+    } else if send_by.is_some_and(|by| ms(by) <= now) {
+        "the recipient's sending window closed"
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Submission::Withdrawn(reason.into())))
 }
 
 fn bump_modem(ctx: &WriteCtx<'_>, modem: &str, column: &'static str) -> Result<()> {
@@ -619,7 +683,9 @@ pub(crate) fn requeue(
     Ok(MessageState::Queued)
 }
 
-/// Queued/scheduled → `to` (cancelled, expired), with who did it and why.
+/// Queued/scheduled → `to` (cancelled, expired), with who did it and why. A cancel also takes a message
+/// handed to a modem as long as none of its parts has been written: the modem's `Submitting` then finds
+/// it cancelled and writes nothing.
 pub(crate) fn close_pending(
     ctx: &WriteCtx<'_>,
     id: Uuid,
@@ -627,17 +693,22 @@ pub(crate) fn close_pending(
     actor: &str,
     detail: Option<&str>,
 ) -> Result<()> {
-    let action = match to {
-        MessageState::Cancelled => "cancel",
-        MessageState::Expired => "expire",
-        _ => "close",
+    let (action, allowed): (_, &[MessageState]) = match to {
+        MessageState::Cancelled => (
+            "cancel",
+            &[
+                MessageState::Queued,
+                MessageState::Scheduled,
+                MessageState::Sending,
+            ],
+        ),
+        MessageState::Expired => ("expire", &[MessageState::Queued, MessageState::Scheduled]),
+        _ => ("close", &[MessageState::Queued, MessageState::Scheduled]),
     };
-    require(
-        ctx,
-        id,
-        &[MessageState::Queued, MessageState::Scheduled],
-        action,
-    )?;
+    let state = require(ctx, id, allowed, action)?;
+    if state == MessageState::Sending && started(ctx, id)? {
+        return Err(StoreError::InvalidTransition { id, state, action });
+    }
     let mut ev = Ev::new(actor, to.as_str(), to);
     ev.detail = detail;
     transition(ctx, id, ev)
@@ -685,14 +756,35 @@ pub(crate) fn block(
         &[MessageState::Queued, MessageState::Scheduled],
         "block",
     )?;
-    let error = format!("{code}: {reason}");
+    fail_blocked(ctx, id, "dispatcher", &Block { code, reason, rule })
+}
+
+/// Why a rule refuses a message for good.
+pub(crate) struct Block<'a> {
+    pub code: &'a str,
+    pub reason: &'a str,
+    pub rule: Option<&'a str>,
+}
+
+/// The refusal of a recipient who opted out, as the collections gate words it.
+pub(crate) const OPTED_OUT: Block<'static> = Block {
+    code: "opted_out",
+    reason: "the recipient opted out",
+    rule: Some("optout"),
+};
+
+/// What an expired message's event says.
+pub(crate) const EXPIRED: &str = "expires_at passed before it could be sent";
+
+fn fail_blocked(ctx: &WriteCtx<'_>, id: Uuid, actor: &str, block: &Block<'_>) -> Result<()> {
+    let error = format!("{}: {}", block.code, block.reason);
     set_error(ctx, id, &error)?;
     transition(
         ctx,
         id,
-        Ev::new("dispatcher", "blocked", MessageState::Failed)
+        Ev::new(actor, "blocked", MessageState::Failed)
             .detail(&error)
-            .rule(rule),
+            .rule(block.rule),
     )
 }
 
