@@ -293,6 +293,10 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     // shows the state its last report means (m2 is registered: ready).
     let (status, paused) = new_key.post("/v1/modems/m2/pause", json!({})).await;
     assert_eq!((status.as_u16(), &paused["state"]), (200, &json!("paused")));
+    // A reload that leaves m2's own `paused` setting as it was leaves the admin's pause alone.
+    gateway.reload(&after).await.unwrap();
+    let modems = new_key.get("/v1/modems").await;
+    assert_eq!(modems["modems"][1]["state"], "paused", "{modems}");
     let (status, resumed) = new_key.post("/v1/modems/m2/resume", json!({})).await;
     assert_eq!((status.as_u16(), &resumed["state"]), (200, &json!("ready")));
     let mut m2 = gateway.health("m2").unwrap();

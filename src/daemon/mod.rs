@@ -140,18 +140,49 @@ fn unconfigured_backlogs(
         .collect()
 }
 
-/// The sections read only at start that differ between `old` and `new`.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        ("[server]", old.server != new.server),
-        ("[storage]", old.storage != new.storage),
-        ("[[webhooks]]", old.webhooks != new.webhooks),
-        ("[logging]", old.logging != new.logging),
-        ("[pdu]", old.pdu != new.pdu),
-    ]
-    .into_iter()
-    .filter_map(|(section, changed)| changed.then_some(section))
-    .collect()
+/// The configuration in effect after a reload to `new`: all of `new` but the sections read only at
+/// start, which stay as they run (so a later reload compares with what is in effect, not with what was
+/// last read), and the names of those that differ, to warn about.
+fn after_reload(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
+    fn keep<T: PartialEq + Clone>(
+        unapplied: &mut Vec<&'static str>,
+        section: &'static str,
+        slot: &mut T,
+        running: &T,
+    ) {
+        if slot != running {
+            unapplied.push(section);
+            slot.clone_from(running);
+        }
+    }
+    let mut effective = new.clone();
+    let mut unapplied = Vec::new();
+    keep(
+        &mut unapplied,
+        "[server]",
+        &mut effective.server,
+        &running.server,
+    );
+    keep(
+        &mut unapplied,
+        "[storage]",
+        &mut effective.storage,
+        &running.storage,
+    );
+    keep(
+        &mut unapplied,
+        "[[webhooks]]",
+        &mut effective.webhooks,
+        &running.webhooks,
+    );
+    keep(
+        &mut unapplied,
+        "[logging]",
+        &mut effective.logging,
+        &running.logging,
+    );
+    keep(&mut unapplied, "[pdu]", &mut effective.pdu, &running.pdu);
+    (effective, unapplied)
 }
 
 /// Assemble and start everything the config describes; returns once the API listens and the queue is
@@ -306,7 +337,8 @@ impl Running {
     /// restarted dispatcher and new rules. Sections read only at start (`[server]`, `[storage]`,
     /// `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when changed and left as they are.
     pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
-        for section in restart_only_changes(&self.config, config) {
+        let (effective, unapplied) = after_reload(&self.config, config);
+        for section in unapplied {
             warn!(
                 section,
                 "changed in the configuration: takes effect at the next restart"
@@ -334,11 +366,7 @@ impl Running {
                     && m.pin == runtime.config.pin
             };
             match config.modems.iter().find(same_port) {
-                Some(modem) => {
-                    let mut runtime = runtime;
-                    runtime.config = modem.clone();
-                    kept.push(runtime);
-                }
+                Some(_) => kept.push(runtime),
                 None => {
                     info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
                     runtime.stop(SHUTDOWN_GRACE).await;
@@ -346,25 +374,35 @@ impl Running {
             }
         }
         for (ordinal, modem) in config.modems.iter().enumerate().filter(|(_, m)| m.enabled) {
-            let runtime = match kept.iter().position(|r| r.config.id == modem.id) {
-                Some(index) => kept.swap_remove(index),
+            let (mut runtime, was_paused) = match kept.iter().position(|r| r.config.id == modem.id)
+            {
+                Some(index) => {
+                    let runtime = kept.swap_remove(index);
+                    let was_paused = runtime.config.paused;
+                    (runtime, Some(was_paused))
+                }
                 None => {
                     info!(modem = %modem.id, "starting a modem added by the configuration");
-                    modems::start(
+                    let runtime = modems::start(
                         modem,
                         ordinal,
                         self.options.instant_sims,
                         self.events.clone(),
                         &self.shutdown,
                     )
-                    .with_context(|| format!("starting modem {}", modem.id))?
+                    .with_context(|| format!("starting modem {}", modem.id))?;
+                    (runtime, None)
                 }
             };
-            if modem.paused {
-                runtime.handle.pause();
-            } else {
-                runtime.handle.resume();
+            // A modem paused or resumed through the API stays so unless its own `paused` setting changed.
+            if was_paused != Some(modem.paused) {
+                if modem.paused {
+                    runtime.handle.pause();
+                } else {
+                    runtime.handle.resume();
+                }
             }
+            runtime.config = modem.clone();
             self.runtimes.push(runtime);
         }
         self.modems.replace(&self.runtimes);
@@ -383,7 +421,7 @@ impl Running {
         // rebound, the new dispatcher reloads the head of the queue and pages in the rest itself.
         self.dispatch.rebind(&dispatch);
         self.dispatcher = task;
-        self.config = config.clone();
+        self.config = effective;
         info!(modems = self.runtimes.len(), "configuration reloaded");
         Ok(())
     }
@@ -548,20 +586,22 @@ mod tests {
             "[[api_keys]]\nname = \"k\"\ntoken = \"t\"\nscopes = [\"send\"]\n{base}"
         ))
         .unwrap();
-        assert!(
-            restart_only_changes(&old, &same).is_empty(),
-            "API keys reload"
-        );
+        assert!(after_reload(&old, &same).1.is_empty(), "API keys reload");
         let new = Config::parse(
             "[server]\ndefault_region = \"GB\"\n[logging]\nlevel = \"debug\"\n\
              [[webhooks]]\nurl = \"https://cms.example/hook\"\nsecret = \"two-secret-of-16+\"\n",
         )
         .unwrap();
+        let (effective, unapplied) = after_reload(&old, &new);
         assert_eq!(
-            restart_only_changes(&old, &new),
+            unapplied,
             ["[server]", "[[webhooks]]", "[logging]"],
             "a new secret alone is a change, though it is never printed"
         );
+        // What runs is compared next time: going back to it is no change, repeating the edit still is.
+        assert_eq!(effective.server, old.server);
+        assert!(after_reload(&effective, &old).1.is_empty());
+        assert_eq!(after_reload(&effective, &new).1.len(), 3);
     }
 
     #[test]
