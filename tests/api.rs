@@ -764,6 +764,38 @@ async fn idempotent_repeats_answer_202_again_marked_replayed_and_different_bodie
     send("something else")
         .await
         .assert_error(409, "idempotency_conflict", None);
+    // The recipient opts out: new sends are refused, but a retry of the request accepted before is still
+    // that message (a CMS retrying after a timeout must not read a refusal), and a changed body conflicts.
+    server
+        .post_json("/v1/optouts", "admin-token", json!({"number": TO}))
+        .await
+        .assert_status(201);
+    let replayed = send(long).await;
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    assert_eq!(replayed.assert_status(202)["id"], first["id"]);
+    send("something else")
+        .await
+        .assert_error(409, "idempotency_conflict", None);
+    let batch = server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": [
+                {"to": TO, "text": long, "idempotency_key": "order-42"},
+                {"to": TO, "text": "new", "idempotency_key": "order-43"},
+            ]}),
+        )
+        .await
+        .assert_status(200);
+    let results = &batch["results"];
+    assert_eq!(
+        (&results[0]["http_status"], &results[0]["replayed"]),
+        (&json!(202), &json!(true)),
+        "{batch}"
+    );
+    assert_eq!(results[0]["accepted"]["id"], first["id"], "{batch}");
+    assert_eq!(results[1]["http_status"], 422, "{batch}");
+    assert_eq!(results[1]["error"]["code"], "opted_out", "{batch}");
     let page = server
         .get("/v1/messages", "cms-token")
         .await

@@ -87,11 +87,21 @@ impl Gateway {
     }
 
     /// Suppression at accept time (422 `opted_out`); the dispatcher's gate checks again at hand-off.
-    fn check_optout(&self, message: &store::NewMessage) -> Result<(), BackendError> {
-        if self.optouts.contains(&message.to) {
-            return Err(BackendError::OptedOut(message.to.clone()));
+    /// `Some` is the answer already due: a repeat of a request accepted before the opt-out still gets that
+    /// message (a CMS retrying after a timeout must not read a refusal of what it sent), and a changed
+    /// body with the same key still conflicts (409).
+    async fn suppress(
+        &self,
+        message: &store::NewMessage,
+    ) -> Option<Result<store::Accepted, BackendError>> {
+        if !self.optouts.contains(&message.to) {
+            return None;
         }
-        Ok(())
+        Some(match self.store.replay(message.clone()).await {
+            Ok(Some(original)) => Ok(original),
+            Ok(None) => Err(BackendError::OptedOut(message.to.clone())),
+            Err(error) => Err(error.into()),
+        })
     }
 
     /// Encodes the PDUs the store keeps, with the opt-out notice when one is configured.
@@ -167,6 +177,12 @@ impl Gateway {
     }
 }
 
+/// A batch item on its way: answered already (invalid, suppressed or a replay), or for the store.
+enum Item {
+    Answered(Result<store::Accepted, BackendError>),
+    Store(store::NewMessage),
+}
+
 /// What `modem`'s SIM has sent today, as its daily cap counts: the SIM its worker reports now.
 fn sent_today(today: &store::DailyCounts, modem: &LiveModem) -> u32 {
     today.of(&modem.id, modem.health.identity.iccid.as_deref())
@@ -176,7 +192,9 @@ impl Backend for Gateway {
     fn accept(&self, message: NewMessage) -> BackendResult<'_, Accepted> {
         Box::pin(async move {
             let message = self.encode(message)?;
-            self.check_optout(&message)?;
+            if let Some(answer) = self.suppress(&message).await {
+                return Ok(answer?.into());
+            }
             let accepted = self.store.accept(message.clone()).await?;
             self.enqueue(&message, &accepted);
             Ok(accepted.into())
@@ -188,23 +206,34 @@ impl Backend for Gateway {
         messages: Vec<NewMessage>,
     ) -> BackendResult<'_, Vec<Result<Accepted, BackendError>>> {
         Box::pin(async move {
-            // Items that cannot be encoded get their error; the rest go to the store in one commit.
-            let encoded: Vec<Result<store::NewMessage, BackendError>> = messages
-                .into_iter()
-                .map(|m| {
-                    self.encode(m)
-                        .and_then(|m| self.check_optout(&m).map(|()| m))
+            // Items that cannot be encoded or are suppressed get their answer; the rest go to the store
+            // in one commit.
+            let mut items = Vec::with_capacity(messages.len());
+            for message in messages {
+                let item = match self.encode(message) {
+                    Err(error) => Item::Answered(Err(error)),
+                    Ok(message) => match self.suppress(&message).await {
+                        Some(answer) => Item::Answered(answer),
+                        None => Item::Store(message),
+                    },
+                };
+                items.push(item);
+            }
+            let valid: Vec<store::NewMessage> = items
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Store(message) => Some(message.clone()),
+                    Item::Answered(_) => None,
                 })
                 .collect();
-            let valid: Vec<store::NewMessage> = encoded
-                .iter()
-                .filter_map(|m| m.as_ref().ok().cloned())
-                .collect();
             let mut stored = self.store.accept_batch(valid).await?.into_iter();
-            Ok(encoded
+            Ok(items
                 .into_iter()
                 .map(|item| {
-                    let message = item?;
+                    let message = match item {
+                        Item::Answered(answer) => return Ok(answer?.into()),
+                        Item::Store(message) => message,
+                    };
                     let accepted = stored.next().ok_or_else(|| {
                         BackendError::Unavailable("the store answered fewer items than sent".into())
                     })??;

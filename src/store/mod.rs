@@ -241,6 +241,17 @@ impl Store {
             .await
     }
 
+    /// What an earlier request with the same API key and `Idempotency-Key` created, creating nothing:
+    /// `None` when the key is new (or there is none), [`StoreError::IdempotencyConflict`] when the body
+    /// differs. For answering a repeat of a request the gateway would now refuse.
+    pub async fn replay(&self, message: NewMessage) -> Result<Option<Accepted>> {
+        let request = write::Fingerprinted::new(message)?;
+        self.inner
+            .writer
+            .write(move |ctx| write::replay(ctx, &request))
+            .await
+    }
+
     /// Several messages in one transaction, a result for each; the outer error means none was committed.
     pub async fn accept_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Result<Accepted>>> {
         let requests: Vec<_> = messages

@@ -130,18 +130,16 @@ impl Fingerprinted {
 }
 
 pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accepted> {
-    let Fingerprinted { message, hash } = request;
-    if message.parts.is_empty() || message.parts.len() > usize::from(u8::MAX) {
+    let parts = request.message.parts.len();
+    if parts == 0 || parts > usize::from(u8::MAX) {
         return Err(StoreError::Invalid(format!(
-            "a message needs 1 to 255 parts, not {}",
-            message.parts.len()
+            "a message needs 1 to 255 parts, not {parts}"
         )));
     }
-    if let (Some(key), Some(hash)) = (&message.idempotency_key, &hash)
-        && let Some(original) = idempotent_original(ctx, &message.api_key, key, hash)?
-    {
+    if let Some(original) = replay(ctx, &request)? {
         return Ok(original);
     }
+    let Fingerprinted { message, hash } = request;
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now => MessageState::Scheduled,
@@ -205,7 +203,15 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     })
 }
 
-/// The message an earlier request with this key created, if its body was the same; a conflict if not.
+/// The message an earlier request with the same key created, if any and its body was the same; a
+/// conflict if not.
+pub(crate) fn replay(ctx: &WriteCtx<'_>, request: &Fingerprinted) -> Result<Option<Accepted>> {
+    match (&request.message.idempotency_key, &request.hash) {
+        (Some(key), Some(hash)) => idempotent_original(ctx, &request.message.api_key, key, hash),
+        _ => Ok(None),
+    }
+}
+
 fn idempotent_original(
     ctx: &WriteCtx<'_>,
     api_key: &str,
