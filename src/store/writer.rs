@@ -200,7 +200,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped. It nudges
-    /// `checkpoint` every so many requests.
+    /// `checkpoint` every so many rows, and at least every second while it writes.
     pub fn spawn(
         conn: Connection,
         clock: Arc<dyn Clock>,
@@ -264,6 +264,7 @@ fn run(
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
     let mut checkpointed_at = conn.total_changes();
+    let mut nudged_at = std::time::Instant::now();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -275,10 +276,14 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
-        if conn.total_changes().saturating_sub(checkpointed_at) >= super::checkpoint::EVERY_ROWS {
+        let written = conn.total_changes().saturating_sub(checkpointed_at);
+        if written >= super::checkpoint::EVERY_ROWS
+            || (written > 0 && nudged_at.elapsed() >= super::checkpoint::EVERY)
+        {
             // Full means one is already pending: that one will do.
             let _ = checkpoint.try_send(());
             checkpointed_at = conn.total_changes();
+            nudged_at = std::time::Instant::now();
         }
     }
     tracing::debug!("store writer stopped: every handle dropped");
