@@ -503,16 +503,16 @@ impl Dispatcher {
             }
         }
         let cells = u32::from(entry.parts.max(1));
-        if let Err(wait) = self.modems[index].limiter.take(cells) {
-            self.modems[index].paced_until = Some(after(now, wait));
+        if let Err(at) = self.modems[index].limiter.take(cells) {
+            self.modems[index].paced_until = Some(at);
             return false;
         }
         // A modem permit taken just before the global limit refuses is lost: at worst that modem waits one
         // interval longer, never faster than its rate.
         if let Some(global) = &self.global
-            && let Err(wait) = global.take(cells)
+            && let Err(at) = global.take(cells)
         {
-            self.global_paced_until = Some(after(now, wait));
+            self.global_paced_until = Some(at);
             return false;
         }
         self.window.queue.remove(id);

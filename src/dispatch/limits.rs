@@ -45,20 +45,56 @@ impl Limiter {
     }
 
     /// Takes `cells` permits (at most the burst, so a long message is never refused forever), or says
-    /// how long to wait. Never sleeps.
-    pub fn take(&self, cells: u32) -> Result<(), Duration> {
+    /// from when they can be had, on the injected clock. Never sleeps.
+    ///
+    /// An instant, not a wait: a wait measured from a later reading of the clock than the caller's own
+    /// `now` and added to that `now` came out early, zero when the permit fell between the two readings,
+    /// and a dispatcher with nothing else to wake it then slept with messages ready (a 95 s stall seen in
+    /// a soak run).
+    pub fn take(&self, cells: u32) -> Result<(), Timestamp> {
         let cells = std::num::NonZeroU32::new(cells.clamp(1, self.burst))
             .unwrap_or(std::num::NonZeroU32::MIN);
         match self.limiter.check_n(cells) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            Ok(Err(not_until)) => Err(timestamp(not_until.earliest_possible())),
             // Unreachable after the clamp; waiting one second is a safe answer.
-            Err(_) => Err(Duration::from_secs(1)),
+            Err(_) => Err(after(self.clock.0.now(), Duration::from_secs(1))),
         }
     }
+}
+
+/// governor's instant (nanoseconds since the Unix epoch, see [`RateClock`]) as a time on our clock.
+fn timestamp(at: Nanos) -> Timestamp {
+    Timestamp::from_nanosecond(i128::from(at.as_u64())).unwrap_or(Timestamp::MAX)
 }
 
 /// `at + wait` on the injected clock's time line.
 pub(crate) fn after(at: Timestamp, wait: Duration) -> Timestamp {
     at.checked_add(wait).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+    use crate::store::ManualClock;
+
+    #[test]
+    fn a_refusal_names_the_instant_the_permit_comes_whenever_the_clock_is_read() {
+        let start: Timestamp = "2026-03-02T15:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(start);
+        let limiter = Limiter::new(
+            Quota::per_minute(NonZeroU32::new(6).unwrap()).allow_burst(NonZeroU32::MIN),
+            Arc::new(clock.clone()),
+        );
+        assert_eq!(limiter.take(1), Ok(()));
+        let due = start + jiff::SignedDuration::from_secs(10);
+        assert_eq!(limiter.take(1), Err(due));
+        // Read later, the answer is the same instant, not a shorter wait from a later reading.
+        clock.advance(Duration::from_millis(9_999));
+        assert_eq!(limiter.take(1), Err(due));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(limiter.take(1), Ok(()));
+    }
 }
