@@ -85,6 +85,8 @@ pub struct Running {
     /// Stops only the dispatcher: it hands out nothing more and ends when jobs in flight have finished.
     dispatch_stop: CancellationToken,
     dispatcher: JoinHandle<()>,
+    /// The dispatcher's collections gate: a reload's new gate takes over what it counted.
+    gate: Arc<CollectionsGate>,
     hub: JoinHandle<()>,
     api: JoinHandle<()>,
     deliverer: JoinHandle<()>,
@@ -237,11 +239,12 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
 
     let optouts = Arc::new(OptOuts::load(&store).await.context("loading opt-outs")?);
     let dispatch_stop = shutdown.child_token();
+    let gate = gate(&store, &optouts, config, None).await?;
     let (dispatch, dispatcher) = dispatch::start(
         store.clone(),
         slots(&runtimes),
         dispatch_settings(config),
-        gate(&store, &optouts, config).await?,
+        gate.clone(),
         dispatch_stop.clone(),
     )
     .await
@@ -308,6 +311,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         shutdown,
         dispatch_stop,
         dispatcher,
+        gate,
         hub,
         api,
         deliverer,
@@ -408,11 +412,12 @@ impl Running {
         self.modems.replace(&self.runtimes);
 
         self.dispatch_stop = self.shutdown.child_token();
+        self.gate = gate(&self.store, &self.optouts, config, Some(&self.gate)).await?;
         let (dispatch, task) = dispatch::start(
             self.store.clone(),
             slots(&self.runtimes),
             dispatch_settings(config),
-            gate(&self.store, &self.optouts, config).await?,
+            self.gate.clone(),
             self.dispatch_stop.clone(),
         )
         .await
@@ -486,11 +491,13 @@ fn slots(runtimes: &[ModemRuntime]) -> Vec<ModemSlot> {
 }
 
 /// The collections rules at hand-off: opt-outs, quiet hours in the recipient's zone, contact caps.
+/// The collections gate for `config`, counting what `previous` (the gate a reload replaces) handed out.
 async fn gate(
     store: &Store,
     optouts: &Arc<OptOuts>,
     config: &Config,
-) -> anyhow::Result<Arc<dyn dispatch::Gate>> {
+    previous: Option<&CollectionsGate>,
+) -> anyhow::Result<Arc<CollectionsGate>> {
     let gate = CollectionsGate::load(
         store,
         optouts.clone(),
@@ -499,6 +506,9 @@ async fn gate(
     )
     .await
     .context("loading the contact-cap history")?;
+    if let Some(previous) = previous {
+        gate.carry_over(previous);
+    }
     Ok(Arc::new(gate))
 }
 

@@ -63,6 +63,23 @@ impl CollectionsGate {
         })
     }
 
+    /// Takes over the hand-offs `previous` counted (a configuration reload replaces the gate): the store
+    /// knows a send only once the modem has confirmed it, so a message handed out just before the reload
+    /// would otherwise not count against a cap.
+    pub fn carry_over(&self, previous: &CollectionsGate) {
+        let earlier = previous.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        for (recipient, sends) in earlier.iter() {
+            let known = log.entry(recipient.clone()).or_default();
+            for &(at, id) in sends {
+                if !known.iter().any(|&(_, seen)| seen == id) {
+                    known.push((at, id));
+                }
+            }
+            known.sort_unstable();
+        }
+    }
+
     fn quiet_hours(&self, entry: &QueueEntry, now: Timestamp) -> Option<Decision> {
         let (until, reason) =
             match self
@@ -185,6 +202,49 @@ mod tests {
                 .await
                 .unwrap();
         (dir, optouts, gate)
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_gate_counts_what_the_previous_one_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = at("2026-06-10T12:00:00[America/New_York]");
+        let options = OpenOptions {
+            clock: Arc::new(ManualClock::new(t0)),
+            ..OpenOptions::default()
+        };
+        let store = Store::open(dir.path().join("db"), options).unwrap();
+        let optouts = Arc::new(OptOuts::load(&store).await.unwrap());
+        let caps = CapsConfig {
+            rules: vec![CapRule::new(vec![], 2, SignedDuration::from_hours(168)).unwrap()],
+        };
+        let load = || {
+            CollectionsGate::load(
+                &store,
+                optouts.clone(),
+                QuietHoursConfig::default(),
+                caps.clone(),
+            )
+        };
+        let before = load().await.unwrap();
+        let to = "+16175550123";
+        for _ in 0..2 {
+            let handed = entry(to, Category::Standard);
+            assert_eq!(before.check(&handed, "m1", t0), Decision::Allow);
+        }
+        // Neither send is confirmed yet, so the store has none of them.
+        let after = load().await.unwrap();
+        assert_eq!(
+            after.check(&entry(to, Category::Standard), "m1", t0),
+            Decision::Allow,
+            "a gate that only reads the store lets a third through"
+        );
+        let after = load().await.unwrap();
+        after.carry_over(&before);
+        after.carry_over(&before);
+        assert!(matches!(
+            after.check(&entry(to, Category::Standard), "m1", t0),
+            Decision::Hold { .. }
+        ));
     }
 
     #[tokio::test]
