@@ -7,6 +7,7 @@
     bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk
     bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
     bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
+    bench/bench.py wal      # light steady traffic through 4 simulated modems: how big the -wal file grows
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
@@ -275,6 +276,31 @@ def bench_latency():
         sims.stop()
 
 
+def bench_wal():
+    """The `-wal` file under light, steady traffic (5 POSTs a second through 4 modems at 0.3 s per send),
+    sampled every second: what a start after a crash would have to read, and what it takes on disk."""
+    path, port = workdir("wal"), free_port()
+    seconds = int(os.environ.get("SECONDS_", "60"))
+    sims = Sims(path, 4, 0.3)
+    try:
+        daemon = Daemon(write_config(path, port, sims.config("120/min")), port, os.path.join(path, "serve.log"))
+        wait_ready(daemon, 4)
+        wal = os.path.join(path, "bench.db-wal")
+        before, peak, sent = load(), 0, 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            for _ in range(5):
+                request(daemon.base + "/v1/messages", {"to": f"+1415890{sent % 2000:04d}", "text": f"wal {sent}"})
+                sent += 1
+            time.sleep(1)
+            peak = max(peak, os.path.getsize(wal) if os.path.exists(wal) else 0)
+        daemon.stop()
+        print(f"WAL: {sent} messages in {seconds} s through 4 modems, peak -wal file {peak / 1e6:.1f} MB, "
+              f"load {before} → {load()}")
+    finally:
+        sims.stop()
+
+
 def bench_restart():
     total = int(os.environ.get("QUEUED", "1000000"))
     path, port = workdir("restart"), free_port()
@@ -304,7 +330,7 @@ def bench_restart():
 
 if __name__ == "__main__":
     benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
-               "batch": bench_batch, "drain": bench_drain, "latency": bench_latency,
+               "batch": bench_batch, "drain": bench_drain, "latency": bench_latency, "wal": bench_wal,
                "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()
