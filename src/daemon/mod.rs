@@ -534,6 +534,7 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -542,8 +543,13 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
                 systemd::reloading();
                 match Config::load(path) {
                     Ok(config) => {
+                        // Part-way, the old dispatcher is gone and the new one may not have started: a
+                        // daemon that accepts and never sends is worse than a restart (the queue is on disk;
+                        // systemd's Restart=on-failure starts it again with the new configuration).
                         if let Err(error) = running.reload(&config).await {
-                            error!(error = format!("{error:#}"), "configuration reload failed part-way");
+                            error!(error = format!("{error:#}"), "configuration reload failed part-way; stopping to be restarted");
+                            failed = Some(error.context("configuration reload failed part-way"));
+                            break;
                         }
                     }
                     Err(errors) => error!(%errors, "configuration reload refused; the running configuration stays"),
@@ -558,7 +564,7 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
     info!("stopping");
     systemd::stopping();
     running.stop().await;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
