@@ -15,6 +15,7 @@ fresh directory on local disk under BENCH_DIR (default /var/tmp/modemgate-bench)
 costs what it costs on the box. Standard library only; wrk (`apt-get install -y wrk`) for http/batch.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -205,18 +206,24 @@ class Sims:
         self.proc.wait(timeout=30)
 
 
-def wait_ready(daemon, modems):
-    """Until every modem is `ready`, so initialisation is not counted as sending time."""
-    while sum(m["state"] == "ready" for m in get(daemon.base + "/v1/modems")["modems"]) < modems:
-        time.sleep(0.05)
+@contextlib.contextmanager
+def with_modems(name, modems, send_delay, rate):
+    """A fresh bench directory, `modems` simulated modems answering after `send_delay` s, and the daemon
+    with them at `rate`, once every modem is `ready` (so initialisation is not counted as sending time).
+    Yields (simulators, daemon, directory); the bench stops the daemon, the simulators stop here."""
+    path, port = workdir(name), free_port()
+    sims = Sims(path, modems, send_delay)
+    try:
+        daemon = Daemon(write_config(path, port, sims.config(rate)), port, os.path.join(path, "serve.log"))
+        while sum(m["state"] == "ready" for m in get(daemon.base + "/v1/modems")["modems"]) < modems:
+            time.sleep(0.05)
+        yield sims, daemon, path
+    finally:
+        sims.stop()
 
 
 def bench_drain():
-    path, port = workdir("drain"), free_port()
-    sims = Sims(path, 4, 0.5)
-    try:
-        daemon = Daemon(write_config(path, port, sims.config("600/min")), port, os.path.join(path, "serve.log"))
-        wait_ready(daemon, 4)
+    with with_modems("drain", 4, 0.5, "600/min") as (sims, daemon, _):
         before = load()
         messages = [{"to": f"+1415890{i:04d}", "text": f"drain {i}"} for i in range(400)]
         accepted_at = time.monotonic()
@@ -232,8 +239,6 @@ def bench_drain():
         daemon.stop()
         print(f"Drain: 400 through 4 modems at 0.5 s/send in {elapsed:.2f} s (ideal 50 s), utilisation "
               f"{50 / elapsed:.3f}, per modem {per_modem}, load {before} → {load()}")
-    finally:
-        sims.stop()
 
 
 def percentile(values, p):
@@ -246,12 +251,8 @@ def bench_latency():
     (`--send-delay 0`), timed on the daemon's own clock from its `accepted` event to its `sent` event
     (both in `GET /v1/messages/{id}`), which spans the dispatcher's hand-out, the fsync'd `submitting` record,
     the AT+CMGS exchange and the fsync'd `sent` record; and the POST's round trip on the client."""
-    path, port = workdir("latency"), free_port()
     count = int(os.environ.get("COUNT", "200"))
-    sims = Sims(path, 1, 0)
-    try:
-        daemon = Daemon(write_config(path, port, sims.config("100/s")), port, os.path.join(path, "serve.log"))
-        wait_ready(daemon, 1)
+    with with_modems("latency", 1, 0, "100/s") as (sims, daemon, _):
         before = load()
         posts, sends = [], []
         for i in range(count):
@@ -272,19 +273,13 @@ def bench_latency():
         print(f"Latency over {count} sends: POST round trip p50 {ms(percentile(posts, 50))}, p99 "
               f"{ms(percentile(posts, 99))}; accepted → sent (daemon clock) p50 {ms(percentile(sends, 50))}, "
               f"p99 {ms(percentile(sends, 99))}, max {ms(max(sends))}; load {before} → {load()}")
-    finally:
-        sims.stop()
 
 
 def bench_wal():
     """The `-wal` file under light, steady traffic (5 POSTs a second through 4 modems at 0.3 s per send),
     sampled every second: what a start after a crash would have to read, and what it takes on disk."""
-    path, port = workdir("wal"), free_port()
     seconds = int(os.environ.get("SECONDS_", "60"))
-    sims = Sims(path, 4, 0.3)
-    try:
-        daemon = Daemon(write_config(path, port, sims.config("120/min")), port, os.path.join(path, "serve.log"))
-        wait_ready(daemon, 4)
+    with with_modems("wal", 4, 0.3, "120/min") as (_, daemon, path):
         wal = os.path.join(path, "bench.db-wal")
         before, peak, sent = load(), 0, 0
         started = time.monotonic()
@@ -297,8 +292,6 @@ def bench_wal():
         daemon.stop()
         print(f"WAL: {sent} messages in {seconds} s through 4 modems, peak -wal file {peak / 1e6:.1f} MB, "
               f"load {before} → {load()}")
-    finally:
-        sims.stop()
 
 
 def bench_restart():

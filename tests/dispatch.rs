@@ -592,12 +592,8 @@ async fn cancel_takes_a_message_out_until_its_first_part_is_written() {
     d.stop().await;
 }
 
-/// A modem takes its next job only when its current send ends, seconds after the dispatcher judged it;
-/// what changed meanwhile is looked at again before the first PDU is written.
-#[tokio::test]
-async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_it_expires_meanwhile()
- {
-    let rig = rig();
+/// One modem behind the daemon's own collections gate (default quiet hours, no caps), with its opt-outs.
+async fn behind_the_collections_gate(rig: &Rig) -> (Arc<OptOuts>, Running) {
     let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
     let gate = CollectionsGate::load(
         &rig.store,
@@ -607,13 +603,23 @@ async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_i
     )
     .await
     .unwrap();
-    let mut d = run(
+    let running = run(
         &rig.store,
         &[spec("m1")],
         Settings::default(),
         Arc::new(gate),
     )
     .await;
+    (optouts, running)
+}
+
+/// A modem takes its next job only when its current send ends, seconds after the dispatcher judged it;
+/// what changed meanwhile is looked at again before the first PDU is written.
+#[tokio::test]
+async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_it_expires_meanwhile()
+ {
+    let rig = rig();
+    let (optouts, mut d) = behind_the_collections_gate(&rig).await;
     // New York, 10:00 local: inside the 08:00-21:00 window.
     let opting_out = submit(&rig.store, &d.handle, new_message("+12125550601", 1)).await;
     let mut expiring = new_message("+12125550602", 1);
@@ -666,22 +672,7 @@ async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_i
 #[tokio::test]
 async fn a_message_reaching_its_modem_after_the_window_closed_waits_for_the_next() {
     let rig = rig();
-    let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
-    let gate = CollectionsGate::load(
-        &rig.store,
-        optouts,
-        QuietHoursConfig::default(),
-        CapsConfig::default(),
-    )
-    .await
-    .unwrap();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1")],
-        Settings::default(),
-        Arc::new(gate),
-    )
-    .await;
+    let (_optouts, mut d) = behind_the_collections_gate(&rig).await;
     // 20:59:30 in New York (EST): half a minute of the 08:00-21:00 window left.
     let evening: Timestamp = "2026-03-03T01:59:30Z".parse().unwrap();
     rig.clock.set(evening);
