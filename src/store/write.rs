@@ -349,21 +349,22 @@ pub(crate) fn part_submitting(
     modem: &str,
     send_by: Option<Timestamp>,
 ) -> Result<Submission> {
-    if state_of(ctx, id)? == MessageState::Cancelled && !started(ctx, id)? {
+    let (state, first) = (state_of(ctx, id)?, !started(ctx, id)?);
+    if state == MessageState::Cancelled && first {
         return Ok(Submission::Withdrawn("it was cancelled".into()));
     }
-    require(ctx, id, &[MessageState::Sending], "submit a part")?;
-    let state = part_state(ctx, id, part)?;
-    if state != PartState::Pending {
+    if state != MessageState::Sending {
+        let action = "submit a part";
+        return Err(StoreError::InvalidTransition { id, state, action });
+    }
+    if part_state(ctx, id, part)? != PartState::Pending {
         return Err(StoreError::InvalidTransition {
             id,
-            state: MessageState::Sending,
+            state,
             action: "submit a part that is not pending",
         });
     }
-    if !started(ctx, id)?
-        && let Some(withdrawn) = withdraw_unsendable(ctx, id, modem, send_by)?
-    {
+    if first && let Some(withdrawn) = withdraw_unsendable(ctx, id, modem, send_by)? {
         return Ok(withdrawn);
     }
     set_part(
