@@ -511,13 +511,20 @@ impl Store {
     /// Folds the write-ahead log into the database file and empties it, for a clean shutdown: the next
     /// start then need not read the log back (a 660 MB log after a bulk load cost ~1 s of start). Returns
     /// whether it completed; a reader still busy leaves the rest to the next start, which is only slower.
+    /// The checkpointer thread may be in the middle of its own (passive) checkpoint, which makes this one
+    /// answer "busy" at once: it is tried again for up to a second.
     pub async fn checkpoint(&self) -> Result<bool> {
         self.read(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|busy| busy == 0)
-            .map_err(StoreError::sqlite("checkpointing the write-ahead log"))
+            for _ in 0..50 {
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                    .map_err(StoreError::sqlite("checkpointing the write-ahead log"))?;
+                if busy == 0 {
+                    return Ok(true);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(false)
         })
         .await
     }
