@@ -25,7 +25,9 @@ use modemgate::config::{ApiKey, Config, Scope};
 use modemgate::dispatch::{self, AllowAll, Settings};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::Region;
-use modemgate::store::{InboundContent, InboundPart, OpenOptions, Store, TextEncoding};
+use modemgate::store::{
+    Clock as _, InboundContent, InboundPart, ManualClock, OpenOptions, Store, TextEncoding,
+};
 use modemgate::webhook::{
     self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, Lane, MessageEvent,
     OptoutEvent, OutboxItem, OutboxResult, OutboxStore, ReceivedEvent, Target,
@@ -809,6 +811,64 @@ async fn idempotent_repeats_answer_202_again_marked_replayed_and_different_bodie
             "{field}: {at}"
         );
     }
+}
+
+/// A CMS retrying a scheduled send after its time (it never heard the first answer) must hear about the
+/// message it sent, not that `send_at` has passed.
+#[tokio::test]
+async fn a_repeat_of_a_scheduled_send_after_its_time_is_still_that_message() {
+    let clock = ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap());
+    let options = OpenOptions {
+        clock: Arc::new(clock.clone()),
+        ..OpenOptions::default()
+    };
+    let api_clock = clock.clone();
+    let server = start(options, move |backend| {
+        let metrics = Arc::new(Metrics::default());
+        let mut state = AppState::new(backend, Arc::new(Auth::new(&keys())), metrics);
+        state.default_region = Some(Region(phonenumber::country::Id::DE));
+        state.clock = Arc::new(move || api_clock.now());
+        state
+    })
+    .await;
+    async fn scheduled(server: &Server, key: &str, text: &str) -> Answer {
+        let body = json!({"to": TO, "text": text, "send_at": "2026-11-23T12:00:00Z"});
+        server
+            .call_with(
+                Method::POST,
+                "/v1/messages",
+                Some("cms-token"),
+                &[("idempotency-key", key)],
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await
+    }
+    let send = |key, text| scheduled(&server, key, text);
+    let first = send("reminder-7", "Due today").await.assert_status(202);
+    clock.advance(Duration::from_secs(3 * 3600));
+    let again = send("reminder-7", "Due today").await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.assert_status(202)["id"], first["id"]);
+    send("reminder-7", "Due tomorrow")
+        .await
+        .assert_error(409, "idempotency_conflict", None);
+    send("reminder-8", "Due today")
+        .await
+        .assert_error(422, "invalid_time", Some("send_at"));
+    let batch = server
+        .post_json(
+            "/v1/messages/batch",
+            "cms-token",
+            json!({"messages": [{"to": TO, "text": "Due today", "send_at": "2026-11-23T12:00:00Z",
+                                 "idempotency_key": "reminder-7"}]}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(batch["results"][0]["replayed"], true, "{batch}");
+    assert_eq!(
+        batch["results"][0]["accepted"]["id"], first["id"],
+        "{batch}"
+    );
 }
 
 #[tokio::test]

@@ -338,6 +338,8 @@ pub type BackendResult<'a, T> = BoxFuture<'a, Result<T, BackendError>>;
 pub trait Backend: Send + Sync + 'static {
     /// Stores a send durably and hands it to the dispatcher; idempotent per (api key, idempotency key).
     fn accept(&self, message: NewMessage) -> BackendResult<'_, Accepted>;
+    /// When the send `api_key` made with idempotency key `key` was accepted, if it was.
+    fn accepted_at(&self, api_key: String, key: String) -> BackendResult<'_, Option<Timestamp>>;
     /// Stores many sends in one commit; one result per item, in order.
     fn accept_batch(
         &self,

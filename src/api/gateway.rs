@@ -201,6 +201,14 @@ impl Backend for Gateway {
         })
     }
 
+    fn accepted_at(
+        &self,
+        api_key: String,
+        key: String,
+    ) -> BackendResult<'_, Option<jiff::Timestamp>> {
+        Box::pin(async move { Ok(self.store.accepted_at(&api_key, &key).await?) })
+    }
+
     fn accept_batch(
         &self,
         messages: Vec<NewMessage>,

@@ -16,7 +16,7 @@ use super::auth::Principal;
 use super::backend::{Accepted, AcceptedView, BackendError, ListFilter, NewMessage};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Fields, JsonObject, JsonOrForm, PathParam, QueryFields, wrong_type};
-use super::validate::{check_idempotency_key, idempotency_key};
+use super::validate::{self, SendRequest, check_idempotency_key, idempotency_key};
 use crate::store::{Direction, MessageState};
 
 /// Most sends in one `POST /v1/messages/batch`.
@@ -57,16 +57,54 @@ pub async fn send(
     JsonOrForm(fields): JsonOrForm,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let request = state.validator().send_request(fields)?;
+    let api_key = key_name(principal);
+    let validator = state.validator();
+    let request = validate_repeat(
+        &state,
+        &validator,
+        &api_key,
+        idempotency_key.as_deref(),
+        fields,
+    )
+    .await?;
     let accepted = state
         .backend
         .accept(NewMessage {
             request,
             idempotency_key,
-            api_key: key_name(principal),
+            api_key,
         })
         .await?;
     Ok(accepted_response(accepted))
+}
+
+/// Validates a send. The checks that depend on the moment (`send_at` not in the past, `expires_at` still
+/// ahead) are made as of when the key's original was accepted when the request repeats a key: a CMS
+/// retrying a scheduled send after its time must hear about the message it sent (202, or 409 for another
+/// body), not that the time has passed.
+async fn validate_repeat(
+    state: &AppState,
+    validator: &validate::Validator,
+    api_key: &str,
+    idempotency_key: Option<&str>,
+    fields: Fields,
+) -> Result<SendRequest, ApiError> {
+    let Some(key) = idempotency_key else {
+        return validator.send_request(fields);
+    };
+    match validator.send_request(fields.clone()) {
+        Err(error) if error.code() == "invalid_time" => {
+            match state
+                .backend
+                .accepted_at(api_key.to_owned(), key.to_owned())
+                .await?
+            {
+                Some(now) => validate::Validator { now, ..*validator }.send_request(fields),
+                None => Err(error),
+            }
+        }
+        result => result,
+    }
 }
 
 /// The batch answer, serialised straight from the items (no intermediate JSON tree for 1,000 of them).
@@ -146,18 +184,24 @@ pub async fn send_batch(
     let mut outcomes: Vec<Option<Result<Accepted, ApiError>>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     for item in items {
-        let parsed = Fields::from_value(item, None).and_then(|mut item| {
+        let parsed = match Fields::from_value(item, None).and_then(|mut item| {
             let idempotency_key = item
                 .take_string("idempotency_key")?
                 .map(|key| check_idempotency_key("idempotency_key", &key))
                 .transpose()?;
-            let request = validator.send_request(item)?;
-            Ok(NewMessage {
-                request,
-                idempotency_key,
-                api_key: key.clone(),
-            })
-        });
+            Ok((item, idempotency_key))
+        }) {
+            Ok((item, idempotency_key)) => {
+                validate_repeat(&state, &validator, &key, idempotency_key.as_deref(), item)
+                    .await
+                    .map(|request| NewMessage {
+                        request,
+                        idempotency_key,
+                        api_key: key.clone(),
+                    })
+            }
+            Err(e) => Err(e),
+        };
         match parsed {
             Ok(message) => {
                 valid.push(message);

@@ -627,6 +627,23 @@ impl Store {
         self.read(read::optouts).await
     }
 
+    /// When the message that `api_key` sent with `Idempotency-Key` `key` was accepted, if one was.
+    pub async fn accepted_at(&self, api_key: &str, key: &str) -> Result<Option<Timestamp>> {
+        let (api_key, key) = (api_key.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT created_at FROM messages WHERE api_key = ?1 AND idempotency_key = ?2",
+            )
+            .and_then(|mut st| {
+                rusqlite::OptionalExtension::optional(
+                    st.query_row([&api_key, &key], |row| rows::ts(row, 0)),
+                )
+            })
+            .map_err(StoreError::sqlite("looking up an idempotency key"))
+        })
+        .await
+    }
+
     /// `number`'s opt-out record, if it is opted out.
     pub async fn optout(&self, number: &str) -> Result<Option<OptOutRecord>> {
         let number = number.to_owned();
