@@ -210,6 +210,18 @@ fn rig(state: FakeState) -> Rig {
 }
 
 impl Rig {
+    /// Hands the worker a one-part job and returns its `Submitting` ack and the job's outcome.
+    async fn one_part_submitting(
+        &mut self,
+    ) -> (oneshot::Sender<Clearance>, oneshot::Receiver<JobOutcome>) {
+        let (done, outcome) = oneshot::channel();
+        self.handle.send(one_part_job(done)).await;
+        let WorkerEvent::Submitting { ack, .. } = self.event().await else {
+            panic!("expected submitting")
+        };
+        (ack, outcome)
+    }
+
     /// The next event that is not a health update.
     async fn event(&mut self) -> WorkerEvent {
         loop {
@@ -402,11 +414,7 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
         .wait_for(|h| h.state == ModemState::Ready)
         .await
         .unwrap();
-    let (done, outcome) = oneshot::channel();
-    rig.handle.send(one_part_job(done)).await;
-    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
-        panic!("expected submitting")
-    };
+    let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Write).unwrap();
     assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
 }
@@ -418,11 +426,7 @@ async fn a_withdrawn_job_writes_nothing_and_says_why() {
         .wait_for(|h| h.state == ModemState::Ready)
         .await
         .unwrap();
-    let (done, outcome) = oneshot::channel();
-    rig.handle.send(one_part_job(done)).await;
-    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
-        panic!("expected submitting")
-    };
+    let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Withdraw("the recipient opted out".into()))
         .unwrap();
     assert_eq!(
@@ -486,11 +490,7 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
         .wait_for(|h| h.state == ModemState::Ready)
         .await
         .unwrap();
-    let (done, outcome) = oneshot::channel();
-    rig.handle.send(one_part_job(done)).await;
-    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
-        panic!("expected submitting")
-    };
+    let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Write).unwrap();
     assert!(matches!(
         outcome.await.unwrap(),
