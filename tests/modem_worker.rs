@@ -147,6 +147,13 @@ async fn rig(profile: Profile) -> Rig {
 }
 
 impl Rig {
+    /// The simulator answers the next `count` sends with `+CMS ERROR: code`.
+    fn fail_next(&self, count: u32, code: u16) {
+        self.sim
+            .update_faults(|f| f.fail_next = Some(FailNext { count, code }))
+            .unwrap();
+    }
+
     async fn wait_state(&mut self, state: ModemState) -> ModemHealth {
         let h = guarded(
             &format!("state {state:?}"),
@@ -322,14 +329,7 @@ async fn cms_errors_are_classified_and_the_modem_keeps_working() {
     let mut rig = rig(Profile::Plain).await;
     rig.wait_state(ModemState::Ready).await;
 
-    rig.sim
-        .update_faults(|f| {
-            f.fail_next = Some(FailNext {
-                count: 1,
-                code: 500,
-            })
-        })
-        .unwrap();
+    rig.fail_next(1, 500);
     let (_, outcome) = rig.send("+15551234567", "transient", false).await;
     assert_eq!(
         outcome,
@@ -340,9 +340,7 @@ async fn cms_errors_are_classified_and_the_modem_keeps_working() {
     );
     assert!(SendError::Cms(500).is_transient());
 
-    rig.sim
-        .update_faults(|f| f.fail_next = Some(FailNext { count: 1, code: 21 }))
-        .unwrap();
+    rig.fail_next(1, 21);
     let (_, outcome) = rig.send("+15551234567", "permanent", false).await;
     assert_eq!(
         outcome,
@@ -588,19 +586,10 @@ async fn a_modem_whose_sends_keep_failing_is_degraded_until_a_health_poll_tries_
     .await;
     rig.wait_state(ModemState::Ready).await;
     // A number's own trouble (a permanent error) does not count against the modem.
-    rig.sim
-        .update_faults(|f| f.fail_next = Some(FailNext { count: 1, code: 21 }))
-        .unwrap();
+    rig.fail_next(1, 21);
     rig.send("+15551234567", "unknown number", false).await;
     assert_eq!(rig.health.borrow().failed_sends, 0);
-    rig.sim
-        .update_faults(|f| {
-            f.fail_next = Some(FailNext {
-                count: 3,
-                code: 500,
-            })
-        })
-        .unwrap();
+    rig.fail_next(3, 500);
     for _ in 0..2 {
         rig.send("+15551234567", "fails", false).await;
         assert_eq!(rig.health.borrow().state, ModemState::Ready);
@@ -615,14 +604,7 @@ async fn a_modem_whose_sends_keep_failing_is_degraded_until_a_health_poll_tries_
     // The next poll gives it one more try: one more failure and it is degraded again at once.
     let health = rig.wait_state(ModemState::Ready).await;
     assert_eq!(health.failed_sends, 2);
-    rig.sim
-        .update_faults(|f| {
-            f.fail_next = Some(FailNext {
-                count: 1,
-                code: 500,
-            })
-        })
-        .unwrap();
+    rig.fail_next(1, 500);
     rig.send("+15551234567", "fails once more", false).await;
     rig.wait_state(ModemState::Degraded).await;
     // The fault is spent: after the next poll its send works, and the count starts over.
