@@ -158,6 +158,7 @@ async fn start(options: OpenOptions, state: impl FnOnce(Arc<dyn Backend>) -> App
         Settings::default(),
         Arc::new(AllowAll),
         stop.clone(),
+        None,
     )
     .await
     .unwrap();

@@ -92,6 +92,7 @@ impl Gateway {
             dispatch::Settings::default(),
             Arc::new(gate),
             shutdown.child_token(),
+            None,
         )
         .await
         .unwrap();

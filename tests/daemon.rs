@@ -310,6 +310,87 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     gateway.stop().await;
 }
 
+/// An admin adds a modem while another is in the middle of a send that takes an hour: the reload does
+/// not wait for it, the new modem sends at once, and the send that was under way is still recorded when
+/// it ends (by the dispatcher the reload started: it took that job over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_does_not_wait_for_a_modem_in_the_middle_of_a_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    // m1 may send once a minute: after its first send only m2 can take the next message.
+    let m1 = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+default_region = "US"
+[storage]
+path = "{db}"
+[[api_keys]]
+name = "cms"
+token = "{TOKEN}"
+scopes = ["admin"]
+[quiet_hours]
+enabled = false
+[[webhooks]]
+url = "{url}"
+secret = "{WEBHOOK_SECRET}"
+[[modems]]
+id = "m1"
+device = "sim:ec25"
+rate = "1/min"
+"#,
+        db = dir.path().join("gw.db").display(),
+        url = hooks.url,
+    );
+    let mut gateway = start_instant(&Config::parse(&m1).unwrap()).await;
+    let http = Http::new(gateway.addr);
+    gateway
+        .sim("m1")
+        .unwrap()
+        .update_faults(|f| f.slow_send = std::time::Duration::from_secs(3600))
+        .unwrap();
+    let (status, first) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "first"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{first}");
+    gateway.sim("m1").unwrap().wait_started(1).await.unwrap();
+
+    let both = Config::parse(&format!(
+        "{m1}[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\n"
+    ))
+    .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), gateway.reload(&both))
+        .await
+        .expect("the reload waited for m1's send to end")
+        .unwrap();
+    let (status, second) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906432", "text": "second"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{second}");
+    let sends = gateway.sim("m2").unwrap().wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.user_data, UserData::Text("second".into()));
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], second["id"], "{sent}");
+
+    // m1 is unplugged mid-send: the PDU was written, so the first message is `unknown`, recorded by
+    // the dispatcher that took the job over.
+    gateway
+        .sim("m1")
+        .unwrap()
+        .vanish(std::time::Duration::from_secs(3600))
+        .unwrap();
+    let unknown = hooks.next("message.unknown").await;
+    assert_eq!(unknown["data"]["message_id"], first["id"], "{unknown}");
+    assert!(gateway.sim("m1").unwrap().sends().is_empty());
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,8 @@ struct Fake {
     health: watch::Sender<ModemHealth>,
     /// Jobs taken and still "being sent": dropping one would tell the dispatcher the worker lost it.
     sending: Vec<SendJob>,
+    /// Its end of the job channel the dispatcher holds: a successor after a reload gets the same one.
+    sender: mpsc::Sender<SendJob>,
 }
 
 impl Fake {
@@ -93,28 +95,47 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
     let mut fakes = Vec::new();
     for spec in specs {
         let (jobs_tx, jobs) = mpsc::channel(8);
-        let (ready, ready_rx) = watch::channel(true);
-        let (health, health_rx) = watch::channel(ModemHealth::new(ModemState::Ready));
-        slots.push(ModemSlot {
-            id: spec.id.into(),
-            jobs: jobs_tx,
-            ready: ready_rx,
-            health: health_rx,
-            quota: spec.quota,
-            daily_cap: spec.cap.and_then(NonZeroU32::new),
-        });
+        let ready = watch::Sender::new(true);
+        let health = watch::Sender::new(ModemHealth::new(ModemState::Ready));
         fakes.push(Fake {
             id: spec.id.into(),
             jobs,
             ready,
             health,
             sending: Vec::new(),
+            sender: jobs_tx,
         });
+        slots.push(fakes[fakes.len() - 1].slot(spec));
     }
+    launch(store, slots, fakes, settings, gate, None).await
+}
+
+impl Fake {
+    fn slot(&self, spec: &Spec) -> ModemSlot {
+        ModemSlot {
+            id: spec.id.into(),
+            jobs: self.sender.clone(),
+            ready: self.ready.subscribe(),
+            health: self.health.subscribe(),
+            quota: spec.quota,
+            daily_cap: spec.cap.and_then(NonZeroU32::new),
+        }
+    }
+}
+
+async fn launch(
+    store: &Store,
+    slots: Vec<ModemSlot>,
+    fakes: Vec<Fake>,
+    settings: Settings,
+    gate: Arc<dyn Gate>,
+    previous: Option<dispatch::Inheritance>,
+) -> Running {
     let stop = CancellationToken::new();
-    let (handle, task) = dispatch::start(store.clone(), slots, settings, gate, stop.clone())
-        .await
-        .unwrap();
+    let (handle, task) =
+        dispatch::start(store.clone(), slots, settings, gate, stop.clone(), previous)
+            .await
+            .unwrap();
     handle.flush().await;
     Running {
         handle,
@@ -125,6 +146,35 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
 }
 
 impl Running {
+    /// A configuration reload: this dispatcher hands over to a new one over the modems of `specs` (those
+    /// already here keep their fakes and channels, by id), rebinding the handle as the daemon does.
+    async fn reload(self, store: &Store, specs: &[Spec]) -> Running {
+        let previous = self.handle.hand_over().await;
+        assert!(previous.is_some(), "the dispatcher did not hand over");
+        self.task.await.unwrap();
+        let mut fakes: Vec<Fake> = Vec::new();
+        let mut old = self.fakes;
+        for spec in specs {
+            let index = old.iter().position(|f| f.id == spec.id).unwrap();
+            fakes.push(old.swap_remove(index));
+        }
+        let slots = specs.iter().zip(&fakes).map(|(s, f)| f.slot(s)).collect();
+        let next = launch(
+            store,
+            slots,
+            fakes,
+            Settings::default(),
+            Arc::new(AllowAll),
+            previous,
+        )
+        .await;
+        self.handle.rebind(&next.handle);
+        // The modems the reload removed stay with the test (their jobs in flight may still land).
+        let mut next = next;
+        next.fakes.extend(old);
+        next
+    }
+
     /// Stops the dispatcher; jobs the fakes still hold are dropped, as a dying worker would.
     async fn stop(self) {
         drop(self.fakes);
@@ -1585,6 +1635,157 @@ async fn a_restart_or_a_rebind_mid_backlog_resumes_without_losing_or_repeating()
         "claimed, lost, claimed again"
     );
     next.stop().await;
+}
+
+/// A reload neither waits for the jobs in flight nor forgets them: the new dispatcher records how they
+/// end, does not overfill the modem still busy with them, and keeps counting its daily cap.
+#[tokio::test]
+async fn a_reload_takes_over_the_jobs_in_flight_and_the_modems_counts() {
+    let rig = rig();
+    let specs = [
+        Spec {
+            id: "m1",
+            quota: fast(),
+            cap: Some(3),
+        },
+        spec("m2"),
+    ];
+    let mut d = run(&rig.store, &specs, Settings::default(), Arc::new(AllowAll)).await;
+    // m2 is away: m1 takes two jobs (its pipeline), both still being sent at the reload.
+    d.fakes[1].ready.send(false).unwrap();
+    let a1 = submit(&rig.store, &d.handle, new_message("+15558000001", 1)).await;
+    let a2 = submit(&rig.store, &d.handle, new_message("+15558000002", 1)).await;
+    d.handle.flush().await;
+    let (job1, job2) = (d.fakes[0].take(), d.fakes[0].take());
+    assert_eq!((job1.message_id, job2.message_id), (a1, a2));
+    d.fakes[1].ready.send(true).unwrap();
+
+    let mut d = d.reload(&rig.store, &specs).await;
+    // m1 is still full: the next message goes to m2.
+    let b = submit(&rig.store, &d.handle, new_message("+15558000003", 1)).await;
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].waiting(), 0, "m1 holds two jobs already");
+    assert_eq!(d.fakes[1].take_id(), b);
+
+    // m1's jobs end after the reload: the new dispatcher records them and frees m1's pipeline.
+    complete(&rig.store, "m1", job1, 1).await;
+    complete(&rig.store, "m1", job2, 2).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, a1).await, MessageState::Sent);
+    assert_eq!(state(&rig.store, a2).await, MessageState::Sent);
+    // Two of m1's three a day are spent (handed out before the reload): it takes one more, m2 the rest.
+    for i in 4..8 {
+        submit(
+            &rig.store,
+            &d.handle,
+            new_message(&format!("+1555800000{i}"), 1),
+        )
+        .await;
+    }
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].waiting(), 1, "m1 is at its daily cap of 3");
+    assert_eq!(d.fakes[1].waiting(), 1, "m2 holds b and one more");
+    d.stop().await;
+}
+
+/// A reload that keeps a modem's rate keeps what the limiter already let through (no fresh burst); one
+/// that changes it applies the new rate at once.
+#[tokio::test]
+async fn a_reload_keeps_a_modems_pace_unless_its_rate_changes() {
+    let rig = rig();
+    let every_ten_seconds = [Spec {
+        id: "m1",
+        quota: Quota::with_period(Duration::from_secs(10)).unwrap(),
+        cap: None,
+    }];
+    let mut d = run(
+        &rig.store,
+        &every_ten_seconds,
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    submit(&rig.store, &d.handle, new_message("+15558100001", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    complete(&rig.store, "m1", job, 1).await;
+
+    let mut d = d.reload(&rig.store, &every_ten_seconds).await;
+    let b = submit(&rig.store, &d.handle, new_message("+15558100002", 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "a reload is no fresh burst");
+    rig.clock.advance(Duration::from_secs(10));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), b);
+
+    let c = submit(&rig.store, &d.handle, new_message("+15558100003", 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "still 10 s between sends");
+    let mut d = d.reload(&rig.store, &[spec("m1")]).await;
+    assert_eq!(d.fakes[0].take_id(), c, "the new rate applies at once");
+    d.stop().await;
+}
+
+/// A recipient handed to a modem just before a reload (nothing in the store says so yet) stays with it.
+#[tokio::test]
+async fn a_recipient_keeps_its_modem_across_a_reload() {
+    let rig = rig();
+    let specs = [spec("m1"), spec("m2")];
+    let mut d = run(&rig.store, &specs, Settings::default(), Arc::new(AllowAll)).await;
+    d.fakes[0].ready.send(false).unwrap();
+    submit(&rig.store, &d.handle, new_message("+15558300001", 1)).await;
+    d.handle.flush().await;
+    let first = d.fakes[1].take();
+    d.fakes[0].ready.send(true).unwrap();
+
+    let mut d = d.reload(&rig.store, &specs).await;
+    let again = submit(&rig.store, &d.handle, new_message("+15558300001", 1)).await;
+    d.handle.flush().await;
+    assert_eq!(
+        d.fakes[0].waiting(),
+        0,
+        "m1 is free, but the recipient hears from m2"
+    );
+    assert_eq!(d.fakes[1].take_id(), again);
+    complete(&rig.store, "m2", first, 1).await;
+    d.stop().await;
+}
+
+/// A job on a modem the reload removed still lands: the new dispatcher records the failure and retries
+/// the message on a modem it has.
+#[tokio::test]
+async fn a_job_on_a_modem_a_reload_removed_is_recorded_and_retried_on_another() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    d.fakes[0].ready.send(false).unwrap();
+    let x = submit(&rig.store, &d.handle, new_message("+15558200001", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[1].take();
+    d.fakes[0].ready.send(true).unwrap();
+
+    let mut d = d.reload(&rig.store, &[spec("m1")]).await;
+    fail(&rig.store, "m2", job, SendError::Cms(38)).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, x).await, MessageState::Queued);
+    assert!(
+        d.fakes[0].job().is_none(),
+        "the retry waits for its back-off"
+    );
+    rig.clock.advance(Duration::from_secs(30));
+    d.handle.flush().await;
+    let retry = d.fakes[0].take();
+    assert_eq!(retry.message_id, x);
+    complete(&rig.store, "m1", retry, 7).await;
+    let detail = detail(&rig.store, x).await;
+    assert_eq!(detail.message.state, MessageState::Sent);
+    assert_eq!(detail.message.modem.as_deref(), Some("m1"));
+    d.stop().await;
 }
 
 /// A rig whose writes give up after 50 ms on a locked database, and another connection to lock it with

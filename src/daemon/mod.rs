@@ -246,6 +246,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         dispatch_settings(config),
         gate.clone(),
         dispatch_stop.clone(),
+        None,
     )
     .await
     .context("starting the dispatcher")?;
@@ -338,7 +339,7 @@ impl Running {
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
     /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps, quiet
     /// hours, contact caps, `[dispatch]`, keywords, opt-out texts and reply rules take effect through a
-    /// restarted dispatcher and new rules. Sections read only at start (`[server]`, `[storage]`,
+    /// new dispatcher (which takes over the old one's jobs in flight) and new rules. Sections read only at start (`[server]`, `[storage]`,
     /// `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when changed and left as they are.
     pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
         let (effective, unapplied) = after_reload(&self.config, config);
@@ -356,27 +357,32 @@ impl Running {
             self.dispatch.clone(),
         ));
 
-        // Nothing new is handed out while modems change: the old dispatcher finishes its jobs in flight.
+        // Modems removed or re-opened (device, baud or PIN changed) stop first, while the running
+        // dispatcher still hands work to the others and records what their last jobs became: a modem
+        // that hangs delays only the reload, not the sends of the rest.
+        let (kept, retiring): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runtimes)
+            .into_iter()
+            .partition(|runtime| {
+                config.modems.iter().any(|m| {
+                    m.enabled
+                        && m.id == runtime.config.id
+                        && m.device == runtime.config.device
+                        && m.baud == runtime.config.baud
+                        && m.pin == runtime.config.pin
+                })
+            });
+        let stopping = retiring.into_iter().map(|runtime| {
+            info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
+            runtime.stop(SHUTDOWN_GRACE)
+        });
+        futures_util::future::join_all(stopping).await;
+
+        // The running dispatcher stops between two steps and hands its jobs in flight to the new one.
+        let inheritance = self.dispatch.hand_over().await;
         self.dispatch_stop.cancel();
         let _ = (&mut self.dispatcher).await;
 
-        let mut kept = Vec::new();
-        for runtime in std::mem::take(&mut self.runtimes) {
-            let same_port = |m: &&crate::config::Modem| {
-                m.enabled
-                    && m.id == runtime.config.id
-                    && m.device == runtime.config.device
-                    && m.baud == runtime.config.baud
-                    && m.pin == runtime.config.pin
-            };
-            match config.modems.iter().find(same_port) {
-                Some(_) => kept.push(runtime),
-                None => {
-                    info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
-                    runtime.stop(SHUTDOWN_GRACE).await;
-                }
-            }
-        }
+        let mut kept = kept;
         for (ordinal, modem) in config.modems.iter().enumerate().filter(|(_, m)| m.enabled) {
             let (mut runtime, was_paused) = match kept.iter().position(|r| r.config.id == modem.id)
             {
@@ -419,6 +425,7 @@ impl Running {
             dispatch_settings(config),
             self.gate.clone(),
             self.dispatch_stop.clone(),
+            inheritance,
         )
         .await
         .context("restarting the dispatcher")?;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::affinity::Affinity;
 use super::gate::{Decision, Gate};
+use super::handover::is_channel_of;
 use super::limits::{Limiter, after};
 use super::queue::{Lane, NewItem};
 use super::window::Window;
@@ -102,7 +103,9 @@ pub(super) const STORE_RETRY: Duration = Duration::from_secs(5);
 /// A job handed to a modem, and what to remember to handle its outcome.
 pub(super) struct Flight {
     entry: QueueEntry,
-    modem: usize,
+    modem: ModemId,
+    /// The modem's job channel: which of the dispatcher's modems it is, if any still is (see `handover`).
+    channel: mpsc::WeakSender<SendJob>,
     first_part: u16,
 }
 
@@ -146,11 +149,24 @@ pub(super) struct Dispatcher {
     /// When the daily cap counts reset.
     pub(super) day_ends: Timestamp,
     pub(super) flushes: Vec<oneshot::Sender<()>>,
+    /// A reload asked this dispatcher to hand over: it stops at the top of its next turn.
+    pub(super) successor: Option<oneshot::Sender<super::Inheritance>>,
 }
 
 impl Dispatcher {
     pub(super) async fn run(mut self) {
         loop {
+            if let Some(successor) = self.successor.take() {
+                tracing::info!(
+                    in_flight = self.flights.len(),
+                    "dispatcher handing over to its successor"
+                );
+                for flush in self.flushes.drain(..) {
+                    let _ = flush.send(());
+                }
+                let _ = successor.send(self.bequest());
+                return;
+            }
             let now = self.clock.now();
             self.new_day(now).await;
             self.follow_sims(now).await;
@@ -217,6 +233,7 @@ impl Dispatcher {
                 }
                 Command::Rescan => self.rescan_at = Some(now),
                 Command::Flush(done) => self.flushes.push(done),
+                Command::HandOver(successor) => self.successor = Some(successor),
             }
         }
     }
@@ -559,12 +576,13 @@ impl Dispatcher {
             send_by: self.gate.send_by(&entry, now),
             done,
         };
+        let modem = &mut self.modems[index];
         let flight = Flight {
             entry,
-            modem: index,
+            modem: modem_id.clone(),
+            channel: modem.jobs.downgrade(),
             first_part,
         };
-        let modem = &mut self.modems[index];
         if let Err(error) = modem.jobs.try_send(job) {
             tracing::warn!(%id, modem = %modem_id, %error, "modem would not take the job");
             let outcome = match error {
@@ -610,9 +628,18 @@ impl Dispatcher {
     }
 
     async fn landed(&mut self, flight: Flight, outcome: Option<JobOutcome>) {
-        let modem = &mut self.modems[flight.modem];
-        modem.in_flight = modem.in_flight.saturating_sub(1);
+        if let Some(index) = self.slot_of(&flight) {
+            let modem = &mut self.modems[index];
+            modem.in_flight = modem.in_flight.saturating_sub(1);
+        }
         self.settle(flight, outcome).await;
+    }
+
+    /// The position of the modem a job was handed to; `None` once a reload removed or re-opened it.
+    fn slot_of(&self, flight: &Flight) -> Option<usize> {
+        self.modems
+            .iter()
+            .position(|modem| is_channel_of(&flight.channel, &modem.jobs))
     }
 
     /// Records what became of a job (`None`: the worker dropped it) and acts on it. While the store is
@@ -624,8 +651,9 @@ impl Dispatcher {
             Some(JobOutcome::Sent) => Ok(()),
             Some(JobOutcome::Failed { part, error }) => self.failed(&flight, *part, error).await,
             Some(JobOutcome::Unknown { part, reason }) => {
-                let modem_id = &self.modems[flight.modem].id;
-                self.store.part_unknown(id, *part, modem_id, reason).await
+                self.store
+                    .part_unknown(id, *part, &flight.modem, reason)
+                    .await
             }
             Some(JobOutcome::NotAttempted) => {
                 self.requeue(
@@ -664,11 +692,10 @@ impl Dispatcher {
         reason: &str,
         handback: Handback,
     ) -> Result<(), StoreError> {
-        let (id, modem) = (flight.entry.id, flight.modem);
-        let modem_id = self.modems[modem].id.clone();
+        let (id, modem) = (flight.entry.id, self.slot_of(flight));
         match self
             .store
-            .requeue(id, &modem_id, reason, handback, None)
+            .requeue(id, &flight.modem, reason, handback, None)
             .await?
         {
             MessageState::Queued => {
@@ -678,7 +705,7 @@ impl Dispatcher {
                     not_before: None,
                     ..flight.entry.clone()
                 };
-                self.enqueue(entry, Some(modem), Some(modem), now);
+                self.enqueue(entry, modem, modem, now);
             }
             state => tracing::warn!(%id, %state, "not requeued"),
         }
@@ -689,14 +716,17 @@ impl Dispatcher {
     /// counted and no modem avoided, where the gate judges it again at once (an opt-out blocks it, quiet
     /// hours hold it, an expiry closes it). A cancelled message has nothing to go back to.
     async fn withdrawn(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
-        let (id, modem) = (flight.entry.id, flight.modem);
-        let modem_id = self.modems[modem].id.clone();
+        let id = flight.entry.id;
         let reason = format!("withdrawn before its PDU was written: {reason}");
-        let parts = u32::from(flight.entry.parts);
-        self.modems[modem].sent_today = self.modems[modem].sent_today.saturating_sub(parts);
+        if let Some(index) = self.slot_of(flight) {
+            let modem = &mut self.modems[index];
+            modem.sent_today = modem
+                .sent_today
+                .saturating_sub(u32::from(flight.entry.parts));
+        }
         let requeued = self
             .store
-            .requeue(id, &modem_id, &reason, Handback::NothingWritten, None)
+            .requeue(id, &flight.modem, &reason, Handback::NothingWritten, None)
             .await;
         match requeued {
             Ok(MessageState::Queued) => {
@@ -727,7 +757,7 @@ impl Dispatcher {
         error: &SendError,
     ) -> Result<(), StoreError> {
         let id = flight.entry.id;
-        let index = flight.modem;
+        let index = self.slot_of(flight);
         let now = self.clock.now();
         let attempts = flight.entry.attempts + 1;
         let retry_at = (error.is_transient() && attempts < self.settings.max_attempts.get())
@@ -739,7 +769,7 @@ impl Dispatcher {
         let failure = PartFailure {
             id,
             part,
-            modem: self.modems[index].id.to_string(),
+            modem: flight.modem.to_string(),
             code,
             detail: error.to_string(),
             retry_at,
@@ -747,7 +777,7 @@ impl Dispatcher {
         if self.store.part_failed(failure).await? == MessageState::Queued {
             // Parts before the failed one went out on this modem: the rest must follow them there.
             let pinned = if part > flight.first_part {
-                Some(self.modems[index].id.to_string())
+                Some(flight.modem.to_string())
             } else {
                 flight.entry.pinned_modem.clone()
             };
@@ -761,7 +791,7 @@ impl Dispatcher {
                     .saturating_sub(part.saturating_sub(flight.first_part)),
                 ..flight.entry.clone()
             };
-            self.enqueue(entry, Some(index), Some(index), now);
+            self.enqueue(entry, index, index, now);
         }
         Ok(())
     }

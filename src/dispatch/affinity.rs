@@ -63,6 +63,24 @@ impl Affinity {
         }
     }
 
+    /// Takes over what a dispatcher replaced at a reload remembered, for the modems still configured.
+    pub fn inherit(&mut self, old: Affinity) {
+        if !self.enabled {
+            return;
+        }
+        let mut ids = vec![None; old.index.len()];
+        for (id, position) in &old.index {
+            if let Some(slot) = ids.get_mut(*position) {
+                *slot = self.modem(id);
+            }
+        }
+        for (recipient, position) in old.last.into_entries() {
+            if let Some(&Some(modem)) = ids.get(position) {
+                self.last.insert(recipient, modem);
+            }
+        }
+    }
+
     /// `recipient` was just handed to `modem`.
     pub fn sent(&mut self, recipient: &str, modem: usize) {
         if self.enabled {

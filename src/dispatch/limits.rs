@@ -32,6 +32,9 @@ pub(crate) struct Limiter {
     limiter: RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<Nanos>>,
     clock: RateClock,
     burst: u32,
+    /// What it enforces, so a reload that keeps a modem's rate can keep its limiter (and what it has
+    /// already let through) rather than start a fresh burst.
+    quota: Quota,
 }
 
 impl Limiter {
@@ -41,7 +44,12 @@ impl Limiter {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
             clock,
             burst: quota.burst_size().get(),
+            quota,
         }
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.quota
     }
 
     /// Takes `cells` permits (at most the burst, so a long message is never refused forever), or says

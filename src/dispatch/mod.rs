@@ -18,6 +18,7 @@ mod actor;
 mod affinity;
 pub mod events;
 pub mod gate;
+mod handover;
 mod limits;
 mod paging;
 mod queue;
@@ -40,6 +41,7 @@ use crate::modem::job::{ModemHealth, ModemId, SendJob};
 use crate::store::{QueueEntry, Store, StoreError};
 use affinity::Affinity;
 pub use gate::{AllowAll, Decision, Gate};
+pub use handover::Inheritance;
 use limits::Limiter;
 pub use window::WINDOW;
 use window::Window;
@@ -113,6 +115,8 @@ enum Command {
     /// Reload the head of the queue: messages may have been accepted while no dispatcher listened.
     Rescan,
     Flush(oneshot::Sender<()>),
+    /// Stop and pass the jobs in flight and the counts to a successor (a configuration reload).
+    HandOver(oneshot::Sender<Inheritance>),
 }
 
 /// How the API and the daemon talk to a running dispatcher; cheap to clone.
@@ -158,6 +162,17 @@ impl DispatchHandle {
             .is_ok()
     }
 
+    /// Stops the dispatcher at once, its jobs in flight still flying, and returns what its successor
+    /// takes over (`None` if it had stopped already). Messages announced after this are on disk; see
+    /// [`DispatchHandle::rebind`].
+    pub async fn hand_over(&self) -> Option<Inheritance> {
+        let (successor, inheritance) = oneshot::channel();
+        if !self.command(Command::HandOver(successor)) {
+            return None;
+        }
+        inheritance.await.ok()
+    }
+
     /// Returns once the dispatcher has acted on everything sent to it before, and on the current time
     /// (tests use it to know the dispatcher has settled).
     pub async fn flush(&self) {
@@ -170,13 +185,14 @@ impl DispatchHandle {
 
 /// Loads the head of the queue (one window, whatever the backlog) and the caps from the store and starts
 /// the dispatcher task. It stops handing out work when `shutdown` fires and ends once the jobs in flight
-/// have finished.
+/// have finished. `previous`: what the dispatcher it replaces handed over ([`DispatchHandle::hand_over`]).
 pub async fn start(
     store: Store,
     slots: Vec<ModemSlot>,
     settings: Settings,
     gate: Arc<dyn Gate>,
     shutdown: CancellationToken,
+    previous: Option<Inheritance>,
 ) -> Result<(DispatchHandle, tokio::task::JoinHandle<()>), StoreError> {
     let clock = store.clock();
     let now = clock.now();
@@ -238,7 +254,11 @@ pub async fn start(
         stopping: false,
         day_ends: day.ends,
         flushes: Vec::new(),
+        successor: None,
     };
+    if let Some(previous) = previous {
+        dispatcher.inherit(previous);
+    }
     dispatcher.load_heads(now).await?;
     tracing::info!(
         in_memory = dispatcher.window.queue.len(),

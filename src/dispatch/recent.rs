@@ -53,6 +53,12 @@ impl<K: Eq + Hash, V: Copy> Recent<K, V> {
         current.or(previous)
     }
 
+    /// Every entry, the older generation first, so inserting them in order into another map keeps
+    /// which are the most recent.
+    pub fn into_entries(self) -> impl Iterator<Item = (K, V)> {
+        self.previous.into_iter().chain(self.current)
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()

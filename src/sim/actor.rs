@@ -31,6 +31,8 @@ pub(crate) enum Control {
 pub(crate) struct Published {
     pub path: watch::Sender<PathBuf>,
     pub sends: watch::Sender<Vec<LoggedSend>>,
+    /// Sends begun (the PDU taken), finished or not.
+    pub started: watch::Sender<usize>,
     pub faults: watch::Sender<Faults>,
 }
 
@@ -128,6 +130,9 @@ impl Actor {
                     tokio::time::sleep(delay).await;
                     timer
                 });
+            }
+            if out.started > 0 {
+                self.published.started.send_modify(|n| *n += out.started);
             }
             if !out.sends.is_empty() {
                 self.published

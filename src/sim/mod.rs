@@ -202,6 +202,7 @@ pub struct SimHandle {
     control: mpsc::UnboundedSender<Control>,
     path: watch::Receiver<PathBuf>,
     sends: watch::Receiver<Vec<LoggedSend>>,
+    started: watch::Receiver<usize>,
     faults: watch::Receiver<Faults>,
     /// Taken by the first [`SimHandle::shutdown`].
     task: Mutex<Option<JoinHandle<()>>>,
@@ -219,6 +220,7 @@ pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     }
     let (path_tx, path) = watch::channel(pty.path().to_owned());
     let (sends_tx, sends) = watch::channel(Vec::new());
+    let (started_tx, started) = watch::channel(0);
     let (faults_tx, faults) = watch::channel(config.faults.clone());
     let (control, control_rx) = mpsc::unbounded_channel();
     let actor = Actor {
@@ -229,6 +231,7 @@ pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         published: Published {
             path: path_tx,
             sends: sends_tx,
+            started: started_tx,
             faults: faults_tx,
         },
         engine: engine::Engine::new(config.clone()),
@@ -240,6 +243,7 @@ pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         control,
         path,
         sends,
+        started,
         faults,
         task: Mutex::new(Some(task)),
     })
@@ -332,6 +336,16 @@ impl SimHandle {
             .await
             .map_err(|_| SimError::Stopped)?;
         Ok(log.clone())
+    }
+
+    /// Wait until the modem has taken the PDU of at least `n` sends (in progress or finished): the
+    /// moment a gateway can no longer take a send back.
+    pub async fn wait_started(&self, n: usize) -> Result<(), SimError> {
+        let mut rx = self.started.clone();
+        rx.wait_for(|started| *started >= n)
+            .await
+            .map_err(|_| SimError::Stopped)?;
+        Ok(())
     }
 
     /// Stop the modem and wait for it; its pty closes and its link is removed.

@@ -71,6 +71,8 @@ pub(crate) struct Out {
     pub bytes: Vec<u8>,
     pub timers: Vec<(Duration, Timer)>,
     pub sends: Vec<LoggedSend>,
+    /// Sends the modem took a PDU for in this step (each finishes later, in `sends`).
+    pub started: usize,
 }
 
 #[derive(Debug)]

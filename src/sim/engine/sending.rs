@@ -77,6 +77,7 @@ impl Engine {
             + self.faults.slow_send;
         self.next_id += 1;
         let id = self.next_id;
+        out.started += 1;
         self.phase = Phase::Sending {
             id,
             send: LoggedSend {
