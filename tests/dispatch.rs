@@ -14,7 +14,7 @@ use modemgate::modem::job::{
 };
 use modemgate::rules::gate::CollectionsGate;
 use modemgate::rules::optouts::{OptOutSource, OptOuts, Origin};
-use modemgate::rules::{CapsConfig, QuietHoursConfig};
+use modemgate::rules::{CapRule, CapsConfig, QuietHoursConfig};
 use modemgate::store::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -643,13 +643,13 @@ async fn cancel_takes_a_message_out_until_its_first_part_is_written() {
 }
 
 /// One modem behind the daemon's own collections gate (default quiet hours, no caps), with its opt-outs.
-async fn behind_the_collections_gate(rig: &Rig) -> (Arc<OptOuts>, Running) {
+async fn behind_the_collections_gate(rig: &Rig, caps: CapsConfig) -> (Arc<OptOuts>, Running) {
     let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
     let gate = CollectionsGate::load(
         &rig.store,
         optouts.clone(),
         QuietHoursConfig::default(),
-        CapsConfig::default(),
+        caps,
     )
     .await
     .unwrap();
@@ -669,7 +669,7 @@ async fn behind_the_collections_gate(rig: &Rig) -> (Arc<OptOuts>, Running) {
 async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_it_expires_meanwhile()
  {
     let rig = rig();
-    let (optouts, mut d) = behind_the_collections_gate(&rig).await;
+    let (optouts, mut d) = behind_the_collections_gate(&rig, CapsConfig::default()).await;
     // New York, 10:00 local: inside the 08:00-21:00 window.
     let opting_out = submit(&rig.store, &d.handle, new_message("+12125550601", 1)).await;
     let mut expiring = new_message("+12125550602", 1);
@@ -717,12 +717,46 @@ async fn a_message_handed_out_is_withdrawn_unsent_if_the_recipient_opts_out_or_i
     d.stop().await;
 }
 
+/// A message cancelled while it waited at a busy modem was never sent: it does not use up its
+/// recipient's contact cap.
+#[tokio::test]
+async fn a_message_withdrawn_unsent_is_no_contact() {
+    let rig = rig();
+    let once_a_day = CapsConfig {
+        rules: vec![CapRule::new(vec![], 1, jiff::SignedDuration::from_hours(24)).unwrap()],
+    };
+    let (_optouts, mut d) = behind_the_collections_gate(&rig, once_a_day).await;
+    let debtor = "+12125550611";
+    let cancelled = submit(&rig.store, &d.handle, new_message(debtor, 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    d.handle.cancel(cancelled, "api").await.unwrap();
+    complete(&rig.store, "m1", job, 1).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, cancelled).await, MessageState::Cancelled);
+
+    let next = submit(&rig.store, &d.handle, new_message(debtor, 1)).await;
+    d.handle.flush().await;
+    assert_eq!(
+        d.fakes[0].take_id(),
+        next,
+        "held by a cap the cancelled message used"
+    );
+    // That one was handed out: the cap holds the one after it.
+    let third = submit(&rig.store, &d.handle, new_message(debtor, 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    let events = detail(&rig.store, third).await.events;
+    assert_eq!(events.last().unwrap().rule.as_deref(), Some("contact_cap"));
+    d.stop().await;
+}
+
 /// The dispatcher hands a message over with the end of the recipient's sending window; a modem that
 /// reaches it later writes nothing, and the message waits for the window to open again.
 #[tokio::test]
 async fn a_message_reaching_its_modem_after_the_window_closed_waits_for_the_next() {
     let rig = rig();
-    let (_optouts, mut d) = behind_the_collections_gate(&rig).await;
+    let (_optouts, mut d) = behind_the_collections_gate(&rig, CapsConfig::default()).await;
     // 20:59:30 in New York (EST): half a minute of the 08:00-21:00 window left.
     let evening: Timestamp = "2026-03-03T01:59:30Z".parse().unwrap();
     rig.clock.set(evening);

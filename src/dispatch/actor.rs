@@ -593,6 +593,7 @@ impl Dispatcher {
             return true;
         }
         modem.in_flight += 1;
+        self.gate.handed_out(&flight.entry, now);
         self.flying.insert(id);
         modem.sent_today += parts.len() as u32;
         self.affinity.sent(&flight.entry.to, index);
@@ -656,6 +657,7 @@ impl Dispatcher {
                     .await
             }
             Some(JobOutcome::NotAttempted) => {
+                self.gate.returned(&flight.entry);
                 self.requeue(
                     &flight,
                     "not attempted: the modem could not take it",
@@ -717,6 +719,7 @@ impl Dispatcher {
     /// hours hold it, an expiry closes it). A cancelled message has nothing to go back to.
     async fn withdrawn(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
         let id = flight.entry.id;
+        self.gate.returned(&flight.entry);
         let reason = format!("withdrawn before its PDU was written: {reason}");
         if let Some(index) = self.slot_of(flight) {
             let modem = &mut self.modems[index];

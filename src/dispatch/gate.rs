@@ -34,6 +34,14 @@ pub trait Gate: Send + Sync + 'static {
     fn send_by(&self, _message: &QueueEntry, _now: Timestamp) -> Option<Timestamp> {
         None
     }
+
+    /// A message allowed at `now` is on its way to a modem (called after `check` allowed it and the
+    /// modem's rate limits let it go): the moment it counts against contact caps.
+    fn handed_out(&self, _message: &QueueEntry, _now: Timestamp) {}
+
+    /// A handed-out message came back with nothing written (the modem could not take it, or it was
+    /// withdrawn before its first PDU): it no longer counts as a contact.
+    fn returned(&self, _message: &QueueEntry) {}
 }
 
 /// Lets everything through: the default until the rules are wired in.

@@ -4,8 +4,9 @@
 //! send leaves the rolling window, or fail if the message would expire first).
 //!
 //! The gate runs on the dispatcher's task, so it never touches the store: opt-outs come from the shared
-//! in-memory [`OptOuts`], and sends counted against caps from an in-memory log loaded at start and
-//! appended to whenever the gate lets a message through.
+//! in-memory [`OptOuts`], and sends counted against caps from an in-memory log loaded at start, appended
+//! to when the dispatcher hands a message to a modem and taken back when one returns unsent (so a message
+//! cancelled or expired while it waited at a busy modem does not use up its recipient's cap).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -101,23 +102,22 @@ impl CollectionsGate {
         })
     }
 
-    /// Checks the caps and, if they allow it, counts this message as sent now.
+    /// Checks the caps against the sends counted so far (see [`Gate::handed_out`]).
     fn caps(&self, entry: &QueueEntry, now: Timestamp) -> Option<Decision> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let sends = log.entry(entry.to.clone()).or_default();
+        let sends = log.get_mut(&entry.to)?;
         let horizon = now
             .checked_sub(self.caps.longest_window())
             .unwrap_or(Timestamp::MIN);
         sends.retain(|&(at, _)| at > horizon);
-        // The same message seen again (its modem's rate limit refused it after we allowed it, or a retry)
-        // counts once.
-        sends.retain(|&(_, id)| id != entry.id);
-        let previous: Vec<Timestamp> = sends.iter().map(|&(at, _)| at).collect();
+        // The same message seen again (a retry after its send failed) counts once.
+        let previous: Vec<Timestamp> = sends
+            .iter()
+            .filter(|&&(_, id)| id != entry.id)
+            .map(|&(at, _)| at)
+            .collect();
         match self.caps.check(&entry.to, &previous, now) {
-            CapDecision::Allowed => {
-                sends.push((now, entry.id));
-                None
-            }
+            CapDecision::Allowed => None,
             CapDecision::WaitUntil(until) if entry.expires_at.is_some_and(|at| at <= until) => {
                 Some(Decision::Block {
                     code: "contact_cap".into(),
@@ -159,6 +159,26 @@ impl Gate for CollectionsGate {
         }
         self.quiet_hours
             .window_closes(now, &entry.to, entry.tz.as_deref())
+    }
+
+    fn handed_out(&self, entry: &QueueEntry, now: Timestamp) {
+        if entry.category.is_exempt() {
+            return;
+        }
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let sends = log.entry(entry.to.clone()).or_default();
+        sends.retain(|&(_, id)| id != entry.id);
+        sends.push((now, entry.id));
+    }
+
+    fn returned(&self, entry: &QueueEntry) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sends) = log.get_mut(&entry.to) {
+            sends.retain(|&(_, id)| id != entry.id);
+            if sends.is_empty() {
+                log.remove(&entry.to);
+            }
+        }
     }
 }
 
@@ -230,6 +250,7 @@ mod tests {
         for _ in 0..2 {
             let handed = entry(to, Category::Standard);
             assert_eq!(before.check(&handed, "m1", t0), Decision::Allow);
+            before.handed_out(&handed, t0);
         }
         // Neither send is confirmed yet, so the store has none of them.
         let after = load().await.unwrap();
@@ -330,23 +351,22 @@ mod tests {
         let t0 = at("2026-06-10T12:00:00[America/New_York]");
         let first = entry(to, Category::Standard);
         assert_eq!(gate.check(&first, "m1", t0), Decision::Allow);
-        // Asked again about the same message (a rate limit refused it after the gate allowed it).
+        gate.handed_out(&first, t0);
+        // Handed out again (a retry after its send failed): still one contact.
         assert_eq!(gate.check(&first, "m1", t0), Decision::Allow);
+        gate.handed_out(&first, t0);
         let t1 = at("2026-06-11T12:00:00[America/New_York]");
-        assert_eq!(
-            gate.check(&entry(to, Category::Standard), "m1", t1),
-            Decision::Allow
-        );
+        let second = entry(to, Category::Standard);
+        assert_eq!(gate.check(&second, "m1", t1), Decision::Allow);
+        gate.handed_out(&second, t1);
         let third = entry(to, Category::Standard);
         let until = t0.checked_add(SignedDuration::from_hours(168)).unwrap();
-        assert_eq!(
-            gate.check(&third, "m1", t1),
-            Decision::Hold {
-                until,
-                reason: "contact_cap".into(),
-                rule: Some("contact_cap".into())
-            }
-        );
+        let held = Decision::Hold {
+            until,
+            reason: "contact_cap".into(),
+            rule: Some("contact_cap".into()),
+        };
+        assert_eq!(gate.check(&third, "m1", t1), held);
         let expiring = QueueEntry {
             expires_at: Some(until),
             ..entry(to, Category::Standard)
@@ -356,10 +376,22 @@ mod tests {
             Decision::Block { code, .. } if code == "contact_cap"
         ));
         // Confirmations neither wait for nor count against the cap.
+        let confirmation = entry(to, Category::Confirmation);
+        assert_eq!(gate.check(&confirmation, "m1", t1), Decision::Allow);
+        gate.handed_out(&confirmation, t1);
+        assert_eq!(gate.check(&third, "m1", t1), held);
+        // Allowed but never handed out (a rate limit refused it), or handed back unsent: no contact.
+        gate.returned(&second);
+        assert_eq!(gate.check(&third, "m1", t1), Decision::Allow);
+        assert_eq!(gate.check(&third, "m1", t1), Decision::Allow);
+        gate.handed_out(&third, t1);
+        assert!(matches!(
+            gate.check(&entry(to, Category::Standard), "m1", t1),
+            Decision::Hold { .. }
+        ));
         assert_eq!(
-            gate.check(&entry(to, Category::Confirmation), "m1", t1),
+            gate.check(&entry(to, Category::Standard), "m1", until),
             Decision::Allow
         );
-        assert_eq!(gate.check(&third, "m1", until), Decision::Allow);
     }
 }
