@@ -969,6 +969,50 @@ async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_th
     d.stop().await;
 }
 
+/// A modem lost between two parts of a message (its port failed before the second was written): the
+/// rest waits for that modem, so the phone can join the parts, rather than come from another number.
+#[tokio::test]
+async fn the_rest_of_a_message_cut_off_between_its_parts_follows_on_its_modem() {
+    let rig = rig();
+    let mut d = run(
+        &rig.store,
+        &[spec("m1"), spec("m2")],
+        Settings::default(),
+        Arc::new(AllowAll),
+    )
+    .await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000712", 2)).await;
+    d.handle.flush().await;
+    let mut job = d.fakes[0].take();
+    let done = job.done;
+    let second = job.parts.pop().unwrap();
+    let (first_only, _outcome_of_part_one) = oneshot::channel();
+    let first = SendJob {
+        done: first_only,
+        ..job
+    };
+    complete(&rig.store, "m1", first, 9).await;
+    rig.store
+        .part_submitting(id, second.part, "m1", None)
+        .await
+        .unwrap();
+    d.fakes[0].ready.send(false).unwrap();
+    done.send(JobOutcome::NotAttempted).unwrap();
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, id).await, MessageState::Queued);
+    assert!(d.fakes[1].job().is_none(), "part 2 from another number");
+
+    d.fakes[0].ready.send(true).unwrap();
+    d.handle.flush().await;
+    let rest = d.fakes[0].take();
+    let parts: Vec<u16> = rest.parts.iter().map(|p| p.part).collect();
+    assert_eq!((rest.message_id, parts), (id, vec![2]));
+    complete(&rig.store, "m1", rest, 10).await;
+    d.handle.flush().await;
+    assert_eq!(state(&rig.store, id).await, MessageState::Sent);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn a_recipient_sticks_to_its_modem_and_falls_back_with_a_reason() {
     let rig = rig();

@@ -25,7 +25,8 @@ use super::window::Window;
 use super::{Command, Settings};
 use crate::modem::job::{JobOutcome, JobPart, ModemHealth, ModemId, SendError, SendJob};
 use crate::store::{
-    Clock, DailyCounts, Handback, MessageState, PartFailure, QueueEntry, Store, StoreError,
+    Clock, DailyCounts, Handback, MessageState, PartFailure, QueueEntry, Requeued, Store,
+    StoreError,
 };
 
 pub(super) struct Modem {
@@ -657,7 +658,6 @@ impl Dispatcher {
                     .await
             }
             Some(JobOutcome::NotAttempted) => {
-                self.gate.returned(&flight.entry);
                 self.requeue(
                     &flight,
                     "not attempted: the modem could not take it",
@@ -687,7 +687,8 @@ impl Dispatcher {
         }
     }
 
-    /// The job never reached the network: back to the queue, avoiding its modem.
+    /// The job came back with its part unwritten (or, `Unsure`, with no word): back to the queue,
+    /// avoiding its modem, unless parts of it went out there, which the rest must then follow.
     async fn requeue(
         &mut self,
         flight: &Flight,
@@ -695,44 +696,57 @@ impl Dispatcher {
         handback: Handback,
     ) -> Result<(), StoreError> {
         let (id, modem) = (flight.entry.id, self.slot_of(flight));
-        match self
+        let requeued = self
             .store
             .requeue(id, &flight.modem, reason, handback, None)
-            .await?
-        {
-            MessageState::Queued => {
-                let now = self.clock.now();
-                let entry = QueueEntry {
-                    attempts: flight.entry.attempts + 1,
-                    not_before: None,
-                    ..flight.entry.clone()
-                };
-                self.enqueue(entry, modem, modem, now);
-            }
-            state => tracing::warn!(%id, %state, "not requeued"),
-        }
+            .await?;
+        let Requeued::Queued {
+            parts,
+            pinned_modem,
+        } = requeued
+        else {
+            tracing::warn!(%id, "not requeued: a part may have gone out");
+            return Ok(());
+        };
+        self.came_back_unsent(flight, parts, pinned_modem.is_none());
+        let now = self.clock.now();
+        let entry = QueueEntry {
+            attempts: flight.entry.attempts + 1,
+            not_before: None,
+            parts,
+            pinned_modem,
+            ..flight.entry.clone()
+        };
+        self.enqueue(entry, modem, modem, now);
         Ok(())
+    }
+
+    /// `parts` of a job came back unwritten: they are no part of its modem's day, and if nothing of the
+    /// message went out (`no_contact`) it does not count against its recipient's caps.
+    fn came_back_unsent(&mut self, flight: &Flight, parts: u16, no_contact: bool) {
+        if no_contact {
+            self.gate.returned(&flight.entry);
+        }
+        if let Some(index) = self.slot_of(flight) {
+            let modem = &mut self.modems[index];
+            modem.sent_today = modem.sent_today.saturating_sub(u32::from(parts));
+        }
     }
 
     /// Nothing was written because the message may no longer go now: back to the queue with no attempt
     /// counted and no modem avoided, where the gate judges it again at once (an opt-out blocks it, quiet
-    /// hours hold it, an expiry closes it). A cancelled message has nothing to go back to.
+    /// hours hold it, an expiry closes it). A cancelled message has nothing to go back to. The store
+    /// withdraws a message only before its first part, so none of it has gone out.
     async fn withdrawn(&mut self, flight: &Flight, reason: &str) -> Result<(), StoreError> {
         let id = flight.entry.id;
-        self.gate.returned(&flight.entry);
+        self.came_back_unsent(flight, flight.entry.parts, true);
         let reason = format!("withdrawn before its PDU was written: {reason}");
-        if let Some(index) = self.slot_of(flight) {
-            let modem = &mut self.modems[index];
-            modem.sent_today = modem
-                .sent_today
-                .saturating_sub(u32::from(flight.entry.parts));
-        }
         let requeued = self
             .store
             .requeue(id, &flight.modem, &reason, Handback::NothingWritten, None)
             .await;
         match requeued {
-            Ok(MessageState::Queued) => {
+            Ok(Requeued::Queued { .. }) => {
                 let now = self.clock.now();
                 let entry = QueueEntry {
                     not_before: None,
@@ -741,8 +755,8 @@ impl Dispatcher {
                 self.enqueue(entry, None, None, now);
                 Ok(())
             }
-            Ok(state) => {
-                tracing::warn!(%id, %state, "not requeued");
+            Ok(Requeued::Unknown) => {
+                tracing::warn!(%id, "not requeued: a part may have gone out");
                 Ok(())
             }
             Err(StoreError::InvalidTransition { state, .. }) if state.is_final() => {

@@ -343,7 +343,7 @@ impl Store {
     }
 
     /// The job came back unsent: sending → queued, not before `retry_at` when given; `unknown` instead if
-    /// a part was submitting and `handback` cannot rule out that it went out. Returns the new state.
+    /// a part was submitting and `handback` cannot rule out that it went out.
     pub async fn requeue(
         &self,
         id: Uuid,
@@ -351,7 +351,7 @@ impl Store {
         reason: &str,
         handback: Handback,
         retry_at: Option<Timestamp>,
-    ) -> Result<MessageState> {
+    ) -> Result<Requeued> {
         let (modem, reason) = (modem.to_owned(), reason.to_owned());
         self.inner
             .writer

@@ -336,6 +336,20 @@ pub enum Handback {
     Unsure,
 }
 
+/// Where a job handed back unsent left its message ([`crate::store::Store::requeue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// Back in the queue with `parts` parts still to send. `pinned_modem`: the modem that sent the
+    /// others (a job that ended between two parts), where the rest must follow so the phone can join
+    /// them; `None` when nothing of it has gone out.
+    Queued {
+        parts: u16,
+        pinned_modem: Option<String>,
+    },
+    /// A part may have gone out: the message is `unknown` and is not sent again.
+    Unknown,
+}
+
 /// An inbound SMS-DELIVER part as read from a modem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundPart {

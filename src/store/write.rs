@@ -649,7 +649,7 @@ pub(crate) fn requeue(
     reason: &str,
     handback: Handback,
     retry_at: Option<Timestamp>,
-) -> Result<MessageState> {
+) -> Result<Requeued> {
     require(ctx, id, &[MessageState::Sending], "requeue")?;
     let submitting: Option<u16> = ctx
         .conn
@@ -664,7 +664,7 @@ pub(crate) fn requeue(
             Handback::Unsure => {
                 let why = format!("{reason}, while part {part} was being submitted");
                 part_unknown(ctx, id, part, modem, &why)?;
-                return Ok(MessageState::Unknown);
+                return Ok(Requeued::Unknown);
             }
             Handback::NothingWritten => {
                 set_part(
@@ -687,7 +687,19 @@ pub(crate) fn requeue(
         id,
         Ev::new(&actor(modem), "requeued", MessageState::Queued).detail(&detail),
     )?;
-    Ok(MessageState::Queued)
+    let (parts, pinned_modem) = ctx
+        .conn
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE state = 'pending'), \
+             max(modem) FILTER (WHERE state IN ('sent', 'delivered')) \
+             FROM parts WHERE message_id = ?1",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?))))
+        .map_err(DB)?;
+    Ok(Requeued::Queued {
+        parts,
+        pinned_modem,
+    })
 }
 
 /// Queued/scheduled → `to` (cancelled, expired), with who did it and why. A cancel also takes a message
