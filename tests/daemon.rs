@@ -38,6 +38,10 @@ secret = "{WEBHOOK_SECRET}"
 
 /// Server, storage, one key and one simulated modem `m1` (`m1_extra` is appended to its table).
 fn head(dir: &std::path::Path, token: &str, m1_extra: &str) -> String {
+    head_at_rate(dir, token, "600/min", m1_extra)
+}
+
+fn head_at_rate(dir: &std::path::Path, token: &str, rate: &str, m1_extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -54,7 +58,7 @@ enabled = false
 [[modems]]
 id = "m1"
 device = "sim:ec25"
-rate = "600/min"
+rate = "{rate}"
 {m1_extra}
 "#,
         db = dir.join("gw.db").display()
@@ -319,28 +323,9 @@ async fn a_reload_does_not_wait_for_a_modem_in_the_middle_of_a_send() {
     let mut hooks = WebhookReceiver::start().await;
     // m1 may send once a minute: after its first send only m2 can take the next message.
     let m1 = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-default_region = "US"
-[storage]
-path = "{db}"
-[[api_keys]]
-name = "cms"
-token = "{TOKEN}"
-scopes = ["admin"]
-[quiet_hours]
-enabled = false
-[[webhooks]]
-url = "{url}"
-secret = "{WEBHOOK_SECRET}"
-[[modems]]
-id = "m1"
-device = "sim:ec25"
-rate = "1/min"
-"#,
-        db = dir.path().join("gw.db").display(),
-        url = hooks.url,
+        "{}[[webhooks]]\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+        head_at_rate(dir.path(), TOKEN, "1/min", ""),
+        hooks.url
     );
     let mut gateway = start_instant(&Config::parse(&m1).unwrap()).await;
     let http = Http::new(gateway.addr);

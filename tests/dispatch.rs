@@ -90,6 +90,12 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Modems that take anything at once, default settings, no gate.
+async fn plain(rig: &Rig, ids: &[&'static str]) -> Running {
+    let specs: Vec<Spec> = ids.iter().map(|&id| spec(id)).collect();
+    run(&rig.store, &specs, Settings::default(), Arc::new(AllowAll)).await
+}
+
 async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Gate>) -> Running {
     let mut slots = Vec::new();
     let mut fakes = Vec::new();
@@ -282,6 +288,34 @@ async fn complete(store: &Store, modem: &str, job: SendJob, tp_mr: u8) {
         .unwrap();
     }
     job.done.send(JobOutcome::Sent).unwrap();
+}
+
+/// The worker sends the first of a two-part job and records the second as submitting; returns the job's
+/// outcome channel and the second part's number, for the test to say how the job ends.
+async fn first_of_two_sent(
+    store: &Store,
+    modem: &str,
+    mut job: SendJob,
+) -> (oneshot::Sender<JobOutcome>, u16) {
+    let done = job.done;
+    let second = job.parts.pop().unwrap();
+    let (first_only, _outcome_of_part_one) = oneshot::channel();
+    let id = job.message_id;
+    complete(
+        store,
+        modem,
+        SendJob {
+            done: first_only,
+            ..job
+        },
+        9,
+    )
+    .await;
+    store
+        .part_submitting(id, second.part, modem, None)
+        .await
+        .unwrap();
+    (done, second.part)
 }
 
 /// The worker submits the first part and the network refuses it.
@@ -520,13 +554,7 @@ async fn a_sim_swapped_while_offline_brings_its_own_daily_count() {
 #[tokio::test]
 async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1"]).await;
     d.fakes[0].ready.send(false).unwrap();
     let mut later = new_message("+15550000301", 1);
     later.send_at = Some(start_time() + jiff::SignedDuration::from_hours(1));
@@ -561,13 +589,7 @@ async fn scheduled_messages_wait_for_send_at_and_priority_goes_first() {
 #[tokio::test]
 async fn messages_expire_instead_of_going_out_late() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1"]).await;
     d.fakes[0].ready.send(false).unwrap();
     let mut waiting = new_message("+15550000401", 1);
     waiting.expires_at = Some(start_time() + jiff::SignedDuration::from_mins(10));
@@ -594,13 +616,7 @@ async fn messages_expire_instead_of_going_out_late() {
 #[tokio::test]
 async fn cancel_takes_a_message_out_until_its_first_part_is_written() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1"]).await;
     d.fakes[0].ready.send(false).unwrap();
     let pending = submit(&rig.store, &d.handle, new_message("+15550000501", 1)).await;
     let handed = submit(&rig.store, &d.handle, new_message("+15550000502", 1)).await;
@@ -889,13 +905,7 @@ async fn a_message_sent_on_a_retry_keeps_no_error() {
 #[tokio::test]
 async fn a_permanent_error_fails_the_message_with_its_code() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2"]).await;
     let id = submit(&rig.store, &d.handle, new_message("+15550000701", 1)).await;
     let other = submit(&rig.store, &d.handle, new_message("+15550000702", 1)).await;
     d.handle.flush().await;
@@ -923,35 +933,12 @@ async fn a_permanent_error_fails_the_message_with_its_code() {
 #[tokio::test]
 async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_that_part() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1"]).await;
     let id = submit(&rig.store, &d.handle, new_message("+15550000711", 2)).await;
     d.handle.flush().await;
-    let mut job = d.fakes[0].take();
-    let done = job.done;
-    let second = job.parts.pop().unwrap();
-    let (first_only, _outcome_of_part_one) = oneshot::channel();
-    complete(
-        &rig.store,
-        "m1",
-        SendJob {
-            done: first_only,
-            ..job
-        },
-        9,
-    )
-    .await;
-    rig.store
-        .part_submitting(id, second.part, "m1", None)
-        .await
-        .unwrap();
+    let (done, second) = first_of_two_sent(&rig.store, "m1", d.fakes[0].take()).await;
     done.send(JobOutcome::Failed {
-        part: second.part,
+        part: second,
         error: SendError::Cms(28),
     })
     .unwrap();
@@ -974,28 +961,10 @@ async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_th
 #[tokio::test]
 async fn the_rest_of_a_message_cut_off_between_its_parts_follows_on_its_modem() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2"]).await;
     let id = submit(&rig.store, &d.handle, new_message("+15550000712", 2)).await;
     d.handle.flush().await;
-    let mut job = d.fakes[0].take();
-    let done = job.done;
-    let second = job.parts.pop().unwrap();
-    let (first_only, _outcome_of_part_one) = oneshot::channel();
-    let first = SendJob {
-        done: first_only,
-        ..job
-    };
-    complete(&rig.store, "m1", first, 9).await;
-    rig.store
-        .part_submitting(id, second.part, "m1", None)
-        .await
-        .unwrap();
+    let (done, _) = first_of_two_sent(&rig.store, "m1", d.fakes[0].take()).await;
     d.fakes[0].ready.send(false).unwrap();
     done.send(JobOutcome::NotAttempted).unwrap();
     d.handle.flush().await;
@@ -1156,13 +1125,7 @@ async fn the_gate_holds_and_blocks_at_hand_off() {
 #[tokio::test]
 async fn four_modems_stay_busy_with_the_next_job_waiting() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2"), spec("m3"), spec("m4")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2", "m3", "m4"]).await;
     let total = 40;
     let batch: Vec<NewMessage> = (0..total)
         .map(|i| new_message(&format!("+155500011{i:02}"), 1))
@@ -1227,13 +1190,7 @@ async fn four_modems_stay_busy_with_the_next_job_waiting() {
 #[tokio::test]
 async fn a_job_the_modem_never_attempted_goes_to_another_modem() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2"]).await;
     let id = submit(&rig.store, &d.handle, new_message("+15550001201", 1)).await;
     d.handle.flush().await;
     let job = d.fakes[0].take();
@@ -1834,13 +1791,7 @@ async fn a_recipient_keeps_its_modem_across_a_reload() {
 #[tokio::test]
 async fn a_job_on_a_modem_a_reload_removed_is_recorded_and_retried_on_another() {
     let rig = rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2"]).await;
     d.fakes[0].ready.send(false).unwrap();
     let x = submit(&rig.store, &d.handle, new_message("+15558200001", 1)).await;
     d.handle.flush().await;
@@ -1923,13 +1874,7 @@ async fn messages_the_store_could_not_claim_in_an_outage_go_out_after_it() {
 #[tokio::test]
 async fn a_job_outcome_the_store_could_not_record_is_recorded_after_the_outage() {
     let (rig, locker) = outage_rig();
-    let mut d = run(
-        &rig.store,
-        &[spec("m1"), spec("m2")],
-        Settings::default(),
-        Arc::new(AllowAll),
-    )
-    .await;
+    let mut d = plain(&rig, &["m1", "m2"]).await;
     let id = submit(&rig.store, &d.handle, new_message("+15556000004", 1)).await;
     d.handle.flush().await;
     let job = d.fakes[0].take();
