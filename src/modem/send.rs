@@ -39,17 +39,21 @@ impl Worker {
                 }
             }
         }
+        let mut any_sent = false;
         for part in parts {
             let modem = self.cfg.id.clone();
-            let clearance = self
-                .acked(|ack| WorkerEvent::Submitting {
-                    modem,
-                    message_id,
-                    part: part.part,
-                    send_by,
-                    ack,
-                })
-                .await;
+            let submitting = |ack| WorkerEvent::Submitting {
+                modem,
+                message_id,
+                part: part.part,
+                send_by,
+                ack,
+            };
+            let clearance = if any_sent {
+                self.acked_even_if_stopping(submitting).await
+            } else {
+                self.acked(submitting).await
+            };
             match clearance {
                 Some(Clearance::Write) => {}
                 Some(Clearance::Withdraw(reason)) => {
@@ -76,6 +80,7 @@ impl Worker {
                             reference,
                         };
                         let _ = self.events.send(sent).await;
+                        any_sent = true;
                         continue;
                     }
                     Err(SubmitError::Rejected(result)) => send_error(result),

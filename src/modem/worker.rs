@@ -88,19 +88,25 @@ impl WorkerHandle {
         self.jobs.clone()
     }
 
-    /// `true` while the worker can take jobs (state `Ready`), updated as its health changes.
+    /// `true` while the worker can take jobs (state `Ready`, not paused), updated as its health changes
+    /// and at once when it is paused: the worker reports a pause only between commands, and a dispatcher
+    /// that went by that alone handed a just-paused modem jobs it could only hand back.
     pub fn readiness(&self) -> watch::Receiver<bool> {
         let mut health = self.health.clone();
-        let is_ready = |h: &ModemHealth| h.state == ModemState::Ready;
-        let (tx, rx) = watch::channel(is_ready(&health.borrow()));
+        let mut paused = self.paused.subscribe();
+        let is_ready = |h: &ModemHealth, paused: bool| h.state == ModemState::Ready && !paused;
+        let (tx, rx) = watch::channel(is_ready(&health.borrow(), *paused.borrow()));
         tokio::spawn(async move {
-            // Ends when the worker drops its health sender or nobody watches any more.
-            while health.changed().await.is_ok() {
-                let ready = is_ready(&health.borrow_and_update());
-                tx.send_if_modified(|old| std::mem::replace(old, ready) != ready);
-                if tx.is_closed() {
-                    break;
+            // Ends when the worker drops its health sender, the handle its pause switch, or nobody
+            // watches any more.
+            loop {
+                tokio::select! {
+                    changed = health.changed() => if changed.is_err() { break },
+                    changed = paused.changed() => if changed.is_err() { break },
+                    () = tx.closed() => break,
                 }
+                let ready = is_ready(&health.borrow_and_update(), *paused.borrow_and_update());
+                tx.send_if_modified(|old| std::mem::replace(old, ready) != ready);
             }
         });
         rx
@@ -465,13 +471,25 @@ impl Worker {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> WorkerEvent,
     ) -> Option<T> {
+        tokio::select! {
+            r = self.acked_even_if_stopping(make) => r,
+            _ = self.cancel.cancelled() => None,
+        }
+    }
+
+    /// [`Worker::acked`] that waits out the worker being stopped too (its stop's grace still bounds it).
+    /// Once part of a message is out the rest must follow: giving up between two parts left the debtor
+    /// half a message, and let the job's outcome reach the dispatcher before the daemon had recorded the
+    /// part already sent, so the message went back to the queue unpinned (the rest then came from
+    /// another modem, seen when a reload removed the modem mid-message).
+    pub(super) async fn acked_even_if_stopping<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> WorkerEvent,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         if self.events.send(make(tx)).await.is_err() {
             return None;
         }
-        tokio::select! {
-            r = rx => r.ok(),
-            _ = self.cancel.cancelled() => None,
-        }
+        rx.await.ok()
     }
 }

@@ -390,6 +390,43 @@ async fn a_dropped_submitting_ack_means_nothing_is_sent() {
     assert_eq!(rig.logged("AT+CMMS=2"), 1);
 }
 
+/// A worker stopped (a reload removing its modem, SIGTERM) between two parts of a message still sends
+/// the rest: the debtor gets the whole message, from one number.
+#[tokio::test(start_paused = true)]
+async fn a_worker_stopped_between_two_parts_sends_the_rest_first() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    let mut job = one_part_job(done);
+    job.parts.push(JobPart {
+        part: 2,
+        ..job.parts[0].clone()
+    });
+    rig.handle.send(job).await;
+    let WorkerEvent::Submitting { part: 1, ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    ack.send(Clearance::Write).unwrap();
+    assert!(matches!(
+        rig.event().await,
+        WorkerEvent::PartSent { part: 1, .. }
+    ));
+    let WorkerEvent::Submitting { part: 2, ack, .. } = rig.event().await else {
+        panic!("expected submitting")
+    };
+    rig.cancel.cancel();
+    ack.send(Clearance::Write).unwrap();
+    assert!(matches!(
+        rig.event().await,
+        WorkerEvent::PartSent { part: 2, .. }
+    ));
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+    assert_eq!(rig.logged("AT+CMGS=23"), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_paused_worker_hands_jobs_back_until_resumed() {
     let mut rig = rig(FakeState::default());
@@ -415,6 +452,29 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
         .await
         .unwrap();
     let (ack, outcome) = rig.one_part_submitting().await;
+    ack.send(Clearance::Write).unwrap();
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+}
+
+/// A modem paused in the middle of a send stops looking ready to the dispatcher at once, not when the
+/// worker gets to report it.
+#[tokio::test(start_paused = true)]
+async fn a_pause_makes_a_busy_modem_unready_at_once() {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let mut ready = rig.handle.readiness();
+    assert!(*ready.borrow());
+    let (ack, outcome) = rig.one_part_submitting().await;
+    rig.handle.pause();
+    // The worker waits for its ack: nothing else moves, so a timeout here means readiness waited for it.
+    tokio::time::timeout(Duration::from_secs(1), ready.wait_for(|r| !*r))
+        .await
+        .expect("still ready while paused")
+        .unwrap();
+    assert_eq!(rig.health.borrow().state, ModemState::Ready);
     ack.send(Clearance::Write).unwrap();
     assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
 }
