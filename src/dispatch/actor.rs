@@ -527,7 +527,7 @@ impl Dispatcher {
         }
         // A modem permit taken just before the global limit refuses is lost: at worst that modem waits one
         // interval longer, never faster than its rate.
-        if let Some(global) = &self.global
+        if let Some(global) = &mut self.global
             && let Err(at) = global.take(cells)
         {
             self.global_paced_until = Some(at);
