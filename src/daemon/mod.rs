@@ -373,6 +373,8 @@ impl Running {
             });
         let stopping = retiring.into_iter().map(|runtime| {
             info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
+            // Paused first, so the dispatcher hands it nothing more while it finishes its message.
+            runtime.handle.pause();
             runtime.stop(SHUTDOWN_GRACE)
         });
         futures_util::future::join_all(stopping).await;
