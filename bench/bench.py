@@ -8,6 +8,7 @@
     bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
     bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
     bench/bench.py wal      # light steady traffic through 4 simulated modems: how big the -wal file grows
+    bench/bench.py reload   # SIGHUP while one of 4 busy modems is in a 20 s send: how long the others stall
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
@@ -294,6 +295,36 @@ def bench_wal():
               f"load {before} → {load()}")
 
 
+def bench_reload():
+    """How long a configuration reload holds up sending: a backlog through 4 modems at 0.5 s per send, one
+    of them (m0) slowed to 20 s per send, and a SIGHUP (the config unchanged) once the others are in their
+    stride. Samples m1-m3's send counts every 20 ms for 45 s (the backlog lasts longer): sends in the 10 s
+    before and after the SIGHUP (ideal 60 each) and the longest time after it with none."""
+    with with_modems("reload", 4, 0.5, "600/min") as (sims, daemon, _):
+        before = load()
+        request(f"{sims.control}/modems/0/faults", {"slow_send": 20000}, "PUT")
+        messages = [{"to": f"+1415891{i:04d}", "text": f"reload {i}"} for i in range(400)]
+        request(daemon.base + "/v1/messages/batch", {"messages": messages})
+        started = time.monotonic()
+        samples, signalled = [], None
+        while time.monotonic() - started < 45:
+            now = time.monotonic() - started
+            if signalled is None and now >= 10:
+                daemon.proc.send_signal(signal.SIGHUP)
+                signalled = now
+            samples.append((now, sum(len(sims.sends(i)) for i in (1, 2, 3))))
+            time.sleep(0.02)
+        count_at = lambda t: max(n for at, n in samples if at <= t)
+        before_n = count_at(signalled) - count_at(signalled - 10)
+        after_n = count_at(signalled + 10) - count_at(signalled)
+        changes = [at for (at, n), (_, prev) in zip(samples[1:], samples) if n > prev and at > signalled]
+        gaps = [b - a for a, b in zip([signalled] + changes, changes + [samples[-1][0]])]
+        request(f"{sims.control}/modems/0/vanish", {"seconds": 60})
+        daemon.stop()
+        print(f"Reload: m1-m3 sent {before_n} in the 10 s before the SIGHUP and {after_n} in the 10 s after "
+              f"(ideal 60), longest gap after it {max(gaps):.2f} s, m0 in a 20 s send; load {before} → {load()}")
+
+
 def bench_restart():
     total = int(os.environ.get("QUEUED", "1000000"))
     path, port = workdir("restart"), free_port()
@@ -324,6 +355,6 @@ def bench_restart():
 if __name__ == "__main__":
     benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
                "batch": bench_batch, "drain": bench_drain, "latency": bench_latency, "wal": bench_wal,
-               "restart": bench_restart}
+               "reload": bench_reload, "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()
