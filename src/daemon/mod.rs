@@ -339,8 +339,9 @@ impl Running {
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
     /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps, quiet
     /// hours, contact caps, `[dispatch]`, keywords, opt-out texts and reply rules take effect through a
-    /// new dispatcher (which takes over the old one's jobs in flight) and new rules. Sections read only at start (`[server]`, `[storage]`,
-    /// `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when changed and left as they are.
+    /// new dispatcher (which takes over the old one's jobs in flight) and new rules. Sections read only
+    /// at start (`[server]`, `[storage]`, `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when
+    /// changed and left as they are.
     pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
         let (effective, unapplied) = after_reload(&self.config, config);
         for section in unapplied {
@@ -360,7 +361,7 @@ impl Running {
         // Modems removed or re-opened (device, baud or PIN changed) stop first, while the running
         // dispatcher still hands work to the others and records what their last jobs became: a modem
         // that hangs delays only the reload, not the sends of the rest.
-        let (kept, retiring): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runtimes)
+        let (mut kept, retiring): (Vec<_>, Vec<_>) = std::mem::take(&mut self.runtimes)
             .into_iter()
             .partition(|runtime| {
                 config.modems.iter().any(|m| {
@@ -384,7 +385,6 @@ impl Running {
         self.dispatch_stop.cancel();
         let _ = (&mut self.dispatcher).await;
 
-        let mut kept = kept;
         for (ordinal, modem) in config.modems.iter().enumerate().filter(|(_, m)| m.enabled) {
             let (mut runtime, was_paused) = match kept.iter().position(|r| r.config.id == modem.id)
             {
