@@ -209,6 +209,16 @@ fn rig(state: FakeState) -> Rig {
     }
 }
 
+/// A rig whose worker has finished its start-up conversation and reports `Ready`.
+async fn ready_rig() -> Rig {
+    let mut rig = rig(FakeState::default());
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    rig
+}
+
 impl Rig {
     /// Hands the worker a one-part job and returns its `Submitting` ack and the job's outcome.
     async fn one_part_submitting(
@@ -341,11 +351,7 @@ async fn a_refused_delete_is_retried_without_handing_the_message_over_twice() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_submitting_ack_means_nothing_is_sent() {
-    let mut rig = rig(FakeState::default());
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    let mut rig = ready_rig().await;
     let (done, outcome) = oneshot::channel();
     let part = JobPart {
         part: 1,
@@ -394,11 +400,7 @@ async fn a_dropped_submitting_ack_means_nothing_is_sent() {
 /// the rest: the debtor gets the whole message, from one number.
 #[tokio::test(start_paused = true)]
 async fn a_worker_stopped_between_two_parts_sends_the_rest_first() {
-    let mut rig = rig(FakeState::default());
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    let mut rig = ready_rig().await;
     let (done, outcome) = oneshot::channel();
     let mut job = one_part_job(done);
     job.parts.push(JobPart {
@@ -429,11 +431,7 @@ async fn a_worker_stopped_between_two_parts_sends_the_rest_first() {
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_worker_hands_jobs_back_until_resumed() {
-    let mut rig = rig(FakeState::default());
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    let mut rig = ready_rig().await;
     rig.handle.pause();
     // Shown paused at once, before the worker has said so.
     assert_eq!(rig.handle.health().borrow().state, ModemState::Ready);
@@ -460,11 +458,7 @@ async fn a_paused_worker_hands_jobs_back_until_resumed() {
 /// worker gets to report it.
 #[tokio::test(start_paused = true)]
 async fn a_pause_makes_a_busy_modem_unready_at_once() {
-    let mut rig = rig(FakeState::default());
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    let mut rig = ready_rig().await;
     let mut ready = rig.handle.readiness();
     assert!(*ready.borrow());
     let (ack, outcome) = rig.one_part_submitting().await;
@@ -481,11 +475,7 @@ async fn a_pause_makes_a_busy_modem_unready_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_withdrawn_job_writes_nothing_and_says_why() {
-    let mut rig = rig(FakeState::default());
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    let mut rig = ready_rig().await;
     let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Withdraw("the recipient opted out".into()))
         .unwrap();
