@@ -107,14 +107,20 @@ mod tests {
     use super::*;
     use crate::store::ManualClock;
 
-    #[test]
-    fn a_refusal_names_the_instant_the_permit_comes_whenever_the_clock_is_read() {
+    /// 6/min with no burst on a manual clock: a permit every 10 s.
+    fn six_a_minute() -> (Timestamp, ManualClock, Limiter) {
         let start: Timestamp = "2026-03-02T15:00:00Z".parse().unwrap();
         let clock = ManualClock::new(start);
-        let mut limiter = Limiter::new(
+        let limiter = Limiter::new(
             Quota::per_minute(NonZeroU32::new(6).unwrap()).allow_burst(NonZeroU32::MIN),
             Arc::new(clock.clone()),
         );
+        (start, clock, limiter)
+    }
+
+    #[test]
+    fn a_refusal_names_the_instant_the_permit_comes_whenever_the_clock_is_read() {
+        let (start, clock, mut limiter) = six_a_minute();
         assert_eq!(limiter.take(1), Ok(()));
         let due = start + jiff::SignedDuration::from_secs(10);
         assert_eq!(limiter.take(1), Err(due));
@@ -127,12 +133,7 @@ mod tests {
 
     #[test]
     fn a_message_longer_than_the_burst_makes_the_next_wait_for_all_its_parts() {
-        let start: Timestamp = "2026-03-02T15:00:00Z".parse().unwrap();
-        let clock = ManualClock::new(start);
-        let mut limiter = Limiter::new(
-            Quota::per_minute(NonZeroU32::new(6).unwrap()).allow_burst(NonZeroU32::MIN),
-            Arc::new(clock.clone()),
-        );
+        let (start, clock, mut limiter) = six_a_minute();
         assert_eq!(limiter.take(3), Ok(()));
         // Its second and third parts take the next two 10 s slots; the next message the third.
         assert!(limiter.take(1).is_err());
