@@ -117,6 +117,11 @@ async fn run(store: &Store, specs: &[Spec], settings: Settings, gate: Arc<dyn Ga
 }
 
 impl Fake {
+    /// A new job channel, as a reload that re-opens the modem gives its new worker.
+    fn reopen(&mut self) {
+        (self.sender, self.jobs) = mpsc::channel(8);
+    }
+
     fn slot(&self, spec: &Spec) -> ModemSlot {
         ModemSlot {
             id: spec.id.into(),
@@ -1724,18 +1729,21 @@ async fn a_reload_takes_over_the_jobs_in_flight_and_the_modems_counts() {
 }
 
 /// A reload that keeps a modem's rate keeps what the limiter already let through (no fresh burst); one
-/// that changes it applies the new rate at once.
+/// that changes it counts the new rate from the last send; a modem re-opened under the same id (its SIM
+/// most likely the same) keeps its pace too.
 #[tokio::test]
-async fn a_reload_keeps_a_modems_pace_unless_its_rate_changes() {
+async fn a_reload_keeps_a_modems_pace_and_a_new_rate_counts_from_the_last_send() {
     let rig = rig();
-    let every_ten_seconds = [Spec {
-        id: "m1",
-        quota: Quota::with_period(Duration::from_secs(10)).unwrap(),
-        cap: None,
-    }];
+    let every = |secs| {
+        [Spec {
+            id: "m1",
+            quota: Quota::with_period(Duration::from_secs(secs)).unwrap(),
+            cap: None,
+        }]
+    };
     let mut d = run(
         &rig.store,
-        &every_ten_seconds,
+        &every(10),
         Settings::default(),
         Arc::new(AllowAll),
     )
@@ -1745,7 +1753,7 @@ async fn a_reload_keeps_a_modems_pace_unless_its_rate_changes() {
     let job = d.fakes[0].take();
     complete(&rig.store, "m1", job, 1).await;
 
-    let mut d = d.reload(&rig.store, &every_ten_seconds).await;
+    let mut d = d.reload(&rig.store, &every(10)).await;
     let b = submit(&rig.store, &d.handle, new_message("+15558100002", 1)).await;
     d.handle.flush().await;
     assert!(d.fakes[0].job().is_none(), "a reload is no fresh burst");
@@ -1753,11 +1761,27 @@ async fn a_reload_keeps_a_modems_pace_unless_its_rate_changes() {
     d.handle.flush().await;
     assert_eq!(d.fakes[0].take_id(), b);
 
+    // Faster: 4 s from b, not at once and not 10 s.
     let c = submit(&rig.store, &d.handle, new_message("+15558100003", 1)).await;
     d.handle.flush().await;
     assert!(d.fakes[0].job().is_none(), "still 10 s between sends");
-    let mut d = d.reload(&rig.store, &[spec("m1")]).await;
-    assert_eq!(d.fakes[0].take_id(), c, "the new rate applies at once");
+    let mut d = d.reload(&rig.store, &every(4)).await;
+    assert!(d.fakes[0].job().is_none(), "4 s from the last send");
+    rig.clock.advance(Duration::from_secs(4));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), c, "the new rate, from the last send");
+
+    // Re-opened (another device path, say): a new job channel, the same pace.
+    let e = submit(&rig.store, &d.handle, new_message("+15558100004", 1)).await;
+    d.fakes[0].reopen();
+    let mut d = d.reload(&rig.store, &every(4)).await;
+    assert!(
+        d.fakes[0].job().is_none(),
+        "a re-opened modem is no fresh burst"
+    );
+    rig.clock.advance(Duration::from_secs(4));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), e);
     d.stop().await;
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::actor::{Dispatcher, Flight, Landing, Modem};
 use super::affinity::Affinity;
 use super::limits::Limiter;
-use crate::modem::job::{JobOutcome, SendJob};
+use crate::modem::job::{JobOutcome, ModemId, SendJob};
 
 /// What a replaced dispatcher leaves to its successor; opaque outside the dispatcher.
 pub struct Inheritance {
@@ -25,7 +25,6 @@ pub struct Inheritance {
     unsettled: Vec<(Timestamp, Flight, Option<JobOutcome>)>,
     modems: Vec<Carried>,
     global: Option<Limiter>,
-    global_paced_until: Option<Timestamp>,
     affinity: Affinity,
     /// The end of the cap day its counts are for.
     day_ends: Timestamp,
@@ -33,13 +32,13 @@ pub struct Inheritance {
 
 /// One modem as the replaced dispatcher counted it.
 struct Carried {
+    id: ModemId,
     channel: mpsc::WeakSender<SendJob>,
     in_flight: usize,
     counted_sim: Option<String>,
     sent_today: u32,
     closed_today: bool,
     limiter: Limiter,
-    paced_until: Option<Timestamp>,
 }
 
 impl Dispatcher {
@@ -54,47 +53,49 @@ impl Dispatcher {
                 .modems
                 .into_iter()
                 .map(|modem| Carried {
+                    id: modem.id,
                     channel: modem.jobs.downgrade(),
                     in_flight: modem.in_flight,
                     counted_sim: modem.counted_sim,
                     sent_today: modem.sent_today,
                     closed_today: modem.closed_today,
                     limiter: modem.limiter,
-                    paced_until: modem.paced_until,
                 })
                 .collect(),
             global: self.global,
-            global_paced_until: self.global_paced_until,
             affinity: self.affinity,
             day_ends: self.day_ends,
         }
     }
 
     /// Takes over a replaced dispatcher's jobs in flight and, for each modem it keeps, its count of jobs
-    /// in flight, today's sends (while the SIM is the same) and its rate limiter (while the rate is the
-    /// same), so a reload neither overfills a modem nor grants it a fresh burst.
+    /// in flight, today's sends (while the SIM is the same) and the pace its rate limiter set, so a reload
+    /// neither overfills a modem nor grants it a fresh burst.
     pub(super) fn inherit(&mut self, old: Inheritance) {
         self.flights = old.flights;
         self.flying = old.flying;
         self.unsettled = old.unsettled;
         self.affinity.inherit(old.affinity);
-        if let Some(global) = old.global
-            && self
-                .global
-                .as_ref()
-                .is_some_and(|new| new.quota() == global.quota())
-        {
-            self.global = Some(global);
-            self.global_paced_until = old.global_paced_until;
+        if let (Some(global), Some(old_global)) = (&mut self.global, old.global) {
+            global.take_over(old_global);
         }
         let same_day = old.day_ends == self.day_ends;
+        let mut reopened = Vec::new();
         for carried in old.modems {
-            if let Some(modem) = self
+            match self
                 .modems
                 .iter_mut()
                 .find(|m| is_channel_of(&carried.channel, &m.jobs))
             {
-                modem.take_over(carried, same_day);
+                Some(modem) => modem.take_over(carried, same_day),
+                None => reopened.push(carried),
+            }
+        }
+        // A modem re-opened under the same id (another device, baud or PIN) is a new channel with nothing
+        // in flight on it, but most likely the same SIM: it keeps the pace its last sends set.
+        for carried in reopened {
+            if let Some(modem) = self.modems.iter_mut().find(|m| m.id == carried.id) {
+                modem.limiter.take_over(carried.limiter);
             }
         }
     }
@@ -108,10 +109,9 @@ impl Modem {
             self.sent_today = carried.sent_today;
             self.closed_today = carried.closed_today;
         }
-        if carried.limiter.quota() == self.limiter.quota() {
-            self.limiter = carried.limiter;
-            self.paced_until = carried.paced_until;
-        }
+        // Its `paced_until` is not carried: the limiter answers the next request, at the new rate if the
+        // rate changed.
+        self.limiter.take_over(carried.limiter);
     }
 }
 

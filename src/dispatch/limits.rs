@@ -1,6 +1,8 @@
 //! Pacing: governor rate limiters that read the store's injected clock, so tests move them with the rest.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::Clock as GovernorClock;
@@ -12,24 +14,58 @@ use jiff::Timestamp;
 
 use crate::store::Clock;
 
+/// How many of a limiter's last messages a successor with another rate replays (see
+/// [`Limiter::succeeding`]): enough for any burst an operator configures for a SIM.
+const REMEMBERED: usize = 16;
+
 /// The injected clock as governor sees it: nanoseconds since the Unix epoch.
+///
+/// It can be pinned to an instant in the past for a moment, so a successor limiter can be put in the
+/// state its predecessor's sends leave it (governor has no other way to set a limiter's state).
 #[derive(Clone)]
-pub(crate) struct RateClock(pub Arc<dyn Clock>);
+struct RateClock {
+    clock: Arc<dyn Clock>,
+    /// Nanoseconds since the epoch it reads while pinned; 0: not pinned.
+    pinned: Arc<AtomicU64>,
+}
+
+impl RateClock {
+    fn timestamp(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn pin(&self, at: Timestamp) {
+        self.pinned.store(nanos(at).as_u64(), Ordering::Relaxed);
+    }
+
+    fn unpin(&self) {
+        self.pinned.store(0, Ordering::Relaxed);
+    }
+}
 
 impl GovernorClock for RateClock {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        let nanos = self.0.now().as_nanosecond().max(0);
-        Nanos::from(Duration::from_nanos(
-            u64::try_from(nanos).unwrap_or(u64::MAX),
-        ))
+        match self.pinned.load(Ordering::Relaxed) {
+            0 => nanos(self.clock.now()),
+            pinned => Nanos::from(Duration::from_nanos(pinned)),
+        }
     }
 }
 
+fn nanos(at: Timestamp) -> Nanos {
+    let nanos = at.as_nanosecond().max(1);
+    Nanos::from(Duration::from_nanos(
+        u64::try_from(nanos).unwrap_or(u64::MAX),
+    ))
+}
+
+type Governor = RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<Nanos>>;
+
 /// A direct (unkeyed) limiter on the injected clock.
 pub(crate) struct Limiter {
-    limiter: RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<Nanos>>,
+    limiter: Governor,
     clock: RateClock,
     burst: u32,
     /// What it enforces, so a reload that keeps a modem's rate can keep its limiter (and what it has
@@ -37,22 +73,62 @@ pub(crate) struct Limiter {
     quota: Quota,
     /// Permits a message longer than the burst went out without: taken before anything else goes.
     owed: u32,
+    /// The last messages let through (when, and how many parts), oldest first.
+    recent: VecDeque<(Timestamp, u32)>,
 }
 
 impl Limiter {
     pub fn new(quota: Quota, clock: Arc<dyn Clock>) -> Self {
-        let clock = RateClock(clock);
+        let clock = RateClock {
+            clock,
+            pinned: Arc::new(AtomicU64::new(0)),
+        };
         Limiter {
             limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
             clock,
             burst: quota.burst_size().get(),
             quota,
             owed: 0,
+            recent: VecDeque::with_capacity(REMEMBERED),
         }
     }
 
-    pub fn quota(&self) -> Quota {
-        self.quota
+    /// Goes on from where `old` (the same SIM's limiter before a reload) left off: `old` itself when
+    /// the rate is the same (what it let through stays spent: no fresh burst), else a limiter for this
+    /// one's rate in the state `old`'s last messages would have left it in had that rate been in force
+    /// when they went. So the first sends after a rate change come neither closer together than the new
+    /// rate allows nor later than it asks.
+    pub fn take_over(&mut self, old: Limiter) {
+        *self = if old.quota == self.quota {
+            old
+        } else {
+            Limiter::succeeding(old, self.quota, self.clock.clock.clone())
+        };
+    }
+
+    fn succeeding(old: Limiter, quota: Quota, clock: Arc<dyn Clock>) -> Self {
+        let mut new = Limiter::new(quota, clock);
+        let interval = quota.replenish_interval();
+        // GCRA's theoretical arrival time under the new rate: each message moves it on by its parts.
+        let due = old.recent.iter().fold(None, |due, &(at, parts)| {
+            let from = due.map_or(at, |due: Timestamp| due.max(at));
+            Some(after(from, interval.saturating_mul(parts)))
+        });
+        let now = new.clock.timestamp();
+        if let Some(due) = due
+            && due > now
+        {
+            // One permit at `due - interval` leaves governor's state at `due`. Governor measures from
+            // the instant it is built and rounds anything earlier up to it, so it is built no later.
+            let first = due.checked_sub(interval).unwrap_or(due);
+            new.clock.pin(first.min(now));
+            new.limiter = RateLimiter::direct_with_clock(quota, new.clock.clone());
+            new.clock.pin(first);
+            let _first_permit = new.limiter.check();
+            new.clock.unpin();
+        }
+        new.recent = old.recent;
+        new
     }
 
     /// Takes `cells` permits, or says from when they can be had, on the injected clock. Never sleeps.
@@ -75,6 +151,10 @@ impl Limiter {
         let now = cells.min(self.burst);
         self.check(now)?;
         self.owed = cells - now;
+        if self.recent.len() == REMEMBERED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.clock.timestamp(), cells));
         Ok(())
     }
 
@@ -85,7 +165,7 @@ impl Limiter {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(timestamp(not_until.earliest_possible())),
             // Unreachable: callers never ask for more than the burst. Waiting one second is safe.
-            Err(_) => Err(after(self.clock.0.now(), Duration::from_secs(1))),
+            Err(_) => Err(after(self.clock.timestamp(), Duration::from_secs(1))),
         }
     }
 }
@@ -144,5 +224,84 @@ mod tests {
         assert_eq!(limiter.take(1), Err(due));
         clock.advance(Duration::from_secs(10));
         assert_eq!(limiter.take(1), Ok(()));
+    }
+
+    fn per_minute(clock: &ManualClock, rate: u32, burst: u32) -> Limiter {
+        let quota = Quota::per_minute(NonZeroU32::new(rate).unwrap())
+            .allow_burst(NonZeroU32::new(burst).unwrap());
+        Limiter::new(quota, Arc::new(clock.clone()))
+    }
+
+    fn secs(n: i64) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(n)
+    }
+
+    #[test]
+    fn a_slower_rate_counts_from_the_last_send() {
+        let (start, clock, mut old) = six_a_minute();
+        assert_eq!(old.take(1), Ok(()));
+        clock.advance(Duration::from_secs(10));
+        // The old rate would allow one now; once a minute asks for a minute since the last send.
+        let mut new = per_minute(&clock, 1, 1);
+        new.take_over(old);
+        assert_eq!(new.take(1), Err(start + secs(60)));
+        clock.advance(Duration::from_secs(50));
+        assert_eq!(new.take(1), Ok(()));
+    }
+
+    #[test]
+    fn a_faster_rate_lets_the_next_send_go_one_new_interval_after_the_last() {
+        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let start = clock.now();
+        let mut old = per_minute(&clock, 1, 1);
+        assert_eq!(old.take(1), Ok(()));
+        clock.advance(Duration::from_secs(1));
+        // Neither a fresh limiter's "at once" nor the old rate's minute: 2 s after the last send.
+        let mut new = per_minute(&clock, 30, 1);
+        new.take_over(old);
+        assert_eq!(new.take(1), Err(start + secs(2)));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(new.take(1), Ok(()));
+        assert_eq!(new.take(1), Err(start + secs(4)));
+    }
+
+    #[test]
+    fn a_limiter_idle_for_longer_than_the_new_interval_passes_nothing_on() {
+        let (_, clock, mut old) = six_a_minute();
+        assert_eq!(old.take(1), Ok(()));
+        clock.advance(Duration::from_secs(3600));
+        let mut new = per_minute(&clock, 1, 1);
+        new.take_over(old);
+        assert_eq!(new.take(1), Ok(()));
+    }
+
+    #[test]
+    fn parts_owed_and_a_burst_carry_over_at_the_new_rate() {
+        let (start, clock, mut old) = six_a_minute();
+        // Three parts at once, then the change: at 12/min they hold the modem 15 s.
+        assert_eq!(old.take(3), Ok(()));
+        let mut new = per_minute(&clock, 12, 1);
+        new.take_over(old);
+        assert_eq!(new.take(1), Err(start + secs(15)));
+
+        // Far in debt with a burst of 2: the first permit comes a burst's worth before the debt is
+        // paid (3 parts at 1/min: due at +3 min, so the next may go at +2 min), not at once.
+        let mut old = per_minute(&clock, 1, 1);
+        assert_eq!(old.take(3), Ok(()));
+        let mut new = per_minute(&clock, 1, 2);
+        new.take_over(old);
+        assert_eq!(new.take(1), Err(start + secs(120)));
+    }
+
+    #[test]
+    fn the_same_rate_keeps_the_limiter_and_what_it_let_through() {
+        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let mut old = per_minute(&clock, 6, 3);
+        for _ in 0..3 {
+            assert_eq!(old.take(1), Ok(()));
+        }
+        let mut new = per_minute(&clock, 6, 3);
+        new.take_over(old);
+        assert!(new.take(1).is_err(), "a reload is no fresh burst");
     }
 }
