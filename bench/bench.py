@@ -9,6 +9,7 @@
     bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
     bench/bench.py wal      # light steady traffic through 4 simulated modems: how big the -wal file grows
     bench/bench.py reload   # SIGHUP while one of 4 busy modems is in a 20 s send: how long the others stall
+    bench/bench.py ratechange # a reload that changes a modem's rate: the gap before the next send
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
@@ -325,6 +326,35 @@ def bench_reload():
               f"(ideal 60), longest gap after it {max(gaps):.2f} s, m0 in a 20 s send; load {before} → {load()}")
 
 
+def bench_ratechange():
+    """The spacing of sends across a reload that changes a modem's rate: one modem that answers at once at
+    60/min; after its 5th send the config says 20/min (3 s), after its 9th 120/min (0.5 s), each applied by
+    SIGHUP. Send counts are sampled every 5 ms; the gap after each change should be the new interval."""
+    with with_modems("ratechange", 1, 0, "60/min") as (sims, daemon, path):
+        before = load()
+        config = os.path.join(path, "modemgate.toml")
+        messages = [{"to": f"+1415892{i:04d}", "text": f"rate {i}"} for i in range(20)]
+        request(daemon.base + "/v1/messages/batch", {"messages": messages})
+        started = time.monotonic()
+        times, changes = [], {5: "20/min", 9: "120/min"}
+        while time.monotonic() - started < 40 and len(times) < len(messages):
+            now = time.monotonic() - started
+            times += [now] * (len(sims.sends(0)) - len(times))
+            rate = changes.get(len(times))
+            if rate and now - times[-1] > 0.2:
+                with open(config) as f:
+                    text = f.read()
+                with open(config, "w") as f:
+                    f.write(text.replace('rate = "60/min"', f'rate = "{rate}"').replace('rate = "20/min"', f'rate = "{rate}"'))
+                daemon.proc.send_signal(signal.SIGHUP)
+                del changes[len(times)]
+            time.sleep(0.005)
+        daemon.stop()
+        gaps = [f"{b - a:.2f}" for a, b in zip(times, times[1:])]
+        print(f"Rate change: gaps between sends (s) {' '.join(gaps)}; 60/min → 20/min after the 5th send, → 120/min "
+              f"after the 9th; load {before} → {load()}")
+
+
 def bench_restart():
     total = int(os.environ.get("QUEUED", "1000000"))
     path, port = workdir("restart"), free_port()
@@ -355,6 +385,6 @@ def bench_restart():
 if __name__ == "__main__":
     benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
                "batch": bench_batch, "drain": bench_drain, "latency": bench_latency, "wal": bench_wal,
-               "reload": bench_reload, "restart": bench_restart}
+               "reload": bench_reload, "ratechange": bench_ratechange, "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()

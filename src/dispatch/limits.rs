@@ -95,9 +95,9 @@ impl Limiter {
 
     /// Goes on from where `old` (the same SIM's limiter before a reload) left off: `old` itself when
     /// the rate is the same (what it let through stays spent: no fresh burst), else a limiter for this
-    /// one's rate in the state `old`'s last messages would have left it in had that rate been in force
-    /// when they went. So the first sends after a rate change come neither closer together than the new
-    /// rate allows nor later than it asks.
+    /// one's rate that counts from `old`'s last messages. So the first sends after a rate change come
+    /// neither closer together than the new rate allows nor later than it asks (sends the old rate let
+    /// through are not charged again at the new one).
     pub fn take_over(&mut self, old: Limiter) {
         *self = if old.quota == self.quota {
             old
@@ -109,9 +109,12 @@ impl Limiter {
     fn succeeding(old: Limiter, quota: Quota, clock: Arc<dyn Clock>) -> Self {
         let mut new = Limiter::new(quota, clock);
         let interval = quota.replenish_interval();
-        // GCRA's theoretical arrival time under the new rate: each message moves it on by its parts.
+        let tolerance = interval.saturating_mul(quota.burst_size().get() - 1);
+        // GCRA's theoretical arrival time under the new rate: each message moves it on by its parts. Each
+        // went out under the old rate, so none is charged more than the new rate would have let it go
+        // with (`at + tolerance`): sends the old, faster rate allowed are no debt under a slower one.
         let due = old.recent.iter().fold(None, |due, &(at, parts)| {
-            let from = due.map_or(at, |due: Timestamp| due.max(at));
+            let from = due.map_or(at, |due: Timestamp| due.min(after(at, tolerance)).max(at));
             Some(after(from, interval.saturating_mul(parts)))
         });
         let now = new.clock.timestamp();
@@ -247,6 +250,21 @@ mod tests {
         assert_eq!(new.take(1), Err(start + secs(60)));
         clock.advance(Duration::from_secs(50));
         assert_eq!(new.take(1), Ok(()));
+    }
+
+    #[test]
+    fn sends_a_faster_old_rate_allowed_are_no_debt_under_the_slower_new_one() {
+        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let mut old = per_minute(&clock, 60, 1);
+        for _ in 0..5 {
+            assert_eq!(old.take(1), Ok(()));
+            clock.advance(Duration::from_secs(1));
+        }
+        let last = clock.now() - secs(1);
+        let mut new = per_minute(&clock, 20, 1);
+        new.take_over(old);
+        // 3 s after the last send, not 3 s for each of the five.
+        assert_eq!(new.take(1), Err(last + secs(3)));
     }
 
     #[test]
