@@ -154,11 +154,16 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     let at = |span: Option<Range<usize>>| span.map_or(1, |span| line_of(text, span.start));
     let (mut doc, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
-        // A broken document has no reliable structure left to check.
-        let diagnostics = syntax_errors
-            .iter()
-            .map(|e| error(at(e.span()), e.message()))
-            .collect();
+        // A broken document has no reliable structure left to check. The parser's recovery can add an
+        // echo on the line it already reported (`[server` then "duplicate key"): the first error per line
+        // is the one that names the mistake.
+        let mut diagnostics: Vec<Diagnostic> = Vec::new();
+        for e in &syntax_errors {
+            let line = at(e.span());
+            if diagnostics.iter().all(|d| d.line != line) {
+                diagnostics.push(error(line, e.message()));
+            }
+        }
         return (None, diagnostics);
     }
 
@@ -293,6 +298,61 @@ impl Doc<'_, '_> {
             .and_then(|t| t.get(key))
             .map_or(1, |value| line_of(self.text, value.span().start))
     }
+
+    /// Line of `section.array[index].key` (`[[quiet_hours.regions]]`); line 1 if it is not written.
+    fn nested_line(&self, section: &str, array: &str, index: usize, key: &str) -> usize {
+        self.table
+            .get(section)
+            .and_then(|v| v.get_ref().as_table())
+            .and_then(|t| t.get(array))
+            .and_then(|v| v.get_ref().as_array())
+            .and_then(|items| items.get(index))
+            .and_then(|t| t.get_ref().as_table())
+            .and_then(|t| t.get(key))
+            .map_or(1, |value| line_of(self.text, value.span().start))
+    }
+}
+
+/// A quiet-hours region rule must name a region recipients are located in: a misspelt one (`CA-ONT`)
+/// would never apply, and listing regions replaces the built-in rules, so that region's stricter window
+/// would be silently lost. A rule twice is refused too: only the first would apply.
+fn quiet_hour_regions(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
+    use crate::rules::{RegionName, region_name};
+    let regions = &config.quiet_hours.regions;
+    for (i, rule) in regions.iter().enumerate() {
+        let line = doc.nested_line("quiet_hours", "regions", i, "region");
+        let name = &rule.region;
+        if let Some(first) = regions[..i]
+            .iter()
+            .position(|r| r.region.eq_ignore_ascii_case(name))
+        {
+            out.push(error(
+                line,
+                format!(
+                    "quiet hours region `{name}` is already listed at line {}",
+                    doc.nested_line("quiet_hours", "regions", first, "region")
+                ),
+            ));
+            continue;
+        }
+        match region_name(name) {
+            RegionName::Located => {}
+            RegionName::SharedCode { main } => out.push(warning(
+                line,
+                format!(
+                    "quiet hours region `{name}` never applies: its numbers share a calling code with \
+                     `{main}` and are located there; give `{main}` the stricter window"
+                ),
+            )),
+            RegionName::Unknown => out.push(error(
+                line,
+                format!(
+                    "unknown quiet hours region `{name}`: use an ISO 3166-1 country code (`MX`) or, \
+                     for the US and Canada, an ISO 3166-2 subdivision (`CA-ON`, `US-TX`)"
+                ),
+            )),
+        }
+    }
 }
 
 /// Checks that involve more than one value.
@@ -357,6 +417,7 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
         }
     }
     reply_rule_keywords(config, doc, out);
+    quiet_hour_regions(config, doc, out);
     let dispatch = &config.dispatch;
     if sound && dispatch.retry_backoff > dispatch.retry_backoff_max {
         out.push(error(
@@ -481,6 +542,49 @@ mod tests {
             (115_200, "6/min")
         );
         assert!(modem.enabled && !modem.paused && modem.pin.is_none() && modem.smsc.is_none());
+    }
+
+    #[test]
+    fn quiet_hour_regions_must_be_ones_numbers_are_located_in() {
+        let rule = |region: &str| {
+            format!(
+                "[[quiet_hours.regions]]\nregion = \"{region}\"\nwindows = [{{ days = \"mon-sun\", start = \"08:00\", end = \"20:00\" }}]\n"
+            )
+        };
+        let text = ["CA-ON", "CA-ONT", "JE", "ca-on"].map(rule).concat();
+        let report = check(&format!("[quiet_hours]\n{text}"));
+        let findings: Vec<String> = report
+            .render()
+            .into_iter()
+            .filter(|line| line.contains("quiet hours region"))
+            .collect();
+        assert_eq!(findings.len(), 3, "{findings:?}");
+        assert!(findings[0].starts_with("t.toml:6: unknown quiet hours region `CA-ONT`"));
+        assert!(
+            findings[1].starts_with("t.toml:9: warning: quiet hours region `JE` never applies")
+        );
+        assert!(
+            findings[2]
+                .starts_with("t.toml:12: quiet hours region `ca-on` is already listed at line 3")
+        );
+        assert!(report.has_errors());
+    }
+
+    #[test]
+    fn a_window_time_out_of_range_says_what_is_expected() {
+        let report = check(
+            "[quiet_hours]\nwindows = [{ days = \"mon-sun\", start = \"25:00\", end = \"20:00\" }]\n",
+        );
+        assert_eq!(
+            report.render(),
+            ["t.toml:2: invalid time `25:00`: expected HH:MM from 00:00 to 23:59"]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_once_per_line() {
+        let report = check("[server]\nlisten = \"127.0.0.1:8080\"\n[server\n");
+        assert_eq!(report.render(), ["t.toml:3: unclosed table, expected `]`"]);
     }
 
     #[test]

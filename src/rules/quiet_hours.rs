@@ -73,8 +73,21 @@ pub struct Window {
 #[serde(deny_unknown_fields)]
 struct RawWindow {
     days: Days,
+    #[serde(deserialize_with = "clock_time")]
     start: Time,
+    #[serde(deserialize_with = "clock_time")]
     end: Time,
+}
+
+/// A local time of day as `HH:MM`, with an error that says what is expected (the time library's own
+/// speaks of "two digit integers" and parameter ranges).
+fn clock_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Time, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid time `{text}`: expected HH:MM from 00:00 to 23:59"
+        ))
+    })
 }
 
 impl TryFrom<RawWindow> for Window {

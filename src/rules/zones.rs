@@ -71,6 +71,37 @@ fn lookup(e164: &str) -> Result<&'static Row, Unresolved> {
         .ok_or_else(unknown)
 }
 
+/// What a region name in the configuration (`[[quiet_hours.regions]]`) can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionName {
+    /// Numbers are located in it, or in one of its subdivisions (`US`, `CA`).
+    Located,
+    /// A region whose calling code it shares with a bigger one: its numbers are located in `main`, so a
+    /// rule for it never applies (Jersey's `+44` numbers read as `GB`).
+    SharedCode { main: &'static str },
+    /// Not a region any number is located in (a typo, or a subdivision outside the US and Canada).
+    Unknown,
+}
+
+/// How `name` (any case) relates to the regions [`locate`] gives.
+pub fn region_name(name: &str) -> RegionName {
+    let rows = || NANP.iter().chain(COUNTRIES.iter());
+    let main_regions = || rows().filter_map(|row| row.regions.first().copied());
+    let located = main_regions().any(|main| {
+        main.eq_ignore_ascii_case(name)
+            || main
+                .split_once('-')
+                .is_some_and(|(country, _)| country.eq_ignore_ascii_case(name))
+    });
+    if located {
+        return RegionName::Located;
+    }
+    rows()
+        .find(|row| row.regions.iter().any(|r| r.eq_ignore_ascii_case(name)))
+        .and_then(|row| row.regions.first())
+        .map_or(RegionName::Unknown, |&main| RegionName::SharedCode { main })
+}
+
 /// Locate a recipient. An explicit zone (from the API's `tz`) wins over the number's zones; the region still
 /// comes from the number when it can, so regional rules (Ontario, Quebec) keep applying.
 pub fn locate(e164: &str, explicit_tz: Option<&str>) -> Result<Location, Unresolved> {
@@ -109,6 +140,18 @@ mod tests {
             for zone in &row.zones {
                 assert!(TimeZone::get(zone).is_ok(), "{}: {zone}", row.key);
             }
+        }
+    }
+
+    #[test]
+    fn region_names_are_those_numbers_are_located_in() {
+        for located in ["MX", "ca-on", "US-TX", "US", "CA", "FR", "GB", "PR"] {
+            assert_eq!(region_name(located), RegionName::Located, "{located}");
+        }
+        assert_eq!(region_name("JE"), RegionName::SharedCode { main: "GB" });
+        assert_eq!(region_name("KZ"), RegionName::SharedCode { main: "RU" });
+        for unknown in ["XX", "CA-ONT", "ZZ-QQ", "FR-75", ""] {
+            assert_eq!(region_name(unknown), RegionName::Unknown, "{unknown}");
         }
     }
 
