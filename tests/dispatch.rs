@@ -1785,6 +1785,42 @@ async fn a_reload_keeps_a_modems_pace_and_a_new_rate_counts_from_the_last_send()
     d.stop().await;
 }
 
+/// A restart is no fresh burst either: each modem's limiter resumes from the store's record of its last
+/// sends.
+#[tokio::test]
+async fn a_restart_resumes_each_modems_pace_from_its_last_sends() {
+    let rig = rig();
+    let every_ten_seconds = [Spec {
+        id: "m1",
+        quota: Quota::with_period(Duration::from_secs(10)).unwrap(),
+        cap: None,
+    }];
+    let start = || {
+        run(
+            &rig.store,
+            &every_ten_seconds,
+            Settings::default(),
+            Arc::new(AllowAll),
+        )
+    };
+    let mut d = start().await;
+    submit(&rig.store, &d.handle, new_message("+15558110001", 1)).await;
+    d.handle.flush().await;
+    let job = d.fakes[0].take();
+    complete(&rig.store, "m1", job, 1).await;
+    d.stop().await;
+
+    rig.clock.advance(Duration::from_secs(4));
+    let mut d = start().await;
+    let b = submit(&rig.store, &d.handle, new_message("+15558110002", 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none(), "6 s of the 10 are still to run");
+    rig.clock.advance(Duration::from_secs(6));
+    d.handle.flush().await;
+    assert_eq!(d.fakes[0].take_id(), b);
+    d.stop().await;
+}
+
 /// A recipient handed to a modem just before a reload (nothing in the store says so yet) stays with it.
 #[tokio::test]
 async fn a_recipient_keeps_its_modem_across_a_reload() {

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use crate::store::Clock;
 
 /// How many of a limiter's last messages a successor with another rate replays (see
-/// [`Limiter::succeeding`]): enough for any burst an operator configures for a SIM.
+/// [`Limiter::resuming`]): enough for any burst an operator configures for a SIM.
 const REMEMBERED: usize = 16;
 
 /// The injected clock as governor sees it: nanoseconds since the Unix epoch.
@@ -102,18 +102,27 @@ impl Limiter {
         *self = if old.quota == self.quota {
             old
         } else {
-            Limiter::succeeding(old, self.quota, self.clock.clock.clone())
+            Limiter::resuming(self.quota, self.clock.clock.clone(), old.recent)
         };
     }
 
-    fn succeeding(old: Limiter, quota: Quota, clock: Arc<dyn Clock>) -> Self {
+    /// A limiter for `quota` that counts from `sends` (when each message went and how many parts it had,
+    /// oldest first): the first send comes no sooner than `quota` allows after them. The daemon's start
+    /// passes the store's record of the last sends, so a restart is no fresh burst either.
+    pub fn resuming(
+        quota: Quota,
+        clock: Arc<dyn Clock>,
+        sends: impl IntoIterator<Item = (Timestamp, u32)>,
+    ) -> Self {
+        let mut recent: VecDeque<(Timestamp, u32)> = sends.into_iter().collect();
+        recent.drain(..recent.len().saturating_sub(REMEMBERED));
         let mut new = Limiter::new(quota, clock);
         let interval = quota.replenish_interval();
         let tolerance = interval.saturating_mul(quota.burst_size().get() - 1);
         // GCRA's theoretical arrival time under the new rate: each message moves it on by its parts. Each
         // went out under the old rate, so none is charged more than the new rate would have let it go
         // with (`at + tolerance`): sends the old, faster rate allowed are no debt under a slower one.
-        let due = old.recent.iter().fold(None, |due, &(at, parts)| {
+        let due = recent.iter().fold(None, |due, &(at, parts)| {
             let from = due.map_or(at, |due: Timestamp| due.min(after(at, tolerance)).max(at));
             Some(after(from, interval.saturating_mul(parts)))
         });
@@ -130,7 +139,7 @@ impl Limiter {
             let _first_permit = new.limiter.check();
             new.clock.unpin();
         }
-        new.recent = old.recent;
+        new.recent = recent;
         new
     }
 
@@ -176,6 +185,23 @@ impl Limiter {
 /// governor's instant (nanoseconds since the Unix epoch, see [`RateClock`]) as a time on our clock.
 fn timestamp(at: Nanos) -> Timestamp {
     Timestamp::from_nanosecond(i128::from(at.as_u64())).unwrap_or(Timestamp::MAX)
+}
+
+/// How far back sends can still hold up a limiter for `quota`: a burst's worth and the longest message
+/// of the sends [`Limiter::resuming`] replays. At most an hour, so a very slow rate does not make the
+/// daemon's start read a day of every modem's sends (a send an hour ago holds up no rate of one an hour
+/// or faster).
+pub(crate) fn lookback(quota: Quota) -> Duration {
+    let cells = quota.burst_size().get().saturating_add(REMEMBERED as u32);
+    quota
+        .replenish_interval()
+        .saturating_mul(cells)
+        .min(Duration::from_secs(3600))
+}
+
+/// `at - wait` on the injected clock's time line.
+pub(crate) fn before(at: Timestamp, wait: Duration) -> Timestamp {
+    at.checked_sub(wait).unwrap_or(Timestamp::MIN)
 }
 
 /// `at + wait` on the injected clock's time line.

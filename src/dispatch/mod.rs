@@ -198,6 +198,25 @@ pub async fn start(
     let now = clock.now();
     let day = store.cap_day(now);
     let sent_today = store.daily_sent(now).await?;
+    // The last sends of each modem, so its limiter resumes the pace they set (a restart is no fresh
+    // burst).
+    let lookback = slots
+        .iter()
+        .map(|slot| slot.quota)
+        .chain(settings.global)
+        .map(limits::lookback)
+        .max()
+        .unwrap_or_default();
+    let recent = store
+        .modem_sends_since(limits::before(now, lookback))
+        .await?;
+    let sends_of = |modem: Option<&str>| -> Vec<_> {
+        recent
+            .iter()
+            .filter(|send| modem.is_none_or(|m| send.modem == m))
+            .map(|send| (send.at, send.parts))
+            .collect()
+    };
 
     let (readiness_tx, readiness) = mpsc::unbounded_channel();
     let mut watchers = JoinSet::new();
@@ -218,7 +237,7 @@ pub async fn start(
             counted_sim: sim,
             health: slot.health,
             closed_today: false,
-            limiter: Limiter::new(slot.quota, clock.clone()),
+            limiter: Limiter::resuming(slot.quota, clock.clone(), sends_of(Some(&slot.id))),
             cap: slot.daily_cap.map(NonZeroU32::get),
             in_flight: 0,
             paced_until: None,
@@ -231,7 +250,9 @@ pub async fn start(
     let window = Window::new(settings.window);
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let mut dispatcher = actor::Dispatcher {
-        global: settings.global.map(|q| Limiter::new(q, clock.clone())),
+        global: settings
+            .global
+            .map(|q| Limiter::resuming(q, clock.clone(), sends_of(None))),
         global_paced_until: None,
         store: store.clone(),
         clock,

@@ -39,7 +39,9 @@ use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
-pub use read::{DailyCounts, ModemRecord, OptOutRecord, RecentSend, Totals, WebhookBacklog};
+pub use read::{
+    DailyCounts, ModemRecord, ModemSend, OptOutRecord, RecentSend, Totals, WebhookBacklog,
+};
 pub use records::{OptOutChange, OptOutSource};
 pub use recovery::Recovery;
 pub use types::*;
@@ -599,6 +601,12 @@ impl Store {
     pub async fn daily_sent(&self, at: Timestamp) -> Result<DailyCounts> {
         let day = self.cap_day(at).day;
         self.read(move |conn| read::daily_sent(conn, &day)).await
+    }
+
+    /// Messages the modems sent since `since`, oldest first.
+    pub async fn modem_sends_since(&self, since: Timestamp) -> Result<Vec<ModemSend>> {
+        self.read(move |conn| read::modem_sends_since(conn, since))
+            .await
     }
 
     /// The modem each of `recipients` last heard from (those that heard from none are absent).

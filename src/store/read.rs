@@ -387,6 +387,33 @@ pub(crate) fn last_modems_of(
     Ok(found)
 }
 
+/// One message a modem sent: when its last part went, and how many parts it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModemSend {
+    pub modem: String,
+    pub at: Timestamp,
+    pub parts: u32,
+}
+
+/// Messages sent since `since`, oldest first (the rate limiters pick up from them at start).
+pub(crate) fn modem_sends_since(conn: &Connection, since: Timestamp) -> Result<Vec<ModemSend>> {
+    conn.prepare_cached(
+        "SELECT r.modem, r.at, m.part_count FROM recipient_sends r JOIN messages m ON m.id = r.message_id \
+         WHERE r.at >= ?1 ORDER BY r.at, r.id",
+    )
+    .and_then(|mut st| {
+        st.query_map([ms(since)], |row| {
+            Ok(ModemSend {
+                modem: row.get(0)?,
+                at: rows::ts(row, 1)?,
+                parts: row.get(2)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
 /// Messages sent to `recipient` since `since` (frequency caps).
 pub(crate) fn sends_since(conn: &Connection, recipient: &str, since: Timestamp) -> Result<u32> {
     conn.prepare_cached("SELECT count(*) FROM recipient_sends WHERE recipient = ?1 AND at >= ?2")
