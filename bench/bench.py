@@ -9,7 +9,7 @@
     bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
     bench/bench.py wal      # light steady traffic through 4 simulated modems: how big the -wal file grows
     bench/bench.py reload   # SIGHUP while one of 4 busy modems is in a 20 s send: how long the others stall
-    bench/bench.py ratechange # a reload that changes a modem's rate: the gap before the next send
+    bench/bench.py pace     # a modem's pace across a rate change at reload and across a restart
     bench/bench.py restart  # fill 1,000,000 queued, restart: time to /healthz and /readyz, VmRSS
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
@@ -326,11 +326,13 @@ def bench_reload():
               f"(ideal 60), longest gap after it {max(gaps):.2f} s, m0 in a 20 s send; load {before} → {load()}")
 
 
-def bench_ratechange():
-    """The spacing of sends across a reload that changes a modem's rate: one modem that answers at once at
+def bench_pace():
+    """A modem's pace across a reload that changes its rate and across a restart. Rate change: one modem that answers at once at
     60/min; after its 5th send the config says 20/min (3 s), after its 9th 120/min (0.5 s), each applied by
-    SIGHUP. Send counts are sampled every 5 ms; the gap after each change should be the new interval."""
-    with with_modems("ratechange", 1, 0, "60/min") as (sims, daemon, path):
+    SIGHUP. Restart: a fresh modem at 6/min sends one message, the daemon is stopped (SIGTERM) and started
+    again with a second one queued. Send counts are sampled every 5 ms; each gap should be the interval in
+    force: 3 s and 0.5 s after the changes, 10 s across the restart."""
+    with with_modems("pace", 1, 0, "60/min") as (sims, daemon, path):
         before = load()
         config = os.path.join(path, "modemgate.toml")
         messages = [{"to": f"+1415892{i:04d}", "text": f"rate {i}"} for i in range(20)]
@@ -353,6 +355,21 @@ def bench_ratechange():
         gaps = [f"{b - a:.2f}" for a, b in zip(times, times[1:])]
         print(f"Rate change: gaps between sends (s) {' '.join(gaps)}; 60/min → 20/min after the 5th send, → 120/min "
               f"after the 9th; load {before} → {load()}")
+    with with_modems("pace", 1, 0, "6/min") as (sims, daemon, path):
+        before = load()
+        request(daemon.base + "/v1/messages", {"to": "+14158930001", "text": "pace 1"})
+        while not sims.sends(0):
+            time.sleep(0.005)
+        first = time.monotonic()
+        request(daemon.base + "/v1/messages", {"to": "+14158930002", "text": "pace 2"})
+        daemon.stop()
+        daemon = Daemon(os.path.join(path, "modemgate.toml"), daemon.port, os.path.join(path, "serve.log"))
+        while len(sims.sends(0)) < 2:
+            time.sleep(0.005)
+        gap = time.monotonic() - first
+        daemon.stop()
+        print(f"Restart: gap between the sends either side of it {gap:.2f} s (6/min: 10 s due); "
+              f"load {before} → {load()}")
 
 
 def bench_restart():
@@ -385,6 +402,6 @@ def bench_restart():
 if __name__ == "__main__":
     benches = {"http": bench_http, "campaign": lambda: bench_http("campaign.lua", "campaign"),
                "batch": bench_batch, "drain": bench_drain, "latency": bench_latency, "wal": bench_wal,
-               "reload": bench_reload, "ratechange": bench_ratechange, "restart": bench_restart}
+               "reload": bench_reload, "pace": bench_pace, "restart": bench_restart}
     for name in sys.argv[1:] or benches:
         benches[name]()
