@@ -14,8 +14,8 @@ use jiff::Timestamp;
 
 use crate::store::Clock;
 
-/// How many of a limiter's last messages a successor with another rate replays (see
-/// [`Limiter::resuming`]): enough for any burst an operator configures for a SIM.
+/// How many of a modem's last messages [`Limiter::resuming`] replays, after a rate change at a reload or
+/// at the daemon's start: enough for any burst an operator configures for a SIM.
 const REMEMBERED: usize = 16;
 
 /// The injected clock as governor sees it: nanoseconds since the Unix epoch.
