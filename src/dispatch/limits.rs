@@ -216,10 +216,14 @@ mod tests {
     use super::*;
     use crate::store::ManualClock;
 
+    fn start_clock() -> ManualClock {
+        ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap())
+    }
+
     /// 6/min with no burst on a manual clock: a permit every 10 s.
     fn six_a_minute() -> (Timestamp, ManualClock, Limiter) {
-        let start: Timestamp = "2026-03-02T15:00:00Z".parse().unwrap();
-        let clock = ManualClock::new(start);
+        let clock = start_clock();
+        let start = clock.now();
         let limiter = Limiter::new(
             Quota::per_minute(NonZeroU32::new(6).unwrap()).allow_burst(NonZeroU32::MIN),
             Arc::new(clock.clone()),
@@ -261,6 +265,13 @@ mod tests {
         Limiter::new(quota, Arc::new(clock.clone()))
     }
 
+    /// `old` handed to a limiter for `rate`/min with `burst`, as a reload that changes the rate does.
+    fn changed_to(old: Limiter, clock: &ManualClock, rate: u32, burst: u32) -> Limiter {
+        let mut new = per_minute(clock, rate, burst);
+        new.take_over(old);
+        new
+    }
+
     fn secs(n: i64) -> jiff::SignedDuration {
         jiff::SignedDuration::from_secs(n)
     }
@@ -271,8 +282,7 @@ mod tests {
         assert_eq!(old.take(1), Ok(()));
         clock.advance(Duration::from_secs(10));
         // The old rate would allow one now; once a minute asks for a minute since the last send.
-        let mut new = per_minute(&clock, 1, 1);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 1, 1);
         assert_eq!(new.take(1), Err(start + secs(60)));
         clock.advance(Duration::from_secs(50));
         assert_eq!(new.take(1), Ok(()));
@@ -280,29 +290,27 @@ mod tests {
 
     #[test]
     fn sends_a_faster_old_rate_allowed_are_no_debt_under_the_slower_new_one() {
-        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let clock = start_clock();
         let mut old = per_minute(&clock, 60, 1);
         for _ in 0..5 {
             assert_eq!(old.take(1), Ok(()));
             clock.advance(Duration::from_secs(1));
         }
         let last = clock.now() - secs(1);
-        let mut new = per_minute(&clock, 20, 1);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 20, 1);
         // 3 s after the last send, not 3 s for each of the five.
         assert_eq!(new.take(1), Err(last + secs(3)));
     }
 
     #[test]
     fn a_faster_rate_lets_the_next_send_go_one_new_interval_after_the_last() {
-        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let clock = start_clock();
         let start = clock.now();
         let mut old = per_minute(&clock, 1, 1);
         assert_eq!(old.take(1), Ok(()));
         clock.advance(Duration::from_secs(1));
         // Neither a fresh limiter's "at once" nor the old rate's minute: 2 s after the last send.
-        let mut new = per_minute(&clock, 30, 1);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 30, 1);
         assert_eq!(new.take(1), Err(start + secs(2)));
         clock.advance(Duration::from_secs(1));
         assert_eq!(new.take(1), Ok(()));
@@ -314,8 +322,7 @@ mod tests {
         let (_, clock, mut old) = six_a_minute();
         assert_eq!(old.take(1), Ok(()));
         clock.advance(Duration::from_secs(3600));
-        let mut new = per_minute(&clock, 1, 1);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 1, 1);
         assert_eq!(new.take(1), Ok(()));
     }
 
@@ -324,28 +331,25 @@ mod tests {
         let (start, clock, mut old) = six_a_minute();
         // Three parts at once, then the change: at 12/min they hold the modem 15 s.
         assert_eq!(old.take(3), Ok(()));
-        let mut new = per_minute(&clock, 12, 1);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 12, 1);
         assert_eq!(new.take(1), Err(start + secs(15)));
 
         // Far in debt with a burst of 2: the first permit comes a burst's worth before the debt is
         // paid (3 parts at 1/min: due at +3 min, so the next may go at +2 min), not at once.
         let mut old = per_minute(&clock, 1, 1);
         assert_eq!(old.take(3), Ok(()));
-        let mut new = per_minute(&clock, 1, 2);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 1, 2);
         assert_eq!(new.take(1), Err(start + secs(120)));
     }
 
     #[test]
     fn the_same_rate_keeps_the_limiter_and_what_it_let_through() {
-        let clock = ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+        let clock = start_clock();
         let mut old = per_minute(&clock, 6, 3);
         for _ in 0..3 {
             assert_eq!(old.take(1), Ok(()));
         }
-        let mut new = per_minute(&clock, 6, 3);
-        new.take_over(old);
+        let mut new = changed_to(old, &clock, 6, 3);
         assert!(new.take(1).is_err(), "a reload is no fresh burst");
     }
 }
