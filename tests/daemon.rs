@@ -256,6 +256,16 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
         .await;
     assert_eq!(status.as_u16(), 202, "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_owned();
+    // ... and says why.
+    let message = old_key.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(
+        (&message["status"], &message["error"]),
+        (
+            &json!("queued"),
+            &json!("waiting: no modem can send it now (m1 is paused)")
+        ),
+        "{message}"
+    );
 
     let after = Config::parse(&format!(
         "{}\n[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\ndaily_cap = 100\n",
@@ -311,6 +321,62 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
     .await
     .expect("m2's worker never reported ready again after the resume")
     .unwrap();
+    gateway.stop().await;
+}
+
+/// A message no modem can take now says why in its `error`, so the CMS sees more than `queued`; it says
+/// nothing once a modem can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_back_by_the_daily_cap_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let url = hooks.url.clone();
+    let config = |cap: &str| {
+        let text = format!(
+            "{}[[webhooks]]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+            head(dir.path(), TOKEN, cap)
+        );
+        Config::parse(&text).unwrap()
+    };
+    let mut gateway = start_instant(&config("daily_cap = 1")).await;
+    let http = Http::new(gateway.addr);
+    let (status, first) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "first"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{first}");
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], first["id"]);
+
+    let (status, second) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906432", "text": "second"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{second}");
+    let path = format!("/v1/messages/{}", second["id"].as_str().unwrap());
+    let message = http.get(&path).await;
+    assert_eq!(message["status"], "queued", "{message}");
+    let error = message["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "waiting: no modem can send it now (m1 reached its daily cap of 1 part until "
+        ),
+        "{message}"
+    );
+    let first = http
+        .get(&format!("/v1/messages/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(first["error"], json!(null), "{first}");
+
+    // A bigger cap lets it go.
+    gateway.reload(&config("daily_cap = 2")).await.unwrap();
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], second["id"]);
+    assert_eq!(gateway.sim("m1").unwrap().sends().len(), 2);
     gateway.stop().await;
 }
 

@@ -17,6 +17,11 @@ use serde_json::json;
 
 /// Writes the config file the commands read their token (and, without `--url`, their URL) from.
 fn write_config(dir: &Path, listen: &str) -> PathBuf {
+    write_config_with(dir, listen, "")
+}
+
+/// [`write_config`] with `m1_extra` appended to modem m1's table.
+fn write_config_with(dir: &Path, listen: &str, m1_extra: &str) -> PathBuf {
     let path = dir.join("modemgate.toml");
     std::fs::write(
         &path,
@@ -36,6 +41,7 @@ id = "m1"
 device = "sim:ec25"
 rate = "600/min"
 daily_cap = 300
+{m1_extra}
 [quiet_hours]
 enabled = false
 "#,
@@ -47,7 +53,11 @@ enabled = false
 }
 
 async fn gateway(dir: &Path) -> (Running, PathBuf) {
-    let path = write_config(dir, "127.0.0.1:0");
+    gateway_with(dir, "").await
+}
+
+async fn gateway_with(dir: &Path, m1_extra: &str) -> (Running, PathBuf) {
+    let path = write_config_with(dir, "127.0.0.1:0", m1_extra);
     let config = Config::load(&path).unwrap();
     let running = daemon::start(
         &config,
@@ -180,6 +190,40 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
         Some("queue: 0 queued, 1 scheduled, 0 sending; last 24 h: 0 failed, 0 unknown"),
         "{out}"
     );
+    gateway.stop().await;
+}
+
+/// `send --wait` that runs out of time says why the message is still queued, as the API does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_no_modem_can_take_says_why_when_the_wait_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, config) = gateway_with(dir.path(), "paused = true").await;
+    let url = format!("http://{}", gateway.addr);
+    let output = modemgate(args(&[
+        "send",
+        "--to",
+        "4158906431",
+        "--text",
+        "held",
+        "--wait",
+        "--wait-timeout",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+        "--url",
+        &url,
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let id = field(&stdout(&output), "id").unwrap().to_owned();
+    assert_eq!(
+        stderr(&output).trim_end(),
+        format!(
+            "modemgate: message {id} is still queued after 1s: waiting: no modem can send it now \
+             (m1 is paused)"
+        )
+    );
+    assert!(gateway.sim("m1").unwrap().sends().is_empty());
     gateway.stop().await;
 }
 

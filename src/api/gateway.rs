@@ -13,6 +13,7 @@ use super::backend::{
     ModemCounters, ModemView, NewMessage, Optout, Page,
 };
 use super::metrics::{Metrics, ModemGauges, WebhookGauges};
+use super::waiting;
 use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
@@ -21,7 +22,7 @@ use crate::rules::keywords::Language;
 use crate::rules::notice;
 use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
 use crate::rules::replies::OptOutConfig;
-use crate::store::{self, QueueEntry, Store};
+use crate::store::{self, MessageState, QueueEntry, Store};
 
 /// A configured modem as the daemon runs it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,9 +256,16 @@ impl Backend for Gateway {
     fn message(&self, id: Uuid) -> BackendResult<'_, MessageDetail> {
         Box::pin(async move {
             let detail = self.store.get(id).await?;
-            detail
+            let mut detail = detail
                 .map(MessageDetail::from)
-                .ok_or_else(|| BackendError::NotFound(format!("message {id}")))
+                .ok_or_else(|| BackendError::NotFound(format!("message {id}")))?;
+            let message = &mut detail.message;
+            if message.status == MessageState::Queued && message.error.is_none() {
+                let modems = self.modem_views().await?;
+                let day_ends = self.store.cap_day(self.store.clock().now()).ends;
+                message.error = waiting::why_waiting(&detail.part_list, &modems, day_ends);
+            }
+            Ok(detail)
         })
     }
 

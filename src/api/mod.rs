@@ -8,6 +8,7 @@
 //!   contract.
 //! - [`gateway`]: [`Backend`] over the store, the dispatcher and the modem workers.
 //! - [`validate`]: the `POST /v1/messages` request, field by field.
+//! - `waiting`: why a queued message is not moving, worked out when it is read.
 //! - [`extract`]: body/query extractors whose rejections are [`ApiError`]s.
 //! - `strict_json`: JSON bodies read with repeated keys refused.
 //! - [`error`]: [`ApiError`], the one error type at the edge.
@@ -26,6 +27,7 @@ pub mod openapi;
 pub mod routes;
 mod strict_json;
 pub mod validate;
+mod waiting;
 
 use std::sync::Arc;
 

@@ -58,10 +58,17 @@ pub async fn run(args: SendArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
         match MessageState::parse(&status) {
             Some(state) if state.is_final() => return finished(&message, state, out),
-            _ if tokio::time::Instant::now() >= deadline => anyhow::bail!(
-                "message {id} is still {status} after {}s",
-                args.wait_timeout
-            ),
+            _ if tokio::time::Instant::now() >= deadline => {
+                // A queued message no modem can take says why (every modem offline, paused, capped).
+                let why = match message.get("error").and_then(Value::as_str) {
+                    Some(error) => format!(": {error}"),
+                    None => String::new(),
+                };
+                anyhow::bail!(
+                    "message {id} is still {status} after {}s{why}",
+                    args.wait_timeout
+                )
+            }
             _ => {}
         }
     }
