@@ -987,6 +987,73 @@ async fn the_rest_of_a_message_cut_off_between_its_parts_follows_on_its_modem() 
     d.stop().await;
 }
 
+/// The modem that sent a message's first part is removed from the config before the rest goes: the rest
+/// alone, from another number, would never join the first part on the phone, so the whole message goes
+/// again from a modem still configured, counted whole against its cap, and its history says why.
+#[tokio::test]
+async fn a_message_begun_on_a_modem_since_removed_goes_again_whole_from_another() {
+    let rig = rig();
+    let mut d = plain(&rig, &["m1", "m2"]).await;
+    let id = submit(&rig.store, &d.handle, new_message("+15550000713", 2)).await;
+    d.handle.flush().await;
+    let (done, _) = first_of_two_sent(&rig.store, "m1", d.fakes[0].take()).await;
+    d.fakes[0].ready.send(false).unwrap();
+    done.send(JobOutcome::NotAttempted).unwrap();
+    d.handle.flush().await;
+    assert!(d.fakes[1].job().is_none(), "part 2 from another number");
+
+    // With room for one part today, m2 cannot take the whole message; with room for two it can.
+    let capped = |cap| Spec {
+        cap: Some(cap),
+        ..spec("m2")
+    };
+    let mut d = d.reload(&rig.store, &[capped(1)]).await;
+    assert!(
+        d.fakes[0].job().is_none(),
+        "the whole message overshoots m2's cap"
+    );
+    let mut d = d.reload(&rig.store, &[capped(2)]).await;
+    let again = d.fakes[0].take();
+    let parts: Vec<u16> = again.parts.iter().map(|p| p.part).collect();
+    assert_eq!((again.message_id, parts), (id, vec![1, 2]));
+    complete(&rig.store, "m2", again, 11).await;
+    d.handle.flush().await;
+
+    let detail = detail(&rig.store, id).await;
+    assert_eq!(detail.message.state, MessageState::Sent);
+    let sent_on: Vec<_> = detail.parts.iter().map(|p| p.modem.as_deref()).collect();
+    assert_eq!(sent_on, [Some("m2"), Some("m2")]);
+    let restarted = detail
+        .events
+        .iter()
+        .find(|e| e.kind == "restarted")
+        .expect("no restarted event");
+    assert_eq!(
+        restarted.detail.as_deref(),
+        Some(
+            "part 1 went out on modem m1, which is no longer configured: the whole message goes again \
+             from modem m2, since a phone joins parts only from one sender"
+        )
+    );
+    // The first send of part 1 stays in the history.
+    let first_sends: Vec<_> = detail
+        .events
+        .iter()
+        .filter(|e| e.kind == "part_sent" || e.kind == "sent")
+        .map(|e| (e.actor.as_str(), e.part))
+        .collect();
+    assert!(
+        first_sends.contains(&("modem:m1", Some(1))),
+        "{first_sends:?}"
+    );
+    // Both parts counted against m2's cap: the next message waits for tomorrow.
+    let next = submit(&rig.store, &d.handle, new_message("+15550000714", 1)).await;
+    d.handle.flush().await;
+    assert!(d.fakes[0].job().is_none());
+    assert_eq!(state(&rig.store, next).await, MessageState::Queued);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn a_recipient_sticks_to_its_modem_and_falls_back_with_a_reason() {
     let rig = rig();
@@ -1450,6 +1517,7 @@ async fn a_backlog_far_beyond_the_window_goes_out_once_each_in_order() {
             pinned_modem: None,
             attempts: 0,
             parts: 1,
+            part_count: 1,
             category: Category::Standard,
         });
     }

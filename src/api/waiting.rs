@@ -35,8 +35,9 @@ pub fn why_waiting(
     if let Some(pinned) = first_parts_from.and_then(|id| modems.iter().find(|m| m.id == id)) {
         return obstacle(pinned, remaining, cap_day_ends).map(|why| {
             format!(
-                "waiting for modem {}, which sent its first parts and must send the rest: {why}",
-                pinned.id
+                "waiting for modem {id}, which sent its first parts and must send the rest: {why} \
+                 (removed from the config, the whole message goes again from another modem)",
+                id = pinned.id
             )
         });
     }
@@ -182,7 +183,8 @@ mod tests {
         assert_eq!(
             why_waiting(&parts, &modems, midnight()).as_deref(),
             Some(
-                "waiting for modem m1, which sent its first parts and must send the rest: is offline"
+                "waiting for modem m1, which sent its first parts and must send the rest: is offline \
+                 (removed from the config, the whole message goes again from another modem)"
             )
         );
         let back = [modem("m1", ModemState::Ready, 0, None)];

@@ -247,11 +247,22 @@ impl Dispatcher {
     /// otherwise.
     pub(super) fn enqueue(
         &mut self,
-        entry: QueueEntry,
+        mut entry: QueueEntry,
         avoid: Option<usize>,
         history: Option<usize>,
         now: Timestamp,
     ) -> bool {
+        if entry
+            .pinned_modem
+            .as_deref()
+            .is_some_and(|id| self.affinity.modem(id).is_none())
+        {
+            // The modem that sent its first parts is no longer configured. A phone joins parts only from
+            // one sender, so the rest from another number would never show: the whole message goes again
+            // (the store sets its parts pending again when another modem claims it).
+            entry.pinned_modem = None;
+            entry.parts = entry.part_count;
+        }
         let lane = self.affinity.lane(&entry, avoid, history);
         let due = entry.not_before.is_none_or(|at| at <= now);
         let parts = entry.parts;

@@ -268,6 +268,7 @@ mod tests {
                 pinned_modem: None,
                 attempts: 0,
                 parts: 1,
+                part_count: 1,
                 category: Category::Standard,
             },
             avoid: None,

@@ -204,6 +204,7 @@ mod tests {
             pinned_modem: None,
             attempts: 0,
             parts: 1,
+            part_count: 1,
             category,
         }
     }

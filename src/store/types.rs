@@ -461,6 +461,8 @@ pub struct QueueEntry {
     pub attempts: u32,
     /// Parts still to send (rate limits count parts).
     pub parts: u16,
+    /// All its parts: what goes out again when the modem that sent the first ones is no longer configured.
+    pub part_count: u16,
     /// Which collections rules apply.
     pub category: Category,
 }
@@ -478,6 +480,7 @@ impl QueueEntry {
             pinned_modem: None,
             attempts: 0,
             parts: u16::try_from(accepted.parts).unwrap_or(u16::MAX),
+            part_count: u16::try_from(accepted.parts).unwrap_or(u16::MAX),
             category: message.category,
         }
     }

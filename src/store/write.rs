@@ -290,6 +290,7 @@ pub(crate) fn claim(
         )
         .and_then(|mut st| st.execute(params![id.to_string(), modem]))
         .map_err(DB)?;
+    restart_elsewhere(ctx, id, modem)?;
     let detail = match note {
         Some(note) => format!("modem {modem}: {note}"),
         None => format!("modem {modem}"),
@@ -300,6 +301,48 @@ pub(crate) fn claim(
         Ev::new("dispatcher", "claimed", MessageState::Sending).detail(&detail),
     )?;
     pending_parts(ctx, id)
+}
+
+/// A message whose first parts another modem sent starts over, whole, on `modem`: a phone joins parts
+/// only from one sender, so the rest alone would never show. The dispatcher hands such a message to
+/// another modem only once the first is no longer configured. The parts' first sends stay in the event
+/// history; their rows now follow the new ones (a late report of a first send matches nothing).
+fn restart_elsewhere(ctx: &WriteCtx<'_>, id: Uuid, modem: &str) -> Result<()> {
+    let id_text = id.to_string();
+    let sent: Vec<(u16, String)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT part, modem FROM parts WHERE message_id = ?1 AND state IN ('sent', 'delivered') \
+             AND modem IS NOT ?2 ORDER BY part",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![id_text, modem], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(DB)?;
+    let Some((_, first_modem)) = sent.first() else {
+        return Ok(());
+    };
+    ctx.conn
+        .prepare_cached(
+            "UPDATE parts SET state = 'pending', modem = NULL, tp_mr = NULL, error_code = NULL, \
+             submitted_at = NULL, sent_at = NULL, report_status = NULL, reported_at = NULL \
+             WHERE message_id = ?1",
+        )
+        .and_then(|mut st| st.execute([&id_text]))
+        .map_err(DB)?;
+    let parts: Vec<String> = sent.iter().map(|(part, _)| part.to_string()).collect();
+    let detail = format!(
+        "part {} went out on modem {first_modem}, which is no longer configured: the whole message goes \
+         again from modem {modem}, since a phone joins parts only from one sender",
+        parts.join(", ")
+    );
+    let state = state_of(ctx, id)?;
+    append_event(
+        ctx,
+        id,
+        Ev::new("dispatcher", "restarted", state).detail(&detail),
+    )
 }
 
 fn part_state(ctx: &WriteCtx<'_>, id: Uuid, part: u16) -> Result<PartState> {
