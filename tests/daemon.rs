@@ -110,6 +110,7 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
         "modemgate_send_latency_seconds_count 1",
         "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
         "modemgate_modem_sent_today{modem=\"m1\"} 1",
+        "modemgate_modems_available 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -371,6 +372,14 @@ async fn a_message_held_back_by_the_daily_cap_says_so() {
         .get(&format!("/v1/messages/{}", first["id"].as_str().unwrap()))
         .await;
     assert_eq!(first["error"], json!(null), "{first}");
+    // The admin's alert sees the same: no modem can send, with a message queued.
+    let metrics = http.text("/metrics").await;
+    for line in ["modemgate_modems_available 0", "modemgate_queue_depth 1"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 
     // A bigger cap lets it go.
     gateway.reload(&config("daily_cap = 2")).await.unwrap();

@@ -44,6 +44,18 @@ pub struct ModemGauges {
     pub storage_total: Option<u32>,
 }
 
+impl ModemGauges {
+    /// Whether it can send a one-part message now: ready (not paused, degraded or offline) and under
+    /// its daily cap, as far as the store could count.
+    fn available(&self) -> bool {
+        self.state == ModemState::Ready
+            && match (self.sent_today, self.daily_cap) {
+                (Some(sent), Some(cap)) => sent < cap,
+                _ => true,
+            }
+    }
+}
+
 /// What `/metrics` shows of one webhook.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WebhookGauges {
@@ -197,6 +209,19 @@ impl Metrics {
                 );
             }
         }
+        header(
+            &mut out,
+            "modemgate_modems_available",
+            "gauge",
+            "Modems that can send now (ready and under their daily cap): 0 with a queue means nothing goes out.",
+        );
+        let available = registry.modems.values().filter(|g| g.available()).count();
+        sample(
+            &mut out,
+            "modemgate_modems_available",
+            &[],
+            available as f64,
+        );
         header(
             &mut out,
             "modemgate_modem_signal_rssi",
@@ -360,6 +385,7 @@ mod tests {
             "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
             "modemgate_modem_state{modem=\"m1\",state=\"offline\"} 0",
             "modemgate_modem_state{modem=\"m2\",state=\"offline\"} 1",
+            "modemgate_modems_available 1",
             "modemgate_modem_signal_rssi{modem=\"m1\"} 21",
             "modemgate_modem_sent_today{modem=\"m1\"} 187",
             "modemgate_modem_sent_today{modem=\"m2\"} 4",
@@ -401,6 +427,36 @@ mod tests {
                 "{name} has no TYPE"
             );
         }
+    }
+
+    #[test]
+    fn a_modem_at_its_daily_cap_or_not_ready_is_not_available() {
+        let m = Metrics::default();
+        let gauges = |state, sent_today| ModemGauges {
+            state,
+            signal: None,
+            sent_today,
+            daily_cap: Some(200),
+            storage_used: None,
+            storage_total: None,
+        };
+        m.set_modems([
+            ("capped".to_owned(), gauges(ModemState::Ready, Some(200))),
+            ("paused".to_owned(), gauges(ModemState::Paused, Some(0))),
+            ("degraded".to_owned(), gauges(ModemState::Degraded, Some(0))),
+        ]);
+        assert!(
+            m.render()
+                .lines()
+                .any(|l| l == "modemgate_modems_available 0")
+        );
+        // A count the store could not give does not make a ready modem look closed.
+        m.set_modems([("uncounted".to_owned(), gauges(ModemState::Ready, None))]);
+        assert!(
+            m.render()
+                .lines()
+                .any(|l| l == "modemgate_modems_available 1")
+        );
     }
 
     #[test]
