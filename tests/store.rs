@@ -235,6 +235,55 @@ async fn a_checkpoint_empties_the_write_ahead_log_into_the_database() {
     assert_eq!(rows, 200);
 }
 
+/// Under writes that never pause, the log starts over once it holds the limit: the writer copies what is
+/// left into the database between two batches. Without the checkpointer thread (off here, so only the
+/// writer's catch-up can do it) every frame would stay in the log.
+#[tokio::test]
+async fn the_writer_keeps_the_write_ahead_log_bounded_under_sustained_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let limit = 64;
+    let options = OpenOptions {
+        wal_limit_frames: limit,
+        background_checkpoints: false,
+        ..options(&ManualClock::new(start()))
+    };
+    let store = Store::open(&path, options).unwrap();
+    let wal = dir.path().join("gw.db-wal");
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut largest_log = 0;
+    for round in 0..40 {
+        let batch = (0..100)
+            .map(|i| {
+                message(
+                    &format!("+1555{round:03}{i:04}"),
+                    "a longer text to fill pages",
+                    1,
+                )
+            })
+            .collect();
+        store.accept_batch(batch).await.unwrap();
+        largest_log = largest_log.max(len(&wal));
+    }
+    // One batch writes well under the limit again, so the log never holds much more than limit + a batch.
+    let frame = 4096 + 24;
+    assert!(
+        largest_log < 3 * limit as u64 * frame,
+        "the log reached {largest_log} bytes"
+    );
+    assert!(
+        len(&path) > 2 * largest_log,
+        "the rows should be in the database file ({} bytes), not the log ({largest_log})",
+        len(&path)
+    );
+    drop(store);
+    let rows: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 4_000);
+}
+
 #[tokio::test]
 async fn an_existing_open_file_is_tightened_to_0600() {
     let dir = tempfile::tempdir().unwrap();

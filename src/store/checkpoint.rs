@@ -1,40 +1,270 @@
-//! Checkpoints off the writer thread. SQLite's automatic checkpoint runs inside a committing writer and
-//! with `synchronous=FULL` it fsyncs the database file there, stalling every caller in the next batch. The
-//! writer instead nudges this thread now and then; a passive checkpoint never blocks the writer.
+//! Checkpoints, and what keeps the write-ahead log bounded.
+//!
+//! SQLite's automatic checkpoint runs inside a committing writer, and with `synchronous=FULL` it fsyncs the
+//! database file there, stalling every caller in the next batch. So a thread of its own does passive
+//! checkpoints, nudged by the writer as the log grows and at least every second while anything is written.
+//!
+//! Passive checkpoints alone do not bound the log under sustained writes: SQLite starts the log over only
+//! when a write finds every frame of it copied, and while batches keep coming each checkpoint ends behind
+//! the commits made while it copied. A bulk load grew the `-wal` file past 1 GB in 8 s that way, every
+//! frame written to new file space (which the kernel zeroes and allocates first: a fifth of the writer's
+//! time), and a start after a crash would have had to read all of it. So once the log holds a limit of
+//! frames (1 GB by default) the writer copies the rest itself, between two batches, and its next commit
+//! starts the log over.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::error::{Result, StoreError};
 
-/// Rows written between nudges (a few MB of WAL). Counted in rows, not requests: one batch request can
-/// write thousands, and counting requests let the WAL grow to hundreds of MB during a bulk load, which the
-/// next start then had to read.
-pub(crate) const EVERY_ROWS: u64 = 20_000;
+/// Frames (pages) written between nudges: 32 MB, so the checkpointer keeps up with a bulk load and has
+/// little left to copy at the limit, while its passes, each ending with an fsync of the database file that
+/// the writer's own fsyncs queue behind, come no more often than that needs.
+const NUDGE_FRAMES: u32 = 8_192;
 
-/// Longest time between nudges while anything is written. Rows alone undercount what a commit costs in
-/// WAL when traffic is light: every commit writes whole pages (one message's accept, claim, submit, sent
-/// and webhook rows came to ~220 KB of WAL in a soak run), so at a few messages a second 20,000 rows took
-/// ten minutes and the WAL reached 610 MB.
-pub(crate) const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest time between nudges while anything is written. Commits under light traffic write whole pages
+/// for a few rows (one message's accept, claim, submit, sent and webhook rows came to ~220 KB of log in a
+/// soak run), so waiting for a volume let the log reach 610 MB in ten minutes.
+const EVERY: Duration = Duration::from_secs(1);
 
-/// Starts the checkpointer on its own connection; it stops when the returned sender is dropped.
-pub(crate) fn spawn(conn: Connection) -> Result<mpsc::SyncSender<()>> {
+/// The default limit of frames in the log: 1 GB of 4 KB pages. Each catch-up stalls the writer for the
+/// rest of the copy and an fsync of the database file (2-35 ms measured under a campaign's load, the fsync
+/// most of it), so the limit sets how often callers wait that long. Under `bench/bench.py campaign` the
+/// log grows ~180 MB/s: at 64 MB to 512 MB the catch-ups came every 0.4-3 s and the p99 rose from 9-12 ms
+/// to 13-30 ms; at 1 GB (every ~6 s) it stayed at 11.6-12.8 ms against 11.0-12.1 ms without a limit.
+pub(crate) const LIMIT_FRAMES: u32 = 262_144;
+
+/// `journal_size_limit`: the log file is cut back to the limit when it starts over, never below it, so a
+/// log reused up to the limit writes into file space it already has (new space is zeroed and allocated by
+/// the kernel first).
+pub(crate) const LOG_FILE_BYTES: i64 = LIMIT_FRAMES as i64 * 4096;
+
+/// Past the limit, the writer catches up once the checkpointer has left at most this many frames to copy
+/// (4 MB: a few milliseconds, which every caller in the next batch waits for) beyond the last two commits
+/// (a batch of 1,000 messages writes ~1,200 frames, and the checkpointer never ends closer than the
+/// commits made while it copied) ...
+const CATCH_UP_FRAMES: u32 = 1_024;
+
+/// ... or, if it never gets that close, once the log holds this many times the limit, whatever the wait.
+const HARD_LIMIT_FACTOR: u32 = 2;
+
+/// What the writer does after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Nothing,
+    /// Wake the checkpointer thread.
+    Nudge,
+    /// Checkpoint on the writer's own connection now, so the next commit starts the log over.
+    CatchUp,
+}
+
+/// When the writer nudges the checkpointer or catches up itself, from the log's length after each commit.
+#[derive(Debug)]
+struct WalPolicy {
+    /// Frames in the log at which the writer catches up itself.
+    limit: u32,
+    nudged_frames: u32,
+    nudged_at: Instant,
+    /// Frames in the log after the commit before.
+    last_frames: u32,
+}
+
+impl WalPolicy {
+    fn new(limit: u32, now: Instant) -> Self {
+        WalPolicy {
+            limit: limit.max(1),
+            nudged_frames: 0,
+            nudged_at: now,
+            last_frames: 0,
+        }
+    }
+
+    /// After a commit that left `frames` frames in the log (fewer than before: it was started over), of
+    /// which the checkpointer last said it had copied `copied` (more than `frames`: it spoke of the log
+    /// before it started over).
+    fn after_commit(&mut self, frames: u32, copied: u32, now: Instant) -> Step {
+        let started_over = |before: u32| if frames < before { 0 } else { before };
+        self.nudged_frames = started_over(self.nudged_frames);
+        let commit = frames - started_over(self.last_frames);
+        self.last_frames = frames;
+        let grown = frames - self.nudged_frames;
+        let behind = frames - copied.min(frames);
+        let close = behind <= CATCH_UP_FRAMES.saturating_add(commit.saturating_mul(2));
+        let step = if frames >= self.limit
+            && (close || frames >= self.limit.saturating_mul(HARD_LIMIT_FACTOR))
+        {
+            Step::CatchUp
+        } else if frames >= self.limit
+            || grown >= NUDGE_FRAMES
+            || (grown > 0 && now.duration_since(self.nudged_at) >= EVERY)
+        {
+            Step::Nudge
+        } else {
+            return Step::Nothing;
+        };
+        self.nudged_frames = frames;
+        self.nudged_at = now;
+        step
+    }
+}
+
+/// The writer's side of checkpointing: after each commit, nudges the checkpointer or catches up itself, as
+/// its [`WalPolicy`] says.
+pub(crate) struct LogKeeper {
+    /// `None` when no checkpointer runs (tests that watch the writer bound the log alone).
+    checkpointer: Option<Checkpointer>,
+    policy: WalPolicy,
+}
+
+impl LogKeeper {
+    pub fn new(checkpointer: Option<Checkpointer>, limit: u32) -> Self {
+        LogKeeper {
+            checkpointer,
+            policy: WalPolicy::new(limit, Instant::now()),
+        }
+    }
+
+    /// A commit by `conn` (the writer's connection, between transactions) left `frames` in the log.
+    pub fn committed(&mut self, conn: &Connection, frames: u32) {
+        let copied_before = self
+            .checkpointer
+            .as_ref()
+            .map_or(0, |c| c.copied.load(Ordering::Relaxed));
+        match self
+            .policy
+            .after_commit(frames, copied_before, Instant::now())
+        {
+            Step::Nothing => {}
+            Step::Nudge => {
+                if let Some(checkpointer) = &self.checkpointer {
+                    // Full means one is already pending: that one will do.
+                    let _ = checkpointer.nudge.try_send(());
+                }
+            }
+            // Nothing else writes now, so this copies every frame no reader still needs: usually the last
+            // few commits, the checkpointer having copied the rest.
+            Step::CatchUp => match timed(|| passive(conn)) {
+                (Ok((log, copied)), took) => {
+                    tracing::debug!(
+                        log,
+                        copied,
+                        behind = frames.saturating_sub(copied_before),
+                        ?took,
+                        "WAL caught up by the writer"
+                    );
+                }
+                (Err(error), _) => {
+                    tracing::warn!(%error, "WAL checkpoint failed; the next commit tries again");
+                }
+            },
+        }
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    (f(), started.elapsed())
+}
+
+/// The writer's handle on the checkpointer thread.
+pub(crate) struct Checkpointer {
+    nudge: mpsc::SyncSender<()>,
+    /// Frames of the log its last checkpoint had copied when it ended.
+    copied: Arc<AtomicU32>,
+}
+
+/// Starts the checkpointer on its own connection; it stops when the returned handle is dropped.
+pub(crate) fn spawn(conn: Connection) -> Result<Checkpointer> {
     let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+    let copied = Arc::new(AtomicU32::new(0));
+    let told = copied.clone();
     std::thread::Builder::new()
         .name("store-checkpoint".into())
         .spawn(move || {
             while nudged.recv().is_ok() {
-                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                {
-                    tracing::warn!(%error, "WAL checkpoint failed; the next one will catch up");
+                match passive(&conn) {
+                    // -1: another checkpoint (the writer's) held the lock.
+                    Ok((_, done)) => {
+                        if let Ok(done) = u32::try_from(done) {
+                            told.store(done, Ordering::Relaxed);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "WAL checkpoint failed; the next one will catch up");
+                    }
                 }
             }
         })
         .map_err(|source| StoreError::Io {
             path: "store-checkpoint thread".into(),
-            source: std::sync::Arc::new(source),
+            source: Arc::new(source),
         })?;
-    Ok(nudge)
+    Ok(Checkpointer { nudge, copied })
+}
+
+/// A passive checkpoint: copies what no reader still needs, waits for no one. Returns (frames in the log,
+/// frames copied); SQLite reports -1 for both when another checkpoint held the lock.
+pub(crate) fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_nudges_as_the_log_grows_and_catches_up_at_the_limit() {
+        let start = Instant::now();
+        let mut policy = WalPolicy::new(20_000, start);
+        assert_eq!(policy.after_commit(100, 0, start), Step::Nothing);
+        assert_eq!(policy.after_commit(8_191, 0, start), Step::Nothing);
+        assert_eq!(policy.after_commit(8_192, 0, start), Step::Nudge);
+        assert_eq!(policy.after_commit(16_000, 8_192, start), Step::Nothing);
+        assert_eq!(policy.after_commit(16_384, 8_192, start), Step::Nudge);
+        assert_eq!(policy.after_commit(20_000, 19_000, start), Step::CatchUp);
+        // The log started over: counted again from its start, and what the checkpointer said it had
+        // copied was of the old one.
+        assert_eq!(policy.after_commit(30, 19_000, start), Step::Nothing);
+        assert_eq!(policy.after_commit(8_222, 19_000, start), Step::Nudge);
+    }
+
+    #[test]
+    fn past_the_limit_the_writer_waits_for_the_checkpointer_to_come_close_up_to_a_hard_limit() {
+        let start = Instant::now();
+        let mut policy = WalPolicy::new(10_000, start);
+        assert_eq!(policy.after_commit(9_900, 0, start), Step::Nudge);
+        assert_eq!(policy.after_commit(10_000, 6_000, start), Step::Nudge);
+        assert_eq!(policy.after_commit(10_100, 6_000, start), Step::Nudge);
+        assert_eq!(policy.after_commit(10_200, 9_100, start), Step::CatchUp);
+        // Commits of 1,500 frames (a batch): a checkpointer two commits behind is close.
+        let mut batches = WalPolicy::new(10_000, start);
+        assert_eq!(batches.after_commit(9_000, 0, start), Step::Nudge);
+        assert_eq!(batches.after_commit(10_500, 6_000, start), Step::Nudge);
+        assert_eq!(batches.after_commit(12_000, 9_000, start), Step::CatchUp);
+        // A checkpointer that never comes close: the writer catches up at twice the limit.
+        let mut behind = WalPolicy::new(10_000, start);
+        for frames in (100..20_000).step_by(100) {
+            assert_ne!(
+                behind.after_commit(frames, 0, start),
+                Step::CatchUp,
+                "{frames}"
+            );
+        }
+        assert_eq!(behind.after_commit(20_000, 0, start), Step::CatchUp);
+    }
+
+    #[test]
+    fn light_traffic_is_nudged_every_second_and_no_traffic_never() {
+        let start = Instant::now();
+        let mut policy = WalPolicy::new(LIMIT_FRAMES, start);
+        assert_eq!(policy.after_commit(5, 0, start), Step::Nothing);
+        let later = start + EVERY;
+        assert_eq!(policy.after_commit(9, 0, later), Step::Nudge);
+        assert_eq!(policy.after_commit(9, 0, later + EVERY * 5), Step::Nothing);
+    }
 }

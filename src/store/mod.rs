@@ -74,6 +74,12 @@ pub struct OpenOptions {
     pub webhooks: Vec<Subscription>,
     /// How `message.received` labels a reply (intent, needs_agent); unlabelled (`needs_agent`) when absent.
     pub inbound_verdict: Option<Verdict>,
+    /// Frames (pages) in the write-ahead log at which the writer completes a checkpoint itself between two
+    /// batches, so the log starts over (see `checkpoint`). Default 262,144: 1 GB.
+    pub wal_limit_frames: u32,
+    /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
+    /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
+    pub background_checkpoints: bool,
 }
 
 impl Default for OpenOptions {
@@ -88,6 +94,8 @@ impl Default for OpenOptions {
             cap_zone: TimeZone::system(),
             webhooks: Vec::new(),
             inbound_verdict: None,
+            wal_limit_frames: checkpoint::LIMIT_FRAMES,
+            background_checkpoints: true,
         }
     }
 }
@@ -149,7 +157,7 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_fail)?;
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        conn.pragma_update(None, "journal_size_limit", checkpoint::LOG_FILE_BYTES)
             .map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
@@ -173,16 +181,20 @@ impl Store {
                 "recovered messages left in flight by a crash"
             );
         }
-        let checkpointer = Connection::open(&path).map_err(open_fail)?;
-        checkpointer
-            .busy_timeout(options.busy_timeout)
-            .map_err(open_fail)?;
-        let checkpoint = checkpoint::spawn(checkpointer)?;
+        let checkpointer = if options.background_checkpoints {
+            let checkpointer = Connection::open(&path).map_err(open_fail)?;
+            checkpointer
+                .busy_timeout(options.busy_timeout)
+                .map_err(open_fail)?;
+            Some(checkpoint::spawn(checkpointer)?)
+        } else {
+            None
+        };
         let writer = writer::Writer::spawn(
             conn,
             options.clock.clone(),
             options.max_batch,
-            checkpoint,
+            checkpoint::LogKeeper::new(checkpointer, options.wal_limit_frames),
             wanted,
         )?;
         Ok(Store {

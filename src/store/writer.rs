@@ -8,13 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
+use std::ffi::c_int;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::checkpoint::LogKeeper;
 use super::clock::Clock;
 use super::error::{Result, StoreError};
 use super::outbox::Wanted;
@@ -200,12 +203,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`; it stops when every `Writer` clone is dropped. It nudges
-    /// `checkpoint` every so many rows, and at least every second while it writes.
+    /// the checkpointer and bounds the log through `log`.
     pub fn spawn(
         conn: Connection,
         clock: Arc<dyn Clock>,
         max_batch: usize,
-        checkpoint: std::sync::mpsc::SyncSender<()>,
+        log: LogKeeper,
         wanted: Arc<Wanted>,
     ) -> Result<Writer> {
         // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
@@ -221,7 +224,7 @@ impl Writer {
                     clock,
                     max_batch.max(1),
                     &thread_stats,
-                    &checkpoint,
+                    log,
                     &wanted,
                 )
             })
@@ -253,18 +256,26 @@ impl Writer {
 }
 
 fn run(
-    conn: Connection,
+    mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     stats: &Stats,
-    checkpoint: &std::sync::mpsc::SyncSender<()>,
+    mut log: LogKeeper,
     wanted: &Wanted,
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
-    let mut checkpointed_at = conn.total_changes();
-    let mut nudged_at = std::time::Instant::now();
+    // SQLite tells the log's length after each commit that wrote to it.
+    let frames = Arc::new(AtomicU32::new(0));
+    let hooked = frames.clone();
+    let hook = conn.wal_hook(Some(move |_: &mut Wal, pages: c_int| {
+        hooked.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }));
+    if let Err(error) = hook {
+        tracing::warn!(%error, "no WAL hook: the log is bounded by the checkpointer alone");
+    }
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -276,15 +287,7 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
-        let written = conn.total_changes().saturating_sub(checkpointed_at);
-        if written >= super::checkpoint::EVERY_ROWS
-            || (written > 0 && nudged_at.elapsed() >= super::checkpoint::EVERY)
-        {
-            // Full means one is already pending: that one will do.
-            let _ = checkpoint.try_send(());
-            checkpointed_at = conn.total_changes();
-            nudged_at = std::time::Instant::now();
-        }
+        log.committed(&conn, frames.load(Ordering::Relaxed));
     }
     tracing::debug!("store writer stopped: every handle dropped");
 }
