@@ -90,6 +90,13 @@ impl Http {
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await
     }
+
+    /// `POST /v1/messages` that must be accepted (202); the answer.
+    pub async fn accepted(&self, body: Value) -> Value {
+        let (status, answer) = self.post("/v1/messages", body).await;
+        assert_eq!(status.as_u16(), 202, "{answer}");
+        answer
+    }
 }
 
 /// A CMS stand-in: receives webhook calls, rejects any whose signature does not verify, and hands the
