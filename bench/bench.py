@@ -144,6 +144,12 @@ def rows(path):
         return db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
+def need(tool):
+    """Stop before a daemon is started for a bench that cannot run (it would be left running)."""
+    if shutil.which(tool) is None:
+        sys.exit(f"{tool} is not installed (apt-get install -y {tool}, as root; see BENCHMARKS.md)")
+
+
 def wrk(script, port, connections, seconds, path):
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
            os.path.join(REPO, "bench", script), f"http://127.0.0.1:{port}{path}"]
@@ -157,6 +163,7 @@ def wrk(script, port, connections, seconds, path):
 
 
 def bench_http(script="post.lua", name="http"):
+    need("wrk")
     path, port = workdir(name), free_port()
     daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
     before, cpu = load(), daemon.cpu_s()
@@ -172,6 +179,7 @@ def bench_http(script="post.lua", name="http"):
 
 
 def bench_batch():
+    need("wrk")
     path, port = workdir("batch"), free_port()
     daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
     before, cpu = load(), daemon.cpu_s()
