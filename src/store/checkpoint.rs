@@ -9,7 +9,7 @@
 //! the commits made while it copied. A bulk load grew the `-wal` file past 1 GB in 8 s that way, every
 //! frame written to new file space (which the kernel zeroes and allocates first: a fifth of the writer's
 //! time), and a start after a crash would have had to read all of it. So once the log holds a limit of
-//! frames (1 GB by default) the writer copies the rest itself, between two batches, and its next commit
+//! frames (2 GB by default) the writer copies the rest itself, between two batches, and its next commit
 //! starts the log over.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,12 +30,12 @@ const NUDGE_FRAMES: u32 = 8_192;
 /// soak run), so waiting for a volume let the log reach 610 MB in ten minutes.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The default limit of frames in the log: 1 GB of 4 KB pages. Each catch-up stalls the writer for the
-/// rest of the copy and an fsync of the database file (2-35 ms measured under a campaign's load, the fsync
-/// most of it), so the limit sets how often callers wait that long. Under `bench/bench.py campaign` the
-/// log grows ~180 MB/s: at 64 MB to 512 MB the catch-ups came every 0.4-3 s and the p99 rose from 9-12 ms
-/// to 13-30 ms; at 1 GB (every ~6 s) it stayed at 11.6-12.8 ms against 11.0-12.1 ms without a limit.
-pub(crate) const LIMIT_FRAMES: u32 = 262_144;
+/// The default limit of frames in the log: 2 GB of 4 KB pages. Each catch-up holds the writer for the rest
+/// of the copy and an fsync of the database file; under a campaign's load (random index pages) that took
+/// 5-130 ms, so the limit sets how often callers wait that long. `bench/bench.py campaign` writes ~170
+/// MB/s of log: over 45-s runs a 1 GB limit (a catch-up every ~4-6 s) gave a p99 of 21-31 ms, 2 GB 14.1 ms
+/// and 4 GB 13.2 ms, against 12.6 ms with no limit (and a 6.7 GB log).
+pub(crate) const LIMIT_FRAMES: u32 = 524_288;
 
 /// `journal_size_limit`: the log file is cut back to the limit when it starts over, never below it, so a
 /// log reused up to the limit writes into file space it already has (new space is zeroed and allocated by

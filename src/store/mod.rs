@@ -75,7 +75,7 @@ pub struct OpenOptions {
     /// How `message.received` labels a reply (intent, needs_agent); unlabelled (`needs_agent`) when absent.
     pub inbound_verdict: Option<Verdict>,
     /// Frames (pages) in the write-ahead log at which the writer completes a checkpoint itself between two
-    /// batches, so the log starts over (see `checkpoint`). Default 262,144: 1 GB.
+    /// batches, so the log starts over (see `checkpoint`). Default 524,288: 2 GB.
     pub wal_limit_frames: u32,
     /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
     /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
