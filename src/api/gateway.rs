@@ -162,17 +162,30 @@ impl Gateway {
                 (r.id, counters)
             })
             .collect();
+        Ok(self
+            .modems_today()
+            .await?
+            .into_iter()
+            .map(|(modem, sent_today)| ModemView {
+                counters: counters.remove(&modem.id).unwrap_or_default(),
+                sent_today,
+                daily_cap: modem.daily_cap,
+                id: modem.id,
+                health: modem.health,
+            })
+            .collect())
+    }
+
+    /// Every configured modem as the daemon runs it now, with the parts its SIM sent today.
+    async fn modems_today(&self) -> Result<Vec<(LiveModem, u32)>, BackendError> {
         let today = self.store.daily_sent(self.store.clock().now()).await?;
         Ok(self
             .modems
             .modems()
             .into_iter()
-            .map(|modem| ModemView {
-                counters: counters.remove(&modem.id).unwrap_or_default(),
-                sent_today: sent_today(&today, &modem),
-                daily_cap: modem.daily_cap,
-                id: modem.id,
-                health: modem.health,
+            .map(|modem| {
+                let sent = sent_today(&today, &modem);
+                (modem, sent)
             })
             .collect())
     }
@@ -261,7 +274,7 @@ impl Backend for Gateway {
                 .ok_or_else(|| BackendError::NotFound(format!("message {id}")))?;
             let message = &mut detail.message;
             if message.status == MessageState::Queued && message.error.is_none() {
-                let modems = self.modem_views().await?;
+                let modems = self.modems_today().await?;
                 let day_ends = self.store.cap_day(self.store.clock().now()).ends;
                 message.error = waiting::why_waiting(&detail.part_list, &modems, day_ends);
             }

@@ -8,7 +8,8 @@
 
 use jiff::Timestamp;
 
-use super::backend::{ModemView, PartView};
+use super::backend::PartView;
+use super::gateway::LiveModem;
 use crate::modem::job::ModemState;
 use crate::store::PartState;
 
@@ -17,10 +18,11 @@ use crate::store::PartState;
 ///
 /// The rest of a message that went out in part must come from the modem that sent its first parts (the
 /// debtor's phone joins parts only from one sender), so that modem alone counts while it is configured;
-/// otherwise any modem does. `cap_day_ends` is when the caps count again from zero.
+/// otherwise any modem does. `modems` pairs each with the parts its SIM sent today; `cap_day_ends` is
+/// when the caps count again from zero.
 pub fn why_waiting(
     parts: &[PartView],
-    modems: &[ModemView],
+    modems: &[(LiveModem, u32)],
     cap_day_ends: Timestamp,
 ) -> Option<String> {
     let remaining = parts
@@ -32,12 +34,12 @@ pub fn why_waiting(
         .iter()
         .find(|p| matches!(p.status, PartState::Sent | PartState::Delivered))
         .and_then(|p| p.modem.as_deref());
-    if let Some(pinned) = first_parts_from.and_then(|id| modems.iter().find(|m| m.id == id)) {
+    if let Some(pinned) = first_parts_from.and_then(|id| modems.iter().find(|(m, _)| m.id == id)) {
         return obstacle(pinned, remaining, cap_day_ends).map(|why| {
             format!(
                 "waiting for modem {id}, which sent its first parts and must send the rest: {why} \
                  (removed from the config, the whole message goes again from another modem)",
-                id = pinned.id
+                id = pinned.0.id
             )
         });
     }
@@ -46,7 +48,7 @@ pub fn why_waiting(
     }
     let obstacles = modems
         .iter()
-        .map(|m| obstacle(m, remaining, cap_day_ends).map(|why| format!("{} {why}", m.id)))
+        .map(|m| obstacle(m, remaining, cap_day_ends).map(|why| format!("{} {why}", m.0.id)))
         .collect::<Option<Vec<_>>>()?;
     Some(format!(
         "waiting: no modem can send it now ({})",
@@ -54,8 +56,12 @@ pub fn why_waiting(
     ))
 }
 
-/// What keeps `modem` from taking `parts` more parts now, if anything.
-fn obstacle(modem: &ModemView, parts: u32, cap_day_ends: Timestamp) -> Option<String> {
+/// What keeps `modem` (with what its SIM sent today) from taking `parts` more parts now, if anything.
+fn obstacle(
+    (modem, sent_today): &(LiveModem, u32),
+    parts: u32,
+    cap_day_ends: Timestamp,
+) -> Option<String> {
     let state = match modem.health.state {
         ModemState::Ready => None,
         ModemState::Initialising => Some("is initialising"),
@@ -70,7 +76,7 @@ fn obstacle(modem: &ModemView, parts: u32, cap_day_ends: Timestamp) -> Option<St
         });
     }
     let cap = modem.daily_cap?.get();
-    let left = cap.saturating_sub(modem.sent_today);
+    let left = cap.saturating_sub(*sent_today);
     if left >= parts {
         return None;
     }
@@ -96,17 +102,15 @@ mod tests {
     use std::num::NonZeroU32;
 
     use super::*;
-    use crate::api::backend::ModemCounters;
     use crate::modem::job::ModemHealth;
 
-    fn modem(id: &str, state: ModemState, sent_today: u32, cap: Option<u32>) -> ModemView {
-        ModemView {
+    fn modem(id: &str, state: ModemState, sent_today: u32, cap: Option<u32>) -> (LiveModem, u32) {
+        let modem = LiveModem {
             id: id.to_owned(),
             health: ModemHealth::new(state),
-            counters: ModemCounters::default(),
-            sent_today,
             daily_cap: cap.and_then(NonZeroU32::new),
-        }
+        };
+        (modem, sent_today)
     }
 
     fn part(part: u16, status: PartState, modem: Option<&str>) -> PartView {
@@ -160,7 +164,7 @@ mod tests {
     #[test]
     fn a_modems_last_error_says_why_it_is_offline() {
         let mut m1 = modem("m1", ModemState::Offline, 0, None);
-        m1.health.last_error = Some("initialisation: SIM PIN required".into());
+        m1.0.health.last_error = Some("initialisation: SIM PIN required".into());
         let waiting = why_waiting(&[part(1, PartState::Pending, None)], &[m1], midnight());
         assert_eq!(
             waiting.as_deref(),

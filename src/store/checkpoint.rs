@@ -12,11 +12,13 @@
 //! frames (2 GB by default) the writer copies the rest itself, between two batches, and its next commit
 //! starts the log over.
 
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
 
 use super::error::{Result, StoreError};
 
@@ -117,6 +119,8 @@ pub(crate) struct LogKeeper {
     /// `None` when no checkpointer runs (tests that watch the writer bound the log alone).
     checkpointer: Option<Checkpointer>,
     policy: WalPolicy,
+    /// Frames in the log after the last commit that wrote to it, as SQLite's WAL hook tells.
+    frames: Arc<AtomicU32>,
 }
 
 impl LogKeeper {
@@ -124,11 +128,25 @@ impl LogKeeper {
         LogKeeper {
             checkpointer,
             policy: WalPolicy::new(limit, Instant::now()),
+            frames: Arc::new(AtomicU32::new(0)),
         }
     }
 
-    /// A commit by `conn` (the writer's connection, between transactions) left `frames` in the log.
-    pub fn committed(&mut self, conn: &Connection, frames: u32) {
+    /// Has SQLite tell it the log's length after each commit by `conn` (the writer's connection).
+    pub fn watch(&self, conn: &mut Connection) {
+        let frames = self.frames.clone();
+        let hook = conn.wal_hook(Some(move |_: &mut Wal, pages: c_int| {
+            frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }));
+        if let Err(error) = hook {
+            tracing::warn!(%error, "no WAL hook: the log is bounded by the checkpointer alone");
+        }
+    }
+
+    /// After a commit by `conn` (the writer's connection, now between transactions).
+    pub fn committed(&mut self, conn: &Connection) {
+        let frames = self.frames.load(Ordering::Relaxed);
         let copied_before = self
             .checkpointer
             .as_ref()
@@ -146,27 +164,23 @@ impl LogKeeper {
             }
             // Nothing else writes now, so this copies every frame no reader still needs: usually the last
             // few commits, the checkpointer having copied the rest.
-            Step::CatchUp => match timed(|| passive(conn)) {
-                (Ok((log, copied)), took) => {
-                    tracing::debug!(
+            Step::CatchUp => {
+                let started = Instant::now();
+                match passive(conn) {
+                    Ok((log, copied)) => tracing::debug!(
                         log,
                         copied,
                         behind = frames.saturating_sub(copied_before),
-                        ?took,
+                        took = ?started.elapsed(),
                         "WAL caught up by the writer"
-                    );
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "WAL checkpoint failed; the next commit tries again");
+                    }
                 }
-                (Err(error), _) => {
-                    tracing::warn!(%error, "WAL checkpoint failed; the next commit tries again");
-                }
-            },
+            }
         }
     }
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let started = Instant::now();
-    (f(), started.elapsed())
 }
 
 /// The writer's handle on the checkpointer thread.
@@ -207,7 +221,7 @@ pub(crate) fn spawn(conn: Connection) -> Result<Checkpointer> {
 
 /// A passive checkpoint: copies what no reader still needs, waits for no one. Returns (frames in the log,
 /// frames copied); SQLite reports -1 for both when another checkpoint held the lock.
-pub(crate) fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((row.get(1)?, row.get(2)?))
     })

@@ -277,7 +277,7 @@ pub(crate) fn claim(
     modem: &str,
     note: Option<&str>,
 ) -> Result<Vec<PendingPart>> {
-    require(
+    let state = require(
         ctx,
         id,
         &[MessageState::Queued, MessageState::Scheduled],
@@ -290,7 +290,7 @@ pub(crate) fn claim(
         )
         .and_then(|mut st| st.execute(params![id.to_string(), modem]))
         .map_err(DB)?;
-    restart_elsewhere(ctx, id, modem)?;
+    restart_elsewhere(ctx, id, modem, state)?;
     let detail = match note {
         Some(note) => format!("modem {modem}: {note}"),
         None => format!("modem {modem}"),
@@ -307,7 +307,7 @@ pub(crate) fn claim(
 /// only from one sender, so the rest alone would never show. The dispatcher hands such a message to
 /// another modem only once the first is no longer configured. The parts' first sends stay in the event
 /// history; their rows now follow the new ones (a late report of a first send matches nothing).
-fn restart_elsewhere(ctx: &WriteCtx<'_>, id: Uuid, modem: &str) -> Result<()> {
+fn restart_elsewhere(ctx: &WriteCtx<'_>, id: Uuid, modem: &str, state: MessageState) -> Result<()> {
     let id_text = id.to_string();
     let sent: Vec<(u16, String)> = ctx
         .conn
@@ -337,7 +337,6 @@ fn restart_elsewhere(ctx: &WriteCtx<'_>, id: Uuid, modem: &str) -> Result<()> {
          again from modem {modem}, since a phone joins parts only from one sender",
         parts.join(", ")
     );
-    let state = state_of(ctx, id)?;
     append_event(
         ctx,
         id,

@@ -8,12 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use rusqlite::Connection;
-use rusqlite::hooks::Wal;
-use std::ffi::c_int;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -266,16 +264,7 @@ fn run(
 ) {
     let ids = uuid::ContextV7::new();
     let mut batch = Vec::with_capacity(max_batch);
-    // SQLite tells the log's length after each commit that wrote to it.
-    let frames = Arc::new(AtomicU32::new(0));
-    let hooked = frames.clone();
-    let hook = conn.wal_hook(Some(move |_: &mut Wal, pages: c_int| {
-        hooked.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
-        Ok(())
-    }));
-    if let Err(error) = hook {
-        tracing::warn!(%error, "no WAL hook: the log is bounded by the checkpointer alone");
-    }
+    log.watch(&mut conn);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -287,7 +276,7 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
-        log.committed(&conn, frames.load(Ordering::Relaxed));
+        log.committed(&conn);
     }
     tracing::debug!("store writer stopped: every handle dropped");
 }
