@@ -425,7 +425,9 @@ fn unreadable_file_fails_with_its_path() {
     let checked = check_file(&dir.path().join("absent.toml"));
     assert_eq!(checked.status, 1);
     assert!(
-        checked.errors()[0].contains("absent.toml:1: cannot read config file"),
+        checked.errors()[0].ends_with(
+            "absent.toml: cannot read config file: No such file or directory (os error 2)"
+        ),
         "{:#?}",
         checked.lines
     );
@@ -438,7 +440,7 @@ fn load_returns_the_same_errors_as_check_config() {
     std::fs::write(&path, format!("{KEY}{MODEM}rate = \"6/fortnight\"\n")).unwrap();
     let errors = Config::load(&path).unwrap_err();
     assert_eq!(errors.errors.len(), 1);
-    assert_eq!(errors.errors[0].line, 8);
+    assert_eq!(errors.errors[0].line, Some(8));
     assert!(
         errors
             .to_string()

@@ -25,11 +25,12 @@ pub enum Severity {
     Warning,
 }
 
-/// One finding, at a 1-based line of the file.
+/// One finding, at a 1-based line of the file or about the file as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// 1-based line of the offending key or value (line 1 when the finding is about something absent).
-    pub line: usize,
+    /// 1-based line of the offending key or value (line 1 when the finding is about something absent);
+    /// `None` when the file itself could not be read, so no line of it is to blame.
+    pub line: Option<usize>,
     /// Error or warning.
     pub severity: Severity,
     /// What is wrong, in the operator's terms.
@@ -54,18 +55,18 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// `PATH:LINE: message`, or `PATH:LINE: warning: message`: the format editors and CI logs link to.
+/// `PATH:LINE: message`, or `PATH:LINE: warning: message`: the format editors and CI logs link to
+/// (`PATH: message` for a file that could not be read).
 fn render(path: &Path, diagnostic: &Diagnostic) -> String {
     let severity = match diagnostic.severity {
         Severity::Error => "",
         Severity::Warning => "warning: ",
     };
-    format!(
-        "{}:{}: {severity}{}",
-        path.display(),
-        diagnostic.line,
-        diagnostic.message
-    )
+    let place = match diagnostic.line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    };
+    format!("{place}: {severity}{}", diagnostic.message)
 }
 
 /// The outcome of checking one config file.
@@ -80,14 +81,18 @@ pub struct Report {
 }
 
 impl Report {
-    /// Read and check a file. An unreadable file is one error at line 1.
+    /// Read and check a file. An unreadable file is one error about the whole file.
     pub fn from_file(path: &Path) -> Report {
         match std::fs::read_to_string(path) {
             Ok(text) => Report::from_text(path, &text),
             Err(e) => Report {
                 path: path.to_owned(),
                 config: None,
-                diagnostics: vec![error(1, format!("cannot read config file: {e}"))],
+                diagnostics: vec![Diagnostic {
+                    line: None,
+                    severity: Severity::Error,
+                    message: format!("cannot read config file: {e}"),
+                }],
             },
         }
     }
@@ -135,7 +140,7 @@ impl Report {
 
 fn error(line: usize, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
-        line,
+        line: Some(line),
         severity: Severity::Error,
         message: message.into(),
     }
@@ -143,7 +148,7 @@ fn error(line: usize, message: impl Into<String>) -> Diagnostic {
 
 fn warning(line: usize, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
-        line,
+        line: Some(line),
         severity: Severity::Warning,
         message: message.into(),
     }
@@ -160,7 +165,7 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         let mut diagnostics: Vec<Diagnostic> = Vec::new();
         for e in &syntax_errors {
             let line = at(e.span());
-            if diagnostics.iter().all(|d| d.line != line) {
+            if diagnostics.iter().all(|d| d.line != Some(line)) {
                 diagnostics.push(error(line, e.message()));
             }
         }
