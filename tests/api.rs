@@ -61,6 +61,7 @@ fn health() -> ModemHealth {
     ModemHealth {
         signal: Some(21),
         operator: Some("Telekom.de".into()),
+        answered_at: Some("2026-11-23T19:59:30.25Z".parse().unwrap()),
         ..ModemHealth::new(ModemState::Ready)
     }
 }
@@ -1176,6 +1177,7 @@ async fn modems_pause_resume_and_metrics() {
         (Some("m1"), Some("ready"), Some(21))
     );
     assert_eq!(m1["operator"], "Telekom.de");
+    assert_eq!(m1["answered_at"], "2026-11-23T19:59:30.250Z");
     assert_eq!(
         m1["counters"],
         json!({"parts_sent": 1, "parts_failed": 0, "received": 0})

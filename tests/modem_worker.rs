@@ -46,6 +46,8 @@ enum Seen {
         reference: u8,
         status: u8,
     },
+    /// Every health report, in order: the watch channel keeps only the latest.
+    Health(Box<ModemHealth>),
 }
 
 struct Rig {
@@ -122,7 +124,7 @@ async fn rig_with(
                     reference: report.reference,
                     status: report.status,
                 },
-                WorkerEvent::Health { .. } => continue,
+                WorkerEvent::Health { health, .. } => Seen::Health(Box::new(health)),
             };
             if seen_tx.send(seen).is_err() {
                 return;
@@ -413,6 +415,53 @@ async fn a_hung_modem_is_recovered_by_reopening_the_port() {
         rig.sent_count(),
         1,
         "the failed attempt never reached the network"
+    );
+}
+
+/// `answered_at` tells how fresh the state is: every poll the modem answers moves it on, and a modem that
+/// hangs while idle keeps the time it last answered, also once it is found offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_at_moves_with_each_answered_poll_and_stays_when_the_modem_hangs() {
+    let started = jiff::Timestamp::now();
+    let mut rig = rig_with(
+        Profile::Ec25,
+        |_| {},
+        |cfg| cfg.health_interval = Duration::from_millis(100),
+    )
+    .await;
+    let first = rig
+        .wait_state(ModemState::Ready)
+        .await
+        .answered_at
+        .expect("the first poll was answered");
+    assert!(first >= started, "{first} is before the test began");
+    let polled = guarded(
+        "a later poll answered",
+        rig.health.wait_for(|h| h.answered_at > Some(first)),
+    )
+    .await
+    .unwrap()
+    .answered_at
+    .unwrap();
+
+    rig.sim.update_faults(|f| f.hang = true).unwrap();
+    guarded("hang switched on", rig.sim.wait_faults(|f| f.hang))
+        .await
+        .unwrap();
+    let hung = jiff::Timestamp::now();
+    let Seen::Health(offline) = rig
+        .next_seen(
+            "the hung modem reported offline",
+            |s| matches!(s, Seen::Health(h) if h.state == ModemState::Offline),
+        )
+        .await
+    else {
+        unreachable!("next_seen returns what it was asked for")
+    };
+    let last = offline.answered_at.expect("it answered before it hung");
+    assert!(
+        polled <= last && last <= hung,
+        "last answered {last}, not between the poll seen at {polled} and the hang at {hung}"
     );
 }
 

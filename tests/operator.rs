@@ -169,6 +169,7 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
         [
             "MODEM",
             "STATE",
+            "ANSWERED",
             "SIGNAL",
             "OPERATOR",
             "CS/PS/EPS",
@@ -182,9 +183,12 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(row[..2], ["m1", "ready"], "{out}");
-    assert_eq!(row[2..5], ["####", "-73", "dBm"], "{out}");
-    assert_eq!(row[5], "SIMNET", "{out}");
-    assert_eq!(row[7..11], ["1/300", "1", "0", "0"], "{out}");
+    // It answered its last health poll since it became ready, seconds ago.
+    assert_eq!(row[3..5], ["s", "ago"], "{out}");
+    assert!(row[2].parse::<u32>().is_ok_and(|s| s < 120), "{out}");
+    assert_eq!(row[5..8], ["####", "-73", "dBm"], "{out}");
+    assert_eq!(row[8], "SIMNET", "{out}");
+    assert_eq!(row[10..14], ["1/300", "1", "0", "0"], "{out}");
     assert_eq!(
         lines.next(),
         Some("queue: 0 queued, 1 scheduled, 0 sending; last 24 h: 0 failed, 0 unknown"),

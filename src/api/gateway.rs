@@ -407,6 +407,7 @@ impl Backend for Gateway {
                     daily_cap: modem.daily_cap.map(NonZeroU32::get),
                     storage_used: modem.health.storage_used,
                     storage_total: modem.health.storage_total,
+                    answered_at: modem.health.answered_at,
                 };
                 (modem.id, gauges)
             }));

@@ -42,6 +42,8 @@ pub struct ModemGauges {
     /// Messages in its message storage, and the storage's size (`None`: not reported).
     pub storage_used: Option<u32>,
     pub storage_total: Option<u32>,
+    /// When it last answered a health poll (`None`: not yet).
+    pub answered_at: Option<jiff::Timestamp>,
 }
 
 impl ModemGauges {
@@ -268,6 +270,24 @@ impl Metrics {
         per_modem(&mut out, "modemgate_modem_storage_total", |g| {
             g.storage_total
         });
+        header(
+            &mut out,
+            "modemgate_modem_answered_timestamp_seconds",
+            "gauge",
+            "When each modem last answered a health poll (Unix time): a modem that hangs while idle still \
+             reads ready until its next poll times out, so alert on time() minus this.",
+        );
+        for (modem, gauges) in &registry.modems {
+            if let Some(at) = gauges.answered_at {
+                let seconds = at.as_millisecond() as f64 / 1000.0;
+                sample(
+                    &mut out,
+                    "modemgate_modem_answered_timestamp_seconds",
+                    &[("modem", modem)],
+                    seconds,
+                );
+            }
+        }
         let per_webhook =
             |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
                 header(out, name, "gauge", help);
@@ -337,6 +357,8 @@ mod tests {
             daily_cap,
             storage_used: Some(30),
             storage_total: Some(30),
+            // A modem with a reading has answered a poll.
+            answered_at: signal.map(|_| jiff::Timestamp::from_second(1_795_000_000).unwrap()),
         };
         m.set_modems([(
             "gone".to_owned(),
@@ -392,6 +414,7 @@ mod tests {
             "modemgate_modem_daily_cap{modem=\"m1\"} 200",
             "modemgate_modem_storage_used{modem=\"m1\"} 30",
             "modemgate_modem_storage_total{modem=\"m2\"} 30",
+            "modemgate_modem_answered_timestamp_seconds{modem=\"m1\"} 1795000000",
             "modemgate_webhook_backlog{webhook=\"cms\"} 3",
             "modemgate_webhook_backlog{webhook=\"archive\"} 0",
             "modemgate_webhook_oldest_pending_seconds{webhook=\"cms\"} 42.5",
@@ -439,6 +462,7 @@ mod tests {
             daily_cap: Some(200),
             storage_used: None,
             storage_total: None,
+            answered_at: None,
         };
         m.set_modems([
             ("capped".to_owned(), gauges(ModemState::Ready, Some(200))),

@@ -270,6 +270,9 @@ fn schemas() -> Value {
                 "description": "messages in the storage replies are read from (AT+CPMS?); when it is full no \
                     new SMS can arrive and last_error says so"},
             "storage_total": {"type": ["integer", "null"], "description": "that storage's size"},
+            "answered_at": {"type": ["string", "null"], "format": "date-time",
+                "description": "when it last answered a health poll (every minute while idle): how fresh the \
+                    rest is; a modem that hung while idle reads ready until its next poll times out"},
             "failed_sends": {"type": "integer", "description": format!("sends that failed in a row with a \
                 transient error; from {} on the modem is degraded (no jobs) until its next health poll (every 10 s \
                 while degraded)", crate::modem::job::FAILED_SENDS_DEGRADE)},

@@ -37,6 +37,8 @@ struct Modem {
     /// Parts its SIM sent today, and the cap they count against.
     sent_today: Option<u32>,
     daily_cap: Option<u32>,
+    /// When it last answered a health poll: how fresh `state` is.
+    answered_at: Option<jiff::Timestamp>,
     last_error: Option<String>,
 }
 
@@ -68,7 +70,7 @@ pub async fn run(args: StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
         queue.push((status, count(&client, status, since).await?));
     }
     writeln!(out, "modemgate at {}", client.base())?;
-    out.write_all(modem_table(&modems).as_bytes())?;
+    out.write_all(modem_table(&modems, jiff::Timestamp::now()).as_bytes())?;
     writeln!(out, "{}", queue_line(&queue))?;
     Ok(())
 }
@@ -135,9 +137,10 @@ fn queue_line(counts: &[(&str, Count)]) -> String {
     format!("queue: {}; last 24 h: {}", join(now), join(day))
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "MODEM",
     "STATE",
+    "ANSWERED",
     "SIGNAL",
     "OPERATOR",
     "CS/PS/EPS",
@@ -148,15 +151,17 @@ const HEADERS: [&str; 10] = [
     "LAST ERROR",
 ];
 
-/// The modems as aligned columns; the last column is left ragged (errors are long).
-fn modem_table(modems: &[Modem]) -> String {
+/// The modems as aligned columns, with how long ago each answered as of `now`; the last column is left
+/// ragged (errors are long).
+fn modem_table(modems: &[Modem], now: jiff::Timestamp) -> String {
     let dash = || "-".to_owned();
-    let rows: Vec<[String; 10]> = modems
+    let rows: Vec<[String; 11]> = modems
         .iter()
         .map(|m| {
             [
                 m.id.clone(),
                 m.state.clone(),
+                m.answered_at.map_or_else(dash, |at| ago(now, at)),
                 signal(m.signal),
                 m.operator.clone().unwrap_or_else(dash),
                 [&m.cs, &m.ps, &m.eps]
@@ -215,6 +220,17 @@ fn signal(rssi: Option<u8>) -> String {
     }
 }
 
+/// How long before `now` the modem answered, coarsely (`12 s ago`, `3 min ago`, `2 h ago`): a modem that
+/// reads `ready` but answered minutes ago has likely hung.
+fn ago(now: jiff::Timestamp, at: jiff::Timestamp) -> String {
+    let seconds = now.duration_since(at).as_secs().max(0);
+    match seconds {
+        0..120 => format!("{seconds} s ago"),
+        120..7200 => format!("{} min ago", seconds / 60),
+        _ => format!("{} h ago", seconds / 3600),
+    }
+}
+
 /// Parts sent today against the daily cap: `187/200`, `187` with no cap, `-` from a daemon that does not
 /// say.
 fn today(sent: Option<u32>, cap: Option<u32>) -> String {
@@ -270,6 +286,7 @@ mod tests {
                 },
                 sent_today: Some(7),
                 daily_cap: Some(200),
+                answered_at: Some("2026-11-23T12:00:00Z".parse().unwrap()),
                 last_error: None,
             },
             Modem {
@@ -279,7 +296,8 @@ mod tests {
                 ..Modem::default()
             },
         ];
-        let table = modem_table(&modems);
+        let now: jiff::Timestamp = "2026-11-23T12:00:42Z".parse().unwrap();
+        let table = modem_table(&modems, now);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         let state_col = lines[0].find("STATE").unwrap();
@@ -291,6 +309,11 @@ mod tests {
         assert_eq!(today(Some(7), None), "7");
         assert_eq!(today(None, Some(200)), "-");
         assert!(lines[2].ends_with("port gone reopening"), "{table}");
+        let answered_col = lines[0].find("ANSWERED").unwrap();
+        assert_eq!(lines[1].find("42 s ago"), Some(answered_col), "{table}");
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(ago(now, at("2026-11-23T11:55:00Z")), "5 min ago");
+        assert_eq!(ago(now, at("2026-11-23T09:00:00Z")), "3 h ago");
     }
 
     #[test]

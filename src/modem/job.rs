@@ -188,6 +188,11 @@ pub struct ModemHealth {
     pub storage_total: Option<u32>,
     /// Last error worth showing an admin (e.g. "SIM PIN required", "+CMS ERROR: 500").
     pub last_error: Option<String>,
+    /// When the modem last answered a health poll. The state is only as fresh as this: a modem that hangs
+    /// while idle reads `ready` until the next poll (every minute) times out, so an admin or an alert
+    /// compares this with the clock (`null` until the first poll).
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub answered_at: Option<Timestamp>,
     /// Sends that failed in a row with a transient error (the modem's or the network's trouble, not the
     /// number's); from [`FAILED_SENDS_DEGRADE`] on, the modem is `degraded` and gets no jobs until a health
     /// poll gives it another try.
@@ -211,6 +216,7 @@ impl ModemHealth {
             storage_used: None,
             storage_total: None,
             last_error: None,
+            answered_at: None,
             failed_sends: 0,
         }
     }

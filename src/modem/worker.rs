@@ -416,6 +416,7 @@ impl Worker {
         mut h: ModemHealth,
     ) -> Result<(), SessionError> {
         health::poll(session, &self.cfg.timeouts, &mut h).await?;
+        h.answered_at = Some(jiff::Timestamp::now());
         if let Some(warning) = health::storage_warning(&h) {
             if health::storage_warning(&self.health).is_none() {
                 tracing::warn!(modem = %self.cfg.id, %warning, "message storage full");
