@@ -26,7 +26,8 @@ use modemgate::dispatch::{self, AllowAll, Settings};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::Region;
 use modemgate::store::{
-    Clock as _, InboundContent, InboundPart, ManualClock, OpenOptions, Store, TextEncoding,
+    Clock as _, Handback, InboundContent, InboundPart, ManualClock, OpenOptions, Store,
+    TextEncoding,
 };
 use modemgate::webhook::{
     self, Attempt, AttemptOutcome, Backoff, Deliverer, Envelope, Event, Lane, MessageEvent,
@@ -1149,6 +1150,71 @@ async fn cancel_stops_a_queued_message_once() {
         .assert_status(200);
     let last = detail["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["actor"], "api:cms", "{detail}");
+}
+
+/// A queued message in a list says why it waits, as it does read alone; the rest of a multipart message
+/// half sent names the modem it must wait for.
+#[tokio::test]
+async fn listed_queued_messages_say_why_they_wait() {
+    let server = serve().await;
+    let whole = server.send(TO, "hello").await;
+    let half = server.send(TO, &"two parts ".repeat(20)).await;
+    let id: uuid::Uuid = half.parse().unwrap();
+    server.store.claim(id, "m1", None).await.unwrap();
+    server
+        .store
+        .part_submitting(id, 1, "m1", None)
+        .await
+        .unwrap();
+    server.store.part_sent(id, 1, "m1", 7).await.unwrap();
+    server
+        .store
+        .requeue(id, "m1", "port lost", Handback::NothingWritten, None)
+        .await
+        .unwrap();
+    server
+        .post("/v1/modems/m1/pause", "admin-token")
+        .await
+        .assert_status(200);
+
+    let alone = |id: String| {
+        let server = &server;
+        async move {
+            let message = server
+                .get(&format!("/v1/messages/{id}"), "reader-token")
+                .await
+                .assert_status(200);
+            message["error"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let (whole_error, half_error) = (alone(whole.clone()).await, alone(half.clone()).await);
+    assert_eq!(
+        whole_error,
+        "waiting: no modem can send it now (m1 is paused)"
+    );
+    assert!(
+        half_error.starts_with("waiting for modem m1, which sent its first parts"),
+        "{half_error}"
+    );
+    let number = TO.replace('+', "%2B");
+    for path in [
+        "/v1/messages?status=queued".to_owned(),
+        format!("/v1/conversations/{number}"),
+    ] {
+        let page = server.get(&path, "reader-token").await.assert_status(200);
+        let listed: HashMap<&str, &Value> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["id"].as_str().unwrap(), &m["error"]))
+            .collect();
+        assert_eq!(
+            listed[whole.as_str()],
+            &json!(whole_error),
+            "{path}: {page}"
+        );
+        assert_eq!(listed[half.as_str()], &json!(half_error), "{path}: {page}");
+    }
 }
 
 #[tokio::test]

@@ -267,6 +267,10 @@ async fn a_reload_swaps_keys_and_adds_and_pauses_modems_without_dropping_the_que
         ),
         "{message}"
     );
+    // A CMS listing its queue reads the same reason.
+    let queued = old_key.get("/v1/messages?status=queued").await;
+    assert_eq!(queued["messages"][0]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(queued["messages"][0]["error"], message["error"], "{queued}");
 
     let after = Config::parse(&format!(
         "{}\n[[modems]]\nid = \"m2\"\ndevice = \"sim:plain\"\nrate = \"600/min\"\ndaily_cap = 100\n",

@@ -176,6 +176,35 @@ impl Gateway {
             .collect())
     }
 
+    /// Fills `error` for the queued messages of a page, as `GET /v1/messages/{id}` does, so a CMS listing
+    /// its queue sees why it is not moving. Only a multipart message a modem once took may be half sent
+    /// (and then wait for that modem alone), so only such a message costs a read of its parts.
+    async fn explain_waiting(&self, messages: &mut [MessageView]) -> Result<(), BackendError> {
+        let is_waiting = |m: &MessageView| m.status == MessageState::Queued && m.error.is_none();
+        if !messages.iter().any(is_waiting) {
+            return Ok(());
+        }
+        let modems = self.modems_today().await?;
+        let day_ends = self.store.cap_day(self.store.clock().now()).ends;
+        for message in messages.iter_mut() {
+            if !is_waiting(message) {
+                continue;
+            }
+            message.error = if message.parts > 1 && message.modem.is_some() {
+                match self.store.get(message.id).await? {
+                    Some(detail) => {
+                        let parts = MessageDetail::from(detail).part_list;
+                        waiting::why_waiting(&parts, &modems, day_ends)
+                    }
+                    None => None,
+                }
+            } else {
+                waiting::why_waiting_whole(message.parts, &modems, day_ends)
+            };
+        }
+        Ok(())
+    }
+
     /// Every configured modem as the daemon runs it now, with the parts its SIM sent today.
     async fn modems_today(&self) -> Result<Vec<(LiveModem, u32)>, BackendError> {
         let today = self.store.daily_sent(self.store.clock().now()).await?;
@@ -294,7 +323,9 @@ impl Backend for Gateway {
                 limit: u32::try_from(filter.limit).ok(),
                 after: filter.after,
             };
-            Ok(self.store.list(filter).await?.into())
+            let mut page: Page = self.store.list(filter).await?.into();
+            self.explain_waiting(&mut page.messages).await?;
+            Ok(page)
         })
     }
 
@@ -309,7 +340,9 @@ impl Backend for Gateway {
                 .store
                 .conversation(number.as_str(), u32::try_from(limit).ok(), after)
                 .await?;
-            Ok(page.into())
+            let mut page: Page = page.into();
+            self.explain_waiting(&mut page.messages).await?;
+            Ok(page)
         })
     }
 

@@ -1,4 +1,4 @@
-//! Why a queued message is not moving, for `GET /v1/messages/{id}`.
+//! Why a queued message is not moving, for `GET /v1/messages/{id}` and the lists of messages.
 //!
 //! A message the dispatcher cannot hand to any modem stays `queued`, which is true but tells the CMS
 //! nothing: its texts may sit there until tomorrow because every SIM reached its daily cap, or until
@@ -34,6 +34,25 @@ pub fn why_waiting(
         .iter()
         .find(|p| matches!(p.status, PartState::Sent | PartState::Delivered))
         .and_then(|p| p.modem.as_deref());
+    why(remaining, first_parts_from, modems, cap_day_ends)
+}
+
+/// [`why_waiting`] for a message none of whose `parts` has gone out (any modem may take it whole), read
+/// without its part rows: what a list shows of a single-part message, or of one no modem ever took.
+pub fn why_waiting_whole(
+    parts: u16,
+    modems: &[(LiveModem, u32)],
+    cap_day_ends: Timestamp,
+) -> Option<String> {
+    why(u32::from(parts), None, modems, cap_day_ends)
+}
+
+fn why(
+    remaining: u32,
+    first_parts_from: Option<&str>,
+    modems: &[(LiveModem, u32)],
+    cap_day_ends: Timestamp,
+) -> Option<String> {
     if let Some(pinned) = first_parts_from.and_then(|id| modems.iter().find(|(m, _)| m.id == id)) {
         return obstacle(pinned, remaining, cap_day_ends).map(|why| {
             format!(
