@@ -17,6 +17,7 @@
 //! - [`outbound`]: composing and submitting outbound messages (the API's sends and the rules' answers).
 //! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
+//! - [`tls`]: TLS for the HTTP API (`[server] tls_cert`), and the https clients of the CLI and webhooks.
 //! - [`wire_time`]: how times are written in API answers, exports and webhooks.
 
 pub mod api;
@@ -33,5 +34,6 @@ pub mod pdu;
 pub mod rules;
 pub mod sim;
 pub mod store;
+pub mod tls;
 pub mod webhook;
 pub mod wire_time;

@@ -399,6 +399,70 @@ retry_backoff = \"soon\"
     assert_eq!(lines, vec![2, 5, 6, 9, 10, 12], "{:#?}", checked.lines);
 }
 
+const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+
+/// The TLS files are read by check-config: each problem is an error at the line of the key it is about,
+/// and a sound pair lets the API listen beyond loopback without the warning.
+#[test]
+fn tls_files_are_checked_where_they_are_named() {
+    let server = |cert: &str, key: &str| {
+        format!("{MODEM}{KEY}[server]\nlisten = \"0.0.0.0:8443\"\n{cert}{key}")
+    };
+    let cert = format!("tls_cert = \"{TLS}/cert.pem\"\n");
+    let key = format!("tls_key = \"{TLS}/key.pem\"\n");
+
+    let (sound, _dir) = check_text(&server(&cert, &key));
+    assert_eq!(sound.status, 0, "{:#?}", sound.lines);
+    assert!(
+        sound.warnings().iter().all(|w| !w.contains("listening on")),
+        "{:#?}",
+        sound.lines
+    );
+    let config = Config::load(&sound.path).unwrap();
+    let files = config.server.tls.expect("TLS configured");
+    assert!(files.cert.ends_with("cert.pem") && files.key.ends_with("key.pem"));
+
+    let cases = [
+        (
+            server(&cert, ""),
+            "`tls_cert` needs `tls_key`, the file with its private key",
+        ),
+        (
+            server(&cert, &format!("tls_key = \"{TLS}/absent.pem\"\n")),
+            "cannot read",
+        ),
+        (
+            server(&cert, &format!("tls_key = \"{TLS}/cert.pem\"\n")),
+            "holds no PEM private key",
+        ),
+        (
+            server(&cert, &format!("tls_key = \"{TLS}/other-key.pem\"\n")),
+            "the certificate and the key do not make a usable pair",
+        ),
+        (
+            server(&format!("tls_cert = \"{TLS}/key.pem\"\n"), &key),
+            "holds no PEM certificate",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (checked, _dir) = check_text(&text);
+        assert_eq!(checked.status, 1, "{text}\n{:#?}", checked.lines);
+        let errors = checked.errors();
+        assert_eq!(errors.len(), 1, "{text}\n{errors:#?}");
+        assert!(errors[0].contains(expected), "{text}\n{errors:#?}");
+        // The line of the key at fault: the certificate's (line 10) unless the key is to blame (11); a
+        // missing key is reported at the [server] table (line 8).
+        let line = match expected {
+            "cannot read" | "holds no PEM private key" => 11,
+            "holds no PEM certificate"
+            | "the certificate and the key do not make a usable pair" => 10,
+            _ => 8,
+        };
+        let place = format!("{}:{line}: ", checked.path.display());
+        assert!(errors[0].starts_with(&place), "{place}\n{errors:#?}");
+    }
+}
+
 #[test]
 fn risky_settings_warn_without_failing() {
     let (checked, _dir) = check_text(&format!("{MODEM}[server]\nlisten = \"0.0.0.0:8080\"\n"));

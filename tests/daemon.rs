@@ -525,3 +525,68 @@ async fn the_opt_out_notice_is_appended_when_it_fits_or_required() {
         gateway.stop().await;
     }
 }
+
+/// With `tls_cert` and `tls_key` the API speaks HTTPS only: a client that verifies the certificate the
+/// usual way (as a root it trusts, for the address it connects to) sends through it, and a plain-HTTP
+/// request on the same port gets no HTTP answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_with_the_configured_certificate() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+    let text = head(dir.path(), TOKEN, "").replace(
+        "[server]\n",
+        &format!("[server]\ntls_cert = \"{tls}/cert.pem\"\ntls_key = \"{tls}/key.pem\"\n"),
+    );
+    let gateway = start_instant(&Config::parse(&text).unwrap()).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(format!("{tls}/cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verified = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(verified)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = hyper::Request::post(format!("https://{}/v1/messages", gateway.addr))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            json!({"to": "+14158906431", "text": "over TLS"}).to_string(),
+        )))
+        .unwrap();
+    let answer = client.request(request).await.expect("an HTTPS answer");
+    assert_eq!(answer.status().as_u16(), 202);
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    let accepted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(accepted["status"], "queued", "{accepted}");
+    let sends = gateway.sim("m1").unwrap().wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.user_data, UserData::Text("over TLS".into()));
+
+    let mut plain = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    // The server closes the connection on a record that is not TLS; the read ends with it.
+    let _ = plain.read_to_end(&mut reply).await;
+    assert!(
+        !reply.starts_with(b"HTTP/"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    gateway.stop().await;
+}

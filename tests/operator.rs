@@ -406,3 +406,57 @@ fn output_to_a_closed_pipe_ends_quietly() {
         (true, String::new())
     );
 }
+
+/// Against a daemon serving TLS, `status` takes the URL and the certificate to trust from the config (the
+/// daemon is reached at 127.0.0.1, which a real certificate for the box's name would not cover); a URL
+/// given with --url is checked against the system's CA store, which does not hold the test certificate,
+/// and the refusal says it is about trust, not a daemon that is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_trusts_the_certificate_the_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+    let with_tls = |listen: &str| {
+        let path = write_config(dir.path(), listen);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "default_region = \"US\"\n",
+            &format!(
+                "default_region = \"US\"\ntls_cert = \"{tls}/cert.pem\"\ntls_key = \"{tls}/key.pem\"\n"
+            ),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let path = with_tls("127.0.0.1:0");
+    let config = Config::load(&path).unwrap();
+    let gateway = daemon::start(
+        &config,
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // What the CLI reads: the port the daemon got.
+    let path = with_tls(&gateway.addr.to_string());
+    let config = path.to_str().unwrap();
+
+    let shown = modemgate(args(&["status", "--config", config])).await;
+    let out = stdout(&shown);
+    assert!(shown.status.success(), "{out}{}", stderr(&shown));
+    let url = format!("https://{}", gateway.addr);
+    assert_eq!(
+        out.lines().next(),
+        Some(format!("modemgate at {url}").as_str())
+    );
+    assert!(out.lines().nth(2).unwrap().starts_with("m1 "), "{out}");
+
+    let refused = modemgate(args(&["status", "--config", config, "--url", &url])).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(
+        err.starts_with(&format!("modemgate: modemgate at {url} refused over TLS: ")),
+        "{err}"
+    );
+    gateway.stop().await;
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,7 +26,8 @@ pub struct ApiArgs {
     /// The config file the URL and token default from.
     #[arg(long, default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
-    /// The API's base URL, e.g. http://127.0.0.1:8080 (default: `[server] listen` of the config).
+    /// The API's base URL, e.g. http://127.0.0.1:8080 (default: `[server] listen` of the config, https
+    /// when it sets `tls_cert`).
     #[arg(long)]
     pub url: Option<String>,
     /// Bearer token (default: the first `[[api_keys]]` entry with a plain `token` and the needed scope).
@@ -41,10 +43,15 @@ pub enum ClientError {
         "no [[api_keys]] entry in {path} has a plain `token` with the {scope} scope: pass --token"
     )]
     NoToken { path: PathBuf, scope: &'static str },
-    #[error("invalid --url {url:?}: expected http://HOST:PORT")]
+    #[error("invalid --url {url:?}: expected http://HOST:PORT or https://HOST:PORT")]
     Url { url: String },
     #[error("modemgate is not running at {url}: {reason}")]
     NotRunning { url: String, reason: String },
+    #[error(
+        "modemgate at {url} refused over TLS: {reason} (on the box, leave out --url: the config's \
+         tls_cert is then trusted)"
+    )]
+    Tls { url: String, reason: String },
     #[error("modemgate at {url} did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
     Timeout { url: String },
     /// The API refused the request: its `{"error": {code, message, field}}`, as one line.
@@ -67,37 +74,52 @@ pub enum ClientError {
 
 /// A client bound to one daemon and token.
 pub struct ApiClient {
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host:port`, no trailing slash.
     base: String,
     token: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl ApiClient {
     /// Resolve the URL and token: flags first, then the config file (read only when a flag is missing).
     pub fn resolve(args: &ApiArgs, scope: Scope) -> Result<ApiClient, ClientError> {
-        let (url, token) = match (&args.url, &args.token) {
-            (Some(url), Some(token)) => (url.clone(), token.clone()),
+        // A daemon that serves TLS is trusted by the certificate its config names, when the URL comes from
+        // that config too; a URL given with --url is checked against the system's CA store.
+        let (url, token, pinned) = match (&args.url, &args.token) {
+            (Some(url), Some(token)) => (url.clone(), token.clone(), None),
             (url, token) => {
                 let config = Config::load(&args.config).map_err(|e| ClientError::Config {
                     path: args.config.clone(),
                     reason: e.to_string().replace('\n', "; "),
                 })?;
-                let url = url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", reachable(config.server.listen)));
+                let (url, pinned) = match (url, &config.server.tls) {
+                    (Some(url), _) => (url.clone(), None),
+                    (None, None) => (format!("http://{}", reachable(config.server.listen)), None),
+                    (None, Some(files)) => {
+                        let pinned =
+                            crate::tls::pinned_client_config(&files.cert).map_err(|e| {
+                                ClientError::Config {
+                                    path: args.config.clone(),
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                        let url = format!("https://{}", reachable(config.server.listen));
+                        (url, Some(pinned))
+                    }
+                };
                 let token = match token {
                     Some(token) => token.clone(),
                     None => config_token(&args.config, &config, scope)?,
                 };
-                (url, token)
+                (url, token, pinned)
             }
         };
         let base = checked_url(&url)?;
+        let connector = crate::tls::https_connector(HttpConnector::new(), pinned);
         Ok(ApiClient {
             base,
             token,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 
@@ -143,14 +165,11 @@ impl ApiClient {
                 url: self.base.clone(),
             })?;
         let exchange = async {
-            let response =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| ClientError::NotRunning {
-                        url: self.base.clone(),
-                        reason: connect_reason(&e),
-                    })?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| unreachable(&self.base, &e))?;
             let status = response.status();
             let bytes = response
                 .into_body()
@@ -192,25 +211,54 @@ fn api_error(method: Method, path: &str, status: StatusCode, body: Option<&Value
     }
 }
 
-/// "connection refused" rather than hyper's "client error (Connect)": the io error at the bottom of the chain.
-fn connect_reason(error: &hyper_util::client::legacy::Error) -> String {
+/// Why a request got no answer: "connection refused" rather than hyper's "client error (Connect)" (the io
+/// error at the bottom of the chain), or a TLS refusal, which means the daemon runs but is not trusted.
+fn unreachable(url: &str, error: &hyper_util::client::legacy::Error) -> ClientError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
+            if let Some(tls) = tls_cause(io) {
+                return ClientError::Tls {
+                    url: url.to_owned(),
+                    reason: tls.to_string(),
+                };
+            }
+            let reason = match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
                 _ => io.to_string(),
+            };
+            return ClientError::NotRunning {
+                url: url.to_owned(),
+                reason,
             };
         }
         source = e.source();
     }
-    error.to_string()
+    // No io error at the bottom: hyper's own words, each cause after the last.
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        reason = format!("{reason}: {e}");
+        source = e.source();
+    }
+    ClientError::NotRunning {
+        url: url.to_owned(),
+        reason,
+    }
+}
+
+/// The TLS error inside `io`, which the TLS connector wraps in an io error of its own.
+fn tls_cause(io: &std::io::Error) -> Option<&rustls::Error> {
+    let inner = io.get_ref()?;
+    inner
+        .downcast_ref::<rustls::Error>()
+        .or_else(|| inner.downcast_ref::<std::io::Error>().and_then(tls_cause))
 }
 
 fn checked_url(url: &str) -> Result<String, ClientError> {
     let trimmed = url.trim_end_matches('/');
     match trimmed.parse::<hyper::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
             Ok(trimmed.to_owned())
         }
         _ => Err(ClientError::Url {
@@ -290,13 +338,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_must_be_http_with_a_host() {
+    fn urls_must_be_http_or_https_with_a_host() {
         assert_eq!(
             checked_url("http://127.0.0.1:8080/").unwrap(),
             "http://127.0.0.1:8080"
         );
+        assert_eq!(checked_url("https://gw:8443").unwrap(), "https://gw:8443");
         assert!(checked_url("127.0.0.1:8080").is_err());
-        assert!(checked_url("https://gw:443").is_err());
+        assert!(checked_url("ftp://gw:21").is_err());
+        assert!(checked_url("https:///v1").is_err());
     }
 
     #[test]

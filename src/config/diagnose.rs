@@ -423,12 +423,29 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
     }
     reply_rule_keywords(config, doc, out);
     quiet_hour_regions(config, doc, out);
+    tls_files(config, doc, out);
     let dispatch = &config.dispatch;
     if sound && dispatch.retry_backoff > dispatch.retry_backoff_max {
         out.push(error(
             doc.line("dispatch", None, "retry_backoff"),
             "retry_backoff is longer than retry_backoff_max",
         ));
+    }
+}
+
+/// The TLS certificate and key are read now, so a missing file, a key that is not the certificate's or
+/// a file of the wrong kind is an error at its line rather than a daemon that will not start.
+fn tls_files(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
+    let Some(files) = &config.server.tls else {
+        return;
+    };
+    if let Err(e) = crate::tls::server_config(files) {
+        let key = match &e {
+            crate::tls::TlsError::Read { path, .. } if *path == files.key => "tls_key",
+            crate::tls::TlsError::NoKey { .. } => "tls_key",
+            _ => "tls_cert",
+        };
+        out.push(error(doc.line("server", None, key), e.to_string()));
     }
 }
 
@@ -464,11 +481,12 @@ fn reply_rule_keywords(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnos
 /// Settings that work but deserve a second look.
 fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
     let listen = config.server.listen;
-    if !listen.ip().is_loopback() {
+    if !listen.ip().is_loopback() && config.server.tls.is_none() {
         out.push(warning(
             doc.line("server", None, "listen"),
             format!(
-                "listening on {listen}, beyond loopback: firewall it or put a TLS proxy in front"
+                "listening on {listen}, beyond loopback, without TLS: set tls_cert and tls_key, or \
+                 firewall it, or put a TLS proxy in front"
             ),
         ));
     }

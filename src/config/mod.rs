@@ -90,7 +90,7 @@ impl Config {
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RawServer")]
 pub struct Server {
     /// Address and port of the HTTP API. Loopback by default: the CMS usually runs on the same LAN host
     /// or reaches us through a reverse proxy that terminates TLS.
@@ -99,6 +99,8 @@ pub struct Server {
     pub body_limit: NonZeroUsize,
     /// Region whose national format applies to numbers sent without `+` (CMS exports often drop it).
     pub default_region: Region,
+    /// `tls_cert` and `tls_key`: serve HTTPS instead of HTTP, for a CMS on another host.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Server {
@@ -107,7 +109,59 @@ impl Default for Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit: const { NonZeroUsize::new(1024 * 1024).unwrap() },
             default_region: Region::default(),
+            tls: None,
         }
+    }
+}
+
+/// `[server]` as written: the TLS files are two keys, one pair.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: SocketAddr,
+    body_limit: NonZeroUsize,
+    default_region: Region,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        let server = Server::default();
+        RawServer {
+            listen: server.listen,
+            body_limit: server.body_limit,
+            default_region: server.default_region,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl TryFrom<RawServer> for Server {
+    type Error = ValueError;
+
+    fn try_from(raw: RawServer) -> Result<Self, ValueError> {
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ValueError::new(
+                    "`tls_cert` needs `tls_key`, the file with its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ValueError::new(
+                    "`tls_key` needs `tls_cert`, the file with its certificate",
+                ));
+            }
+        };
+        Ok(Server {
+            listen: raw.listen,
+            body_limit: raw.body_limit,
+            default_region: raw.default_region,
+            tls,
+        })
     }
 }
 

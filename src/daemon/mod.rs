@@ -37,6 +37,7 @@ use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
+use crate::tls::TlsListener;
 use crate::webhook::{self, Backoff, Deliverer, Subscription, Target};
 
 use modems::ModemRuntime;
@@ -285,16 +286,19 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(state);
-    let api_stop = shutdown.clone();
-    let api = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(api_stop.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            error!(%error, "the HTTP server stopped");
+    let api = match &config.server.tls {
+        Some(files) => {
+            let tls = crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
+            serve_api(TlsListener::new(listener, tls)?, app, shutdown.clone())
         }
-    });
-    info!(%addr, modems = runtimes.len(), "modemgate is up");
+        None => serve_api(listener, app, shutdown.clone()),
+    };
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(%addr, scheme, modems = runtimes.len(), "modemgate is up");
 
     Ok(Running {
         store,
@@ -316,6 +320,22 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         hub,
         api,
         deliverer,
+    })
+}
+
+/// Serves the API on `listener` until `stop`; in-flight requests finish first.
+fn serve_api<L>(listener: L, app: axum::Router, stop: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            error!(%error, "the HTTP server stopped");
+        }
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::Full;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -40,36 +40,16 @@ pub struct Deliverer {
     wake: Arc<Notify>,
 }
 
-/// TLS for https webhooks, trusting the system's CA store (so an agency's internal CA, installed on the
-/// box, is trusted like any other). With no readable CA store, https calls fail per attempt with a logged
-/// error and are retried; plain http keeps working.
-fn tls(connector: HttpConnector) -> HttpsConnector<HttpConnector> {
-    let builder = match HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(builder) => builder,
-        Err(error) => {
-            tracing::warn!(%error, "no system CA certificates: https webhooks will fail until some are installed");
-            HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
-        }
-    };
-    builder
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector)
-}
-
 impl Deliverer {
     pub fn new(store: Arc<dyn OutboxStore>, targets: Vec<Target>, backoff: Backoff) -> Deliverer {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        connector.enforce_http(false);
         Deliverer {
             store,
             targets,
-            client: Client::builder(TokioExecutor::new()).build(tls(connector)),
+            // https webhooks trust the system's CA store.
+            client: Client::builder(TokioExecutor::new())
+                .build(crate::tls::https_connector(connector, None)),
             backoff,
             timeout: Duration::from_secs(15),
             poll: Duration::from_secs(1),
