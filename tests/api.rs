@@ -271,6 +271,14 @@ impl Server {
         answer.assert_status(202)["id"].as_str().unwrap().to_owned()
     }
 
+    /// Message `id` claimed by m1 and its first part sent (TP-MR 7), as the dispatcher and m1's worker
+    /// would record it.
+    async fn first_part_sent_on_m1(&self, id: uuid::Uuid) {
+        self.store.claim(id, "m1", None).await.unwrap();
+        self.store.part_submitting(id, 1, "m1", None).await.unwrap();
+        self.store.part_sent(id, 1, "m1", 7).await.unwrap();
+    }
+
     /// An inbound SMS from `from`, as a modem worker would record it.
     async fn receive(&self, from: &str, text: &str, pdu: &str) {
         let part = InboundPart {
@@ -1160,13 +1168,7 @@ async fn listed_queued_messages_say_why_they_wait() {
     let whole = server.send(TO, "hello").await;
     let half = server.send(TO, &"two parts ".repeat(20)).await;
     let id: uuid::Uuid = half.parse().unwrap();
-    server.store.claim(id, "m1", None).await.unwrap();
-    server
-        .store
-        .part_submitting(id, 1, "m1", None)
-        .await
-        .unwrap();
-    server.store.part_sent(id, 1, "m1", 7).await.unwrap();
+    server.first_part_sent_on_m1(id).await;
     server
         .store
         .requeue(id, "m1", "port lost", Handback::NothingWritten, None)
@@ -1222,13 +1224,7 @@ async fn modems_pause_resume_and_metrics() {
     let server = serve().await;
     // One part sent through m1 today, as its worker would report it.
     let id: uuid::Uuid = server.send(TO, "hello").await.parse().unwrap();
-    server.store.claim(id, "m1", None).await.unwrap();
-    server
-        .store
-        .part_submitting(id, 1, "m1", None)
-        .await
-        .unwrap();
-    server.store.part_sent(id, 1, "m1", 7).await.unwrap();
+    server.first_part_sent_on_m1(id).await;
     let modems = server
         .get("/v1/modems", "reader-token")
         .await

@@ -58,8 +58,13 @@ async fn gateway(dir: &Path) -> (Running, PathBuf) {
 
 async fn gateway_with(dir: &Path, m1_extra: &str) -> (Running, PathBuf) {
     let path = write_config_with(dir, "127.0.0.1:0", m1_extra);
-    let config = Config::load(&path).unwrap();
-    let running = daemon::start(
+    (start(&path).await, path)
+}
+
+/// The daemon in-process on the config at `path`, with simulators that answer at once.
+async fn start(path: &Path) -> Running {
+    let config = Config::load(path).unwrap();
+    daemon::start(
         &config,
         StartOptions {
             instant_sims: true,
@@ -67,8 +72,7 @@ async fn gateway_with(dir: &Path, m1_extra: &str) -> (Running, PathBuf) {
         },
     )
     .await
-    .unwrap();
-    (running, path)
+    .unwrap()
 }
 
 /// Run `modemgate ARGS...` off the runtime's threads, so the gateway and simulators keep serving it.
@@ -426,17 +430,7 @@ async fn status_trusts_the_certificate_the_config_names() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let path = with_tls("127.0.0.1:0");
-    let config = Config::load(&path).unwrap();
-    let gateway = daemon::start(
-        &config,
-        StartOptions {
-            instant_sims: true,
-            ..StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gateway = start(&with_tls("127.0.0.1:0")).await;
     // What the CLI reads: the port the daemon got.
     let path = with_tls(&gateway.addr.to_string());
     let config = path.to_str().unwrap();
