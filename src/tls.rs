@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -18,6 +18,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -76,9 +78,9 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
-/// The server side: the files read and checked against each other (a key that does not match the
+/// The certificate chain and key of `files`, checked against each other (a key that does not match the
 /// certificate is refused here, not at the first client's handshake).
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let certs = certificates(&files.cert)?;
     let pem = std::fs::read(&files.key).map_err(|e| TlsError::Read {
         path: files.key.clone(),
@@ -88,12 +90,43 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
         path: files.key.clone(),
         reason: e.to_string(),
     })?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Pair(e.to_string()))
+}
+
+/// The certificate the API presents, replaceable while it serves: a renewed certificate is read on
+/// SIGHUP, so renewing one needs no restart.
+#[derive(Debug)]
+pub struct ServedCertificate(RwLock<Arc<CertifiedKey>>);
+
+impl ServedCertificate {
+    /// Read `files` again and present them from the next handshake on; on an error the current ones stay.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
+        let key = Arc::new(certified_key(files)?);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServedCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// The server side: TLS 1.2 and 1.3 with the certificate of `files`, and the handle that replaces it.
+pub fn server_config(
+    files: &TlsFiles,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ServedCertificate>), TlsError> {
+    let served = Arc::new(ServedCertificate(RwLock::new(Arc::new(certified_key(
+        files,
+    )?))));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| TlsError::Pair(e.to_string()))?;
+        .map_err(|e| TlsError::Pair(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(served.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), served))
 }
 
 /// The client side for `status` and `send` on the box: trust exactly the certificate the config names,
@@ -201,7 +234,7 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// A listener for `axum::serve` that hands over connections whose TLS handshake is done. Each handshake
-/// runs in its own task, under [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up no one else.
+/// runs in its own task, under a 10-second limit, so a slow or silent client holds up no one else.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,

@@ -535,8 +535,6 @@ async fn the_api_serves_https_with_the_configured_certificate() {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
@@ -547,15 +545,8 @@ async fn the_api_serves_https_with_the_configured_certificate() {
     );
     let gateway = start_instant(&Config::parse(&text).unwrap()).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(format!("{tls}/cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let verified = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(verified)
+        .with_tls_config(trusting(&[&format!("{tls}/cert.pem")]))
         .https_only()
         .enable_http1()
         .build();
@@ -587,6 +578,77 @@ async fn the_api_serves_https_with_the_configured_certificate() {
         !reply.starts_with(b"HTTP/"),
         "plain HTTP was answered: {}",
         String::from_utf8_lossy(&reply)
+    );
+    gateway.stop().await;
+}
+
+/// The certificate in a PEM file, as DER.
+fn pem_certificate(path: &str) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()
+}
+
+/// A client that verifies servers the usual way, with `roots` (PEM files) as its only trusted roots.
+fn trusting(roots: &[&str]) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(pem_certificate(root)).unwrap();
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(store)
+        .with_no_client_auth()
+}
+
+/// A renewed certificate is presented from the next connection on after a reload, with no restart: what
+/// a certbot deploy hook running `systemctl reload modemgate` relies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_presents_a_renewed_certificate() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |prefix: &str| {
+        std::fs::copy(format!("{data}/{prefix}cert.pem"), &cert).unwrap();
+        std::fs::copy(format!("{data}/{prefix}key.pem"), &key).unwrap();
+    };
+    install("");
+    let text = head(dir.path(), TOKEN, "").replace(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let mut gateway = start_instant(&Config::parse(&text).unwrap()).await;
+    let client = tokio_rustls::TlsConnector::from(std::sync::Arc::new(trusting(&[
+        &format!("{data}/cert.pem"),
+        &format!("{data}/renewed-cert.pem"),
+    ])));
+    let presented = |addr: std::net::SocketAddr| {
+        let client = client.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = client
+                .connect(name, tcp)
+                .await
+                .expect("a verified handshake");
+            tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+        }
+    };
+    assert_eq!(
+        presented(gateway.addr).await,
+        pem_certificate(&format!("{data}/cert.pem"))
+    );
+
+    install("renewed-");
+    gateway
+        .reload(&Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        presented(gateway.addr).await,
+        pem_certificate(&format!("{data}/renewed-cert.pem"))
     );
     gateway.stop().await;
 }

@@ -439,7 +439,7 @@ fn tls_files(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
     let Some(files) = &config.server.tls else {
         return;
     };
-    if let Err(e) = crate::tls::server_config(files) {
+    if let Err(e) = crate::tls::certified_key(files) {
         let key = match &e {
             crate::tls::TlsError::Read { path, .. } if *path == files.key => "tls_key",
             crate::tls::TlsError::NoKey { .. } => "tls_key",

@@ -37,7 +37,7 @@ use crate::rules::inbound::{Classifier, InboundRules};
 use crate::rules::optouts::OptOuts;
 use crate::sim::SimHandle;
 use crate::store::{self, Clock, Store};
-use crate::tls::TlsListener;
+use crate::tls::{ServedCertificate, TlsListener};
 use crate::webhook::{self, Backoff, Deliverer, Subscription, Target};
 
 use modems::ModemRuntime;
@@ -90,6 +90,8 @@ pub struct Running {
     gate: Arc<CollectionsGate>,
     hub: JoinHandle<()>,
     api: JoinHandle<()>,
+    /// The certificate the API presents, when it serves TLS: a reload reads its files again.
+    certificate: Option<Arc<ServedCertificate>>,
     deliverer: JoinHandle<()>,
 }
 
@@ -160,12 +162,21 @@ fn after_reload(running: &Config, new: &Config) -> (Config, Vec<&'static str>) {
     }
     let mut effective = new.clone();
     let mut unapplied = Vec::new();
+    // The TLS files can change while TLS stays on (a renewed certificate, a new path): the running
+    // listener presents them from the next handshake. Only turning TLS on or off waits for a restart.
+    let tls_toggled = new.server.tls.is_some() != running.server.tls.is_some();
+    effective.server.tls.clone_from(&running.server.tls);
     keep(
         &mut unapplied,
         "[server]",
         &mut effective.server,
         &running.server,
     );
+    if !tls_toggled {
+        effective.server.tls.clone_from(&new.server.tls);
+    } else if !unapplied.contains(&"[server]") {
+        unapplied.push("[server]");
+    }
     keep(
         &mut unapplied,
         "[storage]",
@@ -286,12 +297,17 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(state);
-    let api = match &config.server.tls {
+    let (api, certificate) = match &config.server.tls {
         Some(files) => {
-            let tls = crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
-            serve_api(TlsListener::new(listener, tls)?, app, shutdown.clone())
+            let (tls, certificate) =
+                crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
+            let listener = TlsListener::new(listener, tls)?;
+            (
+                serve_api(listener, app, shutdown.clone()),
+                Some(certificate),
+            )
         }
-        None => serve_api(listener, app, shutdown.clone()),
+        None => (serve_api(listener, app, shutdown.clone()), None),
     };
     let scheme = if config.server.tls.is_some() {
         "https"
@@ -319,6 +335,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         gate,
         hub,
         api,
+        certificate,
         deliverer,
     })
 }
@@ -359,9 +376,9 @@ impl Running {
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
     /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps, quiet
     /// hours, contact caps, `[dispatch]`, keywords, opt-out texts and reply rules take effect through a
-    /// new dispatcher (which takes over the old one's jobs in flight) and new rules. Sections read only
-    /// at start (`[server]`, `[storage]`, `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when
-    /// changed and left as they are.
+    /// new dispatcher (which takes over the old one's jobs in flight) and new rules; the TLS certificate
+    /// and key are read again. Sections read only at start (`[server]` but its TLS files, `[storage]`,
+    /// `[[webhooks]]`, `[logging]`, `[pdu]`) are reported by name when changed and left as they are.
     pub async fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
         let (effective, unapplied) = after_reload(&self.config, config);
         for section in unapplied {
@@ -371,6 +388,13 @@ impl Running {
             );
         }
         self.auth.replace(&config.api_keys);
+        if let (Some(certificate), Some(files)) = (&self.certificate, &effective.server.tls) {
+            // Read again even when the paths are the same: that is how a renewed certificate arrives.
+            match certificate.reload(files) {
+                Ok(()) => info!(cert = %files.cert.display(), "TLS certificate read again"),
+                Err(error) => warn!(%error, "TLS certificate not replaced; the current one stays"),
+            }
+        }
         *self.classifier.write().unwrap_or_else(|p| p.into_inner()) = Classifier::new(config);
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(InboundRules::new(
             config,
@@ -647,6 +671,36 @@ mod tests {
         assert_eq!(effective.server, old.server);
         assert!(after_reload(&effective, &old).1.is_empty());
         assert_eq!(after_reload(&effective, &new).1.len(), 3);
+    }
+
+    /// New TLS files apply at a reload (a renewed certificate); turning TLS on or off waits for a restart.
+    #[test]
+    fn a_reload_takes_new_tls_files_but_not_tls_turned_on_or_off() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+        let server = |extra: &str, cert: &str| {
+            let pair =
+                format!("tls_cert = \"{dir}/{cert}cert.pem\"\ntls_key = \"{dir}/{cert}key.pem\"\n");
+            Config::parse(&format!("[server]\n{extra}{pair}")).unwrap()
+        };
+        let first = server("", "");
+        let renewed = server("", "renewed-");
+        let (effective, unapplied) = after_reload(&first, &renewed);
+        assert!(unapplied.is_empty(), "{unapplied:?}");
+        assert_eq!(effective.server.tls, renewed.server.tls);
+
+        let plain = Config::parse("").unwrap();
+        let (effective, unapplied) = after_reload(&plain, &first);
+        assert_eq!((unapplied, effective.server.tls), (vec!["[server]"], None));
+        let (effective, unapplied) = after_reload(&first, &plain);
+        assert_eq!(unapplied, ["[server]"]);
+        assert_eq!(effective.server.tls, first.server.tls);
+
+        // Another [server] change waits, named once; the new files still apply.
+        let both = server("default_region = \"GB\"\n", "renewed-");
+        let (effective, unapplied) = after_reload(&first, &both);
+        assert_eq!(unapplied, ["[server]"]);
+        assert_eq!(effective.server.default_region, first.server.default_region);
+        assert_eq!(effective.server.tls, renewed.server.tls);
     }
 
     #[test]
