@@ -9,6 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -238,6 +239,7 @@ impl ServerCertVerifier for Pinned {
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
+    failures: Arc<AtomicU64>,
 }
 
 impl TlsListener {
@@ -245,8 +247,19 @@ impl TlsListener {
     pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
-        tokio::spawn(accept(tcp, TlsAcceptor::from(config), tx));
-        Ok(TlsListener { ready, local })
+        let failures = Arc::new(AtomicU64::new(0));
+        tokio::spawn(accept(tcp, TlsAcceptor::from(config), tx, failures.clone()));
+        Ok(TlsListener {
+            ready,
+            local,
+            failures,
+        })
+    }
+
+    /// Handshakes that failed or timed out so far: clients that do not trust the certificate, or speak
+    /// plain HTTP to the port, show here before anyone reads a debug log.
+    pub fn failures(&self) -> Arc<AtomicU64> {
+        self.failures.clone()
     }
 }
 
@@ -254,6 +267,7 @@ async fn accept(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    failures: Arc<AtomicU64>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -269,14 +283,24 @@ async fn accept(
                 continue;
             }
         };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        let (acceptor, ready, failures) = (acceptor.clone(), ready.clone(), failures.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake = acceptor.accept(stream).into_fallible();
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
                     let _ = ready.send((stream, peer)).await;
                 }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err((error, stream))) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    // Counted before the connection closes, so a client that saw it close reads the
+                    // count with its failure in it.
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
     }

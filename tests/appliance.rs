@@ -422,6 +422,29 @@ fn tls_files_are_checked_where_they_are_named() {
     let files = config.server.tls.expect("TLS configured");
     assert!(files.cert.ends_with("cert.pem") && files.key.ends_with("key.pem"));
 
+    // A key every user of the box can read is a warning at its line; one kept to its group is not.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("key.pem");
+    std::fs::copy(format!("{TLS}/key.pem"), &copy).unwrap();
+    let with_copy = server(&cert, &format!("tls_key = \"{}\"\n", copy.display()));
+    for (mode, warned) in [(0o644, true), (0o640, false)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (checked, _dir) = check_text(&with_copy);
+        assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+        let place = format!(
+            "{}:11: warning: {} is readable by every user",
+            checked.path.display(),
+            copy.display()
+        );
+        assert_eq!(
+            checked.warnings().iter().any(|w| w.starts_with(&place)),
+            warned,
+            "mode {mode:o}: {:#?}",
+            checked.lines
+        );
+    }
+
     let cases = [
         (
             server(&cert, ""),

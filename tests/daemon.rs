@@ -579,6 +579,19 @@ async fn the_api_serves_https_with_the_configured_certificate() {
         "plain HTTP was answered: {}",
         String::from_utf8_lossy(&reply)
     );
+    // ... and the admin sees it counted.
+    let request = hyper::Request::get(format!("https://{}/metrics", gateway.addr))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let metrics = client.request(request).await.unwrap();
+    let text = metrics.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.lines()
+            .any(|l| l == "modemgate_tls_handshake_failures_total 1"),
+        "{text}"
+    );
     gateway.stop().await;
 }
 

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::modem::job::ModemState;
@@ -77,6 +78,8 @@ struct Registry {
     modems: BTreeMap<String, ModemGauges>,
     /// By webhook label; replaced whole at each refresh.
     webhooks: BTreeMap<String, WebhookGauges>,
+    /// The TLS listener's count of failed handshakes; `None` when the API serves plain HTTP.
+    tls_handshake_failures: Option<Arc<AtomicU64>>,
 }
 
 /// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
@@ -132,6 +135,11 @@ impl Metrics {
     /// Every webhook's backlog, by label, replacing the previous set.
     pub fn set_webhooks(&self, webhooks: impl IntoIterator<Item = (String, WebhookGauges)>) {
         self.lock().webhooks = webhooks.into_iter().collect();
+    }
+
+    /// Export the TLS listener's count of failed handshakes (the API serves HTTPS).
+    pub fn watch_tls_handshake_failures(&self, failures: Arc<AtomicU64>) {
+        self.lock().tls_handshake_failures = Some(failures);
     }
 
     /// The exposition text for `GET /metrics`.
@@ -301,6 +309,22 @@ impl Metrics {
             "Webhook events waiting or retrying, by webhook (\"*\": queued before an upgrade, for every webhook).",
             |g| g.pending as f64,
         );
+        if let Some(failures) = &registry.tls_handshake_failures {
+            header(
+                &mut out,
+                "modemgate_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed or timed out: clients that do not trust the certificate, or \
+                 speak plain HTTP to the HTTPS port.",
+            );
+            let failures = failures.load(std::sync::atomic::Ordering::Relaxed);
+            sample(
+                &mut out,
+                "modemgate_tls_handshake_failures_total",
+                &[],
+                failures as f64,
+            );
+        }
         per_webhook(
             &mut out,
             "modemgate_webhook_oldest_pending_seconds",
@@ -437,6 +461,18 @@ mod tests {
         assert!(
             !text.contains("\"gone\""),
             "a modem no longer configured is gone"
+        );
+        assert!(
+            !text.contains("tls_handshake"),
+            "no TLS failures counted where the API serves plain HTTP"
+        );
+        let failures = Arc::new(AtomicU64::new(3));
+        m.watch_tls_handshake_failures(failures);
+        let text = m.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "modemgate_tls_handshake_failures_total 3"),
+            "{text}"
         );
         // Every sample's metric has HELP and TYPE lines.
         for l in text.lines().filter(|l| !l.starts_with('#')) {

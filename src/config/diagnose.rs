@@ -446,6 +446,22 @@ fn tls_files(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
             _ => "tls_cert",
         };
         out.push(error(doc.line("server", None, key), e.to_string()));
+        return;
+    }
+    // Whoever reads the key can pose as the gateway to the CMS and read what it sends.
+    if let Ok(meta) = std::fs::metadata(&files.key) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            out.push(warning(
+                doc.line("server", None, "tls_key"),
+                format!(
+                    "{} is readable by every user of the box (mode {mode:04o}): chmod 0640 and chgrp \
+                     modemgate",
+                    files.key.display()
+                ),
+            ));
+        }
     }
 }
 

@@ -289,7 +289,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         config.pdu.status_reports,
     )
     .with_webhooks(webhook_labels);
-    let state = AppState::from_config(config, Arc::new(gateway), metrics);
+    let state = AppState::from_config(config, Arc::new(gateway), metrics.clone());
     let auth = state.auth.clone();
     let _ = numbers_warm.await;
     let listener = TcpListener::bind(config.server.listen)
@@ -302,6 +302,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
             let (tls, certificate) =
                 crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
             let listener = TlsListener::new(listener, tls)?;
+            metrics.watch_tls_handshake_failures(listener.failures());
             (
                 serve_api(listener, app, shutdown.clone()),
                 Some(certificate),
