@@ -486,6 +486,30 @@ fn tls_files_are_checked_where_they_are_named() {
     }
 }
 
+/// The write-ahead log's limit is a whole number of megabytes from 64 up; anything else is an error at
+/// its line.
+#[test]
+fn the_log_limit_is_checked_at_its_line() {
+    for (value, ok) in [
+        ("64", true),
+        ("4096", true),
+        ("10", false),
+        ("\"2GB\"", false),
+    ] {
+        let (checked, _dir) =
+            check_text(&format!("{MODEM}{KEY}[storage]\nwal_limit_mb = {value}\n"));
+        assert_eq!(checked.status == 0, ok, "{value}: {:#?}", checked.lines);
+        if !ok {
+            let place = format!("{}:9: ", checked.path.display());
+            assert!(
+                checked.errors()[0].starts_with(&place),
+                "{value}: {:#?}",
+                checked.lines
+            );
+        }
+    }
+}
+
 #[test]
 fn risky_settings_warn_without_failing() {
     let (checked, _dir) = check_text(&format!("{MODEM}[server]\nlisten = \"0.0.0.0:8080\"\n"));

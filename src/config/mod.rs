@@ -21,7 +21,7 @@ use serde::Deserialize;
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
     Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret, TimeZoneName,
-    Token, TokenSha256, ValueError, WebhookName, parse_duration,
+    Token, TokenSha256, ValueError, WalLimit, WebhookName, parse_duration,
 };
 
 use crate::msisdn::ServiceNumber;
@@ -174,6 +174,8 @@ pub struct Storage {
     /// Whether messages left `unknown` by a crash mid-send are queued again at start. Off by default:
     /// the modem may already have sent them, and a duplicate collection text is a complaint.
     pub resend_unknown_on_start: bool,
+    /// How large the write-ahead log may grow under a bulk load (default 2 GB): the disk space to leave.
+    pub wal_limit_mb: WalLimit,
 }
 
 impl Default for Storage {
@@ -181,6 +183,7 @@ impl Default for Storage {
         Storage {
             path: PathBuf::from("/var/lib/modemgate/modemgate.db"),
             resend_unknown_on_start: false,
+            wal_limit_mb: WalLimit::default(),
         }
     }
 }

@@ -591,3 +591,47 @@ mod tests {
         assert!("loud".parse::<LogFilter>().is_err());
     }
 }
+
+/// `[storage] wal_limit_mb`: how large the write-ahead log may grow under writes that never pause before
+/// the writer makes it start over (see `store::checkpoint`), and so the disk space to leave for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalLimit {
+    megabytes: u32,
+}
+
+impl WalLimit {
+    /// Below this a campaign's catch-ups (each an fsync of the database, 5-130 ms) would come every second.
+    pub const MIN_MB: u32 = 64;
+    /// 1 TB: beyond any disk such a box has, and still a whole number of 4 KB frames in a `u32`.
+    pub const MAX_MB: u32 = 1 << 20;
+
+    pub fn new(megabytes: u32) -> Result<Self, ValueError> {
+        if (Self::MIN_MB..=Self::MAX_MB).contains(&megabytes) {
+            Ok(WalLimit { megabytes })
+        } else {
+            Err(ValueError::new(format!(
+                "wal_limit_mb must be {}-{} (megabytes), not {megabytes}",
+                Self::MIN_MB,
+                Self::MAX_MB
+            )))
+        }
+    }
+
+    /// The limit in 4 KB frames, as the store counts the log.
+    pub fn frames(self) -> u32 {
+        self.megabytes * 256
+    }
+}
+
+impl Default for WalLimit {
+    fn default() -> Self {
+        WalLimit { megabytes: 2048 }
+    }
+}
+
+impl<'de> Deserialize<'de> for WalLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let megabytes = u32::deserialize(deserializer)?;
+        WalLimit::new(megabytes).map_err(D::Error::custom)
+    }
+}

@@ -520,6 +520,7 @@ async fn open_store(
     let open = store::OpenOptions {
         clock: options.clock.clone(),
         resend_submitting: config.storage.resend_unknown_on_start,
+        wal_limit_frames: config.storage.wal_limit_mb.frames(),
         webhooks,
         inbound_verdict: Some(inbound_verdict),
         ..store::OpenOptions::default()
@@ -672,6 +673,18 @@ mod tests {
         assert_eq!(effective.server, old.server);
         assert!(after_reload(&effective, &old).1.is_empty());
         assert_eq!(after_reload(&effective, &new).1.len(), 3);
+    }
+
+    /// The config's default log limit is the store's own: one is not allowed to drift from the other.
+    #[test]
+    fn the_default_log_limit_is_the_stores() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(
+            config.storage.wal_limit_mb.frames(),
+            store::OpenOptions::default().wal_limit_frames
+        );
+        let small = Config::parse("[storage]\nwal_limit_mb = 64\n").unwrap();
+        assert_eq!(small.storage.wal_limit_mb.frames(), 16_384);
     }
 
     /// New TLS files apply at a reload (a renewed certificate); turning TLS on or off waits for a restart.

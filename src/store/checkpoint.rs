@@ -39,11 +39,6 @@ const EVERY: Duration = Duration::from_secs(1);
 /// and 4 GB 13.2 ms, against 12.6 ms with no limit (and a 6.7 GB log).
 pub(crate) const LIMIT_FRAMES: u32 = 524_288;
 
-/// `journal_size_limit`: the log file is cut back to the limit when it starts over, never below it, so a
-/// log reused up to the limit writes into file space it already has (new space is zeroed and allocated by
-/// the kernel first).
-pub(crate) const LOG_FILE_BYTES: i64 = LIMIT_FRAMES as i64 * 4096;
-
 /// Past the limit, the writer catches up once the checkpointer has left at most this many frames to copy
 /// (4 MB: a few milliseconds, which every caller in the next batch waits for) beyond the last two commits
 /// (a batch of 1,000 messages writes ~1,200 frames, and the checkpointer never ends closer than the

@@ -75,7 +75,8 @@ pub struct OpenOptions {
     /// How `message.received` labels a reply (intent, needs_agent); unlabelled (`needs_agent`) when absent.
     pub inbound_verdict: Option<Verdict>,
     /// Frames (pages) in the write-ahead log at which the writer completes a checkpoint itself between two
-    /// batches, so the log starts over (see `checkpoint`). Default 524,288: 2 GB.
+    /// batches, so the log starts over (see `checkpoint`); also the size the log file is cut back to.
+    /// Default 524,288: 2 GB (`[storage] wal_limit_mb`).
     pub wal_limit_frames: u32,
     /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
     /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
@@ -157,7 +158,10 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_fail)?;
-        conn.pragma_update(None, "journal_size_limit", checkpoint::LOG_FILE_BYTES)
+        // The log file is cut back to the limit when it starts over, never below it, so a log reused up to
+        // the limit writes into file space it already has (new space is zeroed and allocated first).
+        let log_file_bytes = i64::from(options.wal_limit_frames) * 4096;
+        conn.pragma_update(None, "journal_size_limit", log_file_bytes)
             .map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
