@@ -26,7 +26,7 @@ use modemgate::dispatch::{self, AllowAll, Settings};
 use modemgate::modem::job::{ModemHealth, ModemIdentity, ModemState};
 use modemgate::msisdn::Region;
 use modemgate::store::{
-    Clock as _, Handback, InboundContent, InboundPart, ManualClock, OpenOptions, Store,
+    Clock as _, Handback, InboundContent, InboundPart, ManualClock, OpenOptions, ReportIn, Store,
     TextEncoding,
 };
 use modemgate::webhook::{
@@ -822,6 +822,87 @@ async fn idempotent_repeats_answer_202_again_marked_replayed_and_different_bodie
             "{field}: {at}"
         );
     }
+}
+
+/// The record says when a message was said, not only when it was accepted: `sent_at` (its last part) and
+/// `delivered_at` (its last report) in the message, the lists and the export, set only once it is sent or
+/// delivered.
+#[tokio::test]
+async fn the_record_says_when_a_message_was_sent_and_delivered() {
+    let clock = ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap());
+    let server = serve_with(OpenOptions {
+        clock: Arc::new(clock.clone()),
+        ..OpenOptions::default()
+    })
+    .await;
+    let id = server.send(TO, "Your plan is ready").await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let fields = |m: &Value| {
+        (
+            m["created_at"].clone(),
+            m["sent_at"].clone(),
+            m["delivered_at"].clone(),
+        )
+    };
+    let queued = server
+        .get(&format!("/v1/messages/{id}"), "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(
+        fields(&queued),
+        (json!("2026-11-23T10:00:00.000Z"), json!(null), json!(null))
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    server.first_part_sent_on_m1(uuid).await;
+    clock.advance(Duration::from_secs(90));
+    server
+        .store
+        .record_report(ReportIn {
+            modem: "m1".into(),
+            tp_mr: 7,
+            recipient: TO.into(),
+            status: 0,
+            discharged_at: None,
+        })
+        .await
+        .unwrap();
+    let expected = (
+        json!("2026-11-23T10:00:00.000Z"),
+        json!("2026-11-23T11:00:00.000Z"),
+        json!("2026-11-23T11:01:30.000Z"),
+    );
+    let delivered = server
+        .get(&format!("/v1/messages/{id}"), "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    assert_eq!(fields(&delivered), expected);
+    let listed = server
+        .get("/v1/messages?status=delivered", "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(fields(&listed["messages"][0]), expected);
+
+    let export = server.get("/v1/messages/export.csv", "reader-token").await;
+    let text = String::from_utf8(export.body.to_vec()).unwrap();
+    let mut lines = text.split("\r\n");
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(
+        (column("status"), column("sent_at"), column("delivered_at")),
+        (
+            "delivered",
+            "2026-11-23T11:00:00.000Z",
+            "2026-11-23T11:01:30.000Z"
+        )
+    );
+    // Session 1's columns keep their places; the new ones come last.
+    assert_eq!(
+        header[..14].join(","),
+        "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error"
+    );
 }
 
 /// A CMS retrying a scheduled send after its time (it never heard the first answer) must hear about the

@@ -47,6 +47,12 @@ pub struct MessageView {
     pub created_at: Timestamp,
     #[serde(serialize_with = "crate::wire_time::serialize")]
     pub updated_at: Timestamp,
+    /// When its last part was sent (`sent` and `delivered` messages): when it was said, for the record.
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub sent_at: Option<Timestamp>,
+    /// When the last delivery report came (`delivered` messages).
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub delivered_at: Option<Timestamp>,
     /// Why it failed, is unknown or held, for people.
     pub error: Option<String>,
     /// The code behind `error`, for programs: the modem's `+CMS ERROR` or a delivery report's TP-Status.
@@ -77,6 +83,8 @@ impl From<store::Message> for MessageView {
             expires_at: m.expires_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            sent_at: m.sent_at,
+            delivered_at: m.delivered_at,
             error: m.error.or(m.hold_reason),
             error_code: m.error_code,
         }

@@ -338,7 +338,8 @@ pub async fn conversation(
     Ok(Json(state.backend.conversation(number, limit, after).await?).into_response())
 }
 
-const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error\r\n";
+/// The columns of session 1's export come first, in their order; later ones are added at the end.
+const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error,sent_at,delivered_at\r\n";
 
 /// One RFC 4180 field: quoted when it holds a comma, quote or line break. A value a spreadsheet would run
 /// as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection, e.g. from an inbound SMS text) gets a
@@ -378,6 +379,10 @@ fn csv_row(m: &super::backend::MessageView) -> String {
         crate::wire_time::format(m.created_at),
         crate::wire_time::format(m.updated_at),
         m.error.clone().unwrap_or_default(),
+        m.sent_at.map(crate::wire_time::format).unwrap_or_default(),
+        m.delivered_at
+            .map(crate::wire_time::format)
+            .unwrap_or_default(),
     ];
     let mut row = String::new();
     for (i, field) in fields.iter().enumerate() {

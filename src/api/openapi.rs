@@ -233,8 +233,12 @@ fn schemas() -> Value {
             "reference": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
             "tz": {"type": ["string", "null"]}, "modem": {"type": ["string", "null"]},
             "send_at": optional_time, "expires_at": optional_time, "created_at": time, "updated_at": time,
+            "sent_at": {"type": ["string", "null"], "format": "date-time",
+                "description": "sent and delivered messages: when the last part was sent"},
+            "delivered_at": {"type": ["string", "null"], "format": "date-time",
+                "description": "delivered messages: when the last delivery report came"},
             "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held; \
-                in GET /v1/messages/{id}, why no modem can take a queued message now, if none can"},
+                for a queued message no modem can take now, why"},
             "error_code": {"type": ["integer", "null"],
                 "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"}}},
         "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {

@@ -5,7 +5,7 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 use uuid::Uuid;
 
-use super::types::{Event, Message, Part};
+use super::types::{Event, Message, MessageState, Part};
 
 pub fn ms(ts: Timestamp) -> i64 {
     ts.as_millisecond()
@@ -55,13 +55,16 @@ fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Valu
 /// them read `FROM messages` without an alias).
 pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, part_count, priority, send_at, \
      expires_at, reference, metadata, tz, modem, attempts, not_before, hold_reason, error_code, error, \
-     created_at, updated_at, category, (SELECT own_number FROM modems WHERE modems.id = messages.modem)";
+     created_at, updated_at, category, (SELECT own_number FROM modems WHERE modems.id = messages.modem), \
+     (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id), \
+     (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id)";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let state: MessageState = row.get(2)?;
     Ok(Message {
         id: uuid(row, 0)?,
         direction: row.get(1)?,
-        state: row.get(2)?,
+        state,
         peer: row.get(3)?,
         text: row.get(4)?,
         encoding: row.get(5)?,
@@ -82,6 +85,16 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         updated_at: ts(row, 20)?,
         category: row.get(21)?,
         modem_number: row.get(22)?,
+        // The whole message went out (or arrived) when its last part did; a part sent of a message that
+        // then failed is in its parts, not here.
+        sent_at: match state {
+            MessageState::Sent | MessageState::Delivered => opt_ts(row, 23)?,
+            _ => None,
+        },
+        delivered_at: match state {
+            MessageState::Delivered => opt_ts(row, 24)?,
+            _ => None,
+        },
     })
 }
 

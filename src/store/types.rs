@@ -243,6 +243,13 @@ pub struct Message {
     pub updated_at: Timestamp,
     /// Outbound only (inbound messages are `standard`).
     pub category: Category,
+    /// When its last part was sent, once it is `sent` or `delivered`: when it was said, which for a
+    /// scheduled or long-queued message is not when it was accepted.
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub sent_at: Option<Timestamp>,
+    /// When the last delivery report came, once it is `delivered`.
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub delivered_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
