@@ -903,6 +903,36 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
         header[..14].join(","),
         "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error"
     );
+
+    // A reply: sent by the debtor's phone at 11:05 (the SMSC's timestamp), stored when it reached us.
+    clock.advance(Duration::from_secs(240));
+    let reply = InboundPart {
+        modem: "m1".into(),
+        pdu_hex: "07911326040000F0040B911346610089F60000".into(),
+        content: InboundContent::Decoded {
+            sender: TO.into(),
+            text: "STOP".into(),
+            encoding: TextEncoding::Gsm7,
+            sent_at: "2026-11-23T11:05:00Z".parse().unwrap(),
+            concat: None,
+        },
+    };
+    server.store.record_inbound(reply).await.unwrap();
+    let number = TO.replace('+', "%2B");
+    let conversation = server
+        .get(&format!("/v1/conversations/{number}"), "reader-token")
+        .await
+        .assert_status(200);
+    let received = &conversation["messages"][1];
+    assert_eq!(received["status"], "received", "{conversation}");
+    assert_eq!(
+        fields(received),
+        (
+            json!("2026-11-23T11:05:30.000Z"),
+            json!("2026-11-23T11:05:00.000Z"),
+            json!(null)
+        )
+    );
 }
 
 /// A CMS retrying a scheduled send after its time (it never heard the first answer) must hear about the

@@ -48,6 +48,7 @@ pub struct MessageView {
     #[serde(serialize_with = "crate::wire_time::serialize")]
     pub updated_at: Timestamp,
     /// When its last part was sent (`sent` and `delivered` messages): when it was said, for the record.
+    /// For a reply (`received`), when the sender's phone sent it, by the SMSC's timestamp.
     #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub sent_at: Option<Timestamp>,
     /// When the last delivery report came (`delivered` messages).

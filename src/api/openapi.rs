@@ -234,7 +234,8 @@ fn schemas() -> Value {
             "tz": {"type": ["string", "null"]}, "modem": {"type": ["string", "null"]},
             "send_at": optional_time, "expires_at": optional_time, "created_at": time, "updated_at": time,
             "sent_at": {"type": ["string", "null"], "format": "date-time",
-                "description": "sent and delivered messages: when the last part was sent"},
+                "description": "sent and delivered messages: when the last part was sent; received \
+                    messages: when the sender's phone sent it (the SMSC's timestamp)"},
             "delivered_at": {"type": ["string", "null"], "format": "date-time",
                 "description": "delivered messages: when the last delivery report came"},
             "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held; \

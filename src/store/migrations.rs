@@ -250,6 +250,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhook_outbox ADD COLUMN target_name TEXT;
     "#,
+    // 11: a reply's parts by the message they made, so reading the message can say when the sender's
+    // phone sent it (the SMSC's timestamp in each part) without reading every part ever received.
+    r#"
+    CREATE INDEX inbound_parts_message ON inbound_parts (message_id) WHERE message_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build creates.

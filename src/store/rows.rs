@@ -56,7 +56,9 @@ fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Valu
 pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, part_count, priority, send_at, \
      expires_at, reference, metadata, tz, modem, attempts, not_before, hold_reason, error_code, error, \
      created_at, updated_at, category, (SELECT own_number FROM modems WHERE modems.id = messages.modem), \
-     (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id), \
+     CASE direction WHEN 'inbound' \
+         THEN (SELECT max(sent_at) FROM inbound_parts WHERE inbound_parts.message_id = messages.id) \
+         ELSE (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id) END, \
      (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id)";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -85,10 +87,13 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
         updated_at: ts(row, 20)?,
         category: row.get(21)?,
         modem_number: row.get(22)?,
-        // The whole message went out (or arrived) when its last part did; a part sent of a message that
-        // then failed is in its parts, not here.
+        // The whole message went out when its last part did (a part sent of a message that then failed
+        // is in its parts, not here); a reply, when the sender's phone sent its last part, by the SMSC's
+        // timestamp.
         sent_at: match state {
-            MessageState::Sent | MessageState::Delivered => opt_ts(row, 23)?,
+            MessageState::Sent | MessageState::Delivered | MessageState::Received => {
+                opt_ts(row, 23)?
+            }
             _ => None,
         },
         delivered_at: match state {

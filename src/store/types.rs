@@ -244,7 +244,8 @@ pub struct Message {
     /// Outbound only (inbound messages are `standard`).
     pub category: Category,
     /// When its last part was sent, once it is `sent` or `delivered`: when it was said, which for a
-    /// scheduled or long-queued message is not when it was accepted.
+    /// scheduled or long-queued message is not when it was accepted. For a reply, when the sender's phone
+    /// sent it (the SMSC's timestamp; `created_at` is when it reached us).
     #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub sent_at: Option<Timestamp>,
     /// When the last delivery report came, once it is `delivered`.
