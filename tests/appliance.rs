@@ -494,6 +494,7 @@ fn the_log_limit_is_checked_at_its_line() {
         ("64", true),
         ("4096", true),
         ("10", false),
+        ("-1", false),
         ("\"2GB\"", false),
     ] {
         let (checked, _dir) =
@@ -501,11 +502,10 @@ fn the_log_limit_is_checked_at_its_line() {
         assert_eq!(checked.status == 0, ok, "{value}: {:#?}", checked.lines);
         if !ok {
             let place = format!("{}:9: ", checked.path.display());
-            assert!(
-                checked.errors()[0].starts_with(&place),
-                "{value}: {:#?}",
-                checked.lines
-            );
+            let error = checked.errors()[0];
+            assert!(error.starts_with(&place), "{value}: {:#?}", checked.lines);
+            // The allowed range, whatever was written instead.
+            assert!(error.contains("64-1048576"), "{value}: {error}");
         }
     }
 }

@@ -605,15 +605,16 @@ impl WalLimit {
     /// 1 TB: beyond any disk such a box has, and still a whole number of 4 KB frames in a `u32`.
     pub const MAX_MB: u32 = 1 << 20;
 
-    pub fn new(megabytes: u32) -> Result<Self, ValueError> {
-        if (Self::MIN_MB..=Self::MAX_MB).contains(&megabytes) {
-            Ok(WalLimit { megabytes })
-        } else {
-            Err(ValueError::new(format!(
+    pub fn new(megabytes: i64) -> Result<Self, ValueError> {
+        match u32::try_from(megabytes) {
+            Ok(megabytes) if (Self::MIN_MB..=Self::MAX_MB).contains(&megabytes) => {
+                Ok(WalLimit { megabytes })
+            }
+            _ => Err(ValueError::new(format!(
                 "wal_limit_mb must be {}-{} (megabytes), not {megabytes}",
                 Self::MIN_MB,
                 Self::MAX_MB
-            )))
+            ))),
         }
     }
 
@@ -631,7 +632,30 @@ impl Default for WalLimit {
 
 impl<'de> Deserialize<'de> for WalLimit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let megabytes = u32::deserialize(deserializer)?;
-        WalLimit::new(megabytes).map_err(D::Error::custom)
+        /// Says what is wanted when something else is written ("2GB" is the likely slip).
+        struct Megabytes;
+
+        impl serde::de::Visitor<'_> for Megabytes {
+            type Value = WalLimit;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "a whole number of megabytes ({}-{}), e.g. 2048",
+                    WalLimit::MIN_MB,
+                    WalLimit::MAX_MB
+                )
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, megabytes: i64) -> Result<WalLimit, E> {
+                WalLimit::new(megabytes).map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, megabytes: u64) -> Result<WalLimit, E> {
+                self.visit_i64(i64::try_from(megabytes).unwrap_or(i64::MAX))
+            }
+        }
+
+        deserializer.deserialize_i64(Megabytes)
     }
 }
