@@ -178,7 +178,7 @@ impl Gateway {
 
     /// Fills `error` for the queued messages of a page, as `GET /v1/messages/{id}` does, so a CMS listing
     /// its queue sees why it is not moving. Only a multipart message a modem once took may be half sent
-    /// (and then wait for that modem alone), so only such a message costs a read of its parts.
+    /// (and then wait for that modem alone), so only such a message is read again, for its parts.
     async fn explain_waiting(&self, messages: &mut [MessageView]) -> Result<(), BackendError> {
         let is_waiting = |m: &MessageView| m.status == MessageState::Queued && m.error.is_none();
         if !messages.iter().any(is_waiting) {

@@ -238,15 +238,15 @@ impl Metrics {
             "gauge",
             "Last +CSQ RSSI (0-31) per modem.",
         );
-        let per_modem = |out: &mut String, name: &str, value: fn(&ModemGauges) -> Option<u32>| {
+        let per_modem = |out: &mut String, name: &str, value: fn(&ModemGauges) -> Option<f64>| {
             for (modem, gauges) in &registry.modems {
                 if let Some(value) = value(gauges) {
-                    sample(out, name, &[("modem", modem)], f64::from(value));
+                    sample(out, name, &[("modem", modem)], value);
                 }
             }
         };
         per_modem(&mut out, "modemgate_modem_signal_rssi", |g| {
-            g.signal.filter(|rssi| *rssi != 99).map(u32::from)
+            g.signal.filter(|rssi| *rssi != 99).map(f64::from)
         });
         header(
             &mut out,
@@ -254,21 +254,27 @@ impl Metrics {
             "gauge",
             "Parts each modem's SIM sent on today's cap day (what its daily cap counts).",
         );
-        per_modem(&mut out, "modemgate_modem_sent_today", |g| g.sent_today);
+        per_modem(&mut out, "modemgate_modem_sent_today", |g| {
+            g.sent_today.map(f64::from)
+        });
         header(
             &mut out,
             "modemgate_modem_daily_cap",
             "gauge",
             "Each capped modem's daily cap in parts.",
         );
-        per_modem(&mut out, "modemgate_modem_daily_cap", |g| g.daily_cap);
+        per_modem(&mut out, "modemgate_modem_daily_cap", |g| {
+            g.daily_cap.map(f64::from)
+        });
         header(
             &mut out,
             "modemgate_modem_storage_used",
             "gauge",
             "Messages in each modem's message storage; equal to its total, no SMS (no reply) can arrive.",
         );
-        per_modem(&mut out, "modemgate_modem_storage_used", |g| g.storage_used);
+        per_modem(&mut out, "modemgate_modem_storage_used", |g| {
+            g.storage_used.map(f64::from)
+        });
         header(
             &mut out,
             "modemgate_modem_storage_total",
@@ -276,7 +282,7 @@ impl Metrics {
             "Each modem's message storage size.",
         );
         per_modem(&mut out, "modemgate_modem_storage_total", |g| {
-            g.storage_total
+            g.storage_total.map(f64::from)
         });
         header(
             &mut out,
@@ -285,17 +291,11 @@ impl Metrics {
             "When each modem last answered a health poll (Unix time): a modem that hangs while idle still \
              reads ready until its next poll times out, so alert on time() minus this.",
         );
-        for (modem, gauges) in &registry.modems {
-            if let Some(at) = gauges.answered_at {
-                let seconds = at.as_millisecond() as f64 / 1000.0;
-                sample(
-                    &mut out,
-                    "modemgate_modem_answered_timestamp_seconds",
-                    &[("modem", modem)],
-                    seconds,
-                );
-            }
-        }
+        per_modem(
+            &mut out,
+            "modemgate_modem_answered_timestamp_seconds",
+            |g| g.answered_at.map(|at| at.as_millisecond() as f64 / 1000.0),
+        );
         let per_webhook =
             |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
                 header(out, name, "gauge", help);

@@ -297,23 +297,16 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let app = crate::api::router(state);
-    let (api, certificate) = match &config.server.tls {
+    let (api, certificate, scheme) = match &config.server.tls {
         Some(files) => {
             let (tls, certificate) =
                 crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
             let listener = TlsListener::new(listener, tls)?;
             metrics.watch_tls_handshake_failures(listener.failures());
-            (
-                serve_api(listener, app, shutdown.clone()),
-                Some(certificate),
-            )
+            let api = serve_api(listener, app, shutdown.clone());
+            (api, Some(certificate), "https")
         }
-        None => (serve_api(listener, app, shutdown.clone()), None),
-    };
-    let scheme = if config.server.tls.is_some() {
-        "https"
-    } else {
-        "http"
+        None => (serve_api(listener, app, shutdown.clone()), None, "http"),
     };
     info!(%addr, scheme, modems = runtimes.len(), "modemgate is up");
 

@@ -47,12 +47,16 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The certificates of a PEM file, in order.
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| TlsError::Read {
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.to_owned(),
         reason: e.to_string(),
-    })?;
+    })
+}
+
+/// The certificates of a PEM file, in order.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| TlsError::NoCertificate {
@@ -70,11 +74,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 /// certificate is refused here, not at the first client's handshake).
 pub fn certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let certs = certificates(&files.cert)?;
-    let pem = std::fs::read(&files.key).map_err(|e| TlsError::Read {
-        path: files.key.clone(),
-        reason: e.to_string(),
-    })?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::NoKey {
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|e| TlsError::NoKey {
         path: files.key.clone(),
         reason: e.to_string(),
     })?;
