@@ -287,21 +287,33 @@ def bench_latency():
 
 def bench_wal():
     """The `-wal` file under light, steady traffic (5 POSTs a second through 4 modems at 0.3 s per send),
-    sampled every second: what a start after a crash would have to read, and what it takes on disk."""
+    sampled every second: what a start after a crash would have to read, and what it takes on disk. With
+    BURST=N, a campaign (`campaign.lua`, 64 connections) runs for N s first, and the samples show how soon
+    after it the file is given back."""
     seconds = int(os.environ.get("SECONDS_", "60"))
+    burst = int(os.environ.get("BURST", "0"))
     with with_modems("wal", 4, 0.3, "120/min") as (_, daemon, path):
         wal = os.path.join(path, "bench.db-wal")
-        before, peak, sent = load(), 0, 0
+        size = lambda: os.path.getsize(wal) if os.path.exists(wal) else 0
+        before, peak, sent, given_back = load(), 0, 0, None
+        if burst:
+            need("wrk")
+            wrk("campaign.lua", daemon.port, 64, burst, "/v1/messages")
+            print(f"after the {burst}-s campaign: -wal file {size() / 1e6:.1f} MB", flush=True)
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             for _ in range(5):
                 request(daemon.base + "/v1/messages", {"to": f"+1415890{sent % 2000:04d}", "text": f"wal {sent}"})
                 sent += 1
             time.sleep(1)
-            peak = max(peak, os.path.getsize(wal) if os.path.exists(wal) else 0)
+            peak = max(peak, size())
+            if burst and given_back is None and size() <= 8.4e6:
+                given_back = time.monotonic() - started
+                print(f"-wal file {size() / 1e6:.1f} MB {given_back:.0f} s after the campaign", flush=True)
+        end = size()
         daemon.stop()
-        print(f"WAL: {sent} messages in {seconds} s through 4 modems, peak -wal file {peak / 1e6:.1f} MB, "
-              f"load {before} → {load()}")
+        print(f"WAL: {sent} messages in {seconds} s through 4 modems, peak -wal file {peak / 1e6:.1f} MB "
+              f"(after any campaign), at the end {end / 1e6:.1f} MB, load {before} → {load()}")
 
 
 def bench_reload():

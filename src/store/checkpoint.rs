@@ -10,7 +10,7 @@
 //! frame written to new file space (which the kernel zeroes and allocates first: a fifth of the writer's
 //! time), and a start after a crash would have had to read all of it. So once the log holds a limit of
 //! frames (2 GB by default) the writer copies the rest itself, between two batches, and its next commit
-//! starts the log over.
+//! starts the log over. The file keeps that size while the load lasts, and is given back a minute after.
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -61,6 +61,16 @@ const LIGHT_FRAMES: u32 = 512;
 /// a few milliseconds, once per 4 MB of log.
 const SETTLE_FRAMES: u32 = 1_024;
 
+/// Once the log has grown slower than [`LIGHT_FRAMES`] a second for this long, the campaign that grew it
+/// is over: the file, kept at up to the limit (2 GB) so a sustained load writes into space it already
+/// has, is cut back to [`QUIET_FILE_FRAMES`] when the log next starts over, which under light traffic is
+/// within seconds. A disk that a campaign filled to the limit is returned to the admin a minute after it,
+/// and the next campaign pays for new file space again until the log reaches its limit.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// The file kept under light traffic (8 MB): room for the log's cycles of up to [`SETTLE_FRAMES`].
+const QUIET_FILE_FRAMES: u32 = 2 * SETTLE_FRAMES;
+
 /// What the writer does after a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -80,6 +90,12 @@ struct WalPolicy {
     nudged_at: Instant,
     /// Frames in the log after the commit before.
     last_frames: u32,
+    /// When the log last grew at a campaign's pace, [`LIGHT_FRAMES`] a second or more.
+    busy_at: Instant,
+    /// The most frames of file the log keeps when it starts over: the limit, or [`QUIET_FILE_FRAMES`]
+    /// once it has been [`QUIET`]; `changed` until the writer has told SQLite.
+    file_frames: u32,
+    file_changed: bool,
 }
 
 impl WalPolicy {
@@ -89,7 +105,15 @@ impl WalPolicy {
             nudged_frames: 0,
             nudged_at: now,
             last_frames: 0,
+            busy_at: now,
+            file_frames: limit.max(1),
+            file_changed: false,
         }
+    }
+
+    /// The file's new size limit in frames, once, after [`after_commit`](Self::after_commit) changed it.
+    fn file_change(&mut self) -> Option<u32> {
+        std::mem::take(&mut self.file_changed).then_some(self.file_frames)
     }
 
     /// After a commit that left `frames` frames in the log (fewer than before: it was started over), of
@@ -115,6 +139,19 @@ impl WalPolicy {
         } else {
             return Step::Nothing;
         };
+        let seconds = now.duration_since(self.nudged_at).as_secs().max(1);
+        if u64::from(grown) >= u64::from(LIGHT_FRAMES) * seconds {
+            self.busy_at = now;
+        }
+        let file_frames = if now.duration_since(self.busy_at) >= QUIET {
+            QUIET_FILE_FRAMES.min(self.limit)
+        } else {
+            self.limit
+        };
+        if file_frames != self.file_frames {
+            self.file_frames = file_frames;
+            self.file_changed = true;
+        }
         self.nudged_frames = frames;
         self.nudged_at = now;
         step
@@ -140,8 +177,11 @@ impl LogKeeper {
         }
     }
 
-    /// Has SQLite tell it the log's length after each commit by `conn` (the writer's connection).
+    /// Has SQLite tell it the log's length after each commit by `conn` (the writer's connection), and keep
+    /// the file at up to the limit when the log starts over, never below it, so a log reused up to the
+    /// limit writes into file space it already has (new space is zeroed and allocated first).
     pub fn watch(&self, conn: &mut Connection) {
+        set_file_limit(conn, self.policy.file_frames);
         let frames = self.frames.clone();
         let hook = conn.wal_hook(Some(move |_: &mut Wal, pages: c_int| {
             frames.store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
@@ -152,17 +192,22 @@ impl LogKeeper {
         }
     }
 
-    /// After a commit by `conn` (the writer's connection, now between transactions).
-    pub fn committed(&mut self, conn: &Connection) {
+    /// After a commit by `conn` (the writer's connection, now between transactions) at `now`.
+    pub fn committed(&mut self, conn: &Connection, now: Instant) {
         let frames = self.frames.load(Ordering::Relaxed);
         let copied_before = self
             .checkpointer
             .as_ref()
             .map_or(0, |c| c.copied.load(Ordering::Relaxed));
-        match self
-            .policy
-            .after_commit(frames, copied_before, Instant::now())
-        {
+        let step = self.policy.after_commit(frames, copied_before, now);
+        if let Some(file_frames) = self.policy.file_change() {
+            tracing::debug!(
+                file_mb = u64::from(file_frames) * 4096 / 1_000_000,
+                "the write-ahead log file is kept at up to this size from its next start over"
+            );
+            set_file_limit(conn, file_frames);
+        }
+        match step {
             Step::Nothing => {}
             Step::Nudge => {
                 if let Some(checkpointer) = &self.checkpointer {
@@ -188,6 +233,14 @@ impl LogKeeper {
                 }
             }
         }
+    }
+}
+
+/// Has SQLite cut the log file back to `frames` pages (if longer) at the first commit after the log starts
+/// over (`journal_size_limit`).
+fn set_file_limit(conn: &Connection, frames: u32) {
+    if let Err(error) = conn.pragma_update(None, "journal_size_limit", i64::from(frames) * 4096) {
+        tracing::warn!(%error, "could not set the write-ahead log file's size limit");
     }
 }
 
@@ -301,6 +354,101 @@ mod tests {
         assert_eq!(behind.after_commit(5_000, 0, at(1)), Step::Nudge);
         assert_eq!(behind.after_commit(5_100, 0, at(2)), Step::Nudge);
         assert_eq!(behind.after_commit(5_200, 5_100, at(3)), Step::CatchUp);
+    }
+
+    #[test]
+    fn a_minute_after_the_log_last_grew_fast_its_file_is_kept_small_until_it_grows_fast_again() {
+        let start = Instant::now();
+        let at = |seconds: u32| start + EVERY * seconds;
+        let mut policy = WalPolicy::new(LIMIT_FRAMES, start);
+        // A campaign: 8,192 frames in under a second.
+        assert_eq!(policy.after_commit(8_192, 0, start), Step::Nudge);
+        // Then 100 frames a second, and a batch of 1,200 frames after a 30-s pause: still quiet.
+        for second in 1..60 {
+            let frames = 8_192 + 100 * second;
+            policy.after_commit(frames, frames, at(second));
+            assert_eq!(policy.file_change(), None, "{second}");
+        }
+        policy.after_commit(14_200, 14_200, at(60));
+        assert_eq!(policy.file_change(), Some(QUIET_FILE_FRAMES));
+        policy.after_commit(15_400, 14_200, at(90));
+        assert_eq!(
+            policy.file_change(),
+            None,
+            "told once, and a lone batch is no campaign"
+        );
+        // 600 frames in a second is a campaign again.
+        policy.after_commit(16_000, 15_400, at(91));
+        assert_eq!(policy.file_change(), Some(LIMIT_FRAMES));
+    }
+
+    /// The SQLite behaviour the policy relies on: the file is cut back to `journal_size_limit` at the first
+    /// commit after the log starts over, and kept at that size until then.
+    #[test]
+    fn the_log_file_stays_at_the_limit_after_a_campaign_and_shrinks_once_traffic_has_been_light() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let mut conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        conn.execute_batch("CREATE TABLE t (b BLOB)").unwrap();
+        let limit = 4_096; // 16 MB
+        let mut keeper = LogKeeper::new(None, limit);
+        keeper.watch(&mut conn);
+        let log_file = || {
+            std::fs::metadata(dir.path().join("log.db-wal"))
+                .unwrap()
+                .len()
+        };
+        // What the checkpointer does on its own connection: copy the whole log.
+        let checkpointer = Connection::open(&path).unwrap();
+        let copy_all = || {
+            let (log, copied) = passive(&checkpointer).unwrap();
+            assert_eq!(log, copied);
+        };
+        let start = Instant::now();
+        let at = |seconds: u32| start + EVERY * seconds;
+        // A campaign: 20 MB of log in a second.
+        for _ in 0..20 {
+            write(&conn, &mut keeper, 1024, start);
+        }
+        assert!(log_file() > 20_000_000, "{}", log_file());
+        // The next commit starts the log over, keeping the limit's worth of file.
+        copy_all();
+        write(&conn, &mut keeper, 1, at(1));
+        assert_eq!(log_file(), u64::from(limit) * 4096);
+        // A minute of light traffic: the next start over cuts the file to the quiet size.
+        for second in 2..=60 {
+            write(&conn, &mut keeper, 1, at(second));
+        }
+        assert_eq!(file_limit(&conn), i64::from(QUIET_FILE_FRAMES) * 4096);
+        copy_all();
+        write(&conn, &mut keeper, 1, at(61));
+        assert_eq!(log_file(), u64::from(QUIET_FILE_FRAMES) * 4096);
+        // A campaign again (12 MB in a second): its file is kept when the log starts over.
+        for _ in 0..12 {
+            write(&conn, &mut keeper, 1024, at(62));
+        }
+        write(&conn, &mut keeper, 1, at(63));
+        assert_eq!(file_limit(&conn), i64::from(limit) * 4096);
+        copy_all();
+        write(&conn, &mut keeper, 1, at(64));
+        assert!(log_file() > 12_000_000, "{}", log_file());
+    }
+
+    /// A commit of `kb` KB through `keeper` at `now`.
+    fn write(conn: &Connection, keeper: &mut LogKeeper, kb: i64, now: Instant) {
+        conn.execute("INSERT INTO t VALUES (zeroblob(?1))", [kb * 1024])
+            .unwrap();
+        keeper.committed(conn, now);
+    }
+
+    fn file_limit(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "journal_size_limit", |row| row.get(0))
+            .unwrap()
     }
 
     #[test]

@@ -158,11 +158,6 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_fail)?;
-        // The log file is cut back to the limit when it starts over, never below it, so a log reused up to
-        // the limit writes into file space it already has (new space is zeroed and allocated first).
-        let log_file_bytes = i64::from(options.wal_limit_frames) * 4096;
-        conn.pragma_update(None, "journal_size_limit", log_file_bytes)
-            .map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
             conn.pragma_update(None, "max_page_count", pages)

@@ -276,7 +276,7 @@ fn run(
         let count = batch.len() as u64;
         commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
-        log.committed(&conn);
+        log.committed(&conn, std::time::Instant::now());
     }
     tracing::debug!("store writer stopped: every handle dropped");
 }
