@@ -11,11 +11,12 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::metrics::Metrics;
 use super::validate::SendRequest;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
+use crate::rules::notice::NoticeError;
 use crate::store::{self, Direction, MessageState, StoreError, TextEncoding};
 
 /// A message as listed (`GET /v1/messages`, conversations, export).
@@ -276,9 +277,9 @@ pub enum BackendError {
     /// The request passed validation but the store refused it.
     #[error("{0}")]
     Invalid(String),
-    /// A collections rule refuses the text (422 with the rule's code, e.g. `optout_notice_missing`).
-    #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    /// The opt-out notice rule refuses the text (422 `optout_notice_missing`, or `unencodable_text`).
+    #[error(transparent)]
+    Refused(#[from] NoticeError),
     /// The recipient opted out: nothing is sent to them (422 `opted_out`).
     #[error("{0} has opted out of messages")]
     OptedOut(String),
@@ -308,30 +309,35 @@ impl From<BackendError> for ApiError {
         match e {
             BackendError::NotFound(what) => ApiError::NotFound(what),
             BackendError::IdempotencyConflict(_) => ApiError::Conflict {
-                code: "idempotency_conflict",
+                code: ErrorCode::IdempotencyConflict,
                 message: e.to_string(),
             },
             BackendError::InvalidState(message) => ApiError::Conflict {
-                code: "invalid_state",
+                code: ErrorCode::InvalidState,
                 message,
             },
             BackendError::Invalid(message) => ApiError::Invalid {
-                code: "invalid_message",
+                code: ErrorCode::InvalidMessage,
                 message,
                 field: None,
             },
-            BackendError::Refused { code, message } => ApiError::Invalid {
-                code,
-                message,
+            BackendError::Refused(refusal) => ApiError::Invalid {
+                code: match refusal {
+                    NoticeError::Required { .. } | NoticeError::DoesNotFit { .. } => {
+                        ErrorCode::OptoutNoticeMissing
+                    }
+                    NoticeError::Unencodable(_) => ErrorCode::UnencodableText,
+                },
+                message: refusal.to_string(),
                 field: Some("text".into()),
             },
             BackendError::OptedOut(_) => ApiError::Invalid {
-                code: "opted_out",
+                code: ErrorCode::OptedOut,
                 message: e.to_string(),
                 field: Some("to".into()),
             },
             BackendError::InvalidCursor => ApiError::BadRequest {
-                code: "invalid_cursor",
+                code: ErrorCode::InvalidCursor,
                 message: "`after` is not a cursor this server issued".into(),
                 field: Some("after".into()),
             },

@@ -10,6 +10,90 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// Defines [`ErrorCode`] from one list of variants and their wire names, so the names, the list
+/// `/openapi.json` enumerates and the match that spells them cannot drift apart.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $code:literal,)*) => {
+        /// The stable `code` of every error the API answers: what a CMS branches on (`message` is for
+        /// people and may change). README's "Error codes" lists each one (a test holds it to this list).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order README and `/openapi.json` list them.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The name on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// 400: the body is not JSON (or form encoding).
+    MalformedJson => "malformed_json",
+    /// 400: a path segment that cannot be what the route takes.
+    InvalidPath => "invalid_path",
+    /// 400: `after` is not a cursor this server issued.
+    InvalidCursor => "invalid_cursor",
+    /// 401.
+    Unauthorized => "unauthorized",
+    /// 403.
+    Forbidden => "forbidden",
+    /// 404.
+    NotFound => "not_found",
+    /// 405.
+    MethodNotAllowed => "method_not_allowed",
+    /// 409: an `Idempotency-Key` used before with another body.
+    IdempotencyConflict => "idempotency_conflict",
+    /// 409: the message or modem is in a state that forbids it (cancelling a sent message).
+    InvalidState => "invalid_state",
+    /// 413.
+    PayloadTooLarge => "payload_too_large",
+    /// 415.
+    UnsupportedMediaType => "unsupported_media_type",
+    /// 422: the body (or a batch item) is not a JSON object.
+    InvalidBody => "invalid_body",
+    MissingField => "missing_field",
+    UnknownField => "unknown_field",
+    DuplicateField => "duplicate_field",
+    /// 422: a field of the wrong JSON type.
+    InvalidType => "invalid_type",
+    InvalidNumber => "invalid_number",
+    EmptyText => "empty_text",
+    TextTooLong => "text_too_long",
+    /// 422: a character the encoding asked for cannot carry.
+    UnencodableText => "unencodable_text",
+    ControlCharacter => "control_character",
+    /// 422: `[optout] notice` is required and does not fit the text's parts.
+    OptoutNoticeMissing => "optout_notice_missing",
+    InvalidTime => "invalid_time",
+    InvalidPriority => "invalid_priority",
+    InvalidEncoding => "invalid_encoding",
+    InvalidTz => "invalid_tz",
+    ReferenceTooLong => "reference_too_long",
+    MetadataTooLarge => "metadata_too_large",
+    InvalidIdempotencyKey => "invalid_idempotency_key",
+    InvalidBatchSize => "invalid_batch_size",
+    InvalidLimit => "invalid_limit",
+    InvalidDirection => "invalid_direction",
+    InvalidStatus => "invalid_status",
+    /// 422: the recipient opted out.
+    OptedOut => "opted_out",
+    /// 422: the message could not be composed or stored as given.
+    InvalidMessage => "invalid_message",
+    /// 429.
+    RateLimited => "rate_limited",
+    /// 503.
+    Unavailable => "unavailable",
+}
+
 /// A request that failed, with everything needed to answer it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -19,7 +103,7 @@ pub enum ApiError {
     /// 400: a well-formed request that makes no sense (e.g. a bad cursor).
     #[error("{message}")]
     BadRequest {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         field: Option<String>,
     },
@@ -37,7 +121,7 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409: the request clashes with what is stored (idempotency key reuse, a state that forbids it).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// 413: the body is over `[server] body_limit`.
     #[error("request body is larger than this server accepts ([server] body_limit)")]
     PayloadTooLarge,
@@ -50,7 +134,7 @@ pub enum ApiError {
     /// 422: syntactically fine, but a field is wrong.
     #[error("{message}")]
     Invalid {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         field: Option<String>,
     },
@@ -73,7 +157,7 @@ fn retry_after_secs(wait: Duration) -> u64 {
 
 impl ApiError {
     /// A 422 on one field.
-    pub fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
         ApiError::Invalid {
             code,
             message: message.into(),
@@ -97,21 +181,25 @@ impl ApiError {
         }
     }
 
-    /// The stable machine-readable code.
+    /// The stable machine-readable code, as on the wire.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::MalformedBody(_) => "malformed_json",
+            ApiError::MalformedBody(_) => ErrorCode::MalformedJson,
             ApiError::BadRequest { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::Invalid { code, .. } => code,
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
-            ApiError::RateLimited(_) => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            | ApiError::Invalid { code, .. } => *code,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -184,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn error_body_has_code_message_and_field() {
         let response =
-            ApiError::invalid("invalid_number", "to", "not a phone number").into_response();
+            ApiError::invalid(ErrorCode::InvalidNumber, "to", "not a phone number").into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let bytes = axum::body::to_bytes(response.into_body(), 1024)
             .await
@@ -194,6 +282,31 @@ mod tests {
             json,
             serde_json::json!({"error": {"code": "invalid_number", "message": "not a phone number", "field": "to"}})
         );
+    }
+
+    /// A CMS developer reads the codes there: each one the API can answer is in its table, and the table
+    /// names no other.
+    #[test]
+    fn readme_lists_every_error_code_and_no_other() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("### Error codes")
+            .expect("README has an Error codes section");
+        let table: Vec<&str> = readme[start..]
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2)
+            .collect();
+        let mut listed: Vec<&str> = table
+            .iter()
+            .filter_map(|row| row.split('|').nth(2))
+            .flat_map(|codes| codes.split(',').map(|code| code.trim().trim_matches('`')))
+            .collect();
+        listed.sort_unstable();
+        let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        codes.sort_unstable();
+        assert_eq!(listed, codes);
     }
 
     #[test]

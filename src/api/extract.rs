@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::strict_json::{self, StrictError};
 
 /// Named request fields, consumed as they are read.
@@ -87,7 +87,7 @@ impl Fields {
         match value {
             Value::Object(map) => Ok(Fields { map }),
             _ => Err(ApiError::Invalid {
-                code: "invalid_body",
+                code: ErrorCode::InvalidBody,
                 message: "expected a JSON object".into(),
                 field: field.map(str::to_owned),
             }),
@@ -104,9 +104,9 @@ impl Fields {
         });
         if bare_plus {
             return Err(ApiError::invalid(
-                "invalid_number",
+                ErrorCode::InvalidNumber,
                 "to",
-                "`to` starts with a + that a form body reads as a space: write it as %2B",
+                "`to` starts with a + that a form body or query string reads as a space: write it as %2B",
             ));
         }
         let mut map = Map::new();
@@ -165,7 +165,7 @@ impl Fields {
         match self.map.keys().next() {
             None => Ok(()),
             Some(name) => Err(ApiError::invalid(
-                "unknown_field",
+                ErrorCode::UnknownField,
                 name,
                 format!("unknown field `{name}`"),
             )),
@@ -177,7 +177,7 @@ impl Fields {
 /// sender.
 pub fn repeated(field: &str) -> ApiError {
     ApiError::invalid(
-        "duplicate_field",
+        ErrorCode::DuplicateField,
         field,
         format!("field `{field}` is given more than once"),
     )
@@ -186,7 +186,7 @@ pub fn repeated(field: &str) -> ApiError {
 /// 422 `invalid_type` on `field`.
 pub fn wrong_type(field: &str, expected: &str) -> ApiError {
     ApiError::invalid(
-        "invalid_type",
+        ErrorCode::InvalidType,
         field,
         format!("`{field}` must be {expected}"),
     )
@@ -248,7 +248,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             .await
             .map(|axum::extract::Path(p)| PathParam(p))
             .map_err(|rejection| ApiError::BadRequest {
-                code: "invalid_path",
+                code: ErrorCode::InvalidPath,
                 message: rejection.body_text(),
                 field: None,
             })

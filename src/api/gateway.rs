@@ -117,10 +117,7 @@ impl Gateway {
             request.encoding,
             request.smart,
         )
-        .map_err(|e| BackendError::Refused {
-            code: e.code(),
-            message: e.to_string(),
-        })?;
+        .map_err(BackendError::Refused)?;
         let options = ComposeOptions {
             api_key: message.api_key,
             idempotency_key: message.idempotency_key,

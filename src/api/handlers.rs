@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Principal;
 use super::backend::{Accepted, AcceptedView, BackendError, ListFilter, NewMessage};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{Fields, JsonObject, JsonOrForm, PathParam, QueryFields, wrong_type};
 use super::validate::{self, SendRequest, check_idempotency_key, idempotency_key};
 use crate::store::{Direction, MessageState};
@@ -93,7 +93,7 @@ async fn validate_repeat(
         return validator.send_request(fields);
     };
     match validator.send_request(fields.clone()) {
-        Err(error) if error.code() == "invalid_time" => {
+        Err(error) if error.error_code() == ErrorCode::InvalidTime => {
             match state
                 .backend
                 .accepted_at(api_key.to_owned(), key.to_owned())
@@ -162,7 +162,7 @@ pub async fn send_batch(
         Some(_) => return Err(wrong_type("messages", "an array")),
         None => {
             return Err(ApiError::invalid(
-                "missing_field",
+                ErrorCode::MissingField,
                 "messages",
                 "`messages` is required",
             ));
@@ -171,7 +171,7 @@ pub async fn send_batch(
     fields.finish()?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::invalid(
-            "invalid_batch_size",
+            ErrorCode::InvalidBatchSize,
             "messages",
             format!(
                 "`messages` must hold 1-{MAX_BATCH} items, not {}",
@@ -269,7 +269,7 @@ fn paging(fields: &mut Fields) -> Result<(usize, Option<String>), ApiError> {
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "invalid_limit",
+                    ErrorCode::InvalidLimit,
                     "limit",
                     format!("`limit` must be 1-{MAX_LIMIT}"),
                 )
@@ -284,7 +284,7 @@ fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiEr
         None => None,
         Some(d) => Some(Direction::parse(&d).ok_or_else(|| {
             ApiError::invalid(
-                "invalid_direction",
+                ErrorCode::InvalidDirection,
                 "direction",
                 "`direction` must be outbound or inbound",
             )
@@ -297,7 +297,11 @@ fn list_filter(state: &AppState, mut fields: Fields) -> Result<ListFilter, ApiEr
     let status = match fields.take_string("status")? {
         None => None,
         Some(s) => Some(MessageState::parse(&s).ok_or_else(|| {
-            ApiError::invalid("invalid_status", "status", format!("unknown status {s:?}"))
+            ApiError::invalid(
+                ErrorCode::InvalidStatus,
+                "status",
+                format!("unknown status {s:?}"),
+            )
         })?),
     };
     let since = time_param(&mut fields, "since")?;
@@ -405,7 +409,7 @@ pub async fn export_csv(
 ) -> Result<Response, ApiError> {
     if fields.take("limit").is_some() {
         return Err(ApiError::invalid(
-            "unknown_field",
+            ErrorCode::UnknownField,
             "limit",
             "the export has no `limit`: it streams every matching message (`after`, the last id \
              received, resumes an interrupted one)",
@@ -498,8 +502,9 @@ pub async fn add_optout(
     let number = fields.take_string_or_integer("number")?;
     let note = fields.take_string("note")?;
     fields.finish()?;
-    let number = number
-        .ok_or_else(|| ApiError::invalid("missing_field", "number", "`number` is required"))?;
+    let number = number.ok_or_else(|| {
+        ApiError::invalid(ErrorCode::MissingField, "number", "`number` is required")
+    })?;
     let number = state.validator().number("number", &number)?;
     let (optout, new) = state
         .backend

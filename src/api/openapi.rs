@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::auth::Access;
+use super::error::ErrorCode;
 use super::routes::{RequestBody, RouteSpec, table};
 use super::validate::{MAX_IDEMPOTENCY_KEY, MAX_METADATA, MAX_PARTS, MAX_REFERENCE};
 use crate::webhook::EventKind;
@@ -178,13 +179,15 @@ fn schemas() -> Value {
     let optional_string = json!({"type": ["string", "null"]});
     let registration = json!({"type": ["string", "null"], "description": "+CREG/+CGREG/+CEREG; null: not asked",
         "enum": ["not_registered", "home", "searching", "denied", "unknown", "roaming", "registered_other", null]});
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
     json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message", "field"], "properties": {
-                "code": {"type": "string", "description": "stable, e.g. invalid_number, unknown_field, \
-                    malformed_json, unauthorized, forbidden, rate_limited, idempotency_conflict"},
-                "message": {"type": "string"},
-                "field": {"type": ["string", "null"]}}}}},
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": schema_ref("ErrorBody")}},
+        "ErrorBody": {"type": "object", "required": ["code", "message", "field"], "properties": {
+            "code": {"type": "string", "enum": codes,
+                "description": "stable, for programs; README's \"Error codes\" says when each is answered"},
+            "message": {"type": "string", "description": "for people; its wording may change"},
+            "field": {"type": ["string", "null"],
+                "description": "the field at fault (a batch item's own path), null when no one field is"}}},
         "SendRequest": {"type": "object", "required": ["to", "text"], "additionalProperties": false, "properties": {
             "to": {"type": "string", "description": "The recipient as people write numbers, read as libphonenumber reads them: international (+ or an international prefix such as 00 or 011), else national in [server] default_region. Refused with 422 invalid_number unless the numbering plan assigns it."},
             "text": {"type": "string", "description": format!("non-blank; at most {MAX_PARTS} SMS parts; no control characters but tab, CR, LF and FF (422 control_character)")},
@@ -213,9 +216,7 @@ fn schemas() -> Value {
             "properties": {"index": {"type": "integer"},
                 "http_status": {"type": "integer", "description": "202 accepted (new or an idempotent repeat), 4xx refused"},
                 "replayed": {"type": "boolean", "description": "present and true on an idempotent repeat"},
-                "accepted": schema_ref("Accepted"), "error": {"type": "object", "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"},
-                    "field": {"type": ["string", "null"]}}}}}}}},
+                "accepted": schema_ref("Accepted"), "error": schema_ref("ErrorBody")}}}}},
         "Accepted": {"type": "object", "required": ["id", "status", "to", "parts", "encoding"], "properties": {
             "id": {"type": "string", "format": "uuid"}, "status": status, "to": {"type": "string"},
             "parts": {"type": "integer"}, "encoding": encoding}},

@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{Fields, repeated, wrong_type};
 use super::strict_json::{self, StrictError};
 use crate::msisdn::{Msisdn, Region};
@@ -113,11 +113,15 @@ impl Validator {
         let to = self.number("to", to.as_deref().ok_or_else(|| missing("to"))?)?;
         let text = text.ok_or_else(|| missing("text"))?;
         if text.trim().is_empty() {
-            return Err(ApiError::invalid("empty_text", "text", "`text` is empty"));
+            return Err(ApiError::invalid(
+                ErrorCode::EmptyText,
+                "text",
+                "`text` is empty",
+            ));
         }
         if let Some((position, c)) = pdu::stray_control(&text, smart) {
             return Err(ApiError::invalid(
-                "control_character",
+                ErrorCode::ControlCharacter,
                 "text",
                 format!(
                     "`text` has the control character U+{:04X} at character {position} (from 0); only tab, \
@@ -131,7 +135,7 @@ impl Validator {
             && at < self.now - CLOCK_SKEW
         {
             return Err(ApiError::invalid(
-                "invalid_time",
+                ErrorCode::InvalidTime,
                 "send_at",
                 format!("`send_at` {at} is in the past"),
             ));
@@ -141,7 +145,7 @@ impl Validator {
             let floor = send_at.map_or(self.now, |s| s.max(self.now));
             if at <= floor {
                 return Err(ApiError::invalid(
-                    "invalid_time",
+                    ErrorCode::InvalidTime,
                     "expires_at",
                     format!("`expires_at` {at} must be after now and after `send_at`"),
                 ));
@@ -151,7 +155,7 @@ impl Validator {
             None => Priority::default(),
             Some(v) => Priority::parse(&v).ok_or_else(|| {
                 ApiError::invalid(
-                    "invalid_priority",
+                    ErrorCode::InvalidPriority,
                     "priority",
                     "`priority` must be 0-9, low, normal or high",
                 )
@@ -163,7 +167,7 @@ impl Validator {
             Some("ucs2") => EncodingChoice::Ucs2,
             Some(_) => {
                 return Err(ApiError::invalid(
-                    "invalid_encoding",
+                    ErrorCode::InvalidEncoding,
                     "encoding",
                     "`encoding` must be auto, gsm7 or ucs2",
                 ));
@@ -173,7 +177,7 @@ impl Validator {
             && r.chars().count() > MAX_REFERENCE
         {
             return Err(ApiError::invalid(
-                "reference_too_long",
+                ErrorCode::ReferenceTooLong,
                 "reference",
                 format!("`reference` is longer than {MAX_REFERENCE} characters"),
             ));
@@ -183,14 +187,14 @@ impl Validator {
             && jiff::tz::TimeZone::get(zone).is_err()
         {
             return Err(ApiError::invalid(
-                "invalid_tz",
+                ErrorCode::InvalidTz,
                 "tz",
                 format!("unknown IANA time zone {zone:?}"),
             ));
         }
         let too_long = |parts: usize| {
             ApiError::invalid(
-                "text_too_long",
+                ErrorCode::TextTooLong,
                 "text",
                 format!("`text` needs {parts} SMS parts; the limit is {MAX_PARTS}"),
             )
@@ -198,7 +202,7 @@ impl Validator {
         let segments = pdu::segments(&text, encoding, smart).map_err(|e| match e {
             PduError::TooManyParts { parts } => too_long(parts),
             e => ApiError::invalid(
-                "unencodable_text",
+                ErrorCode::UnencodableText,
                 "text",
                 format!("`text` cannot be encoded: {e}"),
             ),
@@ -233,7 +237,7 @@ impl Validator {
                 ""
             };
             ApiError::invalid(
-                "invalid_number",
+                ErrorCode::InvalidNumber,
                 field,
                 format!("`{field}` is not a valid phone number: {e}{hint}"),
             )
@@ -242,7 +246,11 @@ impl Validator {
 }
 
 fn missing(field: &str) -> ApiError {
-    ApiError::invalid("missing_field", field, format!("`{field}` is required"))
+    ApiError::invalid(
+        ErrorCode::MissingField,
+        field,
+        format!("`{field}` is required"),
+    )
 }
 
 /// An RFC 3339 time with an offset (`send_at`, `expires_at`, and the log's `since` and `until`).
@@ -255,7 +263,7 @@ pub fn time(field: &str, value: &str) -> Result<Timestamp, ApiError> {
             ""
         };
         ApiError::invalid(
-            "invalid_time",
+            ErrorCode::InvalidTime,
             field,
             format!("`{field}` must be an RFC 3339 time with an offset{hint}"),
         )
@@ -277,7 +285,7 @@ fn parse_metadata(value: Value) -> Result<Map<String, Value>, ApiError> {
     let size = serde_json::to_vec(&map).map_or(usize::MAX, |v| v.len());
     if size > MAX_METADATA {
         return Err(ApiError::invalid(
-            "metadata_too_large",
+            ErrorCode::MetadataTooLarge,
             "metadata",
             format!("`metadata` is {size} bytes; the limit is {MAX_METADATA}"),
         ));
@@ -310,7 +318,7 @@ pub fn check_idempotency_key(field: &str, key: &str) -> Result<String, ApiError>
 
 fn bad_idempotency_key(field: &str) -> ApiError {
     ApiError::invalid(
-        "invalid_idempotency_key",
+        ErrorCode::InvalidIdempotencyKey,
         field,
         format!("`{field}` must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
     )

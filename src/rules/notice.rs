@@ -8,9 +8,6 @@ use crate::pdu::{self, EncodingChoice};
 use super::keywords::{Language, normalize};
 use super::replies::{NoticeMode, OptOutConfig};
 
-/// The code the API answers a refused send with (422).
-pub const NOTICE_MISSING: &str = "optout_notice_missing";
-
 /// Why a text cannot go out as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoticeError {
@@ -26,16 +23,6 @@ pub enum NoticeError {
     },
     #[error("the text cannot be encoded: {0}")]
     Unencodable(#[from] pdu::PduError),
-}
-
-impl NoticeError {
-    /// The API error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            NoticeError::Required { .. } | NoticeError::DoesNotFit { .. } => NOTICE_MISSING,
-            NoticeError::Unencodable(_) => "unencodable_text",
-        }
-    }
 }
 
 /// `text` as it must be sent: unchanged when no notice is configured or it already carries one, else with
@@ -147,13 +134,11 @@ mod tests {
                 with: 2
             }
         );
-        assert_eq!(error.code(), NOTICE_MISSING);
     }
 
     #[test]
     fn require_mode_refuses_instead_of_appending() {
         let error = apply_en(&config(NoticeMode::Require), "Your balance is due.").unwrap_err();
         assert!(matches!(error, NoticeError::Required { .. }));
-        assert_eq!(error.code(), NOTICE_MISSING);
     }
 }
