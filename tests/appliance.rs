@@ -510,6 +510,34 @@ fn the_log_limit_is_checked_at_its_line() {
     }
 }
 
+/// Retention is a whole number of days; less than Reg F's three years is allowed with a warning at its line.
+#[test]
+fn retention_is_checked_at_its_line_and_warns_below_three_years() {
+    for (value, ok, warns) in [
+        ("1095", true, false),
+        ("3650", true, false),
+        ("30", true, true),
+        ("0", false, false),
+        ("\"3y\"", false, false),
+    ] {
+        let (checked, _dir) =
+            check_text(&format!("{MODEM}{KEY}[storage]\nretain_days = {value}\n"));
+        assert_eq!(checked.status == 0, ok, "{value}: {:#?}", checked.lines);
+        let place = format!("{}:9: ", checked.path.display());
+        if ok {
+            let warned = checked
+                .warnings()
+                .iter()
+                .any(|w| w.starts_with(&format!("{place}warning: retain_days")));
+            assert_eq!(warned, warns, "{value}: {:#?}", checked.lines);
+        } else {
+            let error = checked.errors()[0];
+            assert!(error.starts_with(&place), "{value}: {:#?}", checked.lines);
+            assert!(error.contains("1-36500"), "{value}: {error}");
+        }
+    }
+}
+
 #[test]
 fn risky_settings_warn_without_failing() {
     let (checked, _dir) = check_text(&format!("{MODEM}[server]\nlisten = \"0.0.0.0:8080\"\n"));

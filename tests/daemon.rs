@@ -665,3 +665,58 @@ async fn a_reload_presents_a_renewed_certificate() {
     );
     gateway.stop().await;
 }
+
+/// `[storage] retain_days`: the hourly pass deletes a delivered message once it is older than the
+/// retention, and keeps a message accepted since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let config = Config::parse(&format!(
+        "{HEAD}[[webhooks]]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+        HEAD = head(dir.path(), TOKEN, "").replace("[storage]\n", "[storage]\nretain_days = 30\n"),
+        url = hooks.url
+    ))
+    .unwrap();
+    assert_eq!(config.storage.retain_days.map(|r| r.days()), Some(30));
+    let clock = modemgate::store::ManualClock::new("2026-03-02T15:00:00Z".parse().unwrap());
+    let gateway = daemon::start(
+        &config,
+        StartOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            instant_sims: true,
+        },
+    )
+    .await
+    .unwrap();
+    let http = Http::new(gateway.addr);
+    let old = http
+        .accepted(json!({"to": "+14158906431", "text": "old news"}))
+        .await;
+    let old = old["id"].as_str().unwrap().to_owned();
+    hooks.next("message.delivered").await;
+
+    // 31 days and an hour on: the next hourly pass finds it a day past the retention.
+    clock.advance(std::time::Duration::from_secs(31 * 86_400 + 3_600));
+    let recent = http
+        .accepted(json!({"to": "+14158906432", "text": "news"}))
+        .await;
+    let recent = recent["id"].as_str().unwrap().to_owned();
+    let gone = async {
+        loop {
+            let (status, _) = http
+                .call(hyper::Method::GET, &format!("/v1/messages/{old}"), None)
+                .await;
+            if status.as_u16() == 404 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), gone)
+        .await
+        .expect("the old message was not deleted");
+    let message = http.get(&format!("/v1/messages/{recent}")).await;
+    assert_eq!(message["id"], recent.as_str(), "{message}");
+    gateway.stop().await;
+}

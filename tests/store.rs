@@ -1342,3 +1342,111 @@ async fn cap_days_follow_the_cap_zone() {
         "2026-03-09T04:00:00Z".parse::<Timestamp>().unwrap()
     );
 }
+
+/// Rows of `table` whose `message_id` is one of `ids`.
+fn rows_of(path: &Path, table: &str, ids: &[uuid::Uuid]) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    ids.iter()
+        .map(|id| {
+            conn.query_row(
+                &format!("SELECT count(*) FROM {table} WHERE message_id = ?1"),
+                [id.to_string()],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap()
+        })
+        .sum()
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |row| row.get(0))
+        .unwrap()
+}
+
+/// Retention deletes finished messages last changed before the cutoff with everything that hangs off them,
+/// chunk by chunk, and keeps a pending message however old, newer messages, and every opt-out.
+#[tokio::test]
+async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest() {
+    use modemgate::webhook::{Attempt, AttemptOutcome, OutboxStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prune.db");
+    let clock = ManualClock::new(start());
+    let store = open_with_webhooks(&path, &clock);
+    let mut old = Vec::new();
+    for i in 0..3u8 {
+        old.push(sent_message(&store, &format!("+1415890000{i}"), "m0", &[i + 1]).await);
+    }
+    let waiting = store
+        .accept(message("+14158900010", "still waiting", 1))
+        .await
+        .unwrap()
+        .id;
+    // A webhook event that failed once: its attempt goes with it.
+    let due = hook_due(&store, &clock).await;
+    let attempt = Attempt {
+        at: clock.now(),
+        outcome: AttemptOutcome::Status(500),
+        next_at: clock.now(),
+    };
+    store.record_attempt(due[0].id, attempt).await.unwrap();
+    store
+        .set_optout(OptOutChange {
+            number: "+14158900001".into(),
+            opted_out: Some(OptOutSource::Api),
+            actor: "api:cms".into(),
+            source_message: None,
+            modem: None,
+            detail: None,
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(10 * 86_400));
+    let cutoff = clock.now();
+    clock.advance(Duration::from_secs(86_400));
+    let recent = sent_message(&store, "+14158900020", "m0", &[9]).await;
+    assert!(rows_of(&path, "events", &old) > 0 && rows_of(&path, "webhook_outbox", &old) > 0);
+
+    // Chunks of 2: the walks take several calls.
+    let (mut cursor, mut messages, mut events, mut calls) = (PruneCursor::default(), 0, 0, 0);
+    loop {
+        let pruned = store.prune(cutoff, cursor, 2).await.unwrap();
+        (messages, events, calls) = (
+            messages + pruned.messages,
+            events + pruned.webhook_events,
+            calls + 1,
+        );
+        match pruned.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(messages, 3);
+    assert_eq!(events, 4, "a message.sent each, and the optout.created");
+    assert!(calls > 2, "{calls}");
+    for id in &old {
+        assert!(store.get(*id).await.unwrap().is_none());
+    }
+    for table in ["events", "parts", "webhook_outbox"] {
+        assert_eq!(rows_of(&path, table, &old), 0, "{table}");
+    }
+    assert_eq!(count(&path, "SELECT count(*) FROM webhook_attempts"), 0);
+    let before = cutoff.as_millisecond();
+    let recipient_sends = format!("SELECT count(*) FROM recipient_sends WHERE at < {before}");
+    assert_eq!(count(&path, &recipient_sends), 0);
+    // Kept: the pending message however old, the recent one with its event, the opt-out and its audit.
+    assert_eq!(state(&store, waiting).await, MessageState::Queued);
+    assert_eq!(state(&store, recent).await, MessageState::Sent);
+    assert_eq!(rows_of(&path, "webhook_outbox", &[recent]), 1);
+    assert!(store.is_opted_out("+14158900001").await.unwrap());
+    assert_eq!(count(&path, "SELECT count(*) FROM optout_audit"), 1);
+    // What /metrics counts follows the deletions.
+    assert_totals_match(&store, &path).await;
+    // A second pass has nothing left to do.
+    let again = store
+        .prune(cutoff, PruneCursor::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!((again.messages, again.webhook_events), (0, 0));
+}

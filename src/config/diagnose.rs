@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::{Config, Device};
+use super::{Config, Device, RetainDays};
 
 /// How bad a finding is: errors stop the daemon from starting, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -516,6 +516,19 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
         out.push(warning(
             doc.line("quiet_hours", None, "enabled"),
             "quiet hours are off: messages may reach recipients at any local hour",
+        ));
+    }
+    if let Some(retain) = config.storage.retain_days
+        && retain.days() < RetainDays::REG_F_DAYS
+    {
+        out.push(warning(
+            doc.line("storage", None, "retain_days"),
+            format!(
+                "retain_days = {} deletes finished messages sooner than Reg F's three years ({} days) of \
+                 records a debt collector must keep; export them first if you must",
+                retain.days(),
+                RetainDays::REG_F_DAYS
+            ),
         ));
     }
     // Simulated modems have no carrier watching them.

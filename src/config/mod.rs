@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use diagnose::{ConfigErrors, Diagnostic, Report, Severity};
 pub use values::{
-    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, Scope, Secret, TimeZoneName,
-    Token, TokenSha256, ValueError, WalLimit, WebhookName, parse_duration,
+    Credential, Device, LogFilter, ModemName, Pin, Rate, Region, RetainDays, Scope, Secret,
+    TimeZoneName, Token, TokenSha256, ValueError, WalLimit, WebhookName, parse_duration,
 };
 
 use crate::msisdn::ServiceNumber;
@@ -176,6 +176,8 @@ pub struct Storage {
     pub resend_unknown_on_start: bool,
     /// How large the write-ahead log may grow under a bulk load (default 2 GB): the disk space to leave.
     pub wal_limit_mb: WalLimit,
+    /// Finished messages older than this are deleted (see `store::retention`); absent keeps everything.
+    pub retain_days: Option<RetainDays>,
 }
 
 impl Default for Storage {
@@ -184,6 +186,7 @@ impl Default for Storage {
             path: PathBuf::from("/var/lib/modemgate/modemgate.db"),
             resend_unknown_on_start: false,
             wal_limit_mb: WalLimit::default(),
+            retain_days: None,
         }
     }
 }

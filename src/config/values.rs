@@ -632,30 +632,94 @@ impl Default for WalLimit {
 
 impl<'de> Deserialize<'de> for WalLimit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        /// Says what is wanted when something else is written ("2GB" is the likely slip).
-        struct Megabytes;
+        // Says what is wanted when something else is written ("2GB" is the likely slip).
+        whole_number(deserializer, WalLimit::new, |f| {
+            write!(
+                f,
+                "a whole number of megabytes ({}-{}), e.g. 2048",
+                WalLimit::MIN_MB,
+                WalLimit::MAX_MB
+            )
+        })
+    }
+}
 
-        impl serde::de::Visitor<'_> for Megabytes {
-            type Value = WalLimit;
+/// `[storage] retain_days`: how long finished messages are kept before they are deleted. The record is the
+/// agency's proof of what was said, so nothing is deleted unless the admin sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetainDays {
+    days: u32,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(
-                    f,
-                    "a whole number of megabytes ({}-{}), e.g. 2048",
-                    WalLimit::MIN_MB,
-                    WalLimit::MAX_MB
-                )
-            }
+impl RetainDays {
+    /// Reg F (12 CFR 1006.100) has a debt collector keep its records for three years after its last
+    /// collection activity on a debt: less draws a warning, not a refusal (other work has other rules).
+    pub const REG_F_DAYS: u32 = 3 * 365;
+    /// 100 years: a typo's guard, not a policy.
+    pub const MAX_DAYS: u32 = 36_500;
 
-            fn visit_i64<E: serde::de::Error>(self, megabytes: i64) -> Result<WalLimit, E> {
-                WalLimit::new(megabytes).map_err(E::custom)
-            }
+    pub fn new(days: i64) -> Result<Self, ValueError> {
+        match u32::try_from(days) {
+            Ok(days) if (1..=Self::MAX_DAYS).contains(&days) => Ok(RetainDays { days }),
+            _ => Err(ValueError::new(format!(
+                "retain_days must be 1-{} (days), not {days}; leave it out to keep everything",
+                Self::MAX_DAYS
+            ))),
+        }
+    }
 
-            fn visit_u64<E: serde::de::Error>(self, megabytes: u64) -> Result<WalLimit, E> {
-                self.visit_i64(i64::try_from(megabytes).unwrap_or(i64::MAX))
-            }
+    pub fn days(self) -> u32 {
+        self.days
+    }
+
+    /// How long, as a span of whole days.
+    pub fn span(self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.days) * 86_400)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetainDays {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        whole_number(deserializer, RetainDays::new, |f| {
+            write!(
+                f,
+                "a whole number of days (1-{}), e.g. {}",
+                RetainDays::MAX_DAYS,
+                RetainDays::REG_F_DAYS
+            )
+        })
+    }
+}
+
+/// Reads a TOML integer through `make`, saying what `expecting` writes when something else is there.
+fn whole_number<'de, D, T>(
+    deserializer: D,
+    make: fn(i64) -> Result<T, ValueError>,
+    expecting: fn(&mut fmt::Formatter<'_>) -> fmt::Result,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Whole<T> {
+        make: fn(i64) -> Result<T, ValueError>,
+        expecting: fn(&mut fmt::Formatter<'_>) -> fmt::Result,
+    }
+
+    impl<T> serde::de::Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            (self.expecting)(f)
         }
 
-        deserializer.deserialize_i64(Megabytes)
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+            (self.make)(value).map_err(E::custom)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+            self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+        }
     }
+
+    deserializer.deserialize_i64(Whole { make, expecting })
 }

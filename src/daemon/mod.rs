@@ -13,6 +13,7 @@
 pub mod hub;
 pub mod modems;
 pub mod registry;
+mod retention;
 pub mod systemd;
 
 use std::net::SocketAddr;
@@ -90,6 +91,8 @@ pub struct Running {
     gate: Arc<CollectionsGate>,
     hub: JoinHandle<()>,
     api: JoinHandle<()>,
+    /// Deletes what `[storage] retain_days` no longer keeps; absent without it.
+    retention: Option<JoinHandle<()>>,
     /// The certificate the API presents, when it serves TLS: a reload reads its files again.
     certificate: Option<Arc<ServedCertificate>>,
     deliverer: JoinHandle<()>,
@@ -248,6 +251,10 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
+    let retention = config
+        .storage
+        .retain_days
+        .map(|retain| tokio::spawn(retention::run(store.clone(), retain, shutdown.clone())));
 
     let optouts = Arc::new(OptOuts::load(&store).await.context("loading opt-outs")?);
     let dispatch_stop = shutdown.child_token();
@@ -331,6 +338,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         api,
         certificate,
         deliverer,
+        retention,
     })
 }
 
@@ -489,6 +497,9 @@ impl Running {
         drop(self.events);
         let _ = self.hub.await;
         let _ = self.deliverer.await;
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
         drop(self.dispatch_stop);
         match self.store.checkpoint().await {
             Ok(true) => {}

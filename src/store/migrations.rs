@@ -255,6 +255,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX inbound_parts_message ON inbound_parts (message_id) WHERE message_id IS NOT NULL;
     "#,
+    // 12: a webhook event's attempts by the event, so retention deletes them with it without reading
+    // every attempt ever made.
+    r#"
+    CREATE INDEX webhook_attempts_outbox ON webhook_attempts (outbox_id);
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -22,6 +22,7 @@ pub use outbox::Verdict;
 mod read;
 mod records;
 mod recovery;
+mod retention;
 mod rows;
 pub mod types;
 mod write;
@@ -44,6 +45,7 @@ pub use read::{
 };
 pub use records::{OptOutChange, OptOutSource};
 pub use recovery::Recovery;
+pub use retention::{PruneCursor, Pruned};
 pub use types::*;
 pub(crate) use write::OPTED_OUT;
 
@@ -394,6 +396,20 @@ impl Store {
                     Some(write::EXPIRED),
                 )
             })
+            .await
+    }
+
+    /// Deletes a chunk of what was written before `cutoff` (see `retention`), going on from `cursor`;
+    /// call again with [`Pruned::next`] until it is `None`.
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        cursor: PruneCursor,
+        chunk: usize,
+    ) -> Result<Pruned> {
+        self.inner
+            .writer
+            .write(move |ctx| retention::prune(ctx, cutoff, cursor, chunk))
             .await
     }
 

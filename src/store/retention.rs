@@ -1,0 +1,209 @@
+//! Retention: deleting what is older than `[storage] retain_days`, so a box that sends for years does not
+//! fill its disk. Nothing is deleted unless the admin sets it: the record is the agency's proof of what was
+//! said to whom and when.
+//!
+//! - Messages go only once final (sent, delivered, failed, cancelled, expired, unknown, received) and last
+//!   changed before the cutoff, each with its parts, events and received parts. A message still queued or
+//!   sending is kept however old.
+//! - Webhook events and their attempts go by age, delivered or not (a receiver that has not taken an event
+//!   in years will not), as do the contact-cap history and the per-SIM daily counters.
+//! - Opt-outs and their audit trail are never deleted: a STOP is honoured for good.
+//!
+//! Each call deletes at most a chunk, in one writer transaction, so accepts queued behind it wait
+//! milliseconds; the caller walks the tables with a [`PruneCursor`]. Both walks go in row order, which is
+//! the order rows were written, and stop at the first row written after the cutoff, so a pass reads only
+//! what it deletes and what it keeps among the old.
+
+use jiff::Timestamp;
+use rusqlite::params;
+
+use super::error::{Result, StoreError};
+use super::rows::ms;
+use super::types::MessageState;
+use super::writer::WriteCtx;
+
+const DB: fn(rusqlite::Error) -> StoreError = |e| StoreError::sqlite("pruning old records")(e);
+
+/// Where a pass has got to: the last message row and webhook event it looked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCursor {
+    message_row: i64,
+    outbox_row: i64,
+    /// Both walks reached rows written after the cutoff; what is left goes by an index.
+    walked: bool,
+}
+
+/// What one call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub messages: usize,
+    pub webhook_events: usize,
+    /// Contact-cap history rows, daily counters and received parts that never made a message.
+    pub other_rows: usize,
+    /// Where the next call goes on from, or `None` when the pass is complete.
+    pub next: Option<PruneCursor>,
+}
+
+/// Deletes up to `chunk` messages and `chunk` webhook events written before `cutoff`, going on from
+/// `cursor`; once both walks are done, the rest (contact-cap history, counters) in chunks too.
+pub(crate) fn prune(
+    ctx: &WriteCtx<'_>,
+    cutoff: Timestamp,
+    cursor: PruneCursor,
+    chunk: usize,
+) -> Result<Pruned> {
+    let cutoff_ms = ms(cutoff);
+    let limit = i64::try_from(chunk.max(1)).unwrap_or(i64::MAX);
+    if cursor.walked {
+        let other_rows = prune_by_index(ctx, cutoff, limit)?;
+        let more = other_rows >= chunk.max(1);
+        return Ok(Pruned {
+            other_rows,
+            next: more.then_some(cursor),
+            ..Pruned::default()
+        });
+    }
+    let (messages, message_row, messages_done) =
+        prune_messages(ctx, cutoff_ms, cursor.message_row, limit)?;
+    let (webhook_events, outbox_row, outbox_done) =
+        prune_outbox(ctx, cutoff_ms, cursor.outbox_row, limit)?;
+    Ok(Pruned {
+        messages,
+        webhook_events,
+        other_rows: 0,
+        next: Some(PruneCursor {
+            message_row,
+            outbox_row,
+            walked: messages_done && outbox_done,
+        }),
+    })
+}
+
+/// Walks up to `limit` message rows after `after`; returns (deleted, the last row looked at, whether the
+/// walk reached the cutoff or the end).
+fn prune_messages(
+    ctx: &WriteCtx<'_>,
+    cutoff_ms: i64,
+    after: i64,
+    limit: i64,
+) -> Result<(usize, i64, bool)> {
+    let rows: Vec<(i64, String, MessageState, i64, i64)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ?1 \
+             ORDER BY rowid LIMIT ?2",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![after, limit], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?
+            .collect()
+        })
+        .map_err(DB)?;
+    let mut done = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
+    let mut last = after;
+    let mut deleted = 0;
+    for (row, id, state, created_at, updated_at) in rows {
+        if created_at >= cutoff_ms {
+            done = true;
+            break;
+        }
+        last = row;
+        if state.is_final() && updated_at < cutoff_ms {
+            delete_message(ctx, &id)?;
+            deleted += 1;
+        }
+    }
+    Ok((deleted, last, done))
+}
+
+fn delete_message(ctx: &WriteCtx<'_>, id: &str) -> Result<()> {
+    for sql in [
+        "DELETE FROM events WHERE message_id = ?1",
+        "DELETE FROM parts WHERE message_id = ?1",
+        "DELETE FROM inbound_parts WHERE message_id = ?1",
+        "DELETE FROM messages WHERE id = ?1",
+    ] {
+        ctx.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute([id]))
+            .map_err(DB)?;
+    }
+    Ok(())
+}
+
+/// Walks up to `limit` webhook events after `after`, deleting each with its attempts; returns as
+/// [`prune_messages`] does.
+fn prune_outbox(
+    ctx: &WriteCtx<'_>,
+    cutoff_ms: i64,
+    after: i64,
+    limit: i64,
+) -> Result<(usize, i64, bool)> {
+    let rows: Vec<(i64, i64)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT id, created_at FROM webhook_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(DB)?;
+    let mut done = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
+    let mut last = after;
+    let mut deleted = 0;
+    for (id, created_at) in rows {
+        if created_at >= cutoff_ms {
+            done = true;
+            break;
+        }
+        last = id;
+        for sql in [
+            "DELETE FROM webhook_attempts WHERE outbox_id = ?1",
+            "DELETE FROM webhook_outbox WHERE id = ?1",
+        ] {
+            ctx.conn
+                .prepare_cached(sql)
+                .and_then(|mut st| st.execute([id]))
+                .map_err(DB)?;
+        }
+        deleted += 1;
+    }
+    Ok((deleted, last, done))
+}
+
+/// The contact-cap history by its time index, the daily counters by day, and received parts that never
+/// made a message (each a small set once the walks are done); at most `limit` of the history per call.
+fn prune_by_index(ctx: &WriteCtx<'_>, cutoff: Timestamp, limit: i64) -> Result<usize> {
+    let cutoff_ms = ms(cutoff);
+    let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
+        ctx.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute(p))
+            .map_err(DB)
+    };
+    let history = run(
+        "DELETE FROM recipient_sends WHERE id IN \
+         (SELECT id FROM recipient_sends WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        &[&cutoff_ms, &limit],
+    )?;
+    // Days are named in the cap zone; a day before the cutoff's UTC date ended before it anywhere.
+    let day = cutoff
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .yesterday()
+        .map_or_else(|_| String::new(), |d| d.to_string());
+    let counters = run("DELETE FROM sim_daily_counters WHERE day < ?1", &[&day])?;
+    let orphans = run(
+        "DELETE FROM inbound_parts WHERE message_id IS NULL AND received_at < ?1",
+        &[&cutoff_ms],
+    )?;
+    Ok(history + counters + orphans)
+}
