@@ -702,20 +702,26 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
         .accepted(json!({"to": "+14158906432", "text": "news"}))
         .await;
     let recent = recent["id"].as_str().unwrap().to_owned();
-    let gone = async {
-        loop {
-            let (status, _) = http
-                .call(hyper::Method::GET, &format!("/v1/messages/{old}"), None)
-                .await;
-            if status.as_u16() == 404 {
-                break;
-            }
+    // The pass counts what it deleted once the deletion is committed: wait for the count.
+    let counted = "modemgate_retention_deleted_total{kind=\"messages\"} 1";
+    let deleted = async {
+        while !http.text("/metrics").await.lines().any(|l| l == counted) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(30), gone)
+    tokio::time::timeout(std::time::Duration::from_secs(30), deleted)
         .await
         .expect("the old message was not deleted");
+    let (status, _) = http
+        .call(hyper::Method::GET, &format!("/v1/messages/{old}"), None)
+        .await;
+    assert_eq!(status.as_u16(), 404);
+    let metrics = http.text("/metrics").await;
+    let database = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("modemgate_database_bytes{file=\"database\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(database.is_some_and(|bytes| bytes > 0.0), "{metrics}");
     let message = http.get(&format!("/v1/messages/{recent}")).await;
     assert_eq!(message["id"], recent.as_str(), "{message}");
     gateway.stop().await;

@@ -442,6 +442,8 @@ impl Backend for Gateway {
                 (modem.id, gauges)
             }));
             today.map_err(BackendError::from)?;
+            let disk = self.store.disk_usage();
+            metrics.set_database_bytes(disk.database, disk.log);
             let totals = self.store.totals().await.map_err(BackendError::from)?;
             metrics.set_messages(totals.messages.into_iter().map(|(state, modem, n)| {
                 ((state.as_str().to_owned(), modem.unwrap_or_default()), n)

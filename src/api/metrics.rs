@@ -80,6 +80,10 @@ struct Registry {
     webhooks: BTreeMap<String, WebhookGauges>,
     /// The TLS listener's count of failed handshakes; `None` when the API serves plain HTTP.
     tls_handshake_failures: Option<Arc<AtomicU64>>,
+    /// The database file and its write-ahead log, in bytes.
+    database_bytes: (u64, u64),
+    /// Messages and webhook events retention deleted since start.
+    retention_deleted: (u64, u64),
 }
 
 /// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
@@ -137,6 +141,18 @@ impl Metrics {
         self.lock().webhooks = webhooks.into_iter().collect();
     }
 
+    /// The database file's and its write-ahead log's sizes now.
+    pub fn set_database_bytes(&self, database: u64, log: u64) {
+        self.lock().database_bytes = (database, log);
+    }
+
+    /// Counts what a retention pass deleted.
+    pub fn add_retention_deleted(&self, messages: u64, webhook_events: u64) {
+        let mut registry = self.lock();
+        registry.retention_deleted.0 += messages;
+        registry.retention_deleted.1 += webhook_events;
+    }
+
     /// Export the TLS listener's count of failed handshakes (the API serves HTTPS).
     pub fn watch_tls_handshake_failures(&self, failures: Arc<AtomicU64>) {
         self.lock().tls_handshake_failures = Some(failures);
@@ -172,6 +188,27 @@ impl Metrics {
             &[],
             registry.queue_depth as f64,
         );
+
+        let name = "modemgate_database_bytes";
+        header(
+            &mut out,
+            name,
+            "gauge",
+            "The SQLite database file and its write-ahead log on disk.",
+        );
+        let (database, log) = registry.database_bytes;
+        sample(&mut out, name, &[("file", "database")], database as f64);
+        sample(&mut out, name, &[("file", "wal")], log as f64);
+        let name = "modemgate_retention_deleted_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Finished messages and webhook events deleted by [storage] retain_days since start.",
+        );
+        let (messages, events) = registry.retention_deleted;
+        sample(&mut out, name, &[("kind", "messages")], messages as f64);
+        sample(&mut out, name, &[("kind", "webhook_events")], events as f64);
 
         let name = "modemgate_send_latency_seconds";
         header(
@@ -362,6 +399,23 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_size_and_retention_counts_are_rendered() {
+        let metrics = Metrics::default();
+        metrics.set_database_bytes(4096, 512);
+        metrics.add_retention_deleted(3, 1);
+        metrics.add_retention_deleted(2, 0);
+        let text = metrics.render();
+        for line in [
+            "modemgate_database_bytes{file=\"database\"} 4096",
+            "modemgate_database_bytes{file=\"wal\"} 512",
+            "modemgate_retention_deleted_total{kind=\"messages\"} 5",
+            "modemgate_retention_deleted_total{kind=\"webhook_events\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+    }
 
     #[test]
     fn renders_counters_gauges_and_a_cumulative_histogram() {

@@ -251,10 +251,6 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     let deliverer = Deliverer::new(Arc::new(store.clone()), targets, Backoff::default());
     let webhooks = deliverer.waker();
     let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
-    let retention = config
-        .storage
-        .retain_days
-        .map(|retain| tokio::spawn(retention::run(store.clone(), retain, shutdown.clone())));
 
     let optouts = Arc::new(OptOuts::load(&store).await.context("loading opt-outs")?);
     let dispatch_stop = shutdown.child_token();
@@ -271,6 +267,14 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
     .context("starting the dispatcher")?;
 
     let metrics = Arc::new(Metrics::default());
+    let retention = config.storage.retain_days.map(|retain| {
+        tokio::spawn(retention::run(
+            store.clone(),
+            retain,
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let rules = Arc::new(RwLock::new(Arc::new(InboundRules::new(
         config,
         optouts.clone(),

@@ -7,6 +7,9 @@ use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
+use crate::api::metrics::Metrics;
 use crate::config::RetainDays;
 use crate::store::{PruneCursor, Store};
 
@@ -17,14 +20,19 @@ const EVERY: Duration = Duration::from_secs(3600);
 const CHUNK: usize = 500;
 
 /// Prunes what is older than `retain` until `shutdown`.
-pub async fn run(store: Store, retain: RetainDays, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    retain: RetainDays,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let keep = SignedDuration::from_hours(i64::from(retain.days()) * 24);
     loop {
         let now = store.now();
         let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = pass(&store, cutoff, retain) => {}
+            () = pass(&store, cutoff, retain, &metrics) => {}
         }
         let next = now.checked_add(EVERY).unwrap_or(Timestamp::MAX);
         tokio::select! {
@@ -35,7 +43,7 @@ pub async fn run(store: Store, retain: RetainDays, shutdown: CancellationToken) 
 }
 
 /// One pass: chunks until nothing before `cutoff` is left; an error ends it until the next hour.
-async fn pass(store: &Store, cutoff: Timestamp, retain: RetainDays) {
+async fn pass(store: &Store, cutoff: Timestamp, retain: RetainDays, metrics: &Metrics) {
     let (mut cursor, mut messages, mut webhook_events, mut other_rows) =
         (PruneCursor::default(), 0, 0, 0);
     loop {
@@ -43,6 +51,10 @@ async fn pass(store: &Store, cutoff: Timestamp, retain: RetainDays) {
             Ok(pruned) => {
                 messages += pruned.messages;
                 webhook_events += pruned.webhook_events;
+                metrics.add_retention_deleted(
+                    u64::try_from(pruned.messages).unwrap_or(u64::MAX),
+                    u64::try_from(pruned.webhook_events).unwrap_or(u64::MAX),
+                );
                 other_rows += pruned.other_rows;
                 match pruned.next {
                     Some(next) => cursor = next,

@@ -112,10 +112,19 @@ pub struct Store {
 struct Inner {
     pub(crate) writer: writer::Writer,
     readers: read::Readers,
+    /// The database file, for its size on disk.
+    path: PathBuf,
     clock: Arc<dyn Clock>,
     report_window: Duration,
     cap_zone: TimeZone,
     recovery: Recovery,
+}
+
+/// See [`Store::disk_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub database: u64,
+    pub log: u64,
 }
 
 /// A day for the per-SIM daily caps.
@@ -201,13 +210,26 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
-                readers: read::Readers::new(path),
+                readers: read::Readers::new(path.clone()),
+                path,
                 clock: options.clock,
                 report_window: options.report_window,
                 cap_zone: options.cap_zone,
                 recovery,
             }),
         })
+    }
+
+    /// Bytes on disk now: the database file and its write-ahead log (0 for a file not there). The
+    /// admin's measure of growth, and of what retention gives back to new messages.
+    pub fn disk_usage(&self) -> DiskUsage {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut log = self.inner.path.clone().into_os_string();
+        log.push("-wal");
+        DiskUsage {
+            database: size(&self.inner.path),
+            log: size(Path::new(&log)),
+        }
     }
 
     /// What recovery did when this store was opened.
