@@ -189,26 +189,22 @@ impl Metrics {
             registry.queue_depth as f64,
         );
 
-        let name = "modemgate_database_bytes";
-        header(
-            &mut out,
-            name,
-            "gauge",
-            "The SQLite database file and its write-ahead log on disk.",
-        );
         let (database, log) = registry.database_bytes;
-        sample(&mut out, name, &[("file", "database")], database as f64);
-        sample(&mut out, name, &[("file", "wal")], log as f64);
-        let name = "modemgate_retention_deleted_total";
-        header(
+        by_label(
             &mut out,
-            name,
-            "counter",
-            "Finished messages and webhook events deleted by [storage] retain_days since start.",
+            ("modemgate_database_bytes", "gauge"),
+            "The SQLite database file and its write-ahead log on disk.",
+            "file",
+            &[("database", database), ("wal", log)],
         );
         let (messages, events) = registry.retention_deleted;
-        sample(&mut out, name, &[("kind", "messages")], messages as f64);
-        sample(&mut out, name, &[("kind", "webhook_events")], events as f64);
+        by_label(
+            &mut out,
+            ("modemgate_retention_deleted_total", "counter"),
+            "Finished messages and webhook events deleted by [storage] retain_days since start.",
+            "kind",
+            &[("messages", messages), ("webhook_events", events)],
+        );
 
         let name = "modemgate_send_latency_seconds";
         header(
@@ -369,6 +365,20 @@ impl Metrics {
             |g| g.oldest_seconds,
         );
         out
+    }
+}
+
+/// A metric with one sample per value of one label.
+fn by_label(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) {
+    header(out, name, kind, help);
+    for (value, n) in values {
+        sample(out, name, &[(label, value)], *n as f64);
     }
 }
 

@@ -79,18 +79,17 @@ pub(crate) fn prune(
     })
 }
 
-/// Walks up to `limit` message rows after `after`; returns (deleted, the last row looked at, whether the
-/// walk reached the cutoff or the end).
+/// Walks up to `limit` message rows after `after`; returns as [`walk`] does.
 fn prune_messages(
     ctx: &WriteCtx<'_>,
     cutoff_ms: i64,
     after: i64,
     limit: i64,
 ) -> Result<(usize, i64, bool)> {
-    let rows: Vec<(i64, String, MessageState, i64, i64)> = ctx
+    let rows: Vec<(i64, i64, (String, MessageState, i64))> = ctx
         .conn
         .prepare_cached(
-            "SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ?1 \
+            "SELECT rowid, created_at, id, state, updated_at FROM messages WHERE rowid > ?1 \
              ORDER BY rowid LIMIT ?2",
         )
         .and_then(|mut st| {
@@ -98,85 +97,93 @@ fn prune_messages(
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
+                    (row.get(2)?, row.get(3)?, row.get(4)?),
                 ))
             })?
             .collect()
         })
         .map_err(DB)?;
-    let mut done = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
-    let mut last = after;
-    let mut deleted = 0;
-    for (row, id, state, created_at, updated_at) in rows {
-        if created_at >= cutoff_ms {
-            done = true;
-            break;
-        }
-        last = row;
-        if state.is_final() && updated_at < cutoff_ms {
-            delete_message(ctx, &id)?;
-            deleted += 1;
-        }
-    }
-    Ok((deleted, last, done))
+    walk(
+        rows,
+        after,
+        limit,
+        cutoff_ms,
+        |_, (id, state, updated_at)| {
+            let delete = state.is_final() && updated_at < cutoff_ms;
+            if delete {
+                for sql in [
+                    "DELETE FROM events WHERE message_id = ?1",
+                    "DELETE FROM parts WHERE message_id = ?1",
+                    "DELETE FROM inbound_parts WHERE message_id = ?1",
+                    "DELETE FROM messages WHERE id = ?1",
+                ] {
+                    execute(ctx, sql, &id)?;
+                }
+            }
+            Ok(delete)
+        },
+    )
 }
 
-fn delete_message(ctx: &WriteCtx<'_>, id: &str) -> Result<()> {
-    for sql in [
-        "DELETE FROM events WHERE message_id = ?1",
-        "DELETE FROM parts WHERE message_id = ?1",
-        "DELETE FROM inbound_parts WHERE message_id = ?1",
-        "DELETE FROM messages WHERE id = ?1",
-    ] {
-        ctx.conn
-            .prepare_cached(sql)
-            .and_then(|mut st| st.execute([id]))
-            .map_err(DB)?;
-    }
-    Ok(())
-}
-
-/// Walks up to `limit` webhook events after `after`, deleting each with its attempts; returns as
-/// [`prune_messages`] does.
+/// Walks up to `limit` webhook events after `after`, deleting each with its attempts; returns as [`walk`]
+/// does.
 fn prune_outbox(
     ctx: &WriteCtx<'_>,
     cutoff_ms: i64,
     after: i64,
     limit: i64,
 ) -> Result<(usize, i64, bool)> {
-    let rows: Vec<(i64, i64)> = ctx
+    let rows: Vec<(i64, i64, ())> = ctx
         .conn
         .prepare_cached(
             "SELECT id, created_at FROM webhook_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
         )
         .and_then(|mut st| {
-            st.query_map(params![after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
+            st.query_map(params![after, limit], |row| {
+                Ok((row.get(0)?, row.get(1)?, ()))
+            })?
+            .collect()
         })
         .map_err(DB)?;
+    walk(rows, after, limit, cutoff_ms, |id, ()| {
+        execute(
+            ctx,
+            "DELETE FROM webhook_attempts WHERE outbox_id = ?1",
+            &id,
+        )?;
+        execute(ctx, "DELETE FROM webhook_outbox WHERE id = ?1", &id)?;
+        Ok(true)
+    })
+}
+
+/// Goes through `rows` (row number, when written, what `prune` needs), read after row `after` in row order
+/// at most `limit` of them, until the first written at or after the cutoff; `prune` says whether it deleted
+/// each. Returns (deleted, the last row looked at, whether the walk reached the cutoff or the table's end).
+fn walk<T>(
+    rows: Vec<(i64, i64, T)>,
+    after: i64,
+    limit: i64,
+    cutoff_ms: i64,
+    mut prune: impl FnMut(i64, T) -> Result<bool>,
+) -> Result<(usize, i64, bool)> {
     let mut done = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
-    let mut last = after;
-    let mut deleted = 0;
-    for (id, created_at) in rows {
-        if created_at >= cutoff_ms {
+    let (mut last, mut deleted) = (after, 0);
+    for (row, written, item) in rows {
+        if written >= cutoff_ms {
             done = true;
             break;
         }
-        last = id;
-        for sql in [
-            "DELETE FROM webhook_attempts WHERE outbox_id = ?1",
-            "DELETE FROM webhook_outbox WHERE id = ?1",
-        ] {
-            ctx.conn
-                .prepare_cached(sql)
-                .and_then(|mut st| st.execute([id]))
-                .map_err(DB)?;
-        }
-        deleted += 1;
+        last = row;
+        deleted += usize::from(prune(row, item)?);
     }
     Ok((deleted, last, done))
+}
+
+fn execute(ctx: &WriteCtx<'_>, sql: &str, key: &dyn rusqlite::ToSql) -> Result<usize> {
+    ctx.conn
+        .prepare_cached(sql)
+        .and_then(|mut st| st.execute([key]))
+        .map_err(DB)
 }
 
 /// The contact-cap history by its time index, the daily counters by day, and received parts that never
