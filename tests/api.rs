@@ -1734,7 +1734,7 @@ async fn webhook_payloads_match_the_openapi_document() {
 #[derive(Debug, Clone)]
 struct Row {
     item: OutboxItem,
-    message_id: Option<Uuid>,
+    in_order_of: String,
     next_at: Timestamp,
     delivered: bool,
     attempts: Vec<Attempt>,
@@ -1749,7 +1749,7 @@ fn row(id: i64, envelope: &Envelope) -> Row {
             attempts: 0,
             target: None,
         },
-        message_id: envelope.event.message_id(),
+        in_order_of: envelope.event.in_order_of(),
         next_at: Timestamp::UNIX_EPOCH,
         delivered: false,
         attempts: vec![],
@@ -1783,7 +1783,7 @@ impl OutboxStore for FakeOutbox {
         let due = rows
             .iter()
             .filter(|r| !r.delivered && r.item.target.as_deref() == lane.target())
-            .filter(|r| r.message_id.is_none_or(|k| seen.insert(k)))
+            .filter(|r| seen.insert(r.in_order_of.clone()))
             .filter(|r| r.next_at <= now)
             .take(limit)
             .map(|r| r.item.clone())

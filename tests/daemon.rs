@@ -484,6 +484,19 @@ async fn stop_through_a_modem_opts_out_confirms_once_and_blocks_new_sends() {
         1,
         "no second confirmation, nothing else sent"
     );
+
+    // START opts back in: the CMS hears it too, and sends go out again.
+    sim.inject(Inbound::new("+14158906431", "START"))
+        .await
+        .unwrap();
+    let removed = hooks.next("optout.removed").await;
+    assert_eq!(removed["data"]["number"], "+14158906431", "{removed}");
+    assert_eq!(removed["data"]["source"], "keyword", "{removed}");
+    assert!(removed["data"]["message_id"].is_string(), "{removed}");
+    let accepted = http
+        .accepted(json!({"to": "+14158906431", "text": "balance due"}))
+        .await;
+    assert_eq!(accepted["status"], "queued", "{accepted}");
     gateway.stop().await;
 }
 

@@ -1450,3 +1450,51 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
         .unwrap();
     assert_eq!((again.messages, again.webhook_events), (0, 0));
 }
+
+/// A number's opt-out events reach each webhook in the order they happened: a START's `optout.removed`
+/// waits for the STOP's `optout.created`, as a message's later events wait for its earlier ones.
+#[tokio::test]
+async fn opt_out_events_of_one_number_go_out_in_order() {
+    use modemgate::webhook::{EventKind, OutboxStore};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open_with_webhooks(&dir.path().join("optout.db"), &clock);
+    let change = |number: &str, opted_out: Option<OptOutSource>| OptOutChange {
+        number: number.into(),
+        opted_out,
+        actor: "api:cms".into(),
+        source_message: None,
+        modem: None,
+        detail: Some("asked by phone".into()),
+    };
+    store
+        .set_optout(change("+14158900001", Some(OptOutSource::Api)))
+        .await
+        .unwrap();
+    store
+        .set_optout(change("+14158900001", None))
+        .await
+        .unwrap();
+    store
+        .set_optout(change("+14158900002", Some(OptOutSource::Api)))
+        .await
+        .unwrap();
+    let due = hook_due(&store, &clock).await;
+    let kinds: Vec<EventKind> = due.iter().map(|item| item.kind).collect();
+    assert_eq!(kinds, [EventKind::OptoutCreated, EventKind::OptoutCreated]);
+    store
+        .mark_delivered(due[0].id, clock.now(), 200)
+        .await
+        .unwrap();
+    let due = hook_due(&store, &clock).await;
+    assert_eq!(due.len(), 2, "the other number's event is still due");
+    let removed = due
+        .iter()
+        .find(|item| item.kind == EventKind::OptoutRemoved)
+        .expect("the opt-in follows the delivered opt-out");
+    let body: serde_json::Value = serde_json::from_slice(&removed.body).unwrap();
+    assert_eq!(body["type"], "optout.removed");
+    assert_eq!(body["data"]["number"], "+14158900001");
+    assert_eq!(body["data"]["source"], "api");
+    assert_eq!(body["data"]["note"], "asked by phone");
+}

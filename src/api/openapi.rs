@@ -48,7 +48,7 @@ fn webhooks() -> Value {
         let name = kind.as_str();
         let data = match kind {
             EventKind::MessageReceived => "ReceivedEventData",
-            EventKind::OptoutCreated => "OptoutEventData",
+            EventKind::OptoutCreated | EventKind::OptoutRemoved => "OptoutEventData",
             EventKind::MessageSent
             | EventKind::MessageDelivered
             | EventKind::MessageFailed
@@ -316,7 +316,9 @@ fn schemas() -> Value {
             "intent": {"type": ["string", "null"],
                 "description": "opt_out, opt_in, help, optout_review, or a reply menu's intent"},
             "needs_agent": {"type": "boolean", "description": "no rule fully handled it: a person should read it"}}},
-        "OptoutEventData": {"type": "object", "properties": {
+        "OptoutEventData": {"type": "object", "description": "optout.created: the number opted out; \
+            optout.removed: it opted back in (a START reply: source keyword; or through the API: source api). \
+            A number's opt-out events arrive in the order they happened.", "properties": {
             "number": {"type": "string"}, "source": {"type": "string", "enum": ["keyword", "review", "api"]},
             "keyword": {"type": ["string", "null"], "description": "the keyword (source keyword)"},
             "text": {"type": ["string", "null"], "description": "the reply to review (source review)"},

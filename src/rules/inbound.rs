@@ -224,7 +224,7 @@ impl InboundRules {
             actor: "rules",
             message_id: Some(ctx.message.id),
             modem: Some(ctx.modem),
-            detail: Some(format!("keyword: {keyword}")),
+            detail: Some(keyword.to_owned()),
         };
         if let Err(error) = self.optouts.remove(number, origin).await {
             tracing::error!(id = %ctx.message.id, %error, "could not record an opt-in");

@@ -37,14 +37,12 @@ impl Wanted {
 }
 
 /// Writes the event once for each webhook that wants it, all with the same envelope (so the same `id`).
-fn insert(
-    ctx: &WriteCtx<'_>,
-    kind: EventKind,
-    message_id: Option<Uuid>,
-    event: Event,
-) -> Result<()> {
+/// The `message_id` column holds what the event must arrive in order with ([`Event::in_order_of`]): a
+/// message's id, or `optout:<number>`.
+fn insert(ctx: &WriteCtx<'_>, event: Event) -> Result<()> {
+    let kind = event.kind();
+    let message_id = event.in_order_of();
     let payload = Envelope::new(event, ctx.now).payload().to_string();
-    let message_id = message_id.map(|id| id.to_string());
     for webhook in ctx.webhooks_for(kind) {
         ctx.conn
             .prepare_cached(
@@ -121,7 +119,7 @@ pub(crate) fn message_reached(ctx: &WriteCtx<'_>, id: Uuid, state: MessageState)
             }
         }
     };
-    insert(ctx, kind, Some(id), event)
+    insert(ctx, event)
 }
 
 fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
@@ -161,24 +159,40 @@ pub(crate) fn opted_out(
     change: &OptOutChange,
     how: OptOutSource,
 ) -> Result<()> {
-    if !ctx.wants(EventKind::OptoutCreated) {
-        return Ok(());
+    if ctx.wants(EventKind::OptoutCreated) {
+        insert(ctx, Event::OptoutCreated(optout_event(change, how)))?;
     }
+    Ok(())
+}
+
+/// Writes `optout.removed` for a number that opted back in: by a reply (START) or through the API.
+pub(crate) fn opted_in(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()> {
+    if ctx.wants(EventKind::OptoutRemoved) {
+        let how = match change.source_message {
+            Some(_) => OptOutSource::Keyword,
+            None => OptOutSource::Api,
+        };
+        insert(ctx, Event::OptoutRemoved(optout_event(change, how)))?;
+    }
+    Ok(())
+}
+
+/// The change's data, with what caused it in the field `how` names.
+fn optout_event(change: &OptOutChange, how: OptOutSource) -> OptoutEvent {
     let detail = change.detail.clone();
     let (keyword, text, note) = match how {
         OptOutSource::Keyword => (detail, None, None),
         OptOutSource::Review => (None, detail, None),
         OptOutSource::Api => (None, None, detail),
     };
-    let event = Event::OptoutCreated(OptoutEvent {
+    OptoutEvent {
         number: change.number.clone(),
         source: how.as_str().to_owned(),
         keyword,
         text,
         note,
         message_id: change.source_message,
-    });
-    insert(ctx, EventKind::OptoutCreated, None, event)
+    }
 }
 
 fn outbox_error(error: StoreError) -> OutboxError {

@@ -94,8 +94,9 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
             ])
         })
         .map_err(DB)?;
-    if let Some(how) = change.opted_out {
-        super::outbox::opted_out(ctx, change, how)?;
+    match change.opted_out {
+        Some(how) => super::outbox::opted_out(ctx, change, how)?,
+        None => super::outbox::opted_in(ctx, change)?,
     }
     // The audit trail marks a reply under review as such.
     let detail = match (change.opted_out, &change.detail) {

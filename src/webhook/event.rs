@@ -15,10 +15,11 @@ pub enum EventKind {
     MessageUnknown,
     MessageReceived,
     OptoutCreated,
+    OptoutRemoved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::MessageSent,
         EventKind::MessageDelivered,
         EventKind::MessageFailed,
@@ -26,6 +27,7 @@ impl EventKind {
         EventKind::MessageUnknown,
         EventKind::MessageReceived,
         EventKind::OptoutCreated,
+        EventKind::OptoutRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl EventKind {
             EventKind::MessageUnknown => "message.unknown",
             EventKind::MessageReceived => "message.received",
             EventKind::OptoutCreated => "optout.created",
+            EventKind::OptoutRemoved => "optout.removed",
         }
     }
 
@@ -132,6 +135,9 @@ pub enum Event {
     MessageReceived(ReceivedEvent),
     #[serde(rename = "optout.created")]
     OptoutCreated(OptoutEvent),
+    /// The number opted back in: a START reply, or an admin through the API.
+    #[serde(rename = "optout.removed")]
+    OptoutRemoved(OptoutEvent),
 }
 
 impl Event {
@@ -144,19 +150,21 @@ impl Event {
             Event::MessageUnknown(_) => EventKind::MessageUnknown,
             Event::MessageReceived(_) => EventKind::MessageReceived,
             Event::OptoutCreated(_) => EventKind::OptoutCreated,
+            Event::OptoutRemoved(_) => EventKind::OptoutRemoved,
         }
     }
 
-    /// The message whose events must arrive in order, if any.
-    pub fn message_id(&self) -> Option<Uuid> {
+    /// What this event must arrive in order with: the events of its message, or those of its number for
+    /// opt-outs (a STOP then a START must not reach the CMS the other way round).
+    pub fn in_order_of(&self) -> String {
         match self {
             Event::MessageSent(m)
             | Event::MessageDelivered(m)
             | Event::MessageFailed(m)
             | Event::MessageExpired(m)
-            | Event::MessageUnknown(m) => Some(m.message_id),
-            Event::MessageReceived(r) => Some(r.message_id),
-            Event::OptoutCreated(_) => None,
+            | Event::MessageUnknown(m) => m.message_id.to_string(),
+            Event::MessageReceived(r) => r.message_id.to_string(),
+            Event::OptoutCreated(o) | Event::OptoutRemoved(o) => format!("optout:{}", o.number),
         }
     }
 }
