@@ -56,6 +56,9 @@ pub struct Initialised {
     pub report_memory: Option<String>,
     /// Its use after selection, when the modem said.
     pub storage: Option<MemoryUsage>,
+    /// How many memories the modem took in `AT+CPMS` (3, 2 or 1): some refuse fewer than they were
+    /// given at start-up, so later selections give as many.
+    pub memory_count: usize,
     /// The CNMI setting accepted, if any (none: only the sweep finds new messages).
     pub cnmi: Option<[u8; 5]>,
 }
@@ -99,6 +102,7 @@ pub async fn initialise(
         cnma_required,
         memory: storage.memory,
         report_memory: storage.report_memory,
+        memory_count: storage.count,
         storage: storage.usage,
         cnmi,
     })
@@ -248,6 +252,8 @@ struct Storage {
     memory: String,
     report_memory: Option<String>,
     usage: Option<MemoryUsage>,
+    /// How many memories `AT+CPMS` took.
+    count: usize,
 }
 
 /// Prefer the SIM ("SM") for all three memories, else the first the modem offers; some modems refuse three
@@ -278,6 +284,7 @@ async fn select_storage(session: &mut Session, t: &Timeouts) -> Result<Storage, 
                 memory,
                 report_memory,
                 usage,
+                count,
             });
         }
     }
@@ -289,6 +296,7 @@ async fn select_storage(session: &mut Session, t: &Timeouts) -> Result<Storage, 
         memory,
         report_memory,
         usage: None,
+        count: 1,
     })
 }
 

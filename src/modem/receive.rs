@@ -151,7 +151,7 @@ impl Worker {
         }
         let r = session
             .command(
-                &command::cpms(&[memory]),
+                &self.cpms_reading(memory),
                 Expect::info("+CPMS"),
                 self.cfg.timeouts.command,
             )
@@ -165,16 +165,23 @@ impl Worker {
     /// Undo [`Worker::select`].
     async fn restore(&mut self, session: &mut Session, memory: &str) -> Result<(), SessionError> {
         if memory != self.memory {
-            let usual = self.memory.clone();
             session
                 .command(
-                    &command::cpms(&[&usual]),
+                    &self.cpms_reading(&self.memory),
                     Expect::info("+CPMS"),
                     self.cfg.timeouts.command,
                 )
                 .await?;
         }
         Ok(())
+    }
+
+    /// `AT+CPMS` pointing reads and deletes at `memory` and leaving the others on the usual one, with as
+    /// many memories as the modem took at start-up: a modem that wants three (Brovi E3372-325) refuses one.
+    fn cpms_reading(&self, memory: &str) -> String {
+        let mut memories = vec![self.memory.as_str(); self.memory_count.max(1)];
+        memories[0] = memory;
+        command::cpms(&memories)
     }
 
     /// Hand over a stored message (unless it already was) and delete it once the daemon has it.

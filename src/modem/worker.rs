@@ -151,6 +151,7 @@ pub fn spawn_with_opener(
         cnma_required: false,
         memory: "SM".into(),
         report_memory: None,
+        memory_count: 1,
         undeleted: HashMap::new(),
         cmms: Cmms::Unasked,
         pin_rejected: false,
@@ -182,6 +183,8 @@ pub(super) struct Worker {
     pub(super) memory: String,
     /// Where status reports are kept apart ("SR"), when the modem has such a memory: swept too.
     pub(super) report_memory: Option<String>,
+    /// How many memories `AT+CPMS` takes on this modem (learnt at initialisation).
+    pub(super) memory_count: usize,
     /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
     /// of the same slot and PDU is not handed over again, only deleted again.
     pub(super) undeleted: HashMap<(String, u32), String>,
@@ -246,6 +249,7 @@ impl Worker {
                     self.cnma_required = init.cnma_required;
                     self.memory = init.memory;
                     self.report_memory = init.report_memory;
+                    self.memory_count = init.memory_count;
                     self.cmms = Cmms::Unasked;
                     backoff = MIN_BACKOFF;
                 }

@@ -40,6 +40,8 @@ struct FakeState {
     csms: u8,
     /// Close the line as soon as a PDU has been written (a USB reset mid-send).
     die_after_pdu: bool,
+    /// Refuse an `AT+CPMS` setting with fewer memories than this (Brovi E3372-325 wants three).
+    cpms_min: usize,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -101,6 +103,11 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
     if cmd != "AT" && s.busy > 0 {
         s.busy -= 1;
         return ("\r\n+CME ERROR: 14\r\n".into(), false);
+    }
+    if let Some(memories) = cmd.strip_prefix("AT+CPMS=").filter(|m| *m != "?")
+        && memories.split(',').count() < s.cpms_min
+    {
+        return ("\r\nERROR\r\n".into(), false);
     }
     match cmd {
         "AT+CPIN?" => ok("\r\n+CPIN: READY\r\n"),
@@ -558,4 +565,35 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
     let (done, outcome) = oneshot::channel();
     rig.handle.send(one_part_job(done)).await;
     assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
+}
+
+/// A modem that takes `AT+CPMS` only with three memories: a message announced in another memory is read
+/// there with three, and the usual memory is restored with three.
+#[tokio::test(start_paused = true)]
+async fn a_modem_that_wants_three_memories_gets_three_when_reading_another() {
+    let mut rig = rig(FakeState {
+        cpms_min: 3,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    rig.state.lock().unwrap().stored.insert(3, DELIVER.into());
+    rig.urcs.send("\r\n+CMTI: \"ME\",3\r\n".into()).unwrap();
+    let WorkerEvent::Inbound { ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=3").await;
+    rig.wait_log("AT+CPMS=\"SM\",\"SM\",\"SM\"").await;
+    assert_eq!(rig.logged("AT+CPMS=\"ME\",\"SM\",\"SM\""), 1);
+    let log = rig.state.lock().unwrap().log.clone();
+    let read = log.iter().position(|c| c == "AT+CMGR=3").unwrap();
+    assert_eq!(log[read - 1], "AT+CPMS=\"ME\",\"SM\",\"SM\"", "{log:#?}");
+    assert_eq!(
+        log.last().unwrap(),
+        "AT+CPMS=\"SM\",\"SM\",\"SM\"",
+        "{log:#?}"
+    );
 }
