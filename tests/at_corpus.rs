@@ -330,8 +330,14 @@ fn cmgr_header_variants_from_captures() {
     let read = pdu_listing(&lines("gammu/at-sms-03.txt"));
     assert_eq!(read.len(), 1);
     assert!(read[0].pdu_hex.starts_with("07"));
-    // gammu at-sms-04's PDU line carries a stray quote: not a PDU, so the entry is dropped, not mangled.
-    assert!(pdu_listing(&lines("gammu/at-sms-04.txt")).is_empty());
+    // gammu at-sms-04's PDU line ends with a stray quote: the PDU is read without it (left, the slot would
+    // never be read or deleted), and is the one libgammu decodes.
+    let stray = pdu_listing(&lines("gammu/at-sms-04.txt"));
+    assert_eq!(stray.len(), 1);
+    assert!(stray[0].pdu_hex.starts_with("07914487200030230406D04F5904"));
+    assert!(stray[0].pdu_hex.ends_with("DC653C1DD4A6A301"));
+    let decoded = modemgate::pdu::decode_hex(&stray[0].pdu_hex).unwrap();
+    assert!(matches!(decoded.tpdu, modemgate::pdu::Tpdu::Deliver(_)));
     // Text-mode answers arriving in PDU mode are refused, not guessed at.
     assert!(
         MessageHeader::parse_cmgr(&info("gammu/atgen-get-sms-text-fallback-read.txt", "+CMGR"))

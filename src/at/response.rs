@@ -105,6 +105,13 @@ pub fn is_pdu_hex(line: &str) -> bool {
     !t.is_empty() && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The PDU a line carries, if it is one: trimmed, and without the stray quote some modems print around it
+/// (gammu's at-sms-04 capture ends its PDU line with `"`).
+pub fn pdu_line(line: &str) -> Option<&str> {
+    let pdu = line.trim().trim_matches('"');
+    is_pdu_hex(pdu).then_some(pdu)
+}
+
 /// One stored message from a `+CMGL` listing or a `+CMGR` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -126,17 +133,17 @@ pub fn pdu_listing<S: AsRef<str>>(lines: &[S]) -> Vec<StoredMessage> {
         } else {
             line.strip_prefix("+CMGR:").map(MessageHeader::parse_cmgr)
         };
-        match parsed {
-            Some(h) => header = h.ok(),
-            None if is_pdu_hex(line) => {
+        match (parsed, pdu_line(line)) {
+            (Some(h), _) => header = h.ok(),
+            (None, Some(pdu)) => {
                 if let Some(header) = header.take() {
                     out.push(StoredMessage {
                         header,
-                        pdu_hex: line.to_owned(),
+                        pdu_hex: pdu.to_owned(),
                     });
                 }
             }
-            None => {}
+            (None, None) => {}
         }
     }
     out

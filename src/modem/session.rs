@@ -14,7 +14,7 @@ use tokio::{
 
 use crate::at::{
     Final, Frame, Framer, Info, Line, Urc, command, parse_line,
-    response::{Cmgs, is_pdu_hex},
+    response::{Cmgs, pdu_line},
 };
 
 /// Anything a session can talk over: a serial port, a pty, or an in-memory pipe in tests.
@@ -354,10 +354,10 @@ impl Session {
                 Frame::Line(raw) => raw,
             };
             if let Some(urc) = self.awaiting_pdu.take() {
-                if is_pdu_hex(&raw) {
+                if let Some(pdu) = pdu_line(&raw) {
                     self.unsolicited.push_back(Unsolicited::Routed {
                         urc,
-                        pdu_hex: raw.trim().to_owned(),
+                        pdu_hex: pdu.to_owned(),
                     });
                     continue;
                 }
