@@ -493,6 +493,34 @@ async fn a_vanished_port_is_reopened_when_it_returns() {
     assert_eq!(rig.sent_count(), 1);
 }
 
+/// A modem that restarts with its port open (a UART modem's brown-out) loses echo-off, numeric errors and
+/// its new-message indications; its start-up notices make the worker initialise it again, so a reply is
+/// announced at once rather than found by the five-minute sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modem_that_restarts_in_place_is_initialised_again() {
+    let mut rig = rig(Profile::Sim7600).await;
+    rig.wait_state(ModemState::Ready).await;
+    // A send answered means the worker is between commands (past its first sweep, whose long wait a
+    // restart would make it sit out): the restart then lands while it listens.
+    let (_, outcome) = rig.send("+15551234567", "before the restart", false).await;
+    assert_eq!(outcome, JobOutcome::Sent);
+    rig.sim.reboot().unwrap();
+    // Seen through the events, which keep every state (the health watch may skip a brief one).
+    rig.next_seen(
+        "initialising again",
+        |s| matches!(s, Seen::Health(h) if h.state == ModemState::Initialising),
+    )
+    .await;
+    rig.wait_state(ModemState::Ready).await;
+    rig.sim
+        .inject(Inbound::new("+15557654321", "after the restart"))
+        .await
+        .unwrap();
+    assert_eq!(rig.inbound_text().await, "after the restart");
+    let (_, outcome) = rig.send("+15551234567", "still sending", false).await;
+    assert_eq!(outcome, JobOutcome::Sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urcs_inside_answers_and_garbage_bytes_do_not_confuse_the_worker() {
     let mut rig = rig(Profile::Huawei).await;

@@ -61,6 +61,7 @@ impl Worker {
             }
             Unsolicited::Urc(Urc::Boot(notice)) => {
                 tracing::info!(modem = %self.cfg.id, %notice, "modem start-up notice");
+                self.restarted = Some(notice);
                 Ok(())
             }
             Unsolicited::Urc(other) => {

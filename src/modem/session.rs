@@ -148,6 +148,13 @@ impl Session {
         self.unsolicited.pop_front()
     }
 
+    /// Drops the start-up notices (`RDY`, `SMS DONE`...) read so far: those of the start an initialisation
+    /// just answered. Everything else stays queued.
+    pub fn forget_start_up_notices(&mut self) {
+        self.unsolicited
+            .retain(|u| !matches!(u, Unsolicited::Urc(crate::at::Urc::Boot(_))));
+    }
+
     pub fn has_unsolicited(&self) -> bool {
         !self.unsolicited.is_empty()
     }

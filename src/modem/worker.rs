@@ -155,6 +155,7 @@ pub fn spawn_with_opener(
         undeleted: HashMap::new(),
         cmms: Cmms::Unasked,
         pin_rejected: false,
+        restarted: None,
     };
     let task = tokio::spawn(worker.run());
     (
@@ -194,6 +195,8 @@ pub(super) struct Worker {
     pub(super) cmms: Cmms,
     /// The configured PIN was refused: never enter it again (three wrong PINs lock the SIM).
     pin_rejected: bool,
+    /// A start-up notice seen since the last initialisation (see [`Exit::Restarted`]).
+    pub(super) restarted: Option<String>,
 }
 
 enum Wake {
@@ -209,6 +212,9 @@ enum Wake {
 enum Exit {
     Cancelled,
     Lost(String),
+    /// The modem printed a start-up notice: it restarted with the port open (a UART modem's brown-out)
+    /// and lost echo, error format, new-message indications and storage; initialise it again.
+    Restarted(String),
 }
 
 impl Worker {
@@ -251,6 +257,10 @@ impl Worker {
                     self.report_memory = init.report_memory;
                     self.memory_count = init.memory_count;
                     self.cmms = Cmms::Unasked;
+                    // Notices printed before and while it initialised belong to the start this one
+                    // answered; one printed after it means the modem started again.
+                    session.forget_start_up_notices();
+                    self.restarted = None;
                     backoff = MIN_BACKOFF;
                 }
                 Err(InitError::Session(e)) => {
@@ -276,6 +286,10 @@ impl Worker {
             }
             match self.serve(&mut session).await {
                 Exit::Cancelled => break,
+                Exit::Restarted(notice) => {
+                    tracing::warn!(modem = %self.cfg.id, %notice, "the modem restarted; initialising it again");
+                    drop(session);
+                }
                 Exit::Lost(why) => {
                     tracing::warn!(modem = %self.cfg.id, %why, "connection lost; re-opening");
                     self.set_state(ModemState::Offline, Some(why)).await;
@@ -335,6 +349,9 @@ impl Worker {
                 && let Some(u) = session.take_unsolicited()
             {
                 result = self.unsolicited(session, u).await;
+            }
+            if let Some(notice) = self.restarted.take() {
+                return Exit::Restarted(notice);
             }
             // The fast poll counts from the moment the modem became degraded, not from an old tick.
             let degraded = self.health.state == ModemState::Degraded;

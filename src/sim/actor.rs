@@ -23,6 +23,8 @@ pub(crate) enum Control {
     Inject(Inbound, oneshot::Sender<Result<usize, SimError>>),
     SetFaults(Faults),
     Vanish(Duration),
+    /// Restart in place, the port kept open (a UART modem's brown-out).
+    Reboot,
     Garbage(Vec<u8>),
     Shutdown,
 }
@@ -82,6 +84,10 @@ impl Actor {
                         self.vanish();
                         pending_out.clear();
                         back_at = Some(Instant::now() + away);
+                    }
+                    Some(Control::Reboot) => {
+                        pending_out.clear();
+                        self.engine.boot(&mut out);
                     }
                     Some(Control::Garbage(bytes)) => {
                         if !self.engine.faults.hang {

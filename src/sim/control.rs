@@ -11,6 +11,7 @@
 //! | `GET /modems/{i}/faults` | | the [`Faults`] |
 //! | `PUT /modems/{i}/faults` | a [`Faults`] (absent fields off) | the [`Faults`] now in force |
 //! | `POST /modems/{i}/vanish` | `{"seconds": 2.5}` | 204: the port disappears and comes back on a new pty |
+//! | `POST /modems/{i}/reboot` | none | 204: it restarts with the port kept open (settings lost, start-up notices printed) |
 //! | `POST /modems/{i}/garbage` | `{"hex": "FF00FE"}` | 204: those bytes are written to the line |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with 400, 404 or 503.
@@ -39,6 +40,7 @@ pub fn router(sims: Sims) -> Router {
         .route("/modems/{index}/sends", get(sends))
         .route("/modems/{index}/faults", get(get_faults).put(put_faults))
         .route("/modems/{index}/vanish", post(vanish))
+        .route("/modems/{index}/reboot", post(reboot))
         .route("/modems/{index}/garbage", post(garbage))
         .with_state(sims)
 }
@@ -158,6 +160,14 @@ async fn vanish(
     let away = Duration::try_from_secs_f64(seconds)
         .map_err(|e| ApiError::BadRequest(format!("seconds: {e}")))?;
     modem(&sims, index)?.vanish(away)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reboot(
+    State(sims): State<Sims>,
+    Path(index): Path<usize>,
+) -> Result<StatusCode, ApiError> {
+    modem(&sims, index)?.reboot()?;
     Ok(StatusCode::NO_CONTENT)
 }
 

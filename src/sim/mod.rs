@@ -318,6 +318,12 @@ impl SimHandle {
         self.send(Control::Vanish(away))
     }
 
+    /// Restart now with the port kept open, as a UART modem does after a brown-out: settings back to
+    /// power-on (echo on, no new-message indications), the start-up notices printed, storage kept.
+    pub fn reboot(&self) -> Result<(), SimError> {
+        self.send(Control::Reboot)
+    }
+
     /// Write these bytes to the line now, as line noise would.
     pub fn inject_garbage(&self, bytes: Vec<u8>) -> Result<(), SimError> {
         self.send(Control::Garbage(bytes))
