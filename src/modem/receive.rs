@@ -71,6 +71,18 @@ impl Worker {
         }
     }
 
+    /// Hands over and acknowledges the routed messages and reports read so far, leaving the other
+    /// unsolicited lines queued for later.
+    pub(super) async fn acknowledge_routed(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<(), SessionError> {
+        while let Some(routed) = session.take_routed() {
+            self.unsolicited(session, routed).await?;
+        }
+        Ok(())
+    }
+
     /// `AT+CMGL=4` on the message memory, and on "SR" where status reports are kept apart: catches what
     /// arrived while the URC was lost (a dropped line, a restart, the port away).
     pub(super) async fn sweep(&mut self, session: &mut Session) -> Result<(), SessionError> {

@@ -81,6 +81,13 @@ impl Worker {
                         };
                         let _ = self.events.send(sent).await;
                         any_sent = true;
+                        // A routed message or report that came during this part is acknowledged now,
+                        // not after the last part: the network stops waiting for AT+CNMA (and the modem
+                        // stops routing) well within a long message's minutes.
+                        if let Err(e) = self.acknowledge_routed(session).await {
+                            let _ = done.send(JobOutcome::NotAttempted);
+                            return Err(e);
+                        }
                         continue;
                     }
                     Err(SubmitError::Rejected(result)) => send_error(result),

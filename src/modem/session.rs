@@ -148,6 +148,15 @@ impl Session {
         self.unsolicited.pop_front()
     }
 
+    /// The oldest routed `+CMT`/`+CDS` not yet taken, the rest left in order.
+    pub fn take_routed(&mut self) -> Option<Unsolicited> {
+        let at = self
+            .unsolicited
+            .iter()
+            .position(|u| matches!(u, Unsolicited::Routed { .. }))?;
+        self.unsolicited.remove(at)
+    }
+
     /// Drops the start-up notices (`RDY`, `SMS DONE`...) read so far: those of the start an initialisation
     /// just answered. Everything else stays queued.
     pub fn forget_start_up_notices(&mut self) {

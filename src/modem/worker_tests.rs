@@ -597,3 +597,69 @@ async fn a_modem_that_wants_three_memories_gets_three_when_reading_another() {
         "{log:#?}"
     );
 }
+
+/// A routed message that arrives while a long message goes out is stored and acknowledged between its
+/// parts, not after the last one: the network would give up waiting for AT+CNMA.
+#[tokio::test(start_paused = true)]
+async fn a_routed_message_during_a_multipart_send_is_acknowledged_between_parts() {
+    let mut rig = rig(FakeState {
+        csms: 1,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    let (done, outcome) = oneshot::channel();
+    let part = |part| JobPart {
+        part,
+        tpdu_length: 23,
+        pdu_hex: format!("00{}", &DELIVER[16..]),
+    };
+    rig.handle
+        .send(SendJob {
+            message_id: uuid::Uuid::now_v7(),
+            recipient: "+15551234567".into(),
+            parts: vec![part(1), part(2), part(3)],
+            more_waiting: false,
+            send_by: None,
+            done,
+        })
+        .await;
+    for part in 1..=2 {
+        let ack = loop {
+            match rig.event().await {
+                WorkerEvent::Submitting { ack, .. } => break ack,
+                WorkerEvent::PartSent { .. } => continue,
+                other => panic!("part {part}: unexpected {other:?}"),
+            }
+        };
+        if part == 2 {
+            // Read by the worker while it sends part 2.
+            rig.urcs
+                .send(format!("\r\n+CMT: ,23\r\n{DELIVER}\r\n"))
+                .unwrap();
+        }
+        ack.send(Clearance::Write).unwrap();
+    }
+    let stored = loop {
+        match rig.event().await {
+            WorkerEvent::PartSent { .. } => continue,
+            WorkerEvent::Inbound { ack, .. } => break ack,
+            other => panic!("expected the routed message before part 3, got {other:?}"),
+        }
+    };
+    stored.send(()).unwrap();
+    rig.wait_log("AT+CNMA").await;
+    let WorkerEvent::Submitting { ack, .. } = rig.event().await else {
+        panic!("expected part 3")
+    };
+    ack.send(Clearance::Write).unwrap();
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+    let log = rig.state.lock().unwrap().log.clone();
+    let cnma = log.iter().position(|c| c == "AT+CNMA").unwrap();
+    let sends: Vec<usize> = (0..log.len())
+        .filter(|&i| log[i].starts_with("AT+CMGS="))
+        .collect();
+    assert!(sends[1] < cnma && cnma < sends[2], "{log:#?}");
+}
