@@ -262,6 +262,7 @@ async fn every_profile_initialises_sends_receives_and_reports() {
             "{profile}"
         );
         assert_eq!(health.cs, Some(Registration::Home), "{profile}");
+        assert_eq!(health.ps, Some(Registration::Home), "{profile}");
         assert_eq!(health.eps, Some(Registration::Home), "{profile}");
         assert_eq!(health.operator.as_deref(), Some("SIMNET"), "{profile}");
         assert_eq!(health.signal, Some(20), "{profile}");

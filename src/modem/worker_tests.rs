@@ -42,6 +42,10 @@ struct FakeState {
     die_after_pdu: bool,
     /// Refuse an `AT+CPMS` setting with fewer memories than this (Brovi E3372-325 wants three).
     cpms_min: usize,
+    /// ... or with more than this (0: no limit); some modems refuse three.
+    cpms_max: usize,
+    /// Say nothing to this many first `AT`s, as a UART modem does while it finds the baud rate.
+    swallow_at: u32,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -104,10 +108,15 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
         s.busy -= 1;
         return ("\r\n+CME ERROR: 14\r\n".into(), false);
     }
-    if let Some(memories) = cmd.strip_prefix("AT+CPMS=").filter(|m| *m != "?")
-        && memories.split(',').count() < s.cpms_min
-    {
-        return ("\r\nERROR\r\n".into(), false);
+    if cmd == "AT" && s.swallow_at > 0 {
+        s.swallow_at -= 1;
+        return (String::new(), false);
+    }
+    if let Some(memories) = cmd.strip_prefix("AT+CPMS=").filter(|m| *m != "?") {
+        let count = memories.split(',').count();
+        if count < s.cpms_min || (s.cpms_max > 0 && count > s.cpms_max) {
+            return ("\r\nERROR\r\n".into(), false);
+        }
     }
     match cmd {
         "AT+CPIN?" => ok("\r\n+CPIN: READY\r\n"),
@@ -662,4 +671,42 @@ async fn a_routed_message_during_a_multipart_send_is_acknowledged_between_parts(
         .filter(|&i| log[i].starts_with("AT+CMGS="))
         .collect();
     assert!(sends[1] < cnma && cnma < sends[2], "{log:#?}");
+}
+
+/// A UART modem that autobauds swallows the first `AT`: the worker asks again and starts.
+#[tokio::test(start_paused = true)]
+async fn a_modem_that_swallows_the_first_at_is_asked_again() {
+    let mut rig = rig(FakeState {
+        swallow_at: 1,
+        ..FakeState::default()
+    });
+    let ready = rig.health.wait_for(|h| h.state == ModemState::Ready);
+    tokio::time::timeout(Duration::from_secs(120), ready)
+        .await
+        .expect("never ready")
+        .unwrap();
+    assert!(rig.logged("AT") >= 2);
+}
+
+/// A modem that refuses three memories in `AT+CPMS` is set with two, and read with two.
+#[tokio::test(start_paused = true)]
+async fn a_modem_that_refuses_three_memories_is_set_and_read_with_two() {
+    let mut rig = rig(FakeState {
+        cpms_max: 2,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(rig.logged("AT+CPMS=\"SM\",\"SM\",\"SM\""), 1, "tried first");
+    assert!(rig.logged("AT+CPMS=\"SM\",\"SM\"") >= 1);
+    rig.state.lock().unwrap().stored.insert(4, DELIVER.into());
+    rig.urcs.send("\r\n+CMTI: \"ME\",4\r\n".into()).unwrap();
+    let WorkerEvent::Inbound { ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=4").await;
+    assert_eq!(rig.logged("AT+CPMS=\"ME\",\"SM\""), 1);
 }
