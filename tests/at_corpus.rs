@@ -7,7 +7,7 @@ use modemgate::at::{
     CallResult, CmeError, CmsError, Final, Frame, Framer, Info, Line, Urc, parse_line,
     response::{
         Cmgs, CnmiSupport, Cpms, MemoryUsage, MessageHeader, Operator, PinStatus, RegStatus,
-        RegistrationReport, SignalQuality, Smsc, pdu_listing,
+        RegistrationReport, SignalQuality, Smsc, in_text_mode, pdu_listing,
     },
 };
 use proptest::prelude::*;
@@ -338,11 +338,23 @@ fn cmgr_header_variants_from_captures() {
     assert!(stray[0].pdu_hex.ends_with("DC653C1DD4A6A301"));
     let decoded = modemgate::pdu::decode_hex(&stray[0].pdu_hex).unwrap();
     assert!(matches!(decoded.tpdu, modemgate::pdu::Tpdu::Deliver(_)));
-    // Text-mode answers arriving in PDU mode are refused, not guessed at.
+    // Text-mode answers arriving in PDU mode are refused, not guessed at, and recognised as text mode (the
+    // worker then sets PDU mode again and reads once more).
     assert!(
         MessageHeader::parse_cmgr(&info("gammu/atgen-get-sms-text-fallback-read.txt", "+CMGR"))
             .is_err()
     );
+    for capture in [
+        "gammu/atgen-get-sms-text-fallback-read.txt",
+        "gammu/atgen-get-sms-text-fallback-unread.txt",
+    ] {
+        assert!(in_text_mode(&lines(capture)), "{capture}");
+    }
+    assert!(!in_text_mode(&lines("gammu/at-sms-03.txt")));
+    assert!(in_text_mode(&[
+        r#"+CMGL: 1,"REC UNREAD","+14155550101",,"26/03/02,15:00:00+00""#
+    ]));
+    assert!(!in_text_mode(&["+CMGL: 1,0,,23"]));
 }
 
 #[test]

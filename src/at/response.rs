@@ -112,6 +112,20 @@ pub fn pdu_line(line: &str) -> Option<&str> {
     is_pdu_hex(pdu).then_some(pdu)
 }
 
+/// Whether a `+CMGR`/`+CMGL` answer is in text mode (`+CMGR: "REC READ","+39...",,"16/05/10,..."`): the
+/// modem left PDU mode (a reset, or a modem that falls back on its own, as gammu's FT4232H captures show).
+pub fn in_text_mode<S: AsRef<str>>(lines: &[S]) -> bool {
+    lines.iter().any(|line| {
+        let line = line.as_ref().trim();
+        line.strip_prefix("+CMGR:")
+            .or_else(|| {
+                line.strip_prefix("+CMGL:")
+                    .map(|b| b.split_once(',').map_or(b, |(_, rest)| rest))
+            })
+            .is_some_and(|rest| rest.trim_start().starts_with('"'))
+    })
+}
+
 /// One stored message from a `+CMGL` listing or a `+CMGR` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {

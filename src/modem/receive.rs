@@ -5,7 +5,7 @@
 use crate::{
     at::{
         Urc, command,
-        response::{MessageHeader, pdu_listing},
+        response::{MessageHeader, in_text_mode, pdu_listing},
     },
     pdu::{self, Pdu, Tpdu},
 };
@@ -13,7 +13,7 @@ use crate::{
 use super::{
     health,
     job::WorkerEvent,
-    session::{Expect, Session, SessionError, Unsolicited},
+    session::{Expect, Response, Session, SessionError, Unsolicited},
     worker::Worker,
 };
 
@@ -93,8 +93,9 @@ impl Worker {
             if !self.select(session, &memory).await? {
                 continue;
             }
-            let r = session
-                .command(
+            let r = self
+                .read_in_pdu_mode(
+                    session,
                     command::CMGL_ALL,
                     Expect::info("+CMGL"),
                     self.cfg.timeouts.cmgs_result,
@@ -132,8 +133,9 @@ impl Worker {
         if !self.select(session, memory).await? {
             return Ok(());
         }
-        let r = session
-            .command(
+        let r = self
+            .read_in_pdu_mode(
+                session,
                 &command::cmgr(index),
                 Expect::info("+CMGR"),
                 self.cfg.timeouts.command,
@@ -155,6 +157,30 @@ impl Worker {
             }
         }
         self.restore(session, memory).await
+    }
+
+    /// A read or listing (`read`); answered in text mode, PDU mode is set again and it is asked once more.
+    /// Read as text, a message could be neither handed over nor deleted, and would hold its slot for good.
+    async fn read_in_pdu_mode(
+        &self,
+        session: &mut Session,
+        read: &str,
+        expect: Expect,
+        timeout: std::time::Duration,
+    ) -> Result<Response, SessionError> {
+        let r = session.command(read, expect, timeout).await?;
+        if !(r.is_ok() && in_text_mode(&r.lines)) {
+            return Ok(r);
+        }
+        tracing::warn!(modem = %self.cfg.id, read, "the modem answered in text mode; setting PDU mode again");
+        session
+            .command(
+                command::PDU_MODE,
+                Expect::NOTHING,
+                self.cfg.timeouts.command,
+            )
+            .await?;
+        session.command(read, expect, timeout).await
     }
 
     /// Point reads and deletes at `memory` when it is not the usual one; `false` if the modem refuses.

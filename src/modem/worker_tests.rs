@@ -46,6 +46,8 @@ struct FakeState {
     cpms_max: usize,
     /// Say nothing to this many first `AT`s, as a UART modem does while it finds the baud rate.
     swallow_at: u32,
+    /// Answer reads in text mode until `AT+CMGF=0` (a modem that left PDU mode).
+    text_mode: bool,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -107,6 +109,19 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
     if cmd != "AT" && s.busy > 0 {
         s.busy -= 1;
         return ("\r\n+CME ERROR: 14\r\n".into(), false);
+    }
+    if cmd == "AT+CMGF=0" {
+        s.text_mode = false;
+    }
+    if s.text_mode
+        && let Some(i) = cmd
+            .strip_prefix("AT+CMGR=")
+            .and_then(|i| i.parse::<u32>().ok())
+        && s.stored.contains_key(&i)
+    {
+        let text =
+            "\r\n+CMGR: \"REC UNREAD\",\"+393312345678\",,\"16/05/10,10:33:31+08\"\r\nTest\r\n";
+        return (format!("{text}OK\r\n"), false);
     }
     if cmd == "AT" && s.swallow_at > 0 {
         s.swallow_at -= 1;
@@ -709,4 +724,26 @@ async fn a_modem_that_refuses_three_memories_is_set_and_read_with_two() {
     ack.send(()).unwrap();
     rig.wait_log("AT+CMGD=4").await;
     assert_eq!(rig.logged("AT+CPMS=\"ME\",\"SM\""), 1);
+}
+
+/// A modem that answers a read in text mode (it left PDU mode) is set back to PDU mode and read again, so
+/// the message is handed over and its slot freed rather than held for good.
+#[tokio::test(start_paused = true)]
+async fn a_read_answered_in_text_mode_sets_pdu_mode_again_and_reads_once_more() {
+    let mut rig = ready_rig().await;
+    {
+        let mut state = rig.state.lock().unwrap();
+        state.stored.insert(5, DELIVER.into());
+        state.text_mode = true;
+    }
+    let modes_set = rig.logged("AT+CMGF=0");
+    rig.urcs.send("\r\n+CMTI: \"SM\",5\r\n".into()).unwrap();
+    let WorkerEvent::Inbound { pdu_hex, ack, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(pdu_hex, DELIVER);
+    ack.send(()).unwrap();
+    rig.wait_log("AT+CMGD=5").await;
+    assert_eq!(rig.logged("AT+CMGF=0"), modes_set + 1);
+    assert_eq!(rig.logged("AT+CMGR=5"), 2);
 }
