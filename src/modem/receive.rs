@@ -35,8 +35,18 @@ impl Worker {
         u: Unsolicited,
     ) -> Result<(), SessionError> {
         match u {
-            Unsolicited::Urc(Urc::Cmti { memory, index } | Urc::Cdsi { memory, index }) => {
-                self.read_stored(session, &memory, index).await
+            Unsolicited::Urc(Urc::Cmti { memory, index }) => {
+                self.read_stored(session, &memory, index).await.map(drop)
+            }
+            Unsolicited::Urc(Urc::Cdsi { memory, index }) => {
+                // Some modems keep reports in "SR" but announce them in "SM": look there too, at once,
+                // rather than leave the report to the next sweep.
+                if !self.read_stored(session, &memory, index).await?
+                    && let Some(reports) = self.report_memory.clone().filter(|m| *m != memory)
+                {
+                    self.read_stored(session, &reports, index).await?;
+                }
+                Ok(())
             }
             Unsolicited::Routed { urc, pdu_hex } => {
                 let handed = self.hand_over(&pdu_hex).await;
@@ -123,15 +133,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Read one stored message announced by a URC.
+    /// Read one stored message announced by a URC; whether there was one.
     async fn read_stored(
         &mut self,
         session: &mut Session,
         memory: &str,
         index: u32,
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         if !self.select(session, memory).await? {
-            return Ok(());
+            return Ok(false);
         }
         let r = self
             .read_in_pdu_mode(
@@ -146,6 +156,7 @@ impl Worker {
         } else {
             None
         };
+        let found = entry.is_some();
         match entry {
             Some(entry) if !matches!(entry.header.stat, Some(2 | 3)) => {
                 self.stored(session, memory, index, entry.pdu_hex).await?
@@ -156,7 +167,8 @@ impl Worker {
                 tracing::debug!(modem = %self.cfg.id, memory, index, result = ?r.result, "nothing to read")
             }
         }
-        self.restore(session, memory).await
+        self.restore(session, memory).await?;
+        Ok(found)
     }
 
     /// A read or listing (`read`); answered in text mode, PDU mode is set again and it is asked once more.

@@ -48,6 +48,21 @@ struct FakeState {
     swallow_at: u32,
     /// Answer reads in text mode until `AT+CMGF=0` (a modem that left PDU mode).
     text_mode: bool,
+    /// Offer "SR" for reading, where `reports` are kept; `reading` is the memory `AT+CPMS` chose.
+    offer_sr: bool,
+    reports: BTreeMap<u32, String>,
+    reading: String,
+}
+
+impl FakeState {
+    /// The memory reads and deletes go to.
+    fn read_memory(&mut self) -> &mut BTreeMap<u32, String> {
+        if self.reading == "SR" {
+            &mut self.reports
+        } else {
+            &mut self.stored
+        }
+    }
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -132,11 +147,18 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
         if count < s.cpms_min || (s.cpms_max > 0 && count > s.cpms_max) {
             return ("\r\nERROR\r\n".into(), false);
         }
+        s.reading = memories
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned();
     }
     match cmd {
         "AT+CPIN?" => ok("\r\n+CPIN: READY\r\n"),
         "AT+CSMS?" => ok(&format!("\r\n+CSMS: {},1,1,1\r\n", s.csms)),
         "AT+CNMI=?" => ok("\r\n+CNMI: (0-2),(0-3),(0-3),(0-2),(0,1)\r\n"),
+        "AT+CPMS=?" if s.offer_sr => ok("\r\n+CPMS: (\"SM\",\"SR\"),(\"SM\"),(\"SM\")\r\n"),
         "AT+CPMS=?" => ok("\r\n+CPMS: (\"SM\"),(\"SM\"),(\"SM\")\r\n"),
         "AT+CGSN" => ok("\r\n861234050123456\r\n"),
         "AT+CSQ" => ok("\r\n+CSQ: 17,99\r\n"),
@@ -145,7 +167,7 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
         "AT+COPS?" => ok("\r\n+COPS: 0,0,\"FAKE\",7\r\n"),
         "AT+CMGL=4" => {
             let list: String = s
-                .stored
+                .read_memory()
                 .iter()
                 .map(|(i, pdu)| format!("\r\n+CMGL: {i},0,,23\r\n{pdu}"))
                 .collect();
@@ -156,7 +178,7 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
                 .strip_prefix("AT+CMGR=")
                 .and_then(|i| i.parse::<u32>().ok())
             {
-                return match s.stored.get(&i) {
+                return match s.read_memory().get(&i) {
                     Some(pdu) => ok(&format!("\r\n+CMGR: 0,,23\r\n{pdu}")),
                     None => ("\r\n+CMS ERROR: 321\r\n".into(), false),
                 };
@@ -169,7 +191,7 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
                     s.refuse_delete -= 1;
                     return ("\r\n+CMS ERROR: 300\r\n".into(), false);
                 }
-                s.stored.remove(&i);
+                s.read_memory().remove(&i);
                 return ok("");
             }
             if cmd.starts_with("AT+CMGS=") {
@@ -746,4 +768,52 @@ async fn a_read_answered_in_text_mode_sets_pdu_mode_again_and_reads_once_more() 
     rig.wait_log("AT+CMGD=5").await;
     assert_eq!(rig.logged("AT+CMGF=0"), modes_set + 1);
     assert_eq!(rig.logged("AT+CMGR=5"), 2);
+}
+
+/// A modem that keeps status reports in "SR" but announces them as `+CDSI: "SM",n`: the report is read
+/// from "SR" at once, not left to the next sweep.
+#[tokio::test(start_paused = true)]
+async fn a_report_announced_in_the_wrong_memory_is_read_from_sr_at_once() {
+    const REPORT: &str = "079124603050020006E80C91666666666666909070618422809090706184628000";
+    let mut rig = rig(FakeState {
+        offer_sr: true,
+        ..FakeState::default()
+    });
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    // The start-up sweep reads SR and then selects SM again (its second selection after initialisation).
+    let state = rig.state.clone();
+    let usual = "AT+CPMS=\"SM\",\"SM\",\"SM\"";
+    rig.log
+        .wait_for(|_| {
+            state
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .filter(|c| *c == usual)
+                .count()
+                >= 2
+        })
+        .await
+        .unwrap();
+    let swept = rig.logged("AT+CPMS=\"SR\",\"SM\",\"SM\"");
+    assert_eq!(swept, 1, "SR is swept at start");
+    rig.state.lock().unwrap().reports.insert(2, REPORT.into());
+    let announced = tokio::time::Instant::now();
+    rig.urcs.send("\r\n+CDSI: \"SM\",2\r\n".into()).unwrap();
+    let WorkerEvent::StatusReport { .. } = rig.event().await else {
+        panic!("expected the status report")
+    };
+    // Paused time: what passed is the worker's own waiting, and the sweep would come a minute later.
+    assert!(
+        announced.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        announced.elapsed()
+    );
+    rig.wait_log("AT+CMGD=2").await;
+    assert!(rig.state.lock().unwrap().reports.is_empty());
+    assert_eq!(rig.logged("AT+CPMS=\"SR\",\"SM\",\"SM\""), swept + 1);
 }
