@@ -15,6 +15,8 @@ pub const CMEE_NUMERIC: &str = "AT+CMEE=1";
 pub const PIN_QUERY: &str = "AT+CPIN?";
 pub const PDU_MODE: &str = "AT+CMGF=0";
 pub const CNMI_TEST: &str = "AT+CNMI=?";
+/// The new-message indications in force.
+pub const CNMI_READ: &str = "AT+CNMI?";
 pub const CPMS_TEST: &str = "AT+CPMS=?";
 pub const CPMS_QUERY: &str = "AT+CPMS?";
 pub const SIGNAL: &str = "AT+CSQ";

@@ -476,6 +476,19 @@ pub fn own_number(body: &str) -> Result<Option<String>, ParseError> {
     }
 }
 
+/// `+CNMI: 2,1,2,1,0` (the answer to `AT+CNMI?`): the setting in force, fields left out read as 0.
+pub fn cnmi_setting(body: &str) -> Option<[u8; 5]> {
+    let mut setting = [0u8; 5];
+    let fields: Vec<&str> = body.split(',').map(str::trim).collect();
+    if fields.is_empty() || fields.len() > 5 {
+        return None;
+    }
+    for (slot, field) in setting.iter_mut().zip(fields) {
+        *slot = field.parse().ok()?;
+    }
+    Some(setting)
+}
+
 /// `+CNMI: (...),(...),...`: the values each `AT+CNMI` parameter accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnmiSupport(pub Vec<Vec<u8>>);
@@ -572,5 +585,13 @@ mod tests {
         assert_eq!(c.0[1], vec![0, 1, 3]);
         assert!(c.allows(&[2, 1, 0, 1, 0]));
         assert!(!c.allows(&[2, 2, 0, 0, 0]));
+    }
+
+    #[test]
+    fn cnmi_setting_reads_the_setting_in_force() {
+        assert_eq!(cnmi_setting("2,1,2,1,0"), Some([2, 1, 2, 1, 0]));
+        assert_eq!(cnmi_setting(" 2, 1, 0"), Some([2, 1, 0, 0, 0]));
+        assert_eq!(cnmi_setting("2,1,x,1,0"), None);
+        assert_eq!(cnmi_setting("1,2,3,4,5,6"), None);
     }
 }

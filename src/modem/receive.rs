@@ -5,7 +5,7 @@
 use crate::{
     at::{
         Urc, command,
-        response::{MessageHeader, in_text_mode, pdu_listing},
+        response::{MessageHeader, cnmi_setting, in_text_mode, pdu_listing},
     },
     pdu::{self, Pdu, Tpdu},
 };
@@ -79,6 +79,40 @@ impl Worker {
                 Ok(())
             }
         }
+    }
+
+    /// Sets the new-message indications chosen at initialisation again when the modem no longer has them:
+    /// after a routed message it thinks went unacknowledged, a modem turns routing off (27.005 3.4.1), and
+    /// then replies wait for the sweep and delivery reports never come. Only the indications for messages
+    /// (`mt`) and reports (`ds`) are compared: those are what a modem changes on its own.
+    pub(super) async fn keep_indications(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<(), SessionError> {
+        let Some(chosen) = self.cnmi else {
+            return Ok(());
+        };
+        let r = session
+            .command(
+                command::CNMI_READ,
+                Expect::info("+CNMI"),
+                self.cfg.timeouts.command,
+            )
+            .await?;
+        let now = r.info("+CNMI").next().and_then(|body| cnmi_setting(&body));
+        if let Some(now) = now
+            && (now[1], now[3]) != (chosen[1], chosen[3])
+        {
+            tracing::warn!(modem = %self.cfg.id, ?now, ?chosen, "the modem changed its new-message indications; setting them again");
+            session
+                .command(
+                    &command::cnmi(chosen),
+                    Expect::NOTHING,
+                    self.cfg.timeouts.command,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Hands over and acknowledges the routed messages and reports read so far, leaving the other

@@ -152,6 +152,7 @@ pub fn spawn_with_opener(
         memory: "SM".into(),
         report_memory: None,
         memory_count: 1,
+        cnmi: None,
         undeleted: HashMap::new(),
         cmms: Cmms::Unasked,
         pin_rejected: false,
@@ -186,6 +187,8 @@ pub(super) struct Worker {
     pub(super) report_memory: Option<String>,
     /// How many memories `AT+CPMS` takes on this modem (learnt at initialisation).
     pub(super) memory_count: usize,
+    /// The new-message indications set at initialisation, kept by the health poll.
+    pub(super) cnmi: Option<[u8; 5]>,
     /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
     /// of the same slot and PDU is not handed over again, only deleted again.
     pub(super) undeleted: HashMap<(String, u32), String>,
@@ -256,6 +259,7 @@ impl Worker {
                     self.memory = init.memory;
                     self.report_memory = init.report_memory;
                     self.memory_count = init.memory_count;
+                    self.cnmi = init.cnmi;
                     self.cmms = Cmms::Unasked;
                     // Notices printed before and while it initialised belong to the start this one
                     // answered; one printed after it means the modem started again.
@@ -424,6 +428,7 @@ impl Worker {
     /// has passed is used again without a person stepping in, and one whose trouble goes on costs one
     /// message a retry per poll, not three.
     async fn poll_health(&mut self, session: &mut Session) -> Result<(), SessionError> {
+        self.keep_indications(session).await?;
         let mut h = self.health.clone();
         h.failed_sends = h.failed_sends.min(FAILED_SENDS_DEGRADE - 1);
         self.refresh_from(session, h).await

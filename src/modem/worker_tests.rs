@@ -52,6 +52,8 @@ struct FakeState {
     offer_sr: bool,
     reports: BTreeMap<u32, String>,
     reading: String,
+    /// The `AT+CNMI` setting in force, as `AT+CNMI?` tells it.
+    cnmi: String,
 }
 
 impl FakeState {
@@ -127,6 +129,12 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
     }
     if cmd == "AT+CMGF=0" {
         s.text_mode = false;
+    }
+    if let Some(setting) = cmd.strip_prefix("AT+CNMI=").filter(|v| *v != "?") {
+        s.cnmi = setting.to_owned();
+    }
+    if cmd == "AT+CNMI?" {
+        return (format!("\r\n+CNMI: {}\r\nOK\r\n", s.cnmi), false);
     }
     if s.text_mode
         && let Some(i) = cmd
@@ -816,4 +824,32 @@ async fn a_report_announced_in_the_wrong_memory_is_read_from_sr_at_once() {
     rig.wait_log("AT+CMGD=2").await;
     assert!(rig.state.lock().unwrap().reports.is_empty());
     assert_eq!(rig.logged("AT+CPMS=\"SR\",\"SM\",\"SM\""), swept + 1);
+}
+
+/// A modem that turned its routing of reports off on its own (after a routed report it thinks went
+/// unacknowledged) has the indications set again at the next health poll, and not before it changed them.
+#[tokio::test(start_paused = true)]
+async fn indications_the_modem_dropped_are_set_again_at_the_health_poll() {
+    let mut rig = ready_rig().await;
+    let chosen = rig.state.lock().unwrap().cnmi.clone();
+    let set = format!("AT+CNMI={chosen}");
+    assert_eq!(rig.logged(&set), 1);
+    // A poll with the indications as chosen changes nothing.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    rig.wait_log("AT+CNMI?").await;
+    assert_eq!(rig.logged(&set), 1);
+    // The modem drops routed reports (ds 0); the next poll sets them again.
+    let mut dropped: Vec<&str> = chosen.split(',').collect();
+    dropped[3] = "0";
+    rig.state.lock().unwrap().cnmi = dropped.join(",");
+    let state = rig.state.clone();
+    let set_again = set.clone();
+    rig.log
+        .wait_for(|_| {
+            let state = state.lock().unwrap();
+            state.log.iter().filter(|c| **c == set_again).count() == 2
+        })
+        .await
+        .unwrap();
+    assert_eq!(rig.state.lock().unwrap().cnmi, chosen);
 }
