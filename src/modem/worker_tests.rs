@@ -272,7 +272,12 @@ fn rig(state: FakeState) -> Rig {
 
 /// A rig whose worker has finished its start-up conversation and reports `Ready`.
 async fn ready_rig() -> Rig {
-    let mut rig = rig(FakeState::default());
+    ready_rig_with(FakeState::default()).await
+}
+
+/// [`ready_rig`] with a fake modem of `state`'s quirks.
+async fn ready_rig_with(state: FakeState) -> Rig {
+    let mut rig = rig(state);
     rig.health
         .wait_for(|h| h.state == ModemState::Ready)
         .await
@@ -566,14 +571,11 @@ fn one_part_job(done: oneshot::Sender<JobOutcome>) -> SendJob {
 
 #[tokio::test(start_paused = true)]
 async fn a_routed_message_is_acknowledged_only_after_it_is_stored() {
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         csms: 1,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     rig.urcs
         .send(format!("\r\n+CMT: ,23\r\n{DELIVER}\r\n"))
         .unwrap();
@@ -593,14 +595,11 @@ async fn a_routed_message_is_acknowledged_only_after_it_is_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         die_after_pdu: true,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Write).unwrap();
     assert!(matches!(
@@ -625,14 +624,11 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
 /// there with three, and the usual memory is restored with three.
 #[tokio::test(start_paused = true)]
 async fn a_modem_that_wants_three_memories_gets_three_when_reading_another() {
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         cpms_min: 3,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     rig.state.lock().unwrap().stored.insert(3, DELIVER.into());
     rig.urcs.send("\r\n+CMTI: \"ME\",3\r\n".into()).unwrap();
     let WorkerEvent::Inbound { ack, .. } = rig.event().await else {
@@ -656,14 +652,11 @@ async fn a_modem_that_wants_three_memories_gets_three_when_reading_another() {
 /// parts, not after the last one: the network would give up waiting for AT+CNMA.
 #[tokio::test(start_paused = true)]
 async fn a_routed_message_during_a_multipart_send_is_acknowledged_between_parts() {
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         csms: 1,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     let (done, outcome) = oneshot::channel();
     let part = |part| JobPart {
         part,
@@ -736,14 +729,11 @@ async fn a_modem_that_swallows_the_first_at_is_asked_again() {
 /// A modem that refuses three memories in `AT+CPMS` is set with two, and read with two.
 #[tokio::test(start_paused = true)]
 async fn a_modem_that_refuses_three_memories_is_set_and_read_with_two() {
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         cpms_max: 2,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     assert_eq!(rig.logged("AT+CPMS=\"SM\",\"SM\",\"SM\""), 1, "tried first");
     assert!(rig.logged("AT+CPMS=\"SM\",\"SM\"") >= 1);
     rig.state.lock().unwrap().stored.insert(4, DELIVER.into());
@@ -783,14 +773,11 @@ async fn a_read_answered_in_text_mode_sets_pdu_mode_again_and_reads_once_more() 
 #[tokio::test(start_paused = true)]
 async fn a_report_announced_in_the_wrong_memory_is_read_from_sr_at_once() {
     const REPORT: &str = "079124603050020006E80C91666666666666909070618422809090706184628000";
-    let mut rig = rig(FakeState {
+    let mut rig = ready_rig_with(FakeState {
         offer_sr: true,
         ..FakeState::default()
-    });
-    rig.health
-        .wait_for(|h| h.state == ModemState::Ready)
-        .await
-        .unwrap();
+    })
+    .await;
     // The start-up sweep reads SR and then selects SM again (its second selection after initialisation).
     let state = rig.state.clone();
     let usual = "AT+CPMS=\"SM\",\"SM\",\"SM\"";
