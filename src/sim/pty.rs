@@ -80,8 +80,9 @@ impl Pty {
         }
     }
 
-    /// Clear `TIOCEXCL`, which serialport sets on open and never clears (not even on a clean close): without
-    /// this only root could re-open the port. serialport's exclusive `flock` still keeps two DTEs apart.
+    /// Clear `TIOCEXCL`, which serialport sets on open and clears only on a clean close: a DTE killed with
+    /// the port open leaves it set, and then only root could re-open the port. serialport's exclusive
+    /// `flock` still keeps two DTEs apart.
     pub fn clear_exclusive(&self) -> io::Result<()> {
         // SAFETY: TIOCNXCL takes no argument and the fd is a tty we own.
         let rc = unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::TIOCNXCL) };
@@ -142,6 +143,31 @@ mod tests {
         termios::tcsetattr(&slave, SetArg::TCSANOW, &attrs).unwrap();
         assert!(pty.reopened().unwrap());
         pty.clear_exclusive().unwrap();
+    }
+
+    /// A DTE killed with the port open leaves its exclusive mode set (serialport clears it only on a
+    /// clean close): the simulator clears it. Read back with TIOCGEXCL, since opening again as root
+    /// succeeds regardless.
+    #[tokio::test]
+    async fn the_exclusive_mode_a_killed_dte_leaves_is_cleared() {
+        let exclusive = |pty: &Pty| {
+            let mut on: libc::c_int = 0;
+            // SAFETY: TIOCGEXCL writes one int through the pointer; the fd is a tty we own.
+            let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGEXCL, &mut on) };
+            assert_ne!(rc, -1, "{}", io::Error::last_os_error());
+            on != 0
+        };
+        let pty = Pty::open().unwrap();
+        assert!(!exclusive(&pty));
+        // What serialport does on open; the fd then closes without TIOCNXCL, as the kernel closes a
+        // killed process's.
+        let dte = std::fs::File::open(pty.path()).unwrap();
+        // SAFETY: TIOCEXCL takes no argument and the fd is a tty we opened.
+        assert_ne!(unsafe { libc::ioctl(dte.as_raw_fd(), libc::TIOCEXCL) }, -1);
+        drop(dte);
+        assert!(exclusive(&pty), "left set");
+        pty.clear_exclusive().unwrap();
+        assert!(!exclusive(&pty));
     }
 
     #[test]
