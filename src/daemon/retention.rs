@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,10 +26,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let keep = SignedDuration::from_hours(i64::from(retain.days()) * 24);
     loop {
         let now = store.now();
-        let cutoff = now.checked_sub(keep).unwrap_or(Timestamp::MIN);
+        let cutoff = now.checked_sub(retain.span()).unwrap_or(Timestamp::MIN);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = pass(&store, cutoff, retain, &metrics) => {}

@@ -262,9 +262,9 @@ impl Worker {
                     self.cnmi = init.cnmi;
                     self.cmms = Cmms::Unasked;
                     // Notices printed before and while it initialised belong to the start this one
-                    // answered; one printed after it means the modem started again.
+                    // answered; one printed after it means the modem started again. (`restarted` is
+                    // always taken by `serve` before it returns, so nothing older is left there.)
                     session.forget_start_up_notices();
-                    self.restarted = None;
                     backoff = MIN_BACKOFF;
                 }
                 Err(InitError::Session(e)) => {

@@ -55,8 +55,7 @@ pub(crate) fn prune(
     let cutoff_ms = ms(cutoff);
     let limit = i64::try_from(chunk.max(1)).unwrap_or(i64::MAX);
     if cursor.walked {
-        let other_rows = prune_by_index(ctx, cutoff, limit)?;
-        let more = other_rows >= chunk.max(1);
+        let (other_rows, more) = prune_by_index(ctx, cutoff, limit)?;
         return Ok(Pruned {
             other_rows,
             next: more.then_some(cursor),
@@ -117,7 +116,7 @@ fn prune_messages(
                     "DELETE FROM inbound_parts WHERE message_id = ?1",
                     "DELETE FROM messages WHERE id = ?1",
                 ] {
-                    execute(ctx, sql, &id)?;
+                    execute(ctx, sql, &[&id])?;
                 }
             }
             Ok(delete)
@@ -149,9 +148,9 @@ fn prune_outbox(
         execute(
             ctx,
             "DELETE FROM webhook_attempts WHERE outbox_id = ?1",
-            &id,
+            &[&id],
         )?;
-        execute(ctx, "DELETE FROM webhook_outbox WHERE id = ?1", &id)?;
+        execute(ctx, "DELETE FROM webhook_outbox WHERE id = ?1", &[&id])?;
         Ok(true)
     })
 }
@@ -179,38 +178,42 @@ fn walk<T>(
     Ok((deleted, last, done))
 }
 
-fn execute(ctx: &WriteCtx<'_>, sql: &str, key: &dyn rusqlite::ToSql) -> Result<usize> {
+fn execute(ctx: &WriteCtx<'_>, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
     ctx.conn
         .prepare_cached(sql)
-        .and_then(|mut st| st.execute([key]))
+        .and_then(|mut st| st.execute(params))
         .map_err(DB)
 }
 
-/// The contact-cap history by its time index, the daily counters by day, and received parts that never
-/// made a message (each a small set once the walks are done); at most `limit` of the history per call.
-fn prune_by_index(ctx: &WriteCtx<'_>, cutoff: Timestamp, limit: i64) -> Result<usize> {
+/// The contact-cap history by its time index, at most `limit` rows per call; once it is done, the daily
+/// counters by day and received parts that never made a message (small sets). Returns (rows deleted,
+/// whether history is left for another call).
+fn prune_by_index(ctx: &WriteCtx<'_>, cutoff: Timestamp, limit: i64) -> Result<(usize, bool)> {
     let cutoff_ms = ms(cutoff);
-    let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-        ctx.conn
-            .prepare_cached(sql)
-            .and_then(|mut st| st.execute(p))
-            .map_err(DB)
-    };
-    let history = run(
+    let history = execute(
+        ctx,
         "DELETE FROM recipient_sends WHERE id IN \
          (SELECT id FROM recipient_sends WHERE at < ?1 ORDER BY at LIMIT ?2)",
         &[&cutoff_ms, &limit],
     )?;
+    if i64::try_from(history).unwrap_or(i64::MAX) >= limit {
+        return Ok((history, true));
+    }
     // Days are named in the cap zone; a day before the cutoff's UTC date ended before it anywhere.
     let day = cutoff
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date()
         .yesterday()
         .map_or_else(|_| String::new(), |d| d.to_string());
-    let counters = run("DELETE FROM sim_daily_counters WHERE day < ?1", &[&day])?;
-    let orphans = run(
+    let counters = execute(
+        ctx,
+        "DELETE FROM sim_daily_counters WHERE day < ?1",
+        &[&day],
+    )?;
+    let orphans = execute(
+        ctx,
         "DELETE FROM inbound_parts WHERE message_id IS NULL AND received_at < ?1",
         &[&cutoff_ms],
     )?;
-    Ok(history + counters + orphans)
+    Ok((history + counters + orphans, false))
 }
