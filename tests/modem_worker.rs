@@ -501,8 +501,7 @@ async fn a_vanished_port_is_reopened_when_it_returns() {
 async fn a_modem_that_restarts_in_place_is_initialised_again() {
     let mut rig = rig(Profile::Sim7600).await;
     rig.wait_state(ModemState::Ready).await;
-    // A send answered means the worker is between commands (past its first sweep, whose long wait a
-    // restart would make it sit out): the restart then lands while it listens.
+    // A send answered means the worker is between commands: the restart then lands while it listens.
     let (_, outcome) = rig.send("+15551234567", "before the restart", false).await;
     assert_eq!(outcome, JobOutcome::Sent);
     rig.sim.reboot().unwrap();
@@ -520,6 +519,38 @@ async fn a_modem_that_restarts_in_place_is_initialised_again() {
     assert_eq!(rig.inbound_text().await, "after the restart");
     let (_, outcome) = rig.send("+15551234567", "still sending", false).await;
     assert_eq!(outcome, JobOutcome::Sent);
+}
+
+/// A restart while the modem holds a PDU ends the send at its `RDY`, not at the result timeout (an hour
+/// here, so the guard would fail first): the part is unknown, and the modem is initialised again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_send_ends_it_at_once() {
+    let hour = Duration::from_secs(3600);
+    let mut rig = rig_with(
+        Profile::Sim7600,
+        |sim| sim.send_delay = hour,
+        |cfg| cfg.timeouts.cmgs_result = hour,
+    )
+    .await;
+    rig.wait_state(ModemState::Ready).await;
+    let (sent, rebooted) = tokio::join!(rig.send("+15551234567", "cut off", false), async {
+        guarded("the send to start", rig.sim.wait_started(1))
+            .await
+            .unwrap();
+        rig.sim.reboot()
+    });
+    rebooted.unwrap();
+    assert!(
+        matches!(&sent.1, JobOutcome::Unknown { part: 1, reason } if reason.contains("restarted")),
+        "{:?}",
+        sent.1
+    );
+    rig.next_seen(
+        "initialising again",
+        |s| matches!(s, Seen::Health(h) if h.state == ModemState::Initialising),
+    )
+    .await;
+    rig.wait_state(ModemState::Ready).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,13 @@ impl Urc {
     pub fn pdu_follows(&self) -> bool {
         matches!(self, Urc::Cmt { .. } | Urc::Cds { .. })
     }
+
+    /// The modem has just restarted (`RDY`, the first line Quectel and SIMCom modems print once their
+    /// UART is up), so a command in flight will never be answered. The later notices (`SMS DONE`...)
+    /// can come while a modem that booted moments ago already answers commands, so they end no command.
+    pub fn is_restart(&self) -> bool {
+        matches!(self, Urc::Boot(notice) if notice.eq_ignore_ascii_case("RDY"))
+    }
 }
 
 /// An information response `+NAME: body`, typed by the parsers in [`super::response`].

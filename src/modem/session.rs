@@ -26,6 +26,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Port for T {}
 pub enum SessionError {
     #[error("no answer to {command} within {after:?}")]
     Timeout { command: String, after: Duration },
+    /// The modem restarted while the command was in flight ([`Urc::is_restart`]): no answer will come,
+    /// and the modem has lost its settings.
+    #[error("the modem restarted during {command}")]
+    Restarted { command: String },
     #[error("port closed")]
     Closed,
     #[error("port I/O: {0}")]
@@ -131,6 +135,9 @@ pub struct Session {
     unsolicited: VecDeque<Unsolicited>,
     /// A `+CMT`/`+CDS` header whose PDU line has not arrived yet.
     awaiting_pdu: Option<Urc>,
+    /// A restart notice arrived since the running command was written: it ends the wait for an answer
+    /// at once instead of at the deadline (up to the `+CMGS` result timeout).
+    restart_seen: bool,
 }
 
 impl Session {
@@ -140,6 +147,7 @@ impl Session {
             framer: Framer::new(),
             unsolicited: VecDeque::new(),
             awaiting_pdu: None,
+            restart_seen: false,
         }
     }
 
@@ -233,7 +241,7 @@ impl Session {
         .await
         .map_err(|e| lost(false, e))?;
         match self
-            .wait_prompt(deadline)
+            .wait_prompt(deadline, &cmd)
             .await
             .map_err(|e| lost(false, e))?
         {
@@ -277,7 +285,11 @@ impl Session {
             .ok_or(SubmitError::NoReference)
     }
 
-    async fn wait_prompt(&mut self, deadline: Instant) -> Result<PromptOutcome, SessionError> {
+    async fn wait_prompt(
+        &mut self,
+        deadline: Instant,
+        cmd: &str,
+    ) -> Result<PromptOutcome, SessionError> {
         loop {
             while let Some(event) = self.next_event() {
                 match event {
@@ -287,6 +299,7 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
+            self.check_restart(cmd)?;
             match timeout_at(deadline, self.fill()).await {
                 Ok(read) => read?,
                 Err(_) => return Ok(PromptOutcome::TimedOut),
@@ -323,6 +336,7 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
+            self.check_restart(cmd)?;
             match timeout_at(deadline_now, self.fill()).await {
                 Ok(read) => read?,
                 // The information line was the whole answer (see `Expect::info_is_final_after`).
@@ -352,6 +366,17 @@ impl Session {
                 Event::Prompt => tracing::debug!("dropped stray prompt"),
             }
         }
+        // A restart before this point ends no command: it is queued for the worker like any notice.
+        self.restart_seen = false;
+    }
+
+    fn check_restart(&self, cmd: &str) -> Result<(), SessionError> {
+        if self.restart_seen {
+            return Err(SessionError::Restarted {
+                command: cmd.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn set_aside(&mut self, line: Line) {
@@ -381,7 +406,10 @@ impl Session {
             }
             match parse_line(&raw) {
                 Line::Urc(urc) if urc.pdu_follows() => self.awaiting_pdu = Some(urc),
-                Line::Urc(urc) => self.unsolicited.push_back(Unsolicited::Urc(urc)),
+                Line::Urc(urc) => {
+                    self.restart_seen |= urc.is_restart();
+                    self.unsolicited.push_back(Unsolicited::Urc(urc));
+                }
                 line => return Some(Event::Line(line, raw)),
             }
         }
@@ -522,6 +550,40 @@ mod tests {
         });
         assert!(s.abort_prompt(SECOND).await.unwrap());
         assert!(!s.abort_prompt(SECOND).await.unwrap());
+        let _modem = fake.await.unwrap();
+    }
+
+    /// `RDY` while a command waits ends it at once; one printed before the command was written, or a
+    /// later start-up notice, is only queued.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_notice_ends_the_command_in_flight() {
+        let (mut s, mut modem) = pair();
+        let fake = tokio::spawn(async move {
+            modem.write_all(b"\r\nRDY\r\n").await.unwrap();
+            assert_eq!(read_until(&mut modem, b"\r").await, "AT\r");
+            modem
+                .write_all(b"\r\nSMS DONE\r\n\r\nOK\r\n")
+                .await
+                .unwrap();
+            assert_eq!(read_until(&mut modem, b"\r").await, "AT+CSQ\r");
+            modem.write_all(b"\r\nRDY\r\n").await.unwrap();
+            modem
+        });
+        // Read while idle, as the worker does between commands.
+        s.wait_unsolicited().await.unwrap();
+        s.command("AT", Expect::NOTHING, SECOND).await.unwrap();
+        let start = Instant::now();
+        let err = s
+            .command("AT+CSQ", Expect::info("+CSQ"), 100 * SECOND)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SessionError::Restarted { command } if command == "AT+CSQ"),
+            "{err}"
+        );
+        assert!(start.elapsed() < SECOND, "waited {:?}", start.elapsed());
+        let notices: Vec<_> = std::iter::from_fn(|| s.take_unsolicited()).collect();
+        assert_eq!(notices.len(), 3, "{notices:?}");
         let _modem = fake.await.unwrap();
     }
 

@@ -1,8 +1,10 @@
 //! The worker task: owns one port, runs the session, and survives what modems do.
 //!
 //! Life cycle: open → initialise → serve (jobs, URCs, sweeps, health) until the conversation breaks; then
-//! probe with `AT`, and if that fails too, re-open the port with a growing back-off. Jobs arriving while the
-//! modem is offline or paused are answered `NotAttempted` at once so dispatch can use another modem.
+//! probe with `AT`, and if that fails too, re-open the port with a growing back-off. A modem that restarts
+//! in place (its start-up notices, even in the middle of a command) is initialised again over the same
+//! port. Jobs arriving while the modem is offline or paused are answered `NotAttempted` at once so
+//! dispatch can use another modem.
 
 use std::{collections::HashMap, io, time::Duration};
 
@@ -223,9 +225,15 @@ enum Exit {
 impl Worker {
     async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
+        // A modem that restarted in place is initialised again over the port it kept.
+        let mut kept: Option<Session> = None;
         while !self.cancel.is_cancelled() {
-            let port = match (self.opener)() {
-                Ok(port) => port,
+            let opened = match kept.take() {
+                Some(session) => Ok(session),
+                None => (self.opener)().map(Session::new),
+            };
+            let mut session = match opened {
+                Ok(session) => session,
                 Err(e) => {
                     self.set_state(
                         ModemState::Offline,
@@ -239,7 +247,6 @@ impl Worker {
                     continue;
                 }
             };
-            let mut session = Session::new(port);
             // After a failure the modem stays `offline` until it is back, not `initialising` at every try.
             if self.health.state != ModemState::Offline {
                 self.set_state(ModemState::Initialising, None).await;
@@ -292,7 +299,7 @@ impl Worker {
                 Exit::Cancelled => break,
                 Exit::Restarted(notice) => {
                     tracing::warn!(modem = %self.cfg.id, %notice, "the modem restarted; initialising it again");
-                    drop(session);
+                    kept = Some(session);
                 }
                 Exit::Lost(why) => {
                     tracing::warn!(modem = %self.cfg.id, %why, "connection lost; re-opening");
@@ -402,6 +409,11 @@ impl Worker {
     /// After a missed deadline, `AT` decides between "carry on" and "re-open"; a closed port re-opens.
     async fn recover(&mut self, session: &mut Session, e: SessionError) -> Result<(), String> {
         tracing::warn!(modem = %self.cfg.id, error = %e, "session error");
+        // The notice that ended the command is queued: `serve` takes it next and initialises again, on
+        // the same port.
+        if matches!(e, SessionError::Restarted { .. }) {
+            return Ok(());
+        }
         if !matches!(e, SessionError::Timeout { .. }) {
             return Err(e.to_string());
         }

@@ -40,6 +40,9 @@ struct FakeState {
     csms: u8,
     /// Close the line as soon as a PDU has been written (a USB reset mid-send).
     die_after_pdu: bool,
+    /// Restart in place once a PDU has been written (a UART modem's brown-out mid-send): no answer, only
+    /// `RDY`, and the indications are lost.
+    restart_after_pdu: bool,
     /// Refuse an `AT+CPMS` setting with fewer memories than this (Brovi E3372-325 wants three).
     cpms_min: usize,
     /// ... or with more than this (0: no limit); some modems refuse three.
@@ -97,7 +100,10 @@ async fn fake_modem(
                         }
                         if in_pdu {
                             in_pdu = false;
-                            if line.last() == Some(&0x1a) {
+                            if std::mem::take(&mut s.restart_after_pdu) {
+                                s.cnmi = "0,0,0,0,0".into();
+                                "\r\nRDY\r\n".to_owned()
+                            } else if line.last() == Some(&0x1a) {
                                 s.next_reference = s.next_reference.wrapping_add(1);
                                 format!("\r\n+CMGS: {}\r\n\r\nOK\r\n", s.next_reference)
                             } else {
@@ -618,6 +624,54 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
     let (done, outcome) = oneshot::channel();
     rig.handle.send(one_part_job(done)).await;
     assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
+}
+
+/// A modem that restarts while a PDU is out will never answer `AT+CMGS`: its `RDY` ends the wait at once
+/// (not at the two-minute result timeout), the part is unknown (the network may have it), and the modem
+/// is initialised again on the same port.
+#[tokio::test(start_paused = true)]
+async fn a_restart_during_a_send_ends_it_at_once_and_initialises_again() {
+    let mut rig = ready_rig_with(FakeState {
+        restart_after_pdu: true,
+        ..FakeState::default()
+    })
+    .await;
+    let initialised = rig.logged("ATE0");
+    let start = tokio::time::Instant::now();
+    let (ack, outcome) = rig.one_part_submitting().await;
+    ack.send(Clearance::Write).unwrap();
+    let JobOutcome::Unknown { part: 1, reason } = outcome.await.unwrap() else {
+        panic!("expected unknown")
+    };
+    assert!(reason.contains("restarted"), "{reason}");
+    let state = rig.state.clone();
+    rig.log
+        .wait_for(|_| {
+            state
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .filter(|c| *c == "ATE0")
+                .count()
+                > initialised
+        })
+        .await
+        .unwrap();
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    // Virtual time: it moves only while every task waits, so this measures the waits, not the machine.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert_ne!(rig.state.lock().unwrap().cnmi, "0,0,0,0,0");
+    let (ack, outcome) = rig.one_part_submitting().await;
+    ack.send(Clearance::Write).unwrap();
+    assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
 }
 
 /// A modem that takes `AT+CPMS` only with three memories: a message announced in another memory is read
