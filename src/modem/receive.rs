@@ -84,7 +84,9 @@ impl Worker {
     /// Sets the new-message indications chosen at initialisation again when the modem no longer has them:
     /// after a routed message it thinks went unacknowledged, a modem turns routing off (27.005 3.4.1), and
     /// then replies wait for the sweep and delivery reports never come. Only the indications for messages
-    /// (`mt`) and reports (`ds`) are compared: those are what a modem changes on its own.
+    /// (`mt`) and reports (`ds`) are compared: those are what a modem changes on its own. A modem that
+    /// cannot say (`AT+CNMI?` refused or unreadable) has them set again at every poll: one command a
+    /// minute is cheap next to replies that wait five minutes for the sweep.
     pub(super) async fn keep_indications(
         &mut self,
         session: &mut Session,
@@ -100,18 +102,22 @@ impl Worker {
             )
             .await?;
         let now = r.info("+CNMI").next().and_then(|body| cnmi_setting(&body));
-        if let Some(now) = now
-            && (now[1], now[3]) != (chosen[1], chosen[3])
-        {
-            tracing::warn!(modem = %self.cfg.id, ?now, ?chosen, "the modem changed its new-message indications; setting them again");
-            session
-                .command(
-                    &command::cnmi(chosen),
-                    Expect::NOTHING,
-                    self.cfg.timeouts.command,
-                )
-                .await?;
+        match now {
+            Some(now) if (now[1], now[3]) == (chosen[1], chosen[3]) => return Ok(()),
+            Some(now) => {
+                tracing::warn!(modem = %self.cfg.id, ?now, ?chosen, "the modem changed its new-message indications; setting them again");
+            }
+            None => {
+                tracing::debug!(modem = %self.cfg.id, answer = ?r, "AT+CNMI? unreadable; setting the indications again");
+            }
         }
+        session
+            .command(
+                &command::cnmi(chosen),
+                Expect::NOTHING,
+                self.cfg.timeouts.command,
+            )
+            .await?;
         Ok(())
     }
 

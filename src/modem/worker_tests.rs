@@ -57,6 +57,8 @@ struct FakeState {
     reading: String,
     /// The `AT+CNMI` setting in force, as `AT+CNMI?` tells it.
     cnmi: String,
+    /// Answer `AT+CNMI?` with `ERROR`, as some modems do.
+    cnmi_unreadable: bool,
 }
 
 impl FakeState {
@@ -138,6 +140,9 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
     }
     if let Some(setting) = cmd.strip_prefix("AT+CNMI=").filter(|v| *v != "?") {
         s.cnmi = setting.to_owned();
+    }
+    if cmd == "AT+CNMI?" && s.cnmi_unreadable {
+        return ("\r\nERROR\r\n".into(), false);
     }
     if cmd == "AT+CNMI?" {
         return (format!("\r\n+CNMI: {}\r\nOK\r\n", s.cnmi), false);
@@ -893,4 +898,31 @@ async fn indications_the_modem_dropped_are_set_again_at_the_health_poll() {
         .await
         .unwrap();
     assert_eq!(rig.state.lock().unwrap().cnmi, chosen);
+}
+
+/// A modem that will not tell its indications has them set again at every health poll.
+#[tokio::test(start_paused = true)]
+async fn indications_a_modem_will_not_tell_are_set_again_at_every_health_poll() {
+    let mut rig = ready_rig_with(FakeState {
+        cnmi_unreadable: true,
+        ..FakeState::default()
+    })
+    .await;
+    let set = format!("AT+CNMI={}", rig.state.lock().unwrap().cnmi);
+    assert_eq!(rig.logged(&set), 1);
+    for polls in 1..=2 {
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let state = rig.state.clone();
+        let set_again = set.clone();
+        let set_by_this_poll = rig.log.wait_for(|_| {
+            let state = state.lock().unwrap();
+            state.log.iter().filter(|c| **c == set_again).count() == 1 + polls
+        });
+        // Virtual seconds: well before the next poll.
+        tokio::time::timeout(Duration::from_secs(30), set_by_this_poll)
+            .await
+            .expect("not set again by this poll")
+            .unwrap();
+        assert_eq!(rig.logged("AT+CNMI?"), polls);
+    }
 }
