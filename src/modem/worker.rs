@@ -274,6 +274,13 @@ impl Worker {
                     session.forget_start_up_notices();
                     backoff = MIN_BACKOFF;
                 }
+                // Opened while it was starting up (or it restarted meanwhile): what it was asked before
+                // its `RDY` is lost, so the whole sequence starts over, at once and on the same port.
+                Err(InitError::Session(e @ SessionError::Restarted { .. })) => {
+                    tracing::info!(modem = %self.cfg.id, error = %e, "initialising again");
+                    kept = Some(session);
+                    continue;
+                }
                 Err(InitError::Session(e)) => {
                     tracing::warn!(modem = %self.cfg.id, error = %e, retry_in = ?backoff, "initialisation failed");
                     self.set_state(ModemState::Offline, Some(format!("initialisation: {e}")))

@@ -40,9 +40,9 @@ struct FakeState {
     csms: u8,
     /// Close the line as soon as a PDU has been written (a USB reset mid-send).
     die_after_pdu: bool,
-    /// Restart in place once a PDU has been written (a UART modem's brown-out mid-send): no answer, only
-    /// `RDY`, and the indications are lost.
-    restart_after_pdu: bool,
+    /// Restart in place once, when this command comes (`PDU`: once a PDU has been written), as a UART
+    /// modem does after a brown-out: no answer, only `RDY`, and the indications are lost.
+    restart_on: Option<&'static str>,
     /// Refuse an `AT+CPMS` setting with fewer memories than this (Brovi E3372-325 wants three).
     cpms_min: usize,
     /// ... or with more than this (0: no limit); some modems refuse three.
@@ -62,6 +62,16 @@ struct FakeState {
 }
 
 impl FakeState {
+    /// Whether `what` is the moment to restart; if so, the restart's loss of settings.
+    fn restarts_on(&mut self, what: &str) -> bool {
+        if self.restart_on != Some(what) {
+            return false;
+        }
+        self.restart_on = None;
+        self.cnmi = "0,0,0,0,0".into();
+        true
+    }
+
     /// The memory reads and deletes go to.
     fn read_memory(&mut self) -> &mut BTreeMap<u32, String> {
         if self.reading == "SR" {
@@ -102,8 +112,7 @@ async fn fake_modem(
                         }
                         if in_pdu {
                             in_pdu = false;
-                            if std::mem::take(&mut s.restart_after_pdu) {
-                                s.cnmi = "0,0,0,0,0".into();
+                            if s.restarts_on("PDU") {
                                 "\r\nRDY\r\n".to_owned()
                             } else if line.last() == Some(&0x1a) {
                                 s.next_reference = s.next_reference.wrapping_add(1);
@@ -115,7 +124,11 @@ async fn fake_modem(
                             let cmd = String::from_utf8_lossy(&line[..line.len() - 1]).trim().to_owned();
                             s.log.push(cmd.clone());
                             log_tx.send_replace(s.log.len());
-                            let (reply, pdu) = answer(&mut s, &cmd);
+                            let (reply, pdu) = if s.restarts_on(&cmd) {
+                                ("\r\nRDY\r\n".to_owned(), false)
+                            } else {
+                                answer(&mut s, &cmd)
+                            };
                             in_pdu = pdu;
                             reply
                         }
@@ -637,7 +650,7 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
 #[tokio::test(start_paused = true)]
 async fn a_restart_during_a_send_ends_it_at_once_and_initialises_again() {
     let mut rig = ready_rig_with(FakeState {
-        restart_after_pdu: true,
+        restart_on: Some("PDU"),
         ..FakeState::default()
     })
     .await;
@@ -677,6 +690,28 @@ async fn a_restart_during_a_send_ends_it_at_once_and_initialises_again() {
     let (ack, outcome) = rig.one_part_submitting().await;
     ack.send(Clearance::Write).unwrap();
     assert_eq!(outcome.await.unwrap(), JobOutcome::Sent);
+}
+
+/// A modem that restarts while it is being initialised (opened as it powers up) is initialised again from
+/// the start, at once, and is never reported offline for it.
+#[tokio::test(start_paused = true)]
+async fn a_restart_during_initialisation_starts_it_over() {
+    let mut rig = rig(FakeState {
+        restart_on: Some("AT+CMGF=0"),
+        ..FakeState::default()
+    });
+    loop {
+        match rig.events.recv().await.expect("worker stopped") {
+            WorkerEvent::Health { health, .. } => match health.state {
+                ModemState::Ready => break,
+                ModemState::Offline => panic!("reported offline: {:?}", health.last_error),
+                _ => {}
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(rig.logged("ATE0"), 2);
+    assert_ne!(rig.state.lock().unwrap().cnmi, "0,0,0,0,0");
 }
 
 /// A modem that takes `AT+CPMS` only with three memories: a message announced in another memory is read
