@@ -1402,6 +1402,33 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
         })
         .await
         .unwrap();
+    // Two old replies: a question, and a STOP that an opt-out's audit names as its evidence.
+    let received = |pdu: &'static str, text: &'static str| {
+        let store = &store;
+        async move {
+            match store
+                .record_inbound(deliver(pdu, text, None))
+                .await
+                .unwrap()
+            {
+                InboundOutcome::Complete(message) => message.id,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    old.push(received("CC", "can I pay Friday?").await);
+    let stop = received("DD", "STOP").await;
+    store
+        .set_optout(OptOutChange {
+            number: "+15557654321".into(),
+            opted_out: Some(OptOutSource::Keyword),
+            actor: "modem:m1".into(),
+            source_message: Some(stop),
+            modem: Some("m1".into()),
+            detail: Some("STOP".into()),
+        })
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(10 * 86_400));
     let cutoff = clock.now();
     clock.advance(Duration::from_secs(86_400));
@@ -1422,8 +1449,11 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
             None => break,
         }
     }
-    assert_eq!(messages, 3);
-    assert_eq!(events, 4, "a message.sent each, and the optout.created");
+    assert_eq!(messages, 4);
+    assert_eq!(
+        events, 7,
+        "a message.sent or message.received each, and two optout.created"
+    );
     assert!(calls > 2, "{calls}");
     for id in &old {
         assert!(store.get(*id).await.unwrap().is_none());
@@ -1440,7 +1470,11 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     assert_eq!(state(&store, recent).await, MessageState::Sent);
     assert_eq!(rows_of(&path, "webhook_outbox", &[recent]), 1);
     assert!(store.is_opted_out("+14158900001").await.unwrap());
-    assert_eq!(count(&path, "SELECT count(*) FROM optout_audit"), 1);
+    assert_eq!(count(&path, "SELECT count(*) FROM optout_audit"), 2);
+    // ... and the STOP the audit names, with its history.
+    let evidence = store.get(stop).await.unwrap().expect("the STOP is kept");
+    assert_eq!(evidence.message.text, "STOP");
+    assert!(rows_of(&path, "events", &[stop]) > 0);
     // What /metrics counts follows the deletions.
     assert_totals_match(&store, &path).await;
     // A second pass has nothing left to do.

@@ -260,6 +260,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX webhook_attempts_outbox ON webhook_attempts (outbox_id);
     "#,
+    // 13: the opt-out audit by the message that asked (the STOP), so retention can keep that message as
+    // the opt-out's evidence without reading the whole audit for every message it deletes.
+    r#"
+    CREATE INDEX optout_audit_source ON optout_audit (source_message) WHERE source_message IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -7,7 +7,9 @@
 //!   sending is kept however old.
 //! - Webhook events and their attempts go by age, delivered or not (a receiver that has not taken an event
 //!   in years will not), as do the contact-cap history and the per-SIM daily counters.
-//! - Opt-outs and their audit trail are never deleted: a STOP is honoured for good.
+//! - Opt-outs and their audit trail are never deleted: a STOP is honoured for good. The message that
+//!   asked (the STOP, the START) is kept too, with its parts and events, as the audit's evidence of what
+//!   the debtor wrote.
 //!
 //! Each call deletes at most a chunk, in one writer transaction, so accepts queued behind it wait
 //! milliseconds; the caller walks the tables with a [`PruneCursor`]. Both walks go in row order, which is
@@ -108,7 +110,8 @@ fn prune_messages(
         limit,
         cutoff_ms,
         |_, (id, state, updated_at)| {
-            let delete = state.is_final() && updated_at < cutoff_ms;
+            let delete =
+                state.is_final() && updated_at < cutoff_ms && !is_optout_evidence(ctx, &id)?;
             if delete {
                 for sql in [
                     "DELETE FROM events WHERE message_id = ?1",
@@ -176,6 +179,14 @@ fn walk<T>(
         deleted += usize::from(prune(row, item)?);
     }
     Ok((deleted, last, done))
+}
+
+/// Whether an opt-out's audit names message `id` as the one that asked for it.
+fn is_optout_evidence(ctx: &WriteCtx<'_>, id: &str) -> Result<bool> {
+    ctx.conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM optout_audit WHERE source_message = ?1)")
+        .and_then(|mut st| st.query_row([id], |row| row.get(0)))
+        .map_err(DB)
 }
 
 fn execute(ctx: &WriteCtx<'_>, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
