@@ -184,7 +184,8 @@ async fn answers(session: &mut Session, deadline: Instant, timeout: Duration) ->
         )
         .await
     {
-        Ok(_) | Err(SessionError::Timeout { .. }) => {}
+        // A port opened as the modem starts up: its RDY cuts ATE0 short, and it answers the AT.
+        Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
         Err(_) => return false,
     }
     let left = deadline.saturating_duration_since(Instant::now());
