@@ -1420,6 +1420,7 @@ async fn optouts_are_added_and_removed_by_admins() {
     );
     assert!(server.store.is_opted_out(TO).await.unwrap());
     assert_eq!(created["note"], "asked");
+    assert_eq!(created["source"], "api", "lifted only through the API");
     // Again, with another note: the original record stands, answered 200.
     let again = server
         .post_json(

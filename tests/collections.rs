@@ -19,6 +19,7 @@ use modemgate::pdu::UserData;
 use modemgate::rules::gate::{CollectionsGate, UNRESOLVED_RECHECK};
 use modemgate::rules::inbound::{InboundRules, RulesOutcome};
 use modemgate::rules::optouts::OptOuts;
+use modemgate::rules::optouts::{OptOutSource, Origin};
 use modemgate::sim::{Inbound, LoggedSend, SimHandle};
 use modemgate::store::{
     Category, Direction, InboundOutcome, ListFilter, ManualClock, Message, MessageState,
@@ -325,9 +326,38 @@ async fn spanish_and_accented_opt_outs_and_start_re_enables() {
     gw.wait_sent(id).await;
     assert_eq!(text(&gw.sends(5).await[4]), "Your balance is due.");
 
-    // YES from someone who never opted out is an ordinary answer, for a person.
-    let (_, outcome) = gw.reply("+12125550199", "yes").await;
+    // START from someone who never opted out is an ordinary answer, for a person; so is YES from someone
+    // who did (it answers whatever they were last asked), and they stay opted out.
+    let (_, outcome) = gw.reply("+12125550199", "start").await;
     assert_eq!((outcome.intent, outcome.needs_agent), (None, true));
+    let (_, outcome) = gw.reply(numbers[1], "yes").await;
+    assert_eq!((outcome.intent, outcome.needs_agent), (None, true));
+    assert!(gw.optouts.contains(numbers[1]));
+
+    // An opt-out the agency recorded through the API (a cease-communication letter) is not lifted by a
+    // START: the reply goes to a person, with the refusal on its history, and nothing is answered.
+    let letter = "+12125550177";
+    let api = Origin {
+        actor: "api:ops",
+        detail: Some("cease-communication letter".into()),
+        ..Origin::default()
+    };
+    gw.optouts
+        .add(letter, OptOutSource::Api, api)
+        .await
+        .unwrap();
+    let (start, outcome) = gw.reply(letter, "START").await;
+    assert_eq!(
+        (outcome.intent.as_deref(), outcome.needs_agent),
+        (Some("opt_in"), true)
+    );
+    assert!(gw.optouts.contains(letter));
+    let history = gw.store.get(start.id).await.unwrap().unwrap().events;
+    assert!(
+        history.iter().any(|e| e.kind == "opt_in_refused"),
+        "{history:#?}"
+    );
+    assert!(gw.answers(letter).await.is_empty());
 
     // A sender in national format opts out its E.164 number; a short code's STOP is no opt-out.
     let (_, outcome) = gw.reply("2125550188", "stop").await;

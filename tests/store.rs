@@ -156,6 +156,47 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
     }
 }
 
+/// Opt-outs from before their source was recorded get it from how the code of the time wrote them: the
+/// API named no message, the rules did, and audited a reply under review as such. Lifted ones get none.
+#[tokio::test]
+async fn migration_14_tells_earlier_opt_outs_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v13.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        migrations::migrate(&mut conn, 13).unwrap();
+        conn.execute_batch(
+            "INSERT INTO optouts (number, active, created_at, updated_at, source_message) VALUES
+                 ('+15550000001', 1, 1, 1, NULL), ('+15550000002', 1, 1, 1, 'm2'),
+                 ('+15550000003', 1, 1, 1, 'm3'), ('+15550000004', 0, 1, 2, 'm4');
+             INSERT INTO optout_audit (number, at, active, actor, source_message, detail) VALUES
+                 ('+15550000001', 1, 1, 'api:ops', NULL, 'letter'),
+                 ('+15550000002', 1, 1, 'rules', 'm2', 'STOP'),
+                 ('+15550000003', 1, 1, 'rules', 'm3', 'review: please stop texting me'),
+                 ('+15550000004', 1, 1, 'rules', 'm4', 'STOP'),
+                 ('+15550000004', 2, 0, 'rules', 'm4', 'START');",
+        )
+        .unwrap();
+    }
+    drop(open(&path, &ManualClock::new(start())));
+    let conn = Connection::open(&path).unwrap();
+    let sources: Vec<(String, Option<String>)> = conn
+        .prepare("SELECT number, source FROM optouts ORDER BY number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected = [
+        ("+15550000001", Some("api")),
+        ("+15550000002", Some("keyword")),
+        ("+15550000003", Some("review")),
+        ("+15550000004", None),
+    ]
+    .map(|(n, s)| (n.to_owned(), s.map(str::to_owned)));
+    assert_eq!(sources, expected);
+}
+
 /// The metrics' message counts, kept by triggers, against a count over the whole table.
 async fn assert_totals_match(store: &Store, path: &Path) {
     let mut kept: Vec<(String, Option<String>, u64)> = store

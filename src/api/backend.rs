@@ -250,6 +250,9 @@ pub struct Optout {
     /// Who added it: `api:KEY`, `rules` (a STOP reply)...
     pub actor: String,
     pub note: Option<String>,
+    /// `keyword` (a STOP reply) or `review` (a reply that mentions an opt-out word): lifted by a START
+    /// from the number or through the API; `api`: only through the API.
+    pub source: Option<&'static str>,
 }
 
 impl From<store::OptOutRecord> for Optout {
@@ -259,6 +262,7 @@ impl From<store::OptOutRecord> for Optout {
             created_at: record.since,
             actor: record.actor,
             note: record.detail,
+            source: record.source.map(store::OptOutSource::as_str),
         }
     }
 }

@@ -291,7 +291,9 @@ fn schemas() -> Value {
         "OptoutRequest": {"type": "object", "required": ["number"], "additionalProperties": false,
             "properties": {"number": {"type": "string"}, "note": {"type": "string"}}},
         "Optout": {"type": "object", "properties": {"number": {"type": "string"}, "created_at": time,
-            "actor": {"type": "string"}, "note": {"type": ["string", "null"]}}},
+            "actor": {"type": "string"}, "note": {"type": ["string", "null"]},
+            "source": {"type": ["string", "null"], "enum": ["keyword", "review", "api", null],
+                "description": "how it came about: keyword and review are lifted by a START from the number or through the API, api only through the API"}}},
         "Optouts": {"type": "object", "properties": {"optouts": {"type": "array", "items": schema_ref("Optout")}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
         "WebhookEnvelope": {"type": "object", "required": ["id", "type", "created_at", "data"], "properties": {

@@ -215,11 +215,25 @@ impl InboundRules {
 
     async fn opt_in(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
         let number = &ctx.number;
-        if !self.optouts.contains(number) {
-            // YES, START... from someone who never opted out is an ordinary answer.
-            return RulesOutcome::for_agent(None);
-        }
         let keyword = normalize(&ctx.message.text);
+        match self.optouts.source(number) {
+            // START... from someone who never opted out is an ordinary answer.
+            None => return RulesOutcome::for_agent(None),
+            // A cease-communication letter or an attorney's notice entered through the API is not
+            // undone by a text: the agency lifts it, and a person sees the reply.
+            Some(OptOutSource::Api) => {
+                ctx.event(
+                    "opt_in_refused",
+                    &format!(
+                        "the reply {keyword:?} does not lift an opt-out recorded through the API"
+                    ),
+                    "optout",
+                )
+                .await;
+                return RulesOutcome::for_agent(Some("opt_in"));
+            }
+            Some(OptOutSource::Keyword | OptOutSource::Review) => {}
+        }
         let origin = Origin {
             actor: "rules",
             message_id: Some(ctx.message.id),

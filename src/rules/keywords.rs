@@ -80,11 +80,11 @@ const OPT_OUT: &[(&str, Language)] = &[
     ("arret", Language::Fr),
 ];
 
-/// Opt-in words (CTIA: START, UNSTOP, YES).
+/// Opt-in words: CTIA's START and UNSTOP, not its YES. A debtor's "yes" answers whatever they were last
+/// asked (a payment plan, "is this John?"), and must not lift an opt-out.
 const OPT_IN: &[(&str, Language)] = &[
     ("start", Language::En),
     ("unstop", Language::En),
-    ("yes", Language::En),
     ("alta", Language::Es),
 ];
 

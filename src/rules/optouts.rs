@@ -1,7 +1,7 @@
 //! The set of opted-out numbers, held in memory so the gate can consult it synchronously at every hand-off,
 //! and written through to the store (with its audit trail) on every change.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
 use uuid::Uuid;
@@ -25,9 +25,9 @@ pub struct Origin<'a> {
 /// The opted-out numbers (E.164). Shared through an `Arc` by the gate, the API and the inbound rules.
 pub struct OptOuts {
     store: Store,
-    /// A std lock, not an async one: `contains` runs on the dispatcher's task and must not await; writers
-    /// hold it only to insert or remove one number.
-    numbers: RwLock<HashSet<String>>,
+    /// Each with how it came about. A std lock, not an async one: `contains` runs on the dispatcher's task
+    /// and must not await; writers hold it only to insert or remove one number.
+    numbers: RwLock<HashMap<String, OptOutSource>>,
 }
 
 impl OptOuts {
@@ -37,7 +37,8 @@ impl OptOuts {
             .optouts()
             .await?
             .into_iter()
-            .map(|r| r.number)
+            // A source this build does not know is kept as the strictest: lifted only through the API.
+            .map(|r| (r.number, r.source.unwrap_or(OptOutSource::Api)))
             .collect();
         Ok(OptOuts {
             store: store.clone(),
@@ -49,7 +50,16 @@ impl OptOuts {
         self.numbers
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(number)
+            .contains_key(number)
+    }
+
+    /// How `number`'s opt-out came about, if it is opted out.
+    pub fn source(&self, number: &str) -> Option<OptOutSource> {
+        self.numbers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(number)
+            .copied()
     }
 
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
@@ -62,13 +72,12 @@ impl OptOuts {
         source: OptOutSource,
         origin: Origin<'_>,
     ) -> Result<bool, StoreError> {
-        let new = self
-            .numbers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(number.to_owned());
-        if !new {
-            return Ok(false);
+        {
+            let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+            if numbers.contains_key(number) {
+                return Ok(false);
+            }
+            numbers.insert(number.to_owned(), source);
         }
         self.store
             .set_optout(OptOutChange {
@@ -80,7 +89,7 @@ impl OptOuts {
                 detail: origin.detail,
             })
             .await?;
-        Ok(new)
+        Ok(true)
     }
 
     /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was

@@ -265,6 +265,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX optout_audit_source ON optout_audit (source_message) WHERE source_message IS NOT NULL;
     "#,
+    // 14: how each active opt-out came about (keyword, review, api), which decides whether a START from
+    // the number may lift it. Earlier ones are told apart as the code that wrote them did: the rules
+    // always name the reply that asked, the API never does, and a reply under review is audited as such.
+    r#"
+    ALTER TABLE optouts ADD COLUMN source TEXT;
+    UPDATE optouts SET source = CASE
+        WHEN source_message IS NULL THEN 'api'
+        WHEN (SELECT a.detail FROM optout_audit a WHERE a.number = optouts.number AND a.active
+              ORDER BY a.id DESC LIMIT 1) LIKE 'review: %' THEN 'review'
+        ELSE 'keyword' END
+    WHERE active;
+    "#,
 ];
 
 /// The schema version this build creates.

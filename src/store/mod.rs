@@ -43,7 +43,7 @@ pub use error::{Result, StoreError};
 pub use read::{
     DailyCounts, ModemRecord, ModemSend, OptOutRecord, RecentSend, Totals, WebhookBacklog,
 };
-pub use records::{OptOutChange, OptOutSource};
+pub use records::OptOutChange;
 pub use recovery::Recovery;
 pub use retention::{PruneCursor, Pruned};
 pub use types::*;

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::Store;
 use super::error::{Result, StoreError};
-use super::records::{OptOutChange, OptOutSource};
+use super::records::OptOutChange;
 use super::rows::{self, ms};
+use super::types::OptOutSource;
 use super::types::{Message, MessageState};
 use super::writer::WriteCtx;
 use crate::webhook::{

@@ -543,10 +543,13 @@ pub struct OptOutRecord {
     /// The inbound message that caused it.
     pub source_message: Option<Uuid>,
     pub modem: Option<String>,
+    /// How it came about (none on a row a newer build wrote with a source this one does not know).
+    pub source: Option<OptOutSource>,
 }
 
 /// Opted-out numbers with their latest audit entry; `{}` is the rest of the WHERE clause.
-const OPTOUTS: &str = "SELECT o.number, o.updated_at, a.actor, a.detail, o.source_message, o.modem FROM optouts o \
+const OPTOUTS: &str = "SELECT o.number, o.updated_at, a.actor, a.detail, o.source_message, o.modem, o.source \
+     FROM optouts o \
      LEFT JOIN optout_audit a ON a.id = (SELECT max(id) FROM optout_audit WHERE number = o.number) \
      WHERE o.active";
 
@@ -559,6 +562,9 @@ fn optout_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<OptOutRecord> {
         detail: row.get(3)?,
         source_message: source.and_then(|id| Uuid::parse_str(&id).ok()),
         modem: row.get(5)?,
+        source: row
+            .get::<_, Option<String>>(6)?
+            .and_then(|s| OptOutSource::parse(&s)),
     })
 }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::error::{Result, StoreError};
 use super::rows::ms;
+use super::types::OptOutSource;
 use super::writer::WriteCtx;
 use crate::modem::job::ModemIdentity;
 
@@ -37,29 +38,6 @@ pub(crate) fn upsert_modem(ctx: &WriteCtx<'_>, id: &str, identity: &ModemIdentit
     Ok(())
 }
 
-/// How an opt-out came about, recorded in the audit trail and the `optout.created` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptOutSource {
-    /// An opt-out keyword (STOP, BAJA...).
-    Keyword,
-    /// A reply that only mentions an opt-out word ("please stop texting me"): treated as an opt-out until
-    /// a person reviews it.
-    Review,
-    /// Added through the API.
-    Api,
-}
-
-impl OptOutSource {
-    /// Its name in `optout.created`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptOutSource::Keyword => "keyword",
-            OptOutSource::Review => "review",
-            OptOutSource::Api => "api",
-        }
-    }
-}
-
 /// Why an opt-out changed, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptOutChange {
@@ -80,9 +58,9 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
     let active = change.opted_out.is_some();
     ctx.conn
         .prepare_cached(
-            "INSERT INTO optouts (number, active, created_at, updated_at, source_message, modem) \
-             VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT (number) DO UPDATE SET active = ?2, updated_at = ?3, \
-             source_message = ?4, modem = ?5",
+            "INSERT INTO optouts (number, active, created_at, updated_at, source_message, modem, source) \
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (number) DO UPDATE SET active = ?2, \
+             updated_at = ?3, source_message = ?4, modem = ?5, source = ?6",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -90,7 +68,8 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
                 active,
                 ms(ctx.now),
                 source,
-                change.modem
+                change.modem,
+                change.opted_out
             ])
         })
         .map_err(DB)?;

@@ -76,6 +76,22 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// How an opt-out came about, recorded with it, in its audit trail and in `optout.created`. It decides
+    /// who may lift it: the debtor's own word (a keyword, or a reply under review) is lifted by an opt-in
+    /// word from the same number; one recorded through the API (a cease-communication letter, an
+    /// attorney's notice) only through the API.
+    OptOutSource {
+        /// An opt-out keyword (STOP, BAJA...).
+        Keyword = "keyword",
+        /// A reply that only mentions an opt-out word ("please stop texting me"): treated as an opt-out
+        /// until a person reviews it.
+        Review = "review",
+        /// Added through the API.
+        Api = "api",
+    }
+}
+
 impl MessageState {
     /// No transition leaves these states, except a delivery report turning `sent` into delivered/failed.
     pub fn is_final(self) -> bool {
