@@ -403,7 +403,7 @@ mod tests {
             ),
             Some(at("2026-06-10T21:00:00[America/New_York]"))
         );
-        // An explicit zone wins over the number's.
+        // An explicit zone among the number's narrows them to itself.
         assert_eq!(
             config.window_closes(
                 at("2026-06-10T12:00:00[America/Chicago]"),
@@ -411,6 +411,16 @@ mod tests {
                 Some("America/Chicago")
             ),
             Some(at("2026-06-10T21:00:00[America/Chicago]"))
+        );
+        // One that conflicts with the number joins its zones: a New York number said to be in Los Angeles
+        // closes at 21:00 New York time.
+        assert_eq!(
+            config.window_closes(
+                at("2026-06-10T12:00:00[America/New_York]"),
+                "+12125550123",
+                Some("America/Los_Angeles")
+            ),
+            Some(at("2026-06-10T21:00:00[America/New_York]"))
         );
         let off = QuietHoursConfig {
             enabled: false,

@@ -102,28 +102,36 @@ pub fn region_name(name: &str) -> RegionName {
         .map_or(RegionName::Unknown, |&main| RegionName::SharedCode { main })
 }
 
-/// Locate a recipient. An explicit zone (from the API's `tz`) wins over the number's zones; the region still
-/// comes from the number when it can, so regional rules (Ontario, Quebec) keep applying.
+/// Locate a recipient. An explicit zone (from the API's `tz`, say the debtor's address) that is one of the
+/// number's zones narrows them to itself. One that is not conflicts with the number (a mobile number
+/// travels with its owner), and with conflicting location data only times that fit every candidate zone
+/// are safe (Reg F 1006.6(b)(1)(i)): it joins the number's zones. It stands alone for a number no zone is
+/// known for. The region comes from the number when it can, so regional rules (Ontario, Quebec) keep
+/// applying.
 pub fn locate(e164: &str, explicit_tz: Option<&str>) -> Result<Location, Unresolved> {
+    let zone =
+        |name: &str| TimeZone::get(name).map_err(|_| Unresolved::UnknownZone(name.to_owned()));
     let row = lookup(e164);
     let region = row
         .as_ref()
         .ok()
         .and_then(|row| row.regions.first())
         .map(|r| (*r).to_owned());
-    if let Some(name) = explicit_tz {
-        let zone = TimeZone::get(name).map_err(|_| Unresolved::UnknownZone(name.to_owned()))?;
-        return Ok(Location {
-            region,
-            zones: vec![zone],
-        });
-    }
-    let row = row?;
-    let zones = row
-        .zones
-        .iter()
-        .map(|name| TimeZone::get(name).map_err(|_| Unresolved::UnknownZone((*name).to_owned())))
-        .collect::<Result<Vec<_>, _>>()?;
+    let explicit = explicit_tz.map(zone).transpose()?;
+    let numbers = match (row, &explicit) {
+        (Ok(row), _) => row
+            .zones
+            .iter()
+            .map(|name| zone(name))
+            .collect::<Result<Vec<_>, _>>()?,
+        (Err(_), Some(_)) => Vec::new(),
+        (Err(unresolved), None) => return Err(unresolved),
+    };
+    let zones = match explicit {
+        Some(explicit) if numbers.contains(&explicit) => vec![explicit],
+        Some(explicit) => std::iter::once(explicit).chain(numbers).collect(),
+        None => numbers,
+    };
     Ok(Location { region, zones })
 }
 
@@ -182,12 +190,64 @@ mod tests {
     }
 
     #[test]
-    fn explicit_zone_wins_and_keeps_the_region() {
+    fn explicit_zone_narrows_or_joins_the_numbers_zones_and_keeps_the_region() {
+        let zone = |name| TimeZone::get(name).unwrap();
+        // Indiana's 219 spans Central and Eastern: Chicago narrows it.
         let loc = locate("+12195550123", Some("America/Chicago")).unwrap();
-        assert_eq!(loc.zones, vec![TimeZone::get("America/Chicago").unwrap()]);
+        assert_eq!(loc.zones, vec![zone("America/Chicago")]);
         assert_eq!(loc.region.as_deref(), Some("US-IN"));
+        // A New York number whose owner lives in Los Angeles: both count.
+        let loc = locate("+12125550123", Some("America/Los_Angeles")).unwrap();
+        assert_eq!(
+            loc.zones,
+            vec![zone("America/Los_Angeles"), zone("America/New_York")]
+        );
+        assert_eq!(loc.region.as_deref(), Some("US-NY"));
+        // A UK mobile whose owner is said to be in New York: London still counts.
+        let loc = locate("+447911123457", Some("America/New_York")).unwrap();
+        assert_eq!(loc.zones.first(), Some(&zone("America/New_York")));
+        assert!(loc.zones.contains(&zone("Europe/London")), "{loc:?}");
+        // A number no zone is known for: the explicit zone alone.
         let loc = locate("+18005550123", Some("America/Denver")).unwrap();
-        assert_eq!(loc.region, None);
+        assert_eq!(
+            (loc.region, loc.zones),
+            (None, vec![zone("America/Denver")])
+        );
+    }
+
+    /// Overlays over area codes that span zones, or whose metadata disagreed, with the codes they overlay
+    /// (NANPA's planning letters): an overlay serves the same ground, so it must not open earlier.
+    const OVERLAYS: &[(&str, &[&str])] = &[
+        ("364", &["270"]),
+        ("930", &["812"]),
+        ("448", &["850"]),
+        ("458", &["541"]),
+        ("986", &["208"]),
+        ("729", &["423"]),
+        ("624", &["716"]),
+        ("639", &["306"]),
+        ("474", &["306"]),
+        ("778", &["604", "250"]),
+        ("236", &["604", "250"]),
+        ("672", &["604", "250"]),
+        ("581", &["418"]),
+        ("367", &["418"]),
+        ("879", &["709"]),
+    ];
+
+    #[test]
+    fn overlays_have_the_zones_and_region_of_the_codes_they_overlay() {
+        let row = |code: &str| NANP.iter().find(|r| r.key == code).expect(code);
+        for (overlay, parents) in OVERLAYS {
+            let mut expected: Vec<&str> =
+                parents.iter().flat_map(|p| row(p).zones.clone()).collect();
+            expected.sort_unstable();
+            expected.dedup();
+            let mut zones = row(overlay).zones.clone();
+            zones.sort_unstable();
+            assert_eq!(zones, expected, "{overlay} over {parents:?}");
+            assert_eq!(row(overlay).regions, row(parents[0]).regions, "{overlay}");
+        }
     }
 
     #[test]
