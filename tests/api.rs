@@ -472,6 +472,20 @@ async fn malformed_bodies_get_precise_errors() {
     )
     .await
     .assert_error(422, "duplicate_field", Some("metadata.a"));
+    // A form that is not UTF-8 (PHP and older stacks send Latin-1) would reach the debtor as "caf\u{FFFD}":
+    // refused, whether it says its charset (415) or not (400).
+    post(
+        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        b"to=4158906431&text=caf%E9",
+    )
+    .await
+    .assert_status(415);
+    post(
+        "application/x-www-form-urlencoded",
+        b"to=4158906431&text=caf\xe9",
+    )
+    .await
+    .assert_error(400, "malformed_json", None);
     let batch = format!(
         r#"{{"messages": [{{"to": "{TO}", "text": "a"}}, {{"to": "{TO}", "text": "b", "text": "c"}}]}}"#
     );
@@ -991,6 +1005,21 @@ async fn a_repeat_of_a_scheduled_send_after_its_time_is_still_that_message() {
         batch["results"][0]["accepted"]["id"], first["id"],
         "{batch}"
     );
+    // The header on a batch would not make it safe to retry: refused, nothing stored.
+    let before = server.get("/v1/messages", "cms-token").await.json()["messages"].clone();
+    let body = json!({"messages": [{"to": TO, "text": "Due today"}]});
+    server
+        .call_with(
+            Method::POST,
+            "/v1/messages/batch",
+            Some("cms-token"),
+            &[("idempotency-key", "batch-1")],
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+        .assert_error(422, "invalid_idempotency_key", Some("Idempotency-Key"));
+    let after = server.get("/v1/messages", "cms-token").await.json()["messages"].clone();
+    assert_eq!(before, after);
 }
 
 #[tokio::test]

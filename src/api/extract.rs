@@ -49,6 +49,20 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    // JSON is UTF-8 by definition (RFC 8259); a form in another charset would be decoded as UTF-8 and
+    // garbled, so it is refused rather than guessed at.
+    let charset = raw.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    if charset.is_some_and(|c| c != "utf-8" && c != "utf8" && c != "us-ascii") {
+        return Err(ApiError::UnsupportedMediaType {
+            given: raw,
+            accepted: "application/json or application/x-www-form-urlencoded, in UTF-8",
+        });
+    }
     match essence.as_str() {
         "application/json" => Ok(BodyKind::Json),
         "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
@@ -108,6 +122,19 @@ impl Fields {
                 "to",
                 "`to` starts with a + that a form body or query string reads as a space: write it as %2B",
             ));
+        }
+        // `form_urlencoded` decodes bytes that are not UTF-8 (a Latin-1 `caf%E9`) to U+FFFD, which would
+        // go to the debtor as "caf�", in UCS-2 at twice the cost: refused instead.
+        for piece in bytes.split(|&b| b == b'&' || b == b'=') {
+            if percent_encoding::percent_decode(piece)
+                .decode_utf8()
+                .is_err()
+            {
+                return Err(ApiError::MalformedBody(format!(
+                    "{:?} is not UTF-8 once decoded: send form bodies and query strings in UTF-8",
+                    String::from_utf8_lossy(piece)
+                )));
+            }
         }
         let mut map = Map::new();
         for (name, value) in form_urlencoded::parse(bytes) {
@@ -292,6 +319,12 @@ mod tests {
         assert_eq!(fields.take_string("to").unwrap().as_deref(), Some("+4915"));
         assert_eq!(fields.take_bool("smart").unwrap(), Some(true));
         assert_eq!(fields.take_bool("n").unwrap(), Some(true));
+        for latin1 in [&b"text=caf%E9"[..], b"text=caf\xe9", b"t%E9xt=cafe"] {
+            let err = Fields::from_urlencoded(latin1).unwrap_err();
+            assert_eq!((err.status().as_u16(), err.code()), (400, "malformed_json"));
+        }
+        let fields = Fields::from_urlencoded("text=caf%C3%A9&n=\u{e9}".as_bytes()).unwrap();
+        assert_eq!(fields.map["text"], "café");
         let err = Fields::from_urlencoded(b"a=1&a=2").unwrap_err();
         assert_eq!((err.code(), err.field()), ("duplicate_field", Some("a")));
     }

@@ -155,8 +155,18 @@ impl BatchItem {
 pub async fn send_batch(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
     JsonObject(mut fields): JsonObject,
 ) -> Result<Response, ApiError> {
+    // A client reusing its single-send retry code would think the header makes the batch safe to retry;
+    // ignoring it would send every item again.
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidIdempotencyKey,
+            "Idempotency-Key",
+            "a batch takes no Idempotency-Key header: give each item its own `idempotency_key`",
+        ));
+    }
     let items = match fields.take("messages") {
         Some(Value::Array(items)) => items,
         Some(_) => return Err(wrong_type("messages", "an array")),

@@ -90,7 +90,7 @@ fn operation(spec: &RouteSpec) -> Value {
     if spec.body == Some(RequestBody::Send) {
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": format!("1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters; a repeat of the same \
+            "description": format!("1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters or spaces; a repeat of the same \
                 request answers 202 again with the same message as it is now and the header \
                 Idempotent-Replayed: true; a different request 409 idempotency_conflict"),
             "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY}
