@@ -536,6 +536,15 @@ fn retention_is_checked_at_its_line_and_warns_below_three_years() {
             assert!(error.contains("1-36500"), "{value}: {error}");
         }
     }
+    // Shorter than the default Massachusetts cap's 7 days: the caps would forget sends.
+    let (checked, _dir) = check_text(&format!("{MODEM}{KEY}[storage]\nretain_days = 6\n"));
+    assert_ne!(checked.status, 0, "{:#?}", checked.lines);
+    let error = checked.errors()[0];
+    let place = format!("{}:9: ", checked.path.display());
+    assert!(
+        error.starts_with(&place) && error.contains("longest [caps] window (7 days)"),
+        "{error}"
+    );
 }
 
 #[test]

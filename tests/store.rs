@@ -944,6 +944,28 @@ async fn a_crash_leaves_submitting_parts_unknown_and_requeues_the_rest() {
     assert_eq!(queue[1].pinned_modem.as_deref(), Some("m3"));
     let rest = store.claim(half_sent, "m3", None).await.unwrap();
     assert_eq!(rest.iter().map(|p| p.part).collect::<Vec<_>>(), [2]);
+    // Both may have reached their phones, so both count against the caps after the restart: the
+    // unknown one, and the half-sent one once (its second part adds nothing).
+    store
+        .part_submitting(half_sent, 2, "m3", None)
+        .await
+        .unwrap();
+    store.part_sent(half_sent, 2, "m3", 2).await.unwrap();
+    let mut counted: Vec<_> = store
+        .recent_sends(start() - jiff::SignedDuration::from_secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.recipient, s.message_id))
+        .collect();
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            ("+15552220001".to_owned(), in_flight),
+            ("+15552220003".to_owned(), half_sent)
+        ]
+    );
 }
 
 #[tokio::test]

@@ -518,6 +518,22 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
+    // Retention deletes the contact history (and the messages it counts) by the same cutoff, so a
+    // shorter retention would let a cap's window forget sends it must still count.
+    let window = config.caps.longest_window();
+    if let Some(retain) = config.storage.retain_days
+        && jiff::SignedDuration::try_from(retain.span()).is_ok_and(|kept| kept < window)
+    {
+        out.push(error(
+            doc.line("storage", None, "retain_days"),
+            format!(
+                "retain_days = {} is shorter than the longest [caps] window ({:.0} days): the caps \
+                 would forget sends they must count",
+                retain.days(),
+                window.as_secs_f64() / 86_400.0
+            ),
+        ));
+    }
     if let Some(retain) = config.storage.retain_days
         && retain.days() < RetainDays::REG_F_DAYS
     {

@@ -277,6 +277,11 @@ const MIGRATIONS: &[&str] = &[
         ELSE 'keyword' END
     WHERE active;
     "#,
+    // 15: the contact-cap history by message, so a send is counted once however many of its parts are
+    // answered (a part left unknown counts, as a sent one does).
+    r#"
+    CREATE INDEX recipient_sends_message ON recipient_sends (message_id, at);
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -84,6 +84,15 @@ pub(crate) fn recover(
         })
         .map_err(DB)?;
         if state == MessageState::Unknown {
+            // The part may have reached the phone: it counts against the caps as a send would.
+            let modem: String = tx
+                .query_row(
+                    "SELECT coalesce(max(modem), '') FROM parts WHERE message_id = ?1 AND state = 'unknown'",
+                    [&id_text],
+                    |row| row.get(0),
+                )
+                .map_err(DB)?;
+            super::write::count_contact(&tx, id, &modem, now)?;
             let ids = uuid::ContextV7::new();
             // Recovery creates no message, so there is nothing to tally.
             let created = NewMessages::default();

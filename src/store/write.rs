@@ -501,6 +501,7 @@ pub(crate) fn part_sent(
         &[&modem, &tp_mr, &ms(ctx.now)],
     )?;
     bump_modem(ctx, modem, "parts_sent")?;
+    count_contact(ctx.conn, id, modem, ctx.now)?;
     // Counted against the SIM (its ICCID, once the modem has reported one), so a SIM moved to another
     // port keeps its count; by modem id until then.
     ctx.conn
@@ -529,13 +530,6 @@ pub(crate) fn part_sent(
     if unsent > 0 || state != MessageState::Sending {
         return Ok(state);
     }
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO recipient_sends (recipient, modem, message_id, at) \
-             SELECT peer, ?2, id, ?3 FROM messages WHERE id = ?1",
-        )
-        .and_then(|mut st| st.execute(params![id.to_string(), modem, ms(ctx.now)]))
-        .map_err(DB)?;
     let settled = settle(ctx, id)?;
     if settled != MessageState::Failed {
         // An earlier attempt's error is history (the events keep it), not why this message is as it is.
@@ -550,6 +544,27 @@ pub(crate) fn part_sent(
     }
     transition(ctx, id, Ev::new(&actor(modem), "sent", settled))?;
     Ok(settled)
+}
+
+/// Records a contact with the message's recipient for the caps (the history loaded at start): once a part
+/// may have reached their phone, sent or unknown, whether or not the rest follows. Once per send of the
+/// message: a late answer for a part already counted adds nothing, a message sent again from its first
+/// part (moved to another modem) counts again.
+pub(crate) fn count_contact(
+    conn: &rusqlite::Connection,
+    id: Uuid,
+    modem: &str,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO recipient_sends (recipient, modem, message_id, at) \
+         SELECT peer, ?2, id, ?3 FROM messages WHERE id = ?1 AND NOT EXISTS \
+         (SELECT 1 FROM recipient_sends r WHERE r.message_id = ?1 AND r.at >= \
+          coalesce((SELECT submitted_at FROM parts WHERE message_id = ?1 AND part = 1), 0))",
+    )
+    .and_then(|mut st| st.execute(params![id.to_string(), modem, ms(now)]))
+    .map_err(DB)?;
+    Ok(())
 }
 
 /// The state a fully submitted message is in, given its parts' delivery reports so far.
@@ -662,6 +677,7 @@ pub(crate) fn part_unknown(
     )?;
     part_state(ctx, id, part)?;
     set_part(ctx, id, part, "state = 'unknown'", &[])?;
+    count_contact(ctx.conn, id, modem, ctx.now)?;
     // The message's `error` says why, for the API and the `message.unknown` webhook (written just after).
     set_error(ctx, id, &format!("part {part}: {reason}"))?;
     transition(
