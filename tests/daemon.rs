@@ -739,3 +739,52 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
     assert_eq!(message["id"], recent.as_str(), "{message}");
     gateway.stop().await;
 }
+
+/// A STOP stored (and so deleted from the SIM) just before a crash, before the reply rules ran on it, is
+/// still an opt-out: the daemon runs the rules on it at start, and then no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
+    use modemgate::store::{InboundContent, InboundOutcome, InboundPart, OpenOptions, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/unused");
+    {
+        let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+        let stored = store
+            .record_inbound(InboundPart {
+                modem: "m1".into(),
+                pdu_hex: "00STOP".into(),
+                content: InboundContent::Decoded {
+                    sender: "+14158906431".into(),
+                    text: "STOP".into(),
+                    encoding: modemgate::store::TextEncoding::Gsm7,
+                    sent_at: store.now(),
+                    concat: None,
+                },
+            })
+            .await
+            .unwrap();
+        assert!(matches!(stored, InboundOutcome::Complete(_)), "{stored:?}");
+        assert_eq!(store.rules_pending().await.unwrap().len(), 1);
+    }
+    let gateway = start_instant(&config).await;
+    let http = Http::new(gateway.addr);
+    let opted_out = async {
+        while !http
+            .get("/v1/optouts")
+            .await
+            .to_string()
+            .contains("+14158906431")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), opted_out)
+        .await
+        .expect("the STOP was not honoured");
+    // The confirmation goes out through the modem the STOP came in on.
+    let sends = gateway.sim("m1").unwrap().wait_sends(1).await.unwrap();
+    assert_eq!(sends[0].submit.recipient.value, "+14158906431");
+    gateway.stop().await;
+    let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+    assert!(store.rules_pending().await.unwrap().is_empty());
+}

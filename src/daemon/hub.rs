@@ -63,6 +63,7 @@ impl Hub {
             self.default_region,
             complete,
         ));
+        self.replay_pending_rules(&inbound).await;
         let mut settling = FuturesOrdered::new();
         let mut sweep = tokio::time::interval(INCOMPLETE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,6 +135,21 @@ impl Hub {
 }
 
 impl Hub {
+    /// Messages stored before a crash that the reply rules never finished with (a STOP among them would
+    /// otherwise stay unhonoured): ahead of anything received from now on.
+    async fn replay_pending_rules(&self, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+        match self.store.rules_pending().await {
+            Ok(pending) => {
+                for message in pending {
+                    let modem = ModemId::from(message.modem.as_deref().unwrap_or_default());
+                    warn!(%modem, id = %message.id, "reply rules had not run on this message before the restart; running them now");
+                    let _ = inbound.send((modem, message));
+                }
+            }
+            Err(error) => warn!(%error, "could not read the messages waiting for the reply rules"),
+        }
+    }
+
     async fn release_incomplete(&self, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
         match self.store.release_incomplete(INCOMPLETE_AFTER).await {
             Ok(released) => {
@@ -160,6 +176,10 @@ async fn run_rules(
     while let Some((modem, message)) = complete.recv().await {
         let current = rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let outcome = current.apply(&store, &modem, &message).await;
+        if let Err(error) = store.rules_applied(message.id).await {
+            // They run again at the next start: an opt-out is recorded once, a confirmation may repeat.
+            warn!(id = %message.id, %error, "could not record that the reply rules ran");
+        }
         let from = Sender::classify(&message.peer, default_region);
         debug!(%modem, from = %from.masked(), intent = ?outcome.intent, needs_agent = outcome.needs_agent, "reply rules applied");
     }

@@ -277,6 +277,11 @@ fn create_received(
     let mut ev = Ev::new(&actor, "received", MessageState::Received);
     ev.detail = error;
     append_event(ctx, id, ev)?;
+    // Until the reply rules have run on it (see `Store::rules_applied`).
+    ctx.conn
+        .prepare_cached("INSERT INTO inbound_rules_pending (message_id) VALUES (?1)")
+        .and_then(|mut st| st.execute([id.to_string()]))
+        .map_err(DB)?;
     ctx.conn
         .query_row(
             &format!(

@@ -282,6 +282,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX recipient_sends_message ON recipient_sends (message_id, at);
     "#,
+    // 16: received messages the reply rules have not run on yet, written with the message: a STOP stored
+    // (and deleted from the SIM) just before a crash is still an opt-out after the restart.
+    r#"
+    CREATE TABLE inbound_rules_pending (message_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build creates.

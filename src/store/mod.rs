@@ -515,6 +515,26 @@ impl Store {
             .await
     }
 
+    /// Received messages the reply rules have not finished with (a crash came between storing one and
+    /// its rules), oldest first: the daemon runs the rules on them at start.
+    pub async fn rules_pending(&self) -> Result<Vec<Message>> {
+        self.read(read::rules_pending).await
+    }
+
+    /// The reply rules are done with message `id`.
+    pub async fn rules_applied(&self, id: Uuid) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |ctx| {
+                ctx.conn
+                    .prepare_cached("DELETE FROM inbound_rules_pending WHERE message_id = ?1")
+                    .and_then(|mut st| st.execute([id.to_string()]))
+                    .map(drop)
+                    .map_err(StoreError::sqlite("recording that the reply rules ran"))
+            })
+            .await
+    }
+
     /// Matches a delivery report by modem + TP-MR + recipient within the report window.
     pub fn record_report(
         &self,

@@ -575,6 +575,16 @@ pub(crate) fn optouts(conn: &Connection) -> Result<Vec<OptOutRecord>> {
         .map_err(DB)
 }
 
+/// Received messages still waiting for the reply rules, in the order they were received.
+pub(crate) fn rules_pending(conn: &Connection) -> Result<Vec<Message>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM messages WHERE id IN (SELECT message_id FROM inbound_rules_pending) ORDER BY id",
+        rows::MESSAGE_COLUMNS
+    ))
+    .and_then(|mut st| st.query_map([], rows::message)?.collect())
+    .map_err(DB)
+}
+
 /// `number`'s opt-out, if it is opted out.
 pub(crate) fn optout(conn: &Connection, number: &str) -> Result<Option<OptOutRecord>> {
     conn.prepare_cached(&format!("{OPTOUTS} AND o.number = ?1"))
