@@ -788,3 +788,31 @@ async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
     let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
     assert!(store.rules_pending().await.unwrap().is_empty());
 }
+
+/// A reply whose sender the network gives in national form is stored under the E.164 number the CMS
+/// sends to, so it shows in that number's conversation and under the list's `to` filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_a_national_sender_is_filed_under_its_e164_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let gateway = start_instant(&config(dir.path(), &hooks.url)).await;
+    let http = Http::new(gateway.addr);
+    let sim = gateway.sim("m1").unwrap();
+    sim.inject(Inbound::new("4158906451", "can I pay Friday?"))
+        .await
+        .unwrap();
+    let received = hooks.next("message.received").await;
+    assert_eq!(received["data"]["from"], "+14158906451", "{received}");
+    let conversation = http.get("/v1/conversations/%2B14158906451").await;
+    assert!(
+        conversation.to_string().contains("can I pay Friday?"),
+        "{conversation}"
+    );
+    let listed = http.get("/v1/messages?to=%2B14158906451").await;
+    assert_eq!(
+        listed["messages"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    gateway.stop().await;
+}

@@ -88,7 +88,8 @@ impl Hub {
     }
 
     /// Queues the event's store write now; the future settles it.
-    fn settle(&self, event: WorkerEvent) -> impl Future<Output = Settled> + Send + 'static {
+    fn settle(&self, mut event: WorkerEvent) -> impl Future<Output = Settled> + Send + 'static {
+        normalise_sender(&mut event, self.default_region);
         let modem = event_modem(&event).clone();
         let sent_message = match &event {
             WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
@@ -163,6 +164,25 @@ impl Hub {
             }
             Err(error) => warn!(%error, "could not release incomplete inbound messages"),
         }
+    }
+}
+
+/// A reply's sender in E.164 when it is a subscriber number given in national form (`4158906451`, as some
+/// networks deliver it), so the reply is found by the number the CMS sends to: in its conversation, the
+/// list's `to` filter, next to the opt-out it asked for. Short codes and alphanumeric senders stay as they
+/// came, and the raw PDU keeps the original.
+fn normalise_sender(event: &mut WorkerEvent, region: Region) {
+    if let WorkerEvent::Inbound {
+        decoded:
+            Ok(crate::pdu::Pdu {
+                tpdu: crate::pdu::Tpdu::Deliver(deliver),
+                ..
+            }),
+        ..
+    } = event
+        && let Sender::Msisdn(number) = Sender::classify(&deliver.sender.value, region)
+    {
+        deliver.sender.value = number.as_str().to_owned();
     }
 }
 
