@@ -156,6 +156,50 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
     }
 }
 
+/// The log keeps the SIM number a message went out from or came in on: swapping the SIM (a new ICCID that
+/// reports no number) changes neither old messages nor, wrongly, the new SIM's number.
+#[tokio::test]
+async fn a_message_keeps_the_sim_number_it_used_after_the_sim_is_swapped() {
+    use modemgate::modem::job::ModemIdentity;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("sim.db"), &clock);
+    let sim = |iccid: &str, number: Option<&str>| ModemIdentity {
+        iccid: Some(iccid.into()),
+        own_number: number.map(str::to_owned),
+        ..ModemIdentity::default()
+    };
+    store
+        .upsert_modem("m1", sim("8901001", Some("+15550100001")))
+        .await
+        .unwrap();
+    let sent = sent_message(&store, "+14158900001", "m1", &[1]).await;
+    let InboundOutcome::Complete(reply) = store
+        .record_inbound(deliver("EE", "ok", None))
+        .await
+        .unwrap()
+    else {
+        panic!("one part")
+    };
+    store
+        .upsert_modem("m1", sim("8902002", None))
+        .await
+        .unwrap();
+    for id in [sent, reply.id] {
+        let message = store.get(id).await.unwrap().unwrap().message;
+        assert_eq!(
+            message.modem_number.as_deref(),
+            Some("+15550100001"),
+            "{id}"
+        );
+    }
+    let record = store.modems().await.unwrap();
+    assert_eq!(
+        record[0].identity.own_number, None,
+        "the old SIM's number is not the new one's"
+    );
+}
+
 /// Opt-outs from before their source was recorded get it from how the code of the time wrote them: the
 /// API named no message, the rules did, and audited a reply under review as such. Lifted ones get none.
 #[tokio::test]

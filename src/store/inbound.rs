@@ -250,7 +250,8 @@ fn create_received(
     ctx.conn
         .prepare_cached(
             "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, modem, error, \
-             created_at, updated_at) VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+             created_at, updated_at, sim_number) VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, \
+             ?8, ?8, (SELECT own_number FROM modems WHERE id = ?6))",
         )
         .and_then(|mut st| {
             st.execute(params![

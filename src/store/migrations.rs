@@ -287,6 +287,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE inbound_rules_pending (message_id TEXT PRIMARY KEY) WITHOUT ROWID;
     "#,
+    // 17: the SIM's own number as it was when a message went out or came in, so the log's `from`/`to`
+    // stays what it was after a SIM is swapped or a port renamed. Earlier messages have none and are
+    // shown with their modem's number now, as before.
+    r#"
+    ALTER TABLE messages ADD COLUMN sim_number TEXT;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -128,11 +128,11 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
     let (own_number, sent_at): (Option<String>, Option<i64>) = ctx
         .conn
         .prepare_cached(
-            "SELECT (SELECT own_number FROM modems WHERE id = ?2), \
+            "SELECT (SELECT sim_number FROM messages WHERE id = ?1), \
              (SELECT min(sent_at) FROM inbound_parts WHERE message_id = ?1)",
         )
         .and_then(|mut st| {
-            st.query_row(params![message.id.to_string(), modem], |row| {
+            st.query_row(params![message.id.to_string()], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
         })

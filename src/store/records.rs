@@ -11,15 +11,19 @@ use crate::modem::job::ModemIdentity;
 
 const DB: fn(rusqlite::Error) -> StoreError = |e| StoreError::sqlite("writing a record")(e);
 
-/// Records what a modem said about itself at initialisation (fields it did not report are kept).
+/// Records what a modem said about itself at initialisation. Fields it did not report are kept, except
+/// the SIM's (IMSI, own number) when it reports another SIM: the old SIM's number is not the new one's.
 pub(crate) fn upsert_modem(ctx: &WriteCtx<'_>, id: &str, identity: &ModemIdentity) -> Result<()> {
     ctx.conn
         .prepare_cached(
             "INSERT INTO modems (id, manufacturer, model, revision, imei, imsi, iccid, own_number, first_seen, \
              last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT (id) DO UPDATE SET \
              manufacturer = coalesce(?2, manufacturer), model = coalesce(?3, model), \
-             revision = coalesce(?4, revision), imei = coalesce(?5, imei), imsi = coalesce(?6, imsi), \
-             iccid = coalesce(?7, iccid), own_number = coalesce(?8, own_number), last_seen = ?9",
+             revision = coalesce(?4, revision), imei = coalesce(?5, imei), \
+             imsi = CASE WHEN ?7 IS NOT iccid AND ?7 IS NOT NULL THEN ?6 ELSE coalesce(?6, imsi) END, \
+             iccid = coalesce(?7, iccid), \
+             own_number = CASE WHEN ?7 IS NOT iccid AND ?7 IS NOT NULL THEN ?8 ELSE coalesce(?8, own_number) END, \
+             last_seen = ?9",
         )
         .and_then(|mut st| {
             st.execute(params![

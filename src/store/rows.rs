@@ -55,7 +55,8 @@ fn json(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<serde_json::Valu
 /// them read `FROM messages` without an alias).
 pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, part_count, priority, send_at, \
      expires_at, reference, metadata, tz, modem, attempts, not_before, hold_reason, error_code, error, \
-     created_at, updated_at, category, (SELECT own_number FROM modems WHERE modems.id = messages.modem), \
+     created_at, updated_at, category, \
+     coalesce(sim_number, (SELECT own_number FROM modems WHERE modems.id = messages.modem)), \
      CASE direction WHEN 'inbound' \
          THEN (SELECT max(sent_at) FROM inbound_parts WHERE inbound_parts.message_id = messages.id) \
          ELSE (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id) END, \

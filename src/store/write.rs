@@ -502,6 +502,13 @@ pub(crate) fn part_sent(
     )?;
     bump_modem(ctx, modem, "parts_sent")?;
     count_contact(ctx.conn, id, modem, ctx.now)?;
+    // The SIM's number now, for the log: it must not change when the SIM or the port does.
+    ctx.conn
+        .prepare_cached(
+            "UPDATE messages SET sim_number = (SELECT own_number FROM modems WHERE id = ?2) WHERE id = ?1",
+        )
+        .and_then(|mut st| st.execute(params![id.to_string(), modem]))
+        .map_err(DB)?;
     // Counted against the SIM (its ICCID, once the modem has reported one), so a SIM moved to another
     // port keeps its count; by modem id until then.
     ctx.conn
