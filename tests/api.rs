@@ -917,6 +917,11 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
         header[..14].join(","),
         "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error"
     );
+    assert_eq!(
+        header[14..].join(","),
+        "sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata"
+    );
+    assert_eq!(column("category"), "standard");
 
     // A reply: sent by the debtor's phone at 11:05 (the SMSC's timestamp), stored when it reached us.
     clock.advance(Duration::from_secs(240));

@@ -59,6 +59,9 @@ pub struct MessageView {
     pub error: Option<String>,
     /// The code behind `error`, for programs: the modem's `+CMS ERROR` or a delivery report's TP-Status.
     pub error_code: Option<i64>,
+    /// `standard` (from the CMS), `auto_reply` (a reply rule's answer) or `confirmation` (the gateway's
+    /// answer to STOP, START or HELP): what the record must tell apart.
+    pub category: store::Category,
 }
 
 impl From<store::Message> for MessageView {
@@ -89,6 +92,7 @@ impl From<store::Message> for MessageView {
             delivered_at: m.delivered_at,
             error: m.error.or(m.hold_reason),
             error_code: m.error_code,
+            category: m.category,
         }
     }
 }

@@ -242,7 +242,10 @@ fn schemas() -> Value {
             "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held; \
                 for a queued message no modem can take now, why"},
             "error_code": {"type": ["integer", "null"],
-                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"}}},
+                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"},
+            "category": {"type": "string", "enum": ["standard", "auto_reply", "confirmation"],
+                "description": "standard: sent by the CMS; auto_reply: a reply rule's answer; confirmation: \
+                    the gateway's answer to STOP, START or HELP"}}},
         "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {
             "part_list": {"type": "array", "items": {"type": "object", "properties": {
                 "part": {"type": "integer"},
