@@ -1482,6 +1482,38 @@ async fn optouts_are_added_and_removed_by_admins() {
     delete("admin-token")
         .await
         .assert_error(404, "not_found", None);
+    // The audit keeps both changes, who made them and why, oldest first; by number too (national form).
+    let audit = server
+        .get("/v1/optouts/audit?number=0151%2023456789", "admin-token")
+        .await
+        .assert_status(200);
+    let changes: Vec<_> = audit["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["number"].clone(),
+                c["opted_out"].clone(),
+                c["actor"].clone(),
+                c["detail"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (json!(TO), json!(true), json!("api:admin"), json!("asked")),
+            (json!(TO), json!(false), json!("api:admin"), Value::Null),
+        ],
+        "{audit}"
+    );
+    let everyone = server.get("/v1/optouts/audit", "admin-token").await;
+    assert_eq!(everyone.assert_status(200)["changes"], audit["changes"]);
+    server
+        .get("/v1/optouts/audit", "cms-token")
+        .await
+        .assert_error(403, "forbidden", None);
 }
 
 #[tokio::test]

@@ -391,6 +391,11 @@ pub trait Backend: Send + Sync + 'static {
         note: Option<String>,
     ) -> BackendResult<'_, (Optout, bool)>;
     fn remove_optout(&self, number: Msisdn, actor: String) -> BackendResult<'_, ()>;
+    /// Every change to an opt-out (or `number`'s), oldest first.
+    fn optout_audit(
+        &self,
+        number: Option<Msisdn>,
+    ) -> BackendResult<'_, Vec<store::OptOutAuditEntry>>;
     /// Ready to accept traffic (store open and answering); `Err` says why not.
     fn ready(&self) -> BackendResult<'_, ()>;
     /// Brings the gauges that mirror live state (messages by status and modem, queue depth, webhook

@@ -382,6 +382,18 @@ impl Backend for Gateway {
         })
     }
 
+    fn optout_audit(
+        &self,
+        number: Option<Msisdn>,
+    ) -> BackendResult<'_, Vec<store::OptOutAuditEntry>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .optout_audit(number.map(|n| n.as_str().to_owned()))
+                .await?)
+        })
+    }
+
     fn add_optout(
         &self,
         number: Msisdn,

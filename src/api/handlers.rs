@@ -400,9 +400,14 @@ fn csv_row(m: &super::backend::MessageView) -> String {
         m.category.as_str().to_owned(),
         m.error_code.map(|c| c.to_string()).unwrap_or_default(),
         m.send_at.map(crate::wire_time::format).unwrap_or_default(),
-        m.expires_at.map(crate::wire_time::format).unwrap_or_default(),
+        m.expires_at
+            .map(crate::wire_time::format)
+            .unwrap_or_default(),
         m.tz.clone().unwrap_or_default(),
-        m.metadata.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+        m.metadata
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
     ];
     let mut row = String::new();
     for (i, field) in fields.iter().enumerate() {
@@ -507,6 +512,20 @@ pub async fn resume(
 /// `GET /v1/optouts`.
 pub async fn optouts(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "optouts": state.backend.optouts().await? })).into_response())
+}
+
+/// `GET /v1/optouts/audit`: every opt-out and its lifting, who did it and why, oldest first; `number`
+/// narrows it to one.
+pub async fn optout_audit(
+    State(state): State<AppState>,
+    QueryFields(mut fields): QueryFields,
+) -> Result<Response, ApiError> {
+    let number = fields.take_string("number")?;
+    fields.finish()?;
+    let number = number
+        .map(|n| state.validator().number("number", &n))
+        .transpose()?;
+    Ok(Json(json!({ "changes": state.backend.optout_audit(number).await? })).into_response())
 }
 
 /// `POST /v1/optouts`: `{"number", "note"?}`; 201 with the opt-out.

@@ -298,6 +298,16 @@ fn schemas() -> Value {
             "source": {"type": ["string", "null"], "enum": ["keyword", "review", "api", null],
                 "description": "how it came about: keyword and review are lifted by a START from the number or through the API, api only through the API"}}},
         "Optouts": {"type": "object", "properties": {"optouts": {"type": "array", "items": schema_ref("Optout")}}},
+        "OptoutAudit": {"type": "object", "properties": {"changes": {"type": "array", "items": {
+            "type": "object", "properties": {
+                "number": {"type": "string"}, "at": time,
+                "opted_out": {"type": "boolean", "description": "true: it opted out; false: lifted"},
+                "actor": {"type": "string", "description": "rules for a reply, api:KEY for the API"},
+                "message_id": {"type": ["string", "null"], "format": "uuid",
+                    "description": "the reply that asked (STOP, START...)"},
+                "modem": {"type": ["string", "null"]},
+                "detail": {"type": ["string", "null"],
+                    "description": "the keyword, the reply under review (review: ...), an admin's note"}}}}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
         "WebhookEnvelope": {"type": "object", "required": ["id", "type", "created_at", "data"], "properties": {
             "id": {"type": "string", "format": "uuid",

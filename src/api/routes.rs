@@ -215,6 +215,14 @@ pub fn table() -> Vec<Route> {
             get(h::optouts),
         ),
         route(
+            Method::GET,
+            "/v1/optouts/audit",
+            admin,
+            "Every opt-out and its lifting, who did it and why",
+            (200, "OptoutAudit"),
+            get(h::optout_audit),
+        ),
+        route(
             Method::POST,
             "/v1/optouts",
             admin,

@@ -95,7 +95,10 @@ impl OptOuts {
     /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was
     /// opted out. It stays suppressed until the store has the change.
     pub async fn remove(&self, number: &str, origin: Origin<'_>) -> Result<bool, StoreError> {
-        let was = self.contains(number);
+        // Nothing to lift: no audit entry and no `optout.removed` for a change that did not happen.
+        if !self.contains(number) {
+            return Ok(false);
+        }
         self.store
             .set_optout(OptOutChange {
                 number: number.to_owned(),
@@ -110,7 +113,7 @@ impl OptOuts {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(number);
-        Ok(was)
+        Ok(true)
     }
 
     /// Every active opt-out with its latest audit entry (for the API's listing).

@@ -41,7 +41,8 @@ use uuid::Uuid;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock, TokioClock};
 pub use error::{Result, StoreError};
 pub use read::{
-    DailyCounts, ModemRecord, ModemSend, OptOutRecord, RecentSend, Totals, WebhookBacklog,
+    DailyCounts, ModemRecord, ModemSend, OptOutAuditEntry, OptOutRecord, RecentSend, Totals,
+    WebhookBacklog,
 };
 pub use records::OptOutChange;
 pub use recovery::Recovery;
@@ -702,6 +703,12 @@ impl Store {
     /// Every number currently opted out, with its latest audit entry.
     pub async fn optouts(&self) -> Result<Vec<OptOutRecord>> {
         self.read(read::optouts).await
+    }
+
+    /// The opt-out audit trail, oldest first: every number's, or `number`'s.
+    pub async fn optout_audit(&self, number: Option<String>) -> Result<Vec<OptOutAuditEntry>> {
+        self.read(move |conn| read::optout_audit(conn, number.as_deref()))
+            .await
     }
 
     /// When the message that `api_key` sent with `Idempotency-Key` `key` was accepted, if one was.

@@ -575,6 +575,50 @@ pub(crate) fn optouts(conn: &Connection) -> Result<Vec<OptOutRecord>> {
         .map_err(DB)
 }
 
+/// One change to a number's opt-out, as the audit trail recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OptOutAuditEntry {
+    pub number: String,
+    #[serde(serialize_with = "crate::wire_time::serialize")]
+    pub at: Timestamp,
+    /// `true`: it opted out; `false`: the opt-out was lifted.
+    pub opted_out: bool,
+    /// `rules` for a reply, `api:KEY` for the API.
+    pub actor: String,
+    /// The reply that asked (STOP, START...), kept by retention as the evidence.
+    pub message_id: Option<Uuid>,
+    pub modem: Option<String>,
+    /// The keyword, the reply under review (`review: ...`), an admin's note.
+    pub detail: Option<String>,
+}
+
+/// The opt-out audit trail, oldest first: every number's, or `number`'s.
+pub(crate) fn optout_audit(
+    conn: &Connection,
+    number: Option<&str>,
+) -> Result<Vec<OptOutAuditEntry>> {
+    conn.prepare_cached(
+        "SELECT number, at, active, actor, source_message, modem, detail FROM optout_audit \
+         WHERE ?1 IS NULL OR number = ?1 ORDER BY id",
+    )
+    .and_then(|mut st| {
+        st.query_map([number], |row| {
+            let message: Option<String> = row.get(4)?;
+            Ok(OptOutAuditEntry {
+                number: row.get(0)?,
+                at: rows::ts(row, 1)?,
+                opted_out: row.get(2)?,
+                actor: row.get(3)?,
+                message_id: message.and_then(|id| Uuid::parse_str(&id).ok()),
+                modem: row.get(5)?,
+                detail: row.get(6)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(DB)
+}
+
 /// Received messages still waiting for the reply rules, in the order they were received.
 pub(crate) fn rules_pending(conn: &Connection) -> Result<Vec<Message>> {
     conn.prepare_cached(&format!(
