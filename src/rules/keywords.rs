@@ -88,6 +88,29 @@ const OPT_IN: &[(&str, Language)] = &[
     ("alta", Language::Es),
 ];
 
+/// Revocations in plain words without an opt-out keyword ("please remove me", "don't text me again"):
+/// consent may be revoked by any reasonable means (FCC 2024 TCPA order), so these are treated as a reply
+/// that mentions an opt-out word: suppressed, not confirmed, flagged for a person. Normalised form.
+const REVOCATIONS: &[(&str, Language)] = &[
+    ("remove me", Language::En),
+    ("take me off", Language::En),
+    ("do not text", Language::En),
+    ("don t text", Language::En),
+    ("dont text", Language::En),
+    ("stop texting", Language::En),
+    ("stop messaging", Language::En),
+    ("stop contacting", Language::En),
+    ("do not contact", Language::En),
+    ("don t contact", Language::En),
+    ("dont contact", Language::En),
+    ("no more texts", Language::En),
+    ("no more messages", Language::En),
+    ("leave me alone", Language::En),
+    ("lose my number", Language::En),
+    ("no me escriba", Language::Es),
+    ("no me contacte", Language::Es),
+];
+
 const HELP: &[(&str, Language)] = &[
     ("help", Language::En),
     ("info", Language::En),
@@ -155,21 +178,28 @@ impl Keywords {
         let mentioned = self
             .opt_out
             .iter()
+            .map(|(word, language)| (word.as_str(), *language))
+            .chain(REVOCATIONS.iter().copied())
             .find(|(word, _)| padded.contains(&format!(" {word} ")));
         match mentioned {
             Some((word, language)) => Keyword::LooksLikeOptOut {
-                language: *language,
-                word: word.clone(),
+                language,
+                word: word.to_owned(),
             },
             None => Keyword::Other,
         }
     }
 }
 
-/// Lower case, accents folded, punctuation as spaces, whitespace collapsed and trimmed.
+/// Lower case, full-width letters and digits as ASCII (`ＳＴＯＰ`, from East Asian keyboards), accents
+/// folded, punctuation as spaces, whitespace collapsed and trimmed.
 pub fn normalize(text: &str) -> String {
     let mut folded = String::with_capacity(text.len());
-    for c in text.chars().flat_map(char::to_lowercase) {
+    let ascii = |c: char| match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        _ => c,
+    };
+    for c in text.chars().map(ascii).flat_map(char::to_lowercase) {
         match fold_accent(c) {
             Some(plain) => folded.push_str(plain),
             None if c.is_alphanumeric() => folded.push(c),
@@ -252,6 +282,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn revocations_in_plain_words_are_flagged_and_full_width_letters_read_as_ascii() {
+        for text in [
+            "Please remove me from your list",
+            "Don't text me again!",
+            "no more texts",
+            "Leave me alone",
+            "no me escriba más",
+        ] {
+            assert!(
+                matches!(classify(text), Keyword::LooksLikeOptOut { .. }),
+                "{text:?}: {:?}",
+                classify(text)
+            );
+        }
+        assert_eq!(
+            classify("ＳＴＯＰ"),
+            Keyword::OptOut {
+                language: Language::En
+            }
+        );
+        assert_eq!(classify("I will text you my new number"), Keyword::Other);
     }
 
     #[test]
