@@ -518,6 +518,13 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
+    if sound && config.optout.notice.is_none() && !config.modems.is_empty() {
+        out.push(warning(
+            doc.line("optout", None, "notice"),
+            "no [optout] notice: Reg F 1006.6(e) wants every text to a debtor to say how to opt out \
+             (\"Reply STOP to stop texts to this number.\"); set one to have it appended or required",
+        ));
+    }
     // Retention deletes the contact history (and the messages it counts) by the same cutoff, so a
     // shorter retention would let a cap's window forget sends it must still count.
     let window = config.caps.longest_window();
