@@ -345,8 +345,16 @@ impl Backend for Gateway {
 
     fn cancel(&self, id: Uuid, actor: String) -> BackendResult<'_, MessageView> {
         Box::pin(async move {
-            self.dispatch.cancel(id, &actor).await?;
+            let cancelled = self.dispatch.cancel(id, &actor).await;
             let detail = self.store.get(id).await?;
+            // A repeat (a client retrying a cancel whose answer it lost) is answered with the message,
+            // not refused: it is cancelled, as asked. Nothing more is recorded.
+            let already = detail
+                .as_ref()
+                .is_some_and(|d| d.message.state == MessageState::Cancelled);
+            if !already {
+                cancelled?;
+            }
             detail
                 .map(|d| MessageView::from(d.message))
                 .ok_or_else(|| BackendError::NotFound(format!("message {id}")))
