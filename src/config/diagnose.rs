@@ -518,6 +518,14 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
+    if !config.caps.caps_massachusetts() {
+        out.push(warning(
+            doc.line("caps", None, "rules"),
+            "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), and \
+             none keeps it: add a rule for +1339, +1351, +1413, +1508, +1617, +1774, +1781, +1857, +1978 \
+             if you text Massachusetts numbers",
+        ));
+    }
     if sound && config.optout.notice.is_none() && !config.modems.is_empty() {
         out.push(warning(
             doc.line("optout", None, "notice"),

@@ -122,6 +122,18 @@ impl CapsConfig {
             .unwrap_or(SignedDuration::ZERO)
     }
 
+    /// Whether every Massachusetts number is still capped at least as tightly as the built-in rule (two
+    /// per seven days), which configured rules replace rather than join.
+    pub fn caps_massachusetts(&self) -> bool {
+        let builtin = SignedDuration::from_hours(7 * 24);
+        MASSACHUSETTS.iter().all(|prefix| {
+            let number = format!("{prefix}5550100");
+            self.rules
+                .iter()
+                .any(|rule| rule.applies_to(&number) && rule.max <= 2 && rule.window >= builtin)
+        })
+    }
+
     /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it?
     pub fn check(&self, recipient: &str, previous: &[Timestamp], now: Timestamp) -> CapDecision {
         self.rules
@@ -139,6 +151,18 @@ mod tests {
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn configured_rules_are_checked_for_the_massachusetts_cap_they_replace() {
+        let week = SignedDuration::from_hours(7 * 24);
+        let rules = |rules: Vec<CapRule>| CapsConfig { rules };
+        assert!(CapsConfig::default().caps_massachusetts());
+        let everyone = |max| CapRule::new(vec![], max, week).unwrap();
+        assert!(rules(vec![everyone(2)]).caps_massachusetts());
+        assert!(!rules(vec![everyone(3)]).caps_massachusetts());
+        let boston_only = CapRule::new(vec!["+1617".into()], 2, week).unwrap();
+        assert!(!rules(vec![boston_only]).caps_massachusetts());
     }
 
     #[test]
