@@ -257,7 +257,12 @@ async fn stop_reply_blocks_five_queued_messages_and_sends_one_confirmation() {
     assert_eq!(again.intent.as_deref(), Some("opt_out"));
     assert_eq!(gw.answers(DEBTOR).await.len(), 1);
 
-    // The five reach their send time and are refused at hand-off.
+    // The five fail at once, so the CMS hears now rather than at each one's send time; reaching it
+    // changes nothing.
+    for &id in &queued {
+        let state = gw.store.get(id).await.unwrap().unwrap().message.state;
+        assert_eq!(state, MessageState::Failed, "{id}");
+    }
     gw.set_clock(later).await;
     for id in queued {
         let detail = gw.store.get(id).await.unwrap().unwrap();

@@ -81,6 +81,14 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
         Some(how) => super::outbox::opted_out(ctx, change, how)?,
         None => super::outbox::opted_in(ctx, change)?,
     }
+    // A STOP or an agency's opt-out is final for what waits; a reply under review only holds it back at
+    // hand-off, so a person who finds it was no opt-out loses no scheduled message.
+    if matches!(
+        change.opted_out,
+        Some(OptOutSource::Keyword | OptOutSource::Api)
+    ) {
+        super::write::block_pending_to(ctx, &change.number, &change.actor)?;
+    }
     // The audit trail marks a reply under review as such.
     let detail = match (change.opted_out, &change.detail) {
         (Some(OptOutSource::Review), Some(text)) => Some(format!("review: {text}")),

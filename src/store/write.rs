@@ -860,6 +860,27 @@ pub(crate) const OPTED_OUT: Block<'static> = Block {
 /// What an expired message's event says.
 pub(crate) const EXPIRED: &str = "expires_at passed before it could be sent";
 
+/// Fails every message still waiting for `number` (queued or scheduled, the gateway's own confirmations
+/// excluded) as its hand-off would once the number opted out, so the CMS hears now, not at each one's send
+/// time. Returns how many.
+pub(crate) fn block_pending_to(ctx: &WriteCtx<'_>, number: &str, actor: &str) -> Result<usize> {
+    let ids: Vec<Uuid> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT id FROM messages WHERE peer = ?1 AND direction = 'outbound' \
+             AND state IN ('queued', 'scheduled') AND category != 'confirmation'",
+        )
+        .and_then(|mut st| {
+            st.query_map([number], |row| super::rows::uuid(row, 0))?
+                .collect()
+        })
+        .map_err(DB)?;
+    for &id in &ids {
+        fail_blocked(ctx, id, actor, &OPTED_OUT)?;
+    }
+    Ok(ids.len())
+}
+
 fn fail_blocked(ctx: &WriteCtx<'_>, id: Uuid, actor: &str, block: &Block<'_>) -> Result<()> {
     let error = format!("{}: {}", block.code, block.reason);
     set_error(ctx, id, &error)?;
