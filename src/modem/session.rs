@@ -17,6 +17,12 @@ use crate::at::{
     response::{Cmgs, pdu_line},
 };
 
+/// How long a command may still be answered after a restart notice (`RDY`) is read during it. A modem
+/// that restarted under the command never answers it; but a notice printed just before the command, and
+/// only read after it was written, is followed by the answer at once, which must not be left to be taken
+/// for the next command's.
+const RESTART_GRACE: Duration = Duration::from_secs(2);
+
 /// Anything a session can talk over: a serial port, a pty, or an in-memory pipe in tests.
 pub trait Port: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Port for T {}
@@ -135,9 +141,9 @@ pub struct Session {
     unsolicited: VecDeque<Unsolicited>,
     /// A `+CMT`/`+CDS` header whose PDU line has not arrived yet.
     awaiting_pdu: Option<Urc>,
-    /// A restart notice arrived since the running command was written: it ends the wait for an answer
-    /// at once instead of at the deadline (up to the `+CMGS` result timeout).
-    restart_seen: bool,
+    /// When a restart notice was read since the running command was written: the wait for its answer
+    /// ends [`RESTART_GRACE`] later instead of at the deadline (up to the `+CMGS` result timeout).
+    restart_seen: Option<Instant>,
 }
 
 impl Session {
@@ -147,7 +153,7 @@ impl Session {
             framer: Framer::new(),
             unsolicited: VecDeque::new(),
             awaiting_pdu: None,
-            restart_seen: false,
+            restart_seen: None,
         }
     }
 
@@ -299,9 +305,10 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
-            self.check_restart(cmd)?;
-            match timeout_at(deadline, self.fill()).await {
+            let cut = self.restart_cut();
+            match timeout_at(cut.map_or(deadline, |c| c.min(deadline)), self.fill()).await {
                 Ok(read) => read?,
+                Err(_) if cut.is_some_and(|c| c <= deadline) => return Err(restarted(cmd)),
                 Err(_) => return Ok(PromptOutcome::TimedOut),
             }
         }
@@ -336,9 +343,15 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
-            self.check_restart(cmd)?;
-            match timeout_at(deadline_now, self.fill()).await {
+            let cut = self.restart_cut();
+            match timeout_at(
+                cut.map_or(deadline_now, |c| c.min(deadline_now)),
+                self.fill(),
+            )
+            .await
+            {
                 Ok(read) => read?,
+                Err(_) if cut.is_some_and(|c| c <= deadline_now) => return Err(restarted(cmd)),
                 // The information line was the whole answer (see `Expect::info_is_final_after`).
                 Err(_) if deadline_now < deadline => {
                     return Ok(Response {
@@ -367,16 +380,12 @@ impl Session {
             }
         }
         // A restart before this point ends no command: it is queued for the worker like any notice.
-        self.restart_seen = false;
+        self.restart_seen = None;
     }
 
-    fn check_restart(&self, cmd: &str) -> Result<(), SessionError> {
-        if self.restart_seen {
-            return Err(SessionError::Restarted {
-                command: cmd.to_owned(),
-            });
-        }
-        Ok(())
+    /// When a command cut by a restart notice stops waiting for its answer.
+    fn restart_cut(&self) -> Option<Instant> {
+        self.restart_seen.map(|at| at + RESTART_GRACE)
     }
 
     fn set_aside(&mut self, line: Line) {
@@ -407,7 +416,9 @@ impl Session {
             match parse_line(&raw) {
                 Line::Urc(urc) if urc.pdu_follows() => self.awaiting_pdu = Some(urc),
                 Line::Urc(urc) => {
-                    self.restart_seen |= urc.is_restart();
+                    if urc.is_restart() && self.restart_seen.is_none() {
+                        self.restart_seen = Some(Instant::now());
+                    }
                     self.unsolicited.push_back(Unsolicited::Urc(urc));
                 }
                 line => return Some(Event::Line(line, raw)),
@@ -444,6 +455,12 @@ impl Session {
                 after: timeout,
             }),
         }
+    }
+}
+
+fn restarted(cmd: &str) -> SessionError {
+    SessionError::Restarted {
+        command: cmd.to_owned(),
     }
 }
 
@@ -553,18 +570,25 @@ mod tests {
         let _modem = fake.await.unwrap();
     }
 
-    /// `RDY` while a command waits ends it at once; one printed before the command was written, or a
-    /// later start-up notice, is only queued.
+    /// `RDY` while a command waits ends it soon after (not at its deadline) when no answer follows; one
+    /// printed before the command was written, or a later start-up notice, is only queued; and an answer
+    /// that does follow the notice is the command's, not left for the next one.
     #[tokio::test(start_paused = true)]
     async fn a_restart_notice_ends_the_command_in_flight() {
         let (mut s, mut modem) = pair();
         let fake = tokio::spawn(async move {
             modem.write_all(b"\r\nRDY\r\n").await.unwrap();
             assert_eq!(read_until(&mut modem, b"\r").await, "AT\r");
-            modem
-                .write_all(b"\r\nSMS DONE\r\n\r\nOK\r\n")
-                .await
-                .unwrap();
+            let answers: [(&str, &[u8]); 3] = [
+                ("ATE0\r", b"\r\nSMS DONE\r\n\r\nOK\r\n"),
+                ("AT+CGMI\r", b"\r\nRDY\r\n\r\nOK\r\n"),
+                ("AT+CGMM\r", b"\r\nEC25\r\n\r\nOK\r\n"),
+            ];
+            modem.write_all(b"\r\nOK\r\n").await.unwrap();
+            for (command, answer) in answers {
+                assert_eq!(read_until(&mut modem, b"\r").await, command);
+                modem.write_all(answer).await.unwrap();
+            }
             assert_eq!(read_until(&mut modem, b"\r").await, "AT+CSQ\r");
             modem.write_all(b"\r\nRDY\r\n").await.unwrap();
             modem
@@ -572,6 +596,16 @@ mod tests {
         // Read while idle, as the worker does between commands.
         s.wait_unsolicited().await.unwrap();
         s.command("AT", Expect::NOTHING, SECOND).await.unwrap();
+        s.command("ATE0", Expect::NOTHING, SECOND).await.unwrap();
+        // The notice comes with the answer (a modem that was up): the answer is this command's.
+        assert!(
+            s.command("AT+CGMI", Expect::NOTHING, SECOND)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        let model = s.command("AT+CGMM", Expect::NOTHING, SECOND).await.unwrap();
+        assert_eq!(model.lines, ["EC25"]);
         let start = Instant::now();
         let err = s
             .command("AT+CSQ", Expect::info("+CSQ"), 100 * SECOND)
@@ -581,9 +615,10 @@ mod tests {
             matches!(&err, SessionError::Restarted { command } if command == "AT+CSQ"),
             "{err}"
         );
-        assert!(start.elapsed() < SECOND, "waited {:?}", start.elapsed());
+        // Virtual time: the grace, not the command's 100 s.
+        assert_eq!(start.elapsed(), RESTART_GRACE);
         let notices: Vec<_> = std::iter::from_fn(|| s.take_unsolicited()).collect();
-        assert_eq!(notices.len(), 3, "{notices:?}");
+        assert_eq!(notices.len(), 4, "{notices:?}");
         let _modem = fake.await.unwrap();
     }
 
