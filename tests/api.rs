@@ -1583,7 +1583,7 @@ fn strays(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<St
         return strays(doc, &doc["components"]["schemas"][name], value, at, out);
     }
     if let Some(all) = schema["allOf"].as_array() {
-        let mut merged = serde_json::Map::new();
+        let (mut merged, mut required) = (serde_json::Map::new(), Vec::new());
         for part in all {
             let part = match part["$ref"].as_str() {
                 Some(name) => &doc["components"]["schemas"][name.rsplit('/').next().unwrap()],
@@ -1592,8 +1592,9 @@ fn strays(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<St
             if let Some(properties) = part["properties"].as_object() {
                 merged.extend(properties.clone());
             }
+            required.extend(part["required"].as_array().cloned().unwrap_or_default());
         }
-        let merged = json!({"type": "object", "properties": merged});
+        let merged = json!({"type": "object", "properties": merged, "required": required});
         return strays(doc, &merged, value, at, out);
     }
     let kind = match value {
@@ -1613,6 +1614,13 @@ fn strays(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<St
     let integer_as_number = kind == "integer" && allowed.contains(&"number");
     if !(allowed.contains(&kind) || integer_as_number) {
         out.push(format!("{at}: {kind}, documented as {allowed:?}"));
+    }
+    if let (Value::Object(fields), Some(required)) = (value, schema["required"].as_array()) {
+        for name in required.iter().filter_map(Value::as_str) {
+            if !fields.contains_key(name) {
+                out.push(format!("{at}.{name}: required, missing"));
+            }
+        }
     }
     if let (Value::Object(fields), Some(properties)) = (value, schema["properties"].as_object()) {
         for (name, field) in fields {
@@ -1702,6 +1710,11 @@ async fn answers_match_the_openapi_document() {
             "/v1/optouts",
             "get",
             server.get("/v1/optouts", "admin-token").await,
+        ),
+        (
+            "/v1/optouts/audit",
+            "get",
+            server.get("/v1/optouts/audit", "admin-token").await,
         ),
         ("/readyz", "get", server.get("/readyz", "cms-token").await),
         ("/healthz", "get", server.get("/healthz", "cms-token").await),

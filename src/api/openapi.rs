@@ -170,7 +170,37 @@ fn request_body(body: RequestBody) -> Value {
     json!({"required": true, "content": content})
 }
 
+/// Response objects whose every property is always present (`null` when empty): listed as required, so
+/// generated clients need not treat each as optional.
+const ALWAYS_COMPLETE: &[&str] = &[
+    "Message",
+    "Modem",
+    "Modems",
+    "Optout",
+    "Optouts",
+    "OptoutAudit",
+];
+
 fn schemas() -> Value {
+    let mut schemas = schema_definitions();
+    for name in ALWAYS_COMPLETE {
+        require_every_property(&mut schemas[*name]);
+    }
+    if let Some(item) = schemas["OptoutAudit"]["properties"]["changes"].get_mut("items") {
+        require_every_property(item);
+    }
+    schemas
+}
+
+fn require_every_property(schema: &mut Value) {
+    let keys: Vec<Value> = schema["properties"]
+        .as_object()
+        .map(|properties| properties.keys().cloned().map(Value::from).collect())
+        .unwrap_or_default();
+    schema["required"] = Value::Array(keys);
+}
+
+fn schema_definitions() -> Value {
     let status = json!({"type": "string", "enum": ["scheduled", "queued", "sending", "sent", "delivered", "failed",
         "cancelled", "expired", "unknown", "received"]});
     let encoding = json!({"type": "string", "enum": ["gsm7", "ucs2", "8bit", "undecoded"]});
