@@ -816,3 +816,29 @@ async fn a_reply_from_a_national_sender_is_filed_under_its_e164_number() {
     );
     gateway.stop().await;
 }
+
+/// A second daemon on the same database (an admin's `serve` with the service up) is refused before it
+/// opens the store, so its start-up recovery cannot mark the first one's sends `unknown`; once the first
+/// has stopped, the database is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/unused");
+    let first = start_instant(&config).await;
+    let second = daemon::start(
+        &config,
+        StartOptions {
+            instant_sims: true,
+            ..StartOptions::default()
+        },
+    )
+    .await;
+    let error = format!("{:#}", second.err().expect("a second daemon started"));
+    assert!(error.contains("another modemgate"), "{error}");
+    assert!(
+        error.contains(&std::process::id().to_string()),
+        "names the holder: {error}"
+    );
+    first.stop().await;
+    start_instant(&config).await.stop().await;
+}

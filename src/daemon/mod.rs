@@ -11,6 +11,7 @@
 //! tests drive exactly what `serve` runs; [`serve`] adds signals and systemd around it.
 
 pub mod hub;
+pub mod lock;
 pub mod modems;
 pub mod registry;
 mod retention;
@@ -96,6 +97,8 @@ pub struct Running {
     /// The certificate the API presents, when it serves TLS: a reload reads its files again.
     certificate: Option<Arc<ServedCertificate>>,
     deliverer: JoinHandle<()>,
+    /// This daemon's hold on the database, released when it has stopped (see [`lock`]).
+    _lock: lock::DatabaseLock,
 }
 
 /// A named webhook given a new URL takes its undelivered events along.
@@ -219,7 +222,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
                 .verdict(sender, text)
         })
     };
-    let store = open_store(config, &options, wanted, verdict).await?;
+    let (store, lock) = open_store(config, &options, wanted, verdict).await?;
     // Off the runtime's threads (it takes a while, far longer in a debug build) and alongside the rest of
     // the start; awaited before the API listens, so the first request does not pay for it.
     let region = config.server.default_region;
@@ -343,6 +346,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         certificate,
         deliverer,
         retention,
+        _lock: lock,
     })
 }
 
@@ -519,12 +523,14 @@ async fn open_store(
     options: &StartOptions,
     webhooks: Vec<Subscription>,
     inbound_verdict: store::Verdict,
-) -> anyhow::Result<Store> {
+) -> anyhow::Result<(Store, lock::DatabaseLock)> {
     let path = config.storage.path.clone();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the database directory {}", dir.display()))?;
     }
+    // Before the store opens: its start-up recovery must never run under another daemon's feet.
+    let lock = lock::DatabaseLock::acquire(&path)?;
     let open = store::OpenOptions {
         clock: options.clock.clone(),
         resend_submitting: config.storage.resend_unknown_on_start,
@@ -534,9 +540,10 @@ async fn open_store(
         ..store::OpenOptions::default()
     };
     let opening = tokio::task::spawn_blocking(move || Store::open(&path, open));
-    systemd::extending_start("opening the database (migrating or recovering)", opening)
+    let store = systemd::extending_start("opening the database (migrating or recovering)", opening)
         .await?
-        .with_context(|| format!("opening the database {}", config.storage.path.display()))
+        .with_context(|| format!("opening the database {}", config.storage.path.display()))?;
+    Ok((store, lock))
 }
 
 fn slots(runtimes: &[ModemRuntime]) -> Vec<ModemSlot> {
