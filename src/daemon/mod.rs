@@ -616,7 +616,8 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
                         // Part-way, the old dispatcher is gone and the new one may not have started: a
                         // daemon that accepts and never sends is worse than a restart (the queue is on disk;
                         // systemd's Restart=on-failure starts it again with the new configuration).
-                        if let Err(error) = running.reload(&config).await {
+                        let reload = running.reload(&config);
+                        if let Err(error) = keeping_alive(reload, &mut watchdog, systemd::keep_alive).await {
                             error!(error = format!("{error:#}"), "configuration reload failed part-way; stopping to be restarted");
                             failed = Some(error.context("configuration reload failed part-way"));
                             break;
@@ -641,6 +642,23 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal
     tokio::signal::unix::signal(kind).context("installing a signal handler")
 }
 
+/// Runs `work` while still telling systemd the daemon is alive: a reload waits up to 20 s for a modem's
+/// command to finish, and, added to up to half a watchdog interval since the last keep-alive, that
+/// outlasted `WatchdogSec=30s`, so systemd killed a daemon that was only reloading.
+async fn keeping_alive<T>(
+    work: impl Future<Output = T>,
+    watchdog: &mut Option<tokio::time::Interval>,
+    mut keep_alive: impl FnMut(),
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick(watchdog) => keep_alive(),
+        }
+    }
+}
+
 /// The next watchdog tick, or never when systemd set no watchdog.
 async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     match watchdog {
@@ -654,6 +672,17 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 20-s reload under a 15-s keep-alive interval still sends one every 15 s.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_go_on_while_a_reload_waits() {
+        let mut watchdog = Some(tokio::time::interval(Duration::from_secs(15)));
+        let mut sent = Vec::new();
+        let start = tokio::time::Instant::now();
+        let reload = tokio::time::sleep(Duration::from_secs(20));
+        keeping_alive(reload, &mut watchdog, || sent.push(start.elapsed())).await;
+        assert_eq!(sent, [Duration::ZERO, Duration::from_secs(15)]);
+    }
 
     fn backlog(target: Option<&str>, pending: u64) -> store::WebhookBacklog {
         store::WebhookBacklog {
