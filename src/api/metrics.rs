@@ -321,13 +321,20 @@ impl Metrics {
             &mut out,
             "modemgate_modem_answered_timestamp_seconds",
             "gauge",
-            "When each modem last answered a health poll (Unix time): a modem that hangs while idle still \
-             reads ready until its next poll times out, so alert on time() minus this.",
+            "When each modem last answered a health poll (Unix time; 0 if it has not since the daemon \
+             started): a modem that hangs while idle still reads ready until its next poll times out, so \
+             alert on time() minus this.",
         );
+        // 0 rather than no sample for a modem dead since the start, so that alert fires for it too.
         per_modem(
             &mut out,
             "modemgate_modem_answered_timestamp_seconds",
-            |g| g.answered_at.map(|at| at.as_millisecond() as f64 / 1000.0),
+            |g| {
+                Some(
+                    g.answered_at
+                        .map_or(0.0, |at| at.as_millisecond() as f64 / 1000.0),
+                )
+            },
         );
         let per_webhook =
             |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
@@ -569,10 +576,13 @@ mod tests {
             ("paused".to_owned(), gauges(ModemState::Paused, Some(0))),
             ("degraded".to_owned(), gauges(ModemState::Degraded, Some(0))),
         ]);
+        let text = m.render();
+        assert!(text.lines().any(|l| l == "modemgate_modems_available 0"));
+        // Never answered since the start: 0, so `time() - this > 180` fires for it too.
         assert!(
-            m.render()
-                .lines()
-                .any(|l| l == "modemgate_modems_available 0")
+            text.lines()
+                .any(|l| l == "modemgate_modem_answered_timestamp_seconds{modem=\"capped\"} 0"),
+            "{text}"
         );
         // A count the store could not give does not make a ready modem look closed.
         m.set_modems([("uncounted".to_owned(), gauges(ModemState::Ready, None))]);

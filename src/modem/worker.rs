@@ -501,6 +501,17 @@ impl Worker {
         if h == self.health {
             return;
         }
+        // Each change of state once, with why: an admin reading the journal sees a modem go offline
+        // (a port that cannot be opened, say) or lose the network without polling `status`.
+        if h.state != self.health.state {
+            let error = h.last_error.as_deref().unwrap_or("");
+            match h.state {
+                ModemState::Offline | ModemState::Degraded => {
+                    tracing::warn!(modem = %self.cfg.id, state = ?h.state, error, "modem state changed")
+                }
+                _ => tracing::info!(modem = %self.cfg.id, state = ?h.state, "modem state changed"),
+            }
+        }
         self.health = h.clone();
         self.health_tx.send_replace(h.clone());
         let _ = self
