@@ -22,15 +22,18 @@ struct RawCapRule {
     #[serde(default)]
     prefixes: Vec<String>,
     max: u32,
-    /// Length of the rolling window, e.g. `"168h"`.
-    window: SignedDuration,
+    /// Length of the rolling window, e.g. `"168h"` or `"7d"`, read as every duration in the config is.
+    #[serde(deserialize_with = "crate::config::values::duration")]
+    window: std::time::Duration,
 }
 
 impl TryFrom<RawCapRule> for CapRule {
     type Error = String;
 
     fn try_from(raw: RawCapRule) -> Result<Self, String> {
-        CapRule::new(raw.prefixes, raw.max, raw.window)
+        let window = SignedDuration::try_from(raw.window)
+            .map_err(|_| format!("window {:?} is too long", raw.window))?;
+        CapRule::new(raw.prefixes, raw.max, window)
     }
 }
 

@@ -80,7 +80,7 @@ mod tests {
             [[caps.rules]]
             prefixes = ["+1617"]
             max = 2
-            window = "168h"
+            window = "7d"
 
             [optout]
             confirmation = { en = "Stopped.", es = "Baja confirmada." }
@@ -128,6 +128,7 @@ mod tests {
                 "unknown day",
             ),
             ("[[caps.rules]]\nmax = 0\nwindow = \"1h\"", "at least 1"),
+            ("[[caps.rules]]\nmax = 2\nwindow = \"1h30m\"", "an integer and a unit"),
             ("[optout]\nnotice_mode = \"maybe\"", "unknown variant"),
             (
                 "[[reply_rules]]\nkeywords = [\"1\"]\nintent = \"pay\"\ntemplate = \"{x\"",
