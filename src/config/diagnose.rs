@@ -180,7 +180,9 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         match Config::deserialize(toml::de::Deserializer::from(doc.clone())) {
             Ok(config) => break Some(config),
             Err(e) => {
-                let span = e.span();
+                let span = e
+                    .span()
+                    .map(|span| culprit_element(&doc, &span, e.message()).unwrap_or(span));
                 let echo = span.as_ref().is_some_and(|s| pruned_tables.contains(s));
                 if !echo {
                     diagnostics.push(error(at(span.clone()), e.message()));
@@ -218,6 +220,60 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
     outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// An error the deserializer blames on a whole array of tables (it gives the first `[[name]]` header for
+/// a refused element, such as an API key with two tokens): the element that makes the same error alone,
+/// so it is reported at its own line and pruned alone, and the other elements are still checked.
+fn culprit_element(
+    doc: &Spanned<DeTable<'_>>,
+    span: &Range<usize>,
+    message: &str,
+) -> Option<Range<usize>> {
+    let path = array_at(doc.get_ref(), span)?;
+    let items = match array_mut(&mut doc.clone(), &path)?.get_ref() {
+        DeValue::Array(items) => items.clone(),
+        _ => return None,
+    };
+    if items.len() < 2 {
+        return None;
+    }
+    items.iter().find_map(|item| {
+        let mut alone = doc.clone();
+        let mut only = DeArray::new();
+        only.push(item.clone());
+        *array_mut(&mut alone, &path)?.get_mut() = DeValue::Array(only);
+        let err = Config::deserialize(toml::de::Deserializer::from(alone)).err()?;
+        (err.message() == message).then(|| item.span())
+    })
+}
+
+/// The keys leading to the array of tables whose key is written at `span`.
+fn array_at(table: &DeTable<'_>, span: &Range<usize>) -> Option<Vec<String>> {
+    table.iter().find_map(|(key, value)| match value.get_ref() {
+        // The span given is the header, `[[api_keys]]`; the key's is the name inside it.
+        DeValue::Array(_) if contains(span, &key.span()) => Some(vec![key.get_ref().to_string()]),
+        DeValue::Table(inner) => array_at(inner, span).map(|mut path| {
+            path.insert(0, key.get_ref().to_string());
+            path
+        }),
+        _ => None,
+    })
+}
+
+fn array_mut<'a, 'i>(
+    doc: &'a mut Spanned<DeTable<'i>>,
+    path: &[String],
+) -> Option<&'a mut Spanned<DeValue<'i>>> {
+    let (last, tables) = path.split_last()?;
+    let mut table = doc.get_mut();
+    for key in tables {
+        match table.get_mut(key.as_str())?.get_mut() {
+            DeValue::Table(inner) => table = inner,
+            _ => return None,
+        }
+    }
+    table.get_mut(last.as_str())
 }
 
 /// Remove the deepest entry of `table` whose key or value holds `span`. Returns whether anything was removed.
@@ -518,7 +574,7 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
-    if !config.caps.caps_massachusetts() {
+    if sound && !config.caps.caps_massachusetts() {
         out.push(warning(
             doc.line("caps", None, "rules"),
             "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), and \
@@ -594,6 +650,29 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    /// An element of an array of tables refused as a whole (two tokens, a bad prefix) is reported at its
+    /// own `[[...]]`, once, and the elements after it are still checked.
+    #[test]
+    fn refused_elements_of_arrays_of_tables_are_reported_at_their_own_lines() {
+        let report = check(
+            "[[api_keys]]\nname = \"cms\"\ntoken = \"abc\"\nscopes = [\"send\"]\n\n\
+             [[api_keys]]\nname = \"ops\"\ntoken = \"x\"\n\
+             token_sha256 = \"8368bb6f9fe3f6e195c5a9eb50a3a7f4ce3ca7f97232c9a1cab1f07b0c5738d0\"\n\
+             scopes = [\"admin\"]\n\n\
+             [[api_keys]]\nname = \"ro\"\ntoken = \"   \"\nscopes = [\"read\"]\n\n\
+             [[caps.rules]]\nprefixes = [\"+1617\"]\nmax = 2\nwindow = \"7d\"\n\n\
+             [[caps.rules]]\nprefixes = [\"1508\"]\nmax = 2\nwindow = \"7d\"\n",
+        );
+        assert_eq!(
+            report.render(),
+            [
+                "t.toml:6: api key `ops`: set exactly one of `token` or `token_sha256`",
+                "t.toml:14: token is empty",
+                "t.toml:22: prefix \"1508\" is not + followed by digits",
+            ]
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ mod tests {
                 "unknown day",
             ),
             ("[[caps.rules]]\nmax = 0\nwindow = \"1h\"", "at least 1"),
-            ("[[caps.rules]]\nmax = 2\nwindow = \"1h30m\"", "an integer and a unit"),
+            (
+                "[[caps.rules]]\nmax = 2\nwindow = \"1h30m\"",
+                "an integer and a unit",
+            ),
             ("[optout]\nnotice_mode = \"maybe\"", "unknown variant"),
             (
                 "[[reply_rules]]\nkeywords = [\"1\"]\nintent = \"pay\"\ntemplate = \"{x\"",
