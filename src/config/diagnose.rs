@@ -444,7 +444,26 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
             ));
         }
     }
+    if config.storage.path.as_os_str().is_empty() {
+        out.push(error(
+            doc.line("storage", None, "path"),
+            "[storage] path is empty: name the database file",
+        ));
+    }
     for (i, key) in config.api_keys.iter().enumerate() {
+        // A request with that token would be one key or the other, its name and scopes a coin toss.
+        if let Some(first) = config.api_keys[..i]
+            .iter()
+            .find(|k| k.name != key.name && k.credential.digest() == key.credential.digest())
+        {
+            out.push(error(
+                doc.line("api_keys", Some(i), "name"),
+                format!(
+                    "api key `{}` has the same token as `{}`: give each key its own",
+                    key.name, first.name
+                ),
+            ));
+        }
         if config.api_keys[..i].iter().any(|k| k.name == key.name) {
             out.push(error(
                 doc.line("api_keys", Some(i), "name"),
@@ -650,6 +669,35 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_storage_path_and_a_token_shared_by_two_keys_are_errors() {
+        let report = check(
+            "[storage]\npath = \"\"\n\
+             [[api_keys]]\nname = \"cms\"\ntoken = \"same-token\"\nscopes = [\"send\"]\n\
+             [[api_keys]]\nname = \"ops\"\n\
+             token_sha256 = \"bd3c5b4e5ad3f1c7d12c8c6e5f0c6a8b7e0c6b2b1a6f3e4d5c6b7a8f9e0d1c2b\"\n\
+             scopes = [\"admin\"]\n\
+             [[api_keys]]\nname = \"admin\"\ntoken = \"same-token\"\nscopes = [\"admin\"]\n",
+        );
+        let rendered = report.render();
+        assert!(
+            rendered
+                .contains(&"t.toml:2: [storage] path is empty: name the database file".to_owned()),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered.contains(
+                &"t.toml:12: api key `admin` has the same token as `cms`: give each key its own"
+                    .to_owned()
+            ),
+            "{rendered:#?}"
+        );
+        assert!(
+            !rendered.iter().any(|l| l.contains("`ops`")),
+            "{rendered:#?}"
+        );
     }
 
     /// An element of an array of tables refused as a whole (two tokens, a bad prefix) is reported at its

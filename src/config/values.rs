@@ -285,6 +285,14 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// The SHA-256 of the token, however it was given: two keys with the same one are the same key.
+    pub fn digest(&self) -> [u8; 32] {
+        match self {
+            Credential::Token(Token(token)) => Sha256::digest(token.as_bytes()).into(),
+            Credential::Sha256(TokenSha256(digest)) => *digest,
+        }
+    }
+
     /// Whether a presented bearer token matches, in constant time so timing reveals nothing of the secret.
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
