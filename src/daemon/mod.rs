@@ -623,7 +623,12 @@ pub async fn serve(path: &Path) -> anyhow::Result<()> {
                             break;
                         }
                     }
-                    Err(errors) => error!(%errors, "configuration reload refused; the running configuration stays"),
+                    // One journal line per problem, each with its PATH:LINE, as check-config prints them.
+                    Err(errors) => {
+                        for problem in errors.to_string().lines() {
+                            error!(problem, "configuration reload refused; the running configuration stays");
+                        }
+                    }
                 }
                 systemd::ready();
             }
