@@ -333,22 +333,31 @@ impl Rig {
     }
 
     async fn wait_log(&mut self, cmd: &str) {
+        self.wait_logged(cmd, 1).await;
+    }
+
+    /// Until the fake modem has received `cmd` at least `times` times.
+    async fn wait_logged(&mut self, cmd: &str, times: usize) {
         let state = self.state.clone();
         self.log
-            .wait_for(|_| state.lock().unwrap().log.iter().any(|c| c == cmd))
+            .wait_for(|_| count(&state, cmd) >= times)
             .await
             .unwrap();
     }
 
     fn logged(&self, cmd: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .log
-            .iter()
-            .filter(|c| *c == cmd)
-            .count()
+        count(&self.state, cmd)
     }
+}
+
+fn count(state: &Shared, cmd: &str) -> usize {
+    state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|c| *c == cmd)
+        .count()
 }
 
 impl Drop for Rig {
@@ -644,8 +653,8 @@ async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
     assert_eq!(outcome.await.unwrap(), JobOutcome::NotAttempted);
 }
 
-/// A modem that restarts while a PDU is out will never answer `AT+CMGS`: its `RDY` ends the wait at once
-/// (not at the two-minute result timeout), the part is unknown (the network may have it), and the modem
+/// A modem that restarts while a PDU is out will never answer `AT+CMGS`: its `RDY` ends the wait soon
+/// after (not at the two-minute result timeout), the part is unknown (the network may have it), and the modem
 /// is initialised again on the same port.
 #[tokio::test(start_paused = true)]
 async fn a_restart_during_a_send_ends_it_at_once_and_initialises_again() {
@@ -662,20 +671,7 @@ async fn a_restart_during_a_send_ends_it_at_once_and_initialises_again() {
         panic!("expected unknown")
     };
     assert!(reason.contains("restarted"), "{reason}");
-    let state = rig.state.clone();
-    rig.log
-        .wait_for(|_| {
-            state
-                .lock()
-                .unwrap()
-                .log
-                .iter()
-                .filter(|c| *c == "ATE0")
-                .count()
-                > initialised
-        })
-        .await
-        .unwrap();
+    rig.wait_logged("ATE0", initialised + 1).await;
     rig.health
         .wait_for(|h| h.state == ModemState::Ready)
         .await
@@ -873,21 +869,7 @@ async fn a_report_announced_in_the_wrong_memory_is_read_from_sr_at_once() {
     })
     .await;
     // The start-up sweep reads SR and then selects SM again (its second selection after initialisation).
-    let state = rig.state.clone();
-    let usual = "AT+CPMS=\"SM\",\"SM\",\"SM\"";
-    rig.log
-        .wait_for(|_| {
-            state
-                .lock()
-                .unwrap()
-                .log
-                .iter()
-                .filter(|c| *c == usual)
-                .count()
-                >= 2
-        })
-        .await
-        .unwrap();
+    rig.wait_logged("AT+CPMS=\"SM\",\"SM\",\"SM\"", 2).await;
     let swept = rig.logged("AT+CPMS=\"SR\",\"SM\",\"SM\"");
     assert_eq!(swept, 1, "SR is swept at start");
     rig.state.lock().unwrap().reports.insert(2, REPORT.into());
@@ -923,15 +905,7 @@ async fn indications_the_modem_dropped_are_set_again_at_the_health_poll() {
     let mut dropped: Vec<&str> = chosen.split(',').collect();
     dropped[3] = "0";
     rig.state.lock().unwrap().cnmi = dropped.join(",");
-    let state = rig.state.clone();
-    let set_again = set.clone();
-    rig.log
-        .wait_for(|_| {
-            let state = state.lock().unwrap();
-            state.log.iter().filter(|c| **c == set_again).count() == 2
-        })
-        .await
-        .unwrap();
+    rig.wait_logged(&set, 2).await;
     assert_eq!(rig.state.lock().unwrap().cnmi, chosen);
 }
 
@@ -947,17 +921,10 @@ async fn indications_a_modem_will_not_tell_are_set_again_at_every_health_poll() 
     assert_eq!(rig.logged(&set), 1);
     for polls in 1..=2 {
         tokio::time::sleep(Duration::from_secs(61)).await;
-        let state = rig.state.clone();
-        let set_again = set.clone();
-        let set_by_this_poll = rig.log.wait_for(|_| {
-            let state = state.lock().unwrap();
-            state.log.iter().filter(|c| **c == set_again).count() == 1 + polls
-        });
         // Virtual seconds: well before the next poll.
-        tokio::time::timeout(Duration::from_secs(30), set_by_this_poll)
+        tokio::time::timeout(Duration::from_secs(30), rig.wait_logged(&set, 1 + polls))
             .await
-            .expect("not set again by this poll")
-            .unwrap();
+            .expect("not set again by this poll");
         assert_eq!(rig.logged("AT+CNMI?"), polls);
     }
 }
