@@ -38,7 +38,7 @@ impl Target {
             .parse()
             .map_err(|_| WebhookError::BadUrl(url.to_owned()))?;
         match uri.scheme_str() {
-            Some("http" | "https") if uri.host().is_some() => {}
+            Some("http" | "https") if uri.host().is_some() && port_is_valid(&uri) => {}
             _ => return Err(WebhookError::BadUrl(url.to_owned())),
         }
         Ok(Target {
@@ -143,6 +143,18 @@ pub fn label_of(url: &str) -> String {
 }
 
 /// `scheme://host[:port]`: the URL without credentials, path or query.
+/// A port written in the URL must be one a connection can use (hyper's parser takes `:99999`, and the
+/// webhook would then fail at every delivery instead of at check-config).
+fn port_is_valid(uri: &Uri) -> bool {
+    let written = uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once(':'))
+        // `[::1]` has colons but no port.
+        .filter(|(_, port)| !port.ends_with(']'))
+        .map(|(_, port)| port);
+    written.is_none_or(|port| port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
 fn default_label(url: &Uri) -> String {
     let scheme = url.scheme_str().unwrap_or("http");
     let host = url.host().unwrap_or("");
@@ -182,6 +194,16 @@ mod tests {
     #[test]
     fn targets_validate_and_filter_events() {
         assert!(Target::new("https://cms/hook", "s", None).is_ok());
+        assert!(Target::new("https://cms:8443/hook", "s", None).is_ok());
+        assert!(Target::new("http://[::1]:8080/hook", "s", None).is_ok());
+        assert!(Target::new("http://[::1]/hook", "s", None).is_ok());
+        for bad in [
+            "http://cms:99999/hook",
+            "http://cms:0/hook",
+            "http://[::1]:70000/",
+        ] {
+            assert!(Target::new(bad, "s", None).is_err(), "{bad}");
+        }
         assert!(matches!(
             Target::new("ftp://cms/hook", "s", None),
             Err(WebhookError::BadUrl(_))
