@@ -601,6 +601,20 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
              if you text Massachusetts numbers",
         ));
     }
+    // `EST`, `MST`, `Etc/GMT+5`: fixed offsets with no daylight saving, so in summer "21:00 EST" is
+    // 22:00 in New York, past Reg F's window.
+    if let Some(zone) = &config.quiet_hours.default_tz
+        && let Some(name) = zone.iana_name()
+        && (!name.contains('/') || name.starts_with("Etc/"))
+    {
+        out.push(warning(
+            doc.line("quiet_hours", None, "default_tz"),
+            format!(
+                "default_tz = {name:?} is a fixed offset with no daylight saving: use the zone of a place \
+                 (America/New_York, Europe/London) so quiet hours follow its summer time"
+            ),
+        ));
+    }
     if sound && config.optout.notice.is_none() && !config.modems.is_empty() {
         out.push(warning(
             doc.line("optout", None, "notice"),
@@ -669,6 +683,22 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_fixed_offset_default_zone_draws_a_warning() {
+        for (zone, warns) in [
+            ("EST", true),
+            ("Etc/GMT+5", true),
+            ("America/New_York", false),
+        ] {
+            let report = check(&format!("[quiet_hours]\ndefault_tz = \"{zone}\"\n"));
+            let warned = report
+                .render()
+                .iter()
+                .any(|l| l.starts_with("t.toml:2: warning: default_tz"));
+            assert_eq!(warned, warns, "{zone}: {:#?}", report.render());
+        }
     }
 
     #[test]
