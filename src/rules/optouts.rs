@@ -63,7 +63,8 @@ impl OptOuts {
     }
 
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
-    /// record (when, which message, which modem). The number is suppressed in memory before the store is
+    /// record (when, which message, which modem), unless it was only a reply under review: a STOP or the
+    /// agency's opt-out then replaces it. The number is suppressed in memory before the store is
     /// written, so no hand-off slips through while the write is in flight; if the write fails it stays
     /// suppressed until restart.
     pub async fn add(
@@ -74,8 +75,12 @@ impl OptOuts {
     ) -> Result<bool, StoreError> {
         {
             let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
-            if numbers.contains_key(number) {
-                return Ok(false);
+            match numbers.get(number) {
+                // A reply under review confirmed by a STOP (or by the agency) becomes that opt-out: the
+                // messages it only held fail now, and no text lifts an agency's.
+                Some(OptOutSource::Review) if source != OptOutSource::Review => {}
+                Some(_) => return Ok(false),
+                None => {}
             }
             numbers.insert(number.to_owned(), source);
         }
@@ -127,6 +132,53 @@ mod tests {
     use super::*;
     use crate::store::{ManualClock, OpenOptions};
     use std::sync::Arc;
+
+    /// A reply under review, then a STOP: the opt-out becomes the keyword's (stored, so a reload keeps
+    /// it); a further review or STOP changes nothing.
+    #[tokio::test]
+    async fn a_stop_after_a_reply_under_review_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), OpenOptions::default()).unwrap();
+        let optouts = OptOuts::load(&store).await.unwrap();
+        let number = "+14155550100";
+        let rules = || Origin {
+            actor: "rules",
+            ..Origin::default()
+        };
+        assert!(
+            optouts
+                .add(number, OptOutSource::Review, rules())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !optouts
+                .add(number, OptOutSource::Review, rules())
+                .await
+                .unwrap()
+        );
+        assert!(
+            optouts
+                .add(number, OptOutSource::Keyword, rules())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !optouts
+                .add(number, OptOutSource::Review, rules())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !optouts
+                .add(number, OptOutSource::Keyword, rules())
+                .await
+                .unwrap()
+        );
+        assert_eq!(optouts.source(number), Some(OptOutSource::Keyword));
+        let reloaded = OptOuts::load(&store).await.unwrap();
+        assert_eq!(reloaded.source(number), Some(OptOutSource::Keyword));
+    }
 
     #[tokio::test]
     async fn changes_are_written_through_and_survive_a_reload() {
