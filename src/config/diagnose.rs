@@ -416,6 +416,23 @@ fn quiet_hour_regions(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnost
     }
 }
 
+/// `path` with `.` and `..` resolved without touching the disk (the device may be unplugged while the
+/// config is checked): `/dev/../dev/ttyUSB0` is `/dev/ttyUSB0`. Links (udev's names) are not followed.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Checks that involve more than one value.
 fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
     for (i, modem) in config.modems.iter().enumerate() {
@@ -432,7 +449,10 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
         }
         // Simulators each get their own pty, so only real devices can clash.
         if let Device::Serial(path) = &modem.device
-            && let Some(first) = earlier.iter().find(|m| m.device == modem.device)
+            && let Some(first) = earlier.iter().find(|m| match &m.device {
+                Device::Serial(other) => lexical(other) == lexical(path),
+                Device::Sim(_) => false,
+            })
         {
             out.push(error(
                 doc.line("modems", Some(i), "device"),
@@ -683,6 +703,21 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn the_same_device_written_two_ways_is_a_duplicate() {
+        let report = check(
+            "[[modems]]\nid = \"a\"\ndevice = \"/dev/ttyUSB0\"\n\
+             [[modems]]\nid = \"b\"\ndevice = \"/dev/../dev/./ttyUSB0\"\n",
+        );
+        let rendered = report.render();
+        assert!(
+            rendered.iter().any(|l| l.starts_with(
+                "t.toml:6: device `/dev/../dev/./ttyUSB0` is already used by modem `a`"
+            )),
+            "{rendered:#?}"
+        );
     }
 
     #[test]
