@@ -258,7 +258,15 @@ impl Worker {
             };
             match init {
                 Ok(init) => {
-                    tracing::info!(modem = %self.cfg.id, cnmi = ?init.cnmi, memory = %init.memory, storage = ?init.storage, cnma = init.cnma_required, "initialised");
+                    // Plain values, not Rust's debug forms: this line is read in the journal by admins.
+                    let cnmi = init
+                        .cnmi
+                        .map_or_else(|| "none".to_owned(), |c| c.map(|v| v.to_string()).join(","));
+                    let storage = init.storage.as_ref().map_or_else(
+                        || "unknown".to_owned(),
+                        |s| format!("{}/{}", s.used, s.total),
+                    );
+                    tracing::info!(modem = %self.cfg.id, %cnmi, memory = %init.memory, %storage, cnma = init.cnma_required, "initialised");
                     self.health.identity = init.identity;
                     // Whatever kept it from starting is over.
                     self.health.last_error = None;
