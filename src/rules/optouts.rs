@@ -145,36 +145,16 @@ mod tests {
             actor: "rules",
             ..Origin::default()
         };
-        assert!(
-            optouts
-                .add(number, OptOutSource::Review, rules())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !optouts
-                .add(number, OptOutSource::Review, rules())
-                .await
-                .unwrap()
-        );
-        assert!(
-            optouts
-                .add(number, OptOutSource::Keyword, rules())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !optouts
-                .add(number, OptOutSource::Review, rules())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !optouts
-                .add(number, OptOutSource::Keyword, rules())
-                .await
-                .unwrap()
-        );
+        for (source, new) in [
+            (OptOutSource::Review, true),
+            (OptOutSource::Review, false),
+            (OptOutSource::Keyword, true),
+            (OptOutSource::Review, false),
+            (OptOutSource::Keyword, false),
+        ] {
+            let added = optouts.add(number, source, rules()).await.unwrap();
+            assert_eq!(added, new, "{source:?}");
+        }
         assert_eq!(optouts.source(number), Some(OptOutSource::Keyword));
         let reloaded = OptOuts::load(&store).await.unwrap();
         assert_eq!(reloaded.source(number), Some(OptOutSource::Keyword));
