@@ -1437,6 +1437,9 @@ async fn modems_pause_resume_and_metrics() {
     for line in [
         "modemgate_modem_sent_today{modem=\"m1\"} 1",
         "modemgate_modem_daily_cap{modem=\"m1\"} 200",
+        "modemgate_modem_parts_total{modem=\"m1\",outcome=\"sent\"} 1",
+        "modemgate_modem_parts_total{modem=\"m1\",outcome=\"failed\"} 0",
+        "modemgate_modem_received_total{modem=\"m1\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }

@@ -45,6 +45,17 @@ pub struct ModemGauges {
     pub storage_total: Option<u32>,
     /// When it last answered a health poll (`None`: not yet).
     pub answered_at: Option<jiff::Timestamp>,
+    /// Parts it sent and parts that failed on it, and messages received on it, since it was first seen
+    /// (kept in the store across restarts; `None`: the store could not say).
+    pub traffic: Option<ModemTraffic>,
+}
+
+/// A modem's lifetime counts, as `GET /v1/modems` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModemTraffic {
+    pub parts_sent: u64,
+    pub parts_failed: u64,
+    pub received: u64,
 }
 
 impl ModemGauges {
@@ -336,6 +347,33 @@ impl Metrics {
                 )
             },
         );
+        // Counters, so a failure rate can be alerted on: rate(...{outcome="failed"}[15m]) against sent.
+        header(
+            &mut out,
+            "modemgate_modem_parts_total",
+            "counter",
+            "SMS parts each modem sent, and parts that failed on it (a +CMS ERROR or no prompt), since it was first seen.",
+        );
+        for (modem, gauges) in &registry.modems {
+            if let Some(traffic) = gauges.traffic {
+                for (outcome, n) in [
+                    ("sent", traffic.parts_sent),
+                    ("failed", traffic.parts_failed),
+                ] {
+                    let labels = [("modem", modem.as_str()), ("outcome", outcome)];
+                    sample(&mut out, "modemgate_modem_parts_total", &labels, n as f64);
+                }
+            }
+        }
+        header(
+            &mut out,
+            "modemgate_modem_received_total",
+            "counter",
+            "Messages received on each modem (replies, a STOP included), since it was first seen.",
+        );
+        per_modem(&mut out, "modemgate_modem_received_total", |g| {
+            g.traffic.map(|t| t.received as f64)
+        });
         let per_webhook =
             |out: &mut String, name: &str, help: &str, value: fn(&WebhookGauges) -> f64| {
                 header(out, name, "gauge", help);
@@ -454,6 +492,11 @@ mod tests {
             storage_total: Some(30),
             // A modem with a reading has answered a poll.
             answered_at: signal.map(|_| jiff::Timestamp::from_second(1_795_000_000).unwrap()),
+            traffic: signal.map(|_| ModemTraffic {
+                parts_sent: 1_204,
+                parts_failed: 7,
+                received: 93,
+            }),
         };
         m.set_modems([(
             "gone".to_owned(),
@@ -510,6 +553,10 @@ mod tests {
             "modemgate_modem_storage_used{modem=\"m1\"} 30",
             "modemgate_modem_storage_total{modem=\"m2\"} 30",
             "modemgate_modem_answered_timestamp_seconds{modem=\"m1\"} 1795000000",
+            "# TYPE modemgate_modem_parts_total counter",
+            "modemgate_modem_parts_total{modem=\"m1\",outcome=\"sent\"} 1204",
+            "modemgate_modem_parts_total{modem=\"m1\",outcome=\"failed\"} 7",
+            "modemgate_modem_received_total{modem=\"m1\"} 93",
             "modemgate_webhook_backlog{webhook=\"cms\"} 3",
             "modemgate_webhook_backlog{webhook=\"archive\"} 0",
             "modemgate_webhook_oldest_pending_seconds{webhook=\"cms\"} 42.5",
@@ -570,6 +617,7 @@ mod tests {
             storage_used: None,
             storage_total: None,
             answered_at: None,
+            traffic: None,
         };
         m.set_modems([
             ("capped".to_owned(), gauges(ModemState::Ready, Some(200))),
