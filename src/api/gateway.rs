@@ -450,16 +450,21 @@ impl Backend for Gateway {
             // The modems' own gauges are current even when the store cannot count their sends.
             let today = self.store.daily_sent(self.store.clock().now()).await;
             let records = self.store.modems().await;
-            let traffic = |id: &str| {
-                let records = records.as_ref().ok()?;
-                let r = records.iter().find(|r| r.id == id)?;
-                let count = |n: i64| u64::try_from(n).unwrap_or(0);
-                Some(ModemTraffic {
-                    parts_sent: count(r.parts_sent),
-                    parts_failed: count(r.parts_failed),
-                    received: count(r.received),
-                })
-            };
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            // `None` when the store could not say; a modem it never saw (its port never opened) has sent
+            // nothing.
+            let traffic =
+                |id: &str| {
+                    let records = records.as_ref().ok()?;
+                    Some(records.iter().find(|r| r.id == id).map_or_else(
+                        ModemTraffic::default,
+                        |r| ModemTraffic {
+                            parts_sent: count(r.parts_sent),
+                            parts_failed: count(r.parts_failed),
+                            received: count(r.received),
+                        },
+                    ))
+                };
             metrics.set_modems(self.modems.modems().into_iter().map(|modem| {
                 let gauges = ModemGauges {
                     state: modem.health.state,
@@ -469,10 +474,7 @@ impl Backend for Gateway {
                     storage_used: modem.health.storage_used,
                     storage_total: modem.health.storage_total,
                     answered_at: modem.health.answered_at,
-                    // A modem never seen by the store (its port never opened) has sent nothing.
-                    traffic: records
-                        .is_ok()
-                        .then(|| traffic(&modem.id).unwrap_or_default()),
+                    traffic: traffic(&modem.id),
                 };
                 (modem.id, gauges)
             }));

@@ -230,11 +230,7 @@ fn culprit_element(
     span: &Range<usize>,
     message: &str,
 ) -> Option<Range<usize>> {
-    let path = array_at(doc.get_ref(), span)?;
-    let items = match array_mut(&mut doc.clone(), &path)?.get_ref() {
-        DeValue::Array(items) => items.clone(),
-        _ => return None,
-    };
+    let (path, items) = array_at(doc.get_ref(), span)?;
     if items.len() < 2 {
         return None;
     }
@@ -248,14 +244,19 @@ fn culprit_element(
     })
 }
 
-/// The keys leading to the array of tables whose key is written at `span`.
-fn array_at(table: &DeTable<'_>, span: &Range<usize>) -> Option<Vec<String>> {
+/// The array of tables whose key is written at `span`, and the keys leading to it.
+fn array_at<'a, 'i>(
+    table: &'a DeTable<'i>,
+    span: &Range<usize>,
+) -> Option<(Vec<String>, &'a DeArray<'i>)> {
     table.iter().find_map(|(key, value)| match value.get_ref() {
         // The span given is the header, `[[api_keys]]`; the key's is the name inside it.
-        DeValue::Array(_) if contains(span, &key.span()) => Some(vec![key.get_ref().to_string()]),
-        DeValue::Table(inner) => array_at(inner, span).map(|mut path| {
+        DeValue::Array(items) if contains(span, &key.span()) => {
+            Some((vec![key.get_ref().to_string()], items))
+        }
+        DeValue::Table(inner) => array_at(inner, span).map(|(mut path, items)| {
             path.insert(0, key.get_ref().to_string());
-            path
+            (path, items)
         }),
         _ => None,
     })
@@ -616,9 +617,11 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
     if sound && !config.caps.caps_massachusetts() {
         out.push(warning(
             doc.line("caps", None, "rules"),
-            "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), and \
-             none keeps it: add a rule for +1339, +1351, +1413, +1508, +1617, +1774, +1781, +1857, +1978 \
-             if you text Massachusetts numbers",
+            format!(
+                "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), \
+                 and none keeps it: add a rule for {} if you text Massachusetts numbers",
+                crate::rules::caps::MASSACHUSETTS.join(", ")
+            ),
         ));
     }
     // `EST`, `MST`, `Etc/GMT+5`: fixed offsets with no daylight saving, so in summer "21:00 EST" is

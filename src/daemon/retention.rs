@@ -1,13 +1,12 @@
 //! Runs retention (`[storage] retain_days`, see `store::retention`): a pass at start and one an hour, each
 //! in chunks, so it never holds the writer long.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-use std::sync::Arc;
 
 use crate::api::metrics::Metrics;
 use crate::config::RetainDays;

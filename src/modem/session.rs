@@ -305,11 +305,8 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
-            let cut = self.restart_cut();
-            match timeout_at(cut.map_or(deadline, |c| c.min(deadline)), self.fill()).await {
-                Ok(read) => read?,
-                Err(_) if cut.is_some_and(|c| c <= deadline) => return Err(restarted(cmd)),
-                Err(_) => return Ok(PromptOutcome::TimedOut),
+            if !self.fill_until(deadline, cmd).await? {
+                return Ok(PromptOutcome::TimedOut);
             }
         }
     }
@@ -343,28 +340,18 @@ impl Session {
                     Event::Line(line, _) => self.set_aside(line),
                 }
             }
-            let cut = self.restart_cut();
-            match timeout_at(
-                cut.map_or(deadline_now, |c| c.min(deadline_now)),
-                self.fill(),
-            )
-            .await
-            {
-                Ok(read) => read?,
-                Err(_) if cut.is_some_and(|c| c <= deadline_now) => return Err(restarted(cmd)),
+            if !self.fill_until(deadline_now, cmd).await? {
                 // The information line was the whole answer (see `Expect::info_is_final_after`).
-                Err(_) if deadline_now < deadline => {
+                if deadline_now < deadline {
                     return Ok(Response {
                         lines,
                         result: Final::Ok,
                     });
                 }
-                Err(_) => {
-                    return Err(SessionError::Timeout {
-                        command: cmd.to_owned(),
-                        after: timeout,
-                    });
-                }
+                return Err(SessionError::Timeout {
+                    command: cmd.to_owned(),
+                    after: timeout,
+                });
             }
         }
     }
@@ -383,9 +370,17 @@ impl Session {
         self.restart_seen = None;
     }
 
-    /// When a command cut by a restart notice stops waiting for its answer.
-    fn restart_cut(&self) -> Option<Instant> {
-        self.restart_seen.map(|at| at + RESTART_GRACE)
+    /// Reads more of the answer to `cmd`; `false` when `deadline` passed first. A restart notice read
+    /// during the command cuts the wait to [`RESTART_GRACE`] after it, and then `Restarted`.
+    async fn fill_until(&mut self, deadline: Instant, cmd: &str) -> Result<bool, SessionError> {
+        let cut = self.restart_seen.map(|at| at + RESTART_GRACE);
+        match timeout_at(cut.map_or(deadline, |c| c.min(deadline)), self.fill()).await {
+            Ok(read) => read.map(|()| true),
+            Err(_) if cut.is_some_and(|c| c <= deadline) => Err(SessionError::Restarted {
+                command: cmd.to_owned(),
+            }),
+            Err(_) => Ok(false),
+        }
     }
 
     fn set_aside(&mut self, line: Line) {
@@ -455,12 +450,6 @@ impl Session {
                 after: timeout,
             }),
         }
-    }
-}
-
-fn restarted(cmd: &str) -> SessionError {
-    SessionError::Restarted {
-        command: cmd.to_owned(),
     }
 }
 

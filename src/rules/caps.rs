@@ -90,18 +90,20 @@ pub struct CapsConfig {
     pub rules: Vec<CapRule>,
 }
 
-/// Massachusetts area codes (940 CMR 7.04(1)(f): at most two collector-initiated communications per 7 days).
-const MASSACHUSETTS: [&str; 9] = [
+/// At most two collector-initiated communications per 7 days (940 CMR 7.04(1)(f)), for these area codes.
+pub const MASSACHUSETTS: [&str; 9] = [
     "+1339", "+1351", "+1413", "+1508", "+1617", "+1774", "+1781", "+1857", "+1978",
 ];
+const MASSACHUSETTS_MAX: u32 = 2;
+const MASSACHUSETTS_WINDOW: SignedDuration = SignedDuration::from_hours(7 * 24);
 
 impl Default for CapsConfig {
     fn default() -> Self {
         CapsConfig {
             rules: vec![CapRule {
                 prefixes: MASSACHUSETTS.iter().map(|p| (*p).to_owned()).collect(),
-                max: 2,
-                window: SignedDuration::from_hours(7 * 24),
+                max: MASSACHUSETTS_MAX,
+                window: MASSACHUSETTS_WINDOW,
             }],
         }
     }
@@ -128,12 +130,13 @@ impl CapsConfig {
     /// Whether every Massachusetts number is still capped at least as tightly as the built-in rule (two
     /// per seven days), which configured rules replace rather than join.
     pub fn caps_massachusetts(&self) -> bool {
-        let builtin = SignedDuration::from_hours(7 * 24);
         MASSACHUSETTS.iter().all(|prefix| {
             let number = format!("{prefix}5550100");
-            self.rules
-                .iter()
-                .any(|rule| rule.applies_to(&number) && rule.max <= 2 && rule.window >= builtin)
+            self.rules.iter().any(|rule| {
+                rule.applies_to(&number)
+                    && rule.max <= MASSACHUSETTS_MAX
+                    && rule.window >= MASSACHUSETTS_WINDOW
+            })
         })
     }
 

@@ -125,17 +125,11 @@ pub(crate) fn message_reached(ctx: &WriteCtx<'_>, id: Uuid, state: MessageState)
 
 fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
     let modem = message.modem.clone().unwrap_or_default();
-    let (own_number, sent_at): (Option<String>, Option<i64>) = ctx
+    // When the first part was sent (the message itself carries the last part's time).
+    let sent_at: Option<i64> = ctx
         .conn
-        .prepare_cached(
-            "SELECT (SELECT sim_number FROM messages WHERE id = ?1), \
-             (SELECT min(sent_at) FROM inbound_parts WHERE message_id = ?1)",
-        )
-        .and_then(|mut st| {
-            st.query_row(params![message.id.to_string()], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-        })
+        .prepare_cached("SELECT min(sent_at) FROM inbound_parts WHERE message_id = ?1")
+        .and_then(|mut st| st.query_row(params![message.id.to_string()], |row| row.get(0)))
         .map_err(DB)?;
     // Without a verdict every reply is one a person should read.
     let (intent, needs_agent) = ctx
@@ -144,7 +138,8 @@ fn received(ctx: &WriteCtx<'_>, message: &Message) -> Result<ReceivedEvent> {
     Ok(ReceivedEvent {
         message_id: message.id,
         from: message.peer.clone(),
-        to: own_number,
+        // The SIM's number as stored with the message.
+        to: message.modem_number.clone(),
         text: message.text.clone(),
         parts: usize::from(message.part_count),
         modem,
