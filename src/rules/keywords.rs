@@ -164,6 +164,10 @@ impl Keywords {
         if let Some(language) = exact(&self.opt_out) {
             return Keyword::OptOut { language };
         }
+        let plain = undisguise(&text);
+        if let Some(&(_, language)) = self.opt_out.iter().find(|(w, _)| *w == plain) {
+            return Keyword::OptOut { language };
+        }
         if let Some(language) = exact(&self.opt_in) {
             return Keyword::OptIn { language };
         }
@@ -189,6 +193,38 @@ impl Keywords {
             None => Keyword::Other,
         }
     }
+}
+
+/// The word a disguised opt-out spells, for opt-out matching only: letters typed apart (`S T O P`,
+/// `S.T.O.P`), digits standing in for letters inside a word (`St0p`, `QU1T`), or one word repeated
+/// (`stop stop stop`). Consent may be revoked by any reasonable means, and a consumer who dodges a
+/// keyword filter has plainly revoked it. Opt-ins are never undisguised: lifting an opt-out on a guess is
+/// the costly mistake. Takes and returns the normalised form.
+fn undisguise(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let joined = if words.len() > 2 && words.iter().all(|w| w.chars().count() == 1) {
+        words.concat()
+    } else if words.len() > 1 && words.iter().all(|w| *w == words[0]) {
+        words[0].to_owned()
+    } else {
+        text.to_owned()
+    };
+    if !joined.chars().any(|c| c.is_alphabetic()) {
+        // "1" or "0" alone answers a menu; it spells nothing.
+        return joined;
+    }
+    joined
+        .chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' => 'i',
+            '3' => 'e',
+            '4' => 'a',
+            '5' => 's',
+            '7' => 't',
+            _ => c,
+        })
+        .collect()
 }
 
 /// Lower case, full-width letters and digits as ASCII (`ＳＴＯＰ`, from East Asian keyboards), accents
@@ -306,6 +342,44 @@ mod tests {
             }
         );
         assert_eq!(classify("I will text you my new number"), Keyword::Other);
+    }
+
+    #[test]
+    fn disguised_opt_outs_are_opt_outs_and_disguised_opt_ins_are_not() {
+        for text in [
+            "S T O P",
+            "s.t.o.p",
+            "St0p",
+            "5TOP",
+            "QU1T",
+            "STOP STOP STOP",
+            "3nd",
+            "b a j a",
+        ] {
+            assert!(
+                matches!(classify(text), Keyword::OptOut { .. }),
+                "{text:?}: {:?}",
+                classify(text)
+            );
+        }
+        assert_eq!(
+            classify("b a j a"),
+            Keyword::OptOut {
+                language: Language::Es
+            }
+        );
+        for text in ["S T A R T", "st4rt", "start start"] {
+            assert!(
+                !matches!(classify(text), Keyword::OptIn { .. }),
+                "{text:?}: {:?}",
+                classify(text)
+            );
+        }
+        // Two letters, a number, or different words spell nothing.
+        assert_eq!(classify("o k"), Keyword::Other);
+        assert_eq!(classify("10"), Keyword::Other);
+        assert_eq!(classify("5 0"), Keyword::Other);
+        assert_eq!(classify("I paid 500 today"), Keyword::Other);
     }
 
     #[test]
