@@ -783,6 +783,72 @@ async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
     assert!(store.rules_pending().await.unwrap().is_empty());
 }
 
+/// A crash after the rules answered a STOP but before they were marked done: the next start runs them
+/// again (the opt-out stays recorded) without queuing a second confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answered_before_a_crash_is_not_answered_again() {
+    use modemgate::outbound::{ComposeOptions, compose};
+    use modemgate::store::{
+        Category, InboundContent, InboundOutcome, InboundPart, OpenOptions, Store,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/unused");
+    let stop = {
+        let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+        let stored = store
+            .record_inbound(InboundPart {
+                modem: "m1".into(),
+                pdu_hex: "00STOP".into(),
+                content: InboundContent::Decoded {
+                    sender: "+14158906431".into(),
+                    text: "STOP".into(),
+                    encoding: modemgate::store::TextEncoding::Gsm7,
+                    sent_at: store.now(),
+                    concat: None,
+                },
+            })
+            .await
+            .unwrap();
+        let InboundOutcome::Complete(stop) = stored else {
+            panic!("{stored:?}");
+        };
+        // The rules' confirmation, queued before the crash.
+        let options = ComposeOptions {
+            api_key: "rules".into(),
+            category: Category::Confirmation,
+            ..ComposeOptions::default()
+        };
+        let answer = compose("+14158906431", "You are unsubscribed.", options).unwrap();
+        store.accept(answer).await.unwrap();
+        stop.id
+    };
+    let gateway = start_instant(&config).await;
+    let sim = gateway.sim("m1").unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), sim.wait_sends(1))
+        .await
+        .expect("the queued confirmation was not sent")
+        .unwrap();
+    // Stopping drains the reply rules, so the replay has run once this returns.
+    gateway.stop().await;
+    let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+    assert!(store.rules_pending().await.unwrap().is_empty());
+    let detail = store.get(stop).await.unwrap().unwrap();
+    let kinds: Vec<&str> = detail.events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"opt_out"), "{kinds:?}");
+    assert!(kinds.contains(&"answer_skipped"), "{kinds:?}");
+    assert!(!kinds.contains(&"answered"), "{kinds:?}");
+    let conversation = store
+        .conversation("+14158906431", None, None)
+        .await
+        .unwrap();
+    let outbound = conversation
+        .messages
+        .iter()
+        .filter(|m| m.direction == modemgate::store::Direction::Outbound)
+        .count();
+    assert_eq!(outbound, 1, "{:?}", conversation.messages);
+}
+
 /// A reply whose sender the network gives in national form is stored under the E.164 number the CMS
 /// sends to, so it shows in that number's conversation and under the list's `to` filter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use crate::api::Metrics;
 use crate::dispatch::events::{Applied, apply};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
-use crate::rules::inbound::InboundRules;
+use crate::rules::inbound::{Arrival, InboundRules};
 use crate::store::{InboundOutcome, Message, MessageState, Store, StoreError};
 
 /// How long the parts of a concatenated inbound message may take to arrive before what came is released
@@ -32,6 +32,9 @@ use crate::store::{InboundOutcome, Message, MessageState, Store, StoreError};
 const INCOMPLETE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often to look for such messages.
 const INCOMPLETE_SWEEP: Duration = Duration::from_secs(60);
+
+/// Where complete inbound messages go for the reply rules, with the modem they came in on.
+type Complete = mpsc::UnboundedSender<(ModemId, Message, Arrival)>;
 
 pub struct Hub {
     pub store: Store,
@@ -102,7 +105,7 @@ impl Hub {
         })
     }
 
-    fn follow_up(&self, settled: Settled, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+    fn follow_up(&self, settled: Settled, inbound: &Complete) {
         let Settled {
             modem,
             sent_message,
@@ -121,7 +124,7 @@ impl Hub {
             Ok(Applied::Inbound(InboundOutcome::Complete(message))) => {
                 let from = Sender::classify(&message.peer, self.default_region);
                 info!(%modem, from = %from.masked(), parts = message.part_count, "message received");
-                let _ = inbound.send((modem, *message));
+                let _ = inbound.send((modem, *message, Arrival::Live));
             }
             Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
                 debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
@@ -138,27 +141,27 @@ impl Hub {
 impl Hub {
     /// Messages stored before a crash that the reply rules never finished with (a STOP among them would
     /// otherwise stay unhonoured): ahead of anything received from now on.
-    async fn replay_pending_rules(&self, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+    async fn replay_pending_rules(&self, inbound: &Complete) {
         match self.store.rules_pending().await {
             Ok(pending) => {
                 for message in pending {
                     let modem = ModemId::from(message.modem.as_deref().unwrap_or_default());
                     warn!(%modem, id = %message.id, "reply rules had not run on this message before the restart; running them now");
-                    let _ = inbound.send((modem, message));
+                    let _ = inbound.send((modem, message, Arrival::Replayed));
                 }
             }
             Err(error) => warn!(%error, "could not read the messages waiting for the reply rules"),
         }
     }
 
-    async fn release_incomplete(&self, inbound: &mpsc::UnboundedSender<(ModemId, Message)>) {
+    async fn release_incomplete(&self, inbound: &Complete) {
         match self.store.release_incomplete(INCOMPLETE_AFTER).await {
             Ok(released) => {
                 for message in released {
                     let from = Sender::classify(&message.peer, self.default_region);
                     let modem = ModemId::from(message.modem.as_deref().unwrap_or_default());
                     warn!(%modem, from = %from.masked(), parts = message.part_count, error = message.error.as_deref().unwrap_or(""), "incomplete message released");
-                    let _ = inbound.send((modem, message));
+                    let _ = inbound.send((modem, message, Arrival::Live));
                     self.webhooks.notify_one();
                 }
             }
@@ -191,13 +194,16 @@ async fn run_rules(
     store: Store,
     rules: Arc<RwLock<Arc<InboundRules>>>,
     default_region: Region,
-    mut complete: mpsc::UnboundedReceiver<(ModemId, Message)>,
+    mut complete: mpsc::UnboundedReceiver<(ModemId, Message, Arrival)>,
 ) {
-    while let Some((modem, message)) = complete.recv().await {
+    while let Some((modem, message, arrival)) = complete.recv().await {
         let current = rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let outcome = current.apply(&store, &modem, &message).await;
+        let outcome = match arrival {
+            Arrival::Live => current.apply(&store, &modem, &message).await,
+            Arrival::Replayed => current.replay(&store, &modem, &message).await,
+        };
         if let Err(error) = store.rules_applied(message.id).await {
-            // They run again at the next start: an opt-out is recorded once, a confirmation may repeat.
+            // They run again at the next start: an opt-out is recorded once, an answer is not repeated.
             warn!(id = %message.id, %error, "could not record that the reply rules ran");
         }
         let from = Sender::classify(&message.peer, default_region);

@@ -131,6 +131,22 @@ impl InboundRules {
     /// subscribers are answered or opted out: short codes and alphanumeric senders (carrier notices) are
     /// left for a person.
     pub async fn apply(&self, store: &Store, modem: &ModemId, message: &Message) -> RulesOutcome {
+        self.run(store, modem, message, Arrival::Live).await
+    }
+
+    /// Applies the rules again to a message a crash interrupted them on. Recording an opt-out twice is
+    /// harmless, but an answer already queued before the crash is not queued again.
+    pub async fn replay(&self, store: &Store, modem: &ModemId, message: &Message) -> RulesOutcome {
+        self.run(store, modem, message, Arrival::Replayed).await
+    }
+
+    async fn run(
+        &self,
+        store: &Store,
+        modem: &ModemId,
+        message: &Message,
+        arrival: Arrival,
+    ) -> RulesOutcome {
         let number = match Sender::classify(&message.peer, self.classifier.region) {
             Sender::Msisdn(number) => number.as_str().to_owned(),
             Sender::ShortCode(_) | Sender::Alphanumeric(_) => return RulesOutcome::for_agent(None),
@@ -140,6 +156,7 @@ impl InboundRules {
             modem,
             message,
             number,
+            arrival,
         };
         match self.classifier.keywords.classify(&message.text) {
             Keyword::OptOut { language } => self.opt_out(&ctx, language).await,
@@ -328,6 +345,13 @@ impl InboundRules {
     }
 }
 
+/// Whether the rules see a reply for the first time, or again after a crash cut them short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    Live,
+    Replayed,
+}
+
 /// The inbound message being handled, and where answers go.
 struct Reply<'a> {
     store: &'a Store,
@@ -335,6 +359,7 @@ struct Reply<'a> {
     message: &'a Message,
     /// The sender in E.164.
     number: String,
+    arrival: Arrival,
 }
 
 impl Reply<'_> {
@@ -377,6 +402,22 @@ impl Reply<'_> {
         rule: &str,
     ) -> bool {
         let to = &self.number;
+        if self.arrival == Arrival::Replayed {
+            // Only on a replay: live, a later reply's answer may legitimately follow this one's.
+            match self.store.rules_answer_after(to, self.message.id).await {
+                Ok(Some(earlier)) => {
+                    let detail =
+                        format!("already answered with message {earlier} before a restart");
+                    self.event("answer_skipped", &detail, rule).await;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    // Better a second confirmation than none: answer.
+                    tracing::warn!(id = %self.message.id, %error, "cannot tell whether a replayed reply was answered");
+                }
+            }
+        }
         let message = match outbound::compose(to, text, rules.compose_options(category, expires_at))
         {
             Ok(message) => message,

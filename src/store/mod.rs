@@ -745,6 +745,14 @@ impl Store {
         self.read(move |conn| read::last_sent_to(conn, &peer)).await
     }
 
+    /// The first answer the reply rules queued to `peer` after the reply `after` arrived: a reply whose
+    /// rules are run again after a crash must not be answered twice.
+    pub async fn rules_answer_after(&self, peer: &str, after: Uuid) -> Result<Option<Uuid>> {
+        let peer = peer.to_owned();
+        self.read(move |conn| read::rules_answer_after(conn, &peer, after))
+            .await
+    }
+
     pub async fn modems(&self) -> Result<Vec<ModemRecord>> {
         self.read(read::modems).await
     }

@@ -675,6 +675,23 @@ pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Messa
     .map_err(DB)
 }
 
+/// The first answer the reply rules queued to `peer` after the reply `after` arrived (ids are time-ordered).
+pub(crate) fn rules_answer_after(
+    conn: &Connection,
+    peer: &str,
+    after: Uuid,
+) -> Result<Option<Uuid>> {
+    conn.prepare_cached(
+        "SELECT id FROM messages WHERE peer = ?1 AND id > ?2 AND direction = 'outbound' \
+         AND api_key = 'rules' ORDER BY id LIMIT 1",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![peer, after.to_string()], |row| rows::uuid(row, 0))
+            .optional()
+    })
+    .map_err(DB)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
