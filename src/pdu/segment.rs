@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use unicode_normalization::UnicodeNormalization;
+
 use super::{Encoding, EncodingChoice, PduError, SegmentInfo, gsm7};
 
 /// Most parts one 8-bit concatenation reference can number.
@@ -88,11 +90,23 @@ pub(crate) fn plan(text: &str, choice: EncodingChoice, smart: bool) -> Result<Pl
         EncodingChoice::Gsm7 | EncodingChoice::Auto => {
             // The first character neither GSM nor (when smart) replaceable decides; positions count in the
             // caller's text, before any replacement.
-            let blocker = text
-                .chars()
-                .enumerate()
-                .find(|&(_, c)| gsm7::lookup(c).is_none() && !(smart && look_alike(c).is_some()));
+            let blocks = |c: char| gsm7::lookup(c).is_none() && !(smart && look_alike(c).is_some());
+            let blocker = text.chars().enumerate().find(|&(_, c)| blocks(c));
+            // A letter typed as base + combining accent (`e` + U+0301, as some systems store text) is
+            // the same text as the precomposed `é`, which GSM has: composed, it costs one part, not three.
+            let composed = blocker
+                .is_some()
+                .then(|| text.nfc().collect::<String>())
+                .filter(|composed| !composed.chars().any(blocks));
             match blocker {
+                Some(_) if let Some(composed) = composed => {
+                    let text = if smart {
+                        smart_replace(&composed)
+                    } else {
+                        composed
+                    };
+                    (TextCoding::Gsm7, Cow::Owned(text))
+                }
                 None if gsm7::is_gsm7(text) => (TextCoding::Gsm7, Cow::Borrowed(text)),
                 None => (TextCoding::Gsm7, Cow::Owned(smart_replace(text))),
                 Some((position, character)) if choice == EncodingChoice::Gsm7 => {
@@ -261,6 +275,20 @@ mod tests {
         assert_eq!(parts[0], "ж".repeat(66));
         assert!(parts[1].starts_with('😀'));
         assert_eq!(p.info().remaining_in_last, 67 - 12);
+    }
+
+    #[test]
+    fn decomposed_accents_are_composed_to_stay_in_gsm() {
+        // "Café" with e + COMBINING ACUTE ACCENT: GSM 7-bit has é.
+        let decomposed = "Cafe\u{301} r\u{E9}sum\u{E9}";
+        let composed = info(decomposed, EncodingChoice::Auto, false);
+        assert_eq!(composed.encoding, Encoding::Gsm7);
+        assert_eq!(composed.text, "Caf\u{E9} r\u{E9}sum\u{E9}");
+        assert!(info(decomposed, EncodingChoice::Gsm7, false).parts == 1);
+        // A combining mark with no precomposed GSM letter (ḉ has no GSM form) stays as it came, in UCS-2.
+        let other = info("c\u{327}\u{301}a", EncodingChoice::Auto, false);
+        assert_eq!(other.encoding, Encoding::Ucs2);
+        assert_eq!(other.text, "c\u{327}\u{301}a");
     }
 
     #[test]

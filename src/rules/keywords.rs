@@ -6,6 +6,8 @@
 //! spaces, whitespace collapsed. A class matches when the whole normalised text is one of its words.
 
 use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 /// The language of a keyword, so confirmations can answer in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -228,14 +230,16 @@ fn undisguise(text: &str) -> String {
 }
 
 /// Lower case, full-width letters and digits as ASCII (`ＳＴＯＰ`, from East Asian keyboards), accents
-/// folded, punctuation as spaces, whitespace collapsed and trimmed.
+/// folded (typed precomposed or as a combining mark after the letter), punctuation as spaces, whitespace
+/// collapsed and trimmed.
 pub fn normalize(text: &str) -> String {
     let mut folded = String::with_capacity(text.len());
     let ascii = |c: char| match c {
         '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
         _ => c,
     };
-    for c in text.chars().map(ascii).flat_map(char::to_lowercase) {
+    let letters = text.nfc().filter(|&c| !is_combining_mark(c));
+    for c in letters.map(ascii).flat_map(char::to_lowercase) {
         match fold_accent(c) {
             Some(plain) => folded.push_str(plain),
             None if c.is_alphanumeric() => folded.push(c),
@@ -445,5 +449,8 @@ mod tests {
         assert_eq!(normalize("  ¡No   MÁS!!  "), "no mas");
         assert_eq!(normalize("Œuvre—fin"), "oeuvre fin");
         assert_eq!(normalize(""), "");
+        // Accents typed as combining marks fold like precomposed ones.
+        assert_eq!(normalize("Ba\u{301}ja"), "baja");
+        assert_eq!(normalize("ARRE\u{302}T"), "arret");
     }
 }
