@@ -83,6 +83,41 @@ impl Urc {
     }
 }
 
+/// The result as the modem wrote it, for logs an admin reads.
+impl std::fmt::Display for Final {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Final::Ok => f.write_str("OK"),
+            Final::Error => f.write_str("ERROR"),
+            Final::NotSupported => f.write_str("COMMAND NOT SUPPORT"),
+            Final::Cme(error) => error.fmt(f),
+            Final::Cms(error) => error.fmt(f),
+            Final::Call(CallResult::NoCarrier) => f.write_str("NO CARRIER"),
+            Final::Call(CallResult::Busy) => f.write_str("BUSY"),
+            Final::Call(CallResult::NoAnswer) => f.write_str("NO ANSWER"),
+            Final::Call(CallResult::NoDialtone) => f.write_str("NO DIALTONE"),
+        }
+    }
+}
+
+/// The notice as the modem wrote it (without a routed message's PDU line), for logs.
+impl std::fmt::Display for Urc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Urc::Cmti { memory, index } => write!(f, "+CMTI: \"{memory}\",{index}"),
+            Urc::Cdsi { memory, index } => write!(f, "+CDSI: \"{memory}\",{index}"),
+            Urc::Cmt { alpha, length } => {
+                write!(f, "+CMT: {}", alpha.as_deref().unwrap_or(""))?;
+                length.map_or(Ok(()), |length| write!(f, ",{length}"))
+            }
+            Urc::Cds { length } => write!(f, "+CDS: {length}"),
+            Urc::Ring => f.write_str("RING"),
+            Urc::Boot(notice) => f.write_str(notice),
+            Urc::Other { name, body } => write!(f, "{name}: {body}"),
+        }
+    }
+}
+
 /// An information response `+NAME: body`, typed by the parsers in [`super::response`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -249,6 +284,35 @@ fn stored_at(body: &str) -> Option<(String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logs show results and notices as the modem wrote them (an error code with its meaning after it).
+    #[test]
+    fn results_and_notices_display_as_the_modem_writes_them() {
+        for line in [
+            "OK",
+            "ERROR",
+            "COMMAND NOT SUPPORT",
+            "NO CARRIER",
+            "+CMS ERROR: 500",
+            "+CME ERROR: 10",
+            "+CMTI: \"SM\",3",
+            "+CDSI: \"SR\",0",
+            "+CMT: ,24",
+            "+CDS: 25",
+            "RDY",
+        ] {
+            let shown = match parse_line(line) {
+                Line::Final(result) => result.to_string(),
+                Line::Urc(urc) => urc.to_string(),
+                other => panic!("{line}: {other:?}"),
+            };
+            assert!(shown.starts_with(line), "{line} shown as {shown}");
+        }
+        assert_eq!(
+            Final::Cms(CmsError(500)).to_string(),
+            "+CMS ERROR: 500 (unknown error)"
+        );
+    }
 
     #[test]
     fn finals_including_vendor_and_text_forms() {

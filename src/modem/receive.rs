@@ -55,7 +55,7 @@ impl Worker {
                         .command(command::CNMA, Expect::NOTHING, self.cfg.timeouts.command)
                         .await?;
                     if !r.is_ok() {
-                        tracing::warn!(modem = %self.cfg.id, ?urc, result = ?r.result, "CNMA refused");
+                        tracing::warn!(modem = %self.cfg.id, %urc, result = %r.result, "CNMA refused");
                     }
                 }
                 Ok(())
@@ -166,7 +166,7 @@ impl Worker {
                     }
                 }
             } else {
-                tracing::warn!(modem = %self.cfg.id, memory, result = ?r.result, "CMGL sweep refused");
+                tracing::warn!(modem = %self.cfg.id, memory, result = %r.result, "CMGL sweep refused");
             }
             self.restore(session, &memory).await?;
         }
@@ -204,7 +204,7 @@ impl Worker {
             Some(_) => {}
             // Empty (bare OK) or +CMS ERROR 321: nothing there, maybe already swept.
             None => {
-                tracing::debug!(modem = %self.cfg.id, memory, index, result = ?r.result, "nothing to read")
+                tracing::debug!(modem = %self.cfg.id, memory, index, result = %r.result, "nothing to read")
             }
         }
         self.restore(session, memory).await?;
@@ -302,7 +302,7 @@ impl Worker {
         if r.is_ok() {
             self.undeleted.remove(&key);
         } else {
-            tracing::warn!(modem = %self.cfg.id, memory, index, result = ?r.result, "delete refused; will retry");
+            tracing::warn!(modem = %self.cfg.id, memory, index, result = %r.result, "delete refused; will retry");
         }
         Ok(())
     }

@@ -406,7 +406,7 @@ impl Session {
                     });
                     continue;
                 }
-                tracing::warn!(?urc, line = %raw, "routed message without a PDU line");
+                tracing::warn!(%urc, line = %raw, "routed message without a PDU line");
             }
             match parse_line(&raw) {
                 Line::Urc(urc) if urc.pdu_follows() => self.awaiting_pdu = Some(urc),
