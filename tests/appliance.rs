@@ -90,13 +90,62 @@ fn shipped(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The only warnings are for its four example modems, whose USB paths are not plugged in here.
 #[test]
-fn shipped_production_config_passes_check_config_without_warnings() {
+fn shipped_production_config_passes_check_config_without_other_warnings() {
     let checked = check_file(&shipped("modemgate.toml"));
     assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+    assert!(checked.errors().is_empty(), "{:#?}", checked.lines);
+    let warnings = checked.warnings();
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    for warning in warnings {
+        assert!(
+            warning.contains("device `/dev/modemgate/") && warning.contains("does not exist now"),
+            "{warning}"
+        );
+    }
     assert_eq!(
-        checked.lines,
-        vec![format!("{}: ok", checked.path.display())]
+        checked.lines.last(),
+        Some(&format!("{}: ok", checked.path.display()))
+    );
+}
+
+/// A device path that is missing, or is not a character device, draws a warning at its line; a real
+/// character device (here /dev/null, which a serial port is like) draws none.
+#[test]
+fn check_config_warns_about_a_missing_or_non_serial_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-tty");
+    std::fs::write(&file, "").unwrap();
+    let modem =
+        |id: &str, device: &str| format!("[[modems]]\nid = \"{id}\"\ndevice = \"{device}\"\n");
+    let text = format!(
+        "{KEY}{}{}{}",
+        modem("gone", "/dev/modemgate/nothing-here"),
+        modem("file", &file.display().to_string()),
+        modem("char", "/dev/null"),
+    );
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, text).unwrap();
+    let checked = check_file(&config);
+    assert_eq!(checked.status, 0, "{:#?}", checked.lines);
+    // Besides the ones this minimal config draws anyway (no opt-out notice).
+    let warnings: Vec<_> = checked
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("warning: modem `"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].contains(
+            ":7: warning: modem `gone`: device `/dev/modemgate/nothing-here` does not exist now"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].contains(":10: warning: modem `file`:")
+            && warnings[1].contains("is not a character device"),
+        "{warnings:#?}"
     );
 }
 

@@ -591,6 +591,23 @@ fn reply_rule_keywords(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnos
 }
 
 /// Settings that work but deserve a second look.
+/// What is wrong with a modem's device path as the box stands now, if anything. Only a warning: a modem
+/// unplugged for the moment is expected, and its worker opens the device when it comes back.
+fn device_problem(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(
+            "does not exist now: the modem stays offline until it appears (check the cable, and \
+             `ls /dev/modemgate/` for the names the udev rules made)",
+        ),
+        Err(_) => None,
+        Ok(meta) if !meta.file_type().is_char_device() => {
+            Some("is not a character device: a serial port it cannot be")
+        }
+        Ok(_) => None,
+    }
+}
+
 fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
     let listen = config.server.listen;
     if !listen.ip().is_loopback() && config.server.tls.is_none() {
@@ -681,6 +698,18 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
         .enumerate()
         .filter(|(_, m)| matches!(m.device, Device::Serial(_)));
     for (i, modem) in real_modems {
+        if let Device::Serial(path) = &modem.device
+            && let Some(problem) = device_problem(path)
+        {
+            out.push(warning(
+                doc.line("modems", Some(i), "device"),
+                format!(
+                    "modem `{}`: device `{}` {problem}",
+                    modem.id,
+                    path.display()
+                ),
+            ));
+        }
         let per_minute = u64::from(modem.rate.count.get()) * 60 / modem.rate.per.as_secs().max(1);
         if per_minute > 20 {
             out.push(warning(
