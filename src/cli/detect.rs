@@ -43,7 +43,11 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a positive number of seconds, got {text:?}"))
 }
 
-/// Where udev keeps stable names: the USB path and interface, the same after every reboot and replug.
+/// The names our udev rules give the AT ports of the modems they know (`/dev/modemgate/<usb-path>-if<NN>`):
+/// what the shipped config and the unit's device policy expect.
+const UDEV_NAMES: &str = "/dev/modemgate";
+/// Where udev keeps stable names for every USB serial port: the USB path and interface, the same after
+/// every reboot and replug.
 const BY_PATH: &str = "/dev/serial/by-path";
 /// Kernel names of USB serial ports: option/qcserial modems are ttyUSB, CDC-ACM ones ttyACM.
 const KERNEL_PREFIXES: [&str; 2] = ["ttyUSB", "ttyACM"];
@@ -58,7 +62,7 @@ const FIRST_TRY_SHARE: u32 = 3;
 struct Candidate {
     /// What is opened, as given or found.
     open: PathBuf,
-    /// What goes into `device =`: the by-path link to the same tty when there is one.
+    /// What goes into `device =`: a stable link to the same tty when there is one.
     device: PathBuf,
 }
 
@@ -96,7 +100,10 @@ pub async fn run(args: DetectArgs, out: &mut impl Write) -> anyhow::Result<()> {
     } else {
         args.ports
     };
-    let candidates = candidates(ports, &by_path);
+    // Our own names first: a modem the rules know gets the name they made for it.
+    let mut stable = list_dir(Path::new(UDEV_NAMES), |_| true);
+    stable.extend(by_path);
+    let candidates = candidates(ports, &stable);
     let outcomes = join_all(candidates.iter().map(|c| probe(&c.open, args.timeout))).await;
     let results: Vec<(Candidate, Outcome)> = candidates.into_iter().zip(outcomes).collect();
     out.write_all(render(&results, args.timeout).as_bytes())?;
@@ -127,11 +134,11 @@ fn natural_key(path: &Path) -> (String, u64) {
     (stem.to_owned(), number.unwrap_or(0))
 }
 
-/// One candidate per tty (a by-path link and the ttyUSB it points to are the same port), named by its
-/// by-path link when one exists.
-fn candidates(ports: Vec<PathBuf>, by_path: &[PathBuf]) -> Vec<Candidate> {
+/// One candidate per tty (a by-path link and the ttyUSB it points to are the same port), named by the
+/// first of the `stable` links that points to it, when one does.
+fn candidates(ports: Vec<PathBuf>, stable: &[PathBuf]) -> Vec<Candidate> {
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-    let links: Vec<(PathBuf, &PathBuf)> = by_path.iter().map(|l| (real(l), l)).collect();
+    let links: Vec<(PathBuf, &PathBuf)> = stable.iter().map(|l| (real(l), l)).collect();
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for port in ports {
@@ -463,7 +470,18 @@ mod tests {
             ]
         );
         // Given only the kernel name, the config still gets the stable one.
-        assert_eq!(candidates(vec![tty], &by_path)[0].device, link);
+        assert_eq!(candidates(vec![tty.clone()], &by_path)[0].device, link);
+        // The udev rules' own name, listed first, wins over the by-path one.
+        let ours = dir.path().join("pci-0000:00:14.0-usb-0:2:1-if02");
+        std::os::unix::fs::symlink(&tty, &ours).unwrap();
+        let got = candidates(vec![link.clone(), tty], &[ours.clone(), link.clone()]);
+        assert_eq!(
+            got,
+            [Candidate {
+                open: link,
+                device: ours
+            }]
+        );
     }
 
     #[test]
