@@ -433,6 +433,34 @@ async fn reply_1_gets_the_payment_link_from_the_last_message() {
     gw.stop().await;
 }
 
+/// A menu answer (a payment link) is a text about the debt like any other: it carries the opt-out notice,
+/// even when that costs a part. (With `notice_mode = "require"`, a template without it is refused by
+/// check-config, so it never gets this far.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_answers_carry_the_opt_out_notice() {
+    let now = at("2026-06-10T12:00:00[America/New_York]");
+    let notice = "Reply STOP to stop texts to this number.";
+    let config = format!("[optout]\nnotice = {{ en = \"{notice}\" }}\n{MENU}");
+    let mut gw = Gateway::start(&config, now).await;
+    let link = format!("https://pay.example/{}", "a".repeat(100));
+    let opts = ComposeOptions {
+        metadata: Some(json!({ "paymentLink": link })),
+        ..ComposeOptions::default()
+    };
+    let first = gw
+        .send(DEBTOR, &format!("Reply 1 to pay. {notice}"), opts)
+        .await;
+    gw.wait_sent(first).await;
+    let (_, outcome) = gw.reply(DEBTOR, "1").await;
+    assert!(!outcome.needs_agent);
+    let answers = gw.answers(DEBTOR).await;
+    assert_eq!(answers.len(), 1);
+    // 158 characters with the notice: two parts, where the API would have refused to append it.
+    assert_eq!(answers[0].text, format!("Pay securely at {link}\n{notice}"));
+    assert_eq!(answers[0].part_count, 2);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_hold_in_the_recipients_zone() {
     let mut gw = Gateway::start("", at("2026-06-10T20:59:59[America/New_York]")).await;

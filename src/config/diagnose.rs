@@ -518,6 +518,7 @@ fn cross_check(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Di
         }
     }
     reply_rule_keywords(config, doc, out);
+    reply_rule_notice(config, doc, out);
     quiet_hour_regions(config, doc, out);
     tls_files(config, doc, out);
     let dispatch = &config.dispatch;
@@ -590,7 +591,6 @@ fn reply_rule_keywords(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnos
     }
 }
 
-/// Settings that work but deserve a second look.
 /// What is wrong with a modem's device path as the box stands now, if anything. Only a warning: a modem
 /// unplugged for the moment is expected, and its worker opens the device when it comes back.
 fn device_problem(path: &std::path::Path) -> Option<&'static str> {
@@ -608,6 +608,25 @@ fn device_problem(path: &std::path::Path) -> Option<&'static str> {
     }
 }
 
+/// With `notice_mode = "require"`, a reply rule's answer must carry the notice itself: the rules append
+/// none then, so one written without it could never be sent.
+fn reply_rule_notice(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
+    use crate::rules::notice::carries_notice;
+    if config.optout.notice_mode != crate::rules::NoticeMode::Require {
+        return;
+    }
+    for (i, rule) in config.reply_rules.iter().enumerate() {
+        if !carries_notice(&config.optout, rule.template.text()) {
+            out.push(error(
+                doc.line("reply_rules", Some(i), "template"),
+                "this answer lacks the [optout] notice, which notice_mode = \"require\" needs in every \
+                 text: add it to the template, or the rule's answers are never sent",
+            ));
+        }
+    }
+}
+
+/// Settings that work but deserve a second look.
 fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnostic>) {
     let listen = config.server.listen;
     if !listen.ip().is_loopback() && config.server.tls.is_none() {
@@ -735,6 +754,36 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_required_notice_must_be_in_every_reply_rule_template() {
+        let rules = "[[reply_rules]]\nkeywords = [\"1\"]\nintent = \"pay\"\ntemplate = \"Pay at {link}\"\n\
+                     [[reply_rules]]\nkeywords = [\"2\"]\nintent = \"plan\"\n\
+                     template = \"Plans at {link}. Reply STOP to end texts.\"\n";
+        let optout = |mode: &str| {
+            format!(
+                "[optout]\nnotice = {{ en = \"Reply STOP to end texts.\" }}\nnotice_mode = \"{mode}\"\n"
+            )
+        };
+        let report = check(&format!("{}{rules}", optout("require")));
+        let errors: Vec<_> = report
+            .render()
+            .into_iter()
+            .filter(|l| l.contains("lacks the [optout] notice"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("t.toml:7: "), "{errors:#?}");
+        // Appended, it needs no writing into the template.
+        let report = check(&format!("{}{rules}", optout("append")));
+        assert!(
+            !report
+                .render()
+                .iter()
+                .any(|l| l.contains("lacks the [optout] notice")),
+            "{:#?}",
+            report.render()
+        );
     }
 
     #[test]

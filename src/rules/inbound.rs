@@ -16,6 +16,7 @@ use crate::outbound::{self, ComposeOptions};
 use crate::store::{Category, Message, Store};
 
 use super::keywords::{Keyword, Keywords, Language, normalize};
+use super::notice;
 use super::optouts::{OptOutSource, OptOuts, Origin};
 use super::replies::{OptOutConfig, ReplyRule};
 
@@ -303,8 +304,18 @@ impl InboundRules {
             .as_ref()
             .and_then(|m| m.metadata.as_ref())
             .and_then(|m| m.as_object());
-        match rule.template.fill(metadata) {
-            Ok(text) => {
+        // A payment link or a balance is a communication about the debt like any other: it carries the
+        // opt-out notice (Reg F 1006.6(e)).
+        let filled = rule.template.fill(metadata).map(|text| {
+            notice::apply_to_answer(&self.optout, &text, Language::En).map_err(|e| e.to_string())
+        });
+        match filled {
+            Ok(Err(refused)) => {
+                ctx.event("auto_reply_skipped", &refused, "reply_menu")
+                    .await;
+                RulesOutcome::for_agent(Some(intent))
+            }
+            Ok(Ok(text)) => {
                 let sent = ctx
                     .answer(self, &text, Category::AutoReply, None, "reply_menu")
                     .await;

@@ -35,23 +35,9 @@ pub fn apply(
     encoding: EncodingChoice,
     smart: bool,
 ) -> Result<String, NoticeError> {
-    let Some(notices) = &config.notice else {
+    let Some((notice, with_notice)) = completed(config, text, language)? else {
         return Ok(text.to_owned());
     };
-    let plain = normalize(text);
-    if notices
-        .all()
-        .any(|(_, notice)| plain.contains(&normalize(notice)))
-    {
-        return Ok(text.to_owned());
-    }
-    let notice = notices.get(language);
-    if config.notice_mode == NoticeMode::Require {
-        return Err(NoticeError::Required {
-            notice: notice.to_owned(),
-        });
-    }
-    let with_notice = format!("{}\n{notice}", text.trim_end());
     let without = pdu::segments(text, encoding, smart)?.parts;
     let with = pdu::segments(&with_notice, encoding, smart)?.parts;
     if with > without {
@@ -62,6 +48,48 @@ pub fn apply(
         });
     }
     Ok(with_notice)
+}
+
+/// [`apply`] for the rules' answer to a reply menu choice (a payment link, a balance): the debtor asked
+/// for it, so the notice goes on even when it costs an extra part; `require` still refuses a template
+/// written without it.
+pub fn apply_to_answer(
+    config: &OptOutConfig,
+    text: &str,
+    language: Language,
+) -> Result<String, NoticeError> {
+    Ok(completed(config, text, language)?.map_or_else(|| text.to_owned(), |(_, with)| with))
+}
+
+/// Whether `text` already carries a configured notice, in any of its languages.
+pub fn carries_notice(config: &OptOutConfig, text: &str) -> bool {
+    let plain = normalize(text);
+    config.notice.as_ref().is_some_and(|notices| {
+        notices
+            .all()
+            .any(|(_, notice)| plain.contains(&normalize(notice)))
+    })
+}
+
+/// The notice to add and the text with it, or `None` when there is nothing to add.
+fn completed<'c>(
+    config: &'c OptOutConfig,
+    text: &str,
+    language: Language,
+) -> Result<Option<(&'c str, String)>, NoticeError> {
+    let Some(notices) = &config.notice else {
+        return Ok(None);
+    };
+    if carries_notice(config, text) {
+        return Ok(None);
+    }
+    let notice = notices.get(language);
+    if config.notice_mode == NoticeMode::Require {
+        return Err(NoticeError::Required {
+            notice: notice.to_owned(),
+        });
+    }
+    Ok(Some((notice, format!("{}\n{notice}", text.trim_end()))))
 }
 
 #[cfg(test)]
@@ -133,6 +161,37 @@ mod tests {
                 without: 1,
                 with: 2
             }
+        );
+    }
+
+    #[test]
+    fn an_answer_gets_the_notice_even_at_the_cost_of_a_part() {
+        let long = "x".repeat(150);
+        let answered = apply_to_answer(&config(NoticeMode::Append), &long, Language::En).unwrap();
+        assert_eq!(
+            answered,
+            format!("{long}\nReply STOP to stop texts to this number.")
+        );
+        assert_eq!(
+            apply_to_answer(
+                &config(NoticeMode::Append),
+                "Paid. Reply STOP to stop texts to this number.",
+                Language::En
+            )
+            .unwrap(),
+            "Paid. Reply STOP to stop texts to this number."
+        );
+        assert!(matches!(
+            apply_to_answer(
+                &config(NoticeMode::Require),
+                "Pay at https://pay.example",
+                Language::En
+            ),
+            Err(NoticeError::Required { .. })
+        ));
+        assert_eq!(
+            apply_to_answer(&OptOutConfig::default(), "Pay here", Language::En).unwrap(),
+            "Pay here"
         );
     }
 

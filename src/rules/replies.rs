@@ -153,6 +153,11 @@ enum Piece<'t> {
 }
 
 impl Template {
+    /// The template as written, placeholders and all.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     fn pieces(&self) -> Result<Vec<Piece<'_>>, String> {
         let mut pieces = Vec::new();
         let mut rest = self.text.as_str();
