@@ -294,15 +294,16 @@ fn render(results: &[(Candidate, Outcome)], timeout: Duration) -> String {
                 let id = unique(modem_id(found, n + 1), &ids);
                 ids.push(id.clone());
                 let _ = write!(text, "\n# {}: {}\n", comment(&device), describe(found));
-                if found.sim.as_deref() == Some("SIM PIN required") {
-                    text.push_str("# pin = \"0000\"    # the SIM asks for a PIN: set it here\n");
-                }
                 let _ = write!(
                     text,
                     "[[modems]]\nid = {}\ndevice = {}\n",
                     toml_string(&id),
                     toml_string(&device)
                 );
+                // Inside the block: a line above its header would belong to the table before it.
+                if found.sim.as_deref() == Some("SIM PIN required") {
+                    text.push_str("# pin = \"0000\"    # the SIM asks for a PIN: set it here\n");
+                }
                 continue;
             }
         };
@@ -519,6 +520,12 @@ mod tests {
         let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let ids: Vec<&str> = config.modems.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["ec25-3456", "ec25-3456-2"]);
+        // Uncommented, the PIN belongs to the modem whose SIM asked for it, and to no other.
+        let uncommented = text.replace("# pin = ", "pin = ");
+        let config = crate::config::Config::parse(&uncommented)
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let pins: Vec<bool> = config.modems.iter().map(|m| m.pin.is_some()).collect();
+        assert_eq!(pins, [true, false], "{uncommented}");
     }
 
     #[test]
