@@ -916,14 +916,14 @@ async fn a_permanent_error_fails_the_message_with_its_code() {
     d.handle.flush().await;
     let job = d.fakes[0].take();
     assert_eq!(job.message_id, id);
-    fail(&rig.store, "m1", job, SendError::Cms(28)).await;
+    fail(&rig.store, "m1", job, SendError::Cms(1)).await;
     d.handle.flush().await;
     let message = detail(&rig.store, id).await.message;
     assert_eq!(message.state, MessageState::Failed);
     assert_eq!(message.error_code, Some(28));
     assert_eq!(
         message.error.as_deref(),
-        Some("+CMS ERROR: 28 (unidentified subscriber)"),
+        Some("+CMS ERROR: 1 (unassigned (unallocated) number)"),
         "the cause by name, not only its number"
     );
     // The failing number did not hold up the other one.
@@ -944,7 +944,7 @@ async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_th
     let (done, second) = first_of_two_sent(&rig.store, "m1", d.fakes[0].take()).await;
     done.send(JobOutcome::Failed {
         part: second,
-        error: SendError::Cms(28),
+        error: SendError::Cms(1),
     })
     .unwrap();
     d.handle.flush().await;
@@ -954,7 +954,7 @@ async fn a_multipart_message_failing_after_its_first_part_says_the_debtor_has_th
         (
             MessageState::Failed,
             Some(
-                "part 2 of 2: +CMS ERROR: 28 (unidentified subscriber); 1 of its parts had been sent"
+                "part 2 of 2: +CMS ERROR: 1 (unassigned (unallocated) number); 1 of its parts had been sent"
             )
         )
     );

@@ -685,6 +685,25 @@ async fn sim_pin_is_entered_when_configured_and_reported_when_not() {
     );
 }
 
+/// One `+CMS ERROR: 8` (operator determined barring: our SIM, cut off for non-payment or as a suspected
+/// spammer) is enough: the modem is degraded at once, and the message is free to go on another modem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barred_sim_degrades_its_modem_at_the_first_refusal() {
+    let mut rig = rig_with(Profile::Plain, |_| {}, |_| {}).await;
+    rig.wait_state(ModemState::Ready).await;
+    rig.fail_next(1, 8);
+    let (_, outcome) = rig.send("+15551234567", "barred", false).await;
+    let JobOutcome::Failed { error, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(error.is_transient(), "{error}: another modem may send it");
+    let health = rig.wait_state(ModemState::Degraded).await;
+    assert_eq!(
+        health.last_error.as_deref(),
+        Some("+CMS ERROR: 8 (operator determined barring)")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modem_whose_sends_keep_failing_is_degraded_until_a_health_poll_tries_it_again() {
     let mut rig = rig_with(

@@ -573,7 +573,7 @@ async fn send_faults_fail_sends_with_the_chosen_codes() {
         .unwrap();
     let permanent = dte.send_part(part).await;
     assert!(
-        ["+CMS ERROR: 21", "+CMS ERROR: 28"].contains(&permanent[0].as_str()),
+        ["+CMS ERROR: 1", "+CMS ERROR: 27"].contains(&permanent[0].as_str()),
         "{permanent:?}"
     );
     sim.set_faults(Faults {

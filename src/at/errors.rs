@@ -1,18 +1,24 @@
 //! Typed `+CMS ERROR` (27.005 3.2.5) and `+CME ERROR` (27.007 9.2) codes.
 //!
 //! The one decision the daemon takes on a send error is "retry later, maybe on another modem" or "fail the
-//! message". The rule: an error about the *message or its recipient* (bad PDU, barred or unknown subscriber)
-//! is permanent, because no modem will do better; an error about *this modem, its SIM or the network right
-//! now* (busy, congested, not registered, memory full) is transient.
+//! message". The rule: an error about the *message or its recipient* (bad PDU, unassigned number,
+//! destination out of service) is permanent, because no modem will do better; an error about *this modem
+//! or the network right now* (busy, congested, not registered, memory full) is transient. The RP causes
+//! that 24.011 Annex E gives for the *sending* subscriber (operator barring, not subscribed, not known to
+//! the HLR) are a class of their own: no send from that SIM will succeed until its operator acts, but
+//! another SIM's may.
 
-/// Whether an error is worth retrying.
+/// Whether an error is worth retrying, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     Transient,
+    /// Our SIM's subscription refuses the send (barred for non-payment or as a suspected spammer, SMS
+    /// not provisioned): retry on another modem, and stop giving this one jobs.
+    Subscription,
     Permanent,
 }
 
-use ErrorClass::{Permanent, Transient};
+use ErrorClass::{Permanent, Subscription, Transient};
 
 /// A `+CMS ERROR` code with its transient/permanent classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,20 +28,20 @@ pub struct CmsError(pub u16);
 /// are ME/SIM/network errors of 27.005. Codes missing here fall back to [`CmsError::class`]'s ranges.
 const CMS_TABLE: &[(u16, &str, ErrorClass)] = &[
     (1, "unassigned (unallocated) number", Permanent),
-    (8, "operator determined barring", Permanent),
-    (10, "call barred", Permanent),
+    (8, "operator determined barring", Subscription),
+    (10, "call barred", Subscription),
     (17, "network failure", Transient),
     (21, "short message transfer rejected", Permanent),
     (22, "memory capacity exceeded", Transient),
     (27, "destination out of service", Permanent),
-    (28, "unidentified subscriber", Permanent),
-    (29, "facility rejected", Permanent),
-    (30, "unknown subscriber", Permanent),
+    (28, "unidentified subscriber", Subscription),
+    (29, "facility rejected", Subscription),
+    (30, "unknown subscriber", Subscription),
     (38, "network out of order", Transient),
     (41, "temporary failure", Transient),
     (42, "congestion", Transient),
     (47, "resources unavailable, unspecified", Transient),
-    (50, "requested facility not subscribed", Permanent),
+    (50, "requested facility not subscribed", Subscription),
     (69, "requested facility not implemented", Permanent),
     (
         81,
@@ -62,7 +68,7 @@ const CMS_TABLE: &[(u16, &str, ErrorClass)] = &[
     (111, "protocol error, unspecified", Permanent),
     (127, "interworking, unspecified", Permanent),
     (192, "SC busy", Transient),
-    (193, "no SC subscription", Permanent),
+    (193, "no SC subscription", Subscription),
     (194, "SC system failure", Transient),
     (195, "invalid SME address", Permanent),
     (196, "destination SME barred", Permanent),
@@ -132,9 +138,14 @@ impl CmsError {
         }
     }
 
-    /// Transient errors are worth retrying later or on another modem.
+    /// Errors worth retrying later or on another modem (those about our SIM's subscription included).
     pub fn is_transient(&self) -> bool {
-        self.class() == Transient
+        self.class() != Permanent
+    }
+
+    /// The sending SIM's subscription refuses the send: the modem should get no more jobs.
+    pub fn is_subscription(&self) -> bool {
+        self.class() == Subscription
     }
 }
 
@@ -232,12 +243,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn network_congestion_is_transient_barring_is_permanent() {
+    fn congestion_is_transient_our_barring_is_the_sims_a_bad_number_is_permanent() {
         for code in [38, 41, 42, 47, 192, 300, 314, 322, 331, 332, 500, 515, 600] {
-            assert!(CmsError::from_code(code).is_transient(), "{code}");
+            let error = CmsError::from_code(code);
+            assert!(error.is_transient() && !error.is_subscription(), "{code}");
         }
-        for code in [8, 21, 27, 28, 50, 195, 304, 321, 2, 250] {
-            assert!(!CmsError::from_code(code).is_transient(), "{code}");
+        // 24.011 Annex E: causes about the sending subscriber. Another SIM may send the message.
+        for code in [8, 10, 28, 29, 30, 50, 193] {
+            let error = CmsError::from_code(code);
+            assert!(error.is_transient() && error.is_subscription(), "{code}");
+        }
+        for code in [1, 21, 27, 195, 304, 321, 2, 250] {
+            let error = CmsError::from_code(code);
+            assert!(!error.is_transient() && !error.is_subscription(), "{code}");
         }
     }
 

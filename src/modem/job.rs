@@ -89,6 +89,11 @@ impl SendError {
             SendError::Cme(_) | SendError::Error | SendError::NoPrompt => true,
         }
     }
+
+    /// The modem's SIM is barred or not subscribed for SMS: every send from it would fail the same way.
+    pub fn blames_subscription(&self) -> bool {
+        matches!(self, SendError::Cms(code) if crate::at::CmsError::from_code(*code).is_subscription())
+    }
 }
 
 /// What a worker tells the daemon, on one channel shared by all workers.

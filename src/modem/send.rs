@@ -4,7 +4,9 @@
 use crate::at::{CmeError, Final, command};
 
 use super::{
-    job::{Clearance, JobOutcome, ModemState, SendError, SendJob, WorkerEvent},
+    job::{
+        Clearance, FAILED_SENDS_DEGRADE, JobOutcome, ModemState, SendError, SendJob, WorkerEvent,
+    },
     session::{Expect, Session, SessionError, SubmitError},
     worker::{Cmms, Worker},
 };
@@ -121,8 +123,12 @@ impl Worker {
             let transient = error.is_transient();
             let mut h = self.health.clone();
             h.last_error = Some(error.to_string());
-            // A permanent error is the number's or the message's, not the modem's.
-            if transient {
+            // A permanent error is the number's or the message's, not the modem's. One about the SIM's
+            // subscription (barred, not provisioned) is conclusive at once: degraded, so it takes no
+            // more jobs until a health poll gives it another try.
+            if error.blames_subscription() {
+                h.failed_sends = h.failed_sends.max(FAILED_SENDS_DEGRADE);
+            } else if transient {
                 h.failed_sends = h.failed_sends.saturating_add(1);
             }
             self.publish(h).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// SMS"), network out of order, congestion.
 pub const TRANSIENT_CMS: [u16; 3] = [500, 38, 42];
 /// Permanent causes drawn by [`Faults::permanent_rate`]: short message rejected, unidentified subscriber.
-pub const PERMANENT_CMS: [u16; 2] = [21, 28];
+pub const PERMANENT_CMS: [u16; 2] = [1, 27];
 
 /// The fault switches of one simulated modem. All off by default. Serialised as the control API's
 /// `/modems/{i}/faults` body; absent fields mean "off".
