@@ -288,7 +288,7 @@ impl Server {
                 sender: from.into(),
                 text: text.into(),
                 encoding: TextEncoding::Gsm7,
-                sent_at: Timestamp::now(),
+                sent_at: Some(Timestamp::now()),
                 concat: None,
             },
         };
@@ -932,7 +932,7 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
             sender: TO.into(),
             text: "STOP".into(),
             encoding: TextEncoding::Gsm7,
-            sent_at: "2026-11-23T11:05:00Z".parse().unwrap(),
+            sent_at: Some("2026-11-23T11:05:00Z".parse().unwrap()),
             concat: None,
         },
     };

@@ -757,7 +757,7 @@ async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
                     sender: "+14158906431".into(),
                     text: "STOP".into(),
                     encoding: modemgate::store::TextEncoding::Gsm7,
-                    sent_at: store.now(),
+                    sent_at: Some(store.now()),
                     concat: None,
                 },
             })
@@ -803,7 +803,7 @@ async fn a_stop_answered_before_a_crash_is_not_answered_again() {
                     sender: "+14158906431".into(),
                     text: "STOP".into(),
                     encoding: modemgate::store::TextEncoding::Gsm7,
-                    sent_at: store.now(),
+                    sent_at: Some(store.now()),
                     concat: None,
                 },
             })

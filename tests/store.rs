@@ -690,7 +690,7 @@ fn deliver(pdu: &str, text: &str, concat: Option<(u8, u8)>) -> InboundPart {
             sender: "+15557654321".into(),
             text: text.into(),
             encoding: TextEncoding::Gsm7,
-            sent_at: start(),
+            sent_at: Some(start()),
             concat: concat.map(|(part, parts)| ConcatInfo {
                 reference: 77,
                 part,

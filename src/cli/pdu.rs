@@ -176,7 +176,7 @@ pub fn decode(args: &DecodeArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let json = match decoded.tpdu {
         Tpdu::Deliver(d) => DecodedJson {
             sender: Some(d.sender.value),
-            timestamp: Some(pdu::rfc3339(&d.timestamp)),
+            timestamp: d.timestamp.as_ref().map(pdu::rfc3339),
             ..DecodedJson::new("deliver", smsc)
         }
         .with_user_data(d.encoding, d.concat, d.user_data),
@@ -188,11 +188,11 @@ pub fn decode(args: &DecodeArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .with_user_data(s.encoding, s.concat, s.user_data),
         Tpdu::StatusReport(r) => DecodedJson {
             recipient: Some(r.recipient.value.clone()),
-            timestamp: Some(pdu::rfc3339(&r.submitted)),
+            timestamp: r.submitted.as_ref().map(pdu::rfc3339),
             reference: Some(r.reference),
             status: Some(r.status),
             status_class: Some(r.class()),
-            discharge_time: Some(pdu::rfc3339(&r.discharged)),
+            discharge_time: r.discharged.as_ref().map(pdu::rfc3339),
             ..DecodedJson::new("status_report", smsc)
         },
     };

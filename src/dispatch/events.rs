@@ -110,7 +110,7 @@ fn report_in(modem: &str, report: &crate::pdu::StatusReport) -> ReportIn {
         tp_mr: report.reference,
         recipient: report.recipient.value.clone(),
         status: report.status,
-        discharged_at: Some(report.discharged.timestamp()),
+        discharged_at: report.discharged.as_ref().map(jiff::Zoned::timestamp),
     }
 }
 
@@ -127,7 +127,7 @@ fn inbound_content(decoded: Result<Pdu, crate::pdu::PduError>) -> InboundContent
                 UserData::Binary(bytes) => hex::encode_upper(bytes),
             },
             encoding: deliver.encoding.into(),
-            sent_at: deliver.timestamp.timestamp(),
+            sent_at: deliver.timestamp.as_ref().map(jiff::Zoned::timestamp),
             concat: deliver.concat.map(|c| ConcatInfo {
                 reference: c.reference,
                 part: c.part,

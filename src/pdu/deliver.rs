@@ -17,7 +17,7 @@ pub(crate) fn decode(r: &mut Reader, first: u8) -> Result<Deliver, PduError> {
     r.u8("TP-PID")?;
     let dcs_offset = r.offset();
     let encoding = user_data::encoding_from_dcs(r.u8("TP-DCS")?, dcs_offset)?;
-    let timestamp = timestamp::decode(r, "TP-SCTS")?;
+    let timestamp = timestamp::decode_or_none(r, "TP-SCTS")?;
     let decoded = user_data::decode(r, encoding, first & UDHI != 0)?;
     Ok(Deliver {
         sender,

@@ -127,7 +127,9 @@ pub enum UserData {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deliver {
     pub sender: Address,
-    pub timestamp: jiff::Zoned,
+    /// The SMSC's time stamp; `None` when it is no valid date (some networks send all `FF`): the message
+    /// still counts, a STOP above all.
+    pub timestamp: Option<jiff::Zoned>,
     pub encoding: Encoding,
     pub concat: Option<Concat>,
     pub user_data: UserData,
@@ -149,8 +151,9 @@ pub struct StatusReport {
     /// TP-MR of the message reported on.
     pub reference: u8,
     pub recipient: Address,
-    pub submitted: jiff::Zoned,
-    pub discharged: jiff::Zoned,
+    /// The time stamps; `None` when one is no valid date, which must not cost the report its match.
+    pub submitted: Option<jiff::Zoned>,
+    pub discharged: Option<jiff::Zoned>,
     /// TP-ST.
     pub status: u8,
 }
@@ -311,6 +314,38 @@ pub fn encode_status_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Some networks send a time stamp of all `FF` (or zeros): the message and the report still decode,
+    /// with no time, rather than the STOP being stored as undecodable and the report never matched.
+    #[test]
+    fn an_invalid_time_stamp_costs_only_the_time() {
+        let Tpdu::Deliver(stop) = decode_hex("00040B915141608092F80000FFFFFFFFFFFFFF0453EA130A")
+            .unwrap()
+            .tpdu
+        else {
+            panic!("not a deliver");
+        };
+        assert_eq!(stop.user_data, UserData::Text("STOP".into()));
+        assert_eq!(
+            (stop.sender.value.as_str(), stop.timestamp),
+            ("+15140608298", None)
+        );
+        let Tpdu::StatusReport(report) =
+            decode_hex("00062A0B915141608092F862117221500000FFFFFFFFFFFFFF00")
+                .unwrap()
+                .tpdu
+        else {
+            panic!("not a status report");
+        };
+        assert_eq!((report.reference, report.status), (42, 0));
+        assert!(report.submitted.is_some());
+        assert_eq!(report.discharged, None);
+        // Too short to hold a time stamp at all is still an error.
+        assert!(matches!(
+            decode_hex("00040B915141608092F80000FFFFFF"),
+            Err(PduError::Truncated { .. })
+        ));
+    }
 
     #[test]
     fn a_configured_smsc_replaces_the_pdus_smsc_field_and_nothing_else() {

@@ -3,6 +3,7 @@
 
 use super::PduError;
 
+#[derive(Clone)]
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,

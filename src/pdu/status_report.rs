@@ -14,8 +14,8 @@ const PADDING: u8 = 0xFF;
 pub(crate) fn decode(r: &mut Reader, first: u8) -> Result<StatusReport, PduError> {
     let reference = r.u8("TP-MR")?;
     let recipient = address::decode_tp(r, "TP-RA")?;
-    let submitted = timestamp::decode(r, "TP-SCTS")?;
-    let discharged = timestamp::decode(r, "TP-DT")?;
+    let submitted = timestamp::decode_or_none(r, "TP-SCTS")?;
+    let discharged = timestamp::decode_or_none(r, "TP-DT")?;
     let status = r.u8("TP-ST")?;
     if r.remaining() > 0 {
         skip_optional_parameters(r, first)?;

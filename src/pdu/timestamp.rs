@@ -48,6 +48,24 @@ pub(crate) fn decode(r: &mut Reader, field: &'static str) -> Result<Zoned, PduEr
         .map_err(|e| PduError::invalid(field, start, format!("not a valid date and time: {e}")))
 }
 
+/// [`decode`] for a message that must not be lost over its time stamp: `None` when the seven octets are
+/// there but are no date (all `FF`, all zeros, a month 13), as some SMSCs and modems send them. Only a
+/// PDU too short to hold them is an error.
+pub(crate) fn decode_or_none(
+    r: &mut Reader,
+    field: &'static str,
+) -> Result<Option<Zoned>, PduError> {
+    let mut probe = r.clone();
+    match decode(&mut probe, field) {
+        Ok(time) => {
+            *r = probe;
+            Ok(Some(time))
+        }
+        Err(truncated @ PduError::Truncated { .. }) => Err(truncated),
+        Err(_) => r.array::<7>(field).map(|_| None),
+    }
+}
+
 /// Append `time` as a 7-octet time stamp in its own offset, truncated to whole quarter hours (the instant is
 /// kept; only the local reading moves when an offset is not a multiple of 15 minutes).
 pub(crate) fn encode(out: &mut Vec<u8>, time: &Zoned) -> Result<(), PduError> {

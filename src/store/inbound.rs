@@ -33,7 +33,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
             Some(sender.as_str()),
             Some(text.as_str()),
             Some(*encoding),
-            Some(*sent_at),
+            *sent_at,
             multipart(*concat),
         ),
         InboundContent::Undecodable { .. } => (None, None, None, None, None),

@@ -389,8 +389,8 @@ pub enum InboundContent {
         sender: String,
         text: String,
         encoding: TextEncoding,
-        /// Service-centre timestamp (TP-SCTS).
-        sent_at: Timestamp,
+        /// Service-centre timestamp (TP-SCTS); `None` when the network's was no valid date.
+        sent_at: Option<Timestamp>,
         concat: Option<ConcatInfo>,
     },
     /// Stored as a received message with no text and the error, so nothing is lost.
