@@ -487,3 +487,44 @@ async fn a_modem_left_at_the_pdu_prompt_by_a_killed_daemon_sends_again() {
     assert_eq!(sent_texts(&control).await["after the prompt"], 1);
     daemon.sigkill();
 }
+
+/// A clean stop (SIGTERM, as systemd sends at every restart and upgrade) takes each modem offline without
+/// a warning: an admin alerting on the journal's warnings is paged for real trouble only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_logs_no_modem_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_sims, _sims_stdout, _control) = start_simulators(dir, 2);
+    let listen = free_port();
+    let config = write_config(dir, listen, 2);
+    let mut daemon = start_daemon(dir, &config, 1);
+    wait_healthy(listen, &mut daemon, dir).await;
+    let api = Http::new(listen);
+    let started = Instant::now();
+    loop {
+        let modems = api.get("/v1/modems").await;
+        let ready = modems["modems"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "ready"));
+        if ready {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "{modems}\n{}", logs(dir));
+        tokio::time::sleep(POLL).await;
+    }
+    kill(daemon.pid(), Signal::SIGTERM).unwrap();
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", logs(dir));
+    let log = std::fs::read_to_string(dir.join("serve-1.log")).unwrap();
+    let offline: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("modem state changed") && l.contains("Offline"))
+        .collect();
+    assert_eq!(offline.len(), 2, "{log}");
+    assert!(
+        offline
+            .iter()
+            .all(|l| l.contains("INFO") && !l.contains("WARN")),
+        "{offline:#?}"
+    );
+}

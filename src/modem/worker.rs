@@ -326,6 +326,8 @@ impl Worker {
                 }
             }
         }
+        // Stopped on purpose: no error to report, an old one least of all.
+        self.health.last_error = None;
         self.set_state(ModemState::Offline, None).await;
     }
 
@@ -511,10 +513,11 @@ impl Worker {
         }
         // Each change of state once, with why: an admin reading the journal sees a modem go offline
         // (a port that cannot be opened, say) or lose the network without polling `status`.
+        // A worker told to stop (shutdown, or the modem removed from the config) goes offline with no
+        // error: that is no trouble to warn about.
         if h.state != self.health.state {
-            let error = h.last_error.as_deref().unwrap_or("");
-            match h.state {
-                ModemState::Offline | ModemState::Degraded => {
+            match (&h.state, h.last_error.as_deref()) {
+                (ModemState::Offline | ModemState::Degraded, Some(error)) => {
                     tracing::warn!(modem = %self.cfg.id, state = ?h.state, error, "modem state changed")
                 }
                 _ => tracing::info!(modem = %self.cfg.id, state = ?h.state, "modem state changed"),
