@@ -681,6 +681,18 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
              (\"Reply STOP to stop texts to this number.\"); set one to have it appended or required",
         ));
     }
+    // CTIA's handbook: a HELP answer names the sender and how to reach it. The built-in one cannot.
+    if sound
+        && !config.modems.is_empty()
+        && config.optout.help == crate::rules::OptOutConfig::default().help
+    {
+        out.push(warning(
+            doc.line("optout", None, "help"),
+            "no [optout] help: a debtor texting HELP gets only \"Reply STOP to stop texts to this \
+             number.\"; set one that names the agency and how to reach it (\"Acme Recovery, \
+             1-800-555-0100\")",
+        ));
+    }
     // Retention deletes the contact history (and the messages it counts) by the same cutoff, so a
     // shorter retention would let a cap's window forget sends it must still count.
     let window = config.caps.longest_window();
@@ -754,6 +766,24 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_missing_notice_or_help_answer_draws_a_warning_each() {
+        let modem = "[[api_keys]]\nname = \"a\"\ntoken = \"t\"\nscopes = [\"send\"]\n\
+                     [[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\n";
+        let warned = |text: &str, what: &str| {
+            check(text)
+                .render()
+                .iter()
+                .any(|l| l.contains(&format!("warning: no [optout] {what}")))
+        };
+        assert!(warned(modem, "notice") && warned(modem, "help"));
+        let set = format!(
+            "{modem}[optout]\nnotice = {{ en = \"Reply STOP to end.\" }}\n\
+             help = {{ en = \"Acme, 1-800-555-0100. Reply STOP to end.\" }}\n"
+        );
+        assert!(!warned(&set, "notice") && !warned(&set, "help"));
     }
 
     #[test]
