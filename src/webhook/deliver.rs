@@ -1,6 +1,7 @@
 //! The loops that post due outbox rows to their webhooks and record how each attempt ended.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +39,31 @@ pub struct Deliverer {
     /// Poked when new rows are committed, so they go out without waiting for the next poll; passed on to
     /// every lane.
     wake: Arc<Notify>,
+    failing: Failing,
+}
+
+/// Webhooks whose last attempt failed, by label: the first failure is a warning, the retries that follow
+/// (one per queued event) are not, so a receiver that is down does not flood the journal.
+#[derive(Default)]
+struct Failing(std::sync::Mutex<HashSet<String>>);
+
+/// A webhook's change of health, worth a log line.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Failing,
+    Recovered,
+}
+
+impl Failing {
+    fn note(&self, webhook: &str, answered: bool) -> Option<Change> {
+        let mut failing = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match answered {
+            true => failing.remove(webhook).then_some(Change::Recovered),
+            false => failing
+                .insert(webhook.to_owned())
+                .then_some(Change::Failing),
+        }
+    }
 }
 
 impl Deliverer {
@@ -55,6 +81,7 @@ impl Deliverer {
             poll: Duration::from_secs(1),
             batch: 32,
             wake: Arc::new(Notify::new()),
+            failing: Failing::default(),
         }
     }
 
@@ -173,6 +200,9 @@ impl Deliverer {
         let failure = outcomes
             .iter()
             .find(|o| !matches!(o, AttemptOutcome::Status(200..=299)));
+        for (target, outcome) in targets.iter().zip(&outcomes) {
+            self.note_health(target.label(), outcome);
+        }
         match failure.cloned() {
             None => {
                 // The first receiver's status; 0 when no webhook subscribes to this type any more.
@@ -195,7 +225,7 @@ impl Deliverer {
                 tracing::info!(
                     id = item.id,
                     webhook,
-                    ?outcome,
+                    %outcome,
                     attempts,
                     "webhook attempt failed"
                 );
@@ -207,6 +237,20 @@ impl Deliverer {
                 self.store.record_attempt(item.id, attempt).await?;
                 Ok(Some(next_at))
             }
+        }
+    }
+
+    /// Logs a webhook starting to fail (a warning) and answering again, once each.
+    fn note_health(&self, webhook: &str, outcome: &AttemptOutcome) {
+        let answered = matches!(outcome, AttemptOutcome::Status(200..=299));
+        match self.failing.note(webhook, answered) {
+            Some(Change::Failing) => tracing::warn!(
+                webhook,
+                %outcome,
+                "webhook failing: its events wait and are retried with back-off"
+            ),
+            Some(Change::Recovered) => tracing::info!(webhook, "webhook answering again"),
+            None => {}
         }
     }
 
@@ -243,4 +287,21 @@ pub struct Round {
     pub rows: usize,
     /// The earliest retry scheduled in this round.
     pub earliest_retry: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_is_reported_failing_once_and_recovered_once() {
+        let failing = Failing::default();
+        assert_eq!(failing.note("crm", true), None);
+        assert_eq!(failing.note("crm", false), Some(Change::Failing));
+        assert_eq!(failing.note("crm", false), None);
+        assert_eq!(failing.note("archive", false), Some(Change::Failing));
+        assert_eq!(failing.note("crm", true), Some(Change::Recovered));
+        assert_eq!(failing.note("crm", true), None);
+        assert_eq!(failing.note("crm", false), Some(Change::Failing));
+    }
 }

@@ -47,6 +47,15 @@ pub enum AttemptOutcome {
     Error(String),
 }
 
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptOutcome::Status(status) => write!(f, "HTTP {status}"),
+            AttemptOutcome::Error(error) => f.write_str(error),
+        }
+    }
+}
+
 /// One failed attempt, to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
