@@ -201,6 +201,32 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
     gateway.stop().await;
 }
 
+/// `send --delivered` follows the message past `sent` to its delivery report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_delivered_waits_for_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, config) = gateway(dir.path()).await;
+    let url = format!("http://{}", gateway.addr);
+    let output = modemgate(args(&[
+        "send",
+        "--to",
+        "4158906431",
+        "--text",
+        "reached the phone?",
+        "--delivered",
+        "--config",
+        config.to_str().unwrap(),
+        "--url",
+        &url,
+    ]))
+    .await;
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert_eq!(field(&out, "status"), Some("delivered"), "{out}");
+    assert!(!out.contains("not waited for"), "{out}");
+    gateway.stop().await;
+}
+
 /// `send --wait` that runs out of time says why the message is still queued, as the API does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_no_modem_can_take_says_why_when_the_wait_runs_out() {
