@@ -509,7 +509,7 @@ fn tls_files_are_checked_where_they_are_named() {
         ),
         (
             server(&cert, &format!("tls_key = \"{TLS}/other-key.pem\"\n")),
-            "the certificate and the key do not make a usable pair",
+            "other-key.pem is not the private key of the certificate in",
         ),
         (
             server(&format!("tls_cert = \"{TLS}/key.pem\"\n"), &key),
@@ -525,9 +525,10 @@ fn tls_files_are_checked_where_they_are_named() {
         // The line of the key at fault: the certificate's (line 10) unless the key is to blame (11); a
         // missing key is reported at the [server] table (line 8).
         let line = match expected {
-            "cannot read" | "holds no PEM private key" => 11,
-            "holds no PEM certificate"
-            | "the certificate and the key do not make a usable pair" => 10,
+            "cannot read"
+            | "holds no PEM private key"
+            | "other-key.pem is not the private key of the certificate in" => 11,
+            "holds no PEM certificate" => 10,
             _ => 8,
         };
         let place = format!("{}:{line}: ", checked.path.display());

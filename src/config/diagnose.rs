@@ -166,7 +166,7 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
         for e in &syntax_errors {
             let line = at(e.span());
             if diagnostics.iter().all(|d| d.line != Some(line)) {
-                diagnostics.push(error(line, e.message()));
+                diagnostics.push(error(line, name_the_key(e.message(), text, line)));
             }
         }
         return (None, diagnostics);
@@ -185,7 +185,7 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
                     .map(|span| culprit_element(&doc, &span, e.message()).unwrap_or(span));
                 let echo = span.as_ref().is_some_and(|s| pruned_tables.contains(s));
                 if !echo {
-                    diagnostics.push(error(at(span.clone()), e.message()));
+                    diagnostics.push(error(at(span.clone()), in_plain_words(e.message())));
                 }
                 let doc_span = doc.span();
                 let pruned = span
@@ -211,6 +211,66 @@ fn diagnose(text: &str) -> (Option<Config>, Vec<Diagnostic>) {
     diagnostics.sort_by_key(|d| (d.line, d.severity));
     let config = config.filter(|_| !diagnostics.iter().any(|d| d.severity == Severity::Error));
     (config, diagnostics)
+}
+
+/// serde's words for what a value should have been, in the words of the file: an admin knows a list and a
+/// whole number, not a sequence, a `u32` or the struct behind a table.
+fn in_plain_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "expected struct RawWindow",
+            "expected a window such as { days = \"mon-fri\", start = \"08:00\", end = \"21:00\" }",
+        ),
+        ("expected a sequence", "expected a list in [ ]"),
+        (
+            "expected a nonzero u32",
+            "expected a whole number from 1 up",
+        ),
+        (
+            "expected a nonzero u64",
+            "expected a whole number from 1 up",
+        ),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 up"),
+        ("expected u64", "expected a whole number from 0 up"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected a map", "expected a table"),
+        (
+            "invalid socket address syntax",
+            "invalid address: expected IP:PORT, such as 127.0.0.1:8080 (port 1-65535)",
+        ),
+    ];
+    let mut plain = message.to_owned();
+    for (serde, ours) in WORDS {
+        if let Some(at) = plain.find(serde)
+            && !plain[at + serde.len()..].starts_with(|c: char| c.is_alphanumeric())
+        {
+            plain.replace_range(at..at + serde.len(), ours);
+        }
+    }
+    if let Some(at) = plain.find("expected struct ") {
+        plain.truncate(at);
+        plain.push_str("expected a table");
+    }
+    plain
+}
+
+/// The parser says "duplicate key" without naming it; the line does.
+fn name_the_key(message: &str, text: &str, line: usize) -> String {
+    let key = text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.starts_with('['));
+    match key {
+        Some(key) if message == "duplicate key" => {
+            format!("duplicate key `{key}`: it is already set earlier in this table")
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// 1-based line number of a byte offset.
@@ -539,7 +599,7 @@ fn tls_files(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
     if let Err(e) = crate::tls::certified_key(files) {
         let key = match &e {
             crate::tls::TlsError::Read { path, .. } if *path == files.key => "tls_key",
-            crate::tls::TlsError::NoKey { .. } => "tls_key",
+            crate::tls::TlsError::NoKey { .. } | crate::tls::TlsError::Mismatch { .. } => "tls_key",
             _ => "tls_cert",
         };
         out.push(error(doc.line("server", None, key), e.to_string()));
@@ -766,6 +826,46 @@ mod tests {
 
     fn check(text: &str) -> Report {
         Report::from_text(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn serde_words_become_the_files_words() {
+        let errors = |text: &str| -> Vec<String> {
+            check(text)
+                .render()
+                .into_iter()
+                .filter(|l| !l.contains("warning:"))
+                .collect()
+        };
+        let window = errors("[quiet_hours]\nwindows = [\"21:00-08:00\"]\n");
+        assert!(
+            window[0].starts_with("t.toml:2: ")
+                && window[0].contains("expected a window such as {"),
+            "{window:#?}"
+        );
+        let list = errors("[quiet_hours]\nwindows = \"08:00-21:00\"\n");
+        assert!(list[0].contains("expected a list in [ ]"), "{list:#?}");
+        let cap = errors("[[modems]]\nid = \"m1\"\ndevice = \"sim:plain\"\ndaily_cap = -1\n");
+        assert!(
+            cap[0].starts_with("t.toml:4: ")
+                && cap[0].contains("expected a whole number from 1 up"),
+            "{cap:#?}"
+        );
+        let listen = errors("[server]\nlisten = \"127.0.0.1:80800\"\n");
+        assert!(listen[0].contains("expected IP:PORT"), "{listen:#?}");
+        let twice = errors("[server]\nlisten = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8081\"\n");
+        assert_eq!(
+            twice,
+            ["t.toml:3: duplicate key `listen`: it is already set earlier in this table"]
+        );
+        for rendered in [window, list, cap, listen] {
+            assert!(
+                !rendered
+                    .iter()
+                    .any(|l| l.contains("struct") || l.contains("u32") || l.contains("sequence")),
+                "{rendered:#?}"
+            );
+        }
     }
 
     #[test]
@@ -1017,7 +1117,7 @@ mod tests {
         assert!(
             errors
                 .to_string()
-                .starts_with("<string>:2: invalid socket address"),
+                .starts_with("<string>:2: invalid address: expected IP:PORT"),
             "{errors}"
         );
         assert!(

@@ -38,6 +38,13 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {reason}", path.display())]
     NoKey { path: PathBuf, reason: String },
+    #[error(
+        "{} is not the private key of the certificate in {}: give the key the certificate was issued for \
+         (or the certificate issued for this key)",
+        key.display(),
+        cert.display()
+    )]
+    Mismatch { cert: PathBuf, key: PathBuf },
     #[error("the certificate and the key do not make a usable pair: {0}")]
     Pair(String),
 }
@@ -78,5 +85,11 @@ pub fn certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
         path: files.key.clone(),
         reason: e.to_string(),
     })?;
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Pair(e.to_string()))
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+        },
+        other => TlsError::Pair(other.to_string()),
+    })
 }
