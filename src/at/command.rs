@@ -10,6 +10,9 @@ pub const ESC: u8 = 0x1B;
 
 pub const PROBE: &str = "AT";
 pub const ECHO_OFF: &str = "ATE0";
+/// Result codes on (`Q0`) and as words (`V1`): a modem whose saved profile has `ATQ1` says nothing, and one
+/// with `ATV0` answers `0` for OK, which no line parser takes for a result.
+pub const VERBOSE_RESULTS: &str = "ATQ0V1";
 /// Numeric `+CME ERROR: <n>` instead of a bare `ERROR`.
 pub const CMEE_NUMERIC: &str = "AT+CMEE=1";
 pub const PIN_QUERY: &str = "AT+CPIN?";

@@ -181,7 +181,8 @@ async fn probe(path: &Path, timeout: Duration) -> Outcome {
     Outcome::Answered(found)
 }
 
-/// `ATE0` (best effort: it also wakes an autobauding UART), then `AT`, which must say OK.
+/// `ATE0` (best effort: it also wakes an autobauding UART), `ATQ0V1` (best effort), then `AT`, which must
+/// say OK.
 async fn answers(session: &mut Session, deadline: Instant, timeout: Duration) -> bool {
     match session
         .command(
@@ -192,6 +193,18 @@ async fn answers(session: &mut Session, deadline: Instant, timeout: Duration) ->
         .await
     {
         // A port opened as the modem starts up: its RDY cuts ATE0 short, and it answers the AT.
+        Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
+        Err(_) => return false,
+    }
+    // Best effort too: a saved profile with numeric or no result codes would leave the AT unanswered.
+    match session
+        .command(
+            command::VERBOSE_RESULTS,
+            Expect::NOTHING,
+            timeout / FIRST_TRY_SHARE,
+        )
+        .await
+    {
         Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
         Err(_) => return false,
     }

@@ -109,7 +109,8 @@ pub async fn initialise(
 }
 
 /// `AT` until answered. After a silent attempt, ESC: a modem left at the PDU prompt by a killed process
-/// answers nothing else until the prompt is cancelled.
+/// answers nothing else until the prompt is cancelled. Then `ATQ0V1`, whatever it answers: a modem whose
+/// saved profile turned result codes off or numeric would otherwise never seem to answer.
 async fn probe(session: &mut Session, t: &Timeouts) -> Result<(), SessionError> {
     let mut last = None;
     for _ in 0..PROBE_ATTEMPTS {
@@ -123,6 +124,13 @@ async fn probe(session: &mut Session, t: &Timeouts) -> Result<(), SessionError> 
         }
         if session.abort_prompt(ABORT_GRACE).await? {
             tracing::warn!("cancelled a PDU prompt left open on the modem (by a killed process?)");
+        }
+        match session
+            .command(command::VERBOSE_RESULTS, Expect::NOTHING, ABORT_GRACE)
+            .await
+        {
+            Ok(_) | Err(SessionError::Timeout { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Err(last.unwrap_or(SessionError::Closed))

@@ -49,6 +49,8 @@ struct FakeState {
     cpms_max: usize,
     /// Say nothing to this many first `AT`s, as a UART modem does while it finds the baud rate.
     swallow_at: u32,
+    /// Numeric result codes (a saved `ATV0` profile): `0` for OK, `4` for ERROR, until `ATQ0V1`.
+    numeric: bool,
     /// Answer reads in text mode until `AT+CMGF=0` (a modem that left PDU mode).
     text_mode: bool,
     /// Offer "SR" for reading, where `reports` are kept; `reading` is the memory `AT+CPMS` chose.
@@ -143,6 +145,12 @@ async fn fake_modem(
 }
 
 fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
+    if cmd == "ATQ0V1" {
+        s.numeric = false;
+    }
+    if s.numeric {
+        return ("0\r".into(), false);
+    }
     let ok = |body: &str| (format!("{body}\r\nOK\r\n"), false);
     if cmd != "AT" && s.busy > 0 {
         s.busy -= 1;
@@ -814,6 +822,21 @@ async fn a_modem_that_swallows_the_first_at_is_asked_again() {
         .expect("never ready")
         .unwrap();
     assert!(rig.logged("AT") >= 2);
+}
+
+/// A modem whose saved profile answers in numbers (`ATV0`: `0` for OK) is switched to words and starts.
+#[tokio::test(start_paused = true)]
+async fn a_modem_with_numeric_result_codes_is_switched_to_words() {
+    let mut rig = rig(FakeState {
+        numeric: true,
+        ..FakeState::default()
+    });
+    let ready = rig.health.wait_for(|h| h.state == ModemState::Ready);
+    tokio::time::timeout(Duration::from_secs(120), ready)
+        .await
+        .expect("never ready")
+        .unwrap();
+    assert_eq!(rig.logged("ATQ0V1"), 1);
 }
 
 /// A modem that refuses three memories in `AT+CPMS` is set with two, and read with two.
