@@ -224,7 +224,10 @@ async fn unlock_sim(
 
 /// Try the CNMI variants in order, skipping those `AT+CNMI=?` says are not offered (offered ones may still
 /// be refused, hence the fallback on error).
-async fn choose_cnmi(session: &mut Session, t: &Timeouts) -> Result<Option<[u8; 5]>, SessionError> {
+pub(super) async fn choose_cnmi(
+    session: &mut Session,
+    t: &Timeouts,
+) -> Result<Option<[u8; 5]>, SessionError> {
     let test = session
         .command(command::CNMI_TEST, Expect::info("+CNMI"), t.command)
         .await?;

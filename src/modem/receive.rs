@@ -28,6 +28,10 @@ enum HandOver {
     NotInbound,
 }
 
+/// Health polls (a minute apart when idle) at which a modem that refused every `AT+CNMI` setting is
+/// asked again: a modem opened before its SMS stack was ready takes one within minutes.
+pub(super) const CNMI_RETRIES: u32 = 10;
+
 impl Worker {
     pub(super) async fn unsolicited(
         &mut self,
@@ -87,11 +91,25 @@ impl Worker {
     /// (`mt`) and reports (`ds`) are compared: those are what a modem changes on its own. A modem that
     /// cannot say (`AT+CNMI?` refused or unreadable) has them set again at every poll: one command a
     /// minute is cheap next to replies that wait five minutes for the sweep.
+    ///
+    /// A modem that refused every setting at initialisation (one opened before its SMS stack was up)
+    /// is asked again at each of the next [`CNMI_RETRIES`] polls (a modem without indications at all
+    /// is left to the sweep after that). Whenever indications are set anew, the storage is swept: what
+    /// arrived while they were off was stored without a word.
     pub(super) async fn keep_indications(
         &mut self,
         session: &mut Session,
     ) -> Result<(), SessionError> {
         let Some(chosen) = self.cnmi else {
+            if self.cnmi_retries == 0 {
+                return Ok(());
+            }
+            self.cnmi_retries -= 1;
+            self.cnmi = super::init::choose_cnmi(session, &self.cfg.timeouts).await?;
+            if let Some(chosen) = self.cnmi {
+                tracing::info!(modem = %self.cfg.id, ?chosen, "the modem takes new-message indications now");
+                self.sweep(session).await?;
+            }
             return Ok(());
         };
         let r = session
@@ -118,6 +136,11 @@ impl Worker {
                 self.cfg.timeouts.command,
             )
             .await?;
+        if now.is_some() {
+            // They were really off: look for what came meanwhile. (Unreadable ones are set blind at
+            // every poll, and a sweep each time would cost more than the five-minute sweep saves.)
+            self.sweep(session).await?;
+        }
         Ok(())
     }
 

@@ -155,6 +155,7 @@ pub fn spawn_with_opener(
         report_memory: None,
         memory_count: 1,
         cnmi: None,
+        cnmi_retries: 0,
         undeleted: HashMap::new(),
         cmms: Cmms::Unasked,
         pin_rejected: false,
@@ -191,6 +192,8 @@ pub(super) struct Worker {
     pub(super) memory_count: usize,
     /// The new-message indications set at initialisation, kept by the health poll.
     pub(super) cnmi: Option<[u8; 5]>,
+    /// Health polls left to ask again a modem that refused every indication setting at initialisation.
+    pub(super) cnmi_retries: u32,
     /// Messages the store has acknowledged but the modem refused to delete, by memory and index: a re-read
     /// of the same slot and PDU is not handed over again, only deleted again.
     pub(super) undeleted: HashMap<(String, u32), String>,
@@ -275,6 +278,7 @@ impl Worker {
                     self.report_memory = init.report_memory;
                     self.memory_count = init.memory_count;
                     self.cnmi = init.cnmi;
+                    self.cnmi_retries = super::receive::CNMI_RETRIES;
                     self.cmms = Cmms::Unasked;
                     // Notices printed before and while it initialised belong to the start this one
                     // answered; one printed after it means the modem started again. (`restarted` is

@@ -61,6 +61,8 @@ struct FakeState {
     cnmi: String,
     /// Answer `AT+CNMI?` with `ERROR`, as some modems do.
     cnmi_unreadable: bool,
+    /// Refuse every `AT+CNMI=` setting, as a modem opened before its SMS stack is up does.
+    cnmi_refused: bool,
 }
 
 impl FakeState {
@@ -160,6 +162,9 @@ fn answer(s: &mut FakeState, cmd: &str) -> (String, bool) {
         s.text_mode = false;
     }
     if let Some(setting) = cmd.strip_prefix("AT+CNMI=").filter(|v| *v != "?") {
+        if s.cnmi_refused {
+            return ("\r\n+CMS ERROR: 500\r\n".into(), false);
+        }
         s.cnmi = setting.to_owned();
     }
     if cmd == "AT+CNMI?" && s.cnmi_unreadable {
@@ -950,4 +955,34 @@ async fn indications_a_modem_will_not_tell_are_set_again_at_every_health_poll() 
             .expect("not set again by this poll");
         assert_eq!(rig.logged("AT+CNMI?"), polls);
     }
+}
+
+/// A modem that refused every indication setting at start (its SMS stack not up yet) is asked again at
+/// the next health poll, and what arrived meanwhile is swept at once.
+#[tokio::test(start_paused = true)]
+async fn indications_refused_at_start_are_asked_for_again_and_followed_by_a_sweep() {
+    let mut rig = ready_rig_with(FakeState {
+        cnmi_refused: true,
+        ..FakeState::default()
+    })
+    .await;
+    assert_eq!(rig.state.lock().unwrap().cnmi, "", "nothing was accepted");
+    rig.state.lock().unwrap().cnmi_refused = false;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    tokio::time::timeout(Duration::from_secs(30), rig.wait_logged("AT+CMGL=4", 2))
+        .await
+        .expect("no sweep after the indications were set");
+    let state = rig.state.lock().unwrap();
+    assert!(!state.cnmi.is_empty(), "indications set at the poll");
+    let set = state
+        .log
+        .iter()
+        .rposition(|c| *c == format!("AT+CNMI={}", state.cnmi))
+        .unwrap();
+    let next: Vec<&str> = state.log[set + 1..]
+        .iter()
+        .map(String::as_str)
+        .take(3)
+        .collect();
+    assert!(next.contains(&"AT+CMGL=4"), "{:#?}", state.log);
 }
