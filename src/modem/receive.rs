@@ -64,6 +64,13 @@ impl Worker {
                 }
                 Ok(())
             }
+            // The SIM reset on its own (a loose contact, a SIM toolkit refresh) and may want its PIN
+            // again: sends would fail with "SIM PIN required" until it is initialised anew.
+            Unsolicited::Info(info) if info.name == "+CPIN" && info.body != "READY" => {
+                tracing::warn!(modem = %self.cfg.id, state = %info.body, "the SIM reset; initialising the modem again");
+                self.restarted = Some(format!("+CPIN: {}", info.body));
+                Ok(())
+            }
             Unsolicited::Info(info) => {
                 let mut h = self.health.clone();
                 health::apply_urc(&mut h, &info.name, &info.body);

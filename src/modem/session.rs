@@ -171,11 +171,15 @@ impl Session {
         self.unsolicited.remove(at)
     }
 
-    /// Drops the start-up notices (`RDY`, `SMS DONE`...) read so far: those of the start an initialisation
-    /// just answered. Everything else stays queued.
+    /// Drops the start-up notices (`RDY`, `SMS DONE`...) and SIM state lines read so far: those of the
+    /// start an initialisation just answered. Everything else stays queued.
     pub fn forget_start_up_notices(&mut self) {
-        self.unsolicited
-            .retain(|u| !matches!(u, Unsolicited::Urc(crate::at::Urc::Boot(_))));
+        self.unsolicited.retain(|u| match u {
+            Unsolicited::Urc(crate::at::Urc::Boot(_)) => false,
+            // The SIM's state as it came up (`+CPIN: READY` after `RDY`): initialisation has read it.
+            Unsolicited::Info(info) => info.name != "+CPIN",
+            _ => true,
+        });
     }
 
     pub fn has_unsolicited(&self) -> bool {

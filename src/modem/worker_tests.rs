@@ -986,3 +986,25 @@ async fn indications_refused_at_start_are_asked_for_again_and_followed_by_a_swee
         .collect();
     assert!(next.contains(&"AT+CMGL=4"), "{:#?}", state.log);
 }
+
+/// A SIM that resets on its own says so (`+CPIN: SIM PIN`, `+CPIN: NOT READY`): the modem is initialised
+/// again, which reads the SIM state and enters the PIN, rather than failing every send with "SIM PIN
+/// required". `+CPIN: READY` printed as the modem came up is not taken for a reset.
+#[tokio::test(start_paused = true)]
+async fn a_sim_that_resets_on_its_own_has_the_modem_initialised_again() {
+    let mut rig = ready_rig_with(FakeState::default()).await;
+    let asked = rig.logged("AT+CPIN?");
+    rig.urcs.send("\r\n+CPIN: READY\r\n".into()).unwrap();
+    rig.urcs.send("\r\n+CPIN: NOT READY\r\n".into()).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        rig.wait_logged("AT+CPIN?", asked + 1),
+    )
+    .await
+    .expect("not initialised again");
+    rig.health
+        .wait_for(|h| h.state == ModemState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(rig.logged("AT+CPIN?"), asked + 1, "one new initialisation");
+}
