@@ -920,7 +920,7 @@ async fn a_permanent_error_fails_the_message_with_its_code() {
     d.handle.flush().await;
     let message = detail(&rig.store, id).await.message;
     assert_eq!(message.state, MessageState::Failed);
-    assert_eq!(message.error_code, Some(28));
+    assert_eq!(message.error_code, Some(1));
     assert_eq!(
         message.error.as_deref(),
         Some("+CMS ERROR: 1 (unassigned (unallocated) number)"),

@@ -390,8 +390,8 @@ fn decode_errors_name_field_and_offset() {
         ),
         ("00FF", "TP-MTI at octet 1: message type 3"),
         (
-            "00040391214300007050307040A42200",
-            "TP-SCTS at octet 13: octet A4 is not swapped BCD",
+            "0004039121430000705030704022",
+            "TP-SCTS at octet 8: needs 7 octet(s), only 6 left",
         ),
     ];
     for (hex, wanted) in cases {
@@ -401,6 +401,14 @@ fn decode_errors_name_field_and_offset() {
             "{hex}: {error:?} does not contain {wanted:?}"
         );
     }
+    // A time stamp that is there but no date (A4 is not BCD) costs the time, not the message.
+    let Tpdu::Deliver(d) = pdu::decode_hex("00040391214300007050307040A42200")
+        .unwrap()
+        .tpdu
+    else {
+        panic!("not a deliver")
+    };
+    assert_eq!(d.timestamp, None);
 }
 
 // ---- the CLI as a process ---------------------------------------------------------------------------
