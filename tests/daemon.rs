@@ -744,27 +744,12 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
 /// still an opt-out: the daemon runs the rules on it at start, and then no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
-    use modemgate::store::{InboundContent, InboundOutcome, InboundPart, OpenOptions, Store};
+    use modemgate::store::{OpenOptions, Store};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "http://127.0.0.1:9/unused");
     {
         let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
-        let stored = store
-            .record_inbound(InboundPart {
-                modem: "m1".into(),
-                pdu_hex: "00STOP".into(),
-                content: InboundContent::Decoded {
-                    sender: "+14158906431".into(),
-                    text: "STOP".into(),
-                    encoding: modemgate::store::TextEncoding::Gsm7,
-                    sent_at: Some(store.now()),
-                    concat: None,
-                },
-            })
-            .await
-            .unwrap();
-        assert!(matches!(stored, InboundOutcome::Complete(_)), "{stored:?}");
-        assert_eq!(store.rules_pending().await.unwrap().len(), 1);
+        stop_stored_before_a_crash(&store).await;
     }
     let gateway = start_instant(&config).await;
     let http = Http::new(gateway.addr);
@@ -783,35 +768,41 @@ async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
     assert!(store.rules_pending().await.unwrap().is_empty());
 }
 
+/// A STOP from +14158906431 stored, as a crash leaves it: its reply rules not yet run.
+async fn stop_stored_before_a_crash(store: &modemgate::store::Store) -> uuid::Uuid {
+    use modemgate::store::{InboundContent, InboundOutcome, InboundPart, TextEncoding};
+    let stored = store
+        .record_inbound(InboundPart {
+            modem: "m1".into(),
+            pdu_hex: "00STOP".into(),
+            content: InboundContent::Decoded {
+                sender: "+14158906431".into(),
+                text: "STOP".into(),
+                encoding: TextEncoding::Gsm7,
+                sent_at: Some(store.now()),
+                concat: None,
+            },
+        })
+        .await
+        .unwrap();
+    let InboundOutcome::Complete(stop) = stored else {
+        panic!("{stored:?}");
+    };
+    assert_eq!(store.rules_pending().await.unwrap().len(), 1);
+    stop.id
+}
+
 /// A crash after the rules answered a STOP but before they were marked done: the next start runs them
 /// again (the opt-out stays recorded) without queuing a second confirmation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_answered_before_a_crash_is_not_answered_again() {
     use modemgate::outbound::{ComposeOptions, compose};
-    use modemgate::store::{
-        Category, InboundContent, InboundOutcome, InboundPart, OpenOptions, Store,
-    };
+    use modemgate::store::{Category, OpenOptions, Store};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "http://127.0.0.1:9/unused");
     let stop = {
         let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
-        let stored = store
-            .record_inbound(InboundPart {
-                modem: "m1".into(),
-                pdu_hex: "00STOP".into(),
-                content: InboundContent::Decoded {
-                    sender: "+14158906431".into(),
-                    text: "STOP".into(),
-                    encoding: modemgate::store::TextEncoding::Gsm7,
-                    sent_at: Some(store.now()),
-                    concat: None,
-                },
-            })
-            .await
-            .unwrap();
-        let InboundOutcome::Complete(stop) = stored else {
-            panic!("{stored:?}");
-        };
+        let stop = stop_stored_before_a_crash(&store).await;
         // The rules' confirmation, queued before the crash.
         let options = ComposeOptions {
             api_key: "rules".into(),
@@ -820,7 +811,7 @@ async fn a_stop_answered_before_a_crash_is_not_answered_again() {
         };
         let answer = compose("+14158906431", "You are unsubscribed.", options).unwrap();
         store.accept(answer).await.unwrap();
-        stop.id
+        stop
     };
     let gateway = start_instant(&config).await;
     let sim = gateway.sim("m1").unwrap();

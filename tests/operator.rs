@@ -91,6 +91,14 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `modemgate send --to TO --text TEXT [EXTRA...]` against the gateway at `url`, with the token from `config`.
+async fn send(config: &Path, url: &str, to: &str, text: &str, extra: &[&str]) -> Output {
+    let mut list = args(&["send", "--to", to, "--text", text]);
+    list.extend(args(extra));
+    list.extend(args(&["--config", config.to_str().unwrap(), "--url", url]));
+    modemgate(list).await
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -113,21 +121,15 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, config) = gateway(dir.path()).await;
     let url = format!("http://{}", gateway.addr);
-    let config = config.to_str().unwrap();
-
-    let sent = modemgate(args(&[
-        "send",
-        "--to",
-        "4158906431",
-        "--text",
-        "Test from the shell",
-        "--wait",
-        "--config",
-        config,
-        "--url",
+    let sent = send(
+        &config,
         &url,
-    ]))
+        "4158906431",
+        "Test from the shell",
+        &["--wait"],
+    )
     .await;
+    let config = config.to_str().unwrap();
     let out = stdout(&sent);
     assert!(sent.status.success(), "{out}{}", stderr(&sent));
     assert_eq!(field(&out, "to"), Some("+14158906431"), "{out}");
@@ -207,18 +209,13 @@ async fn send_delivered_waits_for_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, config) = gateway(dir.path()).await;
     let url = format!("http://{}", gateway.addr);
-    let output = modemgate(args(&[
-        "send",
-        "--to",
-        "4158906431",
-        "--text",
-        "reached the phone?",
-        "--delivered",
-        "--config",
-        config.to_str().unwrap(),
-        "--url",
+    let output = send(
+        &config,
         &url,
-    ]))
+        "4158906431",
+        "reached the phone?",
+        &["--delivered"],
+    )
     .await;
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
@@ -233,20 +230,13 @@ async fn a_send_that_no_modem_can_take_says_why_when_the_wait_runs_out() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, config) = gateway_with(dir.path(), "paused = true").await;
     let url = format!("http://{}", gateway.addr);
-    let output = modemgate(args(&[
-        "send",
-        "--to",
-        "4158906431",
-        "--text",
-        "held",
-        "--wait",
-        "--wait-timeout",
-        "1",
-        "--config",
-        config.to_str().unwrap(),
-        "--url",
+    let output = send(
+        &config,
         &url,
-    ]))
+        "4158906431",
+        "held",
+        &["--wait", "--wait-timeout", "1"],
+    )
     .await;
     assert_eq!(output.status.code(), Some(1));
     let id = field(&stdout(&output), "id").unwrap().to_owned();
@@ -266,18 +256,7 @@ async fn a_refused_send_prints_the_api_code_and_field_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, config) = gateway(dir.path()).await;
     let url = format!("http://{}", gateway.addr);
-    let output = modemgate(args(&[
-        "send",
-        "--to",
-        "12",
-        "--text",
-        "hi",
-        "--config",
-        config.to_str().unwrap(),
-        "--url",
-        &url,
-    ]))
-    .await;
+    let output = send(&config, &url, "12", "hi", &[]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout(&output).is_empty());
     let err = stderr(&output);

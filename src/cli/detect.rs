@@ -181,32 +181,18 @@ async fn probe(path: &Path, timeout: Duration) -> Outcome {
     Outcome::Answered(found)
 }
 
-/// `ATE0` (best effort: it also wakes an autobauding UART), `ATQ0V1` (best effort), then `AT`, which must
-/// say OK.
+/// `ATE0` (it also wakes an autobauding UART) and `ATQ0V1` (a saved profile with numeric or no result
+/// codes would leave the AT unanswered), both best effort, then `AT`, which must say OK.
 async fn answers(session: &mut Session, deadline: Instant, timeout: Duration) -> bool {
-    match session
-        .command(
-            command::ECHO_OFF,
-            Expect::NOTHING,
-            timeout / FIRST_TRY_SHARE,
-        )
-        .await
-    {
-        // A port opened as the modem starts up: its RDY cuts ATE0 short, and it answers the AT.
-        Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
-        Err(_) => return false,
-    }
-    // Best effort too: a saved profile with numeric or no result codes would leave the AT unanswered.
-    match session
-        .command(
-            command::VERBOSE_RESULTS,
-            Expect::NOTHING,
-            timeout / FIRST_TRY_SHARE,
-        )
-        .await
-    {
-        Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
-        Err(_) => return false,
+    for setting in [command::ECHO_OFF, command::VERBOSE_RESULTS] {
+        match session
+            .command(setting, Expect::NOTHING, timeout / FIRST_TRY_SHARE)
+            .await
+        {
+            // A port opened as the modem starts up: its RDY cuts the command short, and it answers the AT.
+            Ok(_) | Err(SessionError::Timeout { .. } | SessionError::Restarted { .. }) => {}
+            Err(_) => return false,
+        }
     }
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {

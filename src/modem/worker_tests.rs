@@ -322,6 +322,13 @@ async fn ready_rig_with(state: FakeState) -> Rig {
     rig
 }
 
+/// [`ready_rig_with`] for a modem that takes some coaxing: ready within two (virtual) minutes, or fail.
+async fn ready_within_two_minutes(state: FakeState) -> Rig {
+    tokio::time::timeout(Duration::from_secs(120), ready_rig_with(state))
+        .await
+        .expect("never ready")
+}
+
 impl Rig {
     /// Hands the worker a one-part job and returns its `Submitting` ack and the job's outcome.
     async fn one_part_submitting(
@@ -817,30 +824,22 @@ async fn a_routed_message_during_a_multipart_send_is_acknowledged_between_parts(
 /// A UART modem that autobauds swallows the first `AT`: the worker asks again and starts.
 #[tokio::test(start_paused = true)]
 async fn a_modem_that_swallows_the_first_at_is_asked_again() {
-    let mut rig = rig(FakeState {
+    let rig = ready_within_two_minutes(FakeState {
         swallow_at: 1,
         ..FakeState::default()
-    });
-    let ready = rig.health.wait_for(|h| h.state == ModemState::Ready);
-    tokio::time::timeout(Duration::from_secs(120), ready)
-        .await
-        .expect("never ready")
-        .unwrap();
+    })
+    .await;
     assert!(rig.logged("AT") >= 2);
 }
 
 /// A modem whose saved profile answers in numbers (`ATV0`: `0` for OK) is switched to words and starts.
 #[tokio::test(start_paused = true)]
 async fn a_modem_with_numeric_result_codes_is_switched_to_words() {
-    let mut rig = rig(FakeState {
+    let rig = ready_within_two_minutes(FakeState {
         numeric: true,
         ..FakeState::default()
-    });
-    let ready = rig.health.wait_for(|h| h.state == ModemState::Ready);
-    tokio::time::timeout(Duration::from_secs(120), ready)
-        .await
-        .expect("never ready")
-        .unwrap();
+    })
+    .await;
     assert_eq!(rig.logged("ATQ0V1"), 1);
 }
 
