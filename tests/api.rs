@@ -1282,6 +1282,13 @@ async fn export_csv_streams_every_page() {
             .count(),
         2
     );
+    // For Excel: the same file after a byte order mark; without asking, none.
+    assert!(!text.starts_with('\u{FEFF}'));
+    let excel = server
+        .get("/v1/messages/export.csv?bom=true", "reader-token")
+        .await;
+    let excel = String::from_utf8(excel.body.to_vec()).unwrap();
+    assert_eq!(excel.strip_prefix('\u{FEFF}'), Some(text.as_str()));
 }
 
 #[tokio::test]

@@ -428,6 +428,7 @@ pub async fn export_csv(
     State(state): State<AppState>,
     QueryFields(mut fields): QueryFields,
 ) -> Result<Response, ApiError> {
+    let bom = fields.take_bool("bom")?.unwrap_or(false);
     if fields.take("limit").is_some() {
         return Err(ApiError::invalid(
             ErrorCode::UnknownField,
@@ -448,7 +449,14 @@ pub async fn export_csv(
         Done,
     }
     let backend = state.backend.clone();
-    let head = stream::once(async { Ok::<_, BackendError>(CSV_HEADER.to_owned()) });
+    // Excel reads a CSV file without a byte order mark in the PC's legacy code page ("BÃ¡ja" for
+    // "Bája"); CSV libraries would take the mark for part of the first column's name, so it is asked for.
+    let header = if bom {
+        format!("\u{FEFF}{CSV_HEADER}")
+    } else {
+        CSV_HEADER.to_owned()
+    };
+    let head = stream::once(async { Ok::<_, BackendError>(header) });
     let rows = stream::unfold(Next::Page(first), move |next| {
         let backend = backend.clone();
         let filter = filter.clone();

@@ -72,10 +72,17 @@ const PAGE_QUERY: &[(&str, &str)] = &[
     ("after", "the `next` cursor of the previous page"),
 ];
 /// The export streams every matching message, so it has no page size; `after` resumes a broken one.
-const RESUME_QUERY: &[(&str, &str)] = &[(
-    "after",
-    "a message id: only messages after it (the last id received, to resume an interrupted export)",
-)];
+const RESUME_QUERY: &[(&str, &str)] = &[
+    (
+        "after",
+        "a message id: only messages after it (the last id received, to resume an interrupted export)",
+    ),
+    (
+        "bom",
+        "true: start with a UTF-8 byte order mark, so Excel opening the file shows accents and \
+         non-Latin text as written",
+    ),
+];
 
 fn route(
     method: Method,
