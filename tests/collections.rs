@@ -340,17 +340,24 @@ async fn spanish_and_accented_opt_outs_and_start_re_enables() {
     assert!(gw.optouts.contains(numbers[1]));
 
     // An opt-out the agency recorded through the API (a cease-communication letter) is not lifted by a
-    // START: the reply goes to a person, with the refusal on its history, and nothing is answered.
+    // START: the reply goes to a person, with the refusal on its history, and nothing is answered. The
+    // letter came after the debtor had texted STOP: it still takes over from the STOP.
     let letter = "+12125550177";
+    let (_, outcome) = gw.reply(letter, "STOP").await;
+    assert_eq!(outcome.intent.as_deref(), Some("opt_out"));
+    let confirmed = gw.answers(letter).await.len();
     let api = Origin {
         actor: "api:ops",
         detail: Some("cease-communication letter".into()),
         ..Origin::default()
     };
-    gw.optouts
-        .add(letter, OptOutSource::Api, api)
-        .await
-        .unwrap();
+    assert!(
+        gw.optouts
+            .add(letter, OptOutSource::Api, api)
+            .await
+            .unwrap(),
+        "the letter replaces the STOP"
+    );
     let (start, outcome) = gw.reply(letter, "START").await;
     assert_eq!(
         (outcome.intent.as_deref(), outcome.needs_agent),
@@ -362,13 +369,17 @@ async fn spanish_and_accented_opt_outs_and_start_re_enables() {
         history.iter().any(|e| e.kind == "opt_in_refused"),
         "{history:#?}"
     );
-    assert!(gw.answers(letter).await.is_empty());
+    assert_eq!(
+        gw.answers(letter).await.len(),
+        confirmed,
+        "START not answered"
+    );
 
     // A sender in national format opts out its E.164 number; a short code's STOP is no opt-out.
     let (_, outcome) = gw.reply("2125550188", "stop").await;
     assert_eq!(outcome.intent.as_deref(), Some("opt_out"));
     assert!(gw.optouts.contains("+12125550188"));
-    assert_eq!(gw.sends(6).await[5].submit.recipient.value, "+12125550188");
+    assert_eq!(gw.sends(7).await[6].submit.recipient.value, "+12125550188");
     let (_, outcome) = gw.reply("72975", "STOP").await;
     assert_eq!((outcome.intent, outcome.needs_agent), (None, true));
     assert!(!gw.optouts.contains("72975"));

@@ -63,8 +63,8 @@ impl OptOuts {
     }
 
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
-    /// record (when, which message, which modem), unless it was only a reply under review: a STOP or the
-    /// agency's opt-out then replaces it. The number is suppressed in memory before the store is
+    /// record (when, which message, which modem), unless the new one is firmer: a STOP replaces a reply
+    /// under review, and the agency's opt-out replaces either. The number is suppressed in memory before the store is
     /// written, so no hand-off slips through while the write is in flight; if the write fails it stays
     /// suppressed until restart.
     pub async fn add(
@@ -77,8 +77,9 @@ impl OptOuts {
             let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
             match numbers.get(number) {
                 // A reply under review confirmed by a STOP (or by the agency) becomes that opt-out: the
-                // messages it only held fail now, and no text lifts an agency's.
-                Some(OptOutSource::Review) if source != OptOutSource::Review => {}
+                // messages it only held fail now. An agency's opt-out (a cease-communication letter)
+                // replaces a STOP too, so that a START can no longer lift it.
+                Some(&existing) if outranks(source, existing) => {}
                 Some(_) => return Ok(false),
                 None => {}
             }
@@ -127,6 +128,17 @@ impl OptOuts {
     }
 }
 
+/// Whether an opt-out from `new` replaces one from `existing`: a reply under review is the weakest (a
+/// person may lift it), a STOP is lifted by a START, and the agency's is lifted only by the agency.
+fn outranks(new: OptOutSource, existing: OptOutSource) -> bool {
+    let firmness = |source| match source {
+        OptOutSource::Review => 0,
+        OptOutSource::Keyword => 1,
+        OptOutSource::Api => 2,
+    };
+    firmness(new) > firmness(existing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +170,24 @@ mod tests {
         assert_eq!(optouts.source(number), Some(OptOutSource::Keyword));
         let reloaded = OptOuts::load(&store).await.unwrap();
         assert_eq!(reloaded.source(number), Some(OptOutSource::Keyword));
+        // A cease-communication letter after the STOP: the agency's opt-out, which no START lifts.
+        let api = || Origin {
+            actor: "api:ops",
+            detail: Some("cease letter".into()),
+            ..Origin::default()
+        };
+        assert!(optouts.add(number, OptOutSource::Api, api()).await.unwrap());
+        assert!(
+            !optouts
+                .add(number, OptOutSource::Keyword, rules())
+                .await
+                .unwrap()
+        );
+        assert!(!optouts.add(number, OptOutSource::Api, api()).await.unwrap());
+        let reloaded = OptOuts::load(&store).await.unwrap();
+        assert_eq!(reloaded.source(number), Some(OptOutSource::Api));
+        let listed = reloaded.list().await.unwrap();
+        assert_eq!(listed[0].detail.as_deref(), Some("cease letter"));
     }
 
     #[tokio::test]
