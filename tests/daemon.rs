@@ -840,6 +840,62 @@ async fn a_stop_answered_before_a_crash_is_not_answered_again() {
     assert_eq!(outbound, 1, "{:?}", conversation.messages);
 }
 
+/// A STOP whose opt-out the store refuses (a full disk, here a trigger) is not marked done: the number is
+/// suppressed in memory meanwhile, and the next start records the opt-out without a second confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_the_store_refused_is_recorded_at_the_next_start() {
+    use modemgate::store::{OpenOptions, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/unused");
+    drop(Store::open(&config.storage.path, OpenOptions::default()).unwrap());
+    let refuse = |sql: &str| {
+        rusqlite::Connection::open(&config.storage.path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    };
+    refuse(
+        "CREATE TRIGGER refuse_optouts BEFORE INSERT ON optout_audit \
+         BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
+    );
+    let gateway = start_instant(&config).await;
+    let sim = gateway.sim("m1").unwrap();
+    sim.inject(Inbound::new("+14158906431", "STOP"))
+        .await
+        .unwrap();
+    // The confirmation goes out: the number is suppressed, in memory.
+    tokio::time::timeout(std::time::Duration::from_secs(30), sim.wait_sends(1))
+        .await
+        .expect("no confirmation")
+        .unwrap();
+    gateway.stop().await;
+    let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+    assert!(!store.is_opted_out("+14158906431").await.unwrap());
+    assert_eq!(
+        store.rules_pending().await.unwrap().len(),
+        1,
+        "the STOP is still pending"
+    );
+    drop(store);
+
+    refuse("DROP TRIGGER refuse_optouts;");
+    let gateway = start_instant(&config).await;
+    gateway.stop().await;
+    let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
+    assert!(store.is_opted_out("+14158906431").await.unwrap());
+    assert!(store.rules_pending().await.unwrap().is_empty());
+    let conversation = store
+        .conversation("+14158906431", None, None)
+        .await
+        .unwrap();
+    let answers = conversation
+        .messages
+        .iter()
+        .filter(|m| m.direction == modemgate::store::Direction::Outbound)
+        .count();
+    assert_eq!(answers, 1, "one confirmation");
+}
+
 /// A reply whose sender the network gives in national form is stored under the E.164 number the CMS
 /// sends to, so it shows in that number's conversation and under the list's `to` filter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,9 @@ async fn run_rules(
             Arrival::Live => current.apply(&store, &modem, &message).await,
             Arrival::Replayed => current.replay(&store, &modem, &message).await,
         };
-        if let Err(error) = store.rules_applied(message.id).await {
+        if outcome.unrecorded {
+            warn!(id = %message.id, "an opt-out or opt-in was not stored: the reply rules run again on this message at the next start");
+        } else if let Err(error) = store.rules_applied(message.id).await {
             // They run again at the next start: an opt-out is recorded once, an answer is not repeated.
             warn!(id = %message.id, %error, "could not record that the reply rules ran");
         }

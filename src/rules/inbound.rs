@@ -31,13 +31,16 @@ pub struct RulesOutcome {
     pub intent: Option<String>,
     /// No rule fully handled it: a person should read it.
     pub needs_agent: bool,
+    /// An opt-out or opt-in could not be stored: the reply must stay pending, so its rules run again at
+    /// the next start (the number stays suppressed in memory meanwhile).
+    pub unrecorded: bool,
 }
 
 impl RulesOutcome {
     fn handled(intent: &str) -> Self {
         RulesOutcome {
             intent: Some(intent.to_owned()),
-            needs_agent: false,
+            ..RulesOutcome::default()
         }
     }
 
@@ -45,6 +48,7 @@ impl RulesOutcome {
         RulesOutcome {
             intent: intent.map(str::to_owned),
             needs_agent: true,
+            ..RulesOutcome::default()
         }
     }
 }
@@ -158,8 +162,9 @@ impl InboundRules {
             message,
             number,
             arrival,
+            unrecorded: std::sync::atomic::AtomicBool::new(false),
         };
-        match self.classifier.keywords.classify(&message.text) {
+        let mut outcome = match self.classifier.keywords.classify(&message.text) {
             Keyword::OptOut { language } => self.opt_out(&ctx, language).await,
             Keyword::LooksLikeOptOut { word, .. } => self.review(&ctx, &word).await,
             Keyword::OptIn { language } => self.opt_in(&ctx, language).await,
@@ -171,7 +176,9 @@ impl InboundRules {
             }
             Keyword::Menu(word) => self.menu(&ctx, &word).await,
             Keyword::Other => RulesOutcome::for_agent(None),
-        }
+        };
+        outcome.unrecorded = ctx.unrecorded.into_inner();
+        outcome
     }
 
     async fn opt_out(&self, ctx: &Reply<'_>, language: Language) -> RulesOutcome {
@@ -260,6 +267,8 @@ impl InboundRules {
         };
         if let Err(error) = self.optouts.remove(number, origin).await {
             tracing::error!(id = %ctx.message.id, %error, "could not record an opt-in");
+            ctx.unrecorded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return RulesOutcome::for_agent(Some("opt_in"));
         }
         self.confirmed
@@ -371,6 +380,8 @@ struct Reply<'a> {
     /// The sender in E.164.
     number: String,
     arrival: Arrival,
+    /// An opt-out or opt-in the store refused.
+    unrecorded: std::sync::atomic::AtomicBool,
 }
 
 impl Reply<'_> {
@@ -397,7 +408,9 @@ impl Reply<'_> {
         match optouts.add(&self.number, source, origin).await {
             Ok(new) => new,
             Err(error) => {
-                tracing::error!(id = %self.message.id, %error, "could not store an opt-out");
+                tracing::error!(id = %self.message.id, %error, "could not store an opt-out; the reply's rules run again at the next start");
+                self.unrecorded
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 true
             }
         }
