@@ -79,7 +79,14 @@ const OPT_OUT: &[(&str, Language)] = &[
     ("parar", Language::Es),
     ("cancelar", Language::Es),
     ("no mas", Language::Es),
+    ("para", Language::Es),
+    ("basta", Language::Es),
+    ("quitar", Language::Es),
+    ("detener", Language::Es),
+    ("desuscribir", Language::Es),
     ("arret", Language::Fr),
+    ("arreter", Language::Fr),
+    ("desabonner", Language::Fr),
 ];
 
 /// Opt-in words: CTIA's START and UNSTOP, not its YES. A debtor's "yes" answers whatever they were last
@@ -111,12 +118,30 @@ const REVOCATIONS: &[(&str, Language)] = &[
     ("lose my number", Language::En),
     ("no me escriba", Language::Es),
     ("no me contacte", Language::Es),
+    // A reassigned number: texting its new owner about someone's debt is a third-party disclosure
+    // (Reg F 1006.6(d)) and a TCPA risk, so it stops until a person looks.
+    ("wrong number", Language::En),
+    ("wrong person", Language::En),
+    ("numero equivocado", Language::Es),
+    ("cease and desist", Language::En),
+    ("do not call", Language::En),
+    ("don t call", Language::En),
+    ("dont call", Language::En),
+    ("stop calling", Language::En),
+];
+
+/// Opt-out words that are everyday words inside a sentence ("at the end of the month", "can I cancel the
+/// plan", "es para mañana"): alone they opt out, but a reply merely containing one is not held for review,
+/// or every other debtor trying to arrange a payment would be suppressed until a person looks.
+const ORDINARY_WORDS: &[&str] = &[
+    "end", "cancel", "quit", "alto", "para", "cancelar", "quitar", "detener",
 ];
 
 const HELP: &[(&str, Language)] = &[
     ("help", Language::En),
     ("info", Language::En),
     ("ayuda", Language::Es),
+    ("aide", Language::Fr),
 ];
 
 /// The classifier, with the built-in and configured words normalised once.
@@ -185,6 +210,7 @@ impl Keywords {
             .opt_out
             .iter()
             .map(|(word, language)| (word.as_str(), *language))
+            .filter(|(word, _)| !ORDINARY_WORDS.contains(word))
             .chain(REVOCATIONS.iter().copied())
             .find(|(word, _)| padded.contains(&format!(" {word} ")));
         match mentioned {
@@ -198,8 +224,8 @@ impl Keywords {
 }
 
 /// The word a disguised opt-out spells, for opt-out matching only: letters typed apart (`S T O P`,
-/// `S.T.O.P`), digits standing in for letters inside a word (`St0p`, `QU1T`), or one word repeated
-/// (`stop stop stop`). Consent may be revoked by any reasonable means, and a consumer who dodges a
+/// `S.T.O.P`), digits standing in for letters inside a word (`St0p`, `QU1T`), one word repeated
+/// (`stop stop stop`), or a letter held down (`STOPP`). Consent may be revoked by any reasonable means, and a consumer who dodges a
 /// keyword filter has plainly revoked it. Opt-ins are never undisguised: lifting an opt-out on a guess is
 /// the costly mistake. Takes and returns the normalised form.
 fn undisguise(text: &str) -> String {
@@ -215,7 +241,7 @@ fn undisguise(text: &str) -> String {
         // "1" or "0" alone answers a menu; it spells nothing.
         return joined;
     }
-    joined
+    let mut plain: Vec<char> = joined
         .chars()
         .map(|c| match c {
             '0' => 'o',
@@ -226,7 +252,11 @@ fn undisguise(text: &str) -> String {
             '7' => 't',
             _ => c,
         })
-        .collect()
+        .collect();
+    // A letter held down (`STOPP`, `Stoooop`): one of each run. No opt-out word has a doubled letter
+    // but STOPALL, which is matched before any undisguising.
+    plain.dedup();
+    plain.into_iter().collect()
 }
 
 /// Lower case, full-width letters and digits as ASCII (`ＳＴＯＰ`, from East Asian keyboards), accents
@@ -332,6 +362,10 @@ mod tests {
             "no more texts",
             "Leave me alone",
             "no me escriba más",
+            "Wrong number",
+            "you have the wrong number, I'm not Maria",
+            "Cease and desist",
+            "Número equivocado",
         ] {
             assert!(
                 matches!(classify(text), Keyword::LooksLikeOptOut { .. }),
@@ -359,6 +393,12 @@ mod tests {
             "STOP STOP STOP",
             "3nd",
             "b a j a",
+            "STOPP",
+            "Stoooop!",
+            "PARA",
+            "Basta",
+            "arrêter",
+            "Désabonner",
         ] {
             assert!(
                 matches!(classify(text), Keyword::OptOut { .. }),
@@ -389,6 +429,17 @@ mod tests {
     #[test]
     fn words_that_only_contain_an_opt_out_word_are_not_flagged() {
         assert_eq!(classify("stopwatch"), Keyword::Other);
+        // Everyday words that are opt-out words only alone.
+        for text in [
+            "I can pay at the end of the month",
+            "can I cancel the payment plan and pay in full?",
+            "el pago es para el viernes",
+            "I quit my job last week",
+        ] {
+            assert_eq!(classify(text), Keyword::Other, "{text}");
+        }
+        assert!(matches!(classify("End."), Keyword::OptOut { .. }));
+        assert!(matches!(classify("Para"), Keyword::OptOut { .. }));
         assert_eq!(classify("I paid yesterday"), Keyword::Other);
     }
 
