@@ -596,6 +596,12 @@ async fn send_fields_are_validated_with_their_names() {
             "invalid_tz",
             "tz",
         ),
+        // A fixed offset has no summer time: in July "21:00 EST" is 22:00 in New York.
+        (
+            json!({"to": TO, "text": "hi", "tz": "EST"}),
+            "invalid_tz",
+            "tz",
+        ),
         (
             json!({"to": TO, "text": "hi", "priority": 12}),
             "invalid_priority",

@@ -183,14 +183,24 @@ impl Validator {
             ));
         }
         let metadata = metadata.map(parse_metadata).transpose()?;
-        if let Some(zone) = &tz
-            && jiff::tz::TimeZone::get(zone).is_err()
-        {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidTz,
-                "tz",
-                format!("unknown IANA time zone {zone:?}"),
-            ));
+        if let Some(zone) = &tz {
+            if jiff::tz::TimeZone::get(zone).is_err() {
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidTz,
+                    "tz",
+                    format!("unknown IANA time zone {zone:?}"),
+                ));
+            }
+            if crate::rules::is_fixed_offset(zone) {
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidTz,
+                    "tz",
+                    format!(
+                        "{zone:?} is a fixed offset with no daylight saving: give the zone of the \
+                         recipient's place, such as America/New_York, so quiet hours follow its summer time"
+                    ),
+                ));
+            }
         }
         let too_long = |parts: usize| {
             ApiError::invalid(

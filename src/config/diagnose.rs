@@ -724,7 +724,7 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
     // 22:00 in New York, past Reg F's window.
     if let Some(zone) = &config.quiet_hours.default_tz
         && let Some(name) = zone.iana_name()
-        && (!name.contains('/') || name.starts_with("Etc/"))
+        && crate::rules::is_fixed_offset(name)
     {
         out.push(warning(
             doc.line("quiet_hours", None, "default_tz"),

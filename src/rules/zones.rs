@@ -135,6 +135,12 @@ pub fn locate(e164: &str, explicit_tz: Option<&str>) -> Result<Location, Unresol
     Ok(Location { region, zones })
 }
 
+/// A zone name that is a fixed offset rather than a place (`EST`, `MST`, `UTC`, `Etc/GMT+5`): it has no
+/// summer time, so in July "21:00 EST" is 22:00 in New York, past Reg F's window.
+pub fn is_fixed_offset(name: &str) -> bool {
+    !name.contains('/') || name.starts_with("Etc/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
