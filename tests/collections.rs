@@ -474,7 +474,7 @@ async fn menu_answers_carry_the_opt_out_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_hold_in_the_recipients_zone() {
-    let mut gw = Gateway::start("", at("2026-06-10T20:59:59[America/New_York]")).await;
+    let mut gw = Gateway::start("", at("2026-06-10T20:59:30[America/New_York]")).await;
     let goes = gw
         .send(DEBTOR, "before nine", ComposeOptions::default())
         .await;

@@ -24,6 +24,9 @@ use super::quiet_hours::{self, QuietHoursConfig};
 /// How long a message whose recipient has no usable time zone waits before it is looked at again. Nothing
 /// about it changes by itself, but a hold must end somewhere, and its `expires_at` still applies.
 pub const UNRESOLVED_RECHECK: SignedDuration = SignedDuration::from_hours(6);
+/// Time allowed for each part of a message before its recipient's window closes: a send takes 2-4 s, with
+/// a tail of 20-30 s on a busy network.
+pub const PART_TIME: SignedDuration = SignedDuration::from_secs(30);
 
 /// Hand-off times per recipient: `(when, message)`, oldest first.
 type SendLog = HashMap<String, Vec<(Timestamp, Uuid)>>;
@@ -87,7 +90,7 @@ impl CollectionsGate {
                 .quiet_hours
                 .check_recipient(now, &entry.to, entry.tz.as_deref())
             {
-                quiet_hours::Decision::Allowed => return None,
+                quiet_hours::Decision::Allowed => self.closing_soon(entry, now)?,
                 quiet_hours::Decision::HoldUntil(until, reason) => (until, reason),
                 quiet_hours::Decision::Hold(reason) => (
                     now.checked_add(UNRESOLVED_RECHECK)
@@ -100,6 +103,40 @@ impl CollectionsGate {
             reason: reason.as_str().to_owned(),
             rule: Some("quiet_hours".into()),
         })
+    }
+
+    /// A message allowed now whose parts could not all go out before the window closes: held until the
+    /// window after. The window is checked before the first part only (the rest of a message begun must
+    /// follow, or the debtor gets half of it), so the last part of an 8-part text handed out at 20:59:50
+    /// would go out after 21:00. The rest of a message already begun is never held here.
+    fn closing_soon(
+        &self,
+        entry: &QueueEntry,
+        now: Timestamp,
+    ) -> Option<(Timestamp, quiet_hours::HoldReason)> {
+        if entry.pinned_modem.is_some() {
+            return None;
+        }
+        let closes = self
+            .quiet_hours
+            .window_closes(now, &entry.to, entry.tz.as_deref())?;
+        let needed = PART_TIME * i32::from(entry.parts.max(1));
+        if closes.duration_since(now) >= needed {
+            return None;
+        }
+        match self
+            .quiet_hours
+            .check_recipient(closes, &entry.to, entry.tz.as_deref())
+        {
+            // Another window starts where this one ends.
+            quiet_hours::Decision::Allowed => None,
+            quiet_hours::Decision::HoldUntil(until, reason) => Some((until, reason)),
+            quiet_hours::Decision::Hold(reason) => Some((
+                now.checked_add(UNRESOLVED_RECHECK)
+                    .unwrap_or(Timestamp::MAX),
+                reason,
+            )),
+        }
     }
 
     /// Checks the caps against the sends counted so far (see [`Gate::handed_out`]).
@@ -311,14 +348,28 @@ mod tests {
     async fn quiet_hours_hold_until_the_window_opens() {
         let (_dir, _optouts, gate) = gate(CapsConfig::default()).await;
         let ny = "+12125550123";
-        assert_eq!(
+        let morning = Decision::Hold {
+            until: at("2026-06-11T08:00:00[America/New_York]"),
+            reason: "quiet_hours".into(),
+            rule: Some("quiet_hours".into()),
+        };
+        // Each part needs 30 s before 21:00, so the whole message is out before the window closes.
+        let check = |parts: u16, pinned: bool, time: &str| {
+            let mut entry = entry(ny, Category::Standard);
+            entry.parts = parts;
+            entry.pinned_modem = pinned.then(|| "m1".to_owned());
             gate.check(
-                &entry(ny, Category::Standard),
+                &entry,
                 "m1",
-                at("2026-06-10T20:59:59[America/New_York]")
-            ),
-            Decision::Allow
-        );
+                at(&format!("2026-06-10T{time}[America/New_York]")),
+            )
+        };
+        assert_eq!(check(1, false, "20:59:30"), Decision::Allow);
+        assert_eq!(check(1, false, "20:59:31"), morning);
+        assert_eq!(check(8, false, "20:56:00"), Decision::Allow);
+        assert_eq!(check(8, false, "20:56:01"), morning);
+        // The rest of a message begun follows whatever the time: half a message is worse.
+        assert_eq!(check(5, true, "20:59:59"), Decision::Allow);
         assert_eq!(
             gate.check(
                 &entry(ny, Category::AutoReply),
