@@ -603,6 +603,11 @@ async fn send_fields_are_validated_with_their_names() {
             "tz",
         ),
         (
+            json!({"to": TO, "text": "hi", "language": "de"}),
+            "invalid_language",
+            "language",
+        ),
+        (
             json!({"to": TO, "text": "hi", "priority": 12}),
             "invalid_priority",
             "priority",

@@ -505,7 +505,8 @@ async fn the_opt_out_notice_is_appended_when_it_fits_or_required() {
     for (mode, expect_refusal) in [("append", false), ("require", true)] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(&format!(
-            "{}\n[optout]\nnotice = {{ en = \"Reply STOP to opt out\" }}\nnotice_mode = \"{mode}\"\n",
+            "{}\n[optout]\nnotice = {{ en = \"Reply STOP to opt out\", es = \"Responda BAJA\" }}\n\
+             notice_mode = \"{mode}\"\n",
             head(dir.path(), TOKEN, "paused = true")
         ))
         .unwrap();
@@ -526,6 +527,15 @@ async fn the_opt_out_notice_is_appended_when_it_fits_or_required() {
             let id = answer["id"].as_str().unwrap();
             let message = http.get(&format!("/v1/messages/{id}")).await;
             assert_eq!(message["text"], "Balance due.\nReply STOP to opt out");
+            // A Spanish-speaking debtor gets the Spanish notice.
+            let answer = http
+                .accepted(
+                    json!({"to": "+14158906431", "text": "Saldo pendiente.", "language": "es"}),
+                )
+                .await;
+            let id = answer["id"].as_str().unwrap();
+            let message = http.get(&format!("/v1/messages/{id}")).await;
+            assert_eq!(message["text"], "Saldo pendiente.\nResponda BAJA");
         }
         // A text that already carries it is left alone in either mode.
         let (status, answer) = http

@@ -77,6 +77,7 @@ error_codes! {
     InvalidPriority => "invalid_priority",
     InvalidEncoding => "invalid_encoding",
     InvalidTz => "invalid_tz",
+    InvalidLanguage => "invalid_language",
     ReferenceTooLong => "reference_too_long",
     MetadataTooLarge => "metadata_too_large",
     InvalidIdempotencyKey => "invalid_idempotency_key",

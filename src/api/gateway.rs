@@ -18,7 +18,6 @@ use crate::dispatch::DispatchHandle;
 use crate::modem::job::ModemHealth;
 use crate::msisdn::Msisdn;
 use crate::outbound::{self, ComposeOptions};
-use crate::rules::keywords::Language;
 use crate::rules::notice;
 use crate::rules::optouts::{OptOutSource, OptOuts, Origin};
 use crate::rules::replies::OptOutConfig;
@@ -108,12 +107,12 @@ impl Gateway {
     /// Encodes the PDUs the store keeps, with the opt-out notice when one is configured.
     fn encode(&self, message: NewMessage) -> Result<store::NewMessage, BackendError> {
         let request = message.request;
-        // The opt-out notice (`[optout] notice`), appended when it fits or required: in English, the
-        // language of every built-in notice default; a per-recipient language is not modelled yet.
+        // The opt-out notice (`[optout] notice`), appended when it fits or required, in the recipient's
+        // language when the request gives one (English otherwise, and where none is configured for it).
         let text = notice::apply(
             &self.optout,
             &request.text,
-            Language::En,
+            request.language,
             request.encoding,
             request.smart,
         )

@@ -232,7 +232,9 @@ fn schema_definitions() -> Value {
             "reference": {"type": "string", "maxLength": MAX_REFERENCE},
             "metadata": {"type": "object", "description": format!("at most {MAX_METADATA} bytes serialised \
                 (a JSON string in a form)")},
-            "tz": {"type": "string", "description": "the recipient's IANA time zone, for quiet hours"}}},
+            "tz": {"type": "string", "description": "the recipient's IANA time zone, for quiet hours"},
+            "language": {"type": "string", "enum": ["en", "es", "fr"], "default": "en",
+                "description": "the recipient's language: which [optout] notice the text gets"}}},
         "BatchRequest": {"type": "object", "required": ["messages"], "properties": {"messages": {
             "type": "array", "minItems": 1, "maxItems": super::handlers::MAX_BATCH,
             "items": {"allOf": [schema_ref("SendRequest")],

@@ -19,6 +19,7 @@ use super::extract::{Fields, repeated, wrong_type};
 use super::strict_json::{self, StrictError};
 use crate::msisdn::{Msisdn, Region};
 use crate::pdu::{self, EncodingChoice, PduError, SegmentInfo};
+use crate::rules::Language;
 
 /// Longest message accepted, in SMS parts.
 pub const MAX_PARTS: usize = 10;
@@ -80,6 +81,8 @@ pub struct SendRequest {
     pub metadata: Option<Map<String, Value>>,
     /// A valid IANA zone name.
     pub tz: Option<String>,
+    /// The recipient's language: which of the configured opt-out notices the text gets.
+    pub language: Language,
     /// What the segment calculator said about `text`.
     pub segments: SegmentInfo,
 }
@@ -108,7 +111,20 @@ impl Validator {
         let reference = fields.take_string_or_integer("reference")?;
         let metadata = fields.take("metadata");
         let tz = fields.take_string("tz")?;
+        let language = fields.take_string("language")?;
         fields.finish()?;
+        let language = match language.as_deref() {
+            None | Some("en") => Language::En,
+            Some("es") => Language::Es,
+            Some("fr") => Language::Fr,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidLanguage,
+                    "language",
+                    format!("`language` must be en, es or fr, not {other:?}"),
+                ));
+            }
+        };
 
         let to = self.number("to", to.as_deref().ok_or_else(|| missing("to"))?)?;
         let text = text.ok_or_else(|| missing("text"))?;
@@ -231,6 +247,7 @@ impl Validator {
             reference,
             metadata,
             tz,
+            language,
             segments,
         })
     }
