@@ -546,8 +546,15 @@ async fn life_cycle_of_an_outbound_message() {
     let parts = store.claim(id, "m1", None).await.unwrap();
     assert_eq!(parts.iter().map(|p| p.part).collect::<Vec<_>>(), [1, 2]);
     // A part can only be recorded sent after it was durably submitting... and only once pending.
+    // The window the gate found open is on the record of the first part.
+    let closes = start()
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
     assert_eq!(
-        store.part_submitting(id, 1, "m1", None).await.unwrap(),
+        store
+            .part_submitting(id, 1, "m1", Some(closes))
+            .await
+            .unwrap(),
         Submission::Recorded
     );
     assert!(store.part_submitting(id, 1, "m1", None).await.is_err());
@@ -582,6 +589,13 @@ async fn life_cycle_of_an_outbound_message() {
             "part_sent",
             "sent"
         ]
+    );
+    let window = format!("within the recipient's sending window, which closes at {closes}");
+    assert_eq!(detail.events[2].detail.as_deref(), Some(window.as_str()));
+    assert_eq!(detail.events[2].rule.as_deref(), Some("quiet_hours"));
+    assert_eq!(
+        detail.events[4].detail, None,
+        "said once, at the first part"
     );
     assert_eq!(
         store.daily_sent(clock.now()).await.unwrap().of("m1", None),

@@ -416,11 +416,17 @@ pub(crate) fn part_submitting(
         "state = 'submitting', modem = ?3, submitted_at = ?4",
         &[&modem, &ms(ctx.now)],
     )?;
-    append_event(
-        ctx,
-        id,
-        Ev::new(&actor(modem), "submitting", MessageState::Sending).part(part),
-    )?;
+    // The record of why it could go now: the window it went out in, as the gate worked it out.
+    let window = first
+        .then_some(send_by)
+        .flatten()
+        .map(|by| format!("within the recipient's sending window, which closes at {by}"));
+    let by = actor(modem);
+    let mut event = Ev::new(&by, "submitting", MessageState::Sending).part(part);
+    if let Some(window) = &window {
+        event = event.detail(window).rule(Some("quiet_hours"));
+    }
+    append_event(ctx, id, event)?;
     Ok(Submission::Recorded)
 }
 
