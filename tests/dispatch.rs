@@ -2029,3 +2029,59 @@ async fn a_job_outcome_the_store_could_not_record_is_recorded_after_the_outage()
     drop(again);
     d.stop().await;
 }
+
+/// The API's backend with no live modems to show: only its writes matter here.
+struct NoModems;
+
+impl modemgate::api::gateway::ModemControl for NoModems {
+    fn modems(&self) -> Vec<modemgate::api::gateway::LiveModem> {
+        Vec::new()
+    }
+    fn set_paused(&self, _id: &str, _paused: bool) -> bool {
+        false
+    }
+}
+
+/// A CMS that hangs up (its timeout) drops its request's future in the server: a send whose write had
+/// begun is committed anyway, and must reach the dispatcher, or it sits `queued` until a restart while a
+/// retry with the same key answers 202.
+#[tokio::test]
+async fn a_send_whose_request_is_dropped_mid_write_still_reaches_the_dispatcher() {
+    use futures_util::FutureExt;
+    use modemgate::api::backend::{Backend, NewMessage as ApiMessage};
+    use modemgate::api::extract::Fields;
+    use modemgate::api::validate::Validator;
+    let rig = rig();
+    let mut d = plain(&rig, &["m1"]).await;
+    let optouts = Arc::new(OptOuts::load(&rig.store).await.unwrap());
+    let gateway = modemgate::api::gateway::Gateway::new(
+        rig.store.clone(),
+        d.handle.clone(),
+        Arc::new(NoModems),
+        optouts,
+        Default::default(),
+        true,
+    );
+    let validator = Validator {
+        now: start_time(),
+        default_region: None,
+        smart_default: true,
+    };
+    let body = serde_json::json!({"to": "+14158906431", "text": "abandoned"});
+    let request = validator
+        .send_request(Fields::from_value(body, None).unwrap())
+        .unwrap();
+    let message = ApiMessage {
+        request,
+        idempotency_key: Some("k1".into()),
+        api_key: "cms".into(),
+    };
+    // One poll starts the write; then the server drops the future, as it does for a closed connection.
+    assert!(gateway.accept(message).now_or_never().is_none());
+    let job = tokio::time::timeout(Duration::from_secs(30), d.fakes[0].jobs.recv())
+        .await
+        .expect("the committed message never reached the dispatcher")
+        .unwrap();
+    let stored = rig.store.get(job.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.message.text, "abandoned");
+}

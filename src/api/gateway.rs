@@ -136,11 +136,35 @@ impl Gateway {
     }
 
     /// Hands a newly stored message to the dispatcher (a repeat is already there).
-    fn enqueue(&self, message: &store::NewMessage, accepted: &store::Accepted) {
-        if !accepted.duplicate {
-            self.dispatch
-                .enqueue(QueueEntry::for_accepted(message, accepted));
-        }
+    /// Stores `message` and hands it to the dispatcher in a task of its own. A client that hangs up
+    /// (its timeout) drops the request's future: between the commit and the hand-off, that left a
+    /// message stored, answered `202` to a retry, and never sent until the next restart.
+    async fn commit(&self, message: store::NewMessage) -> Result<store::Accepted, BackendError> {
+        let (store, dispatch) = (self.store.clone(), self.dispatch.clone());
+        let committed = tokio::spawn(async move {
+            let accepted = store.accept(message.clone()).await?;
+            enqueue(&dispatch, &message, &accepted);
+            Ok::<_, store::StoreError>(accepted)
+        });
+        Ok(committed.await.map_err(lost)??)
+    }
+
+    /// [`Gateway::commit`] for a batch: one commit, then each new message to the dispatcher, together.
+    async fn commit_batch(
+        &self,
+        messages: Vec<store::NewMessage>,
+    ) -> Result<Vec<Result<store::Accepted, store::StoreError>>, BackendError> {
+        let (store, dispatch) = (self.store.clone(), self.dispatch.clone());
+        let committed = tokio::spawn(async move {
+            let results = store.accept_batch(messages.clone()).await?;
+            for (message, result) in messages.iter().zip(&results) {
+                if let Ok(accepted) = result {
+                    enqueue(&dispatch, message, accepted);
+                }
+            }
+            Ok::<_, store::StoreError>(results)
+        });
+        Ok(committed.await.map_err(lost)??)
     }
 
     async fn modem_views(&self) -> Result<Vec<ModemView>, BackendError> {
@@ -219,7 +243,19 @@ impl Gateway {
 /// A batch item on its way: answered already (invalid, suppressed or a replay), or for the store.
 enum Item {
     Answered(Result<store::Accepted, BackendError>),
-    Store(store::NewMessage),
+    Stored,
+}
+
+/// A new message (not a repeat of one already queued) to the dispatcher.
+fn enqueue(dispatch: &DispatchHandle, message: &store::NewMessage, accepted: &store::Accepted) {
+    if !accepted.duplicate {
+        dispatch.enqueue(QueueEntry::for_accepted(message, accepted));
+    }
+}
+
+/// The commit task panicked or was cancelled at shutdown: whether it committed is unknown to this request.
+fn lost(error: tokio::task::JoinError) -> BackendError {
+    BackendError::Unavailable(format!("the write did not finish: {error}"))
 }
 
 /// What `modem`'s SIM has sent today, as its daily cap counts: the SIM its worker reports now.
@@ -234,9 +270,7 @@ impl Backend for Gateway {
             if let Some(answer) = self.suppress(&message).await {
                 return Ok(answer?.into());
             }
-            let accepted = self.store.accept(message.clone()).await?;
-            self.enqueue(&message, &accepted);
-            Ok(accepted.into())
+            Ok(self.commit(message).await?.into())
         })
     }
 
@@ -256,35 +290,30 @@ impl Backend for Gateway {
             // Items that cannot be encoded or are suppressed get their answer; the rest go to the store
             // in one commit.
             let mut items = Vec::with_capacity(messages.len());
+            let mut valid = Vec::with_capacity(messages.len());
             for message in messages {
                 let item = match self.encode(message) {
                     Err(error) => Item::Answered(Err(error)),
                     Ok(message) => match self.suppress(&message).await {
                         Some(answer) => Item::Answered(answer),
-                        None => Item::Store(message),
+                        None => {
+                            valid.push(message);
+                            Item::Stored
+                        }
                     },
                 };
                 items.push(item);
             }
-            let valid: Vec<store::NewMessage> = items
-                .iter()
-                .filter_map(|item| match item {
-                    Item::Store(message) => Some(message.clone()),
-                    Item::Answered(_) => None,
-                })
-                .collect();
-            let mut stored = self.store.accept_batch(valid).await?.into_iter();
+            let mut stored = self.commit_batch(valid).await?.into_iter();
             Ok(items
                 .into_iter()
                 .map(|item| {
-                    let message = match item {
-                        Item::Answered(answer) => return Ok(answer?.into()),
-                        Item::Store(message) => message,
-                    };
+                    if let Item::Answered(answer) = item {
+                        return Ok(answer?.into());
+                    }
                     let accepted = stored.next().ok_or_else(|| {
                         BackendError::Unavailable("the store answered fewer items than sent".into())
                     })??;
-                    self.enqueue(&message, &accepted);
                     Ok(accepted.into())
                 })
                 .collect())
