@@ -708,6 +708,7 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
         StartOptions {
             clock: std::sync::Arc::new(clock.clone()),
             instant_sims: true,
+            ..StartOptions::default()
         },
     )
     .await
@@ -904,6 +905,57 @@ async fn a_stop_the_store_refused_is_recorded_at_the_next_start() {
         .filter(|m| m.direction == modemgate::store::Direction::Outbound)
         .count();
     assert_eq!(answers, 1, "one confirmation");
+}
+
+/// The API's time limits: a keep-alive connection that says nothing is closed, a body that never comes
+/// gets a JSON 408, and a stop does not wait for a stalled client (under systemd it would run out
+/// `TimeoutStopSec` and be killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalled_clients_are_cut_off_and_do_not_hold_up_a_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let short = std::time::Duration::from_millis(500);
+    let options = StartOptions {
+        instant_sims: true,
+        http: daemon::HttpLimits {
+            headers: short,
+            request: short,
+            stop_grace: short,
+        },
+        ..StartOptions::default()
+    };
+    let gateway = daemon::start(&config(dir.path(), "http://127.0.0.1:9/unused"), options)
+        .await
+        .unwrap();
+    let deadline = std::time::Duration::from_secs(20);
+    let read_all = |mut socket: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(deadline, socket.read_to_end(&mut answer))
+            .await
+            .expect("the server kept the connection open")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // Idle: closed without a word.
+    let idle = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    assert_eq!(read_all(idle).await, "");
+    // A body promised and not sent.
+    let mut stalled = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_all(stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    // A stop with a request stalled mid-body.
+    let mut stalled = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(deadline, gateway.stop())
+        .await
+        .expect("the stop waited for the stalled client");
+    drop(stalled);
 }
 
 /// A reply whose sender the network gives in national form is stored under the E.164 number the CMS

@@ -58,6 +58,8 @@ error_codes! {
     PayloadTooLarge => "payload_too_large",
     /// 415.
     UnsupportedMediaType => "unsupported_media_type",
+    /// 408: the request was not complete (its body, in practice) within the server's time.
+    RequestTimeout => "request_timeout",
     /// 422: the body (or a batch item) is not a JSON object.
     InvalidBody => "invalid_body",
     MissingField => "missing_field",
@@ -139,6 +141,9 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 408: the request took longer than the server allows (a body sent a byte at a time).
+    #[error("the request was not complete within {}s", .0.as_secs())]
+    Timeout(Duration),
     /// 429: this key is over its request rate.
     #[error("rate limit exceeded; retry in {}s", retry_after_secs(*.0))]
     RateLimited(Duration),
@@ -177,6 +182,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -199,6 +205,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            ApiError::Timeout(_) => ErrorCode::RequestTimeout,
             ApiError::RateLimited(_) => ErrorCode::RateLimited,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
         }

@@ -10,6 +10,8 @@
 //! [`start`] assembles a running gateway from a [`Config`] and returns handles on its parts, so integration
 //! tests drive exactly what `serve` runs; [`serve`] adds signals and systemd around it.
 
+mod http;
+pub use http::HttpLimits;
 pub mod hub;
 pub mod lock;
 pub mod modems;
@@ -55,6 +57,8 @@ pub struct StartOptions {
     pub clock: Arc<dyn Clock>,
     /// Simulated modems answer at once instead of taking 2-4 s per send (tests).
     pub instant_sims: bool,
+    /// The API server's time limits (shorter in tests).
+    pub http: HttpLimits,
 }
 
 impl Default for StartOptions {
@@ -62,6 +66,7 @@ impl Default for StartOptions {
         StartOptions {
             clock: Arc::new(store::SystemClock),
             instant_sims: false,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -317,10 +322,14 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
                 crate::tls::server_config(files).context("[server] tls_cert and tls_key")?;
             let listener = TlsListener::new(listener, tls)?;
             metrics.watch_tls_handshake_failures(listener.failures());
-            let api = serve_api(listener, app, shutdown.clone());
+            let api = http::serve(listener, app, options.http, shutdown.clone());
             (api, Some(certificate), "https")
         }
-        None => (serve_api(listener, app, shutdown.clone()), None, "http"),
+        None => (
+            http::serve(listener, app, options.http, shutdown.clone()),
+            None,
+            "http",
+        ),
     };
     info!(%addr, scheme, modems = runtimes.len(), "modemgate is up");
 
@@ -347,22 +356,6 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         deliverer,
         retention,
         _lock: lock,
-    })
-}
-
-/// Serves the API on `listener` until `stop`; in-flight requests finish first.
-fn serve_api<L>(listener: L, app: axum::Router, stop: CancellationToken) -> JoinHandle<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            error!(%error, "the HTTP server stopped");
-        }
     })
 }
 
