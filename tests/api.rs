@@ -1783,6 +1783,7 @@ async fn webhook_payloads_match_the_openapi_document() {
         metadata: json!({"debtor": 42}).as_object().cloned(),
         error: Some("+CMS ERROR: 500 (unknown error)".into()),
         error_code: Some(500),
+        category: modemgate::store::Category::Confirmation,
     };
     let events = [
         Event::MessageSent(message.clone()),
@@ -1923,6 +1924,7 @@ fn status_event(message_id: Uuid, kind: fn(MessageEvent) -> Event) -> Envelope {
             metadata: None,
             error: None,
             error_code: None,
+            category: modemgate::store::Category::Standard,
         }),
         Timestamp::now(),
     )

@@ -101,6 +101,7 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
     assert_eq!(sent["data"]["reference"], "acct-7");
     let delivered = hooks.next("message.delivered").await;
     assert_eq!(delivered["data"]["message_id"], id.as_str());
+    assert_eq!(delivered["data"]["category"], "standard", "{delivered}");
     let message = http.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "delivered", "{message}");
     let metrics = http.text("/metrics").await;

@@ -353,7 +353,9 @@ fn schema_definitions() -> Value {
             "metadata": {"type": ["object", "null"], "description": "the send's `metadata`, echoed"},
             "error": {"type": ["string", "null"], "description": "why it failed or is unknown"},
             "error_code": {"type": ["integer", "null"],
-                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"}}},
+                "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"},
+            "category": {"type": "string", "enum": ["standard", "confirmation", "auto_reply"],
+                "description": "standard for the CMS's texts; confirmation and auto_reply for the gateway's own answers"}}},
         "ReceivedEventData": {"type": "object", "properties": {
             "message_id": {"type": "string", "format": "uuid"}, "from": {"type": "string"},
             "to": {"type": ["string", "null"], "description": "our modem's number, when known"},

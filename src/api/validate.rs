@@ -87,6 +87,16 @@ pub struct SendRequest {
     pub segments: SegmentInfo,
 }
 
+/// Characters a phone shows as nothing (zero-width spaces and joiners, direction marks, the byte order
+/// mark, a soft hyphen): a text of them alone would reach the debtor as an empty SMS, or as the opt-out
+/// notice alone, and still count against the contact caps.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
+}
+
 /// What validation needs from outside the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Validator {
@@ -128,11 +138,11 @@ impl Validator {
 
         let to = self.number("to", to.as_deref().ok_or_else(|| missing("to"))?)?;
         let text = text.ok_or_else(|| missing("text"))?;
-        if text.trim().is_empty() {
+        if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
             return Err(ApiError::invalid(
                 ErrorCode::EmptyText,
                 "text",
-                "`text` is empty",
+                "`text` is empty (or only invisible characters)",
             ));
         }
         if let Some((position, c)) = pdu::stray_control(&text, smart) {
@@ -457,6 +467,12 @@ mod tests {
         assert_eq!(err(json!({"text": "hi"})), is("missing_field", "to"));
         assert_eq!(err(with("to", json!("12"))), is("invalid_number", "to"));
         assert_eq!(err(with("text", json!("  "))), is("empty_text", "text"));
+        // Zero-width spaces, a byte order mark, a direction mark: nothing a phone would show.
+        assert_eq!(
+            err(with("text", json!("\u{200B}\u{200B} \u{FEFF}\u{200E}"))),
+            is("empty_text", "text")
+        );
+        assert!(check(with("text", json!("\u{200B}ok"))).is_ok());
         assert_eq!(
             err(with("text", json!("pay\u{0}now"))),
             is("control_character", "text")

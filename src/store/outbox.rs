@@ -110,6 +110,7 @@ pub(crate) fn message_reached(ctx: &WriteCtx<'_>, id: Uuid, state: MessageState)
                 },
                 error: message.error,
                 error_code: message.error_code,
+                category: message.category,
             };
             match kind {
                 EventKind::MessageSent => Event::MessageSent(data),

@@ -5,6 +5,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::store::Category;
+
 /// The event types a webhook can subscribe to (`[[webhooks]] events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -77,6 +79,9 @@ pub struct MessageEvent {
     pub error: Option<String>,
     /// The modem's `+CMS ERROR` code (or a delivery report's TP-Status) when one caused it.
     pub error_code: Option<i64>,
+    /// `standard` for the CMS's own texts; `confirmation` and `auto_reply` for the gateway's answers
+    /// (STOP/START/HELP, reply menus), whose ids the CMS never created.
+    pub category: Category,
 }
 
 /// `data` of `message.received`.
@@ -209,6 +214,7 @@ mod tests {
             metadata: None,
             error: None,
             error_code: None,
+            category: Category::Standard,
         })
     }
 
