@@ -135,7 +135,6 @@ impl Gateway {
             .map_err(|e| BackendError::Invalid(e.to_string()))
     }
 
-    /// Hands a newly stored message to the dispatcher (a repeat is already there).
     /// Stores `message` and hands it to the dispatcher in a task of its own. A client that hangs up
     /// (its timeout) drops the request's future: between the commit and the hand-off, that left a
     /// message stored, answered `202` to a retry, and never sent until the next restart.

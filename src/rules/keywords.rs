@@ -192,7 +192,7 @@ impl Keywords {
             return Keyword::OptOut { language };
         }
         let plain = undisguise(&text);
-        if let Some(&(_, language)) = self.opt_out.iter().find(|(w, _)| *w == plain) {
+        if let Some(&(_, language)) = self.opt_out.iter().find(|(w, _)| squeeze(w) == plain) {
             return Keyword::OptOut { language };
         }
         if let Some(language) = exact(&self.opt_in) {
@@ -225,9 +225,10 @@ impl Keywords {
 
 /// The word a disguised opt-out spells, for opt-out matching only: letters typed apart (`S T O P`,
 /// `S.T.O.P`), digits standing in for letters inside a word (`St0p`, `QU1T`), one word repeated
-/// (`stop stop stop`), or a letter held down (`STOPP`). Consent may be revoked by any reasonable means, and a consumer who dodges a
-/// keyword filter has plainly revoked it. Opt-ins are never undisguised: lifting an opt-out on a guess is
-/// the costly mistake. Takes and returns the normalised form.
+/// (`stop stop stop`), or a letter held down (`STOPP`). Consent may be revoked by any reasonable means,
+/// and a consumer who dodges a keyword filter has plainly revoked it. Opt-ins are never undisguised:
+/// lifting an opt-out on a guess is the costly mistake. Takes the normalised form; compare the result with
+/// [`squeeze`]d words.
 fn undisguise(text: &str) -> String {
     let words: Vec<&str> = text.split(' ').collect();
     let joined = if words.len() > 2 && words.iter().all(|w| w.chars().count() == 1) {
@@ -241,7 +242,7 @@ fn undisguise(text: &str) -> String {
         // "1" or "0" alone answers a menu; it spells nothing.
         return joined;
     }
-    let mut plain: Vec<char> = joined
+    let plain: String = joined
         .chars()
         .map(|c| match c {
             '0' => 'o',
@@ -253,10 +254,15 @@ fn undisguise(text: &str) -> String {
             _ => c,
         })
         .collect();
-    // A letter held down (`STOPP`, `Stoooop`): one of each run. No opt-out word has a doubled letter
-    // but STOPALL, which is matched before any undisguising.
-    plain.dedup();
-    plain.into_iter().collect()
+    squeeze(&plain)
+}
+
+/// One letter of each run (`Stoooop` → `stop`, `stopall` → `stopal`): a letter held down, compared with a
+/// word squeezed the same way.
+fn squeeze(word: &str) -> String {
+    let mut letters: Vec<char> = word.chars().collect();
+    letters.dedup();
+    letters.into_iter().collect()
 }
 
 /// Lower case, full-width letters and digits as ASCII (`ＳＴＯＰ`, from East Asian keyboards), accents
@@ -395,6 +401,8 @@ mod tests {
             "b a j a",
             "STOPP",
             "Stoooop!",
+            "Désabonnnner",
+            "S T O P A L L",
             "PARA",
             "Basta",
             "arrêter",
