@@ -780,6 +780,16 @@ async fn a_stop_stored_before_a_crash_is_honoured_at_the_next_start() {
     assert!(store.rules_pending().await.unwrap().is_empty());
 }
 
+/// How many messages went (or are queued) to `number`.
+async fn outbound_to(store: &modemgate::store::Store, number: &str) -> usize {
+    let conversation = store.conversation(number, None, None).await.unwrap();
+    conversation
+        .messages
+        .iter()
+        .filter(|m| m.direction == modemgate::store::Direction::Outbound)
+        .count()
+}
+
 /// A STOP from +14158906431 stored, as a crash leaves it: its reply rules not yet run.
 async fn stop_stored_before_a_crash(store: &modemgate::store::Store) -> uuid::Uuid {
     use modemgate::store::{InboundContent, InboundOutcome, InboundPart, TextEncoding};
@@ -840,16 +850,7 @@ async fn a_stop_answered_before_a_crash_is_not_answered_again() {
     assert!(kinds.contains(&"opt_out"), "{kinds:?}");
     assert!(kinds.contains(&"answer_skipped"), "{kinds:?}");
     assert!(!kinds.contains(&"answered"), "{kinds:?}");
-    let conversation = store
-        .conversation("+14158906431", None, None)
-        .await
-        .unwrap();
-    let outbound = conversation
-        .messages
-        .iter()
-        .filter(|m| m.direction == modemgate::store::Direction::Outbound)
-        .count();
-    assert_eq!(outbound, 1, "{:?}", conversation.messages);
+    assert_eq!(outbound_to(&store, "+14158906431").await, 1);
 }
 
 /// A STOP whose opt-out the store refuses (a full disk, here a trigger) is not marked done: the number is
@@ -896,16 +897,11 @@ async fn a_stop_the_store_refused_is_recorded_at_the_next_start() {
     let store = Store::open(&config.storage.path, OpenOptions::default()).unwrap();
     assert!(store.is_opted_out("+14158906431").await.unwrap());
     assert!(store.rules_pending().await.unwrap().is_empty());
-    let conversation = store
-        .conversation("+14158906431", None, None)
-        .await
-        .unwrap();
-    let answers = conversation
-        .messages
-        .iter()
-        .filter(|m| m.direction == modemgate::store::Direction::Outbound)
-        .count();
-    assert_eq!(answers, 1, "one confirmation");
+    assert_eq!(
+        outbound_to(&store, "+14158906431").await,
+        1,
+        "one confirmation"
+    );
 }
 
 /// The API's time limits: a keep-alive connection that says nothing is closed, a body that never comes
