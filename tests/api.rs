@@ -903,6 +903,7 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
         .assert_status(200);
     assert_eq!(delivered["status"], "delivered", "{delivered}");
     assert_eq!(fields(&delivered), expected);
+    assert_eq!(delivered["api_key"], "cms", "{delivered}");
     let listed = server
         .get("/v1/messages?status=delivered", "reader-token")
         .await
@@ -930,9 +931,10 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
     );
     assert_eq!(
         header[14..].join(","),
-        "sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata"
+        "sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata,api_key"
     );
     assert_eq!(column("category"), "standard");
+    assert_eq!(column("api_key"), "cms", "the key that sent it");
 
     // A reply: sent by the debtor's phone at 11:05 (the SMSC's timestamp), stored when it reached us.
     clock.advance(Duration::from_secs(240));
@@ -955,6 +957,7 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
         .assert_status(200);
     let received = &conversation["messages"][1];
     assert_eq!(received["status"], "received", "{conversation}");
+    assert_eq!(received["api_key"], json!(null), "a reply has no key");
     assert_eq!(
         fields(received),
         (

@@ -62,6 +62,8 @@ pub struct MessageView {
     /// `standard` (from the CMS), `auto_reply` (a reply rule's answer) or `confirmation` (the gateway's
     /// answer to STOP, START or HELP): what the record must tell apart.
     pub category: store::Category,
+    /// Who asked for it: the `[[api_keys]]` name, `rules` for the gateway's own answers, null for a reply.
+    pub api_key: Option<String>,
 }
 
 impl From<store::Message> for MessageView {
@@ -93,6 +95,7 @@ impl From<store::Message> for MessageView {
             error: m.error.or(m.hold_reason),
             error_code: m.error_code,
             category: m.category,
+            api_key: Some(m.api_key).filter(|key| !key.is_empty()),
         }
     }
 }

@@ -277,7 +277,9 @@ fn schema_definitions() -> Value {
                 "description": "the modem's +CMS ERROR code or the delivery report's TP-Status behind `error`"},
             "category": {"type": "string", "enum": ["standard", "auto_reply", "confirmation"],
                 "description": "standard: sent by the CMS; auto_reply: a reply rule's answer; confirmation: \
-                    the gateway's answer to STOP, START or HELP"}}},
+                    the gateway's answer to STOP, START or HELP"},
+            "api_key": {"type": ["string", "null"],
+                "description": "the [[api_keys]] name that sent it; rules for the gateway's own answers; null for a reply"}}},
         "MessageDetail": {"allOf": [schema_ref("Message"), {"type": "object", "properties": {
             "part_list": {"type": "array", "items": {"type": "object", "properties": {
                 "part": {"type": "integer"},

@@ -60,7 +60,7 @@ pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, p
      CASE direction WHEN 'inbound' \
          THEN (SELECT max(sent_at) FROM inbound_parts WHERE inbound_parts.message_id = messages.id) \
          ELSE (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id) END, \
-     (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id)";
+     (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id), api_key";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     let state: MessageState = row.get(2)?;
@@ -101,6 +101,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
             MessageState::Delivered => opt_ts(row, 24)?,
             _ => None,
         },
+        api_key: row.get(25)?,
     })
 }
 

@@ -259,6 +259,8 @@ pub struct Message {
     pub updated_at: Timestamp,
     /// Outbound only (inbound messages are `standard`).
     pub category: Category,
+    /// The `[[api_keys]]` name that sent it (`rules` for the gateway's own answers); empty for a reply.
+    pub api_key: String,
     /// When its last part was sent, once it is `sent` or `delivered`: when it was said, which for a
     /// scheduled or long-queued message is not when it was accepted. For a reply, when the sender's phone
     /// sent it (the SMSC's timestamp; `created_at` is when it reached us).
