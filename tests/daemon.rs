@@ -386,6 +386,52 @@ async fn a_message_held_back_by_the_daily_cap_says_so() {
     gateway.stop().await;
 }
 
+/// A reload that re-opens a modem (its baud changed) while it sends a long message lets the whole message
+/// out first: stopped after 20 s, as it used to be, the worker left the debtor part of the text and the
+/// message `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_reopens_a_modem_lets_its_message_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = Config::parse(&head(dir.path(), TOKEN, "")).unwrap();
+    let mut gateway = start_instant(&before).await;
+    let http = Http::new(gateway.addr);
+    // Four parts at 7 s each: longer than the old 20-s stop.
+    gateway
+        .sim("m1")
+        .unwrap()
+        .update_faults(|f| f.slow_send = std::time::Duration::from_secs(7))
+        .unwrap();
+    let accepted = http
+        .accepted(json!({"to": "+14158906431", "text": "Payment plan details. ".repeat(27)}))
+        .await;
+    assert_eq!(accepted["parts"], 4, "{accepted}");
+    gateway.sim("m1").unwrap().wait_started(1).await.unwrap();
+    let after = Config::parse(&head(dir.path(), TOKEN, "baud = 9600")).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(150), gateway.reload(&after))
+        .await
+        .expect("the reload never returned")
+        .unwrap();
+    // The last part's outcome reaches the store through the hub, just after the worker ends.
+    let id = accepted["id"].as_str().unwrap();
+    let settled = async {
+        loop {
+            let message = http.get(&format!("/v1/messages/{id}")).await;
+            if message["status"] != "sending" {
+                return message;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), settled)
+        .await
+        .expect("the message never settled");
+    assert!(
+        ["sent", "delivered"].contains(&message["status"].as_str().unwrap_or_default()),
+        "{message}"
+    );
+    gateway.stop().await;
+}
+
 /// An admin adds a modem while another is in the middle of a send that takes an hour: the reload does
 /// not wait for it, the new modem sends at once, and the send that was under way is still recorded when
 /// it ends (by the dispatcher the reload started: it took that job over).

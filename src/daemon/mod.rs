@@ -50,6 +50,10 @@ use registry::Modems;
 /// How long in-flight modem commands may take to finish at shutdown (a CMGS can take tens of seconds; the
 /// message is `unknown`, never lost, if it is cut short).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a modem removed or re-configured by a reload may take to finish its current job: a whole
+/// message, every part of it (a worker stopped mid-message leaves the debtor half of it). The `+CMGS` result
+/// timeout covers a 10-part message at the usual 2-5 s a part; the watchdog is kept alive meanwhile.
+const RELOAD_GRACE: Duration = Duration::from_secs(120);
 
 /// What can be injected when starting (tests use a manual clock).
 #[derive(Clone)]
@@ -423,7 +427,7 @@ impl Running {
             info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
             // Paused first, so the dispatcher hands it nothing more while it finishes its message.
             runtime.handle.pause();
-            runtime.stop(SHUTDOWN_GRACE)
+            runtime.stop(RELOAD_GRACE)
         });
         futures_util::future::join_all(stopping).await;
 
