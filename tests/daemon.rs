@@ -392,8 +392,15 @@ async fn a_message_held_back_by_the_daily_cap_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_reopens_a_modem_lets_its_message_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let before = Config::parse(&head(dir.path(), TOKEN, "")).unwrap();
-    let mut gateway = start_instant(&before).await;
+    let mut hooks = WebhookReceiver::start().await;
+    let with_hook = |m1_extra: &str| {
+        let hook = format!(
+            "[[webhooks]]\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+            hooks.url
+        );
+        Config::parse(&format!("{}{hook}", head(dir.path(), TOKEN, m1_extra))).unwrap()
+    };
+    let mut gateway = start_instant(&with_hook("")).await;
     let http = Http::new(gateway.addr);
     // Four parts at 7 s each: longer than the old 20-s stop.
     gateway
@@ -406,25 +413,17 @@ async fn a_reload_that_reopens_a_modem_lets_its_message_finish() {
         .await;
     assert_eq!(accepted["parts"], 4, "{accepted}");
     gateway.sim("m1").unwrap().wait_started(1).await.unwrap();
-    let after = Config::parse(&head(dir.path(), TOKEN, "baud = 9600")).unwrap();
+    let after = with_hook("baud = 9600");
     tokio::time::timeout(std::time::Duration::from_secs(150), gateway.reload(&after))
         .await
         .expect("the reload never returned")
         .unwrap();
-    // The last part's outcome reaches the store through the hub, just after the worker ends.
+    // The last part's outcome reaches the store through the hub, just after the worker ends: its
+    // webhook says when.
     let id = accepted["id"].as_str().unwrap();
-    let settled = async {
-        loop {
-            let message = http.get(&format!("/v1/messages/{id}")).await;
-            if message["status"] != "sending" {
-                return message;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    let message = tokio::time::timeout(std::time::Duration::from_secs(10), settled)
-        .await
-        .expect("the message never settled");
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], id, "{sent}");
+    let message = http.get(&format!("/v1/messages/{id}")).await;
     assert!(
         ["sent", "delivered"].contains(&message["status"].as_str().unwrap_or_default()),
         "{message}"

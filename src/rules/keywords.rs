@@ -274,8 +274,14 @@ pub fn normalize(text: &str) -> String {
         '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
         _ => c,
     };
-    let letters = text.nfc().filter(|&c| !is_combining_mark(c));
-    for c in letters.map(ascii).flat_map(char::to_lowercase) {
+    // Every send with a configured notice is normalised to look for it: ASCII, most of them, has nothing
+    // to compose.
+    let letters: std::borrow::Cow<'_, str> = if text.is_ascii() {
+        text.into()
+    } else {
+        text.nfc().filter(|&c| !is_combining_mark(c)).collect()
+    };
+    for c in letters.chars().map(ascii).flat_map(char::to_lowercase) {
         match fold_accent(c) {
             Some(plain) => folded.push_str(plain),
             None if c.is_alphanumeric() => folded.push(c),
