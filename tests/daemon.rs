@@ -773,15 +773,12 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
         .await;
     let recent = recent["id"].as_str().unwrap().to_owned();
     // The pass counts what it deleted once the deletion is committed: wait for the count.
-    let counted = "modemgate_retention_deleted_total{kind=\"messages\"} 1";
-    let deleted = async {
-        while !http.text("/metrics").await.lines().any(|l| l == counted) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), deleted)
-        .await
-        .expect("the old message was not deleted");
+    until_metric(
+        &http,
+        "modemgate_retention_deleted_total{kind=\"messages\"}",
+        |n| n == 1.0,
+    )
+    .await;
     let (status, _) = http
         .call(hyper::Method::GET, &format!("/v1/messages/{old}"), None)
         .await;
@@ -794,6 +791,168 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
     assert!(database.is_some_and(|bytes| bytes > 0.0), "{metrics}");
     let message = http.get(&format!("/v1/messages/{recent}")).await;
     assert_eq!(message["id"], recent.as_str(), "{message}");
+    gateway.stop().await;
+}
+
+/// Waits (30 s at most) for `/metrics` to show `series` with a value `wanted` accepts: for what the
+/// daemon counts once it is done.
+async fn until_metric(http: &Http, series: &str, wanted: impl Fn(f64) -> bool) {
+    let value = |metrics: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let shown = async {
+        while !value(&http.text("/metrics").await).is_some_and(&wanted) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), shown)
+        .await
+        .unwrap_or_else(|_| panic!("/metrics never showed the value wanted for {series}"));
+}
+
+/// Runs `sql` on the database beside the daemon: triggers that refuse writes stand in for a full disk.
+fn beside(db: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// A part the network took while the store refused writes (a full disk) is recorded `sent` once the store
+/// takes writes again, and the CMS hears of it; it is not left `sending`, then `unknown` at a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let config = config(dir.path(), &hooks.url);
+    let db = config.storage.path.clone();
+    let gateway = start_instant(&config).await;
+    let http = Http::new(gateway.addr);
+    beside(
+        &db,
+        "CREATE TRIGGER refuse_sent BEFORE INSERT ON events WHEN NEW.kind = 'part_sent' \
+         BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
+    );
+    let accepted = http
+        .accepted(json!({"to": "+14158906431", "text": "Your balance is due"}))
+        .await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let sim = gateway.sim("m1").unwrap();
+    sim.wait_sends(1).await.unwrap();
+    until_metric(&http, "modemgate_store_refused_batches_total", |n| n >= 1.0).await;
+    let message = http.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(message["status"], "sending", "{message}");
+
+    beside(&db, "DROP TRIGGER refuse_sent;");
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        hooks.next("message.sent"),
+    )
+    .await
+    .expect("the part was never recorded sent");
+    assert_eq!(sent["data"]["message_id"], id.as_str());
+    let message = http.get(&format!("/v1/messages/{id}")).await;
+    assert!(
+        matches!(message["status"].as_str(), Some("sent" | "delivered")),
+        "{message}"
+    );
+    assert_eq!(sim.sends().len(), 1, "sent once");
+    gateway.stop().await;
+}
+
+/// While the store refuses writes, `/readyz` says so and `/metrics` counts it; once it takes writes again
+/// the daemon is ready without waiting for a message. A database file moved away under the daemon is
+/// not ready either (its writes would go to a file no start reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/unused");
+    let db = config.storage.path.clone();
+    let gateway = start_instant(&config).await;
+    let http = Http::new(gateway.addr);
+    let ready = || async { http.call(hyper::Method::GET, "/readyz", None).await };
+    assert_eq!(ready().await.0.as_u16(), 200);
+    beside(
+        &db,
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+           BEGIN SELECT RAISE(ABORT, 'no space left'); END; \
+         CREATE TRIGGER refuse_probe BEFORE INSERT ON store_probe \
+           BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
+    );
+    let (status, body) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    let (status, body) = ready().await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refuses writes")),
+        "{body}"
+    );
+    until_metric(&http, "modemgate_store_writable", |n| n == 0.0).await;
+
+    // Nothing else is written: the daemon's own probe finds the store writable again.
+    beside(
+        &db,
+        "DROP TRIGGER refuse_events; DROP TRIGGER refuse_probe;",
+    );
+    until_metric(&http, "modemgate_store_writable", |n| n == 1.0).await;
+    assert_eq!(ready().await.0.as_u16(), 200);
+
+    let moved = dir.path().join("moved.db");
+    std::fs::rename(&db, &moved).unwrap();
+    let (status, body) = ready().await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deleted")),
+        "{body}"
+    );
+    std::fs::rename(&moved, &db).unwrap();
+    assert_eq!(ready().await.0.as_u16(), 200);
+    gateway.stop().await;
+}
+
+/// A STOP left on the SIM because the store refused it is looked for again within a minute of the
+/// store recovering, not at the five-minute sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_the_store_could_not_take_is_read_again_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = WebhookReceiver::start().await;
+    let config = config(dir.path(), &hooks.url);
+    let db = config.storage.path.clone();
+    let gateway = start_instant(&config).await;
+    let http = Http::new(gateway.addr);
+    beside(
+        &db,
+        "CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_rules_pending \
+         BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
+    );
+    let sim = gateway.sim("m1").unwrap();
+    sim.inject(Inbound::new("+14158906431", "STOP"))
+        .await
+        .unwrap();
+    until_metric(&http, "modemgate_store_refused_batches_total", |n| n >= 1.0).await;
+    beside(&db, "DROP TRIGGER refuse_inbound;");
+    let opted = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        hooks.next("optout.created"),
+    )
+    .await
+    .expect("the STOP was left for the periodic sweep");
+    assert_eq!(opted["data"]["number"], "+14158906431", "{opted}");
     gateway.stop().await;
 }
 
@@ -906,12 +1065,7 @@ async fn a_stop_the_store_refused_is_recorded_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "http://127.0.0.1:9/unused");
     drop(Store::open(&config.storage.path, OpenOptions::default()).unwrap());
-    let refuse = |sql: &str| {
-        rusqlite::Connection::open(&config.storage.path)
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap();
-    };
+    let refuse = |sql: &str| beside(&config.storage.path, sql);
     refuse(
         "CREATE TRIGGER refuse_optouts BEFORE INSERT ON optout_audit \
          BEGIN SELECT RAISE(ABORT, 'no space left'); END;",

@@ -474,6 +474,10 @@ impl Backend for Gateway {
 
     fn refresh_metrics<'a>(&'a self, metrics: &'a Metrics) -> BackendResult<'a, ()> {
         Box::pin(async move {
+            metrics.set_store(
+                self.store.check().is_ok(),
+                self.store.writer_stats().refused,
+            );
             // The modems' own gauges are current even when the store cannot count their sends.
             let today = self.store.daily_sent(self.store.clock().now()).await;
             let records = self.store.modems().await;
@@ -541,8 +545,10 @@ impl Backend for Gateway {
     }
 
     fn ready(&self) -> BackendResult<'_, ()> {
-        // A read through the reader pool: proves the database answers, not just that it was opened.
+        // Not ready while the store refuses writes (every send would be a 503); then a read through the
+        // reader pool proves the database answers, not just that it was opened.
         Box::pin(async move {
+            self.store.check()?;
             self.store
                 .modems()
                 .await

@@ -95,6 +95,8 @@ struct Registry {
     database_bytes: (u64, u64),
     /// Messages and webhook events retention deleted since start.
     retention_deleted: (u64, u64),
+    /// Whether the store takes writes, and the write batches it refused since start.
+    store: (bool, u64),
 }
 
 /// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
@@ -157,6 +159,11 @@ impl Metrics {
         self.lock().database_bytes = (database, log);
     }
 
+    /// Whether the store takes writes now (see `Store::check`), and the batches it refused since start.
+    pub fn set_store(&self, writable: bool, refused_batches: u64) {
+        self.lock().store = (writable, refused_batches);
+    }
+
     /// Counts what a retention pass deleted.
     pub fn add_retention_deleted(&self, messages: u64, webhook_events: u64) {
         let mut registry = self.lock();
@@ -207,6 +214,32 @@ impl Metrics {
             "The SQLite database file and its write-ahead log on disk.",
             "file",
             &[("database", database), ("wal", log)],
+        );
+        let (writable, refused) = registry.store;
+        header(
+            &mut out,
+            "modemgate_store_writable",
+            "gauge",
+            "1 while the store takes writes; 0 while it refuses them (disk full, I/O error) or its file \
+             was deleted or replaced (a 503 for every send).",
+        );
+        sample(
+            &mut out,
+            "modemgate_store_writable",
+            &[],
+            f64::from(u8::from(writable)),
+        );
+        header(
+            &mut out,
+            "modemgate_store_refused_batches_total",
+            "counter",
+            "Write batches (each a commit of one or more requests) the store refused since start.",
+        );
+        sample(
+            &mut out,
+            "modemgate_store_refused_batches_total",
+            &[],
+            refused as f64,
         );
         let (messages, events) = registry.retention_deleted;
         by_label(
@@ -456,17 +489,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_size_and_retention_counts_are_rendered() {
+    fn database_size_store_health_and_retention_counts_are_rendered() {
         let metrics = Metrics::default();
         metrics.set_database_bytes(4096, 512);
         metrics.add_retention_deleted(3, 1);
         metrics.add_retention_deleted(2, 0);
+        metrics.set_store(false, 7);
         let text = metrics.render();
         for line in [
             "modemgate_database_bytes{file=\"database\"} 4096",
             "modemgate_database_bytes{file=\"wal\"} 512",
             "modemgate_retention_deleted_total{kind=\"messages\"} 5",
             "modemgate_retention_deleted_total{kind=\"webhook_events\"} 1",
+            "modemgate_store_writable 0",
+            "modemgate_store_refused_batches_total 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }

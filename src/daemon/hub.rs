@@ -33,6 +33,13 @@ const INCOMPLETE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often to look for such messages.
 const INCOMPLETE_SWEEP: Duration = Duration::from_secs(60);
 
+/// How long after the store refused an event it is written again (the dispatcher waits as long).
+const RETRY_UNRECORDED: Duration = Duration::from_secs(5);
+
+/// The most refused events kept to write again: a full disk stops every new send at its `Submitting`
+/// write, so what is kept is the parts in flight then and the reports that come in meanwhile.
+const KEEP_UNRECORDED: usize = 10_000;
+
 /// Where complete inbound messages go for the reply rules, with the modem they came in on.
 type Complete = mpsc::UnboundedSender<(ModemId, Message, Arrival)>;
 
@@ -54,6 +61,41 @@ struct Settled {
     modem: ModemId,
     sent_message: Option<uuid::Uuid>,
     result: Result<Applied, StoreError>,
+    /// A copy to write again if the store could not take it (see [`Unrecorded`]).
+    copy: Option<Kept>,
+}
+
+/// An event kept to be written again, and how often the store has refused it.
+struct Kept {
+    event: WorkerEvent,
+    refusals: u32,
+}
+
+/// Events the store refused while it was unavailable (a full disk), written again every
+/// [`RETRY_UNRECORDED`] in the order they came. Only events the worker will not send again: a part the
+/// network took (dropped, its message would stay `sending`, then `unknown` at the next start) and a status
+/// report (lost). Events with an ack are not kept: the worker keeps what they carry until it is stored.
+#[derive(Default)]
+struct Unrecorded {
+    events: Vec<Kept>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Unrecorded {
+    fn keep(&mut self, kept: Kept) {
+        if self.events.len() >= KEEP_UNRECORDED {
+            warn!(modem = %event_modem(&kept.event), "the store still refuses writes: a modem event is lost");
+            return;
+        }
+        self.events.push(kept);
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_UNRECORDED);
+    }
+
+    fn take(&mut self) -> Vec<Kept> {
+        self.due = None;
+        std::mem::take(&mut self.events)
+    }
 }
 
 impl Hub {
@@ -68,49 +110,81 @@ impl Hub {
         ));
         self.replay_pending_rules(&inbound).await;
         let mut settling = FuturesOrdered::new();
+        let mut unrecorded = Unrecorded::default();
         let mut sweep = tokio::time::interval(INCOMPLETE_SWEEP);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let retry_at = unrecorded.due.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
                 Some(settled) = settling.next(), if !settling.is_empty() => {
-                    self.follow_up(settled, &inbound);
+                    if let Some(kept) = self.follow_up(settled, &inbound) {
+                        unrecorded.keep(kept);
+                    }
                 }
                 event = events.recv() => match event {
-                    Some(event) => settling.push_back(self.settle(event)),
+                    Some(event) => settling.push_back(self.settle(Kept { event, refusals: 0 })),
                     None => break,
                 },
+                _ = tokio::time::sleep_until(retry_at), if unrecorded.due.is_some() => {
+                    for kept in unrecorded.take() {
+                        settling.push_back(self.settle(kept));
+                    }
+                }
                 _ = sweep.tick() => self.release_incomplete(&inbound).await,
             }
         }
         while let Some(settled) = settling.next().await {
-            self.follow_up(settled, &inbound);
+            if let Some(kept) = self.follow_up(settled, &inbound) {
+                unrecorded.keep(kept);
+            }
+        }
+        if !unrecorded.events.is_empty() {
+            warn!(
+                events = unrecorded.events.len(),
+                "stopping with modem events the store refused: their parts stay unknown, their reports unmatched"
+            );
         }
         drop(inbound);
         let _ = rules.await;
     }
 
     /// Queues the event's store write now; the future settles it.
-    fn settle(&self, mut event: WorkerEvent) -> impl Future<Output = Settled> + Send + 'static {
+    fn settle(&self, kept: Kept) -> impl Future<Output = Settled> + Send + 'static {
+        let Kept {
+            mut event,
+            refusals,
+        } = kept;
         normalise_sender(&mut event, self.default_region);
         let modem = event_modem(&event).clone();
         let sent_message = match &event {
             WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
             _ => None,
         };
+        let copy = copy_unacked(&event).map(|event| Kept { event, refusals });
         apply(&self.store, event).map(move |result| Settled {
             modem,
             sent_message,
             result,
+            copy,
         })
     }
 
-    fn follow_up(&self, settled: Settled, inbound: &Complete) {
+    /// Acts on an applied event; returns the event to write again when the store could not take it.
+    fn follow_up(&self, settled: Settled, inbound: &Complete) -> Option<Kept> {
         let Settled {
             modem,
             sent_message,
             result,
+            copy,
         } = settled;
+        if let Some(Kept { refusals, .. }) = &copy
+            && *refusals > 0
+            && result.is_ok()
+        {
+            info!(%modem, refusals, "recorded a modem event the store had refused");
+        }
+        let mut again = None;
         match result {
             Ok(Applied::PartSent(MessageState::Sent)) => {
                 if let Some(id) = sent_message {
@@ -130,11 +204,47 @@ impl Hub {
                 debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
             }
             Ok(_) => {}
-            // The ack was dropped: the worker neither writes the PDU nor deletes the SIM copy.
-            Err(error) => warn!(%modem, %error, "could not record a modem event"),
+            Err(error) => match copy {
+                Some(Kept { event, refusals }) if error.is_unavailable() => {
+                    if refusals == 0 {
+                        warn!(%modem, %error, "could not record a modem event; writing it again in 5 s");
+                    }
+                    again = Some(Kept {
+                        event,
+                        refusals: refusals + 1,
+                    });
+                }
+                // The ack was dropped: the worker neither writes the PDU nor deletes the SIM copy.
+                _ => warn!(%modem, %error, "could not record a modem event"),
+            },
         }
         // Status changes queue their webhooks inside the store; wake the deliverer for them too.
         self.webhooks.notify_one();
+        again
+    }
+}
+
+/// A copy of an event that has no ack, so the worker will not send it again if the store drops it.
+fn copy_unacked(event: &WorkerEvent) -> Option<WorkerEvent> {
+    match event {
+        WorkerEvent::PartSent {
+            modem,
+            message_id,
+            part,
+            reference,
+        } => Some(WorkerEvent::PartSent {
+            modem: modem.clone(),
+            message_id: *message_id,
+            part: *part,
+            reference: *reference,
+        }),
+        WorkerEvent::StatusReport { modem, report } => Some(WorkerEvent::StatusReport {
+            modem: modem.clone(),
+            report: report.clone(),
+        }),
+        WorkerEvent::Submitting { .. }
+        | WorkerEvent::Inbound { .. }
+        | WorkerEvent::Health { .. } => None,
     }
 }
 

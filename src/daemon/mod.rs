@@ -17,6 +17,7 @@ pub mod lock;
 pub mod modems;
 pub mod registry;
 mod retention;
+mod store_watch;
 pub mod systemd;
 
 use std::net::SocketAddr;
@@ -103,6 +104,7 @@ pub struct Running {
     api: JoinHandle<()>,
     /// Deletes what `[storage] retain_days` no longer keeps; absent without it.
     retention: Option<JoinHandle<()>>,
+    store_watch: JoinHandle<()>,
     /// The certificate the API presents, when it serves TLS: a reload reads its files again.
     certificate: Option<Arc<ServedCertificate>>,
     deliverer: JoinHandle<()>,
@@ -287,6 +289,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
             shutdown.clone(),
         ))
     });
+    let store_watch = tokio::spawn(store_watch::run(store.clone(), shutdown.clone()));
     let rules = Arc::new(RwLock::new(Arc::new(InboundRules::new(
         config,
         optouts.clone(),
@@ -359,6 +362,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         certificate,
         deliverer,
         retention,
+        store_watch,
         _lock: lock,
     })
 }
@@ -502,6 +506,7 @@ impl Running {
         drop(self.events);
         let _ = self.hub.await;
         let _ = self.deliverer.await;
+        let _ = self.store_watch.await;
         if let Some(retention) = self.retention {
             let _ = retention.await;
         }

@@ -28,6 +28,9 @@ enum HandOver {
     NotInbound,
 }
 
+/// How soon a message the daemon could not store is looked for again on the SIM.
+const UNSTORED_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Health polls (a minute apart when idle) at which a modem that refused every `AT+CNMI` setting is
 /// asked again: a modem opened before its SMS stack was ready takes one within minutes.
 pub(super) const CNMI_RETRIES: u32 = 10;
@@ -166,6 +169,7 @@ impl Worker {
     /// `AT+CMGL=4` on the message memory, and on "SR" where status reports are kept apart: catches what
     /// arrived while the URC was lost (a dropped line, a restart, the port away).
     pub(super) async fn sweep(&mut self, session: &mut Session) -> Result<(), SessionError> {
+        self.unstored = None;
         let memories: Vec<String> = std::iter::once(self.memory.clone())
             .chain(self.report_memory.clone())
             .collect();
@@ -337,7 +341,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn hand_over(&self, pdu_hex: &str) -> HandOver {
+    async fn hand_over(&mut self, pdu_hex: &str) -> HandOver {
         let modem = self.cfg.id.clone();
         match pdu::decode_hex(pdu_hex) {
             Ok(Pdu {
@@ -368,6 +372,8 @@ impl Worker {
                 {
                     HandOver::Stored
                 } else {
+                    self.unstored
+                        .get_or_insert_with(|| tokio::time::Instant::now() + UNSTORED_SWEEP);
                     HandOver::NotStored
                 }
             }

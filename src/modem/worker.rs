@@ -160,6 +160,7 @@ pub fn spawn_with_opener(
         cmms: Cmms::Unasked,
         pin_rejected: false,
         restarted: None,
+        unstored: None,
     };
     let task = tokio::spawn(worker.run());
     (
@@ -205,6 +206,10 @@ pub(super) struct Worker {
     pin_rejected: bool,
     /// A start-up notice seen since the last initialisation (see [`Exit::Restarted`]).
     pub(super) restarted: Option<String>,
+    /// When to sweep again for messages left on the SIM because the daemon could not store them (a full
+    /// disk): sooner than the periodic sweep, so a STOP is not kept waiting minutes after the store
+    /// recovers.
+    pub(super) unstored: Option<Instant>,
 }
 
 enum Wake {
@@ -403,6 +408,7 @@ impl Worker {
                     },
                     job = self.jobs.recv() => Wake::Job(job),
                     _ = sweep.tick() => Wake::Sweep,
+                    _ = tokio::time::sleep_until(self.unstored.unwrap_or_else(Instant::now)), if self.unstored.is_some() => Wake::Sweep,
                     _ = health.tick() => Wake::Health,
                     _ = degraded_health.tick(), if self.health.state == ModemState::Degraded => Wake::Health,
                 };

@@ -46,6 +46,17 @@ pub enum StoreError {
     /// The writer thread is gone (shutting down or crashed): nothing was committed.
     #[error("the database writer has stopped")]
     Closed,
+    /// The store's last batches were refused (a full disk, an I/O error): it answers reads, not writes.
+    #[error(
+        "the database refuses writes: its last {refused} batches failed (disk full? see the journal)"
+    )]
+    Unwritable { refused: u64 },
+    /// The database file at the configured path is not the one the daemon opened: writes go to a file
+    /// no later start will read.
+    #[error(
+        "database {path} was {what} while the daemon runs: restart it to use the file now there"
+    )]
+    FileChanged { path: PathBuf, what: &'static str },
     /// The idempotency key was used before with a different body (HTTP 409).
     #[error(
         "idempotency key {key:?} was already used for message {original} with a different body"
@@ -76,6 +87,8 @@ impl StoreError {
                 | StoreError::RolledBack
                 | StoreError::Closed
                 | StoreError::Io { .. }
+                | StoreError::Unwritable { .. }
+                | StoreError::FileChanged { .. }
         )
     }
 

@@ -293,6 +293,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN sim_number TEXT;
     "#,
+    // 18: one row the daemon rewrites while the store refuses writes (a full disk), to learn when it takes
+    // them again without waiting for a message.
+    r#"
+    CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -115,10 +115,18 @@ struct Inner {
     readers: read::Readers,
     /// The database file, for its size on disk.
     path: PathBuf,
+    /// The file opened, as (device, inode): a file deleted or put in its place later is not it.
+    file: Option<(u64, u64)>,
     clock: Arc<dyn Clock>,
     report_window: Duration,
     cap_zone: TimeZone,
     recovery: Recovery,
+}
+
+/// The (device, inode) of the file at `path`, `None` when there is none.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// See [`Store::disk_usage`].
@@ -212,6 +220,7 @@ impl Store {
             inner: Arc::new(Inner {
                 writer,
                 readers: read::Readers::new(path.clone()),
+                file: file_identity(&path),
                 path,
                 clock: options.clock,
                 report_window: options.report_window,
@@ -231,6 +240,48 @@ impl Store {
             database: size(&self.inner.path),
             log: size(Path::new(&log)),
         }
+    }
+
+    /// Whether the store can take writes, as far as it knows without writing: its last batch was
+    /// committed (not refused for a full disk or an I/O error), and the file at its path is the one it
+    /// opened. [`probe`](Self::probe) learns when a refusing store takes writes again.
+    pub fn check(&self) -> Result<()> {
+        if let Some(what) = self.file_changed() {
+            return Err(StoreError::FileChanged {
+                path: self.inner.path.clone(),
+                what,
+            });
+        }
+        match self.writer_stats().failing {
+            0 => Ok(()),
+            refused => Err(StoreError::Unwritable { refused }),
+        }
+    }
+
+    /// How the file at the store's path differs from the one opened, if it does.
+    fn file_changed(&self) -> Option<&'static str> {
+        match (self.inner.file, file_identity(&self.inner.path)) {
+            (Some(_), None) => Some("deleted"),
+            (Some(opened), Some(now)) if opened != now => Some("replaced"),
+            _ => None,
+        }
+    }
+
+    /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`.
+    pub async fn probe(&self) -> Result<()> {
+        self.inner
+            .writer
+            .write(|ctx| {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO store_probe (id, at) VALUES (1, ?1) \
+                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    )
+                    .and_then(|mut probe| probe.execute([ctx.now.to_string()]))
+                    .map(drop)
+                    .map_err(StoreError::sqlite("probing for writes"))
+            })
+            .await
     }
 
     /// What recovery did when this store was opened.

@@ -527,4 +527,8 @@ pub struct WriterStats {
     pub requests: u64,
     /// Transactions committed (one fsync each).
     pub commits: u64,
+    /// Batches refused by SQLite or the disk, since the store was opened.
+    pub refused: u64,
+    /// Of those, the ones since the last commit: more than 0 while the store refuses writes.
+    pub failing: u64,
 }

@@ -184,6 +184,8 @@ pub(crate) struct Stats {
     /// Batches refused since the last commit: a full disk refuses every one, and each would otherwise be
     /// an error line (60,000 in 20 s under load), crowding the journal out.
     failing: AtomicU64,
+    /// Every batch refused since the store was opened, for `/metrics`.
+    refused: AtomicU64,
 }
 
 impl Stats {
@@ -191,6 +193,8 @@ impl Stats {
         WriterStats {
             requests: self.requests.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
         }
     }
 }
@@ -294,7 +298,12 @@ fn commit_batch(
 ) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let error = StoreError::sqlite("beginning a transaction")(error);
-        batch.for_each(|job| job.abort(error.clone()));
+        let mut requests = 0;
+        batch.for_each(|job| {
+            requests += 1;
+            job.abort(error.clone());
+        });
+        refused(stats, &error, requests);
         return;
     }
     let mut finishes = Vec::new();
@@ -335,11 +344,7 @@ fn commit_batch(
             }
         }
         Err(error) => {
-            // The first refusal, then the 2nd, 4th, 8th...: the journal shows it goes on, not each one.
-            let refused = stats.failing.fetch_add(1, Ordering::Relaxed) + 1;
-            if refused.is_power_of_two() {
-                tracing::error!(%error, requests = finishes.len(), refused, "batch not committed");
-            }
+            refused(stats, error, finishes.len());
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -347,5 +352,15 @@ fn commit_batch(
     }
     for finish in finishes {
         finish.finish(commit.clone());
+    }
+}
+
+/// Counts a batch the store refused, and logs the first refusal in a row, then the 2nd, 4th, 8th...: the
+/// journal shows that it goes on, not each one.
+fn refused(stats: &Stats, error: &StoreError, requests: usize) {
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    let refused = stats.failing.fetch_add(1, Ordering::Relaxed) + 1;
+    if refused.is_power_of_two() {
+        tracing::error!(%error, requests, refused, "batch not committed");
     }
 }

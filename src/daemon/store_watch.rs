@@ -1,0 +1,49 @@
+//! Watches the store for trouble the admin must hear of even when nothing is being written: a store that
+//! refuses writes (a full disk) is probed until it takes them again, so `/readyz` recovers without waiting
+//! for a message; a database file deleted or replaced under the running daemon is an error in the journal
+//! (its writes would go to a file no later start reads).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::store::{Store, StoreError};
+
+/// How often the store is looked at: a stat of its file, and a one-row write while it refuses writes.
+const EVERY: Duration = Duration::from_secs(5);
+
+/// How often a changed file is logged again while it stays changed.
+const REMIND_EVERY: u32 = 120;
+
+/// Looks at `store` every [`EVERY`] until `shutdown`.
+pub async fn run(store: Store, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Looks since the file was first seen changed; `None` while it is the file opened.
+    let mut changed_for: Option<u32> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match store.check() {
+            Err(error @ StoreError::FileChanged { .. }) => {
+                let looks = changed_for.map_or(0, |n| n + 1);
+                if looks.is_multiple_of(REMIND_EVERY) {
+                    error!(%error, "the database file changed under the daemon");
+                }
+                changed_for = Some(looks);
+            }
+            Err(StoreError::Unwritable { .. }) => {
+                // A commit that succeeds resets the writer's count, and it logs that itself.
+                let _ = store.probe().await;
+            }
+            _ => {
+                if changed_for.take().is_some() {
+                    info!("the database file is the one the daemon opened again");
+                }
+            }
+        }
+    }
+}
