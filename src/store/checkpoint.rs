@@ -158,12 +158,44 @@ impl WalPolicy {
     }
 }
 
+/// Whether the log ran past its limit by half, which only a reader holding an old snapshot causes (an
+/// admin's `sqlite3` shell with a transaction open, a backup tool left running): no checkpoint may copy
+/// what that reader still sees, so the log cannot start over and grows, without bound, until it ends.
+#[derive(Debug, Default)]
+struct Overrun {
+    told: bool,
+    /// Frames in the log after the commit before: fewer now means it started over.
+    last: u32,
+}
+
+impl Overrun {
+    /// After a commit that left `frames` frames in the log: `Some(true)` the first time it is past half
+    /// again the `limit`, `Some(false)` once it has started over after that.
+    fn after_commit(&mut self, frames: u32, limit: u32) -> Option<bool> {
+        let started_over = frames < self.last;
+        self.last = frames;
+        let past = frames >= limit.saturating_add(limit / 2);
+        match (past, self.told) {
+            (true, false) => {
+                self.told = true;
+                Some(true)
+            }
+            (false, true) if started_over => {
+                self.told = false;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The writer's side of checkpointing: after each commit, nudges the checkpointer or catches up itself, as
 /// its [`WalPolicy`] says.
 pub(crate) struct LogKeeper {
     /// `None` when no checkpointer runs (tests that watch the writer bound the log alone).
     checkpointer: Option<Checkpointer>,
     policy: WalPolicy,
+    overrun: Overrun,
     /// Frames in the log after the last commit that wrote to it, as SQLite's WAL hook tells.
     frames: Arc<AtomicU32>,
 }
@@ -173,6 +205,7 @@ impl LogKeeper {
         LogKeeper {
             checkpointer,
             policy: WalPolicy::new(limit, Instant::now()),
+            overrun: Overrun::default(),
             frames: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -200,6 +233,17 @@ impl LogKeeper {
             .as_ref()
             .map_or(0, |c| c.copied.load(Ordering::Relaxed));
         let step = self.policy.after_commit(frames, copied_before, now);
+        match self.overrun.after_commit(frames, self.policy.limit) {
+            Some(true) => tracing::warn!(
+                log_mb = u64::from(frames) * 4096 / 1_000_000,
+                limit_mb = u64::from(self.policy.limit) * 4096 / 1_000_000,
+                "the write-ahead log cannot start over: a reader holds an old snapshot of the database \
+                 (an sqlite3 shell with a transaction open? a backup left running?); it grows until that \
+                 reader ends"
+            ),
+            Some(false) => tracing::info!("the write-ahead log started over again"),
+            None => {}
+        }
         if let Some(file_frames) = self.policy.file_change() {
             tracing::debug!(
                 file_mb = u64::from(file_frames) * 4096 / 1_000_000,
@@ -291,6 +335,19 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_held_past_its_limit_is_told_once_and_its_start_over_once() {
+        let mut overrun = Overrun::default();
+        assert_eq!(overrun.after_commit(1_000, 1_000), None, "at the limit");
+        assert_eq!(overrun.after_commit(1_499, 1_000), None);
+        assert_eq!(overrun.after_commit(1_500, 1_000), Some(true));
+        assert_eq!(overrun.after_commit(9_000, 1_000), None, "told once");
+        assert_eq!(overrun.after_commit(10, 1_000), Some(false));
+        assert_eq!(overrun.after_commit(20, 1_000), None);
+        assert_eq!(overrun.after_commit(5, 1_000), None, "told once");
+        assert_eq!(overrun.after_commit(1_600, 1_000), Some(true), "again");
+    }
 
     #[test]
     fn the_writer_nudges_as_the_log_grows_and_catches_up_at_the_limit() {
