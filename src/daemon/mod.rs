@@ -427,6 +427,11 @@ impl Running {
                         && m.pin == runtime.config.pin
                 })
             });
+        let reopened: Vec<Arc<str>> = retiring
+            .iter()
+            .filter(|runtime| config.modems.iter().any(|m| m.id.as_str() == &*runtime.id))
+            .map(|runtime| runtime.id.clone())
+            .collect();
         let stopping = retiring.into_iter().map(|runtime| {
             info!(modem = %runtime.id, "removed or re-configured: stopping its worker");
             // Paused first, so the dispatcher hands it nothing more while it finishes its message.
@@ -449,7 +454,11 @@ impl Running {
                     (runtime, Some(was_paused))
                 }
                 None => {
-                    info!(modem = %modem.id, "starting a modem added by the configuration");
+                    if reopened.iter().any(|id| **id == *modem.id.as_str()) {
+                        info!(modem = %modem.id, "opening the re-configured modem again");
+                    } else {
+                        info!(modem = %modem.id, "starting a modem added by the configuration");
+                    }
                     let runtime = modems::start(
                         modem,
                         ordinal,

@@ -4,7 +4,7 @@
 
 use crate::{
     at::{
-        Urc, command,
+        CmsError, Final, Urc, command,
         response::{MessageHeader, cnmi_setting, in_text_mode, pdu_listing},
     },
     pdu::{self, Pdu, Tpdu},
@@ -61,8 +61,16 @@ impl Worker {
                     let r = session
                         .command(command::CNMA, Expect::NOTHING, self.cfg.timeouts.command)
                         .await?;
-                    if !r.is_ok() {
-                        tracing::warn!(modem = %self.cfg.id, %urc, result = %r.result, "CNMA refused");
+                    match r.result {
+                        Final::Ok => {}
+                        // "No +CNMA acknowledgement expected": the modem acknowledged it itself, as some
+                        // do for what arrives while they initialise. Nothing is lost.
+                        Final::Cms(CmsError(340)) => {
+                            tracing::debug!(modem = %self.cfg.id, %urc, "CNMA not expected")
+                        }
+                        _ => {
+                            tracing::warn!(modem = %self.cfg.id, %urc, result = %r.result, "CNMA refused")
+                        }
                     }
                 }
                 Ok(())
