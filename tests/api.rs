@@ -591,6 +591,12 @@ async fn send_fields_are_validated_with_their_names() {
             "invalid_time",
             "expires_at",
         ),
+        // No place is 25 hours from UTC: a typo, not a day later.
+        (
+            json!({"to": TO, "text": "hi", "send_at": "2099-01-01T09:00:00+25:00"}),
+            "invalid_time",
+            "send_at",
+        ),
         (
             json!({"to": TO, "text": "hi", "tz": "Europe/Atlantis"}),
             "invalid_tz",

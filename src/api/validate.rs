@@ -291,7 +291,24 @@ fn missing(field: &str) -> ApiError {
 }
 
 /// An RFC 3339 time with an offset (`send_at`, `expires_at`, and the log's `since` and `until`).
+///
+/// jiff also takes offsets of 24 hours and more (`+25:00`), which no place uses and RFC 3339 does not
+/// allow (hours 00-23): a typo that would move a send by a day is refused, not read.
 pub fn time(field: &str, value: &str) -> Result<Timestamp, ApiError> {
+    use jiff::fmt::temporal::{Pieces, PiecesOffset};
+    let offset_seconds = Pieces::parse(value).ok().and_then(|p| match p.offset() {
+        Some(PiecesOffset::Numeric(n)) => Some(n.offset().seconds()),
+        _ => None,
+    });
+    if offset_seconds.is_some_and(|s| s.abs() >= 24 * 3600) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidTime,
+            field,
+            format!(
+                "`{field}` has an offset of 24 hours or more: RFC 3339 offsets run from -23:59 to +23:59"
+            ),
+        ));
+    }
     value.parse::<Timestamp>().map_err(|_| {
         // A query string or form decodes an unescaped `+01:00` as ` 01:00`.
         let hint = if value.contains(' ') {
