@@ -4,7 +4,7 @@
     cargo build --release && cp target/release/modemgate /tmp/modemgate-bench   # once
     bench/bench.py http     # single POSTs with wrk, 64 keep-alive connections; 202s vs rows stored
     bench/bench.py campaign # the same, each POST to another debtor with an Idempotency-Key and a reference
-    bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk
+    bench/bench.py batch    # POST /v1/messages/batch, 1,000 per request, with wrk (CONNECTIONS, default 4)
     bench/bench.py drain    # 400 messages through 4 simulated modems at 0.5 s per send
     bench/bench.py latency  # one message at a time to an idle simulated modem: POST → PDU at the modem
     bench/bench.py wal      # light steady traffic through 4 simulated modems: how big the -wal file grows
@@ -183,7 +183,7 @@ def bench_batch():
     path, port = workdir("batch"), free_port()
     daemon = Daemon(write_config(path, port), port, os.path.join(path, "serve.log"))
     before, cpu = load(), daemon.cpu_s()
-    fields, rps = wrk("batch.lua", port, 4, int(os.environ.get("SECONDS_", "15")), "/v1/messages/batch")
+    fields, rps = wrk("batch.lua", port, int(os.environ.get("CONNECTIONS", "4")), int(os.environ.get("SECONDS_", "15")), "/v1/messages/batch")
     cpu = daemon.cpu_s() - cpu
     daemon.stop()
     stored = rows(path)

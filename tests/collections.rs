@@ -451,7 +451,8 @@ async fn reply_1_gets_the_payment_link_from_the_last_message() {
 async fn menu_answers_carry_the_opt_out_notice() {
     let now = at("2026-06-10T12:00:00[America/New_York]");
     let notice = "Reply STOP to stop texts to this number.";
-    let config = format!("[optout]\nnotice = {{ en = \"{notice}\" }}\n{MENU}");
+    let config =
+        format!("[optout]\nnotice = {{ en = \"{notice}\", es = \"{NOTICE_ES}\" }}\n{MENU}");
     let mut gw = Gateway::start(&config, now).await;
     let link = format!("https://pay.example/{}", "a".repeat(100));
     let opts = ComposeOptions {
@@ -469,8 +470,30 @@ async fn menu_answers_carry_the_opt_out_notice() {
     // 158 characters with the notice: two parts, where the API would have refused to append it.
     assert_eq!(answers[0].text, format!("Pay securely at {link}\n{notice}"));
     assert_eq!(answers[0].part_count, 2);
+
+    // A debtor texted in Spanish gets the answer's notice in Spanish.
+    let spanish = "+14158906499";
+    let first = gw
+        .send(
+            spanish,
+            &format!("Responda 1 para pagar. {NOTICE_ES}"),
+            ComposeOptions {
+                metadata: Some(json!({ "paymentLink": "https://pay.example/es" })),
+                ..ComposeOptions::default()
+            },
+        )
+        .await;
+    gw.wait_sent(first).await;
+    gw.reply(spanish, "1").await;
+    let answers = gw.answers(spanish).await;
+    assert_eq!(
+        answers[0].text,
+        format!("Pay securely at https://pay.example/es\n{NOTICE_ES}")
+    );
     gw.stop().await;
 }
+
+const NOTICE_ES: &str = "Responda STOP para no recibir más mensajes.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_hold_in_the_recipients_zone() {

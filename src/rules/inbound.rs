@@ -314,9 +314,13 @@ impl InboundRules {
             .and_then(|m| m.metadata.as_ref())
             .and_then(|m| m.as_object());
         // A payment link or a balance is a communication about the debt like any other: it carries the
-        // opt-out notice (Reg F 1006.6(e)).
+        // opt-out notice (Reg F 1006.6(e)), in the language of the message answered.
+        let language = last
+            .as_ref()
+            .and_then(|m| notice::notice_language(&self.optout, &m.text))
+            .unwrap_or(Language::En);
         let filled = rule.template.fill(metadata).map(|text| {
-            notice::apply_to_answer(&self.optout, &text, Language::En).map_err(|e| e.to_string())
+            notice::apply_to_answer(&self.optout, &text, language).map_err(|e| e.to_string())
         });
         match filled {
             Ok(Err(refused)) => {

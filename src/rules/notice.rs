@@ -63,12 +63,22 @@ pub fn apply_to_answer(
 
 /// Whether `text` already carries a configured notice, in any of its languages.
 pub fn carries_notice(config: &OptOutConfig, text: &str) -> bool {
+    notice_language(config, text).is_some()
+}
+
+/// The language of the configured notice `text` carries (the longest, should one contain another), if it
+/// carries one: a reply-menu answer takes the language of the message the debtor answered, which the
+/// store does not keep otherwise.
+pub fn notice_language(config: &OptOutConfig, text: &str) -> Option<Language> {
     let plain = normalize(text);
-    config.notice.as_ref().is_some_and(|notices| {
-        notices
-            .all()
-            .any(|(_, notice)| plain.contains(&normalize(notice)))
-    })
+    config
+        .notice
+        .as_ref()?
+        .all()
+        .map(|(language, notice)| (language, normalize(notice)))
+        .filter(|(_, notice)| plain.contains(notice.as_str()))
+        .max_by_key(|(_, notice)| notice.len())
+        .map(|(language, _)| language)
 }
 
 /// The notice to add and the text with it, or `None` when there is nothing to add.
