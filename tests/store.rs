@@ -279,6 +279,39 @@ async fn refuses_a_database_from_a_newer_build() {
     assert!(matches!(error, StoreError::TooNew { .. }), "{error}");
 }
 
+/// The list's cursor and the export's resume go by id: a clock behind the last run's (a box without a
+/// real-time clock booting before NTP) must not give new messages smaller ids than stored ones.
+#[tokio::test]
+async fn ids_keep_growing_across_a_restart_with_the_clock_set_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let first = store
+        .accept(message("+15551230001", "before", 1))
+        .await
+        .unwrap()
+        .id;
+    drop(store);
+    clock.set(
+        start()
+            .checked_sub(jiff::SignedDuration::from_hours(1))
+            .unwrap(),
+    );
+    let store = open(&path, &clock);
+    let mut ids = vec![first];
+    for text in ["after", "after again"] {
+        ids.push(
+            store
+                .accept(message("+15551230001", text, 1))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    assert!(ids.is_sorted(), "{ids:?}");
+}
+
 #[tokio::test]
 async fn database_files_are_private_and_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();

@@ -270,6 +270,7 @@ fn run(
     wanted: &Wanted,
 ) {
     let ids = uuid::ContextV7::new();
+    continue_ids(&conn, &ids);
     let mut batch = Vec::with_capacity(max_batch);
     log.watch(&mut conn);
     while let Some(first) = rx.blocking_recv() {
@@ -286,6 +287,31 @@ fn run(
         log.committed(&conn, std::time::Instant::now());
     }
     tracing::debug!("store writer stopped: every handle dropped");
+}
+
+/// Starts `ids` after the newest message id stored, so ids keep growing across a restart even when the
+/// clock is now behind the last run's (an RTC-less box booting before NTP, a clock stepped back): the list's
+/// cursor (`after=<id>`) and the export's resume go by id, and would skip messages created with smaller ids.
+/// Within a run the context keeps them monotonic itself: an earlier time reuses the last one.
+fn continue_ids(conn: &Connection, ids: &uuid::ContextV7) {
+    let newest = conn
+        .query_row("SELECT max(id) FROM messages", [], |row| {
+            row.get::<_, Option<String>>(0)
+        })
+        .ok()
+        .flatten()
+        .and_then(|id| Uuid::parse_str(&id).ok())
+        .and_then(|id| id.get_timestamp());
+    if let Some(newest) = newest {
+        let (seconds, nanos) = newest.to_unix();
+        // A millisecond on, so the context's fresh counter cannot fall below the newest id's.
+        let after = u128::from(seconds) * 1_000_000_000 + u128::from(nanos) + 1_000_000;
+        let _ = uuid::Timestamp::from_unix(
+            ids,
+            u64::try_from(after / 1_000_000_000).unwrap_or(u64::MAX),
+            (after % 1_000_000_000) as u32,
+        );
+    }
 }
 
 fn commit_batch(
