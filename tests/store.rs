@@ -898,6 +898,70 @@ fn report(modem: &str, tp_mr: u8, recipient: &str, status: u8) -> ReportIn {
     }
 }
 
+/// A message whose part went `unknown` (written, then the port vanished before `+CMGS` answered) is
+/// settled by that part's delivery report, matched by modem and recipient since its TP-MR was never
+/// learnt; two such parts to one recipient cannot be told apart, so neither is.
+#[tokio::test]
+async fn a_report_settles_a_part_left_unknown_when_only_one_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(&dir.path().join("gw.db"), &clock);
+    let unknown = |to: &'static str| {
+        let store = store.clone();
+        async move {
+            let id = store.accept(message(to, "x", 1)).await.unwrap().id;
+            store.claim(id, "m1", None).await.unwrap();
+            store.part_submitting(id, 1, "m1", None).await.unwrap();
+            store
+                .part_unknown(id, 1, "m1", "the port vanished")
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let lone = unknown("+15551110001").await;
+    let twin_a = unknown("+15551110002").await;
+    let twin_b = unknown("+15551110002").await;
+    assert_eq!(
+        store
+            .record_report(report("m2", 7, "+15551110001", 0))
+            .await
+            .unwrap(),
+        ReportOutcome::Unmatched,
+        "another modem's report"
+    );
+    assert_eq!(
+        store
+            .record_report(report("m1", 7, "+15551110001", 0))
+            .await
+            .unwrap(),
+        ReportOutcome::Matched {
+            id: lone,
+            part: 1,
+            state: MessageState::Delivered
+        }
+    );
+    let detail = store.get(lone).await.unwrap().unwrap();
+    assert_eq!(detail.message.error, None, "{:?}", detail.message);
+    assert_eq!(detail.parts[0].tp_mr, Some(7));
+    let last = detail.events.last().unwrap();
+    assert!(
+        last.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("matched by its recipient")),
+        "{last:?}"
+    );
+    assert_eq!(
+        store
+            .record_report(report("m1", 8, "+15551110002", 0))
+            .await
+            .unwrap(),
+        ReportOutcome::Unmatched
+    );
+    assert_eq!(state(&store, twin_a).await, MessageState::Unknown);
+    assert_eq!(state(&store, twin_b).await, MessageState::Unknown);
+}
+
 #[tokio::test]
 async fn status_reports_match_by_modem_reference_and_recipient() {
     let dir = tempfile::tempdir().unwrap();

@@ -321,7 +321,8 @@ fn classify(status: u8) -> ReportClass {
 }
 
 /// Matches a report to the latest part sent from the modem with that TP-MR to that recipient within
-/// `window`, and moves the part (and, when it decides it, the message) on.
+/// `window`, and moves the part (and, when it decides it, the message) on. A report no sent part claims
+/// may be for a part left `unknown` (see [`unknown_part_for`]).
 pub(crate) fn record_report(
     ctx: &WriteCtx<'_>,
     report: &ReportIn,
@@ -343,12 +344,68 @@ pub(crate) fn record_report(
         })
         .and_then(Iterator::collect)
         .map_err(DB)?;
-    let Some((id, part, _, state)) = candidates
+    let sent = candidates
         .into_iter()
         .find(|(_, _, peer, _)| same_number(&report.recipient, peer))
-    else {
-        return Ok(ReportOutcome::Unmatched);
-    };
+        .map(|(id, part, _, state)| (id, part, state));
+    match sent {
+        Some((id, part, state)) => apply_report(ctx, report, id, part, state, None),
+        None => match unknown_part_for(ctx, report, since)? {
+            Some((id, part, state)) => apply_report(
+                ctx,
+                report,
+                id,
+                part,
+                state,
+                Some("matched by its recipient: the part's TP-MR was never learnt"),
+            ),
+            None => Ok(ReportOutcome::Unmatched),
+        },
+    }
+}
+
+/// The part a report is for when no sent part claims it: the one part from that modem to that recipient
+/// left `unknown` within the window, with no TP-MR (its PDU was written but the `+CMGS` answer was lost:
+/// the port vanished, the daemon crashed). Its report is then the proof of what happened, which turns an
+/// `unknown` into `delivered` or `failed`. Two such parts to one recipient cannot be told apart: neither
+/// is matched.
+fn unknown_part_for(
+    ctx: &WriteCtx<'_>,
+    report: &ReportIn,
+    since: i64,
+) -> Result<Option<(Uuid, u16, MessageState)>> {
+    let mut st = ctx
+        .conn
+        .prepare_cached(
+            "SELECT p.message_id, p.part, m.peer, m.state FROM parts p JOIN messages m ON m.id = p.message_id \
+             WHERE p.modem = ?1 AND p.state = 'unknown' AND p.tp_mr IS NULL AND p.submitted_at >= ?2",
+        )
+        .map_err(DB)?;
+    let candidates: Vec<(Uuid, u16, String, MessageState)> = st
+        .query_map(params![report.modem, since], |row| {
+            Ok((rows::uuid(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .and_then(Iterator::collect)
+        .map_err(DB)?;
+    let mut theirs = candidates
+        .into_iter()
+        .filter(|(_, _, peer, _)| same_number(&report.recipient, peer));
+    Ok(match (theirs.next(), theirs.next()) {
+        (Some((id, part, _, state)), None) => Some((id, part, state)),
+        _ => None,
+    })
+}
+
+/// Records `report` on part `part` of message `id` (now in `state`); `how` says how it was matched when
+/// that was not by its TP-MR.
+fn apply_report(
+    ctx: &WriteCtx<'_>,
+    report: &ReportIn,
+    id: Uuid,
+    part: u16,
+    state: MessageState,
+    how: Option<&str>,
+) -> Result<ReportOutcome> {
     let (part_state, kind) = match classify(report.status) {
         ReportClass::Delivered => (PartState::Delivered, "part_delivered"),
         ReportClass::Pending => (PartState::Sent, "report_pending"),
@@ -356,7 +413,8 @@ pub(crate) fn record_report(
     };
     ctx.conn
         .prepare_cached(
-            "UPDATE parts SET state = ?3, report_status = ?4, reported_at = ?5 WHERE message_id = ?1 AND part = ?2",
+            "UPDATE parts SET state = ?3, report_status = ?4, reported_at = ?5, \
+             tp_mr = coalesce(tp_mr, ?6) WHERE message_id = ?1 AND part = ?2",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -364,7 +422,8 @@ pub(crate) fn record_report(
                 part,
                 part_state,
                 report.status,
-                ms(ctx.now)
+                ms(ctx.now),
+                report.tp_mr
             ])
         })
         .map_err(DB)?;
@@ -380,24 +439,35 @@ pub(crate) fn record_report(
             })
             .map_err(DB)?;
     }
-    // Reports can overtake the last part's +CMGS answer: a message still sending is settled when it is sent.
-    let new_state = if matches!(state, MessageState::Sent | MessageState::Delivered) {
-        settle(ctx, id)?
-    } else {
-        state
+    // Reports can overtake the last part's +CMGS answer: a message still sending is settled when it is
+    // sent. An unknown one is settled once no part of it is left unaccounted for.
+    let new_state = match state {
+        MessageState::Sent | MessageState::Delivered => settle(ctx, id)?,
+        MessageState::Unknown if all_parts_accounted(ctx, id)? => settle(ctx, id)?,
+        _ => state,
     };
     let actor = format!("modem:{}", report.modem);
-    let detail = match report.discharged_at {
+    let mut detail = match report.discharged_at {
         Some(at) => format!("TP-ST {:#04x}, discharged {at}", report.status),
         None => format!("TP-ST {:#04x}", report.status),
     };
+    if let Some(how) = how {
+        detail = format!("{detail}; {how}");
+    }
     let mut ev = Ev::new(&actor, kind, new_state);
     ev.part = Some(part);
     ev.detail = Some(&detail);
     if new_state != state {
+        // An unknown message found sent keeps no error of that: its `error` said why it was unknown.
+        let clear_error = state == MessageState::Unknown && new_state != MessageState::Failed;
         ctx.conn
-            .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![id.to_string(), new_state, ms(ctx.now)]))
+            .prepare_cached(
+                "UPDATE messages SET state = ?2, updated_at = ?3, \
+                 error = CASE WHEN ?4 THEN NULL ELSE error END WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id.to_string(), new_state, ms(ctx.now), clear_error])
+            })
             .map_err(DB)?;
     }
     append_event(ctx, id, ev)?;
@@ -409,4 +479,15 @@ pub(crate) fn record_report(
         part,
         state: new_state,
     })
+}
+
+/// Whether every part of message `id` is sent, delivered or failed: none pending, submitting or unknown.
+fn all_parts_accounted(ctx: &WriteCtx<'_>, id: Uuid) -> Result<bool> {
+    ctx.conn
+        .prepare_cached(
+            "SELECT NOT EXISTS (SELECT 1 FROM parts WHERE message_id = ?1 \
+             AND state NOT IN ('sent', 'delivered', 'failed'))",
+        )
+        .and_then(|mut st| st.query_row([id.to_string()], |row| row.get(0)))
+        .map_err(DB)
 }
