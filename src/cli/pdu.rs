@@ -21,8 +21,8 @@ pub struct EncodeArgs {
     /// Recipient: +E164, national digits or a short code.
     #[arg(long)]
     pub to: String,
-    /// Message text.
-    #[arg(long)]
+    /// Message text (it may start with `-`: `--text "-5 degrees"`).
+    #[arg(long, allow_hyphen_values = true)]
     pub text: String,
     #[arg(long, value_enum, default_value_t = EncodingArg::Auto)]
     pub encoding: EncodingArg,

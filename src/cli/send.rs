@@ -15,8 +15,8 @@ pub struct SendArgs {
     /// Recipient: +E164, or national digits in the config's default region.
     #[arg(long)]
     pub to: String,
-    /// Message text.
-    #[arg(long)]
+    /// Message text (it may start with `-`: `--text "-5 degrees"`).
+    #[arg(long, allow_hyphen_values = true)]
     pub text: String,
     /// Follow the message until it is sent, delivered, failed or unknown; exit 1 unless sent or delivered.
     /// `sent` means the network took it, not that the phone got it: see --delivered.

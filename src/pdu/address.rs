@@ -77,7 +77,13 @@ pub(crate) fn decode_tp(r: &mut Reader, field: &'static str) -> Result<Address, 
 fn decode_value(toa: u8, value: &[u8], semi_octets: usize) -> Address {
     let ton = (toa >> 4) & 0x07;
     let text = if ton == TON_ALPHANUMERIC {
-        gsm7::decode_packed(value, 0, semi_octets * 4 / 7)
+        let mut text = gsm7::decode_packed(value, 0, semi_octets * 4 / 7);
+        // Networks that count a 7-character sender's 7 octets as 14 semi-octets make its 7 fill bits
+        // an eighth septet, `@` (libgammu drops it too): no sender name ends in one.
+        if (semi_octets * 4).is_multiple_of(7) && text.ends_with('@') {
+            text.pop();
+        }
+        text
     } else {
         // `+` and at most 20 digits, written into a stack buffer.
         let mut digits = [0u8; 1 + MAX_SEMI_OCTETS as usize];
@@ -219,6 +225,19 @@ mod tests {
         let a = decode_tp_hex("0B911326880736F4").unwrap();
         assert_eq!(a.value, "+31628870634");
         assert_eq!((a.type_of_number, a.numbering_plan), (1, 1));
+    }
+
+    #[test]
+    fn a_seven_character_sender_counted_in_whole_octets_has_no_fill_septet() {
+        // "Megafon" with length 14 (its 7 octets) rather than 13 (the semi-octets its septets use).
+        assert_eq!(
+            decode_tp_hex("0ED0CDF2396C7EBB01").unwrap().value,
+            "Megafon"
+        );
+        assert_eq!(
+            decode_tp_hex("0DD0CDF2396C7EBB01").unwrap().value,
+            "Megafon"
+        );
     }
 
     #[test]

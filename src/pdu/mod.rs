@@ -253,7 +253,7 @@ pub fn decode(bytes: &[u8]) -> Result<Pdu, PduError> {
     let tpdu = match first & 0x03 {
         0 => Tpdu::Deliver(deliver::decode(&mut r, first)?),
         1 => Tpdu::Submit(submit::decode(&mut r, first)?),
-        2 => Tpdu::StatusReport(status_report::decode(&mut r, first)?),
+        2 => Tpdu::StatusReport(status_report::decode(&mut r)?),
         _ => {
             return Err(PduError::invalid(
                 "TP-MTI",
@@ -345,6 +345,36 @@ mod tests {
             decode_hex("00040B915141608092F80000FFFFFF"),
             Err(PduError::Truncated { .. })
         ));
+    }
+
+    /// Found against libgammu: what follows TP-ST is optional and unused, so a report whose tail is cut
+    /// short or garbled still confirms its message.
+    #[test]
+    fn a_status_report_with_a_broken_optional_tail_still_decodes() {
+        let whole = "0006D60B911326880736F4111011719551401110117195714000";
+        for tail in ["", "01", "02", "80", "89EBFAE1", "FF"] {
+            let Tpdu::StatusReport(report) = decode_hex(&format!("{whole}{tail}")).unwrap().tpdu
+            else {
+                panic!("not a status report");
+            };
+            assert_eq!((report.reference, report.status), (0xD6, 0), "{tail}");
+            assert_eq!(report.recipient.value, "+31628870634", "{tail}");
+        }
+    }
+
+    /// Found against libgammu: a user data header whose last element does not fit is ignored whole
+    /// (23.040 9.2.3.24), and the text after it is read: this STOP was undecodable.
+    #[test]
+    fn a_garbled_header_is_ignored_and_the_text_kept() {
+        let Tpdu::Deliver(stop) =
+            decode_hex("00440B915141608092F80000423001214365000B0500042A0201A6D42714")
+                .unwrap()
+                .tpdu
+        else {
+            panic!("not a deliver");
+        };
+        assert_eq!(stop.user_data, UserData::Text("STOP".into()));
+        assert_eq!(stop.concat, None);
     }
 
     #[test]

@@ -3,23 +3,21 @@
 use jiff::Zoned;
 
 use super::reader::Reader;
-use super::{Encoding, PduError};
-use super::{StatusReport, UDHI, address, timestamp, user_data};
+use super::{PduError, StatusReport, address, timestamp};
 
 /// TP-MTI of SMS-STATUS-REPORT, with TP-MMS set (no more messages), as networks send it.
 const FIRST_OCTET: u8 = 0x06;
-/// A TP-PI of all ones is padding (phones that pad PDUs with FF), not a parameter indicator.
-const PADDING: u8 = 0xFF;
 
-pub(crate) fn decode(r: &mut Reader, first: u8) -> Result<StatusReport, PduError> {
+/// Reads the report up to TP-ST. What follows (TP-PI and the TP-PID, TP-DCS and TP-UD it announces) is
+/// optional (23.040 9.2.2.3) and unused here, so it is not read: networks send it cut short, padded with
+/// `FF`, or with a compressed DCS, and a report refused for that would leave its message never confirmed
+/// (libgammu takes such reports too).
+pub(crate) fn decode(r: &mut Reader) -> Result<StatusReport, PduError> {
     let reference = r.u8("TP-MR")?;
     let recipient = address::decode_tp(r, "TP-RA")?;
     let submitted = timestamp::decode_or_none(r, "TP-SCTS")?;
     let discharged = timestamp::decode_or_none(r, "TP-DT")?;
     let status = r.u8("TP-ST")?;
-    if r.remaining() > 0 {
-        skip_optional_parameters(r, first)?;
-    }
     Ok(StatusReport {
         reference,
         recipient,
@@ -27,30 +25,6 @@ pub(crate) fn decode(r: &mut Reader, first: u8) -> Result<StatusReport, PduError
         discharged,
         status,
     })
-}
-
-/// Read past TP-PI and the TP-PID, TP-DCS and TP-UD it announces, checking they are whole.
-fn skip_optional_parameters(r: &mut Reader, first: u8) -> Result<(), PduError> {
-    let indicator = r.u8("TP-PI")?;
-    if indicator == PADDING {
-        return Ok(());
-    }
-    let mut extension = indicator;
-    while extension & 0x80 != 0 {
-        extension = r.u8("TP-PI")?;
-    }
-    if indicator & 0x01 != 0 {
-        r.u8("TP-PID")?;
-    }
-    let mut encoding = Encoding::Gsm7;
-    if indicator & 0x02 != 0 {
-        let offset = r.offset();
-        encoding = user_data::encoding_from_dcs(r.u8("TP-DCS")?, offset)?;
-    }
-    if indicator & 0x04 != 0 {
-        user_data::decode(r, encoding, first & UDHI != 0)?;
-    }
-    Ok(())
 }
 
 pub(crate) fn encode(

@@ -1,7 +1,7 @@
 //! User data header (3GPP TS 23.040 9.2.3.24): a walk over the information elements that keeps the
 //! concatenation ones (IEI 0x00, 8-bit reference; IEI 0x08, 16-bit reference) and skips the rest.
 
-use super::{Concat, PduError};
+use super::Concat;
 
 /// IEI of the concatenation element with an 8-bit reference.
 const CONCAT_8BIT: u8 = 0x00;
@@ -11,31 +11,16 @@ const CONCAT_16BIT: u8 = 0x08;
 /// Octets a UDH with one 8-bit concatenation element takes, UDHL included.
 pub(crate) const CONCAT_UDH_LEN: usize = 6;
 
-/// Walk the information elements of `header` (the UDH without its UDHL octet), which starts at PDU offset
-/// `offset`. A concatenation element with impossible numbers (part 0, or past the part count) is ignored as
-/// 23.040 asks; when several appear the last valid one counts.
-pub(crate) fn parse(header: &[u8], offset: usize) -> Result<Option<Concat>, PduError> {
+/// Walk the information elements of `header` (the UDH without its UDHL octet). A concatenation element
+/// with impossible numbers (part 0, or past the part count) is ignored as 23.040 asks; when several appear
+/// the last valid one counts. An element that runs past the header's end (or has no length octet) makes
+/// the whole header ignored, as 23.040 9.2.3.24 says: the text after it is still read, so a STOP with a
+/// garbled header is a STOP, not an undecodable message.
+pub(crate) fn parse(header: &[u8]) -> Option<Concat> {
     let mut concat = None;
     let mut rest = header;
-    while let [iei, rest_after_iei @ ..] = rest {
-        let ie_offset = offset + (header.len() - rest.len());
-        let Some((&len, data_and_more)) = rest_after_iei.split_first() else {
-            return Err(PduError::invalid(
-                "TP-UDH",
-                ie_offset,
-                format!("information element {iei:#04X} has no length octet"),
-            ));
-        };
-        let Some(data) = data_and_more.get(..usize::from(len)) else {
-            return Err(PduError::invalid(
-                "TP-UDH",
-                ie_offset,
-                format!(
-                    "information element {iei:#04X} of {len} octets runs past the header end ({} left)",
-                    data_and_more.len()
-                ),
-            ));
-        };
+    while let [iei, len, data_and_more @ ..] = rest {
+        let data = data_and_more.get(..usize::from(*len))?;
         let found = match (*iei, data) {
             (CONCAT_8BIT, &[reference, parts, part]) => Some(Concat {
                 reference: u16::from(reference),
@@ -52,9 +37,10 @@ pub(crate) fn parse(header: &[u8], offset: usize) -> Result<Option<Concat>, PduE
         if let Some(c) = found.filter(|c| c.part >= 1 && c.part <= c.parts) {
             concat = Some(c);
         }
-        rest = data_and_more.get(usize::from(len)..).unwrap_or_default();
+        rest = &data_and_more[usize::from(*len)..];
     }
-    Ok(concat)
+    // A lone octet left: an element with no length.
+    if rest.is_empty() { concat } else { None }
 }
 
 /// A UDH (UDHL included) holding one 8-bit concatenation element.
@@ -68,11 +54,9 @@ mod tests {
 
     #[test]
     fn reads_8_and_16_bit_concatenation() {
-        let c = parse(&[0x00, 0x03, 0x2A, 0x02, 0x01], 0).unwrap().unwrap();
+        let c = parse(&[0x00, 0x03, 0x2A, 0x02, 0x01]).unwrap();
         assert_eq!((c.reference, c.part, c.parts), (42, 1, 2));
-        let c = parse(&[0x08, 0x04, 0x12, 0x34, 0x03, 0x03], 0)
-            .unwrap()
-            .unwrap();
+        let c = parse(&[0x08, 0x04, 0x12, 0x34, 0x03, 0x03]).unwrap();
         assert_eq!((c.reference, c.part, c.parts), (0x1234, 3, 3));
     }
 
@@ -82,32 +66,22 @@ mod tests {
         let header = [
             0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x00, 0x03, 0x07, 0x02, 0x02, 0x70, 0x01, 0x00,
         ];
-        let c = parse(&header, 0).unwrap().unwrap();
+        let c = parse(&header).unwrap();
         assert_eq!((c.reference, c.part, c.parts), (7, 2, 2));
-        assert_eq!(parse(&[], 0).unwrap(), None);
+        assert_eq!(parse(&[]), None);
     }
 
     #[test]
     fn impossible_part_numbers_are_ignored() {
-        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x00], 0).unwrap(), None);
-        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x03], 0).unwrap(), None);
+        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x00]), None);
+        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x03]), None);
     }
 
     #[test]
-    fn elements_running_past_the_header_are_errors_with_offsets() {
-        let err = parse(&[0x00, 0x03, 0x01, 0x02], 40).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PduError::Invalid {
-                    field: "TP-UDH",
-                    offset: 40,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = parse(&[0x00, 0x03, 0x01, 0x02, 0x01, 0x70], 40).unwrap_err();
-        assert!(matches!(err, PduError::Invalid { offset: 45, .. }), "{err}");
+    fn a_header_whose_last_element_does_not_fit_is_ignored_whole() {
+        // Runs past the end; a valid concatenation element before one that does; a lone IEI.
+        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02]), None);
+        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x01, 0x70, 0x05]), None);
+        assert_eq!(parse(&[0x00, 0x03, 0x01, 0x02, 0x01, 0x70]), None);
     }
 }

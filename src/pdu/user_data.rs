@@ -64,7 +64,7 @@ pub(crate) fn decode(
                     format!("a header of {udhl} octets runs past the {octets} octets of user data"),
                 ));
             };
-            (udh::parse(header, ud_offset + 1)?, 1 + usize::from(udhl))
+            (udh::parse(header), 1 + usize::from(udhl))
         }
         // No header, or a set TP-UDHI with no user data at all, which phones send (gammu at-sms/20).
         _ => (None, 0),
