@@ -79,12 +79,20 @@ struct Kept {
 struct Unrecorded {
     events: Vec<Kept>,
     due: Option<tokio::time::Instant>,
+    /// Events dropped for want of room, logged at the 1st, 2nd, 4th...
+    lost: u64,
 }
 
 impl Unrecorded {
     fn keep(&mut self, kept: Kept) {
         if self.events.len() >= KEEP_UNRECORDED {
-            warn!(modem = %event_modem(&kept.event), "the store still refuses writes: a modem event is lost");
+            self.lost += 1;
+            if self.lost.is_power_of_two() {
+                warn!(
+                    lost = self.lost,
+                    "the store still refuses writes: modem events are lost"
+                );
+            }
             return;
         }
         self.events.push(kept);
