@@ -856,10 +856,28 @@ async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers
     .await
     .expect("the part was never recorded sent");
     assert_eq!(sent["data"]["message_id"], id.as_str());
+    // Its delivery report, which may have come while the part was still waiting, is matched too.
+    let delivered = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        hooks.next("message.delivered"),
+    )
+    .await
+    .expect("the delivery report was lost");
+    assert_eq!(delivered["data"]["message_id"], id.as_str());
     let message = http.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(message["status"], "delivered", "{message}");
+    // The log says when the network took it, and that it was written down late.
+    let part_sent = message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "part_sent")
+        .unwrap();
     assert!(
-        matches!(message["status"].as_str(), Some("sent" | "delivered")),
-        "{message}"
+        part_sent["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("recorded late")),
+        "{part_sent}"
     );
     assert_eq!(sim.sends().len(), 1, "sent once");
     gateway.stop().await;
@@ -920,13 +938,34 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
             .is_some_and(|m| m.contains("deleted")),
         "{body}"
     );
+    // What is written now would be lost at the next start: refused.
+    let (status, body) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 503, "{body}");
     std::fs::rename(&moved, &db).unwrap();
+    // The writer takes writes again once a look finds the file back; a probe then ends the refusals.
+    assert_eq!(ready().await.0.as_u16(), 503);
+    until_metric(&http, "modemgate_store_writable", |n| n == 1.0).await;
     assert_eq!(ready().await.0.as_u16(), 200);
+    http.accepted(json!({"to": "+14158906431", "text": "hello"}))
+        .await;
     gateway.stop().await;
+
+    // A database that was served and is gone is not replaced by a new, empty one at the next start.
+    std::fs::rename(&db, &moved).unwrap();
+    let refused = daemon::start(&config, StartOptions::default())
+        .await
+        .err()
+        .expect("started on a missing database");
+    assert!(format!("{refused:#}").contains("is missing"), "{refused:#}");
 }
 
-/// A STOP left on the SIM because the store refused it is looked for again within a minute of the
-/// store recovering, not at the five-minute sweep.
+/// A STOP left on the SIM because the store refused it holds its number at once, in memory, and is read
+/// again and recorded within seconds of the store recovering, not at the five-minute sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_the_store_could_not_take_is_read_again_soon() {
     let dir = tempfile::tempdir().unwrap();
@@ -945,6 +984,15 @@ async fn a_stop_the_store_could_not_take_is_read_again_soon() {
         .await
         .unwrap();
     until_metric(&http, "modemgate_store_refused_batches_total", |n| n >= 1.0).await;
+    // Until it is read again and stored, the number is held in memory: nothing goes to it.
+    let (status, body) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "pay now"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 422, "{body}");
+    assert_eq!(body["error"]["code"], "opted_out", "{body}");
     beside(&db, "DROP TRIGGER refuse_inbound;");
     let opted = tokio::time::timeout(
         std::time::Duration::from_secs(60),

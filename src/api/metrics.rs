@@ -220,8 +220,8 @@ impl Metrics {
             &mut out,
             "modemgate_store_writable",
             "gauge",
-            "1 while the store takes writes; 0 while it refuses them (disk full, I/O error) or its file \
-             was deleted or replaced (a 503 for every send).",
+            "1 while the store takes writes; 0 while it refuses them (disk full, I/O error: a 503 for \
+             every send), its file was deleted or replaced, or its disk has under 16 MiB free.",
         );
         sample(
             &mut out,

@@ -668,6 +668,49 @@ fn device_problem(path: &std::path::Path) -> Option<&'static str> {
     }
 }
 
+/// What keeps `serve` from using the database at `path`, as the box stands now and for the user running
+/// check-config (the service's user may differ), if anything.
+fn storage_problem(path: &std::path::Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let lock = crate::daemon::lock::path_for(path);
+    if !path.exists() && lock.exists() {
+        return Some(format!(
+            "is missing, but {} shows modemgate served it before: it was moved or deleted, and serve \
+             refuses to start until it is back (or that lock file is deleted, for a new, empty database)",
+            lock.display()
+        ));
+    }
+    // The file if it is there, and the nearest directory that is (serve creates the ones missing, and
+    // SQLite its log beside the file).
+    let dir = path
+        .parent()
+        .into_iter()
+        .flat_map(std::path::Path::ancestors)
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .find(|p| p.exists());
+    let file = path.exists().then_some(path);
+    file.into_iter()
+        .chain(dir)
+        .find_map(|target| match access(target, AccessFlags::W_OK) {
+            Ok(()) => None,
+            Err(nix::errno::Errno::EROFS) => Some(format!(
+                "cannot be written: {} is on a read-only file system",
+                target.display()
+            )),
+            Err(errno) => Some(format!(
+                "cannot be written by this user: {}: {}",
+                target.display(),
+                errno.desc()
+            )),
+        })
+}
+
 /// With `notice_mode = "require"`, a reply rule's answer must carry the notice itself: the rules append
 /// none then, so one written without it could never be sent.
 fn reply_rule_notice(config: &Config, doc: &Doc<'_, '_>, out: &mut Vec<Diagnostic>) {
@@ -780,6 +823,12 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
                 retain.days(),
                 RetainDays::REG_F_DAYS
             ),
+        ));
+    }
+    if let Some(problem) = storage_problem(&config.storage.path) {
+        out.push(warning(
+            doc.line("storage", None, "path"),
+            format!("database `{}` {problem}", config.storage.path.display()),
         ));
     }
     // Simulated modems have no carrier watching them.
@@ -929,6 +978,25 @@ mod tests {
             )),
             "{rendered:#?}"
         );
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_written_or_has_gone_draws_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let warning_for = |path: &std::path::Path| {
+            let report = check(&format!("[storage]\npath = \"{}\"\n", path.display()));
+            report
+                .render()
+                .into_iter()
+                .find(|l| l.starts_with("t.toml:2: warning: database"))
+        };
+        // A directory to be created under one that can be written: fine.
+        assert_eq!(warning_for(&dir.path().join("new/gw.db")), None);
+        // Served before (its lock file is there), and gone.
+        let db = dir.path().join("gw.db");
+        std::fs::write(crate::daemon::lock::path_for(&db), "").unwrap();
+        let gone = warning_for(&db).unwrap();
+        assert!(gone.contains("is missing"), "{gone}");
     }
 
     #[test]

@@ -20,11 +20,11 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::api::Metrics;
-use crate::dispatch::events::{Applied, apply};
+use crate::dispatch::events::{Applied, apply_at};
 use crate::modem::job::{ModemId, WorkerEvent};
 use crate::msisdn::{Region, Sender};
 use crate::rules::inbound::{Arrival, InboundRules};
-use crate::store::{InboundOutcome, Message, MessageState, Store, StoreError};
+use crate::store::{InboundOutcome, Message, MessageState, ReportOutcome, Store, StoreError};
 
 /// How long the parts of a concatenated inbound message may take to arrive before what came is released
 /// as received. Networks deliver the parts seconds apart, rarely minutes; a part lost for good must not
@@ -63,12 +63,16 @@ struct Settled {
     result: Result<Applied, StoreError>,
     /// A copy to write again if the store could not take it (see [`Unrecorded`]).
     copy: Option<Kept>,
+    /// A one-part reply's sender and text, for [`InboundRules::hold_unstored`] if the store refuses it.
+    reply: Option<(String, String)>,
 }
 
-/// An event kept to be written again, and how often the store has refused it.
+/// An event kept to be written again, how often the store has refused it, and when it first came (a
+/// part recorded late keeps the time the network took it).
 struct Kept {
     event: WorkerEvent,
     refusals: u32,
+    at: Option<jiff::Timestamp>,
 }
 
 /// Events the store refused while it was unavailable (a full disk), written again every
@@ -100,6 +104,13 @@ impl Unrecorded {
             .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_UNRECORDED);
     }
 
+    /// Whether a part the network took waits among them.
+    fn parts_waiting(&self) -> bool {
+        self.events
+            .iter()
+            .any(|kept| matches!(kept.event, WorkerEvent::PartSent { .. }))
+    }
+
     fn take(&mut self) -> Vec<Kept> {
         self.due = None;
         std::mem::take(&mut self.events)
@@ -126,12 +137,12 @@ impl Hub {
             tokio::select! {
                 biased;
                 Some(settled) = settling.next(), if !settling.is_empty() => {
-                    if let Some(kept) = self.follow_up(settled, &inbound) {
+                    if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
                         unrecorded.keep(kept);
                     }
                 }
                 event = events.recv() => match event {
-                    Some(event) => settling.push_back(self.settle(Kept { event, refusals: 0 })),
+                    Some(event) => settling.push_back(self.settle(Kept { event, refusals: 0, at: None })),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(retry_at), if unrecorded.due.is_some() => {
@@ -143,7 +154,14 @@ impl Hub {
             }
         }
         while let Some(settled) = settling.next().await {
-            if let Some(kept) = self.follow_up(settled, &inbound) {
+            if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
+                unrecorded.keep(kept);
+            }
+        }
+        // One last try: the store may take writes again by now.
+        for kept in unrecorded.take() {
+            let settled = self.settle(kept).await;
+            if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
                 unrecorded.keep(kept);
             }
         }
@@ -162,29 +180,41 @@ impl Hub {
         let Kept {
             mut event,
             refusals,
+            at,
         } = kept;
+        let at = at.unwrap_or_else(|| self.store.now());
         normalise_sender(&mut event, self.default_region);
         let modem = event_modem(&event).clone();
         let sent_message = match &event {
             WorkerEvent::PartSent { message_id, .. } => Some(*message_id),
             _ => None,
         };
-        let copy = copy_unacked(&event).map(|event| Kept { event, refusals });
-        apply(&self.store, event).map(move |result| Settled {
+        let copy = copy_unacked(&event).map(|event| Kept {
+            event,
+            refusals,
+            at: Some(at),
+        });
+        let reply = one_part_reply(&event);
+        let late = (refusals > 0).then_some(at);
+        apply_at(&self.store, event, late).map(move |result| Settled {
             modem,
             sent_message,
             result,
             copy,
+            reply,
         })
     }
 
-    /// Acts on an applied event; returns the event to write again when the store could not take it.
-    fn follow_up(&self, settled: Settled, inbound: &Complete) -> Option<Kept> {
+    /// Acts on an applied event; returns the event to write again when the store could not take it, or,
+    /// while `parts_waiting` (parts the network took are kept to be written again), a report that matched
+    /// no part: its part may be one of them.
+    fn follow_up(&self, settled: Settled, inbound: &Complete, parts_waiting: bool) -> Option<Kept> {
         let Settled {
             modem,
             sent_message,
             result,
             copy,
+            reply,
         } = settled;
         if let Some(Kept { refusals, .. }) = &copy
             && *refusals > 0
@@ -211,24 +241,61 @@ impl Hub {
             Ok(Applied::Inbound(InboundOutcome::Partial { have, parts })) => {
                 debug!(%modem, have, parts, "inbound part stored, waiting for the rest")
             }
+            Ok(Applied::Report(ReportOutcome::Unmatched)) => match copy {
+                Some(kept) if parts_waiting => again = Some(kept),
+                _ => info!(%modem, "a delivery report matched no part sent from this modem"),
+            },
             Ok(_) => {}
             Err(error) => match copy {
-                Some(Kept { event, refusals }) if error.is_unavailable() => {
+                Some(Kept {
+                    event,
+                    refusals,
+                    at,
+                }) if error.is_unavailable() => {
                     if refusals == 0 {
                         warn!(%modem, %error, "could not record a modem event; writing it again in 5 s");
                     }
                     again = Some(Kept {
                         event,
                         refusals: refusals + 1,
+                        at,
                     });
                 }
                 // The ack was dropped: the worker neither writes the PDU nor deletes the SIM copy.
-                _ => warn!(%modem, %error, "could not record a modem event"),
+                _ => match reply {
+                    Some((sender, text)) => {
+                        let from = Sender::classify(&sender, self.default_region);
+                        warn!(%modem, from = %from.masked(), %error, "could not store a reply: it stays on the SIM and is read again in 10 s");
+                        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        if rules.hold_unstored(&sender, &text) {
+                            warn!(%modem, from = %from.masked(), "the reply reads as an opt-out: nothing goes to the number until it is stored");
+                        }
+                    }
+                    None => warn!(%modem, %error, "could not record a modem event"),
+                },
             },
         }
         // Status changes queue their webhooks inside the store; wake the deliverer for them too.
         self.webhooks.notify_one();
         again
+    }
+}
+
+/// The sender and text of a one-part reply (a STOP is one part).
+fn one_part_reply(event: &WorkerEvent) -> Option<(String, String)> {
+    match event {
+        WorkerEvent::Inbound {
+            decoded:
+                Ok(crate::pdu::Pdu {
+                    tpdu: crate::pdu::Tpdu::Deliver(deliver),
+                    ..
+                }),
+            ..
+        } if deliver.concat.is_none() => match &deliver.user_data {
+            crate::pdu::UserData::Text(text) => Some((deliver.sender.value.clone(), text.clone())),
+            crate::pdu::UserData::Binary(_) => None,
+        },
+        _ => None,
     }
 }
 

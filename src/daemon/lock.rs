@@ -29,6 +29,14 @@ pub enum LockError {
     },
 }
 
+/// The lock file for `database`. It stays on disk when the daemon stops, so it also tells that a daemon
+/// served that database before.
+pub fn path_for(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 /// Held while the daemon runs; dropping it releases the lock.
 #[derive(Debug)]
 pub struct DatabaseLock {
@@ -38,9 +46,7 @@ pub struct DatabaseLock {
 impl DatabaseLock {
     /// Takes the lock for `database`, or says who holds it. Never waits.
     pub fn acquire(database: &Path) -> Result<DatabaseLock, LockError> {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+        let path = path_for(database);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,

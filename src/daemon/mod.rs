@@ -540,6 +540,19 @@ async fn open_store(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the database directory {}", dir.display()))?;
     }
+    // A database that was served before and is gone now was moved or deleted: starting a new, empty one
+    // in its place would forget the opt-outs, and texts would go to people who said STOP.
+    let lock_file = lock::path_for(&path);
+    if !path.exists() && lock_file.exists() {
+        anyhow::bail!(
+            "the database {} is missing, but {} shows that modemgate served it before: it was moved or \
+             deleted. Put it back; or, to start with a new, empty database (no message history and no \
+             opt-outs), delete {}",
+            path.display(),
+            lock_file.display(),
+            lock_file.display()
+        );
+    }
     // Before the store opens: its start-up recovery must never run under another daemon's feet.
     let lock = lock::DatabaseLock::acquire(&path)?;
     let open = store::OpenOptions {

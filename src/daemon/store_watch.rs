@@ -1,12 +1,13 @@
 //! Watches the store for trouble the admin must hear of even when nothing is being written: a store that
 //! refuses writes (a full disk) is probed until it takes them again, so `/readyz` recovers without waiting
-//! for a message; a database file deleted or replaced under the running daemon is an error in the journal
-//! (its writes would go to a file no later start reads).
+//! for a message; a disk all but full is a warning before it refuses writes; a database file deleted or
+//! replaced under the running daemon is an error in the journal, and the writer refuses every write until
+//! the file is back (they would go to a file no later start reads).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::store::{Store, StoreError};
 
@@ -22,6 +23,7 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Looks since the file was first seen changed; `None` while it is the file opened.
     let mut changed_for: Option<u32> = None;
+    let mut short_of_room = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -39,9 +41,17 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
                 // A commit that succeeds resets the writer's count, and it logs that itself.
                 let _ = store.probe().await;
             }
+            Err(error @ StoreError::DiskFull { .. }) => {
+                if !std::mem::replace(&mut short_of_room, true) {
+                    warn!(%error, "the disk is all but full: /readyz says not ready, and sends are refused once it is full");
+                }
+            }
             _ => {
                 if changed_for.take().is_some() {
                     info!("the database file is the one the daemon opened again");
+                }
+                if std::mem::take(&mut short_of_room) {
+                    info!("the disk holding the database has room again");
                 }
             }
         }

@@ -626,7 +626,8 @@ impl Dispatcher {
         now: Timestamp,
     ) {
         if error.is_unavailable() {
-            tracing::error!(%id, %error, "store unavailable; retrying the message later");
+            // The writer logs the store's failure itself; a line per message every 5 s would flood.
+            tracing::debug!(%id, %error, "store unavailable; retrying the message later");
             let entry = QueueEntry {
                 not_before: Some(after(now, STORE_RETRY)),
                 ..entry
@@ -671,7 +672,7 @@ impl Dispatcher {
             Some(JobOutcome::NotAttempted) => {
                 self.requeue(
                     &flight,
-                    "not attempted: the modem could not take it",
+                    "not attempted: the modem could not take it, or the store could not record it as submitting",
                     Handback::NothingWritten,
                 )
                 .await
@@ -689,7 +690,7 @@ impl Dispatcher {
         match written {
             Ok(()) => {}
             Err(error) if error.is_unavailable() => {
-                tracing::error!(%id, %error, "store unavailable; recording the job's outcome again later");
+                tracing::debug!(%id, %error, "store unavailable; recording the job's outcome again later");
                 self.flying.insert(id);
                 let at = after(self.clock.now(), STORE_RETRY);
                 self.unsettled.push((at, flight, outcome));

@@ -28,6 +28,16 @@ pub enum Applied {
 /// reordering one modem's events. On a store error the ack is dropped, so the worker does not write the
 /// PDU (`Submitting`) or delete the message from the SIM (`Inbound`).
 pub fn apply(store: &Store, event: WorkerEvent) -> BoxFuture<'static, Result<Applied, StoreError>> {
+    apply_at(store, event, None)
+}
+
+/// [`apply`] for an event that happened at `at` and is recorded late (the store refused it then): a part
+/// sent keeps the time the network took it.
+pub fn apply_at(
+    store: &Store,
+    event: WorkerEvent,
+    at: Option<jiff::Timestamp>,
+) -> BoxFuture<'static, Result<Applied, StoreError>> {
     match event {
         WorkerEvent::Submitting {
             modem,
@@ -53,7 +63,7 @@ pub fn apply(store: &Store, event: WorkerEvent) -> BoxFuture<'static, Result<App
             part,
             reference,
         } => store
-            .part_sent(message_id, part, &modem, reference)
+            .part_sent_at(message_id, part, &modem, reference, at)
             .map_ok(Applied::PartSent)
             .boxed(),
         WorkerEvent::Inbound {

@@ -29,7 +29,7 @@ enum HandOver {
 }
 
 /// How soon a message the daemon could not store is looked for again on the SIM.
-const UNSTORED_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+const UNSTORED_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Health polls (a minute apart when idle) at which a modem that refused every `AT+CNMI` setting is
 /// asked again: a modem opened before its SMS stack was ready takes one within minutes.

@@ -145,6 +145,21 @@ impl InboundRules {
         self.run(store, modem, message, Arrival::Replayed).await
     }
 
+    /// For a reply the store could not take (a full disk): when it reads as an opt-out, its sender is
+    /// suppressed in memory at once (see [`OptOuts::hold`]), so no text goes to them between the store
+    /// recovering and the reply being read again from the SIM. Returns whether the number was held now.
+    pub fn hold_unstored(&self, sender: &str, text: &str) -> bool {
+        let Sender::Msisdn(number) = Sender::classify(sender, self.classifier.region) else {
+            return false;
+        };
+        match self.classifier.keywords.classify(text) {
+            Keyword::OptOut { .. } | Keyword::LooksLikeOptOut { .. } => {
+                self.optouts.hold(number.as_str())
+            }
+            _ => false,
+        }
+    }
+
     async fn run(
         &self,
         store: &Store,

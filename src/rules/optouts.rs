@@ -98,6 +98,19 @@ impl OptOuts {
         Ok(true)
     }
 
+    /// Suppresses `number` in memory only, as a reply under review would (so a STOP recorded later
+    /// replaces it): for a reply that reads as an opt-out but could not be stored (a full disk). It stays on
+    /// the SIM, is read again and recorded once the store takes writes; until then nothing goes to the
+    /// number. Returns whether it was not suppressed already.
+    pub fn hold(&self, number: &str) -> bool {
+        let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+        if numbers.contains_key(number) {
+            return false;
+        }
+        numbers.insert(number.to_owned(), OptOutSource::Review);
+        true
+    }
+
     /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was
     /// opted out. It stays suppressed until the store has the change.
     pub async fn remove(&self, number: &str, origin: Origin<'_>) -> Result<bool, StoreError> {

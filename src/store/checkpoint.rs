@@ -235,8 +235,8 @@ impl LogKeeper {
         let step = self.policy.after_commit(frames, copied_before, now);
         match self.overrun.after_commit(frames, self.policy.limit) {
             Some(true) => tracing::warn!(
-                log_mb = u64::from(frames) * 4096 / 1_000_000,
-                limit_mb = u64::from(self.policy.limit) * 4096 / 1_000_000,
+                log_mb = u64::from(frames) * 4096 / 1_048_576,
+                limit_mb = u64::from(self.policy.limit) * 4096 / 1_048_576,
                 "the write-ahead log cannot start over: a reader holds an old snapshot of the database \
                  (an sqlite3 shell with a transaction open? a backup left running?); it grows until that \
                  reader ends"
@@ -246,7 +246,7 @@ impl LogKeeper {
         }
         if let Some(file_frames) = self.policy.file_change() {
             tracing::debug!(
-                file_mb = u64::from(file_frames) * 4096 / 1_000_000,
+                file_mb = u64::from(file_frames) * 4096 / 1_048_576,
                 "the write-ahead log file is kept at up to this size from its next start over"
             );
             set_file_limit(conn, file_frames);

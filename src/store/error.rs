@@ -51,10 +51,14 @@ pub enum StoreError {
         "the database refuses writes: its last {refused} batches failed (disk full? see the journal)"
     )]
     Unwritable { refused: u64 },
-    /// The database file at the configured path is not the one the daemon opened: writes go to a file
-    /// no later start will read.
+    /// The disk holding the database is all but full: the next write may fail.
+    #[error("the disk holding the database has only {free_kib} KiB free")]
+    DiskFull { free_kib: u64 },
+    /// The database file at the configured path is not the one the daemon opened: its writes would go to
+    /// a file no later start reads, so they are refused.
     #[error(
-        "database {path} was {what} while the daemon runs: restart it to use the file now there"
+        "database {path} was {what} while the daemon runs: writes are refused until the file it opened is \
+         back at that path (a restart would open the file there now, or a new, empty one)"
     )]
     FileChanged { path: PathBuf, what: &'static str },
     /// The idempotency key was used before with a different body (HTTP 409).
@@ -88,6 +92,7 @@ impl StoreError {
                 | StoreError::Closed
                 | StoreError::Io { .. }
                 | StoreError::Unwritable { .. }
+                | StoreError::DiskFull { .. }
                 | StoreError::FileChanged { .. }
         )
     }

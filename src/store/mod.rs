@@ -123,6 +123,10 @@ struct Inner {
     recovery: Recovery,
 }
 
+/// Free space on the database's file system below which the store does not count as writable (see
+/// [`Store::check`]): room for a few batches of a campaign. Less, and writes may fail at any moment.
+const ROOM: u64 = 16 * 1024 * 1024;
+
 /// The (device, inode) of the file at `path`, `None` when there is none.
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -197,7 +201,7 @@ impl Store {
             tracing::warn!(
                 unknown = recovery.unknown.len(),
                 requeued = recovery.requeued.len(),
-                "recovered messages left in flight by a crash"
+                "recovered messages left in flight at the last stop (a crash, or a stop the store could not record)"
             );
         }
         let checkpointer = if options.background_checkpoints {
@@ -242,9 +246,9 @@ impl Store {
         }
     }
 
-    /// Whether the store can take writes, as far as it knows without writing: its last batch was
-    /// committed (not refused for a full disk or an I/O error), and the file at its path is the one it
-    /// opened. [`probe`](Self::probe) learns when a refusing store takes writes again.
+    /// Whether the store can take writes, as far as it knows without writing: the file at its path is the
+    /// one it opened, its last batch was committed (not refused for a full disk or an I/O error), and its
+    /// disk has [`ROOM`] free. [`probe`](Self::probe) learns when a refusing store takes writes again.
     pub fn check(&self) -> Result<()> {
         if let Some(what) = self.file_changed() {
             return Err(StoreError::FileChanged {
@@ -253,22 +257,53 @@ impl Store {
             });
         }
         match self.writer_stats().failing {
-            0 => Ok(()),
+            0 => self.room(),
             refused => Err(StoreError::Unwritable { refused }),
         }
     }
 
-    /// How the file at the store's path differs from the one opened, if it does.
-    fn file_changed(&self) -> Option<&'static str> {
-        match (self.inner.file, file_identity(&self.inner.path)) {
-            (Some(_), None) => Some("deleted"),
-            (Some(opened), Some(now)) if opened != now => Some("replaced"),
-            _ => None,
+    /// Whether the database's file system has [`ROOM`] free (when it can tell).
+    fn room(&self) -> Result<()> {
+        let dir = match self.inner.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let Ok(fs) = nix::sys::statvfs::statvfs(dir) else {
+            return Ok(());
+        };
+        // 64 bits here, 32 on a 32-bit ARM board.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+        if free < ROOM {
+            return Err(StoreError::DiskFull {
+                free_kib: free / 1024,
+            });
         }
+        Ok(())
     }
 
-    /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`.
+    /// How the file at the store's path differs from the one opened, if it does; the writer refuses every
+    /// batch from the first look that finds it so until one finds it back.
+    fn file_changed(&self) -> Option<&'static str> {
+        use writer::FileMoved;
+        let moved = match (self.inner.file, file_identity(&self.inner.path)) {
+            (Some(_), None) => FileMoved::DELETED,
+            (Some(opened), Some(now)) if opened != now => FileMoved::REPLACED,
+            _ => FileMoved::NO,
+        };
+        self.inner
+            .writer
+            .stats
+            .moved
+            .store(moved, std::sync::atomic::Ordering::Relaxed);
+        FileMoved::describe(moved)
+    }
+
+    /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`. Not while
+    /// the disk has less than [`ROOM`] free: on a full disk a row that small still fits in the log's spare
+    /// room, and the store would read as writable again while every real batch is refused.
     pub async fn probe(&self) -> Result<()> {
+        self.room()?;
         self.inner
             .writer
             .write(|ctx| {
@@ -406,11 +441,26 @@ impl Store {
         modem: &str,
         tp_mr: u8,
     ) -> impl Future<Output = Result<MessageState>> + Send + 'static {
+        self.part_sent_at(id, part, modem, tp_mr, None)
+    }
+
+    /// [`part_sent`](Self::part_sent) for a part the network took at `at` (`None`: now), recorded late
+    /// because the store refused it then: the log keeps when it went out, which shows it inside the
+    /// recipient's sending window, not when the disk had room again.
+    pub fn part_sent_at(
+        &self,
+        id: Uuid,
+        part: u16,
+        modem: &str,
+        tp_mr: u8,
+        at: Option<Timestamp>,
+    ) -> impl Future<Output = Result<MessageState>> + Send + 'static {
         let modem = modem.to_owned();
         let zone = self.inner.cap_zone.clone();
         self.inner.writer.write(move |ctx| {
-            let day = ctx.now.to_zoned(zone).date().to_string();
-            write::part_sent(ctx, id, part, &modem, tp_mr, &day)
+            let at = at.unwrap_or(ctx.now);
+            let day = at.to_zoned(zone).date().to_string();
+            write::part_sent(ctx, id, part, &modem, tp_mr, &day, at)
         })
     }
 

@@ -494,6 +494,7 @@ pub(crate) fn part_sent(
     modem: &str,
     tp_mr: u8,
     day: &str,
+    at: Timestamp,
 ) -> Result<MessageState> {
     // A late report of a part sent before its job failed or was lost is still recorded (its TP-MR matches
     // delivery reports); only a message still sending moves on.
@@ -504,10 +505,10 @@ pub(crate) fn part_sent(
         id,
         part,
         "state = 'sent', modem = ?3, tp_mr = ?4, sent_at = ?5",
-        &[&modem, &tp_mr, &ms(ctx.now)],
+        &[&modem, &tp_mr, &ms(at)],
     )?;
     bump_modem(ctx, modem, "parts_sent")?;
-    count_contact(ctx.conn, id, modem, ctx.now)?;
+    count_contact(ctx.conn, id, modem, at)?;
     // The SIM's number now, for the log: it must not change when the SIM or the port does.
     ctx.conn
         .prepare_cached(
@@ -525,7 +526,13 @@ pub(crate) fn part_sent(
         )
         .and_then(|mut st| st.execute(params![modem, day]))
         .map_err(DB)?;
-    let detail = format!("TP-MR {tp_mr}");
+    let detail = if at == ctx.now {
+        format!("TP-MR {tp_mr}")
+    } else {
+        format!(
+            "TP-MR {tp_mr}; taken by the network at {at}, recorded late (the store refused it then)"
+        )
+    };
     append_event(
         ctx,
         id,

@@ -186,6 +186,26 @@ pub(crate) struct Stats {
     failing: AtomicU64,
     /// Every batch refused since the store was opened, for `/metrics`.
     refused: AtomicU64,
+    /// How the database file at the store's path differs from the one opened (0: it does not, see
+    /// [`FileMoved`]), as the store last looked: every batch is refused meanwhile.
+    pub moved: std::sync::atomic::AtomicU8,
+}
+
+/// Codes for [`Stats::moved`].
+pub(crate) struct FileMoved;
+
+impl FileMoved {
+    pub const NO: u8 = 0;
+    pub const DELETED: u8 = 1;
+    pub const REPLACED: u8 = 2;
+
+    pub fn describe(code: u8) -> Option<&'static str> {
+        match code {
+            Self::DELETED => Some("moved away or deleted"),
+            Self::REPLACED => Some("replaced"),
+            _ => None,
+        }
+    }
 }
 
 impl Stats {
@@ -322,8 +342,17 @@ fn commit_batch(
     batch: impl Iterator<Item = Box<dyn Job>>,
     stats: &Stats,
 ) {
-    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let error = StoreError::sqlite("beginning a transaction")(error);
+    let began = match FileMoved::describe(stats.moved.load(Ordering::Relaxed)) {
+        // Whatever is committed now would be in a file no later start reads.
+        Some(what) => Err(StoreError::FileChanged {
+            path: conn.path().unwrap_or_default().into(),
+            what,
+        }),
+        None => conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::sqlite("beginning a transaction")),
+    };
+    if let Err(error) = began {
         let mut requests = 0;
         batch.for_each(|job| {
             requests += 1;
