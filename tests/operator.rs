@@ -200,6 +200,7 @@ async fn send_waits_for_the_sim_and_status_shows_the_modem_and_the_queue() {
         Some("queue: 0 queued, 1 scheduled, 0 sending; last 24 h: 0 failed, 0 unknown"),
         "{out}"
     );
+    assert_eq!(lines.next(), Some("store: ready"), "{out}");
     gateway.stop().await;
 }
 

@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn a_cause_already_quoted_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::ReadOnlyFilesystem, "Read-only file system");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            "Read-only file system",
+        );
         let quoted = anyhow::Error::new(crate::daemon::lock::LockError::Io {
             path: "/ro/gw.db.lock".into(),
             source: io,
@@ -52,6 +55,9 @@ mod tests {
             "modemgate: starting: cannot lock /ro/gw.db.lock: Read-only file system"
         );
         let chained = anyhow::anyhow!("disk\nfull").context("opening the database");
-        assert_eq!(one_line(&chained), "modemgate: opening the database: disk full");
+        assert_eq!(
+            one_line(&chained),
+            "modemgate: opening the database: disk full"
+        );
     }
 }

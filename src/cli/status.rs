@@ -69,9 +69,16 @@ pub async fn run(args: StatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
     ] {
         queue.push((status, count(&client, status, since).await?));
     }
+    // Whether sends are taken now: a full disk or a database moved away shows nowhere else.
+    let store = match client.get("/readyz").await {
+        Ok(_) => "store: ready".to_owned(),
+        Err(ClientError::Api { message, .. }) => format!("store: NOT READY: {message}"),
+        Err(error) => return Err(error.into()),
+    };
     writeln!(out, "modemgate at {}", client.base())?;
     out.write_all(modem_table(&modems, jiff::Timestamp::now()).as_bytes())?;
     writeln!(out, "{}", queue_line(&queue))?;
+    writeln!(out, "{store}")?;
     Ok(())
 }
 
