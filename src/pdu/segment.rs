@@ -1,13 +1,15 @@
 //! Splitting a text into SMS parts, smart encoding, and the segment calculator.
 //!
 //! One part holds 160 GSM septets or 70 UTF-16 units; a concatenated part loses 6 octets to its UDH and holds
-//! 153 septets or 67 units. Parts are cut between characters, so an escape sequence (2 septets) or a
-//! surrogate pair (2 units) never straddles two parts: a part may hold one unit less than the limit.
+//! 153 septets or 67 units. Parts are cut between characters as a reader sees them (grapheme clusters), so
+//! an escape sequence (2 septets), a surrogate pair (2 units), an accent typed as a combining mark or an
+//! emoji sequence never straddles two parts: a part may hold a few units less than the limit.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_segmentation::UnicodeSegmentation;
 
 use super::{Encoding, EncodingChoice, PduError, SegmentInfo, gsm7};
 
@@ -131,14 +133,30 @@ pub(crate) fn plan(text: &str, choice: EncodingChoice, smart: bool) -> Result<Pl
     let limit = coding.part_limit();
     let mut ranges = Vec::with_capacity(total.div_ceil(limit));
     let (mut start, mut used) = (0, 0);
-    for (at, c) in text.char_indices() {
-        let cost = coding.cost(c);
-        if used + cost > limit {
-            ranges.push(start..at);
-            start = at;
-            used = 0;
+    // Cut between what a reader sees as one character: a letter and its combining accents, an emoji with
+    // its skin tone or joined family, a flag's two letters. A phone shows each part as it arrives, and a
+    // cut inside one shows a stray accent or half a flag (libgammu's and phones' splitters avoid it too).
+    // A cluster longer than a whole part (a pile of combining marks) is cut between its characters.
+    for (cluster_at, cluster) in text.grapheme_indices(true) {
+        let cost: usize = cluster.chars().map(|c| coding.cost(c)).sum();
+        if cost <= limit {
+            if used + cost > limit {
+                ranges.push(start..cluster_at);
+                start = cluster_at;
+                used = 0;
+            }
+            used += cost;
+            continue;
         }
-        used += cost;
+        for (offset, c) in cluster.char_indices() {
+            let cost = coding.cost(c);
+            if used + cost > limit {
+                ranges.push(start..cluster_at + offset);
+                start = cluster_at + offset;
+                used = 0;
+            }
+            used += cost;
+        }
     }
     ranges.push(start..text.len());
     if ranges.len() > MAX_PARTS {
@@ -275,6 +293,33 @@ mod tests {
         assert_eq!(parts[0], "ж".repeat(66));
         assert!(parts[1].starts_with('😀'));
         assert_eq!(p.info().remaining_in_last, 67 - 12);
+    }
+
+    /// Found against libgammu: a combining accent, a flag's second letter or a skin tone began the next
+    /// part, so a phone showing the first part alone showed a bare letter or half a flag.
+    #[test]
+    fn what_a_reader_sees_as_one_character_is_never_split() {
+        for (unit, what) in [
+            (
+                "\u{0928}\u{093F}",
+                "Devanagari syllable (consonant + vowel sign)",
+            ),
+            ("\u{1F1FA}\u{1F1F8}", "flag"),
+            ("\u{1F44D}\u{1F3FD}", "thumbs up with skin tone"),
+        ] {
+            // 66 units, then the cluster straddles the 67-unit boundary.
+            let text = format!("{}{unit}{}", "ж".repeat(66), "ж".repeat(10));
+            let p = plan(&text, EncodingChoice::Auto, false).unwrap();
+            let parts: Vec<&str> = p.parts().collect();
+            assert_eq!(parts[0], "ж".repeat(66), "{what}");
+            assert!(parts[1].starts_with(unit), "{what}");
+            assert_eq!(parts.concat(), text, "{what}");
+        }
+        // A cluster longer than a part is cut inside it rather than refused.
+        let pile = format!("a{}", "\u{0301}".repeat(200));
+        let p = plan(&pile, EncodingChoice::Ucs2, false).unwrap();
+        assert_eq!(p.parts().collect::<String>(), pile);
+        assert!(p.parts().all(|part| part.encode_utf16().count() <= 67));
     }
 
     #[test]
