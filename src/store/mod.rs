@@ -248,7 +248,7 @@ impl Store {
 
     /// Whether the store can take writes, as far as it knows without writing: the file at its path is the
     /// one it opened, its last batch was committed (not refused for a full disk or an I/O error), and its
-    /// disk has [`ROOM`] free. [`probe`](Self::probe) learns when a refusing store takes writes again.
+    /// disk has 16 MiB free. [`probe`](Self::probe) learns when a refusing store takes writes again.
     pub fn check(&self) -> Result<()> {
         if let Some(what) = self.file_changed() {
             return Err(StoreError::FileChanged {
@@ -300,7 +300,7 @@ impl Store {
     }
 
     /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`. Not while
-    /// the disk has less than [`ROOM`] free: on a full disk a row that small still fits in the log's spare
+    /// the disk has less than 16 MiB free: on a full disk a row that small still fits in the log's spare
     /// room, and the store would read as writable again while every real batch is refused.
     pub async fn probe(&self) -> Result<()> {
         self.room()?;
