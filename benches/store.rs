@@ -28,6 +28,7 @@ fn message(writer: usize, n: usize) -> NewMessage {
         reference: Some(format!("acct-{writer}")),
         metadata: None,
         tz: Some("America/New_York".into()),
+        region: None,
         category: Category::Standard,
     }
 }

@@ -18,7 +18,7 @@ fn message(n: usize) -> NewMessage {
         encoding: TextEncoding::Gsm7,
         parts: vec![NewPart { tpdu_length: 130, pdu_hex: "0011000B915155210000F00000AA".repeat(10) }],
         priority: 0, send_at: None, expires_at: None,
-        reference: Some(format!("acct-{n}")), metadata: None, tz: None, category: Category::Standard,
+        reference: Some(format!("acct-{n}")), metadata: None, tz: None, region: None, category: Category::Standard,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct ComposeOptions {
     pub metadata: Option<Value>,
     /// The recipient's IANA time zone, for quiet hours.
     pub tz: Option<String>,
+    /// The region of the recipient's address (`US-MA`), for its quiet hours and caps.
+    pub region: Option<String>,
     pub category: Category,
     pub encoding: EncodingChoice,
     /// Replace look-alike characters so the text stays GSM 7-bit (`[pdu] smart_encoding`).
@@ -44,6 +46,7 @@ impl Default for ComposeOptions {
             reference: None,
             metadata: None,
             tz: None,
+            region: None,
             category: Category::Standard,
             encoding: EncodingChoice::Auto,
             smart: true,
@@ -115,6 +118,7 @@ pub fn compose(to: &str, text: &str, opts: ComposeOptions) -> Result<NewMessage,
         reference: opts.reference,
         metadata: opts.metadata,
         tz: opts.tz,
+        region: opts.region,
         category: opts.category,
     })
 }

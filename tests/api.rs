@@ -598,6 +598,11 @@ async fn send_fields_are_validated_with_their_names() {
             "send_at",
         ),
         (
+            json!({"to": TO, "text": "hi", "region": "Massachusetts"}),
+            "invalid_region",
+            "region",
+        ),
+        (
             json!({"to": TO, "text": "hi", "tz": "Europe/Atlantis"}),
             "invalid_tz",
             "tz",
@@ -692,7 +697,7 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
     let server = serve().await;
     let body = json!({
         "to": "0151 23456789", "text": "x".repeat(161), "priority": "high", "reference": "case-7",
-        "metadata": {"debtor": 42}, "tz": "Europe/Berlin"
+        "metadata": {"debtor": 42}, "tz": "Europe/Berlin", "region": "de-be"
     });
     let accepted = server
         .post_json("/v1/messages", "cms-token", body)
@@ -723,6 +728,10 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
         (Some("case-7"), Some(42))
     );
     assert_eq!(detail["priority"], 8);
+    assert_eq!(
+        (detail["tz"].as_str(), detail["region"].as_str()),
+        (Some("Europe/Berlin"), Some("DE-BE"))
+    );
     assert_eq!(detail["part_list"].as_array().unwrap().len(), 2);
     assert_eq!(detail["events"][0]["kind"], "accepted", "{detail}");
 
@@ -937,7 +946,7 @@ async fn the_record_says_when_a_message_was_sent_and_delivered() {
     );
     assert_eq!(
         header[14..].join(","),
-        "sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata,api_key"
+        "sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata,api_key,region"
     );
     assert_eq!(column("category"), "standard");
     assert_eq!(column("api_key"), "cms", "the key that sent it");
@@ -2135,6 +2144,7 @@ async fn store_with_a_delivered_message(path: &std::path::Path, targets: &[Targe
             reference: None,
             metadata: None,
             tz: None,
+            region: None,
             category: modemgate::store::Category::Standard,
         })
         .await

@@ -550,6 +550,71 @@ async fn quiet_hours_hold_in_the_recipients_zone() {
     gw.stop().await;
 }
 
+/// The region a send gives for the debtor's address brings its rules whatever the number: a
+/// Massachusetts resident with a New York mobile is capped at two texts a week (the built-in rule), and an
+/// Ontario resident with one keeps Ontario's Sunday hours (13:00-17:00), stored and restored with the
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_of_the_address_brings_its_cap_and_its_hours() {
+    // A Sunday, 12:00 in New York and Toronto.
+    let t0 = at("2026-06-07T12:00:00[America/New_York]");
+    let hours = |h: i64| t0.checked_add(SignedDuration::from_hours(h)).unwrap();
+    let mut gw = Gateway::start("", t0).await;
+    let in_boston = ComposeOptions {
+        region: Some("US-MA".into()),
+        ..ComposeOptions::default()
+    };
+    let new_york = "+12125550123";
+    for (n, text) in ["one", "two"].into_iter().enumerate() {
+        gw.set_clock(hours(n as i64)).await;
+        let sent = gw.send(new_york, text, in_boston.clone()).await;
+        gw.wait_sent(sent).await;
+    }
+    let third = gw.send(new_york, "three", in_boston).await;
+    // The same number with no region is not capped.
+    let unknown_address = gw
+        .send(new_york, "no region", ComposeOptions::default())
+        .await;
+    gw.dispatch.flush().await;
+    let held = gw.message(third).await;
+    assert_eq!(
+        (held.state, held.hold_reason.as_deref(), held.not_before),
+        (
+            MessageState::Scheduled,
+            Some("contact_cap"),
+            Some(hours(168))
+        )
+    );
+    assert_eq!(held.region.as_deref(), Some("US-MA"));
+    gw.wait_sent(unknown_address).await;
+
+    // Sunday 12:00: New York's window is open, Ontario's opens at 13:00.
+    gw.set_clock(hours(0)).await;
+    let ontario = gw
+        .send(
+            "+12125550188",
+            "Sunday",
+            ComposeOptions {
+                region: Some("CA-ON".into()),
+                ..ComposeOptions::default()
+            },
+        )
+        .await;
+    gw.dispatch.flush().await;
+    let waiting = gw.message(ontario).await;
+    assert_eq!(
+        (
+            waiting.state,
+            waiting.hold_reason.as_deref(),
+            waiting.not_before
+        ),
+        (MessageState::Scheduled, Some("quiet_hours"), Some(hours(1)))
+    );
+    gw.set_clock(hours(1)).await;
+    gw.wait_sent(ontario).await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contact_cap_counts_hand_offs_to_the_168_hour_boundary() {
     let caps = "[quiet_hours]\nenabled = false\n[[caps.rules]]\nprefixes = [\"+1617\"]\nmax = 2\nwindow = \"168h\"\n";

@@ -248,6 +248,7 @@ fn new_message(to: &str, parts: usize) -> NewMessage {
         reference: None,
         metadata: None,
         tz: None,
+        region: None,
         category: Category::Standard,
     }
 }
@@ -1516,6 +1517,7 @@ async fn a_backlog_far_beyond_the_window_goes_out_once_each_in_order() {
             not_before: None,
             expires_at: None,
             tz: None,
+            region: None,
             pinned_modem: None,
             attempts: 0,
             parts: 1,

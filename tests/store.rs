@@ -75,6 +75,7 @@ fn message(to: &str, text: &str, parts: usize) -> NewMessage {
         reference: None,
         metadata: None,
         tz: None,
+        region: None,
         category: Category::Standard,
     }
 }

@@ -38,6 +38,8 @@ pub struct MessageView {
     pub reference: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub tz: Option<String>,
+    /// The region of the recipient's address, as the send gave it.
+    pub region: Option<String>,
     /// The modem that sent or received it.
     pub modem: Option<String>,
     #[serde(serialize_with = "crate::wire_time::serialize_option")]
@@ -85,6 +87,7 @@ impl From<store::Message> for MessageView {
             reference: m.reference,
             metadata: m.metadata,
             tz: m.tz,
+            region: m.region,
             modem: m.modem,
             send_at: m.send_at,
             expires_at: m.expires_at,

@@ -79,6 +79,7 @@ error_codes! {
     InvalidPriority => "invalid_priority",
     InvalidEncoding => "invalid_encoding",
     InvalidTz => "invalid_tz",
+    InvalidRegion => "invalid_region",
     InvalidLanguage => "invalid_language",
     ReferenceTooLong => "reference_too_long",
     MetadataTooLarge => "metadata_too_large",

@@ -126,6 +126,7 @@ impl Gateway {
             reference: request.reference,
             metadata: request.metadata.map(Value::Object),
             tz: request.tz,
+            region: request.region,
             category: store::Category::Standard,
             encoding: request.encoding,
             smart: request.smart,

@@ -353,7 +353,7 @@ pub async fn conversation(
 }
 
 /// The columns of session 1's export come first, in their order; later ones are added at the end.
-const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error,sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata,api_key\r\n";
+const CSV_HEADER: &str = "id,direction,status,to,from,text,parts,encoding,priority,reference,modem,created_at,updated_at,error,sent_at,delivered_at,category,error_code,send_at,expires_at,tz,metadata,api_key,region\r\n";
 
 /// One RFC 4180 field: quoted when it holds a comma, quote or line break. A value a spreadsheet would run
 /// as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection, e.g. from an inbound SMS text) gets a
@@ -409,6 +409,7 @@ fn csv_row(m: &super::backend::MessageView) -> String {
             .map(|v| v.to_string())
             .unwrap_or_default(),
         m.api_key.clone().unwrap_or_default(),
+        m.region.clone().unwrap_or_default(),
     ];
     let mut row = String::new();
     for (i, field) in fields.iter().enumerate() {

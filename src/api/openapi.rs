@@ -233,6 +233,9 @@ fn schema_definitions() -> Value {
             "metadata": {"type": "object", "description": format!("at most {MAX_METADATA} bytes serialised \
                 (a JSON string in a form)")},
             "tz": {"type": "string", "description": "the recipient's IANA time zone, for quiet hours"},
+            "region": {"type": "string", "pattern": "^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$",
+                "description": "the region of the recipient's address, ISO 3166 (US-MA, CA-ON, MX): its \
+                    quiet hours apply besides the number's, and caps with that region count the send"},
             "language": {"type": "string", "enum": ["en", "es", "fr"], "default": "en",
                 "description": "the recipient's language: which [optout] notice the text gets"}}},
         "BatchRequest": {"type": "object", "required": ["messages"], "properties": {"messages": {
@@ -264,7 +267,8 @@ fn schema_definitions() -> Value {
             "text": {"type": "string"}, "parts": {"type": "integer"}, "encoding": encoding,
             "priority": {"type": "integer", "description": "0-9, higher first"},
             "reference": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
-            "tz": {"type": ["string", "null"]}, "modem": {"type": ["string", "null"]},
+            "tz": {"type": ["string", "null"]}, "region": {"type": ["string", "null"]},
+            "modem": {"type": ["string", "null"]},
             "send_at": optional_time, "expires_at": optional_time, "created_at": time, "updated_at": time,
             "sent_at": {"type": ["string", "null"], "format": "date-time",
                 "description": "sent and delivered messages: when the last part was sent; received \

@@ -81,6 +81,8 @@ pub struct SendRequest {
     pub metadata: Option<Map<String, Value>>,
     /// A valid IANA zone name.
     pub tz: Option<String>,
+    /// The region of the recipient's address, upper case (`US-MA`).
+    pub region: Option<String>,
     /// The recipient's language: which of the configured opt-out notices the text gets.
     pub language: Language,
     /// What the segment calculator said about `text`.
@@ -121,6 +123,7 @@ impl Validator {
         let reference = fields.take_string_or_integer("reference")?;
         let metadata = fields.take("metadata");
         let tz = fields.take_string("tz")?;
+        let region = fields.take_string("region")?;
         let language = fields.take_string("language")?;
         fields.finish()?;
         let language = match language.as_deref() {
@@ -228,6 +231,20 @@ impl Validator {
                 ));
             }
         }
+        if let Some(code) = region
+            .as_deref()
+            .filter(|code| !crate::rules::is_region(code))
+        {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidRegion,
+                "region",
+                format!(
+                    "{code:?} is not an ISO 3166 region: a country such as \"MX\" or a state or province \
+                     such as \"US-MA\" or \"CA-ON\""
+                ),
+            ));
+        }
+        let region = region.map(|code| code.to_ascii_uppercase());
         let too_long = |parts: usize| {
             ApiError::invalid(
                 ErrorCode::TextTooLong,
@@ -257,6 +274,7 @@ impl Validator {
             reference,
             metadata,
             tz,
+            region,
             language,
             segments,
         })

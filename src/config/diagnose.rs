@@ -758,8 +758,10 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             doc.line("caps", None, "rules"),
             format!(
                 "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), \
-                 and none keeps it: add a rule for {} if you text Massachusetts numbers",
-                crate::rules::caps::MASSACHUSETTS.join(", ")
+                 and none keeps it: add a rule with prefixes {} and regions [\"{}\"] (recipients whose \
+                 address is in Massachusetts, whatever their number) if you text Massachusetts residents",
+                crate::rules::caps::MASSACHUSETTS.join(", "),
+                crate::rules::caps::MASSACHUSETTS_REGION
             ),
         ));
     }

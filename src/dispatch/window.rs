@@ -265,6 +265,7 @@ mod tests {
                 not_before: at.map(t),
                 expires_at: None,
                 tz: None,
+                region: None,
                 pinned_modem: None,
                 attempts: 0,
                 parts: 1,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[serde(try_from = "RawCapRule")]
 pub struct CapRule {
     prefixes: Vec<String>,
+    regions: Vec<String>,
     max: u32,
     window: SignedDuration,
 }
@@ -18,9 +19,13 @@ pub struct CapRule {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCapRule {
-    /// E.164 prefixes (`+1413`) the cap applies to; none means every recipient.
+    /// E.164 prefixes (`+1413`) the cap applies to; with no prefixes and no regions, every recipient.
     #[serde(default)]
     prefixes: Vec<String>,
+    /// Regions of the recipient's address (a send's `region`: `US-MA`, or a whole country `US`) the cap
+    /// applies to as well, whatever the number.
+    #[serde(default)]
+    regions: Vec<String>,
     max: u32,
     /// Length of the rolling window, e.g. `"168h"` or `"7d"`, read as every duration in the config is.
     #[serde(deserialize_with = "crate::config::values::duration")]
@@ -33,7 +38,7 @@ impl TryFrom<RawCapRule> for CapRule {
     fn try_from(raw: RawCapRule) -> Result<Self, String> {
         let window = SignedDuration::try_from(raw.window)
             .map_err(|_| format!("window {:?} is too long", raw.window))?;
-        CapRule::new(raw.prefixes, raw.max, window)
+        CapRule::new(raw.prefixes, raw.max, window)?.for_regions(raw.regions)
     }
 }
 
@@ -51,17 +56,38 @@ impl CapRule {
         }
         Ok(CapRule {
             prefixes,
+            regions: Vec::new(),
             max,
             window,
         })
     }
 
-    fn applies_to(&self, recipient: &str) -> bool {
-        self.prefixes.is_empty()
+    /// The rule, applying also to recipients whose address is in one of `regions` (ISO 3166-1 or -2).
+    pub fn for_regions(mut self, regions: Vec<String>) -> Result<Self, String> {
+        if let Some(bad) = regions.iter().find(|r| !crate::rules::is_region(r)) {
+            return Err(format!(
+                "region {bad:?} is not an ISO 3166 code such as \"US\" or \"US-MA\""
+            ));
+        }
+        self.regions = regions.iter().map(|r| r.to_ascii_uppercase()).collect();
+        Ok(self)
+    }
+
+    /// Whether the cap counts sends to `recipient`, whose address is in `region` if the sender said.
+    fn applies_to(&self, recipient: &str, region: Option<&str>) -> bool {
+        (self.prefixes.is_empty() && self.regions.is_empty())
             || self
                 .prefixes
                 .iter()
                 .any(|p| recipient.starts_with(p.as_str()))
+            || region.is_some_and(|region| {
+                self.regions.iter().any(|r| {
+                    region.eq_ignore_ascii_case(r)
+                        || region
+                            .split_once('-')
+                            .is_some_and(|(country, _)| country.eq_ignore_ascii_case(r))
+                })
+            })
     }
 
     /// When this rule lets the next message go, given earlier sends to the recipient.
@@ -94,6 +120,8 @@ pub struct CapsConfig {
 pub const MASSACHUSETTS: [&str; 9] = [
     "+1339", "+1351", "+1413", "+1508", "+1617", "+1774", "+1781", "+1857", "+1978",
 ];
+/// The region of a Massachusetts address.
+pub const MASSACHUSETTS_REGION: &str = "US-MA";
 const MASSACHUSETTS_MAX: u32 = 2;
 const MASSACHUSETTS_WINDOW: SignedDuration = SignedDuration::from_hours(7 * 24);
 
@@ -102,6 +130,7 @@ impl Default for CapsConfig {
         CapsConfig {
             rules: vec![CapRule {
                 prefixes: MASSACHUSETTS.iter().map(|p| (*p).to_owned()).collect(),
+                regions: vec![MASSACHUSETTS_REGION.to_owned()],
                 max: MASSACHUSETTS_MAX,
                 window: MASSACHUSETTS_WINDOW,
             }],
@@ -127,24 +156,35 @@ impl CapsConfig {
             .unwrap_or(SignedDuration::ZERO)
     }
 
-    /// Whether every Massachusetts number is still capped at least as tightly as the built-in rule (two
-    /// per seven days), which configured rules replace rather than join.
+    /// Whether every Massachusetts number, and every recipient with a Massachusetts address whatever
+    /// their number, is still capped at least as tightly as the built-in rule (two per seven days), which
+    /// configured rules replace rather than join.
     pub fn caps_massachusetts(&self) -> bool {
-        MASSACHUSETTS.iter().all(|prefix| {
-            let number = format!("{prefix}5550100");
+        let keeps = |number: &str, region: Option<&str>| {
             self.rules.iter().any(|rule| {
-                rule.applies_to(&number)
+                rule.applies_to(number, region)
                     && rule.max <= MASSACHUSETTS_MAX
                     && rule.window >= MASSACHUSETTS_WINDOW
             })
-        })
+        };
+        MASSACHUSETTS
+            .iter()
+            .all(|prefix| keeps(&format!("{prefix}5550100"), None))
+            && keeps("+12125550100", Some(MASSACHUSETTS_REGION))
     }
 
-    /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it?
-    pub fn check(&self, recipient: &str, previous: &[Timestamp], now: Timestamp) -> CapDecision {
+    /// May a message go to `recipient` (E.164; its address in `region`, when the sender said) at `now`,
+    /// given the instants of earlier sends to it?
+    pub fn check(
+        &self,
+        recipient: &str,
+        region: Option<&str>,
+        previous: &[Timestamp],
+        now: Timestamp,
+    ) -> CapDecision {
         self.rules
             .iter()
-            .filter(|rule| rule.applies_to(recipient))
+            .filter(|rule| rule.applies_to(recipient, region))
             .filter_map(|rule| rule.wait_until(previous, now))
             .max()
             .map_or(CapDecision::Allowed, CapDecision::WaitUntil)
@@ -169,6 +209,50 @@ mod tests {
         assert!(!rules(vec![everyone(3)]).caps_massachusetts());
         let boston_only = CapRule::new(vec!["+1617".into()], 2, week).unwrap();
         assert!(!rules(vec![boston_only]).caps_massachusetts());
+        // The numbers but not the addresses (a rule written before `regions`): not enough.
+        let numbers_only = CapRule::new(MASSACHUSETTS.map(String::from).to_vec(), 2, week).unwrap();
+        assert!(!rules(vec![numbers_only.clone()]).caps_massachusetts());
+        let both = numbers_only.for_regions(vec!["us-ma".into()]).unwrap();
+        assert!(rules(vec![both]).caps_massachusetts());
+    }
+
+    #[test]
+    fn a_massachusetts_address_is_capped_whatever_its_number() {
+        let caps = CapsConfig::default();
+        let new_york = "+12125550123";
+        let sent = [ts("2026-06-01T15:00:00Z"), ts("2026-06-03T10:00:00Z")];
+        let now = ts("2026-06-05T12:00:00Z");
+        assert_eq!(caps.check(new_york, None, &sent, now), CapDecision::Allowed);
+        assert_eq!(
+            caps.check(new_york, Some("US-MA"), &sent, now),
+            CapDecision::WaitUntil(ts("2026-06-08T15:00:00Z"))
+        );
+        assert_eq!(
+            caps.check(new_york, Some("US-NY"), &sent, now),
+            CapDecision::Allowed
+        );
+        // A rule for a whole country covers its subdivisions.
+        let us = CapRule::new(vec![], 1, SignedDuration::from_hours(24))
+            .unwrap()
+            .for_regions(vec!["US".into()])
+            .unwrap();
+        let country = CapsConfig { rules: vec![us] };
+        let later = ts("2026-06-03T12:00:00Z");
+        assert!(matches!(
+            country.check("+442071234567", Some("US-TX"), &sent[1..], later),
+            CapDecision::WaitUntil(_)
+        ));
+        assert_eq!(
+            country.check("+442071234567", None, &sent[1..], later),
+            CapDecision::Allowed,
+            "a rule with regions only does not cap everyone"
+        );
+        assert!(
+            CapRule::new(vec![], 1, SignedDuration::from_hours(1))
+                .unwrap()
+                .for_regions(vec!["Massachusetts".into()])
+                .is_err()
+        );
     }
 
     #[test]
@@ -177,21 +261,27 @@ mod tests {
         let boston = "+16175550123";
         let sent = [ts("2026-06-01T15:00:00Z"), ts("2026-06-03T10:00:00Z")];
         let now = ts("2026-06-05T12:00:00Z");
-        assert_eq!(caps.check(boston, &sent[..1], now), CapDecision::Allowed);
+        assert_eq!(
+            caps.check(boston, None, &sent[..1], now),
+            CapDecision::Allowed
+        );
         let until = ts("2026-06-08T15:00:00Z");
         assert_eq!(
-            caps.check(boston, &sent, now),
+            caps.check(boston, None, &sent, now),
             CapDecision::WaitUntil(until)
         );
         // One nanosecond before 168 hours the oldest still counts; at exactly 168 hours it has left.
         let just_before = until.checked_sub(SignedDuration::from_nanos(1)).unwrap();
         assert_eq!(
-            caps.check(boston, &sent, just_before),
+            caps.check(boston, None, &sent, just_before),
             CapDecision::WaitUntil(until)
         );
-        assert_eq!(caps.check(boston, &sent, until), CapDecision::Allowed);
+        assert_eq!(caps.check(boston, None, &sent, until), CapDecision::Allowed);
         // Other states are not capped by default.
-        assert_eq!(caps.check("+12125550123", &sent, now), CapDecision::Allowed);
+        assert_eq!(
+            caps.check("+12125550123", None, &sent, now),
+            CapDecision::Allowed
+        );
     }
 
     #[test]
@@ -209,15 +299,18 @@ mod tests {
         ];
         let now = ts("2026-06-05T11:00:00Z");
         // Elsewhere, the global cap: 2 in the last 24 h, fine.
-        assert_eq!(caps.check("+12125550123", &sent, now), CapDecision::Allowed);
+        assert_eq!(
+            caps.check("+12125550123", None, &sent, now),
+            CapDecision::Allowed
+        );
         // In 617, 3 in the last 168 h with a cap of 1: wait until all three, the newest last, have left.
         assert_eq!(
-            caps.check("+16175550123", &sent, now),
+            caps.check("+16175550123", None, &sent, now),
             CapDecision::WaitUntil(ts("2026-06-12T10:00:00Z"))
         );
         let busy = [now, now, now];
         assert_eq!(
-            caps.check("+12125550123", &busy, now),
+            caps.check("+12125550123", None, &busy, now),
             CapDecision::WaitUntil(ts("2026-06-06T11:00:00Z"))
         );
     }

@@ -85,19 +85,20 @@ impl CollectionsGate {
     }
 
     fn quiet_hours(&self, entry: &QueueEntry, now: Timestamp) -> Option<Decision> {
-        let (until, reason) =
-            match self
-                .quiet_hours
-                .check_recipient(now, &entry.to, entry.tz.as_deref())
-            {
-                quiet_hours::Decision::Allowed => self.closing_soon(entry, now)?,
-                quiet_hours::Decision::HoldUntil(until, reason) => (until, reason),
-                quiet_hours::Decision::Hold(reason) => (
-                    now.checked_add(UNRESOLVED_RECHECK)
-                        .unwrap_or(Timestamp::MAX),
-                    reason,
-                ),
-            };
+        let (until, reason) = match self.quiet_hours.check_recipient(
+            now,
+            &entry.to,
+            entry.tz.as_deref(),
+            entry.region.as_deref(),
+        ) {
+            quiet_hours::Decision::Allowed => self.closing_soon(entry, now)?,
+            quiet_hours::Decision::HoldUntil(until, reason) => (until, reason),
+            quiet_hours::Decision::Hold(reason) => (
+                now.checked_add(UNRESOLVED_RECHECK)
+                    .unwrap_or(Timestamp::MAX),
+                reason,
+            ),
+        };
         Some(Decision::Hold {
             until,
             reason: reason.as_str().to_owned(),
@@ -117,17 +118,22 @@ impl CollectionsGate {
         if entry.pinned_modem.is_some() {
             return None;
         }
-        let closes = self
-            .quiet_hours
-            .window_closes(now, &entry.to, entry.tz.as_deref())?;
+        let closes = self.quiet_hours.window_closes(
+            now,
+            &entry.to,
+            entry.tz.as_deref(),
+            entry.region.as_deref(),
+        )?;
         let needed = PART_TIME * i32::from(entry.parts.max(1));
         if closes.duration_since(now) >= needed {
             return None;
         }
-        match self
-            .quiet_hours
-            .check_recipient(closes, &entry.to, entry.tz.as_deref())
-        {
+        match self.quiet_hours.check_recipient(
+            closes,
+            &entry.to,
+            entry.tz.as_deref(),
+            entry.region.as_deref(),
+        ) {
             // Another window starts where this one ends.
             quiet_hours::Decision::Allowed => None,
             quiet_hours::Decision::HoldUntil(until, reason) => Some((until, reason)),
@@ -153,7 +159,10 @@ impl CollectionsGate {
             .filter(|&&(_, id)| id != entry.id)
             .map(|&(at, _)| at)
             .collect();
-        match self.caps.check(&entry.to, &previous, now) {
+        match self
+            .caps
+            .check(&entry.to, entry.region.as_deref(), &previous, now)
+        {
             CapDecision::Allowed => None,
             CapDecision::WaitUntil(until) if entry.expires_at.is_some_and(|at| at <= until) => {
                 Some(Decision::Block {
@@ -195,7 +204,7 @@ impl Gate for CollectionsGate {
             return None;
         }
         self.quiet_hours
-            .window_closes(now, &entry.to, entry.tz.as_deref())
+            .window_closes(now, &entry.to, entry.tz.as_deref(), entry.region.as_deref())
     }
 
     fn handed_out(&self, entry: &QueueEntry, now: Timestamp) {
@@ -238,6 +247,7 @@ mod tests {
             not_before: None,
             expires_at: None,
             tz: None,
+            region: None,
             pinned_modem: None,
             attempts: 0,
             parts: 1,

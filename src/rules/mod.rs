@@ -31,7 +31,9 @@ pub use caps::{CapDecision, CapRule, CapsConfig};
 pub use keywords::{Keyword, KeywordEntry, Keywords, KeywordsConfig, Language};
 pub use quiet_hours::{Days, Decision, HoldReason, QuietHoursConfig, RegionWindows, Window};
 pub use replies::{NoticeMode, OptOutConfig, ReplyRule, Template, Texts};
-pub use zones::{Location, RegionName, Unresolved, is_fixed_offset, locate, region_name};
+pub use zones::{
+    Location, RegionName, Unresolved, is_fixed_offset, is_region, locate, region_name,
+};
 
 use serde::Deserialize;
 

@@ -231,12 +231,19 @@ impl QuietHoursConfig {
             .map_or(&self.windows, |rule| &rule.windows)
     }
 
-    /// Resolve the recipient (explicit zone, else by number) and check.
-    pub fn check_recipient(&self, now: Timestamp, e164: &str, tz: Option<&str>) -> Decision {
+    /// Resolve the recipient (explicit zone, else by number; `address`, the region of their address,
+    /// adds its rules) and check.
+    pub fn check_recipient(
+        &self,
+        now: Timestamp,
+        e164: &str,
+        tz: Option<&str>,
+        address: Option<&str>,
+    ) -> Decision {
         if !self.enabled {
             return Decision::Allowed;
         }
-        match self.locate(e164, tz) {
+        match self.locate(e164, tz, address) {
             Some(location) => self.check(now, &location),
             None => Decision::Hold(HoldReason::TzUnresolved),
         }
@@ -246,29 +253,53 @@ impl QuietHoursConfig {
     /// which one of their candidate zones leaves its window (`None` when quiet hours are off or the zone
     /// is unknown and no default applies). Windows that touch count as separate: the answer may come
     /// early, never late.
-    pub fn window_closes(&self, now: Timestamp, e164: &str, tz: Option<&str>) -> Option<Timestamp> {
+    pub fn window_closes(
+        &self,
+        now: Timestamp,
+        e164: &str,
+        tz: Option<&str>,
+        address: Option<&str>,
+    ) -> Option<Timestamp> {
         if !self.enabled {
             return None;
         }
-        let location = self.locate(e164, tz)?;
-        let windows = self.windows_for(location.region.as_deref());
+        let location = self.locate(e164, tz, address)?;
+        let sets = self.window_sets(&location);
         location
             .zones
             .iter()
-            .filter_map(|zone| window_end(windows, zone, now))
+            .flat_map(|zone| sets.iter().map(move |windows| (*windows, zone)))
+            .filter_map(|(windows, zone)| window_end(windows, zone, now))
             .min()
     }
 
     /// Where the recipient is: the explicit zone, else by number, else the default zone if one is set.
-    fn locate(&self, e164: &str, tz: Option<&str>) -> Option<Location> {
-        match (zones::locate(e164, tz), &self.default_tz) {
-            (Ok(location), _) => Some(location),
-            (Err(_), Some(zone)) => Some(Location {
+    fn locate(&self, e164: &str, tz: Option<&str>, address: Option<&str>) -> Option<Location> {
+        let mut location = match (zones::locate(e164, tz), &self.default_tz) {
+            (Ok(location), _) => location,
+            (Err(_), Some(zone)) => Location {
                 region: None,
                 zones: vec![zone.clone()],
-            }),
-            (Err(_), None) => None,
+                address: None,
+            },
+            (Err(_), None) => return None,
+        };
+        location.address = address.map(str::to_owned);
+        Some(location)
+    }
+
+    /// The windows that must all be open: the number's region's, and its address's when that has other
+    /// rules (an Ontario resident with a New York mobile keeps Ontario's Sunday hours).
+    fn window_sets(&self, location: &Location) -> Vec<&[Window]> {
+        let number = self.windows_for(location.region.as_deref());
+        let mut sets = vec![number];
+        if let Some(address) = location.address.as_deref() {
+            let windows = self.windows_for(Some(address));
+            if windows != number {
+                sets.push(windows);
+            }
         }
+        sets
     }
 
     /// May a message go to someone at `location` at `now`, and if not, from when?
@@ -279,20 +310,22 @@ impl QuietHoursConfig {
         if location.zones.is_empty() {
             return Decision::Hold(HoldReason::TzUnresolved);
         }
-        let windows = self.windows_for(location.region.as_deref());
+        let sets = self.window_sets(location);
         let horizon = now.checked_add(HORIZON).unwrap_or(Timestamp::MAX);
-        // Jump to the latest next opening among closed zones until all are open at once. No instant skipped
-        // can be open everywhere: the zone that set the jump is closed throughout it.
+        // Jump to the latest next opening among closed (zone, windows) pairs until all are open at once.
+        // No instant skipped can be open everywhere: the pair that set the jump is closed throughout it.
         let mut at = now;
         while at <= horizon {
             let mut latest = at;
             for zone in &location.zones {
-                if is_open(windows, zone, at) {
-                    continue;
-                }
-                match next_open(windows, zone, at) {
-                    Some(opening) => latest = latest.max(opening),
-                    None => return Decision::Hold(HoldReason::NoCommonWindow),
+                for windows in &sets {
+                    if is_open(windows, zone, at) {
+                        continue;
+                    }
+                    match next_open(windows, zone, at) {
+                        Some(opening) => latest = latest.max(opening),
+                        None => return Decision::Hold(HoldReason::NoCommonWindow),
+                    }
                 }
             }
             if latest == at {
@@ -360,6 +393,7 @@ mod tests {
         Location {
             region: None,
             zones: vec![TimeZone::get(zone).unwrap()],
+            address: None,
         }
     }
 
@@ -399,6 +433,7 @@ mod tests {
             config.window_closes(
                 at("2026-06-10T12:00:00[America/Chicago]"),
                 "+12195550123",
+                None,
                 None
             ),
             Some(at("2026-06-10T21:00:00[America/New_York]"))
@@ -408,7 +443,8 @@ mod tests {
             config.window_closes(
                 at("2026-06-10T12:00:00[America/Chicago]"),
                 "+12195550123",
-                Some("America/Chicago")
+                Some("America/Chicago"),
+                None
             ),
             Some(at("2026-06-10T21:00:00[America/Chicago]"))
         );
@@ -418,7 +454,8 @@ mod tests {
             config.window_closes(
                 at("2026-06-10T12:00:00[America/New_York]"),
                 "+12125550123",
-                Some("America/Los_Angeles")
+                Some("America/Los_Angeles"),
+                None
             ),
             Some(at("2026-06-10T21:00:00[America/New_York]"))
         );
@@ -430,6 +467,7 @@ mod tests {
             off.window_closes(
                 at("2026-06-10T12:00:00[America/Chicago]"),
                 "+12195550123",
+                None,
                 None
             ),
             None
@@ -469,15 +507,15 @@ mod tests {
         let config = QuietHoursConfig::default();
         let now = at("2026-06-10T12:00:00[UTC]");
         assert_eq!(
-            config.check_recipient(now, "+18005550123", None),
+            config.check_recipient(now, "+18005550123", None, None),
             Decision::Hold(HoldReason::TzUnresolved)
         );
         assert_eq!(
-            config.check_recipient(now, "not a number", None),
+            config.check_recipient(now, "not a number", None, None),
             Decision::Hold(HoldReason::TzUnresolved)
         );
         assert_eq!(
-            config.check_recipient(now, "+14165550123", Some("Nowhere/Atlantis")),
+            config.check_recipient(now, "+14165550123", Some("Nowhere/Atlantis"), None),
             Decision::Hold(HoldReason::TzUnresolved)
         );
         let fallback = QuietHoursConfig {
@@ -485,7 +523,7 @@ mod tests {
             ..QuietHoursConfig::default()
         };
         assert_eq!(
-            fallback.check_recipient(now, "+18005550123", None),
+            fallback.check_recipient(now, "+18005550123", None, None),
             Decision::HoldUntil(
                 at("2026-06-10T08:00:00[America/Denver]"),
                 HoldReason::QuietHours
@@ -496,7 +534,7 @@ mod tests {
             ..QuietHoursConfig::default()
         };
         assert_eq!(
-            disabled.check_recipient(now, "+18005550123", None),
+            disabled.check_recipient(now, "+18005550123", None, None),
             Decision::Allowed
         );
     }
@@ -580,6 +618,7 @@ mod tests {
                 TimeZone::get("Etc/UTC").unwrap(),
                 TimeZone::get("Asia/Tokyo").unwrap(),
             ],
+            address: None,
         };
         assert_eq!(
             config.check(at("2026-06-10T12:00:00+00:00[UTC]"), &apart),

@@ -38,6 +38,9 @@ static NANP: LazyLock<Vec<Row>> =
 pub struct Location {
     pub region: Option<String>,
     pub zones: Vec<TimeZone>,
+    /// The region of the recipient's address, when the sender gave one (a send's `region`): its rules
+    /// apply too, in the same zones.
+    pub address: Option<String>,
 }
 
 /// Why no zone could be found for a recipient.
@@ -132,13 +135,31 @@ pub fn locate(e164: &str, explicit_tz: Option<&str>) -> Result<Location, Unresol
         Some(explicit) => std::iter::once(explicit).chain(numbers).collect(),
         None => numbers,
     };
-    Ok(Location { region, zones })
+    Ok(Location {
+        region,
+        zones,
+        address: None,
+    })
 }
 
 /// A zone name that is a fixed offset rather than a place (`EST`, `MST`, `UTC`, `Etc/GMT+5`): it has no
 /// summer time, so in July "21:00 EST" is 22:00 in New York, past Reg F's window.
 pub fn is_fixed_offset(name: &str) -> bool {
     !name.contains('/') || name.starts_with("Etc/")
+}
+
+/// Whether `code` is an ISO 3166 region as a send's `region` and the rules take it: a country (`MX`) or a
+/// subdivision (`US-MA`, `CA-ON`, `MX-CMX`), letters in either case.
+pub fn is_region(code: &str) -> bool {
+    let (country, subdivision) = match code.split_once('-') {
+        Some((country, subdivision)) => (country, Some(subdivision)),
+        None => (code, None),
+    };
+    country.len() == 2
+        && country.bytes().all(|b| b.is_ascii_alphabetic())
+        && subdivision.is_none_or(|s| {
+            (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 #[cfg(test)]

@@ -303,6 +303,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX parts_unknown ON parts (modem, submitted_at) WHERE state = 'unknown' AND tp_mr IS NULL;
     "#,
+    // 20: the region of the recipient's address, for its quiet hours and caps.
+    r#"
+    ALTER TABLE messages ADD COLUMN region TEXT;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -177,7 +177,7 @@ const QUEUE_SELECT: &str = "SELECT id, peer, priority, max(coalesce(send_at, 0),
      attempts, (SELECT count(*) FROM parts p WHERE p.message_id = m.id AND p.state = 'pending'), \
      category, \
      (SELECT r.modem FROM recipient_sends r WHERE r.recipient = m.peer ORDER BY r.at DESC, r.id DESC LIMIT 1), \
-     part_count \
+     part_count, region \
      FROM messages m WHERE state IN ('queued', 'scheduled') AND direction = 'outbound'";
 
 /// When a pending message may go: the later of `send_at` and `not_before`, 0 for now. Written exactly as
@@ -206,6 +206,7 @@ fn paged(row: &rusqlite::Row<'_>) -> rusqlite::Result<PagedEntry> {
             parts: row.get(8)?,
             part_count: row.get(11)?,
             category: row.get(9)?,
+            region: row.get(12)?,
         },
         last_modem: row.get(10)?,
     })

@@ -60,7 +60,7 @@ pub const MESSAGE_COLUMNS: &str = "id, direction, state, peer, text, encoding, p
      CASE direction WHEN 'inbound' \
          THEN (SELECT max(sent_at) FROM inbound_parts WHERE inbound_parts.message_id = messages.id) \
          ELSE (SELECT max(sent_at) FROM parts WHERE parts.message_id = messages.id) END, \
-     (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id), api_key";
+     (SELECT max(reported_at) FROM parts WHERE parts.message_id = messages.id), api_key, region";
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     let state: MessageState = row.get(2)?;
@@ -102,6 +102,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
             _ => None,
         },
         api_key: row.get(25)?,
+        region: row.get(26)?,
     })
 }
 

@@ -197,6 +197,10 @@ pub struct NewMessage {
     pub metadata: Option<serde_json::Value>,
     /// Recipient's IANA time zone, for quiet hours.
     pub tz: Option<String>,
+    /// The region of the recipient's address (ISO 3166-1 `MX` or 3166-2 `US-MA`), for its quiet hours
+    /// and caps. Left out of the idempotency fingerprint when absent, as before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     #[serde(skip_serializing_if = "Category::is_standard")]
     pub category: Category,
 }
@@ -240,6 +244,8 @@ pub struct Message {
     pub reference: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub tz: Option<String>,
+    /// The region of the recipient's address, as the sender gave it.
+    pub region: Option<String>,
     /// The modem that sent (last claimed) or received it.
     pub modem: Option<String>,
     /// That modem's SIM number, when the modem reported one (`AT+CNUM`; many SIMs store none): the
@@ -482,6 +488,8 @@ pub struct QueueEntry {
     pub not_before: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub tz: Option<String>,
+    /// The region of the recipient's address (see [`NewMessage::region`]).
+    pub region: Option<String>,
     /// The modem that already sent (or may have sent) some of its parts: the rest must go out on it too.
     pub pinned_modem: Option<String>,
     pub attempts: u32,
@@ -503,6 +511,7 @@ impl QueueEntry {
             not_before: message.send_at,
             expires_at: message.expires_at,
             tz: message.tz.clone(),
+            region: message.region.clone(),
             pinned_modem: None,
             attempts: 0,
             parts: u16::try_from(accepted.parts).unwrap_or(u16::MAX),

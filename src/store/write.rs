@@ -150,8 +150,8 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
         .prepare_cached(
             "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, priority, send_at, \
              expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, updated_at, \
-             category) \
-             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)",
+             category, region) \
+             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -172,6 +172,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
                 hash,
                 ms(ctx.now),
                 message.category,
+                message.region,
             ])
         })
         .map_err(DB)?;
