@@ -953,6 +953,23 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
     assert_eq!(ready().await.0.as_u16(), 200);
     http.accepted(json!({"to": "+14158906431", "text": "hello"}))
         .await;
+    // A copy put in its place: refused at once, not only once a look has noticed.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    std::fs::rename(&copy, &db).unwrap();
+    let (status, body) = http
+        .post(
+            "/v1/messages",
+            json!({"to": "+14158906431", "text": "lost?"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replaced")),
+        "{body}"
+    );
     gateway.stop().await;
 
     // A database that was served and is gone is not replaced by a new, empty one at the next start.

@@ -85,6 +85,9 @@ struct Unrecorded {
     due: Option<tokio::time::Instant>,
     /// Events dropped for want of room, logged at the 1st, 2nd, 4th...
     lost: u64,
+    /// Senders whose reply the store refused, already warned of: the SIM is read again every 10 s, and
+    /// each read would warn again. Forgotten once the store takes a write.
+    warned: std::collections::HashSet<String>,
 }
 
 impl Unrecorded {
@@ -137,7 +140,7 @@ impl Hub {
             tokio::select! {
                 biased;
                 Some(settled) = settling.next(), if !settling.is_empty() => {
-                    if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
+                    if let Some(kept) = self.follow_up(settled, &inbound, &mut unrecorded) {
                         unrecorded.keep(kept);
                     }
                 }
@@ -154,14 +157,14 @@ impl Hub {
             }
         }
         while let Some(settled) = settling.next().await {
-            if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
+            if let Some(kept) = self.follow_up(settled, &inbound, &mut unrecorded) {
                 unrecorded.keep(kept);
             }
         }
         // One last try: the store may take writes again by now.
         for kept in unrecorded.take() {
             let settled = self.settle(kept).await;
-            if let Some(kept) = self.follow_up(settled, &inbound, unrecorded.parts_waiting()) {
+            if let Some(kept) = self.follow_up(settled, &inbound, &mut unrecorded) {
                 unrecorded.keep(kept);
             }
         }
@@ -182,6 +185,8 @@ impl Hub {
             refusals,
             at,
         } = kept;
+        // A kept event is written with the time it first came.
+        let late = at;
         let at = at.unwrap_or_else(|| self.store.now());
         normalise_sender(&mut event, self.default_region);
         let modem = event_modem(&event).clone();
@@ -195,7 +200,6 @@ impl Hub {
             at: Some(at),
         });
         let reply = one_part_reply(&event);
-        let late = (refusals > 0).then_some(at);
         apply_at(&self.store, event, late).map(move |result| Settled {
             modem,
             sent_message,
@@ -206,9 +210,15 @@ impl Hub {
     }
 
     /// Acts on an applied event; returns the event to write again when the store could not take it, or,
-    /// while `parts_waiting` (parts the network took are kept to be written again), a report that matched
-    /// no part: its part may be one of them.
-    fn follow_up(&self, settled: Settled, inbound: &Complete, parts_waiting: bool) -> Option<Kept> {
+    /// while parts the network took wait in `unrecorded` to be written again, a report that matched no
+    /// part: its part may be one of them.
+    fn follow_up(
+        &self,
+        settled: Settled,
+        inbound: &Complete,
+        unrecorded: &mut Unrecorded,
+    ) -> Option<Kept> {
+        let parts_waiting = unrecorded.parts_waiting();
         let Settled {
             modem,
             sent_message,
@@ -223,6 +233,9 @@ impl Hub {
             info!(%modem, refusals, "recorded a modem event the store had refused");
         }
         let mut again = None;
+        if result.is_ok() {
+            unrecorded.warned.clear();
+        }
         match result {
             Ok(Applied::PartSent(MessageState::Sent)) => {
                 if let Some(id) = sent_message {
@@ -265,7 +278,9 @@ impl Hub {
                 _ => match reply {
                     Some((sender, text)) => {
                         let from = Sender::classify(&sender, self.default_region);
-                        warn!(%modem, from = %from.masked(), %error, "could not store a reply: it stays on the SIM and is read again in 10 s");
+                        if unrecorded.warned.insert(sender.clone()) {
+                            warn!(%modem, from = %from.masked(), %error, "could not store a reply: it stays on the SIM and is read again every 10 s");
+                        }
                         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
                         if rules.hold_unstored(&sender, &text) {
                             warn!(%modem, from = %from.masked(), "the reply reads as an opt-out: nothing goes to the number until it is stored");

@@ -29,31 +29,32 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match store.check() {
-            Err(error @ StoreError::FileChanged { .. }) => {
-                let looks = changed_for.map_or(0, |n| n + 1);
-                if looks.is_multiple_of(REMIND_EVERY) {
-                    error!(%error, "the database file changed under the daemon");
-                }
-                changed_for = Some(looks);
+        let checked = store.check();
+        // `check` looks at the file first: any other answer means it is the one opened.
+        if let Err(error @ StoreError::FileChanged { .. }) = &checked {
+            let looks = changed_for.map_or(0, |n| n + 1);
+            if looks.is_multiple_of(REMIND_EVERY) {
+                error!(%error, "the database file changed under the daemon");
             }
+            changed_for = Some(looks);
+        } else if changed_for.take().is_some() {
+            info!("the database file is the one the daemon opened again");
+        }
+        let full = matches!(checked, Err(StoreError::DiskFull { .. }));
+        let ok = checked.is_ok();
+        match checked {
             Err(StoreError::Unwritable { .. }) => {
                 // A commit that succeeds resets the writer's count, and it logs that itself.
                 let _ = store.probe().await;
             }
-            Err(error @ StoreError::DiskFull { .. }) => {
-                if !std::mem::replace(&mut short_of_room, true) {
-                    warn!(%error, "the disk is all but full: /readyz says not ready, and sends are refused once it is full");
-                }
+            Err(error @ StoreError::DiskFull { .. }) if !short_of_room => {
+                warn!(%error, "the disk is all but full: /readyz says not ready, and sends are refused once it is full");
             }
-            _ => {
-                if changed_for.take().is_some() {
-                    info!("the database file is the one the daemon opened again");
-                }
-                if std::mem::take(&mut short_of_room) {
-                    info!("the disk holding the database has room again");
-                }
-            }
+            _ => {}
         }
+        if short_of_room && ok {
+            info!("the disk holding the database has room again");
+        }
+        short_of_room = full || (short_of_room && !ok);
     }
 }

@@ -97,7 +97,7 @@ pub fn apply_at(
             .boxed()
         }
         WorkerEvent::StatusReport { modem, report } => store
-            .record_report(report_in(&modem, &report))
+            .record_report_at(report_in(&modem, &report), at)
             .map_ok(Applied::Report)
             .boxed(),
         WorkerEvent::Health { modem, health } => {

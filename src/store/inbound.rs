@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use rusqlite::params;
 use uuid::Uuid;
 
@@ -152,10 +153,7 @@ fn assemble(ctx: &WriteCtx<'_>, modem: &str, sender: &str, concat: ConcatInfo) -
 /// received with the parts that did arrive (a `[…]` where a part is missing, the gap named in `error`), so a
 /// part the network lost never hides a debtor's reply. A missing part that turns up later starts a group
 /// of its own and is released the same way.
-pub(crate) fn release_incomplete(
-    ctx: &WriteCtx<'_>,
-    cutoff: jiff::Timestamp,
-) -> Result<Vec<Message>> {
+pub(crate) fn release_incomplete(ctx: &WriteCtx<'_>, cutoff: Timestamp) -> Result<Vec<Message>> {
     let groups: Vec<(String, String, u8, u8)> = ctx
         .conn
         .prepare_cached(
@@ -327,7 +325,9 @@ pub(crate) fn record_report(
     ctx: &WriteCtx<'_>,
     report: &ReportIn,
     window: Duration,
+    at: Option<Timestamp>,
 ) -> Result<ReportOutcome> {
+    let at = at.unwrap_or(ctx.now);
     let since =
         ctx.now.as_millisecond() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
     let mut st = ctx
@@ -349,14 +349,13 @@ pub(crate) fn record_report(
         .find(|(_, _, peer, _)| same_number(&report.recipient, peer))
         .map(|(id, part, _, state)| (id, part, state));
     match sent {
-        Some((id, part, state)) => apply_report(ctx, report, id, part, state, None),
+        Some((id, part, state)) => apply_report(ctx, report, at, (id, part, state), None),
         None => match unknown_part_for(ctx, report, since)? {
-            Some((id, part, state)) => apply_report(
+            Some(found) => apply_report(
                 ctx,
                 report,
-                id,
-                part,
-                state,
+                at,
+                found,
                 Some("matched by its recipient: the part's TP-MR was never learnt"),
             ),
             None => Ok(ReportOutcome::Unmatched),
@@ -396,14 +395,13 @@ fn unknown_part_for(
     })
 }
 
-/// Records `report` on part `part` of message `id` (now in `state`); `how` says how it was matched when
-/// that was not by its TP-MR.
+/// Records `report`, which came at `at`, on part `part` of message `id` (now in `state`); `how` says how
+/// it was matched when that was not by its TP-MR.
 fn apply_report(
     ctx: &WriteCtx<'_>,
     report: &ReportIn,
-    id: Uuid,
-    part: u16,
-    state: MessageState,
+    at: Timestamp,
+    (id, part, state): (Uuid, u16, MessageState),
     how: Option<&str>,
 ) -> Result<ReportOutcome> {
     let (part_state, kind) = match classify(report.status) {
@@ -422,7 +420,7 @@ fn apply_report(
                 part,
                 part_state,
                 report.status,
-                ms(ctx.now),
+                ms(at),
                 report.tp_mr
             ])
         })

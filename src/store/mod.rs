@@ -17,6 +17,7 @@ mod clock;
 mod error;
 mod inbound;
 pub mod migrations;
+mod opened;
 mod outbox;
 pub use outbox::Verdict;
 mod read;
@@ -115,8 +116,8 @@ struct Inner {
     readers: read::Readers,
     /// The database file, for its size on disk.
     path: PathBuf,
-    /// The file opened, as (device, inode): a file deleted or put in its place later is not it.
-    file: Option<(u64, u64)>,
+    /// The file opened: a file deleted or put in its place later is not it.
+    file: opened::OpenedFile,
     clock: Arc<dyn Clock>,
     report_window: Duration,
     cap_zone: TimeZone,
@@ -126,12 +127,6 @@ struct Inner {
 /// Free space on the database's file system below which the store does not count as writable (see
 /// [`Store::check`]): room for a few batches of a campaign. Less, and writes may fail at any moment.
 const ROOM: u64 = 16 * 1024 * 1024;
-
-/// The (device, inode) of the file at `path`, `None` when there is none.
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
 
 /// See [`Store::disk_usage`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -213,18 +208,22 @@ impl Store {
         } else {
             None
         };
+        let file = opened::OpenedFile::new(path.clone());
         let writer = writer::Writer::spawn(
             conn,
-            options.clock.clone(),
+            writer::Setting {
+                clock: options.clock.clone(),
+                wanted,
+                file: file.clone(),
+            },
             options.max_batch,
             checkpoint::LogKeeper::new(checkpointer, options.wal_limit_frames),
-            wanted,
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
                 readers: read::Readers::new(path.clone()),
-                file: file_identity(&path),
+                file,
                 path,
                 clock: options.clock,
                 report_window: options.report_window,
@@ -282,21 +281,10 @@ impl Store {
         Ok(())
     }
 
-    /// How the file at the store's path differs from the one opened, if it does; the writer refuses every
-    /// batch from the first look that finds it so until one finds it back.
+    /// How the file at the store's path differs from the one opened, if it does (the writer refuses
+    /// every batch meanwhile).
     fn file_changed(&self) -> Option<&'static str> {
-        use writer::FileMoved;
-        let moved = match (self.inner.file, file_identity(&self.inner.path)) {
-            (Some(_), None) => FileMoved::DELETED,
-            (Some(opened), Some(now)) if opened != now => FileMoved::REPLACED,
-            _ => FileMoved::NO,
-        };
-        self.inner
-            .writer
-            .stats
-            .moved
-            .store(moved, std::sync::atomic::Ordering::Relaxed);
-        FileMoved::describe(moved)
+        self.inner.file.changed()
     }
 
     /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`. Not while
@@ -642,10 +630,21 @@ impl Store {
         &self,
         report: ReportIn,
     ) -> impl Future<Output = Result<ReportOutcome>> + Send + 'static {
+        self.record_report_at(report, None)
+    }
+
+    /// [`record_report`](Self::record_report) for a report that came at `at` (`None`: now), recorded late
+    /// because the store refused it then: its part's `reported_at` (the message's `delivered_at`) is when
+    /// it came.
+    pub fn record_report_at(
+        &self,
+        report: ReportIn,
+        at: Option<Timestamp>,
+    ) -> impl Future<Output = Result<ReportOutcome>> + Send + 'static {
         let window = self.inner.report_window;
         self.inner
             .writer
-            .write(move |ctx| inbound::record_report(ctx, &report, window))
+            .write(move |ctx| inbound::record_report(ctx, &report, window, at))
     }
 
     // ---- records ----

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::checkpoint::LogKeeper;
 use super::clock::Clock;
 use super::error::{Result, StoreError};
+use super::opened::OpenedFile;
 use super::outbox::Wanted;
 use super::types::{MessageState, WriterStats};
 
@@ -186,27 +187,13 @@ pub(crate) struct Stats {
     failing: AtomicU64,
     /// Every batch refused since the store was opened, for `/metrics`.
     refused: AtomicU64,
-    /// How the database file at the store's path differs from the one opened (0: it does not, see
-    /// [`FileMoved`]), as the store last looked: every batch is refused meanwhile.
-    pub moved: std::sync::atomic::AtomicU8,
+    /// When "the store commits again" was last logged (ms since the Unix epoch): on a full disk a small
+    /// commit still fits now and then, and each would say so.
+    recovery_told_ms: AtomicU64,
 }
 
-/// Codes for [`Stats::moved`].
-pub(crate) struct FileMoved;
-
-impl FileMoved {
-    pub const NO: u8 = 0;
-    pub const DELETED: u8 = 1;
-    pub const REPLACED: u8 = 2;
-
-    pub fn describe(code: u8) -> Option<&'static str> {
-        match code {
-            Self::DELETED => Some("moved away or deleted"),
-            Self::REPLACED => Some("replaced"),
-            _ => None,
-        }
-    }
-}
+/// The least time between two "the store commits again" lines.
+const RECOVERY_TOLD_EVERY_MS: u64 = 60_000;
 
 impl Stats {
     pub fn snapshot(&self) -> WriterStats {
@@ -217,6 +204,15 @@ impl Stats {
             failing: self.failing.load(Ordering::Relaxed),
         }
     }
+}
+
+/// What the writer works with besides its connection.
+pub(crate) struct Setting {
+    pub clock: Arc<dyn Clock>,
+    /// Webhook event types to write to the outbox, and the reply rules' labels.
+    pub wanted: Arc<Wanted>,
+    /// The database file opened: checked before every batch.
+    pub file: OpenedFile,
 }
 
 /// The callers' end of the writer.
@@ -231,10 +227,9 @@ impl Writer {
     /// the checkpointer and bounds the log through `log`.
     pub fn spawn(
         conn: Connection,
-        clock: Arc<dyn Clock>,
+        setting: Setting,
         max_batch: usize,
         log: LogKeeper,
-        wanted: Arc<Wanted>,
     ) -> Result<Writer> {
         // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -242,17 +237,7 @@ impl Writer {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                run(
-                    conn,
-                    rx,
-                    clock,
-                    max_batch.max(1),
-                    &thread_stats,
-                    log,
-                    &wanted,
-                )
-            })
+            .spawn(move || run(conn, rx, &setting, max_batch.max(1), &thread_stats, log))
             .map_err(|source| StoreError::Io {
                 path: "store-writer thread".into(),
                 source: Arc::new(source),
@@ -283,11 +268,10 @@ impl Writer {
 fn run(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
-    clock: Arc<dyn Clock>,
+    setting: &Setting,
     max_batch: usize,
     stats: &Stats,
     mut log: LogKeeper,
-    wanted: &Wanted,
 ) {
     let ids = uuid::ContextV7::new();
     continue_ids(&conn, &ids);
@@ -302,7 +286,7 @@ fn run(
             }
         }
         let count = batch.len() as u64;
-        commit_batch(&conn, &clock, &ids, wanted, batch.drain(..), stats);
+        commit_batch(&conn, setting, &ids, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
         log.committed(&conn, std::time::Instant::now());
     }
@@ -336,16 +320,20 @@ fn continue_ids(conn: &Connection, ids: &uuid::ContextV7) {
 
 fn commit_batch(
     conn: &Connection,
-    clock: &Arc<dyn Clock>,
+    setting: &Setting,
     ids: &uuid::ContextV7,
-    wanted: &Wanted,
     batch: impl Iterator<Item = Box<dyn Job>>,
     stats: &Stats,
 ) {
-    let began = match FileMoved::describe(stats.moved.load(Ordering::Relaxed)) {
+    let Setting {
+        clock,
+        wanted,
+        file,
+    } = setting;
+    let began = match file.changed() {
         // Whatever is committed now would be in a file no later start reads.
         Some(what) => Err(StoreError::FileChanged {
-            path: conn.path().unwrap_or_default().into(),
+            path: file.path.clone(),
             what,
         }),
         None => conn
@@ -395,7 +383,16 @@ fn commit_batch(
             stats.commits.fetch_add(1, Ordering::Relaxed);
             let refused = stats.failing.swap(0, Ordering::Relaxed);
             if refused > 0 {
-                tracing::warn!(refused, "the store commits again");
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let told = stats.recovery_told_ms.load(Ordering::Relaxed);
+                if now_ms.saturating_sub(told) >= RECOVERY_TOLD_EVERY_MS {
+                    stats.recovery_told_ms.store(now_ms, Ordering::Relaxed);
+                    tracing::warn!(refused, "the store commits again");
+                } else {
+                    tracing::debug!(refused, "the store commits again");
+                }
             }
         }
         Err(error) => {
