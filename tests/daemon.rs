@@ -823,21 +823,47 @@ fn beside(db: &std::path::Path, sql: &str) {
         .unwrap();
 }
 
-/// A part the network took while the store refused writes (a full disk) is recorded `sent` once the store
-/// takes writes again, and the CMS hears of it; it is not left `sending`, then `unknown` at a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers() {
+/// A daemon whose database refuses some writes: `refuse` is a trigger standing in for a full disk.
+struct Outage {
+    _dir: tempfile::TempDir,
+    hooks: WebhookReceiver,
+    db: std::path::PathBuf,
+    gateway: daemon::Running,
+    http: Http,
+}
+
+async fn outage(refuse: &str) -> Outage {
     let dir = tempfile::tempdir().unwrap();
-    let mut hooks = WebhookReceiver::start().await;
+    let hooks = WebhookReceiver::start().await;
     let config = config(dir.path(), &hooks.url);
     let db = config.storage.path.clone();
     let gateway = start_instant(&config).await;
     let http = Http::new(gateway.addr);
-    beside(
-        &db,
+    beside(&db, refuse);
+    Outage {
+        _dir: dir,
+        hooks,
+        db,
+        gateway,
+        http,
+    }
+}
+
+/// A part the network took while the store refused writes (a full disk) is recorded `sent` once the store
+/// takes writes again, and the CMS hears of it; it is not left `sending`, then `unknown` at a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers() {
+    let Outage {
+        _dir,
+        mut hooks,
+        db,
+        gateway,
+        http,
+    } = outage(
         "CREATE TRIGGER refuse_sent BEFORE INSERT ON events WHEN NEW.kind = 'part_sent' \
          BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
-    );
+    )
+    .await;
     let accepted = http
         .accepted(json!({"to": "+14158906431", "text": "Your balance is due"}))
         .await;
@@ -985,17 +1011,17 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
 /// again and recorded within seconds of the store recovering, not at the five-minute sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_the_store_could_not_take_is_read_again_soon() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut hooks = WebhookReceiver::start().await;
-    let config = config(dir.path(), &hooks.url);
-    let db = config.storage.path.clone();
-    let gateway = start_instant(&config).await;
-    let http = Http::new(gateway.addr);
-    beside(
-        &db,
+    let Outage {
+        _dir,
+        mut hooks,
+        db,
+        gateway,
+        http,
+    } = outage(
         "CREATE TRIGGER refuse_inbound BEFORE INSERT ON inbound_rules_pending \
          BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
-    );
+    )
+    .await;
     let sim = gateway.sim("m1").unwrap();
     sim.inject(Inbound::new("+14158906431", "STOP"))
         .await
