@@ -56,7 +56,15 @@ impl Worker {
                 Ok(())
             }
             Unsolicited::Routed { urc, pdu_hex } => {
-                let handed = self.hand_over(&pdu_hex).await;
+                let handed = match (&urc, pdu::decode_hex(&pdu_hex)) {
+                    // A report nobody can read is no reply from anyone: stored as one, it reached the CMS
+                    // as an empty message from no number. Acknowledged, so the network stops sending it.
+                    (Urc::Cds { .. }, Err(error)) => {
+                        tracing::warn!(modem = %self.cfg.id, %error, pdu = %pdu_hex, "a status report that cannot be decoded: acknowledged, not stored");
+                        HandOver::Stored
+                    }
+                    _ => self.hand_over(&pdu_hex).await,
+                };
                 if self.cnma_required && handed == HandOver::Stored {
                     let r = session
                         .command(command::CNMA, Expect::NOTHING, self.cfg.timeouts.command)

@@ -646,6 +646,29 @@ async fn a_routed_message_is_acknowledged_only_after_it_is_stored() {
     rig.wait_log("AT+CNMA").await;
 }
 
+/// A routed report that cannot be decoded is acknowledged and not handed over: stored, it showed as an
+/// empty reply from no number.
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_routed_report_is_acknowledged_not_stored_as_a_reply() {
+    let mut rig = ready_rig_with(FakeState {
+        csms: 1,
+        ..FakeState::default()
+    })
+    .await;
+    rig.urcs
+        .send("\r\n+CDS: 6\r\n0006D60B91\r\n".into())
+        .unwrap();
+    rig.wait_log("AT+CNMA").await;
+    // A message after it is the next event: nothing was handed over for the report.
+    rig.urcs
+        .send(format!("\r\n+CMT: ,23\r\n{DELIVER}\r\n"))
+        .unwrap();
+    let WorkerEvent::Inbound { pdu_hex, .. } = rig.event().await else {
+        panic!("expected inbound")
+    };
+    assert_eq!(pdu_hex, DELIVER);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_port_lost_after_the_pdu_was_written_ends_unknown() {
     let mut rig = ready_rig_with(FakeState {
