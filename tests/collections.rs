@@ -485,6 +485,8 @@ async fn menu_answers_carry_the_opt_out_notice() {
             &format!("Responda 1 para pagar. {NOTICE_ES}"),
             ComposeOptions {
                 metadata: Some(json!({ "paymentLink": "https://pay.example/es" })),
+                region: Some("US-MA".into()),
+                tz: Some("America/New_York".into()),
                 ..ComposeOptions::default()
             },
         )
@@ -495,6 +497,11 @@ async fn menu_answers_carry_the_opt_out_notice() {
     assert_eq!(
         answers[0].text,
         format!("Pay securely at https://pay.example/es\n{NOTICE_ES}")
+    );
+    // It is a text to the same person: their address's region and zone rule it as they rule any.
+    assert_eq!(
+        (answers[0].region.as_deref(), answers[0].tz.as_deref()),
+        (Some("US-MA"), Some("America/New_York"))
     );
     gw.stop().await;
 }

@@ -185,7 +185,7 @@ impl InboundRules {
             Keyword::OptIn { language } => self.opt_in(&ctx, language).await,
             Keyword::Help { language } => {
                 let text = self.optout.help.get(language).to_owned();
-                ctx.answer(self, &text, Category::Confirmation, None, "help")
+                ctx.answer(self, &text, Category::Confirmation, None, "help", None)
                     .await;
                 RulesOutcome::handled("help")
             }
@@ -212,8 +212,15 @@ impl InboundRules {
         if self.first_confirmation(number, now) {
             let text = self.optout.confirmation.get(language).to_owned();
             let deadline = now.checked_add(CONFIRMATION_DEADLINE).ok();
-            ctx.answer(self, &text, Category::Confirmation, deadline, "optout")
-                .await;
+            ctx.answer(
+                self,
+                &text,
+                Category::Confirmation,
+                deadline,
+                "optout",
+                None,
+            )
+            .await;
         } else {
             ctx.event(
                 "confirmation_skipped",
@@ -297,7 +304,7 @@ impl InboundRules {
         )
         .await;
         let text = self.optout.opt_in_confirmation.get(language).to_owned();
-        ctx.answer(self, &text, Category::Confirmation, None, "optout")
+        ctx.answer(self, &text, Category::Confirmation, None, "optout", None)
             .await;
         RulesOutcome::handled("opt_in")
     }
@@ -345,7 +352,14 @@ impl InboundRules {
             }
             Ok(Ok(text)) => {
                 let sent = ctx
-                    .answer(self, &text, Category::AutoReply, None, "reply_menu")
+                    .answer(
+                        self,
+                        &text,
+                        Category::AutoReply,
+                        None,
+                        "reply_menu",
+                        last.as_ref(),
+                    )
                     .await;
                 if sent {
                     RulesOutcome::handled(intent)
@@ -443,6 +457,9 @@ impl Reply<'_> {
         category: Category,
         expires_at: Option<Timestamp>,
         rule: &str,
+        // The message the debtor answered: its `tz` and `region` (where the debtor lives) apply to the
+        // answer's quiet hours and caps as to any text.
+        answering: Option<&Message>,
     ) -> bool {
         let to = &self.number;
         if self.arrival == Arrival::Replayed {
@@ -461,8 +478,12 @@ impl Reply<'_> {
                 }
             }
         }
-        let message = match outbound::compose(to, text, rules.compose_options(category, expires_at))
-        {
+        let mut options = rules.compose_options(category, expires_at);
+        if let Some(answered) = answering {
+            options.tz = answered.tz.clone();
+            options.region = answered.region.clone();
+        }
+        let message = match outbound::compose(to, text, options) {
             Ok(message) => message,
             Err(error) => {
                 tracing::error!(id = %self.message.id, %error, "cannot encode an answer");
