@@ -584,9 +584,13 @@ async fn the_region_of_the_address_brings_its_cap_and_its_hours() {
         gw.wait_sent(sent).await;
     }
     let third = gw.send(new_york, "three", in_boston).await;
-    // The same number with no region is not capped.
-    let unknown_address = gw
+    // A text to that number that does not repeat the region is capped too: the earlier ones said where
+    // the person lives. Another New York number with no region is not capped.
+    let region_left_out = gw
         .send(new_york, "no region", ComposeOptions::default())
+        .await;
+    let unknown_address = gw
+        .send("+12125550124", "no region", ComposeOptions::default())
         .await;
     gw.dispatch.flush().await;
     let held = (
@@ -595,6 +599,7 @@ async fn the_region_of_the_address_brings_its_cap_and_its_hours() {
         Some(hours(168)),
     );
     assert_eq!(gw.hold(third).await, held);
+    assert_eq!(gw.hold(region_left_out).await, held);
     assert_eq!(gw.message(third).await.region.as_deref(), Some("US-MA"));
     gw.wait_sent(unknown_address).await;
 

@@ -758,8 +758,9 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             doc.line("caps", None, "rules"),
             format!(
                 "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), \
-                 and none keeps it: add a rule with prefixes {} and regions [\"{}\"] (recipients whose \
-                 address is in Massachusetts, whatever their number) if you text Massachusetts residents",
+                 and none keeps it for both Massachusetts numbers and Massachusetts addresses: give a \
+                 rule of at most 2 per 168h both prefixes {} and regions = [\"{}\"] (sends whose `region` \
+                 says the debtor lives there, whatever their number) if you text Massachusetts residents",
                 crate::rules::caps::MASSACHUSETTS.join(", "),
                 crate::rules::caps::MASSACHUSETTS_REGION
             ),

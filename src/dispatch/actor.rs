@@ -661,6 +661,12 @@ impl Dispatcher {
     async fn settle(&mut self, flight: Flight, outcome: Option<JobOutcome>) {
         let id = flight.entry.id;
         self.flying.remove(&id);
+        if matches!(
+            outcome,
+            Some(JobOutcome::Sent | JobOutcome::Unknown { .. } | JobOutcome::Failed { .. })
+        ) {
+            self.gate.went_out(&flight.entry, self.clock.now());
+        }
         let written = match &outcome {
             Some(JobOutcome::Sent) => Ok(()),
             Some(JobOutcome::Failed { part, error }) => self.failed(&flight, *part, error).await,

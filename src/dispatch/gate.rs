@@ -39,6 +39,10 @@ pub trait Gate: Send + Sync + 'static {
     /// modem's rate limits let it go): the moment it counts against contact caps.
     fn handed_out(&self, _message: &QueueEntry, _now: Timestamp) {}
 
+    /// A handed-out message's parts went out (or may have), the last by `at`: its contact counts from
+    /// then when that is later than its hand-off (it may have waited minutes at a busy modem).
+    fn went_out(&self, _message: &QueueEntry, _at: Timestamp) {}
+
     /// A handed-out message came back with nothing written (the modem could not take it, or it was
     /// withdrawn before its first PDU): it no longer counts as a contact.
     fn returned(&self, _message: &QueueEntry) {}

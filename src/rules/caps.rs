@@ -73,14 +73,15 @@ impl CapRule {
         Ok(self)
     }
 
-    /// Whether the cap counts sends to `recipient`, whose address is in `region` if the sender said.
-    fn applies_to(&self, recipient: &str, region: Option<&str>) -> bool {
+    /// Whether the cap counts sends to `recipient`, whose address is in one of `regions` as far as the
+    /// sender said (on this message or on the earlier ones counted).
+    fn applies_to(&self, recipient: &str, regions: &[&str]) -> bool {
         (self.prefixes.is_empty() && self.regions.is_empty())
             || self
                 .prefixes
                 .iter()
                 .any(|p| recipient.starts_with(p.as_str()))
-            || region.is_some_and(|region| {
+            || regions.iter().any(|region| {
                 self.regions.iter().any(|r| {
                     region.eq_ignore_ascii_case(r)
                         || region
@@ -160,31 +161,33 @@ impl CapsConfig {
     /// their number, is still capped at least as tightly as the built-in rule (two per seven days), which
     /// configured rules replace rather than join.
     pub fn caps_massachusetts(&self) -> bool {
-        let keeps = |number: &str, region: Option<&str>| {
+        let keeps = |number: &str, regions: &[&str]| {
             self.rules.iter().any(|rule| {
-                rule.applies_to(number, region)
+                rule.applies_to(number, regions)
                     && rule.max <= MASSACHUSETTS_MAX
                     && rule.window >= MASSACHUSETTS_WINDOW
             })
         };
         MASSACHUSETTS
             .iter()
-            .all(|prefix| keeps(&format!("{prefix}5550100"), None))
-            && keeps("+12125550100", Some(MASSACHUSETTS_REGION))
+            .all(|prefix| keeps(&format!("{prefix}5550100"), &[]))
+            && keeps("+12125550100", &[MASSACHUSETTS_REGION])
     }
 
-    /// May a message go to `recipient` (E.164; its address in `region`, when the sender said) at `now`,
-    /// given the instants of earlier sends to it?
+    /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it? Its
+    /// address is in each of `regions`, as the sender said on this message or on the earlier sends
+    /// counted: a CMS that gives `US-MA` on some texts to a person and not on others has said where they
+    /// live.
     pub fn check(
         &self,
         recipient: &str,
-        region: Option<&str>,
+        regions: &[&str],
         previous: &[Timestamp],
         now: Timestamp,
     ) -> CapDecision {
         self.rules
             .iter()
-            .filter(|rule| rule.applies_to(recipient, region))
+            .filter(|rule| rule.applies_to(recipient, regions))
             .filter_map(|rule| rule.wait_until(previous, now))
             .max()
             .map_or(CapDecision::Allowed, CapDecision::WaitUntil)
@@ -222,13 +225,13 @@ mod tests {
         let new_york = "+12125550123";
         let sent = [ts("2026-06-01T15:00:00Z"), ts("2026-06-03T10:00:00Z")];
         let now = ts("2026-06-05T12:00:00Z");
-        assert_eq!(caps.check(new_york, None, &sent, now), CapDecision::Allowed);
+        assert_eq!(caps.check(new_york, &[], &sent, now), CapDecision::Allowed);
         assert_eq!(
-            caps.check(new_york, Some("US-MA"), &sent, now),
+            caps.check(new_york, &["US-MA"], &sent, now),
             CapDecision::WaitUntil(ts("2026-06-08T15:00:00Z"))
         );
         assert_eq!(
-            caps.check(new_york, Some("US-NY"), &sent, now),
+            caps.check(new_york, &["US-NY"], &sent, now),
             CapDecision::Allowed
         );
         // A rule for a whole country covers its subdivisions.
@@ -239,11 +242,11 @@ mod tests {
         let country = CapsConfig { rules: vec![us] };
         let later = ts("2026-06-03T12:00:00Z");
         assert!(matches!(
-            country.check("+442071234567", Some("US-TX"), &sent[1..], later),
+            country.check("+442071234567", &["US-TX"], &sent[1..], later),
             CapDecision::WaitUntil(_)
         ));
         assert_eq!(
-            country.check("+442071234567", None, &sent[1..], later),
+            country.check("+442071234567", &[], &sent[1..], later),
             CapDecision::Allowed,
             "a rule with regions only does not cap everyone"
         );
@@ -262,24 +265,24 @@ mod tests {
         let sent = [ts("2026-06-01T15:00:00Z"), ts("2026-06-03T10:00:00Z")];
         let now = ts("2026-06-05T12:00:00Z");
         assert_eq!(
-            caps.check(boston, None, &sent[..1], now),
+            caps.check(boston, &[], &sent[..1], now),
             CapDecision::Allowed
         );
         let until = ts("2026-06-08T15:00:00Z");
         assert_eq!(
-            caps.check(boston, None, &sent, now),
+            caps.check(boston, &[], &sent, now),
             CapDecision::WaitUntil(until)
         );
         // One nanosecond before 168 hours the oldest still counts; at exactly 168 hours it has left.
         let just_before = until.checked_sub(SignedDuration::from_nanos(1)).unwrap();
         assert_eq!(
-            caps.check(boston, None, &sent, just_before),
+            caps.check(boston, &[], &sent, just_before),
             CapDecision::WaitUntil(until)
         );
-        assert_eq!(caps.check(boston, None, &sent, until), CapDecision::Allowed);
+        assert_eq!(caps.check(boston, &[], &sent, until), CapDecision::Allowed);
         // Other states are not capped by default.
         assert_eq!(
-            caps.check("+12125550123", None, &sent, now),
+            caps.check("+12125550123", &[], &sent, now),
             CapDecision::Allowed
         );
     }
@@ -300,17 +303,17 @@ mod tests {
         let now = ts("2026-06-05T11:00:00Z");
         // Elsewhere, the global cap: 2 in the last 24 h, fine.
         assert_eq!(
-            caps.check("+12125550123", None, &sent, now),
+            caps.check("+12125550123", &[], &sent, now),
             CapDecision::Allowed
         );
         // In 617, 3 in the last 168 h with a cap of 1: wait until all three, the newest last, have left.
         assert_eq!(
-            caps.check("+16175550123", None, &sent, now),
+            caps.check("+16175550123", &[], &sent, now),
             CapDecision::WaitUntil(ts("2026-06-12T10:00:00Z"))
         );
         let busy = [now, now, now];
         assert_eq!(
-            caps.check("+12125550123", None, &busy, now),
+            caps.check("+12125550123", &[], &busy, now),
             CapDecision::WaitUntil(ts("2026-06-06T11:00:00Z"))
         );
     }

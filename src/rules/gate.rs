@@ -28,8 +28,18 @@ pub const UNRESOLVED_RECHECK: SignedDuration = SignedDuration::from_hours(6);
 /// a tail of 20-30 s on a busy network.
 pub const PART_TIME: SignedDuration = SignedDuration::from_secs(30);
 
-/// Hand-off times per recipient: `(when, message)`, oldest first.
-type SendLog = HashMap<String, Vec<(Timestamp, Uuid)>>;
+/// A send counted against a recipient's caps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Counted {
+    /// When it counts from: its hand-off, then when its parts went out (later, if it waited at a modem).
+    at: Timestamp,
+    id: Uuid,
+    /// The region it gave for the recipient's address.
+    region: Option<String>,
+}
+
+/// Sends counted per recipient, oldest first.
+type SendLog = HashMap<String, Vec<Counted>>;
 
 /// The [`Gate`] the daemon gives the dispatcher.
 pub struct CollectionsGate {
@@ -55,9 +65,11 @@ impl CollectionsGate {
             .unwrap_or(Timestamp::MIN);
         let mut log = SendLog::new();
         for send in store.recent_sends(since).await? {
-            log.entry(send.recipient)
-                .or_default()
-                .push((send.at, send.message_id));
+            log.entry(send.recipient).or_default().push(Counted {
+                at: send.at,
+                id: send.message_id,
+                region: send.region,
+            });
         }
         Ok(CollectionsGate {
             optouts,
@@ -75,9 +87,9 @@ impl CollectionsGate {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         for (recipient, sends) in earlier.iter() {
             let known = log.entry(recipient.clone()).or_default();
-            for &(at, id) in sends {
-                if !known.iter().any(|&(_, seen)| seen == id) {
-                    known.push((at, id));
+            for send in sends {
+                if !known.iter().any(|seen| seen.id == send.id) {
+                    known.push(send.clone());
                 }
             }
             known.sort_unstable();
@@ -152,17 +164,18 @@ impl CollectionsGate {
         let horizon = now
             .checked_sub(self.caps.longest_window())
             .unwrap_or(Timestamp::MIN);
-        sends.retain(|&(at, _)| at > horizon);
+        sends.retain(|send| send.at > horizon);
         // The same message seen again (a retry after its send failed) counts once.
-        let previous: Vec<Timestamp> = sends
+        let earlier = || sends.iter().filter(|send| send.id != entry.id);
+        let previous: Vec<Timestamp> = earlier().map(|send| send.at).collect();
+        // Where the recipient lives, as this message and the earlier ones said.
+        let regions: Vec<&str> = entry
+            .region
             .iter()
-            .filter(|&&(_, id)| id != entry.id)
-            .map(|&(at, _)| at)
+            .chain(earlier().filter_map(|send| send.region.as_ref()))
+            .map(String::as_str)
             .collect();
-        match self
-            .caps
-            .check(&entry.to, entry.region.as_deref(), &previous, now)
-        {
+        match self.caps.check(&entry.to, &regions, &previous, now) {
             CapDecision::Allowed => None,
             CapDecision::WaitUntil(until) if entry.expires_at.is_some_and(|at| at <= until) => {
                 Some(Decision::Block {
@@ -213,14 +226,28 @@ impl Gate for CollectionsGate {
         }
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let sends = log.entry(entry.to.clone()).or_default();
-        sends.retain(|&(_, id)| id != entry.id);
-        sends.push((now, entry.id));
+        sends.retain(|send| send.id != entry.id);
+        sends.push(Counted {
+            at: now,
+            id: entry.id,
+            region: entry.region.clone(),
+        });
+    }
+
+    fn went_out(&self, entry: &QueueEntry, at: Timestamp) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(send) = log
+            .get_mut(&entry.to)
+            .and_then(|sends| sends.iter_mut().find(|send| send.id == entry.id))
+        {
+            send.at = send.at.max(at);
+        }
     }
 
     fn returned(&self, entry: &QueueEntry) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sends) = log.get_mut(&entry.to) {
-            sends.retain(|&(_, id)| id != entry.id);
+            sends.retain(|send| send.id != entry.id);
             if sends.is_empty() {
                 log.remove(&entry.to);
             }
@@ -399,6 +426,31 @@ mod tests {
                 until: now.checked_add(UNRESOLVED_RECHECK).unwrap(),
                 reason: "tz_unresolved".into(),
                 rule: Some("quiet_hours".into())
+            }
+        );
+    }
+
+    /// A message that waited at a busy modem counts from when it went out, not from its hand-off: the
+    /// rolling window is about texts the debtor got.
+    #[tokio::test]
+    async fn a_send_counts_from_when_it_went_out() {
+        let caps = CapsConfig {
+            rules: vec![CapRule::new(vec![], 1, SignedDuration::from_hours(24)).unwrap()],
+        };
+        let (_dir, _optouts, gate) = gate(caps).await;
+        let to = "+12125550123";
+        let t0 = at("2026-06-10T12:00:00[America/New_York]");
+        let first = entry(to, Category::Standard);
+        gate.handed_out(&first, t0);
+        let out = t0.checked_add(SignedDuration::from_mins(10)).unwrap();
+        gate.went_out(&first, out);
+        let day_after_hand_off = t0.checked_add(SignedDuration::from_hours(24)).unwrap();
+        assert_eq!(
+            gate.check(&entry(to, Category::Standard), "m1", day_after_hand_off),
+            Decision::Hold {
+                until: out.checked_add(SignedDuration::from_hours(24)).unwrap(),
+                reason: "contact_cap".into(),
+                rule: Some("contact_cap".into()),
             }
         );
     }

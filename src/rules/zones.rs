@@ -148,18 +148,60 @@ pub fn is_fixed_offset(name: &str) -> bool {
     !name.contains('/') || name.starts_with("Etc/")
 }
 
-/// Whether `code` is an ISO 3166 region as a send's `region` and the rules take it: a country (`MX`) or a
-/// subdivision (`US-MA`, `CA-ON`, `MX-CMX`), letters in either case.
+/// ISO 3166-2 subdivisions of the countries whose rules name them (quiet hours, the Massachusetts cap):
+/// a code outside these (`US-ON`, `CA-ONT`) is a mistake, not a place.
+const SUBDIVISIONS: [(&str, &[&str]); 3] = [
+    (
+        "US",
+        &[
+            "AK", "AL", "AR", "AS", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "GU", "HI",
+            "IA", "ID", "IL", "IN", "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MP",
+            "MS", "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR", "PA",
+            "PR", "RI", "SC", "SD", "TN", "TX", "UM", "UT", "VA", "VI", "VT", "WA", "WI", "WV",
+            "WY",
+        ],
+    ),
+    (
+        "CA",
+        &[
+            "AB", "BC", "MB", "NB", "NL", "NS", "NT", "NU", "ON", "PE", "QC", "SK", "YT",
+        ],
+    ),
+    (
+        "MX",
+        &[
+            "AGU", "BCN", "BCS", "CAM", "CHH", "CHP", "CMX", "COA", "COL", "DUR", "GRO", "GUA",
+            "HID", "JAL", "MEX", "MIC", "MOR", "NAY", "NLE", "OAX", "PUE", "QUE", "ROO", "SIN",
+            "SLP", "SON", "TAB", "TAM", "TLA", "VER", "YUC", "ZAC",
+        ],
+    ),
+];
+
+/// Whether `code` (any case) names a place as a send's `region` and `[[caps.rules]] regions` take it: a
+/// country some number is located in (`MX`, `US`), or a subdivision of one (`US-MA`, `CA-ON`, `MX-CMX`;
+/// for the US, Canada and Mexico only their real ones). `MA` alone is Morocco: Massachusetts is `US-MA`.
 pub fn is_region(code: &str) -> bool {
     let (country, subdivision) = match code.split_once('-') {
         Some((country, subdivision)) => (country, Some(subdivision)),
         None => (code, None),
     };
-    country.len() == 2
+    let country_known = country.len() == 2
         && country.bytes().all(|b| b.is_ascii_alphabetic())
-        && subdivision.is_none_or(|s| {
-            (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        && region_name(country) != RegionName::Unknown;
+    let Some(subdivision) = subdivision else {
+        return country_known;
+    };
+    match SUBDIVISIONS
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(country))
+    {
+        Some((_, known)) => known.iter().any(|s| s.eq_ignore_ascii_case(subdivision)),
+        None => {
+            country_known
+                && (1..=3).contains(&subdivision.len())
+                && subdivision.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +217,20 @@ mod tests {
             for zone in &row.zones {
                 assert!(TimeZone::get(zone).is_ok(), "{}: {zone}", row.key);
             }
+        }
+    }
+
+    #[test]
+    fn regions_are_real_places() {
+        for good in [
+            "US", "us-ma", "CA-ON", "CA-PE", "MX", "MX-CMX", "MA", "DE-BE", "PR",
+        ] {
+            assert!(is_region(good), "{good}");
+        }
+        for bad in [
+            "", "USA-MA", "US_MA", "US-ON", "CA-ONT", "MX-XX", "ZZ", "ZZ-QQ", "ON", "1",
+        ] {
+            assert!(!is_region(bad), "{bad}");
         }
     }
 

@@ -643,12 +643,14 @@ pub struct RecentSend {
     pub recipient: String,
     pub message_id: Uuid,
     pub at: Timestamp,
+    /// The region the send gave for the recipient's address, if it gave one.
+    pub region: Option<String>,
 }
 
 /// Sends completed after `since`, the gateway's own confirmations excluded (they never count).
 pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<RecentSend>> {
     conn.prepare_cached(
-        "SELECT r.recipient, r.message_id, r.at FROM recipient_sends r JOIN messages m ON m.id = r.message_id \
+        "SELECT r.recipient, r.message_id, r.at, m.region FROM recipient_sends r JOIN messages m ON m.id = r.message_id \
          WHERE r.at > ?1 AND m.category != 'confirmation' ORDER BY r.at",
     )
     .and_then(|mut st| {
@@ -657,6 +659,7 @@ pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<Re
                 recipient: row.get(0)?,
                 message_id: rows::uuid(row, 1)?,
                 at: rows::ts(row, 2)?,
+                region: row.get(3)?,
             })
         })?
         .collect()
