@@ -751,7 +751,19 @@ async fn a_send_is_stored_and_readable_with_parts_and_events() {
             Some(("application/x-www-form-urlencoded", form.into_bytes())),
         )
         .await;
-    assert_eq!(answer.assert_status(202)["status"], "scheduled");
+    let scheduled = answer.assert_status(202)["id"].as_str().unwrap().to_owned();
+    let shown = server
+        .get(&format!("/v1/messages/{scheduled}"), "reader-token")
+        .await
+        .assert_status(200);
+    assert_eq!(shown["status"], "scheduled");
+    // When it may go, which for a held message the send_at alone would not say.
+    assert_eq!(
+        shown["not_before"].as_str(),
+        Some(modemgate::wire_time::format(send_at).as_str()),
+        "{shown}"
+    );
+    assert_eq!(detail["not_before"], Value::Null, "only scheduled messages");
     // The same with the + not escaped: a form decodes it as a space, and region DE would read the rest as
     // another valid number (+49 4915...): refused, saying why.
     let unescaped = server

@@ -57,6 +57,11 @@ pub struct MessageView {
     /// When the last delivery report came (`delivered` messages).
     #[serde(serialize_with = "crate::wire_time::serialize_option")]
     pub delivered_at: Option<Timestamp>,
+    /// For a `scheduled` message: when it may go next (its `send_at`, or the end of a hold: a quiet-hours
+    /// window opening, a contact cap letting it through, a retry's back-off), which `send_at` alone
+    /// does not say.
+    #[serde(serialize_with = "crate::wire_time::serialize_option")]
+    pub not_before: Option<Timestamp>,
     /// Why it failed, is unknown or held, for people.
     pub error: Option<String>,
     /// The code behind `error`, for programs: the modem's `+CMS ERROR` or a delivery report's TP-Status.
@@ -95,6 +100,10 @@ impl From<store::Message> for MessageView {
             updated_at: m.updated_at,
             sent_at: m.sent_at,
             delivered_at: m.delivered_at,
+            not_before: match m.state {
+                store::MessageState::Scheduled => m.not_before.max(m.send_at),
+                _ => None,
+            },
             error: m.error.or(m.hold_reason),
             error_code: m.error_code,
             category: m.category,

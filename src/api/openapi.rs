@@ -275,6 +275,9 @@ fn schema_definitions() -> Value {
                     messages: when the sender's phone sent it (the SMSC's timestamp)"},
             "delivered_at": {"type": ["string", "null"], "format": "date-time",
                 "description": "delivered messages: when the last delivery report came"},
+            "not_before": {"type": ["string", "null"], "format": "date-time",
+                "description": "scheduled messages: when it may go next (send_at, or the end of a hold: \
+                    quiet hours, a contact cap, a retry's back-off)"},
             "error": {"type": ["string", "null"], "description": "why it failed, is unknown or is held; \
                 for a queued message no modem can take now, why"},
             "error_code": {"type": ["integer", "null"],
