@@ -2,7 +2,9 @@
 //! (through [`crate::dispatch::events::apply`], which keeps the worker contract's acks) and then does what
 //! follows from it: a complete inbound message goes through the reply rules (opt-out first). Webhooks are
 //! not sent from here: the store queues each event in the same transaction as the change that causes it
-//! (`message.received` with the reassembled message), and the hub only wakes the deliverer.
+//! (`message.received` with the reassembled message), and the hub only wakes the deliverer. While the
+//! store refuses writes (a full disk) the hub keeps what the workers will not report again, a part sent
+//! and a status report, and writes it again later every 5 s.
 //!
 //! Events are written in arrival order but not one commit at a time: every modem's `Submitting` ack waits
 //! for an fsync, and with several modems sending in step a serial hub made each wait behind the others'

@@ -5,8 +5,9 @@
 //!
 //! The gate runs on the dispatcher's task, so it never touches the store: opt-outs come from the shared
 //! in-memory [`OptOuts`], and sends counted against caps from an in-memory log loaded at start, appended
-//! to when the dispatcher hands a message to a modem and taken back when one returns unsent (so a message
-//! cancelled or expired while it waited at a busy modem does not use up its recipient's cap).
+//! to when the dispatcher hands a message to a modem, moved on to when its parts went out, and taken back
+//! when one returns unsent (so a message cancelled or expired while it waited at a busy modem does not use
+//! up its recipient's cap). Each send keeps the region it gave for the recipient's address.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
