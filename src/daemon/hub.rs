@@ -4,7 +4,7 @@
 //! not sent from here: the store queues each event in the same transaction as the change that causes it
 //! (`message.received` with the reassembled message), and the hub only wakes the deliverer. While the
 //! store refuses writes (a full disk) the hub keeps what the workers will not report again, a part sent
-//! and a status report, and writes it again later every 5 s.
+//! and a status report, and writes it again every 5 s until the store takes it.
 //!
 //! Events are written in arrival order but not one commit at a time: every modem's `Submitting` ack waits
 //! for an fsync, and with several modems sending in step a serial hub made each wait behind the others'
