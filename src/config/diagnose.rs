@@ -753,6 +753,18 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             "quiet hours are off: messages may reach recipients at any local hour",
         ));
     }
+    // `MA` alone is Morocco, `DE` Germany: a US state written without its country is a cap on nobody.
+    for region in config.caps.rules.iter().flat_map(|rule| rule.regions()) {
+        if crate::rules::is_us_subdivision_code(region) {
+            out.push(warning(
+                doc.line("caps", None, "rules"),
+                format!(
+                    "caps region \"{region}\" is the country {region}, not the US state: write \"US-{region}\" \
+                     for the state"
+                ),
+            ));
+        }
+    }
     if sound && !config.caps.caps_massachusetts() {
         out.push(warning(
             doc.line("caps", None, "rules"),
@@ -1000,6 +1012,21 @@ mod tests {
         std::fs::write(crate::daemon::lock::path_for(&db), "").unwrap();
         let gone = warning_for(&db).unwrap();
         assert!(gone.contains("is missing"), "{gone}");
+    }
+
+    #[test]
+    fn a_caps_region_that_is_a_us_state_without_its_country_draws_a_warning() {
+        let report = check(
+            "[[caps.rules]]\nprefixes = [\"+1617\"]\nregions = [\"MA\", \"US-MA\", \"MX\"]\nmax = 2\n\
+             window = \"168h\"\n",
+        );
+        let rendered = report.render();
+        let warned: Vec<_> = rendered
+            .iter()
+            .filter(|l| l.contains("is the country"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{rendered:#?}");
+        assert!(warned[0].contains("\"US-MA\""), "{rendered:#?}");
     }
 
     #[test]

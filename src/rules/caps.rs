@@ -73,6 +73,11 @@ impl CapRule {
         Ok(self)
     }
 
+    /// The address regions it applies to, as configured (upper case).
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
     /// Whether the cap counts sends to `recipient`, whose address is in one of `regions` as far as the
     /// sender said (on this message or on the earlier ones counted).
     fn applies_to(&self, recipient: &str, regions: &[&str]) -> bool {

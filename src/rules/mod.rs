@@ -32,7 +32,8 @@ pub use keywords::{Keyword, KeywordEntry, Keywords, KeywordsConfig, Language};
 pub use quiet_hours::{Days, Decision, HoldReason, QuietHoursConfig, RegionWindows, Window};
 pub use replies::{NoticeMode, OptOutConfig, ReplyRule, Template, Texts};
 pub use zones::{
-    Location, RegionName, Unresolved, is_fixed_offset, is_region, locate, region_name,
+    Location, RegionName, Unresolved, is_fixed_offset, is_region, is_us_subdivision_code, locate,
+    region_name,
 };
 
 use serde::Deserialize;

@@ -177,6 +177,15 @@ const SUBDIVISIONS: [(&str, &[&str]); 3] = [
     ),
 ];
 
+/// Whether `code` (any case, no country) is a US state's or territory's code: `MA` alone is Morocco, and
+/// check-config asks whether `US-MA` was meant.
+pub fn is_us_subdivision_code(code: &str) -> bool {
+    SUBDIVISIONS
+        .iter()
+        .find(|(country, _)| *country == "US")
+        .is_some_and(|(_, known)| known.iter().any(|s| s.eq_ignore_ascii_case(code)))
+}
+
 /// Whether `code` (any case) names a place as a send's `region` and `[[caps.rules]] regions` take it: a
 /// country some number is located in (`MX`, `US`), or a subdivision of one (`US-MA`, `CA-ON`, `MX-CMX`;
 /// for the US, Canada and Mexico only their real ones). `MA` alone is Morocco: Massachusetts is `US-MA`.
