@@ -765,14 +765,22 @@ fn warn(config: &Config, doc: &Doc<'_, '_>, sound: bool, out: &mut Vec<Diagnosti
             ));
         }
     }
-    if sound && !config.caps.caps_massachusetts() {
+    let (numbers, addresses) = (
+        config.caps.caps_massachusetts_numbers(),
+        config.caps.caps_massachusetts_addresses(),
+    );
+    if sound && !(numbers && addresses) {
+        let missing = match (numbers, addresses) {
+            (false, false) => "Massachusetts numbers or Massachusetts addresses",
+            (false, true) => "Massachusetts numbers",
+            _ => "Massachusetts addresses (sends with region US-MA from numbers elsewhere)",
+        };
         out.push(warning(
             doc.line("caps", None, "rules"),
             format!(
                 "[caps] rules replace the built-in Massachusetts cap (2 texts per 7 days, 940 CMR 7.04), \
-                 and none keeps it for both Massachusetts numbers and Massachusetts addresses: give a \
-                 rule of at most 2 per 168h both prefixes {} and regions = [\"{}\"] (sends whose `region` \
-                 says the debtor lives there, whatever their number) if you text Massachusetts residents",
+                 and none caps {missing} that tightly: give a rule of at most 2 per 168h with prefixes {} \
+                 and regions = [\"{}\"] if you text Massachusetts residents",
                 crate::rules::caps::MASSACHUSETTS.join(", "),
                 crate::rules::caps::MASSACHUSETTS_REGION
             ),
@@ -1027,6 +1035,20 @@ mod tests {
             .collect();
         assert_eq!(warned.len(), 1, "{rendered:#?}");
         assert!(warned[0].contains("\"US-MA\""), "{rendered:#?}");
+        // The numbers capped, the addresses not: the warning says which half is missing.
+        let numbers_only = check(&format!(
+            "[[caps.rules]]\nprefixes = [{}]\nmax = 2\nwindow = \"168h\"\n",
+            crate::rules::caps::MASSACHUSETTS
+                .map(|p| format!("\"{p}\""))
+                .join(", ")
+        ));
+        let rendered = numbers_only.render();
+        assert!(
+            rendered
+                .iter()
+                .any(|l| l.contains("none caps Massachusetts addresses")),
+            "{rendered:#?}"
+        );
     }
 
     #[test]

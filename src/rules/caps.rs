@@ -166,17 +166,27 @@ impl CapsConfig {
     /// their number, is still capped at least as tightly as the built-in rule (two per seven days), which
     /// configured rules replace rather than join.
     pub fn caps_massachusetts(&self) -> bool {
-        let keeps = |number: &str, regions: &[&str]| {
-            self.rules.iter().any(|rule| {
-                rule.applies_to(number, regions)
-                    && rule.max <= MASSACHUSETTS_MAX
-                    && rule.window >= MASSACHUSETTS_WINDOW
-            })
-        };
+        self.caps_massachusetts_numbers() && self.caps_massachusetts_addresses()
+    }
+
+    /// Whether every Massachusetts number is capped as tightly as the built-in rule.
+    pub fn caps_massachusetts_numbers(&self) -> bool {
         MASSACHUSETTS
             .iter()
-            .all(|prefix| keeps(&format!("{prefix}5550100"), &[]))
-            && keeps("+12125550100", &[MASSACHUSETTS_REGION])
+            .all(|prefix| self.keeps_massachusetts(&format!("{prefix}5550100"), &[]))
+    }
+
+    /// Whether a number from elsewhere sent with `region` US-MA is capped as tightly as the built-in rule.
+    pub fn caps_massachusetts_addresses(&self) -> bool {
+        self.keeps_massachusetts("+12125550100", &[MASSACHUSETTS_REGION])
+    }
+
+    fn keeps_massachusetts(&self, number: &str, regions: &[&str]) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.applies_to(number, regions)
+                && rule.max <= MASSACHUSETTS_MAX
+                && rule.window >= MASSACHUSETTS_WINDOW
+        })
     }
 
     /// May a message go to `recipient` (E.164) at `now`, given the instants of earlier sends to it? Its
