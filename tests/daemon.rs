@@ -112,6 +112,7 @@ async fn a_send_is_delivered_and_a_multipart_reply_comes_back_as_one_message() {
         "modemgate_modem_state{modem=\"m1\",state=\"ready\"} 1",
         "modemgate_modem_sent_today{modem=\"m1\"} 1",
         "modemgate_modems_available 1",
+        "modemgate_http_responses_total{code=\"202\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -99,10 +99,27 @@ struct Registry {
     store: (bool, u64),
 }
 
+/// API answers by HTTP status (100-599) since start: counted on every request, so without a lock.
+#[derive(Debug)]
+struct StatusCounts(Box<[AtomicU64]>);
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        StatusCounts((100..600).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl StatusCounts {
+    fn slot(&self, status: u16) -> Option<&AtomicU64> {
+        self.0.get(usize::from(status).checked_sub(100)?)
+    }
+}
+
 /// The daemon's metrics. Shared as `Arc<Metrics>`; every method is cheap and never blocks for long.
 #[derive(Debug, Default)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    responses: StatusCounts,
 }
 
 impl Metrics {
@@ -162,6 +179,13 @@ impl Metrics {
     /// Whether the store takes writes now (see `Store::check`), and the batches it refused since start.
     pub fn set_store(&self, writable: bool, refused_batches: u64) {
         self.lock().store = (writable, refused_batches);
+    }
+
+    /// Counts an API answer.
+    pub fn count_response(&self, status: u16) {
+        if let Some(slot) = self.responses.slot(status) {
+            slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts what a retention pass deleted.
@@ -240,6 +264,24 @@ impl Metrics {
             "modemgate_store_refused_batches_total",
             &[],
             refused as f64,
+        );
+        let codes: Vec<(String, u64)> = (100u16..600)
+            .filter_map(|code| {
+                let n = self
+                    .responses
+                    .slot(code)?
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                (n > 0).then(|| (code.to_string(), n))
+            })
+            .collect();
+        let codes: Vec<(&str, u64)> = codes.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        by_label(
+            &mut out,
+            ("modemgate_http_responses_total", "counter"),
+            "API answers by HTTP status since start (503: the store refused; 429: a key over its rate). \
+             Connections the HTTP layer refuses before a request is read (408, 431) are not counted.",
+            "code",
+            &codes,
         );
         let (messages, events) = registry.retention_deleted;
         by_label(
@@ -495,6 +537,9 @@ mod tests {
         metrics.add_retention_deleted(3, 1);
         metrics.add_retention_deleted(2, 0);
         metrics.set_store(false, 7);
+        metrics.count_response(202);
+        metrics.count_response(503);
+        metrics.count_response(202);
         let text = metrics.render();
         for line in [
             "modemgate_database_bytes{file=\"database\"} 4096",
@@ -503,6 +548,8 @@ mod tests {
             "modemgate_retention_deleted_total{kind=\"webhook_events\"} 1",
             "modemgate_store_writable 0",
             "modemgate_store_refused_batches_total 7",
+            "modemgate_http_responses_total{code=\"202\"} 2",
+            "modemgate_http_responses_total{code=\"503\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }

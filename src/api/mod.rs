@@ -107,9 +107,23 @@ pub fn router(state: AppState) -> Router {
     for route in routes::table() {
         router = router.route(route.spec.path, route.into_method_router(&state.auth));
     }
+    let metrics = state.metrics.clone();
     router
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response_with_state(
+            metrics,
+            count_response,
+        ))
         .with_state(state)
+}
+
+/// Counts every answer by its status for `/metrics`: a CMS getting 503s or 429s shows there.
+async fn count_response(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    metrics.count_response(response.status().as_u16());
+    response
 }
