@@ -63,7 +63,7 @@ impl Worker {
                         tracing::warn!(modem = %self.cfg.id, %error, pdu = %pdu_hex, "a status report that cannot be decoded: acknowledged, not stored");
                         HandOver::Stored
                     }
-                    _ => self.hand_over(&pdu_hex).await,
+                    (_, decoded) => self.hand_over(&pdu_hex, decoded).await,
                 };
                 if self.cnma_required && handed == HandOver::Stored {
                     let r = session
@@ -335,7 +335,7 @@ impl Worker {
     ) -> Result<(), SessionError> {
         let key = (memory.to_owned(), index);
         if self.undeleted.get(&key) != Some(&pdu_hex) {
-            if self.hand_over(&pdu_hex).await != HandOver::Stored {
+            if self.hand_over(&pdu_hex, pdu::decode_hex(&pdu_hex)).await != HandOver::Stored {
                 return Ok(());
             }
             // Remembered until the delete succeeds: if it is refused, or the port dies first, the next read
@@ -357,9 +357,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn hand_over(&mut self, pdu_hex: &str) -> HandOver {
+    /// Hands the PDU the modem printed, decoded by the caller (a routed one is looked at first), to the
+    /// daemon.
+    async fn hand_over(&mut self, pdu_hex: &str, decoded: Result<Pdu, pdu::PduError>) -> HandOver {
         let modem = self.cfg.id.clone();
-        match pdu::decode_hex(pdu_hex) {
+        match decoded {
             Ok(Pdu {
                 tpdu: Tpdu::StatusReport(report),
                 ..

@@ -162,14 +162,8 @@ impl CapsConfig {
             .unwrap_or(SignedDuration::ZERO)
     }
 
-    /// Whether every Massachusetts number, and every recipient with a Massachusetts address whatever
-    /// their number, is still capped at least as tightly as the built-in rule (two per seven days), which
-    /// configured rules replace rather than join.
-    pub fn caps_massachusetts(&self) -> bool {
-        self.caps_massachusetts_numbers() && self.caps_massachusetts_addresses()
-    }
-
-    /// Whether every Massachusetts number is capped as tightly as the built-in rule.
+    /// Whether every Massachusetts number is still capped at least as tightly as the built-in rule (two per
+    /// seven days), which configured rules replace rather than join.
     pub fn caps_massachusetts_numbers(&self) -> bool {
         MASSACHUSETTS
             .iter()
@@ -212,6 +206,13 @@ impl CapsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl CapsConfig {
+        /// Both halves of the built-in rule kept, as check-config asks.
+        fn caps_massachusetts(&self) -> bool {
+            self.caps_massachusetts_numbers() && self.caps_massachusetts_addresses()
+        }
+    }
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap()

@@ -114,9 +114,8 @@ pub struct Store {
 struct Inner {
     pub(crate) writer: writer::Writer,
     readers: read::Readers,
-    /// The database file, for its size on disk.
-    path: PathBuf,
-    /// The file opened: a file deleted or put in its place later is not it.
+    /// The database's path (for its size on disk) and the file opened there: a file deleted or put in
+    /// its place later is not it.
     file: opened::OpenedFile,
     clock: Arc<dyn Clock>,
     report_window: Duration,
@@ -224,7 +223,6 @@ impl Store {
                 writer,
                 readers: read::Readers::new(path.clone()),
                 file,
-                path,
                 clock: options.clock,
                 report_window: options.report_window,
                 cap_zone: options.cap_zone,
@@ -237,10 +235,10 @@ impl Store {
     /// admin's measure of growth, and of what retention gives back to new messages.
     pub fn disk_usage(&self) -> DiskUsage {
         let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-        let mut log = self.inner.path.clone().into_os_string();
+        let mut log = self.inner.file.path.clone().into_os_string();
         log.push("-wal");
         DiskUsage {
-            database: size(&self.inner.path),
+            database: size(&self.inner.file.path),
             log: size(Path::new(&log)),
         }
     }
@@ -251,7 +249,7 @@ impl Store {
     pub fn check(&self) -> Result<()> {
         if let Some(what) = self.file_changed() {
             return Err(StoreError::FileChanged {
-                path: self.inner.path.clone(),
+                path: self.inner.file.path.clone(),
                 what,
             });
         }
@@ -263,7 +261,7 @@ impl Store {
 
     /// Whether the database's file system has [`ROOM`] free (when it can tell).
     fn room(&self) -> Result<()> {
-        let dir = match self.inner.path.parent() {
+        let dir = match self.inner.file.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
