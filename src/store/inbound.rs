@@ -264,7 +264,7 @@ fn create_received(
             ])
         })
         .map_err(DB)?;
-    ctx.created(MessageState::Received, Some(modem));
+    ctx.created(id, sender, MessageState::Received, Some(modem));
     ctx.conn
         .prepare_cached(
             "INSERT INTO modems (id, first_seen, last_seen, received) VALUES (?1, ?2, ?2, 1) \

@@ -307,6 +307,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN region TEXT;
     "#,
+    // 21: who each message is to or from as a table merged behind a watermark (see `peers`), replacing
+    // the index on `messages (peer, id)`, which dirtied a page per recipient per commit.
+    r#"
+    CREATE TABLE message_peers (peer TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (peer, id)) WITHOUT ROWID;
+    INSERT INTO message_peers (peer, id) SELECT peer, id FROM messages ORDER BY peer, id;
+    CREATE TABLE message_peers_merged (one INTEGER PRIMARY KEY CHECK (one = 1), upto TEXT NOT NULL);
+    INSERT INTO message_peers_merged (one, upto) SELECT 1, coalesce(max(id), '') FROM messages;
+    DROP INDEX messages_peer;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -20,6 +20,8 @@ pub mod migrations;
 mod opened;
 mod outbox;
 pub use outbox::Verdict;
+mod peers;
+pub use peers::MergePolicy;
 mod read;
 mod records;
 mod recovery;
@@ -85,6 +87,8 @@ pub struct OpenOptions {
     /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
     /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
     pub background_checkpoints: bool,
+    /// When the look-up of messages by number takes in new messages (see `peers`).
+    pub peer_merge: MergePolicy,
 }
 
 impl Default for OpenOptions {
@@ -101,6 +105,7 @@ impl Default for OpenOptions {
             inbound_verdict: None,
             wal_limit_frames: checkpoint::LIMIT_FRAMES,
             background_checkpoints: true,
+            peer_merge: MergePolicy::default(),
         }
     }
 }
@@ -207,6 +212,9 @@ impl Store {
         } else {
             None
         };
+        let merger = peers::Merger::start(&conn, options.peer_merge).map_err(
+            StoreError::sqlite("counting the messages not merged into the look-up by number"),
+        )?;
         let file = opened::OpenedFile::new(path.clone());
         let writer = writer::Writer::spawn(
             conn,
@@ -215,6 +223,7 @@ impl Store {
                 wanted,
                 file: file.clone(),
             },
+            merger,
             options.max_batch,
             checkpoint::LogKeeper::new(checkpointer, options.wal_limit_frames),
         )?;

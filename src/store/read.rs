@@ -105,15 +105,16 @@ pub(crate) fn message(conn: &Connection, id: Uuid) -> Result<Option<MessageDetai
 pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(peer) = &filter.peer {
+        args.push(Box::new(peer.clone()));
+        clauses.push(super::peers::ids_of(args.len()));
+    }
     let mut push = |clause: &str, value: Box<dyn ToSql>| {
         args.push(value);
         clauses.push(format!("{clause} ?{}", args.len()));
     };
     if let Some(direction) = filter.direction {
         push("direction =", Box::new(direction));
-    }
-    if let Some(peer) = &filter.peer {
-        push("peer =", Box::new(peer.clone()));
     }
     if let Some(state) = filter.state {
         push("state =", Box::new(state));
@@ -671,9 +672,10 @@ pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<Re
 /// templates from its metadata.
 pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Message>> {
     conn.prepare_cached(&format!(
-        "SELECT {} FROM messages WHERE peer = ?1 AND direction = 'outbound' AND category = 'standard' \
+        "SELECT {} FROM messages WHERE {} AND direction = 'outbound' AND category = 'standard' \
          AND state IN ('sent', 'delivered') ORDER BY id DESC LIMIT 1",
-        rows::MESSAGE_COLUMNS
+        rows::MESSAGE_COLUMNS,
+        super::peers::ids_of(1)
     ))
     .and_then(|mut st| st.query_row([peer], rows::message).optional())
     .map_err(DB)
@@ -685,10 +687,11 @@ pub(crate) fn rules_answer_after(
     peer: &str,
     after: Uuid,
 ) -> Result<Option<Uuid>> {
-    conn.prepare_cached(
-        "SELECT id FROM messages WHERE peer = ?1 AND id > ?2 AND direction = 'outbound' \
+    conn.prepare_cached(&format!(
+        "SELECT id FROM messages WHERE {} AND id > ?2 AND direction = 'outbound' \
          AND api_key = 'rules' ORDER BY id LIMIT 1",
-    )
+        super::peers::ids_of(1)
+    ))
     .and_then(|mut st| {
         st.query_row(params![peer, after.to_string()], |row| rows::uuid(row, 0))
             .optional()

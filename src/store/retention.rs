@@ -80,6 +80,14 @@ pub(crate) fn prune(
     })
 }
 
+/// A message retention may delete: what decides it, and what its rows are found by.
+struct Candidate {
+    id: String,
+    state: MessageState,
+    updated_at: i64,
+    peer: String,
+}
+
 /// Walks up to `limit` message rows after `after`; returns as [`walk`] does.
 fn prune_messages(
     ctx: &WriteCtx<'_>,
@@ -87,10 +95,10 @@ fn prune_messages(
     after: i64,
     limit: i64,
 ) -> Result<(usize, i64, bool)> {
-    let rows: Vec<(i64, i64, (String, MessageState, i64))> = ctx
+    let rows: Vec<(i64, i64, Candidate)> = ctx
         .conn
         .prepare_cached(
-            "SELECT rowid, created_at, id, state, updated_at FROM messages WHERE rowid > ?1 \
+            "SELECT rowid, created_at, id, state, updated_at, peer FROM messages WHERE rowid > ?1 \
              ORDER BY rowid LIMIT ?2",
         )
         .and_then(|mut st| {
@@ -98,7 +106,12 @@ fn prune_messages(
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
-                    (row.get(2)?, row.get(3)?, row.get(4)?),
+                    Candidate {
+                        id: row.get(2)?,
+                        state: row.get(3)?,
+                        updated_at: row.get(4)?,
+                        peer: row.get(5)?,
+                    },
                 ))
             })?
             .collect()
@@ -109,7 +122,13 @@ fn prune_messages(
         after,
         limit,
         cutoff_ms,
-        |_, (id, state, updated_at)| {
+        |_,
+         Candidate {
+             id,
+             state,
+             updated_at,
+             peer,
+         }| {
             let delete =
                 state.is_final() && updated_at < cutoff_ms && !is_optout_evidence(ctx, &id)?;
             if delete {
@@ -121,6 +140,7 @@ fn prune_messages(
                 ] {
                     execute(ctx, sql, &[&id])?;
                 }
+                super::peers::forget(ctx.conn, &peer, &id).map_err(DB)?;
             }
             Ok(delete)
         },

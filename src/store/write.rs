@@ -192,7 +192,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
             ])
             .map_err(DB)?;
     }
-    ctx.created(state, None);
+    ctx.created(id, &message.to, state, None);
     append_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
         id,
@@ -880,10 +880,11 @@ pub(crate) const EXPIRED: &str = "expires_at passed before it could be sent";
 pub(crate) fn block_pending_to(ctx: &WriteCtx<'_>, number: &str, actor: &str) -> Result<usize> {
     let ids: Vec<Uuid> = ctx
         .conn
-        .prepare_cached(
-            "SELECT id FROM messages WHERE peer = ?1 AND direction = 'outbound' \
+        .prepare_cached(&format!(
+            "SELECT id FROM messages WHERE {} AND direction = 'outbound' \
              AND state IN ('queued', 'scheduled') AND category != 'confirmation'",
-        )
+            super::peers::ids_of(1)
+        ))
         .and_then(|mut st| {
             st.query_map([number], |row| super::rows::uuid(row, 0))?
                 .collect()

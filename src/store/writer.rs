@@ -6,6 +6,7 @@
 //! A request refused on its merits (a conflict, a forbidden transition) writes nothing and does not disturb
 //! the others; a storage failure fails the whole batch, and every caller in it hears so.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use super::clock::Clock;
 use super::error::{Result, StoreError};
 use super::opened::OpenedFile;
 use super::outbox::Wanted;
+use super::peers::{Key, Merger};
 use super::types::{MessageState, WriterStats};
 
 /// Everything a write operation may use: the open transaction's connection, the time it runs at, the id
@@ -50,9 +52,11 @@ impl<'a> WriteCtx<'a> {
         }
     }
 
-    /// Counts a message row just inserted, for the metrics' counts (see [`NewMessages`]).
-    pub fn created(&self, state: MessageState, modem: Option<&str>) {
+    /// Counts a message row just inserted, for the metrics' counts (see [`NewMessages`]), and keeps its
+    /// key for the look-up by number.
+    pub fn created(&self, id: Uuid, peer: &str, state: MessageState, modem: Option<&str>) {
         self.created.add(state, modem.unwrap_or(""));
+        self.created.keys.borrow_mut().push((peer.into(), id));
     }
 
     pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
@@ -97,12 +101,16 @@ impl<'a> WriteCtx<'a> {
 /// statement, which SQLite guards with a statement journal: a copy of each page it touches. That was a
 /// quarter of the writer's time per accepted message; one upsert per (state, modem) per batch is not.
 #[derive(Default)]
-pub(crate) struct NewMessages(std::cell::RefCell<HashMap<(MessageState, String), i64>>);
+pub(crate) struct NewMessages {
+    counts: RefCell<HashMap<(MessageState, String), i64>>,
+    /// Their keys, for the look-up by number once the batch is committed.
+    keys: RefCell<Vec<Key>>,
+}
 
 impl NewMessages {
     fn add(&self, state: MessageState, modem: &str) {
         *self
-            .0
+            .counts
             .borrow_mut()
             .entry((state, modem.to_owned()))
             .or_insert(0) += 1;
@@ -110,7 +118,7 @@ impl NewMessages {
 
     /// Adds the tally to `message_counts`, inside the batch's transaction.
     pub fn flush(&self, conn: &Connection) -> rusqlite::Result<()> {
-        let counts = std::mem::take(&mut *self.0.borrow_mut());
+        let counts = std::mem::take(&mut *self.counts.borrow_mut());
         for ((state, modem), n) in counts {
             conn.prepare_cached(
                 "INSERT INTO message_counts (state, modem, n) VALUES (?1, ?2, ?3) \
@@ -228,6 +236,7 @@ impl Writer {
     pub fn spawn(
         conn: Connection,
         setting: Setting,
+        merger: Merger,
         max_batch: usize,
         log: LogKeeper,
     ) -> Result<Writer> {
@@ -237,7 +246,17 @@ impl Writer {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, &setting, max_batch.max(1), &thread_stats, log))
+            .spawn(move || {
+                run(
+                    conn,
+                    rx,
+                    &setting,
+                    merger,
+                    max_batch.max(1),
+                    &thread_stats,
+                    log,
+                )
+            })
             .map_err(|source| StoreError::Io {
                 path: "store-writer thread".into(),
                 source: Arc::new(source),
@@ -269,6 +288,7 @@ fn run(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
     setting: &Setting,
+    mut merger: Merger,
     max_batch: usize,
     stats: &Stats,
     mut log: LogKeeper,
@@ -286,7 +306,7 @@ fn run(
             }
         }
         let count = batch.len() as u64;
-        commit_batch(&conn, setting, &ids, batch.drain(..), stats);
+        commit_batch(&conn, setting, &ids, &mut merger, batch.drain(..), stats);
         stats.requests.fetch_add(count, Ordering::Relaxed);
         log.committed(&conn, std::time::Instant::now());
     }
@@ -322,6 +342,7 @@ fn commit_batch(
     conn: &Connection,
     setting: &Setting,
     ids: &uuid::ContextV7,
+    merger: &mut Merger,
     batch: impl Iterator<Item = Box<dyn Job>>,
     stats: &Stats,
 ) {
@@ -370,16 +391,19 @@ fn commit_batch(
             broken = Some(StoreError::RolledBack);
         }
     }
-    let commit = match broken {
-        // A rolled-back batch's tally is dropped with it.
+    let keys = created.keys.take();
+    let committed = match broken {
+        // A rolled-back batch's tally and keys are dropped with it.
         Some(error) => Err(error),
         None => created
             .flush(conn)
-            .and_then(|()| conn.execute_batch("COMMIT"))
+            .and_then(|()| merger.slice(conn, keys.len()))
+            .and_then(|slice| conn.execute_batch("COMMIT").map(|()| slice))
             .map_err(StoreError::sqlite("committing a batch")),
     };
-    match &commit {
-        Ok(()) => {
+    let commit = match committed {
+        Ok(slice) => {
+            merger.committed(slice, keys);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             let refused = stats.failing.swap(0, Ordering::Relaxed);
             if refused > 0 {
@@ -394,14 +418,16 @@ fn commit_batch(
                     tracing::debug!(refused, "the store commits again");
                 }
             }
+            Ok(())
         }
         Err(error) => {
-            refused(stats, error, finishes.len());
+            refused(stats, &error, finishes.len());
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            Err(error)
         }
-    }
+    };
     for finish in finishes {
         finish.finish(commit.clone());
     }
