@@ -14,9 +14,16 @@ fn start() -> Timestamp {
     "2026-03-02T15:00:00Z".parse().unwrap()
 }
 
+/// The look-up by number merges at every batch here, so these tests read it through its table; the
+/// daemon's tests mostly read it before a merge (see `looking_up_by_number_is_exact_...`).
 fn options(clock: &ManualClock) -> OpenOptions {
     OpenOptions {
         clock: Arc::new(clock.clone()),
+        peer_merge: MergePolicy {
+            rows: 1,
+            every: Duration::MAX,
+            slice: 1_000,
+        },
         ..OpenOptions::default()
     }
 }
@@ -129,6 +136,12 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
             }
         }
         let store = open(&path, &clock);
+        // The look-up by number starts from every message there was (migration 21).
+        let conversation = store
+            .conversation("+15551230000", None, None)
+            .await
+            .unwrap();
+        assert_eq!(conversation.messages.len(), usize::from(version >= 1));
         drop(store);
         let conn = Connection::open(&path).unwrap();
         assert_eq!(migrations::version(&conn).unwrap(), migrations::LATEST);
@@ -1213,13 +1226,13 @@ async fn listing_filters_and_pages_with_a_cursor() {
     ));
 }
 
-/// What the look-up by number holds, read beside the store: (keys merged, whether a run is part done:
-/// keys in the table past the watermark).
+/// What the look-up by number holds, read beside the store: (rows merged, whether a run is part done:
+/// rows in the table past the watermark).
 fn merge_state(path: &Path) -> (i64, bool) {
     let conn = Connection::open(path).unwrap();
     conn.query_row(
         "SELECT (SELECT count(*) FROM message_peers), EXISTS (SELECT 1 FROM message_peers \
-         WHERE id > (SELECT upto FROM message_peers_merged))",
+         WHERE first > (SELECT upto FROM message_peers_merged))",
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
@@ -1771,6 +1784,21 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     for table in ["events", "parts", "webhook_outbox"] {
         assert_eq!(rows_of(&path, table, &old), 0, "{table}");
     }
+    // The look-up by number no longer names them, and still names what is kept.
+    for id in &old {
+        let packed = id.as_bytes().to_vec();
+        let sql = "SELECT count(*) FROM message_peers WHERE instr(ids, ?1) > 0";
+        let named: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(sql, [packed], |row| row.get(0))
+            .unwrap();
+        assert_eq!(named, 0, "{id}");
+    }
+    let kept = store
+        .conversation("+14158900020", None, None)
+        .await
+        .unwrap();
+    assert_eq!(kept.messages.len(), 1);
     assert_eq!(count(&path, "SELECT count(*) FROM webhook_attempts"), 0);
     let before = cutoff.as_millisecond();
     let recipient_sends = format!("SELECT count(*) FROM recipient_sends WHERE at < {before}");

@@ -307,11 +307,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN region TEXT;
     "#,
-    // 21: who each message is to or from as a table merged behind a watermark (see `peers`), replacing
-    // the index on `messages (peer, id)`, which dirtied a page per recipient per commit.
+    // 21: who each message is to or from as rows of ids per number, merged behind a watermark (see
+    // `peers`), replacing the index on `messages (peer, id)`, which dirtied a page per recipient per commit.
     r#"
-    CREATE TABLE message_peers (peer TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (peer, id)) WITHOUT ROWID;
-    INSERT INTO message_peers (peer, id) SELECT peer, id FROM messages ORDER BY peer, id;
+    CREATE TABLE message_peers (
+        peer TEXT NOT NULL,
+        first TEXT NOT NULL,
+        ids BLOB NOT NULL,
+        PRIMARY KEY (peer, first)
+    ) WITHOUT ROWID;
+    INSERT INTO message_peers (peer, first, ids)
+        SELECT peer, min(id), unhex(group_concat(replace(id, '-', ''), '' ORDER BY id)) FROM messages
+        GROUP BY peer;
     CREATE TABLE message_peers_merged (one INTEGER PRIMARY KEY CHECK (one = 1), upto TEXT NOT NULL);
     INSERT INTO message_peers_merged (one, upto) SELECT 1, coalesce(max(id), '') FROM messages;
     DROP INDEX messages_peer;

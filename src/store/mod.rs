@@ -181,6 +181,8 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_fail)?;
+        // `id IN rarray(?)`: the look-ups by number hand SQLite the ids `peers` found.
+        rusqlite::vtab::array::load_module(&conn).map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
             conn.pragma_update(None, "max_page_count", pages)

@@ -1,27 +1,29 @@
 //! Who each message is to or from, for the look-ups by number (a conversation, the list's `to`, reply
-//! menus, an opt-out's blocking of queued texts): a table the writer merges new messages into in key
-//! order, not an index on `messages`.
+//! menus, an opt-out's blocking of queued texts): a table the writer merges new messages into, a row per
+//! number per merge, not an index on `messages`.
 //!
 //! An index on `messages (peer, id)` puts each new message on its recipient's leaf page, so a batch to
 //! 1,000 debtors dirties 1,000 index pages per commit, and the commit writes each dirtied page whole to
 //! the log: ~4 KB of WAL per message, which halved the writer's throughput (BENCHMARKS.md, "Store").
 //! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::rows`] wait (or
-//! [`MergePolicy::every`] has passed), starts a *run*: it sorts them and inserts them into
-//! `message_peers` a slice per batch, inside each batch's transaction. A recipient's page is then dirtied
-//! once per run instead of once per commit, and no batch waits for a whole run.
+//! [`MergePolicy::every`] has passed), starts a *run*: it sorts them by number and writes one row per
+//! number with that number's ids packed in order, a slice per batch, inside each batch's transaction.
+//! A number's page is then dirtied once per run instead of once per commit, a number texted 50 times
+//! in a run costs one row instead of 50, and no batch waits for a whole run.
 //!
 //! `message_peers_merged.upto` is the newest id whose key, and every older one's, is in the table; it
-//! moves when a run ends. A look-up reads the table, then the messages after `upto` for its number
-//! through the id order ([`ids_of`]; a key a run has inserted already is found twice, and `IN` counts it
-//! once), so it is exact whenever it runs and reads at most two runs' worth of rows past the table. Ids
-//! only grow (the writer's clock context, continued across restarts), so "after `upto`" holds every
-//! message not merged. A run cut short by a stop is simply done again at the next start.
-//!
-//! A message deleted by retention while its key still waits would leave a row naming no message; the
-//! look-ups join on `messages`, so it is never seen, and retention only deletes messages days old.
+//! moves when a run ends. A look-up ([`ids`]) reads the number's rows and the messages after `upto` for
+//! it through the id order, in one statement (one snapshot), so it is exact whenever it runs and reads at
+//! most two runs' worth of rows past the table. Ids only grow (the writer's clock context, continued
+//! across restarts), so "after `upto`" holds every message not merged. A run cut short by a stop is done
+//! again at the next start: its rows are replaced or duplicated, and a look-up drops duplicates.
+//! Retention takes deleted messages' ids out of their rows ([`forget`]).
 
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
+
+use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
@@ -118,10 +120,12 @@ impl Merger {
             .keys
             .len()
             .min(run.done + self.policy.slice.max(2 * added).max(1));
-        let mut insert =
-            conn.prepare_cached("INSERT OR IGNORE INTO message_peers (peer, id) VALUES (?1, ?2)")?;
-        for (peer, id) in &run.keys[run.done..end] {
-            insert.execute(params![peer, id.to_string()])?;
+        let mut insert = conn.prepare_cached(
+            "INSERT OR REPLACE INTO message_peers (peer, first, ids) VALUES (?1, ?2, ?3)",
+        )?;
+        for keys in run.keys[run.done..end].chunk_by(|(a, _), (b, _)| a == b) {
+            let packed: Vec<u8> = keys.iter().flat_map(|(_, id)| *id.as_bytes()).collect();
+            insert.execute(params![keys[0].0, keys[0].1.to_string(), packed])?;
         }
         if end == run.keys.len() {
             conn.prepare_cached("UPDATE message_peers_merged SET upto = ?1")?
@@ -148,17 +152,117 @@ impl Merger {
     }
 }
 
-/// Drops a deleted message from the look-up (retention).
-pub(crate) fn forget(conn: &Connection, peer: &str, id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM message_peers WHERE peer = ?1 AND id = ?2")?
-        .execute([peer, id])?;
+/// Every message id to or from `peer`, oldest first, as text for `id IN rarray(?)`.
+pub(crate) fn ids(conn: &Connection, peer: &str) -> rusqlite::Result<Rc<Vec<Value>>> {
+    let mut ids = Vec::new();
+    let mut st = conn.prepare_cached(
+        "SELECT ids, NULL FROM message_peers WHERE peer = ?1 UNION ALL \
+         SELECT NULL, id FROM messages WHERE peer = ?1 AND id > (SELECT upto FROM message_peers_merged)",
+    )?;
+    let mut rows = st.query([peer])?;
+    while let Some(row) = rows.next()? {
+        match row.get_ref(0)?.as_blob_or_null()? {
+            Some(packed) => ids.extend(
+                packed
+                    .chunks_exact(16)
+                    .filter_map(|bytes| Uuid::from_slice(bytes).ok()),
+            ),
+            None => ids.extend(Uuid::parse_str(row.get_ref(1)?.as_str()?).ok()),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Rc::new(
+        ids.into_iter()
+            .map(|id| Value::Text(id.to_string()))
+            .collect(),
+    ))
+}
+
+/// Takes messages retention deleted, all to or from `peer`, out of the number's rows.
+pub(crate) fn forget(conn: &Connection, peer: &str, deleted: &[Uuid]) -> rusqlite::Result<()> {
+    let Some(newest) = deleted.iter().max() else {
+        return Ok(());
+    };
+    let rows: Vec<(String, Vec<u8>)> = conn
+        .prepare_cached("SELECT first, ids FROM message_peers WHERE peer = ?1 AND first <= ?2")?
+        .query_map(params![peer, newest.to_string()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first, packed) in rows {
+        let kept: Vec<u8> = packed
+            .chunks_exact(16)
+            .filter(|bytes| Uuid::from_slice(bytes).is_ok_and(|id| !deleted.contains(&id)))
+            .flatten()
+            .copied()
+            .collect();
+        if kept.len() == packed.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            conn.prepare_cached("DELETE FROM message_peers WHERE peer = ?1 AND first = ?2")?
+                .execute([peer, &first])?;
+        } else {
+            conn.prepare_cached(
+                "UPDATE message_peers SET ids = ?3 WHERE peer = ?1 AND first = ?2",
+            )?
+            .execute(params![peer, first, kept])?;
+        }
+    }
     Ok(())
 }
 
-/// An SQL condition on `messages`: the row is to or from the number bound to parameter `?{param}`.
-pub(crate) fn ids_of(param: usize) -> String {
-    format!(
-        "id IN (SELECT id FROM message_peers WHERE peer = ?{param} UNION ALL \
-         SELECT id FROM messages WHERE peer = ?{param} AND id > (SELECT upto FROM message_peers_merged))"
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrations;
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A look-up must read the number's rows by key, only the newest messages by id, and then each
+    /// message it found by id: a plan that scanned `messages` would read the whole log for every
+    /// conversation and every STOP.
+    #[test]
+    fn a_look_up_reads_by_key_and_by_id_never_the_whole_log() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
+        let found = plan(
+            &conn,
+            "SELECT ids, NULL FROM message_peers WHERE peer = '+1' UNION ALL SELECT NULL, id \
+             FROM messages WHERE peer = '+1' AND id > (SELECT upto FROM message_peers_merged)",
+        );
+        assert!(
+            found.contains(&"SEARCH message_peers USING PRIMARY KEY (peer=?)".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(
+                &"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id>?)".to_owned()
+            ),
+            "{found:?}"
+        );
+        let by_id = plan(
+            &conn,
+            "SELECT id FROM messages WHERE id IN rarray(NULL) AND direction = 'outbound' ORDER BY id",
+        );
+        assert!(
+            by_id.iter().all(|step| !step.starts_with("SCAN messages")),
+            "{by_id:?}"
+        );
+        assert!(
+            by_id.contains(
+                &"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id=?)".to_owned()
+            ),
+            "{by_id:?}"
+        );
+    }
 }

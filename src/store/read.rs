@@ -64,6 +64,7 @@ impl Readers {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         conn.pragma_update(None, "query_only", true).map_err(fail)?;
+        rusqlite::vtab::array::load_module(&conn).map_err(fail)?;
         Ok(conn)
     }
 }
@@ -106,8 +107,8 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(peer) = &filter.peer {
-        args.push(Box::new(peer.clone()));
-        clauses.push(super::peers::ids_of(args.len()));
+        args.push(Box::new(super::peers::ids(conn, peer).map_err(DB)?));
+        clauses.push(format!("id IN rarray(?{})", args.len()));
     }
     let mut push = |clause: &str, value: Box<dyn ToSql>| {
         args.push(value);
@@ -671,13 +672,13 @@ pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<Re
 /// The latest collection text (not an automatic answer) that went out to `peer`: reply menus fill their
 /// templates from its metadata.
 pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Message>> {
+    let ids = super::peers::ids(conn, peer).map_err(DB)?;
     conn.prepare_cached(&format!(
-        "SELECT {} FROM messages WHERE {} AND direction = 'outbound' AND category = 'standard' \
-         AND state IN ('sent', 'delivered') ORDER BY id DESC LIMIT 1",
+        "SELECT {} FROM messages WHERE id IN rarray(?1) AND direction = 'outbound' \
+         AND category = 'standard' AND state IN ('sent', 'delivered') ORDER BY id DESC LIMIT 1",
         rows::MESSAGE_COLUMNS,
-        super::peers::ids_of(1)
     ))
-    .and_then(|mut st| st.query_row([peer], rows::message).optional())
+    .and_then(|mut st| st.query_row([ids], rows::message).optional())
     .map_err(DB)
 }
 
@@ -687,13 +688,13 @@ pub(crate) fn rules_answer_after(
     peer: &str,
     after: Uuid,
 ) -> Result<Option<Uuid>> {
-    conn.prepare_cached(&format!(
-        "SELECT id FROM messages WHERE {} AND id > ?2 AND direction = 'outbound' \
+    let ids = super::peers::ids(conn, peer).map_err(DB)?;
+    conn.prepare_cached(
+        "SELECT id FROM messages WHERE id IN rarray(?1) AND id > ?2 AND direction = 'outbound' \
          AND api_key = 'rules' ORDER BY id LIMIT 1",
-        super::peers::ids_of(1)
-    ))
+    )
     .and_then(|mut st| {
-        st.query_row(params![peer, after.to_string()], |row| rows::uuid(row, 0))
+        st.query_row(params![ids, after.to_string()], |row| rows::uuid(row, 0))
             .optional()
     })
     .map_err(DB)

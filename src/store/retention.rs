@@ -117,7 +117,9 @@ fn prune_messages(
             .collect()
         })
         .map_err(DB)?;
-    walk(
+    // Taken out of the look-up by number a number at a time: its rows hold many ids each.
+    let mut deleted: std::collections::HashMap<String, Vec<uuid::Uuid>> = Default::default();
+    let walked = walk(
         rows,
         after,
         limit,
@@ -140,11 +142,17 @@ fn prune_messages(
                 ] {
                     execute(ctx, sql, &[&id])?;
                 }
-                super::peers::forget(ctx.conn, &peer, &id).map_err(DB)?;
+                if let Ok(id) = uuid::Uuid::parse_str(&id) {
+                    deleted.entry(peer).or_default().push(id);
+                }
             }
             Ok(delete)
         },
-    )
+    )?;
+    for (peer, ids) in deleted {
+        super::peers::forget(ctx.conn, &peer, &ids).map_err(DB)?;
+    }
+    Ok(walked)
 }
 
 /// Walks up to `limit` webhook events after `after`, deleting each with its attempts; returns as [`walk`]

@@ -878,15 +878,15 @@ pub(crate) const EXPIRED: &str = "expires_at passed before it could be sent";
 /// excluded) as its hand-off would once the number opted out, so the CMS hears now, not at each one's send
 /// time. Returns how many.
 pub(crate) fn block_pending_to(ctx: &WriteCtx<'_>, number: &str, actor: &str) -> Result<usize> {
+    let to_number = super::peers::ids(ctx.conn, number).map_err(DB)?;
     let ids: Vec<Uuid> = ctx
         .conn
-        .prepare_cached(&format!(
-            "SELECT id FROM messages WHERE {} AND direction = 'outbound' \
+        .prepare_cached(
+            "SELECT id FROM messages WHERE id IN rarray(?1) AND direction = 'outbound' \
              AND state IN ('queued', 'scheduled') AND category != 'confirmation'",
-            super::peers::ids_of(1)
-        ))
+        )
         .and_then(|mut st| {
-            st.query_map([number], |row| super::rows::uuid(row, 0))?
+            st.query_map([to_number], |row| super::rows::uuid(row, 0))?
                 .collect()
         })
         .map_err(DB)?;
