@@ -19,9 +19,8 @@
 //! again at the next start: its rows are replaced or duplicated, and a look-up drops duplicates.
 //! Retention takes deleted messages' ids out of their rows ([`forget`]).
 
-use std::time::{Duration, Instant};
-
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
@@ -62,7 +61,8 @@ pub(crate) struct Merger {
     started: Instant,
 }
 
-/// A merge under way: its keys in key order, how many are in the table, the newest id it covers.
+/// A merge under way: its keys in key order, how many are in the table, the newest id it covers (the
+/// watermark once it ends).
 struct Run {
     keys: Vec<Key>,
     done: usize,
