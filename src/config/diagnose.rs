@@ -672,8 +672,7 @@ fn device_problem(path: &std::path::Path) -> Option<&'static str> {
 /// check-config (the service's user may differ), if anything.
 fn storage_problem(path: &std::path::Path) -> Option<String> {
     use nix::unistd::{AccessFlags, access};
-    let lock = crate::daemon::lock::path_for(path);
-    if !path.exists() && lock.exists() {
+    if let Some(lock) = crate::daemon::lock::left_behind(path) {
         return Some(format!(
             "is missing, but {} shows modemgate served it before: it was moved or deleted, and serve \
              refuses to start until it is back (or that lock file is deleted, for a new, empty database)",

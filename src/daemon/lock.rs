@@ -37,6 +37,13 @@ pub fn path_for(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The lock file showing that a daemon served `database` before, when the database itself is gone (moved
+/// or deleted): a new, empty one in its place would forget the opt-outs.
+pub fn left_behind(database: &Path) -> Option<PathBuf> {
+    let lock = path_for(database);
+    (!database.exists() && lock.exists()).then_some(lock)
+}
+
 /// Held while the daemon runs; dropping it releases the lock.
 #[derive(Debug)]
 pub struct DatabaseLock {

@@ -542,8 +542,7 @@ async fn open_store(
     }
     // A database that was served before and is gone now was moved or deleted: starting a new, empty one
     // in its place would forget the opt-outs, and texts would go to people who said STOP.
-    let lock_file = lock::path_for(&path);
-    if !path.exists() && lock_file.exists() {
+    if let Some(lock_file) = lock::left_behind(&path) {
         anyhow::bail!(
             "the database {} is missing, but {} shows that modemgate served it before: it was moved or \
              deleted. Put it back; or, to start with a new, empty database (no message history and no \

@@ -330,24 +330,15 @@ pub(crate) fn record_report(
     let at = at.unwrap_or(ctx.now);
     let since =
         ctx.now.as_millisecond() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-    let mut st = ctx
-        .conn
-        .prepare_cached(
-            "SELECT p.message_id, p.part, m.peer, m.state FROM parts p JOIN messages m ON m.id = p.message_id \
-             WHERE p.modem = ?1 AND p.tp_mr = ?2 AND p.sent_at >= ?3 AND p.state = 'sent' \
-             ORDER BY p.sent_at DESC",
-        )
-        .map_err(DB)?;
-    let candidates: Vec<(Uuid, u16, String, MessageState)> = st
-        .query_map(params![report.modem, report.tp_mr, since], |row| {
-            Ok((rows::uuid(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .and_then(Iterator::collect)
-        .map_err(DB)?;
-    let sent = candidates
-        .into_iter()
-        .find(|(_, _, peer, _)| same_number(&report.recipient, peer))
-        .map(|(id, part, _, state)| (id, part, state));
+    let sent = parts_to_recipient(
+        ctx,
+        report,
+        "WHERE p.modem = ?1 AND p.tp_mr = ?2 AND p.sent_at >= ?3 AND p.state = 'sent' \
+         ORDER BY p.sent_at DESC",
+        params![report.modem, report.tp_mr, since],
+    )?
+    .into_iter()
+    .next();
     match sent {
         Some((id, part, state)) => apply_report(ctx, report, at, (id, part, state), None),
         None => match unknown_part_for(ctx, report, since)? {
@@ -373,26 +364,45 @@ fn unknown_part_for(
     report: &ReportIn,
     since: i64,
 ) -> Result<Option<(Uuid, u16, MessageState)>> {
-    let mut st = ctx
-        .conn
-        .prepare_cached(
-            "SELECT p.message_id, p.part, m.peer, m.state FROM parts p JOIN messages m ON m.id = p.message_id \
-             WHERE p.modem = ?1 AND p.state = 'unknown' AND p.tp_mr IS NULL AND p.submitted_at >= ?2",
-        )
-        .map_err(DB)?;
-    let candidates: Vec<(Uuid, u16, String, MessageState)> = st
-        .query_map(params![report.modem, since], |row| {
-            Ok((rows::uuid(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .and_then(Iterator::collect)
-        .map_err(DB)?;
-    let mut theirs = candidates
-        .into_iter()
-        .filter(|(_, _, peer, _)| same_number(&report.recipient, peer));
+    let mut theirs = parts_to_recipient(
+        ctx,
+        report,
+        "WHERE p.modem = ?1 AND p.state = 'unknown' AND p.tp_mr IS NULL AND p.submitted_at >= ?2",
+        params![report.modem, since],
+    )?
+    .into_iter();
     Ok(match (theirs.next(), theirs.next()) {
-        (Some((id, part, _, state)), None) => Some((id, part, state)),
+        (Some(part), None) => Some(part),
         _ => None,
     })
+}
+
+/// The parts `condition` (a `WHERE` on parts `p`, with any `ORDER BY`) selects whose message went to the
+/// report's recipient, in that order: (message id, part, message state).
+fn parts_to_recipient(
+    ctx: &WriteCtx<'_>,
+    report: &ReportIn,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(Uuid, u16, MessageState)>> {
+    let candidates: Vec<(Uuid, u16, String, MessageState)> = ctx
+        .conn
+        .prepare_cached(&format!(
+            "SELECT p.message_id, p.part, m.peer, m.state FROM parts p \
+             JOIN messages m ON m.id = p.message_id {condition}"
+        ))
+        .and_then(|mut st| {
+            st.query_map(params, |row| {
+                Ok((rows::uuid(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(DB)?;
+    Ok(candidates
+        .into_iter()
+        .filter(|(_, _, peer, _)| same_number(&report.recipient, peer))
+        .map(|(id, part, _, state)| (id, part, state))
+        .collect())
 }
 
 /// Records `report`, which came at `at`, on part `part` of message `id` (now in `state`); `how` says how

@@ -258,7 +258,7 @@ impl Store {
     /// one it opened, its last batch was committed (not refused for a full disk or an I/O error), and its
     /// disk has 16 MiB free. [`probe`](Self::probe) learns when a refusing store takes writes again.
     pub fn check(&self) -> Result<()> {
-        if let Some(what) = self.file_changed() {
+        if let Some(what) = self.inner.file.changed() {
             return Err(StoreError::FileChanged {
                 path: self.inner.file.path.clone(),
                 what,
@@ -288,12 +288,6 @@ impl Store {
             });
         }
         Ok(())
-    }
-
-    /// How the file at the store's path differs from the one opened, if it does (the writer refuses
-    /// every batch meanwhile).
-    fn file_changed(&self) -> Option<&'static str> {
-        self.inner.file.changed()
     }
 
     /// Writes one small row: a commit that succeeds ends [`check`](Self::check)'s `Unwritable`. Not while
