@@ -19,7 +19,7 @@ fn start() -> Timestamp {
 fn options(clock: &ManualClock) -> OpenOptions {
     OpenOptions {
         clock: Arc::new(clock.clone()),
-        peer_merge: MergePolicy {
+        key_merge: MergePolicy {
             rows: 1,
             every: Duration::MAX,
             slice: 1_000,
@@ -120,8 +120,9 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
             if version >= 1 {
                 conn.execute(
                     "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, created_at, \
-                     updated_at) VALUES ('0190a0a0-0000-7000-8000-000000000001', 'outbound', 'queued', \
-                     '+15551230000', 'old', 'gsm7', 1, 1, 1)",
+                     updated_at, reference, api_key, idempotency_key) \
+                     VALUES ('0190a0a0-0000-7000-8000-000000000001', 'outbound', 'queued', \
+                     '+15551230000', 'old', 'gsm7', 1, 1, 1, 'acct-old', 'cms', 'old-key')",
                     [],
                 )
                 .unwrap();
@@ -142,6 +143,24 @@ async fn migrates_from_empty_and_from_every_earlier_version() {
             .await
             .unwrap();
         assert_eq!(conversation.messages.len(), usize::from(version >= 1));
+        // So do those by reference and by idempotency key (migration 22).
+        let by_reference = ListFilter {
+            reference: Some("acct-old".into()),
+            ..ListFilter::default()
+        };
+        let listed = store.list(by_reference).await.unwrap().messages;
+        assert_eq!(listed.len(), usize::from(version >= 1));
+        let accepted_at = store.accepted_at("cms", "old-key").await.unwrap();
+        assert_eq!(accepted_at.is_some(), version >= 1);
+        if version >= 1 {
+            let mut repeat = message("+15551230000", "again", 1);
+            repeat.idempotency_key = Some("old-key".into());
+            let repeated = store.accept(repeat).await;
+            assert!(
+                matches!(repeated, Err(StoreError::IdempotencyConflict { .. })),
+                "v{version}: {repeated:?}"
+            );
+        }
         drop(store);
         let conn = Connection::open(&path).unwrap();
         assert_eq!(migrations::version(&conn).unwrap(), migrations::LATEST);
@@ -888,11 +907,12 @@ async fn an_incomplete_inbound_message_is_released_with_what_came() {
 }
 
 async fn sent_message(store: &Store, to: &str, modem: &str, tp_mrs: &[u8]) -> uuid::Uuid {
-    let id = store
-        .accept(message(to, "x", tp_mrs.len()))
-        .await
-        .unwrap()
-        .id;
+    send(store, message(to, "x", tp_mrs.len()), modem, tp_mrs).await
+}
+
+/// Accepts `message` and sends its parts on `modem` with TP-MRs `tp_mrs`, one per part.
+async fn send(store: &Store, message: NewMessage, modem: &str, tp_mrs: &[u8]) -> uuid::Uuid {
+    let id = store.accept(message).await.unwrap().id;
     store.claim(id, modem, None).await.unwrap();
     for (index, tp_mr) in tp_mrs.iter().enumerate() {
         let part = index as u16 + 1;
@@ -1226,41 +1246,117 @@ async fn listing_filters_and_pages_with_a_cursor() {
     ));
 }
 
-/// What the look-up by number holds, read beside the store: (rows merged, whether a run is part done:
+/// What the look-ups by key hold, read beside the store: (rows merged, whether a run is part done:
 /// rows in the table past the watermark).
 fn merge_state(path: &Path) -> (i64, bool) {
     let conn = Connection::open(path).unwrap();
     conn.query_row(
-        "SELECT (SELECT count(*) FROM message_peers), EXISTS (SELECT 1 FROM message_peers \
-         WHERE first > (SELECT upto FROM message_peers_merged))",
+        "SELECT (SELECT count(*) FROM message_keys), EXISTS (SELECT 1 FROM message_keys \
+         WHERE first > unhex(replace((SELECT upto FROM message_keys_merged), '-', '')))",
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
     .unwrap()
 }
 
-/// Every number's conversation against the messages table read directly, oldest first.
-async fn conversations_match_the_table(store: &Store, path: &Path, numbers: &[&str]) {
-    let conn = Connection::open(path).unwrap();
-    for number in numbers {
-        let expected: Vec<uuid::Uuid> = conn
-            .prepare("SELECT id FROM messages WHERE peer = ?1 ORDER BY id")
-            .unwrap()
-            .query_map([number], |row| row.get::<_, String>(0))
-            .unwrap()
-            .map(|id| id.unwrap().parse().unwrap())
-            .collect();
-        let page = store.conversation(number, Some(1000), None).await.unwrap();
-        let found: Vec<_> = page.messages.iter().map(|m| m.id).collect();
-        assert_eq!(found, expected, "conversation with {number}");
-    }
+/// Ids of the messages `column = value`, oldest first, read from the messages table directly.
+fn ids_where(path: &Path, column: &str, value: &str) -> Vec<uuid::Uuid> {
+    Connection::open(path)
+        .unwrap()
+        .prepare(&format!(
+            "SELECT id FROM messages WHERE {column} = ?1 ORDER BY id"
+        ))
+        .unwrap()
+        .query_map([value], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|id| id.unwrap().parse().unwrap())
+        .collect()
 }
 
-/// The look-up by number is merged a slice per batch behind a watermark (see `store::peers`); it must
-/// answer exactly at every point: nothing merged, a run part done, a run finished, and after a restart
-/// that cut a run short.
+/// Every look-up by key against the messages table: each number's conversation, each reference's list,
+/// each send's idempotency key through a reader (its acceptance time); then `replay`'s through the
+/// writer (a replay, and one with another body), each followed by the reads again, since a replay is a
+/// write and takes a run a slice further. Returns the merge states the reads were checked in.
+async fn look_ups_match_the_table(
+    store: &Store,
+    path: &Path,
+    numbers: &[&str],
+    sent: &[NewMessage],
+    replay: &[NewMessage],
+) -> Vec<(i64, bool)> {
+    let mut states = vec![reads_match_the_table(store, path, numbers, sent).await];
+    for message in replay {
+        let key = message.idempotency_key.as_deref().unwrap();
+        let original = ids_where(path, "idempotency_key", key);
+        let replayed = store.replay(message.clone()).await.unwrap();
+        assert_eq!(replayed.map(|a| a.id), original.first().copied(), "{key}");
+        let mut changed = message.clone();
+        changed.text.push('!');
+        assert!(
+            matches!(store.replay(changed).await, Err(StoreError::IdempotencyConflict { original: id, .. }) if id == original[0]),
+            "{key}"
+        );
+        states.push(reads_match_the_table(store, path, numbers, sent).await);
+    }
+    states
+}
+
+/// The reads of [`look_ups_match_the_table`]; returns the merge state they ran in.
+async fn reads_match_the_table(
+    store: &Store,
+    path: &Path,
+    numbers: &[&str],
+    sent: &[NewMessage],
+) -> (i64, bool) {
+    let state = merge_state(path);
+    for number in numbers {
+        let page = store.conversation(number, Some(1000), None).await.unwrap();
+        let found: Vec<_> = page.messages.iter().map(|m| m.id).collect();
+        assert_eq!(
+            found,
+            ids_where(path, "peer", number),
+            "conversation with {number}"
+        );
+        let reference = reference_of(number);
+        let filter = ListFilter {
+            reference: Some(reference.clone()),
+            limit: Some(1000),
+            ..ListFilter::default()
+        };
+        let listed: Vec<_> = store
+            .list(filter)
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            listed,
+            ids_where(path, "reference", &reference),
+            "{reference}"
+        );
+    }
+    for message in sent {
+        let key = message.idempotency_key.as_deref().unwrap();
+        assert!(
+            store.accepted_at("cms", key).await.unwrap().is_some(),
+            "{key}"
+        );
+    }
+    assert_eq!(store.accepted_at("cms", "never-sent").await.unwrap(), None);
+    state
+}
+
+fn reference_of(number: &str) -> String {
+    format!("acct-{}", &number[number.len() - 1..])
+}
+
+/// The look-ups by number, reference and idempotency key are merged a slice per batch behind a watermark
+/// (see `store::keys`); they must answer exactly at every point: nothing merged, a run part done, a run
+/// finished, and after a restart that cut a run short.
 #[tokio::test]
-async fn looking_up_by_number_is_exact_before_during_and_after_a_merge() {
+async fn looking_up_by_key_is_exact_before_during_and_after_a_merge() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.db");
     let clock = ManualClock::new(start());
@@ -1272,7 +1368,7 @@ async fn looking_up_by_number_is_exact_before_during_and_after_a_merge() {
     ];
     let open_merging = || {
         let options = OpenOptions {
-            peer_merge: MergePolicy {
+            key_merge: MergePolicy {
                 rows: 7,
                 every: Duration::MAX,
                 slice: 3,
@@ -1281,26 +1377,44 @@ async fn looking_up_by_number_is_exact_before_during_and_after_a_merge() {
         };
         Store::open(&path, options).unwrap()
     };
+    let mut sent = Vec::new();
+    let keyed = |sent: &mut Vec<NewMessage>, number: &str, text: &str| {
+        let mut m = message(number, text, 1);
+        m.reference = Some(reference_of(number));
+        m.idempotency_key = Some(format!("key-{}", sent.len()));
+        sent.push(m.clone());
+        m
+    };
     let store = open_merging();
-    let (mut saw_partial, mut saw_merged) = (false, false);
+    let (mut saw_partial, mut saw_merged, mut replayed) = (false, false, 0);
     for round in 0..12usize {
         if round % 3 == 0 {
-            let batch = (0..round % 5 + 1)
-                .map(|i| message(numbers[(round + i) % 4], "batch", 1))
+            let batch: Vec<_> = (0..round % 5 + 1)
+                .map(|i| keyed(&mut sent, numbers[(round + i) % 4], "batch"))
                 .collect();
-            for result in store.accept_batch(batch).await.unwrap() {
-                result.unwrap();
-            }
+            // A repeat inside the batch is found among the batch's own keys.
+            let repeat = batch[0].clone();
+            let results = store
+                .accept_batch([batch, vec![repeat]].concat())
+                .await
+                .unwrap();
+            let ids: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+            assert!(ids.last().unwrap().duplicate && ids.last().unwrap().id == ids[0].id);
         } else {
             store
-                .accept(message(numbers[round % 4], "single", 1))
+                .accept(keyed(&mut sent, numbers[round % 4], "single"))
                 .await
                 .unwrap();
         }
-        conversations_match_the_table(&store, &path, &numbers).await;
-        let (merged, partial) = merge_state(&path);
-        saw_partial |= partial;
-        saw_merged |= merged > 0;
+        // This round's sends are replayed; every send's key is read.
+        let replay = &sent[replayed..];
+        for (merged, partial) in
+            look_ups_match_the_table(&store, &path, &numbers, &sent, replay).await
+        {
+            saw_partial |= partial;
+            saw_merged |= merged > 0;
+        }
+        replayed = sent.len();
     }
     assert!(
         saw_partial && saw_merged,
@@ -1308,13 +1422,19 @@ async fn looking_up_by_number_is_exact_before_during_and_after_a_merge() {
     );
     // Stop in the middle of a run: the next start does it again.
     while !merge_state(&path).1 {
-        store.accept(message(numbers[0], "more", 1)).await.unwrap();
+        store
+            .accept(keyed(&mut sent, numbers[0], "more"))
+            .await
+            .unwrap();
     }
     drop(store);
     let store = open_merging();
-    conversations_match_the_table(&store, &path, &numbers).await;
-    store.accept(message(numbers[1], "after", 1)).await.unwrap();
-    conversations_match_the_table(&store, &path, &numbers).await;
+    look_ups_match_the_table(&store, &path, &numbers, &sent, &sent).await;
+    store
+        .accept(keyed(&mut sent, numbers[1], "after"))
+        .await
+        .unwrap();
+    look_ups_match_the_table(&store, &path, &numbers, &sent, &sent).await;
 }
 
 #[tokio::test]
@@ -1699,7 +1819,13 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     let store = open_with_webhooks(&path, &clock);
     let mut old = Vec::new();
     for i in 0..3u8 {
-        old.push(sent_message(&store, &format!("+1415890000{i}"), "m0", &[i + 1]).await);
+        let mut sent = message(&format!("+1415890000{i}"), "x", 1);
+        // One with every key a message is looked up by.
+        if i == 0 {
+            sent.reference = Some("acct-old".into());
+            sent.idempotency_key = Some("old-1".into());
+        }
+        old.push(send(&store, sent, "m0", &[i + 1]).await);
     }
     let waiting = store
         .accept(message("+14158900010", "still waiting", 1))
@@ -1757,6 +1883,12 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     clock.advance(Duration::from_secs(86_400));
     let recent = sent_message(&store, "+14158900020", "m0", &[9]).await;
     assert!(rows_of(&path, "events", &old) > 0 && rows_of(&path, "webhook_outbox", &old) > 0);
+    let by_reference = || ListFilter {
+        reference: Some("acct-old".into()),
+        ..ListFilter::default()
+    };
+    let listed = store.list(by_reference()).await.unwrap().messages;
+    assert_eq!(listed.iter().map(|m| m.id).collect::<Vec<_>>(), [old[0]]);
 
     // Chunks of 2: the walks take several calls.
     let (mut cursor, mut messages, mut events, mut calls) = (PruneCursor::default(), 0, 0, 0);
@@ -1784,10 +1916,10 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     for table in ["events", "parts", "webhook_outbox"] {
         assert_eq!(rows_of(&path, table, &old), 0, "{table}");
     }
-    // The look-up by number no longer names them, and still names what is kept.
+    // The look-ups by key no longer name them, and still name what is kept.
     for id in &old {
         let packed = id.as_bytes().to_vec();
-        let sql = "SELECT count(*) FROM message_peers WHERE instr(ids, ?1) > 0";
+        let sql = "SELECT count(*) FROM message_keys WHERE instr(ids, ?1) > 0";
         let named: i64 = Connection::open(&path)
             .unwrap()
             .query_row(sql, [packed], |row| row.get(0))
@@ -1799,6 +1931,19 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
         .await
         .unwrap();
     assert_eq!(kept.messages.len(), 1);
+    assert!(
+        store
+            .list(by_reference())
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // The key went with its message: a new send may use it.
+    let mut reused = message("+14158900030", "another", 1);
+    reused.idempotency_key = Some("old-1".into());
+    let reused = store.accept(reused).await.unwrap();
+    assert!(!reused.duplicate && !old.contains(&reused.id));
     assert_eq!(count(&path, "SELECT count(*) FROM webhook_attempts"), 0);
     let before = cutoff.as_millisecond();
     let recipient_sends = format!("SELECT count(*) FROM recipient_sends WHERE at < {before}");

@@ -7,6 +7,7 @@ use rusqlite::params;
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::keys::MessageKeys;
 use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
@@ -264,7 +265,12 @@ fn create_received(
             ])
         })
         .map_err(DB)?;
-    ctx.created(id, sender, MessageState::Received, Some(modem));
+    ctx.created(
+        id,
+        MessageKeys::number(sender),
+        MessageState::Received,
+        Some(modem),
+    );
     ctx.conn
         .prepare_cached(
             "INSERT INTO modems (id, first_seen, last_seen, received) VALUES (?1, ?2, ?2, 1) \

@@ -323,6 +323,35 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO message_peers_merged (one, upto) SELECT 1, coalesce(max(id), '') FROM messages;
     DROP INDEX messages_peer;
     "#,
+    // 22: the look-ups by reference and by (API key, idempotency key) join those by number, merged the
+    // same way (see `keys`): the two indexes they replace each dirtied a page per send per commit. Keys
+    // are of a kind (0 number, 1 reference, 2 API key and idempotency key joined by a line feed); a row's
+    // `first` is its first id as 16 bytes, as `ids` packs them. What the watermark covers is moved or
+    // built; what is after it the writer reads at start, as before.
+    r#"
+    CREATE TABLE message_keys (
+        kind INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        first BLOB NOT NULL,
+        ids BLOB NOT NULL,
+        PRIMARY KEY (kind, key, first)
+    ) WITHOUT ROWID;
+    INSERT INTO message_keys (kind, key, first, ids)
+        SELECT 0, peer, unhex(replace(first, '-', '')), ids FROM message_peers;
+    INSERT INTO message_keys (kind, key, first, ids)
+        SELECT 1, reference, unhex(replace(min(id), '-', '')),
+            unhex(group_concat(replace(id, '-', ''), '' ORDER BY id))
+        FROM messages WHERE reference IS NOT NULL AND id <= (SELECT upto FROM message_peers_merged)
+        GROUP BY reference;
+    INSERT INTO message_keys (kind, key, first, ids)
+        SELECT 2, api_key || char(10) || idempotency_key, unhex(replace(id, '-', '')),
+            unhex(replace(id, '-', ''))
+        FROM messages WHERE idempotency_key IS NOT NULL AND id <= (SELECT upto FROM message_peers_merged);
+    ALTER TABLE message_peers_merged RENAME TO message_keys_merged;
+    DROP TABLE message_peers;
+    DROP INDEX messages_reference;
+    DROP INDEX messages_idempotency;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -20,8 +20,8 @@ pub mod migrations;
 mod opened;
 mod outbox;
 pub use outbox::Verdict;
-mod peers;
-pub use peers::MergePolicy;
+mod keys;
+pub use keys::MergePolicy;
 mod read;
 mod records;
 mod recovery;
@@ -87,8 +87,8 @@ pub struct OpenOptions {
     /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
     /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
     pub background_checkpoints: bool,
-    /// When the look-up of messages by number takes in new messages (see `peers`).
-    pub peer_merge: MergePolicy,
+    /// When the look-ups by number, reference and idempotency key take in new messages (see `keys`).
+    pub key_merge: MergePolicy,
 }
 
 impl Default for OpenOptions {
@@ -105,7 +105,7 @@ impl Default for OpenOptions {
             inbound_verdict: None,
             wal_limit_frames: checkpoint::LIMIT_FRAMES,
             background_checkpoints: true,
-            peer_merge: MergePolicy::default(),
+            key_merge: MergePolicy::default(),
         }
     }
 }
@@ -181,7 +181,7 @@ impl Store {
             .map_err(open_fail)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_fail)?;
-        // `id IN rarray(?)`: the look-ups by number hand SQLite the ids `peers` found.
+        // `id IN rarray(?)`: the look-ups by key hand SQLite the ids `keys` found.
         rusqlite::vtab::array::load_module(&conn).map_err(open_fail)?;
         migrations::migrate(&mut conn, migrations::LATEST)?;
         if let Some(pages) = options.max_pages {
@@ -192,11 +192,15 @@ impl Store {
             webhooks: options.webhooks,
             verdict: options.inbound_verdict,
         });
+        let merger = keys::Merger::start(&conn, options.key_merge).map_err(StoreError::sqlite(
+            "reading the messages not merged into the look-ups by key",
+        ))?;
         let recovery = recovery::recover(
             &mut conn,
             options.clock.now(),
             options.resend_submitting,
             &wanted,
+            &merger,
         )?;
         if !recovery.unknown.is_empty() || !recovery.requeued.is_empty() {
             tracing::warn!(
@@ -214,9 +218,6 @@ impl Store {
         } else {
             None
         };
-        let merger = peers::Merger::start(&conn, options.peer_merge).map_err(
-            StoreError::sqlite("counting the messages not merged into the look-up by number"),
-        )?;
         let file = opened::OpenedFile::new(path.clone());
         let writer = writer::Writer::spawn(
             conn,
@@ -818,15 +819,18 @@ impl Store {
     pub async fn accepted_at(&self, api_key: &str, key: &str) -> Result<Option<Timestamp>> {
         let (api_key, key) = (api_key.to_owned(), key.to_owned());
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT created_at FROM messages WHERE api_key = ?1 AND idempotency_key = ?2",
-            )
-            .and_then(|mut st| {
-                rusqlite::OptionalExtension::optional(
-                    st.query_row([&api_key, &key], |row| rows::ts(row, 0)),
-                )
-            })
-            .map_err(StoreError::sqlite("looking up an idempotency key"))
+            let value = keys::idempotency(&api_key, &key);
+            keys::ids(conn, keys::KeyKind::Idempotency, &value)
+                .and_then(|ids| {
+                    rusqlite::OptionalExtension::optional(
+                        conn.prepare_cached(
+                            "SELECT created_at FROM messages WHERE id IN rarray(?1) AND api_key = ?2 \
+                             AND idempotency_key = ?3",
+                        )?
+                        .query_row(rusqlite::params![ids, api_key, key], |row| rows::ts(row, 0)),
+                    )
+                })
+                .map_err(StoreError::sqlite("looking up an idempotency key"))
         })
         .await
     }

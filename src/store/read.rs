@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::keys::{self, KeyKind};
 use super::rows::{self, ms};
 use super::types::*;
 use crate::modem::job::ModemIdentity;
@@ -107,7 +108,12 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(peer) = &filter.peer {
-        args.push(Box::new(super::peers::ids(conn, peer).map_err(DB)?));
+        args.push(Box::new(keys::ids(conn, KeyKind::Peer, peer).map_err(DB)?));
+        clauses.push(format!("id IN rarray(?{})", args.len()));
+    }
+    if let Some(reference) = &filter.reference {
+        let ids = keys::ids(conn, KeyKind::Reference, reference).map_err(DB)?;
+        args.push(Box::new(ids));
         clauses.push(format!("id IN rarray(?{})", args.len()));
     }
     let mut push = |clause: &str, value: Box<dyn ToSql>| {
@@ -126,9 +132,6 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     }
     if let Some(until) = filter.until {
         push("id <", Box::new(first_id_at(until)));
-    }
-    if let Some(reference) = &filter.reference {
-        push("reference =", Box::new(reference.clone()));
     }
     if let Some(after) = &filter.after {
         let cursor =
@@ -672,7 +675,7 @@ pub(crate) fn recent_sends(conn: &Connection, since: Timestamp) -> Result<Vec<Re
 /// The latest collection text (not an automatic answer) that went out to `peer`: reply menus fill their
 /// templates from its metadata.
 pub(crate) fn last_sent_to(conn: &Connection, peer: &str) -> Result<Option<Message>> {
-    let ids = super::peers::ids(conn, peer).map_err(DB)?;
+    let ids = keys::ids(conn, KeyKind::Peer, peer).map_err(DB)?;
     conn.prepare_cached(&format!(
         "SELECT {} FROM messages WHERE id IN rarray(?1) AND direction = 'outbound' \
          AND category = 'standard' AND state IN ('sent', 'delivered') ORDER BY id DESC LIMIT 1",
@@ -688,7 +691,7 @@ pub(crate) fn rules_answer_after(
     peer: &str,
     after: Uuid,
 ) -> Result<Option<Uuid>> {
-    let ids = super::peers::ids(conn, peer).map_err(DB)?;
+    let ids = keys::ids(conn, KeyKind::Peer, peer).map_err(DB)?;
     conn.prepare_cached(
         "SELECT id FROM messages WHERE id IN rarray(?1) AND id > ?2 AND direction = 'outbound' \
          AND api_key = 'rules' ORDER BY id LIMIT 1",

@@ -8,6 +8,7 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::keys::Merger;
 use super::outbox::{self, Wanted};
 use super::rows::{self, ms};
 use super::types::MessageState;
@@ -34,6 +35,7 @@ pub(crate) fn recover(
     now: jiff::Timestamp,
     resend_submitting: bool,
     wanted: &Wanted,
+    merger: &Merger,
 ) -> Result<Recovery> {
     let tx = conn.transaction().map_err(DB)?;
     let sending: Vec<(Uuid, bool)> = tx
@@ -96,7 +98,8 @@ pub(crate) fn recover(
             let ids = uuid::ContextV7::new();
             // Recovery creates no message, so there is nothing to tally.
             let created = NewMessages::default();
-            outbox::message_reached(&WriteCtx::new(&tx, now, &ids, wanted, &created), id, state)?;
+            let ctx = WriteCtx::new(&tx, now, &ids, wanted, &created, merger);
+            outbox::message_reached(&ctx, id, state)?;
             recovery.unknown.push(id);
         } else {
             recovery.requeued.push(id);

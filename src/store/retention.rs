@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use rusqlite::params;
 
 use super::error::{Result, StoreError};
+use super::keys::MessageKeys;
 use super::rows::ms;
 use super::types::MessageState;
 use super::writer::WriteCtx;
@@ -86,6 +87,9 @@ struct Candidate {
     state: MessageState,
     updated_at: i64,
     peer: String,
+    reference: Option<String>,
+    api_key: String,
+    idempotency_key: Option<String>,
 }
 
 /// Walks up to `limit` message rows after `after`; returns as [`walk`] does.
@@ -98,8 +102,8 @@ fn prune_messages(
     let rows: Vec<(i64, i64, Candidate)> = ctx
         .conn
         .prepare_cached(
-            "SELECT rowid, created_at, id, state, updated_at, peer FROM messages WHERE rowid > ?1 \
-             ORDER BY rowid LIMIT ?2",
+            "SELECT rowid, created_at, id, state, updated_at, peer, reference, api_key, idempotency_key \
+             FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )
         .and_then(|mut st| {
             st.query_map(params![after, limit], |row| {
@@ -111,47 +115,47 @@ fn prune_messages(
                         state: row.get(3)?,
                         updated_at: row.get(4)?,
                         peer: row.get(5)?,
+                        reference: row.get(6)?,
+                        api_key: row.get(7)?,
+                        idempotency_key: row.get(8)?,
                     },
                 ))
             })?
             .collect()
         })
         .map_err(DB)?;
-    // Taken out of the look-up by number a number at a time: its rows hold many ids each.
-    let mut deleted: std::collections::HashMap<String, Vec<uuid::Uuid>> = Default::default();
-    let walked = walk(
-        rows,
-        after,
-        limit,
-        cutoff_ms,
-        |_,
-         Candidate {
-             id,
-             state,
-             updated_at,
-             peer,
-         }| {
-            let delete =
-                state.is_final() && updated_at < cutoff_ms && !is_optout_evidence(ctx, &id)?;
-            if delete {
-                for sql in [
-                    "DELETE FROM events WHERE message_id = ?1",
-                    "DELETE FROM parts WHERE message_id = ?1",
-                    "DELETE FROM inbound_parts WHERE message_id = ?1",
-                    "DELETE FROM messages WHERE id = ?1",
-                ] {
-                    execute(ctx, sql, &[&id])?;
-                }
-                if let Ok(id) = uuid::Uuid::parse_str(&id) {
-                    deleted.entry(peer).or_default().push(id);
-                }
+    // Taken out of the look-ups a key at a time: a key's rows hold many ids each.
+    let mut deleted = Vec::new();
+    let walked = walk(rows, after, limit, cutoff_ms, |_, candidate| {
+        let Candidate {
+            id,
+            state,
+            updated_at,
+            ..
+        } = &candidate;
+        let delete = state.is_final() && *updated_at < cutoff_ms && !is_optout_evidence(ctx, id)?;
+        if delete {
+            for sql in [
+                "DELETE FROM events WHERE message_id = ?1",
+                "DELETE FROM parts WHERE message_id = ?1",
+                "DELETE FROM inbound_parts WHERE message_id = ?1",
+                "DELETE FROM messages WHERE id = ?1",
+            ] {
+                execute(ctx, sql, &[id])?;
             }
-            Ok(delete)
-        },
-    )?;
-    for (peer, ids) in deleted {
-        super::peers::forget(ctx.conn, &peer, &ids).map_err(DB)?;
-    }
+            if let Ok(id) = uuid::Uuid::parse_str(id) {
+                let keys = MessageKeys {
+                    peer: &candidate.peer,
+                    reference: candidate.reference.as_deref(),
+                    api_key: &candidate.api_key,
+                    idempotency_key: candidate.idempotency_key.as_deref(),
+                };
+                deleted.extend(keys.keys(id));
+            }
+        }
+        Ok(delete)
+    })?;
+    super::keys::forget(ctx.conn, deleted).map_err(DB)?;
     Ok(walked)
 }
 

@@ -6,8 +6,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::keys::{self, KeyKind, MessageKeys};
 use super::outbox;
-use super::rows::{self, ms, opt_ms};
+use super::rows::{ms, opt_ms};
 use super::types::*;
 use super::writer::WriteCtx;
 
@@ -192,7 +193,13 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
             ])
             .map_err(DB)?;
     }
-    ctx.created(id, &message.to, state, None);
+    let keys = MessageKeys {
+        peer: &message.to,
+        reference: message.reference.as_deref(),
+        api_key: &message.api_key,
+        idempotency_key: message.idempotency_key.as_deref(),
+    };
+    ctx.created(id, keys, state, None);
     append_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
         id,
@@ -219,36 +226,44 @@ fn idempotent_original(
     key: &str,
     hash: &[u8],
 ) -> Result<Option<Accepted>> {
-    let found = ctx
+    let candidates = ctx
+        .idempotent(&keys::idempotency(api_key, key))
+        .map_err(DB)?;
+    let mut st = ctx
         .conn
         .prepare_cached(
-            "SELECT id, body_hash, state, peer, part_count, encoding FROM messages \
-             WHERE api_key = ?1 AND idempotency_key = ?2",
+            "SELECT body_hash, state, peer, part_count, encoding FROM messages \
+             WHERE id = ?1 AND api_key = ?2 AND idempotency_key = ?3",
         )
-        .and_then(|mut st| {
-            st.query_row(params![api_key, key], |row| {
+        .map_err(DB)?;
+    let mut found = None;
+    for id in candidates {
+        found = st
+            .query_row(params![id.to_string(), api_key, key], |row| {
                 Ok((
-                    rows::uuid(row, 0)?,
-                    row.get::<_, Option<Vec<u8>>>(1)?,
+                    row.get::<_, Option<Vec<u8>>>(0)?,
                     Accepted {
-                        id: rows::uuid(row, 0)?,
-                        state: row.get(2)?,
-                        to: row.get(3)?,
-                        parts: row.get::<_, u32>(4)? as usize,
-                        encoding: row.get(5)?,
+                        id,
+                        state: row.get(1)?,
+                        to: row.get(2)?,
+                        parts: row.get::<_, u32>(3)? as usize,
+                        encoding: row.get(4)?,
                         duplicate: true,
                     },
                 ))
             })
             .optional()
-        })
-        .map_err(DB)?;
+            .map_err(DB)?;
+        if found.is_some() {
+            break;
+        }
+    }
     match found {
         None => Ok(None),
-        Some((_, Some(stored), accepted)) if stored == hash => Ok(Some(accepted)),
-        Some((original, _, _)) => Err(StoreError::IdempotencyConflict {
+        Some((Some(stored), accepted)) if stored == hash => Ok(Some(accepted)),
+        Some((_, original)) => Err(StoreError::IdempotencyConflict {
             key: key.to_owned(),
-            original,
+            original: original.id,
         }),
     }
 }
@@ -878,7 +893,7 @@ pub(crate) const EXPIRED: &str = "expires_at passed before it could be sent";
 /// excluded) as its hand-off would once the number opted out, so the CMS hears now, not at each one's send
 /// time. Returns how many.
 pub(crate) fn block_pending_to(ctx: &WriteCtx<'_>, number: &str, actor: &str) -> Result<usize> {
-    let to_number = super::peers::ids(ctx.conn, number).map_err(DB)?;
+    let to_number = keys::ids(ctx.conn, KeyKind::Peer, number).map_err(DB)?;
     let ids: Vec<Uuid> = ctx
         .conn
         .prepare_cached(

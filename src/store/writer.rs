@@ -19,9 +19,9 @@ use uuid::Uuid;
 use super::checkpoint::LogKeeper;
 use super::clock::Clock;
 use super::error::{Result, StoreError};
+use super::keys::{Merger, MessageKeys, NewKeys};
 use super::opened::OpenedFile;
 use super::outbox::Wanted;
-use super::peers::{Key, Merger};
 use super::types::{MessageState, WriterStats};
 
 /// Everything a write operation may use: the open transaction's connection, the time it runs at, the id
@@ -33,6 +33,7 @@ pub(crate) struct WriteCtx<'a> {
     /// Webhook event types to write to the outbox.
     wanted: &'a Wanted,
     created: &'a NewMessages,
+    merger: &'a Merger,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -42,6 +43,7 @@ impl<'a> WriteCtx<'a> {
         ids: &'a uuid::ContextV7,
         wanted: &'a Wanted,
         created: &'a NewMessages,
+        merger: &'a Merger,
     ) -> Self {
         WriteCtx {
             conn,
@@ -49,14 +51,33 @@ impl<'a> WriteCtx<'a> {
             ids,
             wanted,
             created,
+            merger,
         }
     }
 
     /// Counts a message row just inserted, for the metrics' counts (see [`NewMessages`]), and keeps its
-    /// key for the look-up by number.
-    pub fn created(&self, id: Uuid, peer: &str, state: MessageState, modem: Option<&str>) {
+    /// keys for the look-ups.
+    pub fn created(
+        &self,
+        id: Uuid,
+        keys: MessageKeys<'_>,
+        state: MessageState,
+        modem: Option<&str>,
+    ) {
         self.created.add(state, modem.unwrap_or(""));
-        self.created.keys.borrow_mut().push((peer.into(), id));
+        self.created.keys.borrow_mut().extend(keys.keys(id));
+    }
+
+    /// The messages that may have idempotency key `value` (see [`keys::idempotency`]): of this batch,
+    /// committed but not merged, or merged.
+    ///
+    /// [`keys::idempotency`]: super::keys::idempotency
+    pub fn idempotent(&self, value: &str) -> rusqlite::Result<Vec<Uuid>> {
+        let recent = self.created.keys.borrow().idempotent(value);
+        match recent.or_else(|| self.merger.idempotent(value)) {
+            Some(id) => Ok(vec![id]),
+            None => super::keys::merged_idempotent(self.conn, value),
+        }
     }
 
     pub fn wants(&self, kind: crate::webhook::EventKind) -> bool {
@@ -103,8 +124,8 @@ impl<'a> WriteCtx<'a> {
 #[derive(Default)]
 pub(crate) struct NewMessages {
     counts: RefCell<HashMap<(MessageState, String), i64>>,
-    /// Their keys, for the look-up by number once the batch is committed.
-    keys: RefCell<Vec<Key>>,
+    /// Their keys, for the look-ups once the batch is committed.
+    keys: RefCell<NewKeys>,
 }
 
 impl NewMessages {
@@ -378,7 +399,7 @@ fn commit_batch(
             job.abort(StoreError::clone(error));
             continue;
         }
-        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted, &created);
+        let ctx = WriteCtx::new(conn, clock.now(), ids, wanted, &created, merger);
         let before = conn.total_changes();
         let (ok, finish) = job.run(&ctx);
         finishes.push(finish);

@@ -1,0 +1,456 @@
+//! What messages are looked up by besides their id: the number they are to or from (a conversation,
+//! the list's `to`, reply menus, an opt-out's blocking of queued texts), the CMS's `reference` (the
+//! list's `reference`) and a send's (API key, `Idempotency-Key`). A table the writer merges new messages
+//! into, a row per key per merge, not indexes on `messages`.
+//!
+//! An index on `messages (peer, id)` puts each new message on its recipient's leaf page, so a batch to
+//! 1,000 debtors dirties 1,000 index pages per commit, and the commit writes each dirtied page whole to
+//! the log: ~4 KB of WAL per message, which halved the writer's throughput (BENCHMARKS.md, "Store").
+//! References and idempotency keys are as scattered as debtors' numbers, and their indexes cost the same.
+//! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::rows`] wait (or
+//! [`MergePolicy::every`] has passed), starts a *run*: it sorts them and writes one row per key with
+//! that key's ids packed in order, a slice per batch, inside each batch's transaction. A key's page is
+//! then dirtied once per run instead of once per commit, a number texted 50 times in a run costs one
+//! row instead of 50, and no batch waits for a whole run.
+//!
+//! `message_keys_merged.upto` is the newest id whose keys, and every older one's, are in the table; it
+//! moves when a run ends. A look-up ([`ids`]) reads the key's rows and the messages after `upto` with
+//! it through the id order, in one statement (one snapshot), so it is exact whenever it runs and reads at
+//! most two runs' worth of rows past the table. Ids only grow (the writer's clock context, continued
+//! across restarts), so "after `upto`" holds every message not merged. A run cut short by a stop is done
+//! again at the next start: its rows are replaced or duplicated, and a look-up drops duplicates.
+//! Retention takes deleted messages' ids out of their rows ([`forget`]).
+//!
+//! An idempotency key must be checked when a send is accepted, not once it is merged, and the writer
+//! cannot read two runs of rows per send: it also keeps the idempotency keys not merged yet in a map
+//! ([`Merger::idempotent`]), beside those of the batch under way ([`NewKeys`]).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::{Connection, ToSql, params};
+use uuid::Uuid;
+
+/// When the writer merges new messages into the look-ups.
+#[derive(Clone, Copy, Debug)]
+pub struct MergePolicy {
+    /// Start a run once this many new keys wait (a message has one to three): with the run, it bounds
+    /// what a look-up reads past the table, and the keys the writer holds in memory.
+    pub rows: usize,
+    /// Start a run at the first batch this long after the last began, if any key waits.
+    pub every: Duration,
+    /// The fewest keys a batch inserts while a run is on; a batch inserts twice the keys it adds if
+    /// that is more, so runs keep ahead of any accept rate.
+    pub slice: usize,
+}
+
+impl Default for MergePolicy {
+    fn default() -> Self {
+        MergePolicy {
+            rows: 50_000,
+            every: Duration::from_secs(5),
+            slice: 2_000,
+        }
+    }
+}
+
+/// What a key is of; stored as its number in `message_keys.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum KeyKind {
+    /// The number a message is to or from (`messages.peer`).
+    Peer = 0,
+    /// The CMS's `reference`.
+    Reference = 1,
+    /// The API key and `Idempotency-Key` of a send, as [`idempotency`] joins them.
+    Idempotency = 2,
+}
+
+impl KeyKind {
+    /// The key as an expression on a `messages` row, for the messages past the watermark.
+    fn column(self) -> &'static str {
+        match self {
+            KeyKind::Peer => "peer",
+            KeyKind::Reference => "reference",
+            KeyKind::Idempotency => "api_key || char(10) || idempotency_key",
+        }
+    }
+}
+
+impl ToSql for KeyKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(*self as i64))
+    }
+}
+
+/// The key an idempotent send is found by: its API key and `Idempotency-Key`, one line each (an
+/// idempotency key is visible ASCII). Look-ups compare both columns as well, so no join can mistake one
+/// send for another.
+pub(crate) fn idempotency(api_key: &str, key: &str) -> String {
+    format!("{api_key}\n{key}")
+}
+
+/// One of a message's keys: kind, value, the message's id; ordered as the table is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    kind: KeyKind,
+    value: Box<str>,
+    id: Uuid,
+}
+
+/// What a `messages` row is looked up by.
+pub(crate) struct MessageKeys<'a> {
+    pub peer: &'a str,
+    pub reference: Option<&'a str>,
+    pub api_key: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl<'a> MessageKeys<'a> {
+    /// A message known by its number alone (a received one).
+    pub fn number(peer: &'a str) -> Self {
+        MessageKeys {
+            peer,
+            reference: None,
+            api_key: "",
+            idempotency_key: None,
+        }
+    }
+
+    /// Message `id`'s keys.
+    pub fn keys(&self, id: Uuid) -> impl Iterator<Item = Key> + use<> {
+        let key = |kind, value: String| Key {
+            kind,
+            value: value.into_boxed_str(),
+            id,
+        };
+        [
+            Some(key(KeyKind::Peer, self.peer.to_owned())),
+            self.reference
+                .map(|reference| key(KeyKind::Reference, reference.to_owned())),
+            self.idempotency_key
+                .map(|k| key(KeyKind::Idempotency, idempotency(self.api_key, k))),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// The keys of the messages a batch created: merged once it is committed, dropped with it if not.
+#[derive(Default)]
+pub(crate) struct NewKeys {
+    keys: Vec<Key>,
+    idempotent: HashMap<Box<str>, Uuid>,
+}
+
+impl NewKeys {
+    pub fn extend(&mut self, keys: impl Iterator<Item = Key>) {
+        for key in keys {
+            if key.kind == KeyKind::Idempotency {
+                self.idempotent.insert(key.value.clone(), key.id);
+            }
+            self.keys.push(key);
+        }
+    }
+
+    /// The message of this batch that has idempotency key `value`, if one has.
+    pub fn idempotent(&self, value: &str) -> Option<Uuid> {
+        self.idempotent.get(value).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// The writer's side of the look-ups: keys committed but not in the table yet.
+pub(crate) struct Merger {
+    policy: MergePolicy,
+    /// Committed keys not in a run, in id order.
+    waiting: Vec<Key>,
+    /// The idempotency keys among `waiting` and the run's, until the run that merges them ends.
+    idempotent: HashMap<Box<str>, Uuid>,
+    run: Option<Run>,
+    started: Instant,
+}
+
+/// A merge under way: its keys in key order, how many are in the table, the newest id it covers (the
+/// watermark once it ends).
+struct Run {
+    keys: Vec<Key>,
+    done: usize,
+    target: Uuid,
+}
+
+/// How far a batch's slice took the run; the writer hands it back once the batch is committed.
+#[must_use]
+pub(crate) struct Slice(usize);
+
+impl Merger {
+    /// Reads the keys not merged yet (those of a run the last stop cut short among them).
+    pub fn start(conn: &Connection, policy: MergePolicy) -> rusqlite::Result<Merger> {
+        let mut keys = NewKeys::default();
+        let mut st = conn.prepare(
+            "SELECT id, peer, reference, api_key, idempotency_key FROM messages \
+             WHERE id > (SELECT upto FROM message_keys_merged) ORDER BY id",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(row) = rows.next()? {
+            let Ok(id) = Uuid::parse_str(row.get_ref(0)?.as_str()?) else {
+                continue;
+            };
+            let message = MessageKeys {
+                peer: row.get_ref(1)?.as_str()?,
+                reference: row.get_ref(2)?.as_str_or_null()?,
+                api_key: row.get_ref(3)?.as_str()?,
+                idempotency_key: row.get_ref(4)?.as_str_or_null()?,
+            };
+            keys.extend(message.keys(id));
+        }
+        Ok(Merger {
+            policy,
+            waiting: keys.keys,
+            idempotent: keys.idempotent,
+            run: None,
+            started: Instant::now(),
+        })
+    }
+
+    /// The committed message with idempotency key `value` that is not in the table yet, if one is.
+    pub fn idempotent(&self, value: &str) -> Option<Uuid> {
+        self.idempotent.get(value).copied()
+    }
+
+    /// Inserts the next slice of the run (starting one if it is due) inside the batch's open
+    /// transaction; `added` is how many keys the batch created.
+    pub fn slice(&mut self, conn: &Connection, added: usize) -> rusqlite::Result<Slice> {
+        if self.run.is_none() && self.due() {
+            let mut keys = std::mem::take(&mut self.waiting);
+            // Ids only grow: the last key is the newest.
+            let target = keys.last().map(|key| key.id).unwrap_or_default();
+            keys.sort_unstable();
+            self.run = Some(Run {
+                keys,
+                done: 0,
+                target,
+            });
+            self.started = Instant::now();
+        }
+        let Some(run) = &self.run else {
+            return Ok(Slice(0));
+        };
+        let end = run
+            .keys
+            .len()
+            .min(run.done + self.policy.slice.max(2 * added).max(1));
+        let mut insert = conn.prepare_cached(
+            "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for keys in
+            run.keys[run.done..end].chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value))
+        {
+            let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
+            let first = &keys[0];
+            insert.execute(params![
+                first.kind,
+                first.value,
+                first.id.as_bytes(),
+                packed
+            ])?;
+        }
+        if end == run.keys.len() {
+            conn.prepare_cached("UPDATE message_keys_merged SET upto = ?1")?
+                .execute([run.target.to_string()])?;
+        }
+        Ok(Slice(end - run.done))
+    }
+
+    /// Takes in what a committed batch did: its slice, and the keys of the messages it created.
+    pub fn committed(&mut self, slice: Slice, created: NewKeys) {
+        if let Some(run) = &mut self.run {
+            run.done += slice.0;
+            if run.done >= run.keys.len() {
+                for key in &run.keys {
+                    if key.kind == KeyKind::Idempotency {
+                        self.idempotent.remove(&key.value);
+                    }
+                }
+                self.run = None;
+            }
+        }
+        self.idempotent.extend(created.idempotent);
+        self.waiting.extend(created.keys);
+    }
+
+    fn due(&self) -> bool {
+        !self.waiting.is_empty()
+            && (self.waiting.len() >= self.policy.rows
+                || self.started.elapsed() >= self.policy.every)
+    }
+}
+
+/// Every message id with key `value` of `kind`, oldest first, as text for `id IN rarray(?)`.
+pub(crate) fn ids(
+    conn: &Connection,
+    kind: KeyKind,
+    value: &str,
+) -> rusqlite::Result<Rc<Vec<Value>>> {
+    let mut ids = Vec::new();
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT ids, NULL FROM message_keys WHERE kind = ?1 AND key = ?2 UNION ALL \
+         SELECT NULL, id FROM messages WHERE {} = ?2 AND id > (SELECT upto FROM message_keys_merged)",
+        kind.column()
+    ))?;
+    let mut rows = st.query(params![kind, value])?;
+    while let Some(row) = rows.next()? {
+        match row.get_ref(0)?.as_blob_or_null()? {
+            Some(packed) => ids.extend(unpack(packed)),
+            None => ids.extend(Uuid::parse_str(row.get_ref(1)?.as_str()?).ok()),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Rc::new(
+        ids.into_iter()
+            .map(|id| Value::Text(id.to_string()))
+            .collect(),
+    ))
+}
+
+/// The ids of merged messages with idempotency key `value` (one, unless a join of API key and key is
+/// ambiguous).
+pub(crate) fn merged_idempotent(conn: &Connection, value: &str) -> rusqlite::Result<Vec<Uuid>> {
+    let mut st =
+        conn.prepare_cached("SELECT ids FROM message_keys WHERE kind = ?1 AND key = ?2")?;
+    let mut rows = st.query(params![KeyKind::Idempotency, value])?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next()? {
+        ids.extend(unpack(row.get_ref(0)?.as_blob()?));
+    }
+    Ok(ids)
+}
+
+fn unpack(packed: &[u8]) -> impl Iterator<Item = Uuid> + '_ {
+    packed
+        .chunks_exact(16)
+        .filter_map(|bytes| Uuid::from_slice(bytes).ok())
+}
+
+/// Takes the keys of messages retention deleted out of their rows.
+pub(crate) fn forget(conn: &Connection, mut deleted: Vec<Key>) -> rusqlite::Result<()> {
+    deleted.sort_unstable();
+    for keys in deleted.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.id).collect();
+        forget_ids(conn, keys[0].kind, &keys[0].value, &ids)?;
+    }
+    Ok(())
+}
+
+/// Takes `deleted` (sorted) out of the rows of key `value` of `kind`.
+fn forget_ids(
+    conn: &Connection,
+    kind: KeyKind,
+    value: &str,
+    deleted: &[Uuid],
+) -> rusqlite::Result<()> {
+    let Some(newest) = deleted.last() else {
+        return Ok(());
+    };
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT first, ids FROM message_keys WHERE kind = ?1 AND key = ?2 AND first <= ?3",
+        )?
+        .query_map(params![kind, value, newest.as_bytes()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first, packed) in rows {
+        let kept: Vec<u8> = packed
+            .chunks_exact(16)
+            .filter(|bytes| {
+                Uuid::from_slice(bytes).is_ok_and(|id| deleted.binary_search(&id).is_err())
+            })
+            .flatten()
+            .copied()
+            .collect();
+        if kept.len() == packed.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            conn.prepare_cached(
+                "DELETE FROM message_keys WHERE kind = ?1 AND key = ?2 AND first = ?3",
+            )?
+            .execute(params![kind, value, first])?;
+        } else {
+            conn.prepare_cached(
+                "UPDATE message_keys SET ids = ?4 WHERE kind = ?1 AND key = ?2 AND first = ?3",
+            )?
+            .execute(params![kind, value, first, kept])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::migrations;
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A look-up must read the key's rows by key, only the newest messages by id, and then each
+    /// message it found by id: a plan that scanned `messages` would read the whole log for every
+    /// conversation, every STOP and every list by reference.
+    #[test]
+    fn a_look_up_reads_by_key_and_by_id_never_the_whole_log() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
+        for kind in [KeyKind::Peer, KeyKind::Reference, KeyKind::Idempotency] {
+            let found = plan(
+                &conn,
+                &format!(
+                    "SELECT ids, NULL FROM message_keys WHERE kind = {} AND key = 'k' UNION ALL \
+                     SELECT NULL, id FROM messages WHERE {} = 'k' AND id > \
+                     (SELECT upto FROM message_keys_merged)",
+                    kind as i64,
+                    kind.column()
+                ),
+            );
+            assert!(
+                found.contains(
+                    &"SEARCH message_keys USING PRIMARY KEY (kind=? AND key=?)".to_owned()
+                ),
+                "{kind:?}: {found:?}"
+            );
+            assert!(
+                found.contains(
+                    &"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id>?)".to_owned()
+                ),
+                "{kind:?}: {found:?}"
+            );
+        }
+        let by_id = plan(
+            &conn,
+            "SELECT id FROM messages WHERE id IN rarray(NULL) AND direction = 'outbound' ORDER BY id",
+        );
+        assert!(
+            by_id.iter().all(|step| !step.starts_with("SCAN messages")),
+            "{by_id:?}"
+        );
+        assert!(
+            by_id.contains(
+                &"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id=?)".to_owned()
+            ),
+            "{by_id:?}"
+        );
+    }
+}
