@@ -7,7 +7,7 @@
 //! 1,000 debtors dirties 1,000 index pages per commit, and the commit writes each dirtied page whole to
 //! the log: ~4 KB of WAL per message, which halved the writer's throughput (BENCHMARKS.md, "Store").
 //! References and idempotency keys are as scattered as debtors' numbers, and their indexes cost the same.
-//! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::rows`] wait (or
+//! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::rows`] messages wait (or
 //! [`MergePolicy::every`] has passed), starts a *run*: it sorts them and writes one row per key with
 //! that key's ids packed in order, a slice per batch, inside each batch's transaction. A key's page is
 //! then dirtied once per run instead of once per commit, a number texted 50 times in a run costs one
@@ -36,10 +36,10 @@ use uuid::Uuid;
 /// When the writer merges new messages into the look-ups.
 #[derive(Clone, Copy, Debug)]
 pub struct MergePolicy {
-    /// Start a run once this many new keys wait (a message has one to three): with the run, it bounds
-    /// what a look-up reads past the table, and the keys the writer holds in memory.
+    /// Start a run once this many new messages wait: with the run, it bounds what a look-up reads past
+    /// the table, and the keys the writer holds in memory (one to three per message).
     pub rows: usize,
-    /// Start a run at the first batch this long after the last began, if any key waits.
+    /// Start a run at the first batch this long after the last began, if any message waits.
     pub every: Duration,
     /// The fewest keys a batch inserts while a run is on; a batch inserts twice the keys it adds if
     /// that is more, so runs keep ahead of any accept rate.
@@ -142,10 +142,13 @@ impl<'a> MessageKeys<'a> {
 pub(crate) struct NewKeys {
     keys: Vec<Key>,
     idempotent: HashMap<Box<str>, Uuid>,
+    messages: usize,
 }
 
 impl NewKeys {
+    /// Adds one message's keys.
     pub fn extend(&mut self, keys: impl Iterator<Item = Key>) {
+        self.messages += 1;
         for key in keys {
             if key.kind == KeyKind::Idempotency {
                 self.idempotent.insert(key.value.clone(), key.id);
@@ -169,6 +172,8 @@ pub(crate) struct Merger {
     policy: MergePolicy,
     /// Committed keys not in a run, in id order.
     waiting: Vec<Key>,
+    /// How many messages they are of.
+    waiting_messages: usize,
     /// The idempotency keys among `waiting` and the run's, until the run that merges them ends.
     idempotent: HashMap<Box<str>, Uuid>,
     run: Option<Run>,
@@ -211,6 +216,7 @@ impl Merger {
         Ok(Merger {
             policy,
             waiting: keys.keys,
+            waiting_messages: keys.messages,
             idempotent: keys.idempotent,
             run: None,
             started: Instant::now(),
@@ -227,6 +233,7 @@ impl Merger {
     pub fn slice(&mut self, conn: &Connection, added: usize) -> rusqlite::Result<Slice> {
         if self.run.is_none() && self.due() {
             let mut keys = std::mem::take(&mut self.waiting);
+            self.waiting_messages = 0;
             // Ids only grow: the last key is the newest.
             let target = keys.last().map(|key| key.id).unwrap_or_default();
             keys.sort_unstable();
@@ -281,11 +288,12 @@ impl Merger {
         }
         self.idempotent.extend(created.idempotent);
         self.waiting.extend(created.keys);
+        self.waiting_messages += created.messages;
     }
 
     fn due(&self) -> bool {
         !self.waiting.is_empty()
-            && (self.waiting.len() >= self.policy.rows
+            && (self.waiting_messages >= self.policy.rows
                 || self.started.elapsed() >= self.policy.every)
     }
 }
