@@ -526,6 +526,51 @@ async fn idempotency_returns_the_original_or_a_conflict() {
     assert_eq!(total.messages.len(), 3);
 }
 
+/// Idempotency keys are merged into rows by a hash of the key: a row may name another key's message
+/// (two keys, one hash), and that must not make a send a repeat of it.
+#[tokio::test]
+async fn a_send_is_a_repeat_only_of_its_own_key_whatever_a_hash_row_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let mut first = message("+15551230002", "pay now", 1);
+    first.idempotency_key = Some("k-a".into());
+    let original = store.accept(first).await.unwrap();
+    let mut other = message("+15551230002", "pay later", 1);
+    other.idempotency_key = Some("k-b".into());
+    let second = store.accept(other.clone()).await.unwrap();
+    // Merged at the next batch (this file's stores merge at every batch).
+    store.accept(message("+15551230003", "x", 1)).await.unwrap();
+    // The first message's id goes first in every row, as a collision would put it, and alone in the
+    // row of k-c, which no send used.
+    let conn = Connection::open(&path).unwrap();
+    let packed = original.id.as_bytes().to_vec();
+    let rows = conn
+        .execute(
+            "UPDATE message_idempotency SET ids = unhex(hex(?1) || hex(ids))",
+            [&packed],
+        )
+        .unwrap();
+    assert_eq!(rows, 2, "both keys were merged");
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(b"cms\nk-c");
+    let hash = i64::from_be_bytes(digest[..8].try_into().unwrap());
+    conn.execute(
+        "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2)",
+        rusqlite::params![hash, packed],
+    )
+    .unwrap();
+    let again = store.accept(other).await.unwrap();
+    assert!(again.duplicate && again.id == second.id, "{again:?}");
+    let mut third = message("+15551230002", "new", 1);
+    third.idempotency_key = Some("k-c".into());
+    assert!(store.replay(third.clone()).await.unwrap().is_none());
+    assert!(store.accepted_at("cms", "k-c").await.unwrap().is_none());
+    assert!(store.accepted_at("cms", "k-b").await.unwrap().is_some());
+    let fresh = store.accept(third).await.unwrap();
+    assert!(!fresh.duplicate && fresh.id != original.id);
+}
+
 #[tokio::test]
 async fn a_full_database_rejects_accepts_and_never_claims_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -1919,7 +1964,8 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     // The look-ups by key no longer name them, and still name what is kept.
     for id in &old {
         let packed = id.as_bytes().to_vec();
-        let sql = "SELECT count(*) FROM message_keys WHERE instr(ids, ?1) > 0";
+        let sql = "SELECT (SELECT count(*) FROM message_keys WHERE instr(ids, ?1) > 0) \
+                   + (SELECT count(*) FROM message_idempotency WHERE instr(ids, ?1) > 0)";
         let named: i64 = Connection::open(&path)
             .unwrap()
             .query_row(sql, [packed], |row| row.get(0))

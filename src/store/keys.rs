@@ -29,8 +29,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, Value};
-use rusqlite::{Connection, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// When the writer merges new messages into the look-ups.
@@ -91,10 +93,35 @@ pub(crate) fn idempotency(api_key: &str, key: &str) -> String {
     format!("{api_key}\n{key}")
 }
 
-/// One of a message's keys: kind, value, the message's id; ordered as the table is.
+/// Where an idempotency key's row is: the first 8 bytes of its SHA-256. Idempotency keys are the one
+/// kind that is random and unique per message, so their rows are the most of the table and each run
+/// rewrites pages all over it; an integer of 8 bytes (a rowid) instead of the key's text makes the rows
+/// a quarter of the size, so a run dirties a quarter of the pages, and a look-up compares integers.
+/// Two keys with one hash share the row: look-ups check the message's own columns. Stored, so it must
+/// never change; migration 22 computes it in SQL as `modemgate_key_hash`.
+pub(crate) fn idempotency_hash(value: &str) -> i64 {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Makes [`idempotency_hash`] callable from SQL as `modemgate_key_hash(text)`, for migration 22.
+pub(crate) fn add_hash_function(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "modemgate_key_hash",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(idempotency_hash(ctx.get_raw(0).as_str()?)),
+    )
+}
+
+/// One of a message's keys: kind, its idempotency hash (0 for other kinds), value, the message's id;
+/// ordered as the tables are.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Key {
     kind: KeyKind,
+    hash: i64,
     value: Box<str>,
     id: Uuid,
 }
@@ -122,6 +149,10 @@ impl<'a> MessageKeys<'a> {
     pub fn keys(&self, id: Uuid) -> impl Iterator<Item = Key> + use<> {
         let key = |kind, value: String| Key {
             kind,
+            hash: match kind {
+                KeyKind::Idempotency => idempotency_hash(&value),
+                KeyKind::Peer | KeyKind::Reference => 0,
+            },
             value: value.into_boxed_str(),
             id,
         };
@@ -251,20 +282,32 @@ impl Merger {
             .keys
             .len()
             .min(run.done + self.policy.slice.max(2 * added).max(1));
-        let mut insert = conn.prepare_cached(
-            "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) VALUES (?1, ?2, ?3, ?4)",
-        )?;
         for keys in
             run.keys[run.done..end].chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value))
         {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
             let first = &keys[0];
-            insert.execute(params![
-                first.kind,
-                first.value,
-                first.id.as_bytes(),
-                packed
-            ])?;
+            match first.kind {
+                KeyKind::Peer | KeyKind::Reference => conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        first.kind,
+                        first.value,
+                        first.id.as_bytes(),
+                        packed
+                    ])?,
+                // Appended: the row may hold another key's ids (the same hash), or this run's
+                // from before a stop (a look-up drops duplicates). Through hex: `||` makes text.
+                KeyKind::Idempotency => conn
+                    .prepare_cached(
+                        "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2) \
+                         ON CONFLICT (hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
+                    )?
+                    .execute(params![first.hash, packed])?,
+            };
         }
         if end == run.keys.len() {
             conn.prepare_cached("UPDATE message_keys_merged SET upto = ?1")?
@@ -298,19 +341,19 @@ impl Merger {
     }
 }
 
-/// Every message id with key `value` of `kind`, oldest first, as text for `id IN rarray(?)`.
+/// Every message id with key `value` of `kind`, oldest first, as text for `id IN rarray(?)`. For an
+/// idempotency key, also those of any key with the same hash: the caller checks the columns.
 pub(crate) fn ids(
     conn: &Connection,
     kind: KeyKind,
     value: &str,
 ) -> rusqlite::Result<Rc<Vec<Value>>> {
+    let mut st = conn.prepare_cached(&look_up(kind))?;
+    let mut rows = match kind {
+        KeyKind::Peer | KeyKind::Reference => st.query(params![kind, value])?,
+        KeyKind::Idempotency => st.query(params![idempotency_hash(value), value])?,
+    };
     let mut ids = Vec::new();
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT ids, NULL FROM message_keys WHERE kind = ?1 AND key = ?2 UNION ALL \
-         SELECT NULL, id FROM messages WHERE {} = ?2 AND id > (SELECT upto FROM message_keys_merged)",
-        kind.column()
-    ))?;
-    let mut rows = st.query(params![kind, value])?;
     while let Some(row) = rows.next()? {
         match row.get_ref(0)?.as_blob_or_null()? {
             Some(packed) => ids.extend(unpack(packed)),
@@ -326,17 +369,34 @@ pub(crate) fn ids(
     ))
 }
 
-/// The ids of merged messages with idempotency key `value` (one, unless a join of API key and key is
-/// ambiguous).
+/// The statement of [`ids`]: the merged rows (by ?1 kind and ?2 key, or by ?1 hash), then the messages
+/// after the watermark with key ?2, by id.
+fn look_up(kind: KeyKind) -> String {
+    let merged = match kind {
+        KeyKind::Peer | KeyKind::Reference => {
+            "SELECT ids, NULL FROM message_keys WHERE kind = ?1 AND key = ?2"
+        }
+        KeyKind::Idempotency => "SELECT ids, NULL FROM message_idempotency WHERE hash = ?1",
+    };
+    format!(
+        "{merged} UNION ALL SELECT NULL, id FROM messages WHERE {} = ?2 \
+         AND id > (SELECT upto FROM message_keys_merged)",
+        kind.column()
+    )
+}
+
+/// The ids of merged messages whose idempotency key has `value`'s hash (one, but for a collision).
 pub(crate) fn merged_idempotent(conn: &Connection, value: &str) -> rusqlite::Result<Vec<Uuid>> {
-    let mut st =
-        conn.prepare_cached("SELECT ids FROM message_keys WHERE kind = ?1 AND key = ?2")?;
-    let mut rows = st.query(params![KeyKind::Idempotency, value])?;
-    let mut ids = Vec::new();
-    while let Some(row) = rows.next()? {
-        ids.extend(unpack(row.get_ref(0)?.as_blob()?));
-    }
-    Ok(ids)
+    let packed: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT ids FROM message_idempotency WHERE hash = ?1")?
+        .query_row([idempotency_hash(value)], |row| row.get(0))
+        .optional()?;
+    Ok(packed
+        .as_deref()
+        .map(unpack)
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 fn unpack(packed: &[u8]) -> impl Iterator<Item = Uuid> + '_ {
@@ -350,54 +410,61 @@ pub(crate) fn forget(conn: &Connection, mut deleted: Vec<Key>) -> rusqlite::Resu
     deleted.sort_unstable();
     for keys in deleted.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
         let ids: Vec<Uuid> = keys.iter().map(|key| key.id).collect();
-        forget_ids(conn, keys[0].kind, &keys[0].value, &ids)?;
+        forget_ids(conn, &keys[0], &ids)?;
     }
     Ok(())
 }
 
-/// Takes `deleted` (sorted) out of the rows of key `value` of `kind`.
-fn forget_ids(
-    conn: &Connection,
-    kind: KeyKind,
-    value: &str,
-    deleted: &[Uuid],
-) -> rusqlite::Result<()> {
+/// Takes `deleted` (sorted) out of the rows of `key`'s kind and value.
+fn forget_ids(conn: &Connection, key: &Key, deleted: &[Uuid]) -> rusqlite::Result<()> {
     let Some(newest) = deleted.last() else {
         return Ok(());
     };
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
-        .prepare_cached(
-            "SELECT first, ids FROM message_keys WHERE kind = ?1 AND key = ?2 AND first <= ?3",
-        )?
-        .query_map(params![kind, value, newest.as_bytes()], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = match key.kind {
+        KeyKind::Peer | KeyKind::Reference => conn
+            .prepare_cached(
+                "SELECT first, ids FROM message_keys WHERE kind = ?1 AND key = ?2 AND first <= ?3",
+            )?
+            .query_map(params![key.kind, key.value, newest.as_bytes()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        KeyKind::Idempotency => conn
+            .prepare_cached("SELECT ids FROM message_idempotency WHERE hash = ?1")?
+            .query_map([key.hash], |row| Ok((Vec::new(), row.get(0)?)))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
     for (first, packed) in rows {
-        let kept: Vec<u8> = packed
-            .chunks_exact(16)
-            .filter(|bytes| {
-                Uuid::from_slice(bytes).is_ok_and(|id| deleted.binary_search(&id).is_err())
-            })
-            .flatten()
-            .copied()
+        let kept: Vec<u8> = unpack(&packed)
+            .filter(|id| deleted.binary_search(id).is_err())
+            .flat_map(|id| *id.as_bytes())
             .collect();
-        if kept.len() == packed.len() {
-            continue;
-        }
-        if kept.is_empty() {
-            conn.prepare_cached(
-                "DELETE FROM message_keys WHERE kind = ?1 AND key = ?2 AND first = ?3",
-            )?
-            .execute(params![kind, value, first])?;
-        } else {
-            conn.prepare_cached(
-                "UPDATE message_keys SET ids = ?4 WHERE kind = ?1 AND key = ?2 AND first = ?3",
-            )?
-            .execute(params![kind, value, first, kept])?;
+        if kept.len() < packed.len() {
+            rewrite(conn, key, &first, &kept)?;
         }
     }
     Ok(())
+}
+
+/// Puts `kept` in place of the ids of `key`'s row that starts at `first` (a hash has one row), or
+/// deletes the row if nothing is kept.
+fn rewrite(conn: &Connection, key: &Key, first: &[u8], kept: &[u8]) -> rusqlite::Result<usize> {
+    match (key.kind, kept.is_empty()) {
+        (KeyKind::Peer | KeyKind::Reference, true) => conn
+            .prepare_cached("DELETE FROM message_keys WHERE kind = ?1 AND key = ?2 AND first = ?3")?
+            .execute(params![key.kind, key.value, first]),
+        (KeyKind::Peer | KeyKind::Reference, false) => conn
+            .prepare_cached(
+                "UPDATE message_keys SET ids = ?4 WHERE kind = ?1 AND key = ?2 AND first = ?3",
+            )?
+            .execute(params![key.kind, key.value, first, kept]),
+        (KeyKind::Idempotency, true) => conn
+            .prepare_cached("DELETE FROM message_idempotency WHERE hash = ?1")?
+            .execute([key.hash]),
+        (KeyKind::Idempotency, false) => conn
+            .prepare_cached("UPDATE message_idempotency SET ids = ?2 WHERE hash = ?1")?
+            .execute(params![key.hash, kept]),
+    }
 }
 
 #[cfg(test)]
@@ -405,13 +472,22 @@ mod tests {
     use super::*;
     use crate::store::migrations;
 
+    /// The plan of `sql`, its parameters NULL.
     fn plan(conn: &Connection, sql: &str) -> Vec<String> {
-        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map([], |row| row.get(3))
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let nulls = std::iter::repeat_n(rusqlite::types::Null, st.parameter_count());
+        st.query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
+    }
+
+    /// The hash is stored: it must stay what it was when the rows were written.
+    #[test]
+    fn the_idempotency_hash_is_the_first_8_bytes_of_sha_256() {
+        // `printf 'cms\nk-1' | sha256sum` begins 92f1802c637ee809.
+        let expected = [0x92, 0xf1, 0x80, 0x2c, 0x63, 0x7e, 0xe8, 0x09];
+        assert_eq!(idempotency_hash("cms\nk-1"), i64::from_be_bytes(expected));
     }
 
     /// A look-up must read the key's rows by key, only the newest messages by id, and then each
@@ -422,23 +498,22 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrations::migrate(&mut conn, migrations::LATEST).unwrap();
         rusqlite::vtab::array::load_module(&conn).unwrap();
-        for kind in [KeyKind::Peer, KeyKind::Reference, KeyKind::Idempotency] {
-            let found = plan(
-                &conn,
-                &format!(
-                    "SELECT ids, NULL FROM message_keys WHERE kind = {} AND key = 'k' UNION ALL \
-                     SELECT NULL, id FROM messages WHERE {} = 'k' AND id > \
-                     (SELECT upto FROM message_keys_merged)",
-                    kind as i64,
-                    kind.column()
-                ),
-            );
-            assert!(
-                found.contains(
-                    &"SEARCH message_keys USING PRIMARY KEY (kind=? AND key=?)".to_owned()
-                ),
-                "{kind:?}: {found:?}"
-            );
+        for (kind, merged) in [
+            (
+                KeyKind::Peer,
+                "SEARCH message_keys USING PRIMARY KEY (kind=? AND key=?)",
+            ),
+            (
+                KeyKind::Reference,
+                "SEARCH message_keys USING PRIMARY KEY (kind=? AND key=?)",
+            ),
+            (
+                KeyKind::Idempotency,
+                "SEARCH message_idempotency USING INTEGER PRIMARY KEY (rowid=?)",
+            ),
+        ] {
+            let found = plan(&conn, &look_up(kind));
+            assert!(found.contains(&merged.to_owned()), "{kind:?}: {found:?}");
             assert!(
                 found.contains(
                     &"SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id>?)".to_owned()

@@ -324,10 +324,11 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX messages_peer;
     "#,
     // 22: the look-ups by reference and by (API key, idempotency key) join those by number, merged the
-    // same way (see `keys`): the two indexes they replace each dirtied a page per send per commit. Keys
-    // are of a kind (0 number, 1 reference, 2 API key and idempotency key joined by a line feed); a row's
-    // `first` is its first id as 16 bytes, as `ids` packs them. What the watermark covers is moved or
-    // built; what is after it the writer reads at start, as before.
+    // same way (see `keys`): the two indexes they replace each dirtied a page per send per commit.
+    // `message_keys` rows are of a kind (0 number, 1 reference) and start at `first`, their first id as
+    // 16 bytes, as `ids` packs them. Idempotency keys (API key and key joined by a line feed) have a row
+    // per hash (`keys::idempotency_hash`, registered as `modemgate_key_hash`). What the watermark covers
+    // is moved or built; what is after it the writer reads at start, as before.
     r#"
     CREATE TABLE message_keys (
         kind INTEGER NOT NULL,
@@ -343,10 +344,12 @@ const MIGRATIONS: &[&str] = &[
             unhex(group_concat(replace(id, '-', ''), '' ORDER BY id))
         FROM messages WHERE reference IS NOT NULL AND id <= (SELECT upto FROM message_peers_merged)
         GROUP BY reference;
-    INSERT INTO message_keys (kind, key, first, ids)
-        SELECT 2, api_key || char(10) || idempotency_key, unhex(replace(id, '-', '')),
-            unhex(replace(id, '-', ''))
-        FROM messages WHERE idempotency_key IS NOT NULL AND id <= (SELECT upto FROM message_peers_merged);
+    CREATE TABLE message_idempotency (hash INTEGER PRIMARY KEY, ids BLOB NOT NULL);
+    INSERT INTO message_idempotency (hash, ids)
+        SELECT modemgate_key_hash(api_key || char(10) || idempotency_key),
+            unhex(group_concat(replace(id, '-', ''), '' ORDER BY id))
+        FROM messages WHERE idempotency_key IS NOT NULL AND id <= (SELECT upto FROM message_peers_merged)
+        GROUP BY 1;
     ALTER TABLE message_peers_merged RENAME TO message_keys_merged;
     DROP TABLE message_peers;
     DROP INDEX messages_reference;
@@ -373,6 +376,10 @@ pub fn migrate(conn: &mut Connection, target: u32) -> Result<()> {
             latest: LATEST,
         });
     }
+    super::keys::add_hash_function(conn).map_err(|source| StoreError::Migration {
+        version: found + 1,
+        source: Arc::new(source),
+    })?;
     for (index, sql) in MIGRATIONS
         .iter()
         .enumerate()
