@@ -20,7 +20,7 @@ fn options(clock: &ManualClock) -> OpenOptions {
     OpenOptions {
         clock: Arc::new(clock.clone()),
         key_merge: MergePolicy {
-            rows: 1,
+            messages: 1,
             every: Duration::MAX,
             slice: 1_000,
         },
@@ -1414,7 +1414,7 @@ async fn looking_up_by_key_is_exact_before_during_and_after_a_merge() {
     let open_merging = || {
         let options = OpenOptions {
             key_merge: MergePolicy {
-                rows: 7,
+                messages: 7,
                 every: Duration::MAX,
                 slice: 3,
             },

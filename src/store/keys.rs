@@ -8,9 +8,10 @@
 //! 1,000 debtors dirties 1,000 index pages per commit, and the commit writes each dirtied page whole to
 //! the log: ~4 KB of WAL per message, which halved the writer's throughput (BENCHMARKS.md, "Store").
 //! References and idempotency keys are as scattered as debtors' numbers, and their indexes cost the same.
-//! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::rows`] messages wait (or
-//! [`MergePolicy::every`] has passed), starts a *run*: it sorts them and writes one row per key with
-//! that key's ids packed in order, a slice per batch, inside each batch's transaction. A key's page is
+//! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::messages`] wait (or
+//! [`MergePolicy::every`] has passed), starts a *run*: it takes them, kept in key order as they came,
+//! and writes one row per key with that key's ids packed in order, a slice per batch, inside each
+//! batch's transaction. A key's page is
 //! then dirtied once per run instead of once per commit, a number texted 50 times in a run costs one
 //! row instead of 50, and no batch waits for a whole run.
 //!
@@ -26,7 +27,7 @@
 //! cannot read two runs of rows per send: it also keeps the idempotency keys not merged yet in a map
 //! ([`Merger::idempotent`]), beside those of the batch under way ([`NewKeys`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ use uuid::Uuid;
 pub struct MergePolicy {
     /// Start a run once this many new messages wait: with the run, it bounds what a look-up reads past
     /// the table, and the keys the writer holds in memory (one to three per message).
-    pub rows: usize,
+    pub messages: usize,
     /// Start a run at the first batch this long after the last began, if any message waits.
     pub every: Duration,
     /// The fewest keys a batch inserts while a run is on; a batch inserts twice the keys it adds if
@@ -52,7 +53,7 @@ pub struct MergePolicy {
 impl Default for MergePolicy {
     fn default() -> Self {
         MergePolicy {
-            rows: 50_000,
+            messages: 50_000,
             every: Duration::from_secs(5),
             slice: 2_000,
         }
@@ -120,9 +121,8 @@ pub(crate) fn add_hash_function(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// One of a message's keys: kind, its idempotency hash (0 for other kinds), the first 16 bytes of its
-/// value, the value, the message's id; ordered as the tables are. The first bytes are there for the sort
-/// of a run: 150,000 keys compared through their strings took the writer 25-33 ms, which that batch's
-/// requests waited; with most comparisons on one integer, never reading the string, 16-17 ms.
+/// value, the value, the message's id; ordered as the tables are. The first bytes are there for the
+/// writer's ordering of waiting keys: as one integer, most comparisons never read the string.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Key {
     kind: KeyKind,
@@ -221,25 +221,27 @@ impl NewKeys {
 /// The writer's side of the look-ups: keys committed but not in the table yet.
 pub(crate) struct Merger {
     policy: MergePolicy,
-    /// Committed keys not in a run, in id order.
-    waiting: Vec<Key>,
-    /// How many messages they are of.
+    /// Committed keys not in a run, kept in key order as they come: sorting a run's 150,000 keys at
+    /// once took the writer 16-33 ms, which that batch's requests waited.
+    waiting: BTreeSet<Key>,
+    /// How many messages they are of, and the newest one's id (ids only grow).
     waiting_messages: usize,
-    /// The idempotency keys among `waiting` and the run's, until the run that merges them ends.
+    newest: Uuid,
+    /// The idempotency keys among `waiting` and the run's, until their slice is committed.
     idempotent: HashMap<Box<str>, Uuid>,
     run: Option<Run>,
     started: Instant,
 }
 
-/// A merge under way: its keys in key order, how many are in the table, the newest id it covers (the
+/// A merge under way: the keys not in the table yet, in key order, and the newest id it covers (the
 /// watermark once it ends).
 struct Run {
-    keys: Vec<Key>,
-    done: usize,
+    keys: BTreeSet<Key>,
     target: Uuid,
 }
 
-/// How far a batch's slice took the run; the writer hands it back once the batch is committed.
+/// How far a batch's slice took the run (keys from its front); the writer hands it back once the batch
+/// is committed.
 #[must_use]
 pub(crate) struct Slice(usize);
 
@@ -264,14 +266,17 @@ impl Merger {
             };
             keys.extend(message.keys(id));
         }
-        Ok(Merger {
+        let mut merger = Merger {
             policy,
-            waiting: keys.keys,
-            waiting_messages: keys.messages,
-            idempotent: keys.idempotent,
+            waiting: BTreeSet::new(),
+            waiting_messages: 0,
+            newest: Uuid::nil(),
+            idempotent: HashMap::new(),
             run: None,
             started: Instant::now(),
-        })
+        };
+        merger.take_in(keys);
+        Ok(merger)
     }
 
     /// The committed message with idempotency key `value` that is not in the table yet, if one is.
@@ -283,30 +288,21 @@ impl Merger {
     /// transaction; `added` is how many keys the batch created.
     pub fn slice(&mut self, conn: &Connection, added: usize) -> rusqlite::Result<Slice> {
         if self.run.is_none() && self.due() {
-            let mut keys = std::mem::take(&mut self.waiting);
-            self.waiting_messages = 0;
-            // Ids only grow: the last key is the newest.
-            let target = keys.last().map(|key| key.id).unwrap_or_default();
-            keys.sort_unstable();
             self.run = Some(Run {
-                keys,
-                done: 0,
-                target,
+                keys: std::mem::take(&mut self.waiting),
+                target: self.newest,
             });
+            self.waiting_messages = 0;
             self.started = Instant::now();
         }
         let Some(run) = &self.run else {
             return Ok(Slice(0));
         };
-        let end = run
-            .keys
-            .len()
-            .min(run.done + self.policy.slice.max(2 * added).max(1));
-        for keys in
-            run.keys[run.done..end].chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value))
-        {
+        let count = run.keys.len().min(self.policy.slice.max(2 * added).max(1));
+        let slice: Vec<&Key> = run.keys.iter().take(count).collect();
+        for keys in slice.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
-            let first = &keys[0];
+            let first = keys[0];
             match first.kind {
                 KeyKind::Peer | KeyKind::Reference => conn
                     .prepare_cached(
@@ -329,37 +325,47 @@ impl Merger {
                     .execute(params![first.hash, packed])?,
             };
         }
-        if end == run.keys.len() {
+        if count == run.keys.len() {
             conn.prepare_cached("UPDATE message_keys_merged SET upto = ?1")?
                 .execute([run.target.to_string()])?;
         }
-        Ok(Slice(end - run.done))
+        Ok(Slice(count))
     }
 
     /// Takes in what a committed batch did: its slice, and the keys of the messages it created.
     pub fn committed(&mut self, slice: Slice, created: NewKeys) {
         if let Some(run) = &mut self.run {
-            run.done += slice.0;
-            if run.done >= run.keys.len() {
-                for key in &run.keys {
-                    // Only this message's: the key may be a newer send's since (its message deleted).
-                    if key.kind == KeyKind::Idempotency
-                        && self.idempotent.get(&key.value) == Some(&key.id)
-                    {
-                        self.idempotent.remove(&key.value);
-                    }
+            for _ in 0..slice.0 {
+                let Some(key) = run.keys.pop_first() else {
+                    break;
+                };
+                // In the table now, so the writer finds it there. Only this message's entry: the key
+                // may be a newer send's since (its message deleted).
+                if key.kind == KeyKind::Idempotency
+                    && self.idempotent.get(&key.value) == Some(&key.id)
+                {
+                    self.idempotent.remove(&key.value);
                 }
+            }
+            if run.keys.is_empty() {
                 self.run = None;
             }
         }
+        self.take_in(created);
+    }
+
+    fn take_in(&mut self, created: NewKeys) {
         self.idempotent.extend(created.idempotent);
+        if let Some(newest) = created.keys.iter().map(|key| key.id).max() {
+            self.newest = self.newest.max(newest);
+        }
         self.waiting.extend(created.keys);
         self.waiting_messages += created.messages;
     }
 
     fn due(&self) -> bool {
         !self.waiting.is_empty()
-            && (self.waiting_messages >= self.policy.rows
+            && (self.waiting_messages >= self.policy.messages
                 || self.started.elapsed() >= self.policy.every)
     }
 }
