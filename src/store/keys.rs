@@ -354,6 +354,7 @@ impl Merger {
         self.take_in(created);
     }
 
+    /// Adds committed keys (a batch's, or those read at start) to those waiting for a run.
     fn take_in(&mut self, created: NewKeys) {
         self.idempotent.extend(created.idempotent);
         if let Some(newest) = created.keys.iter().map(|key| key.id).max() {
