@@ -107,14 +107,15 @@ pub(crate) fn message(conn: &Connection, id: Uuid) -> Result<Option<MessageDetai
 pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page> {
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    if let Some(peer) = &filter.peer {
-        args.push(Box::new(keys::ids(conn, KeyKind::Peer, peer).map_err(DB)?));
-        clauses.push(format!("id IN rarray(?{})", args.len()));
-    }
-    if let Some(reference) = &filter.reference {
-        let ids = keys::ids(conn, KeyKind::Reference, reference).map_err(DB)?;
-        args.push(Box::new(ids));
-        clauses.push(format!("id IN rarray(?{})", args.len()));
+    // The filters by key read their look-up first, then the messages it names by id.
+    for (kind, value) in [
+        (KeyKind::Peer, &filter.peer),
+        (KeyKind::Reference, &filter.reference),
+    ] {
+        if let Some(value) = value {
+            args.push(Box::new(keys::ids(conn, kind, value).map_err(DB)?));
+            clauses.push(format!("id IN rarray(?{})", args.len()));
+        }
     }
     let mut push = |clause: &str, value: Box<dyn ToSql>| {
         args.push(value);
