@@ -192,9 +192,7 @@ impl Store {
             webhooks: options.webhooks,
             verdict: options.inbound_verdict,
         });
-        let merger = keys::Merger::start(&conn, options.key_merge).map_err(StoreError::sqlite(
-            "reading the messages not merged into the look-ups by key",
-        ))?;
+        let merger = keys::Merger::start(&conn, options.key_merge)?;
         let recovery = recovery::recover(
             &mut conn,
             options.clock.now(),

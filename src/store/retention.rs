@@ -144,12 +144,12 @@ fn prune_messages(
                 execute(ctx, sql, &[id])?;
             }
             if let Ok(id) = uuid::Uuid::parse_str(id) {
-                let keys = MessageKeys {
-                    peer: &candidate.peer,
-                    reference: candidate.reference.as_deref(),
-                    api_key: &candidate.api_key,
-                    idempotency_key: candidate.idempotency_key.as_deref(),
-                };
+                let keys = MessageKeys::new(
+                    &candidate.peer,
+                    candidate.reference.as_deref(),
+                    &candidate.api_key,
+                    candidate.idempotency_key.as_deref(),
+                );
                 deleted.extend(keys.keys(id));
             }
         }

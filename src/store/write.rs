@@ -60,7 +60,7 @@ pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<(
         )
         .and_then(|mut st| {
             st.execute(params![
-                id.to_string(),
+                &*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
                 ms(ctx.now),
                 ev.actor,
                 ev.kind,
@@ -109,10 +109,12 @@ fn require(
     }
 }
 
-/// A message with its idempotency fingerprint (computed by the caller, off the writer thread).
+/// A message with its idempotency fingerprint and its look-up keys, made by the caller, off the writer
+/// thread.
 pub(crate) struct Fingerprinted {
     message: NewMessage,
     hash: Option<Vec<u8>>,
+    keys: MessageKeys,
 }
 
 impl Fingerprinted {
@@ -126,7 +128,17 @@ impl Fingerprinted {
                 Some(Sha256::digest(&body).to_vec())
             }
         };
-        Ok(Fingerprinted { message, hash })
+        let keys = MessageKeys::new(
+            &message.to,
+            message.reference.as_deref(),
+            &message.api_key,
+            message.idempotency_key.as_deref(),
+        );
+        Ok(Fingerprinted {
+            message,
+            hash,
+            keys,
+        })
     }
 }
 
@@ -140,13 +152,19 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     if let Some(original) = replay(ctx, &request)? {
         return Ok(original);
     }
-    let Fingerprinted { message, hash } = request;
+    let Fingerprinted {
+        message,
+        hash,
+        keys,
+    } = request;
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now => MessageState::Scheduled,
         _ => MessageState::Queued,
     };
     let metadata = message.metadata.as_ref().map(serde_json::Value::to_string);
+    let mut id_buffer = Uuid::encode_buffer();
+    let id_text: &str = id.hyphenated().encode_lower(&mut id_buffer);
     ctx.conn
         .prepare_cached(
             "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, priority, send_at, \
@@ -156,7 +174,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
         )
         .and_then(|mut st| {
             st.execute(params![
-                id.to_string(),
+                id_text,
                 state,
                 message.to,
                 message.text,
@@ -186,19 +204,13 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     for (index, part) in message.parts.iter().enumerate() {
         insert_part
             .execute(params![
-                id.to_string(),
+                id_text,
                 index as i64 + 1,
                 part.tpdu_length as i64,
                 part.pdu_hex
             ])
             .map_err(DB)?;
     }
-    let keys = MessageKeys {
-        peer: &message.to,
-        reference: message.reference.as_deref(),
-        api_key: &message.api_key,
-        idempotency_key: message.idempotency_key.as_deref(),
-    };
     ctx.created(id, keys, state, None);
     append_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
@@ -214,21 +226,27 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
 /// The message an earlier request with the same key created, if any and its body was the same; a
 /// conflict if not.
 pub(crate) fn replay(ctx: &WriteCtx<'_>, request: &Fingerprinted) -> Result<Option<Accepted>> {
-    match (&request.message.idempotency_key, &request.hash) {
-        (Some(key), Some(hash)) => idempotent_original(ctx, &request.message.api_key, key, hash),
+    match (
+        &request.message.idempotency_key,
+        &request.hash,
+        request.keys.idempotency(),
+    ) {
+        (Some(key), Some(hash), Some(joined)) => {
+            idempotent_original(ctx, &request.message.api_key, key, hash, joined)
+        }
         _ => Ok(None),
     }
 }
 
+/// `joined` is the key as the look-ups know it, and its hash (see [`MessageKeys::idempotency`]).
 fn idempotent_original(
     ctx: &WriteCtx<'_>,
     api_key: &str,
     key: &str,
     hash: &[u8],
+    (value, value_hash): (&str, i64),
 ) -> Result<Option<Accepted>> {
-    let candidates = ctx
-        .idempotent(&keys::idempotency(api_key, key))
-        .map_err(DB)?;
+    let candidates = ctx.idempotent(value, value_hash).map_err(DB)?;
     let mut st = ctx
         .conn
         .prepare_cached(

@@ -57,26 +57,20 @@ impl<'a> WriteCtx<'a> {
 
     /// Counts a message row just inserted, for the metrics' counts (see [`NewMessages`]), and keeps its
     /// keys for the look-ups.
-    pub fn created(
-        &self,
-        id: Uuid,
-        keys: MessageKeys<'_>,
-        state: MessageState,
-        modem: Option<&str>,
-    ) {
+    pub fn created(&self, id: Uuid, keys: MessageKeys, state: MessageState, modem: Option<&str>) {
         self.created.add(state, modem.unwrap_or(""));
         self.created.keys.borrow_mut().extend(keys.keys(id));
     }
 
-    /// The messages that may have idempotency key `value` (see [`keys::idempotency`]): of this batch,
-    /// committed but not merged, or merged.
+    /// The messages that may have idempotency key `value` (see [`keys::idempotency`]), whose hash is
+    /// `hash`: of this batch, committed but not merged, or merged.
     ///
     /// [`keys::idempotency`]: super::keys::idempotency
-    pub fn idempotent(&self, value: &str) -> rusqlite::Result<Vec<Uuid>> {
+    pub fn idempotent(&self, value: &str, hash: i64) -> rusqlite::Result<Vec<Uuid>> {
         let recent = self.created.keys.borrow().idempotent(value);
         match recent.or_else(|| self.merger.idempotent(value)) {
             Some(id) => Ok(vec![id]),
-            None => super::keys::merged_idempotent(self.conn, value),
+            None => super::keys::merged_idempotent(self.conn, hash),
         }
     }
 
@@ -422,9 +416,8 @@ fn commit_batch(
             .and_then(|slice| conn.execute_batch("COMMIT").map(|()| slice))
             .map_err(StoreError::sqlite("committing a batch")),
     };
-    let commit = match committed {
+    let (commit, slice) = match committed {
         Ok(slice) => {
-            merger.committed(slice, keys);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             let refused = stats.failing.swap(0, Ordering::Relaxed);
             if refused > 0 {
@@ -439,18 +432,22 @@ fn commit_batch(
                     tracing::debug!(refused, "the store commits again");
                 }
             }
-            Ok(())
+            (Ok(()), Some(slice))
         }
         Err(error) => {
             refused(stats, &error, finishes.len());
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            Err(error)
+            (Err(error), None)
         }
     };
     for finish in finishes {
         finish.finish(commit.clone());
+    }
+    // After the answers, which need nothing of it: the next batch is the first to look the keys up.
+    if let Some(slice) = slice {
+        merger.committed(slice, keys);
     }
 }
 
