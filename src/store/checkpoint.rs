@@ -1,8 +1,8 @@
 //! Checkpoints, and what keeps the write-ahead log bounded.
 //!
-//! SQLite's automatic checkpoint runs inside a committing writer, and with `synchronous=FULL` it fsyncs the
-//! database file there, stalling every caller in the next batch. So a thread of its own does passive
-//! checkpoints, nudged by the writer as the log grows and at least every second while anything is written.
+//! SQLite's automatic checkpoint runs inside a committing writer, and it fsyncs the database file there,
+//! stalling every caller in the next batch. So a thread of its own does passive checkpoints, nudged by
+//! the writer as the log grows and at least every second while anything is written.
 //!
 //! Passive checkpoints alone do not bound the log under sustained writes: SQLite starts the log over only
 //! when a write finds every frame of it copied, and while batches keep coming each checkpoint ends behind

@@ -1,10 +1,12 @@
-//! The durable store: SQLite in WAL mode with `synchronous=FULL`, one writer thread with group commit,
-//! readers on their own connections.
+//! The durable store: SQLite in WAL mode, one writer thread with group commit whose commits are synced
+//! (`durable`) before anyone hears of them, readers on their own connections.
 //!
 //! # Layout
 //! - [`types`]: messages, parts, events and their states; what callers hand in and get back.
 //! - [`migrations`]: the versioned schema.
-//! - `writer`: the thread that owns the write connection and commits requests in groups.
+//! - `writer`: the thread that owns the write connection and commits requests in groups; `durable`: the
+//!   thread that syncs the commits and answers their callers; `keys`: the look-ups by number, reference
+//!   and idempotency key.
 //! - `write`, `inbound`, `records`: the operations the writer runs (outbound life cycle; inbound reassembly
 //!   and delivery reports; modems, opt-outs, webhooks).
 //! - `read`: queries; `recovery`: what a crash left behind, settled at open.
@@ -14,6 +16,7 @@
 
 mod checkpoint;
 mod clock;
+mod durable;
 mod error;
 mod inbound;
 pub mod migrations;
@@ -118,6 +121,8 @@ pub struct Store {
 
 struct Inner {
     pub(crate) writer: writer::Writer,
+    /// Waits for what is committed to be durable, before acting on a read (see `durable`).
+    durable: durable::Durable,
     readers: read::Readers,
     /// The database's path (for its size on disk) and the file opened there: a file deleted or put in
     /// its place later is not it.
@@ -217,12 +222,16 @@ impl Store {
             None
         };
         let file = opened::OpenedFile::new(path.clone());
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let (syncer, durable) = durable::Syncer::spawn(wal.into())?;
         let writer = writer::Writer::spawn(
             conn,
             writer::Setting {
                 clock: options.clock.clone(),
                 wanted,
                 file: file.clone(),
+                syncer,
             },
             merger,
             options.max_batch,
@@ -231,6 +240,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 writer,
+                durable,
                 readers: read::Readers::new(path.clone()),
                 file,
                 clock: options.clock,

@@ -235,44 +235,46 @@ impl OutboxStore for Store {
     ) -> OutboxResult<'_, Vec<OutboxItem>> {
         let target = lane.target().map(str::to_owned);
         Box::pin(async move {
-            self.read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT id, event_type, payload, attempts, target FROM webhook_outbox o \
+            let rows = self
+                .read(move |conn| {
+                    conn.prepare_cached(
+                        "SELECT id, event_type, payload, attempts, target FROM webhook_outbox o \
                      WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND target IS ?3 \
                      AND (message_id IS NULL OR id = \
                      (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
                       AND p.target IS o.target AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![ms(now), limit as i64, target], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, u32>(3)?,
-                            row.get::<_, Option<String>>(4)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(StoreError::sqlite("reading the webhook outbox"))
-            })
-            .await
-            .map_err(outbox_error)
-            .map(|rows| {
-                rows.into_iter()
-                    .filter_map(|(id, kind, payload, attempts, target)| {
-                        // A type this build does not know (written by a newer one) is left alone.
-                        EventKind::parse(&kind).map(|kind| OutboxItem {
-                            id,
-                            kind,
-                            body: payload.into_bytes(),
-                            attempts,
-                            target,
-                        })
+                    )
+                    .and_then(|mut st| {
+                        st.query_map(params![ms(now), limit as i64, target], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, u32>(3)?,
+                                row.get::<_, Option<String>>(4)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
                     })
-                    .collect()
-            })
+                    .map_err(StoreError::sqlite("reading the webhook outbox"))
+                })
+                .await
+                .map_err(outbox_error)?;
+            // A row read may be of a batch still being synced: posted only once it is durable.
+            self.inner.durable.settled().await.map_err(outbox_error)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, kind, payload, attempts, target)| {
+                    // A type this build does not know (written by a newer one) is left alone.
+                    EventKind::parse(&kind).map(|kind| OutboxItem {
+                        id,
+                        kind,
+                        body: payload.into_bytes(),
+                        attempts,
+                        target,
+                    })
+                })
+                .collect())
         })
     }
 

@@ -534,7 +534,7 @@ pub struct PendingPart {
 pub struct WriterStats {
     /// Write requests answered (an `accept_batch` is one).
     pub requests: u64,
-    /// Transactions committed (one fsync each).
+    /// Transactions committed (synced to disk before their callers hear of them; a sync may cover several).
     pub commits: u64,
     /// Batches refused by SQLite or the disk, since the store was opened.
     pub refused: u64,

@@ -1,8 +1,9 @@
 //! The single writer: one thread owns the write connection and commits requests in groups.
 //!
 //! Callers send a job over a channel and wait. The thread takes every job that is waiting (up to a cap),
-//! runs them all in one transaction, commits once (one fsync with `synchronous=FULL`), and only then answers
-//! each caller. Under load many requests share an fsync; with no load a request is committed alone at once.
+//! runs them all in one transaction, commits once, and hands the answers to `durable`, which answers each
+//! caller once the commit is synced to disk; meanwhile the thread goes on with the next batch. Under load
+//! many requests share a commit and a sync; with no load a request is committed alone at once.
 //! A request refused on its merits (a conflict, a forbidden transition) writes nothing and does not disturb
 //! the others; a storage failure fails the whole batch, and every caller in it hears so.
 
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use super::checkpoint::LogKeeper;
 use super::clock::Clock;
+use super::durable::{Committed, Syncer};
 use super::error::{Result, StoreError};
 use super::keys::{Merger, MessageKeys, NewKeys};
 use super::opened::OpenedFile;
@@ -153,6 +155,7 @@ pub(crate) trait Job: Send {
     fn abort(self: Box<Self>, error: StoreError);
 }
 
+/// A request's answer, given once its batch's fate is known (committed and synced, or not).
 pub(crate) trait Finish: Send {
     fn finish(self: Box<Self>, commit: Result<()>);
 }
@@ -236,6 +239,8 @@ pub(crate) struct Setting {
     pub wanted: Arc<Wanted>,
     /// The database file opened: checked before every batch.
     pub file: OpenedFile,
+    /// Syncs each commit and then answers its callers.
+    pub syncer: Syncer,
 }
 
 /// The callers' end of the writer.
@@ -255,6 +260,9 @@ impl Writer {
         max_batch: usize,
         log: LogKeeper,
     ) -> Result<Writer> {
+        // Commits write the log; `syncer` makes them durable (see `durable`). Checkpoints still sync.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(StoreError::sqlite("setting synchronous=NORMAL"))?;
         // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
         let (jobs, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
@@ -281,7 +289,7 @@ impl Writer {
 
     /// Queues `op` for the next batch at once (not when the future is first polled) and answers once that
     /// batch is committed (or failed). Writes are applied in the order they were queued, so a caller that
-    /// queues two writes before awaiting either keeps their order and lets them share one fsync.
+    /// queues two writes before awaiting either keeps their order and lets them share one commit.
     pub fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
@@ -365,14 +373,16 @@ fn commit_batch(
         clock,
         wanted,
         file,
+        syncer,
     } = setting;
-    let began = match file.changed() {
+    let began = match (file.changed(), syncer.failed()) {
         // Whatever is committed now would be in a file no later start reads.
-        Some(what) => Err(StoreError::FileChanged {
+        (Some(what), _) => Err(StoreError::FileChanged {
             path: file.path.clone(),
             what,
         }),
-        None => conn
+        (None, Some(failed)) => Err(failed),
+        (None, None) => conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::sqlite("beginning a transaction")),
     };
@@ -442,10 +452,8 @@ fn commit_batch(
             (Err(error), None)
         }
     };
-    for finish in finishes {
-        finish.finish(commit.clone());
-    }
-    // After the answers, which need nothing of it: the next batch is the first to look the keys up.
+    syncer.hand_over(Committed { finishes, commit });
+    // The next batch is the first to look the keys up.
     if let Some(slice) = slice {
         merger.committed(slice, keys);
     }
