@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::merged_hashes::MergedHashes;
 
 /// When the writer merges new messages into the look-ups.
 #[derive(Clone, Copy, Debug)]
@@ -259,6 +260,8 @@ pub(crate) struct Merger {
     run: Run,
     started: Instant,
     sorter: Sorter,
+    /// The idempotency hashes in the table, as far as a filter knows.
+    merged: MergedHashes,
 }
 
 /// Where the merge is.
@@ -321,6 +324,9 @@ impl Merger {
             run: Run::Idle,
             started: Instant::now(),
             sorter,
+            merged: MergedHashes::load(conn).map_err(StoreError::sqlite(
+                "reading the idempotency keys merged into the look-ups",
+            ))?,
         };
         merger.take_in(unmerged(conn).map_err(StoreError::sqlite(
             "reading the messages not merged into the look-ups by key",
@@ -331,6 +337,11 @@ impl Merger {
     /// The committed message with idempotency key `value` that is not in the table yet, if one is.
     pub fn idempotent(&self, value: &str) -> Option<Uuid> {
         self.idempotent.get(value).copied()
+    }
+
+    /// False if the table surely has no row for idempotency hash `hash`.
+    pub fn may_be_merged(&self, hash: i64) -> bool {
+        self.merged.may_contain(hash)
     }
 
     /// Inserts the next slice of the run (starting one if it is due) inside the batch's open
@@ -386,12 +397,16 @@ impl Merger {
                     ])?,
                 // Appended: the row may hold another key's ids (the same hash), or this run's
                 // from before a stop (a look-up drops duplicates). Through hex: `||` makes text.
-                KeyKind::Idempotency => conn
-                    .prepare_cached(
-                        "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2) \
-                         ON CONFLICT (hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
-                    )?
-                    .execute(params![first.hash, packed])?,
+                KeyKind::Idempotency => {
+                    let inserted = conn
+                        .prepare_cached(
+                            "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2) \
+                             ON CONFLICT (hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
+                        )?
+                        .execute(params![first.hash, packed])?;
+                    self.merged.add(conn, first.hash)?;
+                    inserted
+                }
             };
         }
         if count == run.len() {

@@ -24,6 +24,7 @@ mod opened;
 mod outbox;
 pub use outbox::Verdict;
 mod keys;
+mod merged_hashes;
 pub use keys::MergePolicy;
 mod read;
 mod records;

@@ -72,7 +72,10 @@ impl<'a> WriteCtx<'a> {
         let recent = self.created.keys.borrow().idempotent(value);
         match recent.or_else(|| self.merger.idempotent(value)) {
             Some(id) => Ok(vec![id]),
-            None => super::keys::merged_idempotent(self.conn, hash),
+            None if self.merger.may_be_merged(hash) => {
+                super::keys::merged_idempotent(self.conn, hash)
+            }
+            None => Ok(Vec::new()),
         }
     }
 
