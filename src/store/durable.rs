@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::error::{Result, StoreError};
 use super::writer::Finish;
 
-/// A batch handed over by the writer: its answers, the commit's outcome, and its place in commit order.
+/// A batch handed over by the writer: its answers and the commit's outcome.
 pub(crate) struct Committed {
     pub finishes: Vec<Box<dyn Finish>>,
     pub commit: Result<()>,

@@ -9,11 +9,11 @@
 //! the log: ~4 KB of WAL per message, which halved the writer's throughput (BENCHMARKS.md, "Store").
 //! References and idempotency keys are as scattered as debtors' numbers, and their indexes cost the same.
 //! Here the writer keeps new messages' keys in memory and, once [`MergePolicy::messages`] wait (or
-//! [`MergePolicy::every`] has passed), starts a *run*: it takes them, kept in key order as they came,
-//! and writes one row per key with that key's ids packed in order, a slice per batch, inside each
-//! batch's transaction. A key's page is
-//! then dirtied once per run instead of once per commit, a number texted 50 times in a run costs one
-//! row instead of 50, and no batch waits for a whole run.
+//! [`MergePolicy::every`] has passed), starts a *run*: it takes them, sorted into key order (on a
+//! thread of its own if many, see [`SORT_ASIDE`]), and writes one row per key with that key's ids packed
+//! in order, a slice per batch, inside each batch's transaction. A key's page is then dirtied once per
+//! run instead of once per commit, a number texted 50 times in a run costs one row instead of 50, and
+//! no batch waits for a whole run.
 //!
 //! `message_keys_merged.upto` is the newest id whose keys, and every older one's, are in the table; it
 //! moves when a run ends. A look-up ([`ids`]) reads the key's rows and the messages after `upto` with

@@ -239,10 +239,10 @@ impl OutboxStore for Store {
                 .read(move |conn| {
                     conn.prepare_cached(
                         "SELECT id, event_type, payload, attempts, target FROM webhook_outbox o \
-                     WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND target IS ?3 \
-                     AND (message_id IS NULL OR id = \
-                     (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
-                      AND p.target IS o.target AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
+                         WHERE delivered_at IS NULL AND next_attempt_at <= ?1 AND target IS ?3 \
+                         AND (message_id IS NULL OR id = \
+                         (SELECT min(id) FROM webhook_outbox p WHERE p.message_id = o.message_id \
+                          AND p.target IS o.target AND p.delivered_at IS NULL)) ORDER BY id LIMIT ?2",
                     )
                     .and_then(|mut st| {
                         st.query_map(params![ms(now), limit as i64, target], |row| {

@@ -238,7 +238,8 @@ pub(crate) fn replay(ctx: &WriteCtx<'_>, request: &Fingerprinted) -> Result<Opti
     }
 }
 
-/// `joined` is the key as the look-ups know it, and its hash (see [`MessageKeys::idempotency`]).
+/// `(value, value_hash)` is the key as the look-ups know it, and its hash (see
+/// [`MessageKeys::idempotency`]).
 fn idempotent_original(
     ctx: &WriteCtx<'_>,
     api_key: &str,
