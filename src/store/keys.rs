@@ -328,9 +328,9 @@ impl Merger {
                 "reading the idempotency keys merged into the look-ups",
             ))?,
         };
-        merger.take_in(unmerged(conn).map_err(StoreError::sqlite(
+        merger.reload(conn).map_err(StoreError::sqlite(
             "reading the messages not merged into the look-ups by key",
-        ))?);
+        ))?;
         Ok(merger)
     }
 
@@ -364,13 +364,7 @@ impl Merger {
                 // in place from now on (the sorter takes no more).
                 Err(mpsc::TryRecvError::Disconnected) => {
                     tracing::error!("the store's key sorter stopped; its run is read again");
-                    let newest = self.newest;
-                    self.waiting.clear();
-                    self.idempotent.clear();
-                    self.waiting_messages = 0;
-                    self.run = Run::Idle;
-                    self.take_in(unmerged(conn)?);
-                    self.newest = self.newest.max(newest);
+                    self.reload(conn)?;
                     return Ok(Slice(0));
                 }
             }
@@ -449,6 +443,16 @@ impl Merger {
         !self.waiting.is_empty()
             && (self.waiting_messages >= self.policy.messages
                 || self.started.elapsed() >= self.policy.every)
+    }
+
+    /// Drops the keys held (a run among them) and reads every key not merged yet, as at a start.
+    fn reload(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        self.waiting.clear();
+        self.idempotent.clear();
+        self.waiting_messages = 0;
+        self.run = Run::Idle;
+        self.take_in(unmerged(conn)?);
+        Ok(())
     }
 
     /// Takes the waiting keys as a run: sorted in place if few, else handed to the sorter.
