@@ -14,7 +14,8 @@
 
 MODEMGATE_BIN picks the binary (default /tmp/modemgate-bench, else target/release/modemgate). Storage is a
 fresh directory on local disk under BENCH_DIR (default /var/tmp/modemgate-bench), not tmpfs, so fsync
-costs what it costs on the box. Standard library only; wrk (`apt-get install -y wrk`) for http/batch.
+costs what it costs on the box. WAL_LIMIT_MB sets `[storage] wal_limit_mb` (default: the daemon's), to
+compare limits on one build. Standard library only; wrk (`apt-get install -y wrk`) for http/batch.
 """
 
 import contextlib
@@ -62,6 +63,9 @@ def load():
 
 
 def write_config(path, port, modems="", body_limit=2 * 1024 * 1024):
+    # WAL_LIMIT_MB: `[storage] wal_limit_mb`, to compare limits on one build (default: the daemon's).
+    limit = os.environ.get("WAL_LIMIT_MB")
+    wal_limit = f"wal_limit_mb = {limit}" if limit else ""
     config = f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -69,6 +73,7 @@ default_region = "US"
 body_limit = {body_limit}
 [storage]
 path = "{path}/bench.db"
+{wal_limit}
 [[api_keys]]
 name = "bench"
 token = "{TOKEN}"

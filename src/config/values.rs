@@ -634,7 +634,7 @@ impl WalLimit {
 
 impl Default for WalLimit {
     fn default() -> Self {
-        WalLimit { megabytes: 2048 }
+        WalLimit { megabytes: 512 }
     }
 }
 
@@ -644,7 +644,7 @@ impl<'de> Deserialize<'de> for WalLimit {
         whole_number(deserializer, WalLimit::new, |f| {
             write!(
                 f,
-                "a whole number of megabytes ({}-{}), e.g. 2048",
+                "a whole number of megabytes ({}-{}), e.g. 512",
                 WalLimit::MIN_MB,
                 WalLimit::MAX_MB
             )
