@@ -548,7 +548,7 @@ async fn a_send_is_a_repeat_only_of_its_own_key_whatever_a_hash_row_says() {
     let packed = original.id.as_bytes().to_vec();
     let rows = conn
         .execute(
-            "UPDATE message_idempotency SET ids = unhex(hex(?1) || hex(ids))",
+            "UPDATE idempotency_keys SET ids = unhex(hex(?1) || hex(ids))",
             [&packed],
         )
         .unwrap();
@@ -556,7 +556,8 @@ async fn a_send_is_a_repeat_only_of_its_own_key_whatever_a_hash_row_says() {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(b"cms\nk-c");
     let hash = i64::from_be_bytes(digest[..8].try_into().unwrap());
     conn.execute(
-        "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2)",
+        "INSERT INTO idempotency_keys (run, hash, ids) \
+         VALUES ((SELECT max(run) FROM idempotency_runs), ?1, ?2)",
         rusqlite::params![hash, packed],
     )
     .unwrap();
@@ -569,6 +570,64 @@ async fn a_send_is_a_repeat_only_of_its_own_key_whatever_a_hash_row_says() {
     assert!(store.accepted_at("cms", "k-b").await.unwrap().is_some());
     let fresh = store.accept(third).await.unwrap();
     assert!(!fresh.duplicate && fresh.id != original.id);
+}
+
+/// Each merge writes its idempotency keys as a run of their own, and runs of a size are compacted into
+/// one as they accumulate (`idempotency_runs`). Through all of it, and across a restart, every key still
+/// makes its repeat the original message and a different body under it a conflict.
+#[tokio::test]
+async fn idempotency_keys_stay_exact_as_their_runs_are_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    let clock = ManualClock::new(start());
+    let store = open(&path, &clock);
+    let send = |n: usize| {
+        let mut send = message("+15551230002", &format!("pay {n}"), 1);
+        send.idempotency_key = Some(format!("k-{n}"));
+        send
+    };
+    // One key per batch, so one run per key (this file's stores merge at every batch): 40 runs of
+    // one key, compacted 16 at a time.
+    let mut originals = Vec::new();
+    for n in 0..40 {
+        originals.push(store.accept(send(n)).await.unwrap().id);
+    }
+    let counts = |path: &Path| -> (i64, i64) {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT count(*) FROM idempotency_runs), (SELECT count(*) FROM idempotency_keys)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+    };
+    let (runs, keys) = counts(&path);
+    assert!(runs < 20, "{runs} runs: not compacted");
+    assert!(keys >= 39, "{keys} keys merged");
+    repeats_are_answered(&store, &originals, send).await;
+    drop(store);
+    let store = open(&path, &clock);
+    repeats_are_answered(&store, &originals, send).await;
+}
+
+/// Each `send(n)` again is a repeat of `originals[n]`, and with another text a conflict.
+async fn repeats_are_answered(
+    store: &Store,
+    originals: &[uuid::Uuid],
+    send: impl Fn(usize) -> NewMessage,
+) {
+    for (n, original) in originals.iter().enumerate() {
+        let again = store.accept(send(n)).await.unwrap();
+        assert!(again.duplicate && again.id == *original, "k-{n}: {again:?}");
+        let mut other = send(n);
+        other.text = "changed".into();
+        let conflict = store.accept(other).await;
+        assert!(
+            matches!(conflict, Err(StoreError::IdempotencyConflict { .. })),
+            "k-{n}: {conflict:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1965,7 +2024,7 @@ async fn pruning_deletes_finished_messages_before_the_cutoff_and_keeps_the_rest(
     for id in &old {
         let packed = id.as_bytes().to_vec();
         let sql = "SELECT (SELECT count(*) FROM message_keys WHERE instr(ids, ?1) > 0) \
-                   + (SELECT count(*) FROM message_idempotency WHERE instr(ids, ?1) > 0)";
+                   + (SELECT count(*) FROM idempotency_keys WHERE instr(ids, ?1) > 0)";
         let named: i64 = Connection::open(&path)
             .unwrap()
             .query_row(sql, [packed], |row| row.get(0))

@@ -2,7 +2,8 @@
 //! the list's `to`, reply menus, an opt-out's blocking of queued texts), the CMS's `reference` (the
 //! list's `reference`) and a send's (API key, `Idempotency-Key`). Tables the writer merges new messages
 //! into, a row per key per merge, not indexes on `messages`: `message_keys` for numbers and references,
-//! `message_idempotency` for idempotency keys, a row per hash of the key ([`idempotency_hash`]).
+//! `idempotency_keys` for idempotency keys, a row per hash of the key ([`idempotency_hash`]) in runs
+//! (see `idempotency_runs`).
 //!
 //! An index on `messages (peer, id)` puts each new message on its recipient's leaf page, so a batch to
 //! 1,000 debtors dirties 1,000 index pages per commit, and the commit writes each dirtied page whole to
@@ -34,11 +35,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, Value};
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, ToSql, params};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{Result, StoreError};
+use super::idempotency_runs::{self, Moved, Runs};
 use super::merged_hashes::MergedHashes;
 
 /// When the writer merges new messages into the look-ups.
@@ -262,6 +264,8 @@ pub(crate) struct Merger {
     sorter: Sorter,
     /// The idempotency hashes in the table, as far as a filter knows.
     merged: MergedHashes,
+    /// The runs idempotency keys are merged into, and their compaction.
+    runs: Runs,
 }
 
 /// Where the merge is.
@@ -271,11 +275,12 @@ enum Run {
     Sorting {
         target: Uuid,
     },
-    /// A merge under way: the keys not in the table yet, in key order, and the newest id it covers (the
-    /// watermark once it ends).
+    /// A merge under way: the keys not in the table yet, in key order, the newest id it covers (the
+    /// watermark once it ends), and the run its idempotency keys go to.
     Merging {
         keys: VecDeque<Key>,
         target: Uuid,
+        run: i64,
     },
 }
 
@@ -303,10 +308,22 @@ impl Sorter {
     }
 }
 
-/// How far a batch's slice took the run (keys from its front); the writer hands it back once the batch
-/// is committed.
+/// How far a batch's slice took the run (keys from its front) and the compaction of idempotency key
+/// runs; the writer hands it back once the batch is committed.
 #[must_use]
-pub(crate) struct Slice(usize);
+pub(crate) struct Slice {
+    keys: usize,
+    moved: Option<Moved>,
+}
+
+#[cfg(test)]
+impl Slice {
+    /// A slice that did nothing.
+    pub const NONE: Slice = Slice {
+        keys: 0,
+        moved: None,
+    };
+}
 
 impl Merger {
     /// Reads the keys not merged yet (those of a run the last stop cut short among them).
@@ -327,6 +344,8 @@ impl Merger {
             merged: MergedHashes::load(conn).map_err(StoreError::sqlite(
                 "reading the idempotency keys merged into the look-ups",
             ))?,
+            runs: Runs::load(conn)
+                .map_err(StoreError::sqlite("reading the runs of idempotency keys"))?,
         };
         merger.reload(conn).map_err(StoreError::sqlite(
             "reading the messages not merged into the look-ups by key",
@@ -344,9 +363,17 @@ impl Merger {
         self.merged.may_contain(hash)
     }
 
-    /// Inserts the next slice of the run (starting one if it is due) inside the batch's open
-    /// transaction; `added` is how many keys the batch created.
+    /// Inserts the next slice of the run (starting one if it is due), and moves the next of the
+    /// compaction's, inside the batch's open transaction; `added` is how many keys the batch created.
     pub fn slice(&mut self, conn: &Connection, added: usize) -> rusqlite::Result<Slice> {
+        let budget = self.policy.slice.max(2 * added).max(1);
+        let keys = self.merge(conn, budget)?;
+        let moved = self.runs.compact(conn, budget)?;
+        Ok(Slice { keys, moved })
+    }
+
+    /// Inserts up to `budget` keys of the run; returns how many.
+    fn merge(&mut self, conn: &Connection, budget: usize) -> rusqlite::Result<usize> {
         if matches!(self.run, Run::Idle) && self.due() {
             self.start_run();
         }
@@ -356,24 +383,31 @@ impl Merger {
                     self.run = Run::Merging {
                         keys: keys.into(),
                         target,
+                        run: self.runs.open(),
                     }
                 }
-                Err(mpsc::TryRecvError::Empty) => return Ok(Slice(0)),
+                Err(mpsc::TryRecvError::Empty) => return Ok(0),
                 // The sorter is gone with the run's keys (it cannot panic on keys it only sorts, but
                 // if it ever did): every unmerged key is read again, as at a start. Runs are sorted
                 // in place from now on (the sorter takes no more).
                 Err(mpsc::TryRecvError::Disconnected) => {
                     tracing::error!("the store's key sorter stopped; its run is read again");
                     self.reload(conn)?;
-                    return Ok(Slice(0));
+                    return Ok(0);
                 }
             }
         }
-        let Run::Merging { keys: run, target } = &mut self.run else {
-            return Ok(Slice(0));
+        let Run::Merging {
+            keys: run,
+            target,
+            run: idempotency_run,
+        } = &mut self.run
+        else {
+            return Ok(0);
         };
-        let count = run.len().min(self.policy.slice.max(2 * added).max(1));
+        let count = run.len().min(budget);
         let slice = &run.make_contiguous()[..count];
+        let mut idempotency_rows = 0;
         for keys in slice.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
             let first = &keys[0];
@@ -389,31 +423,31 @@ impl Merger {
                         first.id.as_bytes(),
                         packed
                     ])?,
-                // Appended: the row may hold another key's ids (the same hash), or this run's
-                // from before a stop (a look-up drops duplicates). Through hex: `||` makes text.
                 KeyKind::Idempotency => {
-                    let inserted = conn
-                        .prepare_cached(
-                            "INSERT INTO message_idempotency (hash, ids) VALUES (?1, ?2) \
-                             ON CONFLICT (hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
-                        )?
-                        .execute(params![first.hash, packed])?;
+                    Runs::insert(conn, *idempotency_run, first.hash, &packed)?;
                     self.merged.add(conn, first.hash)?;
-                    inserted
+                    idempotency_rows += 1;
+                    1
                 }
             };
+        }
+        if idempotency_rows > 0 {
+            Runs::grew(conn, *idempotency_run, idempotency_rows)?;
         }
         if count == run.len() {
             conn.prepare_cached("UPDATE message_keys_merged SET upto = ?1")?
                 .execute([target.to_string()])?;
         }
-        Ok(Slice(count))
+        Ok(count)
     }
 
     /// Takes in what a committed batch did: its slice, and the keys of the messages it created.
     pub fn committed(&mut self, slice: Slice, created: NewKeys) {
+        if let Some(moved) = slice.moved {
+            self.runs.committed(moved);
+        }
         if let Run::Merging { keys, .. } = &mut self.run {
-            for key in keys.drain(..slice.0.min(keys.len())) {
+            for key in keys.drain(..slice.keys.min(keys.len())) {
                 // In the table now, so the writer finds it there. Only this message's entry: the key
                 // may be a newer send's since (its message deleted).
                 if key.kind == KeyKind::Idempotency
@@ -424,6 +458,7 @@ impl Merger {
             }
             if keys.is_empty() {
                 self.run = Run::Idle;
+                self.runs.close();
             }
         }
         self.take_in(created);
@@ -450,7 +485,10 @@ impl Merger {
         self.waiting.clear();
         self.idempotent.clear();
         self.waiting_messages = 0;
-        self.run = Run::Idle;
+        if !matches!(self.run, Run::Idle) {
+            self.run = Run::Idle;
+            self.runs.close();
+        }
         self.take_in(unmerged(conn)?);
         Ok(())
     }
@@ -475,6 +513,7 @@ impl Merger {
         self.run = Run::Merging {
             keys: keys.into(),
             target,
+            run: self.runs.open(),
         };
     }
 
@@ -486,6 +525,7 @@ impl Merger {
             self.run = Run::Merging {
                 keys: keys.into(),
                 target,
+                run: self.runs.open(),
             };
         }
     }
@@ -549,7 +589,7 @@ fn look_up(kind: KeyKind) -> String {
         KeyKind::Peer | KeyKind::Reference => {
             "SELECT ids, NULL FROM message_keys WHERE kind = ?1 AND key = ?2"
         }
-        KeyKind::Idempotency => "SELECT ids, NULL FROM message_idempotency WHERE hash = ?1",
+        KeyKind::Idempotency => &idempotency_runs::look_up(),
     };
     format!(
         "{merged} UNION ALL SELECT NULL, id FROM messages WHERE {} = ?2 \
@@ -558,24 +598,19 @@ fn look_up(kind: KeyKind) -> String {
     )
 }
 
-/// The ids of merged messages whose idempotency key has hash `hash` (one, but for a collision).
-pub(crate) fn merged_idempotent(conn: &Connection, hash: i64) -> rusqlite::Result<Vec<Uuid>> {
-    let packed: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT ids FROM message_idempotency WHERE hash = ?1")?
-        .query_row([hash], |row| row.get(0))
-        .optional()?;
-    Ok(packed
-        .as_deref()
-        .map(unpack)
-        .into_iter()
-        .flatten()
-        .collect())
-}
-
-fn unpack(packed: &[u8]) -> impl Iterator<Item = Uuid> + '_ {
+/// The ids a row packs, 16 bytes each.
+pub(crate) fn unpack(packed: &[u8]) -> impl Iterator<Item = Uuid> + '_ {
     packed
         .chunks_exact(16)
         .filter_map(|bytes| Uuid::from_slice(bytes).ok())
+}
+
+/// The ids of `packed` but those in `deleted` (sorted), packed.
+pub(crate) fn without(packed: &[u8], deleted: &[Uuid]) -> Vec<u8> {
+    unpack(packed)
+        .filter(|id| deleted.binary_search(id).is_err())
+        .flat_map(|id| *id.as_bytes())
+        .collect()
 }
 
 /// Takes the keys of messages retention deleted out of their rows.
@@ -583,61 +618,46 @@ pub(crate) fn forget(conn: &Connection, mut deleted: Vec<Key>) -> rusqlite::Resu
     deleted.sort_unstable();
     for keys in deleted.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
         let ids: Vec<Uuid> = keys.iter().map(|key| key.id).collect();
-        forget_ids(conn, &keys[0], &ids)?;
-    }
-    Ok(())
-}
-
-/// Takes `deleted` (sorted) out of the rows of `key`'s kind and value.
-fn forget_ids(conn: &Connection, key: &Key, deleted: &[Uuid]) -> rusqlite::Result<()> {
-    let Some(newest) = deleted.last() else {
-        return Ok(());
-    };
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = match key.kind {
-        KeyKind::Peer | KeyKind::Reference => conn
-            .prepare_cached(
-                "SELECT first, ids FROM message_keys WHERE kind = ?1 AND key = ?2 AND first <= ?3",
-            )?
-            .query_map(params![key.kind, key.value, newest.as_bytes()], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?,
-        KeyKind::Idempotency => conn
-            .prepare_cached("SELECT ids FROM message_idempotency WHERE hash = ?1")?
-            .query_map([key.hash], |row| Ok((Vec::new(), row.get(0)?)))?
-            .collect::<rusqlite::Result<_>>()?,
-    };
-    for (first, packed) in rows {
-        let kept: Vec<u8> = unpack(&packed)
-            .filter(|id| deleted.binary_search(id).is_err())
-            .flat_map(|id| *id.as_bytes())
-            .collect();
-        if kept.len() < packed.len() {
-            rewrite(conn, key, &first, &kept)?;
+        match keys[0].kind {
+            KeyKind::Peer | KeyKind::Reference => forget_ids(conn, &keys[0], &ids)?,
+            KeyKind::Idempotency => idempotency_runs::forget(conn, keys[0].hash, &ids)?,
         }
     }
     Ok(())
 }
 
-/// Puts `kept` in place of the ids of `key`'s row that starts at `first` (a hash has one row), or
-/// deletes the row if nothing is kept.
-fn rewrite(conn: &Connection, key: &Key, first: &[u8], kept: &[u8]) -> rusqlite::Result<usize> {
-    match (key.kind, kept.is_empty()) {
-        (KeyKind::Peer | KeyKind::Reference, true) => conn
-            .prepare_cached("DELETE FROM message_keys WHERE kind = ?1 AND key = ?2 AND first = ?3")?
-            .execute(params![key.kind, key.value, first]),
-        (KeyKind::Peer | KeyKind::Reference, false) => conn
-            .prepare_cached(
+/// Takes `deleted` (sorted) out of the `message_keys` rows of `key`'s kind and value; a row left empty
+/// is deleted.
+fn forget_ids(conn: &Connection, key: &Key, deleted: &[Uuid]) -> rusqlite::Result<()> {
+    let Some(newest) = deleted.last() else {
+        return Ok(());
+    };
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT first, ids FROM message_keys WHERE kind = ?1 AND key = ?2 AND first <= ?3",
+        )?
+        .query_map(params![key.kind, key.value, newest.as_bytes()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first, packed) in rows {
+        let kept = without(&packed, deleted);
+        if kept.len() == packed.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            conn.prepare_cached(
+                "DELETE FROM message_keys WHERE kind = ?1 AND key = ?2 AND first = ?3",
+            )?
+            .execute(params![key.kind, key.value, first])?;
+        } else {
+            conn.prepare_cached(
                 "UPDATE message_keys SET ids = ?4 WHERE kind = ?1 AND key = ?2 AND first = ?3",
             )?
-            .execute(params![key.kind, key.value, first, kept]),
-        (KeyKind::Idempotency, true) => conn
-            .prepare_cached("DELETE FROM message_idempotency WHERE hash = ?1")?
-            .execute([key.hash]),
-        (KeyKind::Idempotency, false) => conn
-            .prepare_cached("UPDATE message_idempotency SET ids = ?2 WHERE hash = ?1")?
-            .execute(params![key.hash, kept]),
+            .execute(params![key.kind, key.value, first, kept])?;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -675,7 +695,7 @@ mod tests {
             let key = format!("k-{n}");
             created.extend(MessageKeys::new(&number(n), None, "cms", Some(&key)).keys(*id));
         }
-        merger.committed(Slice(0), created);
+        merger.committed(Slice::NONE, created);
 
         // The run goes to the sorter (started here, not through `slice`, which would race the sorter
         // for whether this batch already finds it sorted); its keys are still answered meanwhile.
@@ -688,7 +708,7 @@ mod tests {
         let mut merged = 0;
         while !matches!(merger.run, Run::Idle) {
             let slice = merger.slice(&conn, 0).unwrap();
-            merged += slice.0;
+            merged += slice.keys;
             merger.committed(slice, NewKeys::default());
         }
         assert_eq!(merged, 2 * SORT_ASIDE);
@@ -698,7 +718,7 @@ mod tests {
             100
         );
         assert_eq!(
-            count("SELECT count(*) FROM message_idempotency"),
+            count("SELECT count(*) FROM idempotency_keys"),
             SORT_ASIDE as i64
         );
         let upto: String = conn
@@ -708,7 +728,7 @@ mod tests {
         // Answered from the table now, not the writer's memory.
         assert_eq!(merger.idempotent("cms\nk-7"), None);
         let hash = idempotency_hash("cms\nk-7");
-        assert_eq!(merged_idempotent(&conn, hash).unwrap(), vec![ids[7]]);
+        assert_eq!(idempotency_runs::ids(&conn, hash).unwrap(), vec![ids[7]]);
         let texted: Vec<Value> = (0..SORT_ASIDE)
             .filter(|n| n % 100 == 7)
             .map(|n| Value::Text(ids[n].to_string()))
@@ -746,7 +766,7 @@ mod tests {
             ),
             (
                 KeyKind::Idempotency,
-                "SEARCH message_idempotency USING INTEGER PRIMARY KEY (rowid=?)",
+                "SEARCH k USING PRIMARY KEY (run=? AND hash=?)",
             ),
         ] {
             let found = plan(&conn, &look_up(kind));

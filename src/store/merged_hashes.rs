@@ -1,4 +1,4 @@
-//! Which idempotency hashes `message_idempotency` may hold: a Bloom filter the writer asks before it
+//! Which idempotency hashes `idempotency_keys` may hold: a Bloom filter the writer asks before it
 //! looks a send's key up in the table.
 //!
 //! Keys are unique per send, so nearly every check is of a key never seen, and each was a search of a
@@ -35,11 +35,11 @@ pub(crate) struct MergedHashes {
 impl MergedHashes {
     /// A filter of every hash in the table, with room for as many again.
     pub fn load(conn: &Connection) -> rusqlite::Result<MergedHashes> {
-        let rows: i64 = conn.query_row("SELECT count(*) FROM message_idempotency", [], |row| {
+        let rows: i64 = conn.query_row("SELECT count(*) FROM idempotency_keys", [], |row| {
             row.get(0)
         })?;
         let mut filter = MergedHashes::with_capacity(2 * usize::try_from(rows).unwrap_or(0));
-        let mut st = conn.prepare("SELECT hash FROM message_idempotency")?;
+        let mut st = conn.prepare("SELECT hash FROM idempotency_keys")?;
         let mut hashes = st.query([])?;
         while let Some(row) = hashes.next()? {
             filter.set(row.get(0)?);
@@ -112,7 +112,7 @@ mod tests {
     fn every_hash_merged_is_found_and_few_others_are() {
         let conn = table();
         let mut insert = conn
-            .prepare("INSERT INTO message_idempotency (hash, ids) VALUES (?1, x'00')")
+            .prepare("INSERT INTO idempotency_keys (run, hash, ids) VALUES (1, ?1, x'00')")
             .unwrap();
         for n in 0..10_000 {
             insert.execute([hash(n)]).unwrap();

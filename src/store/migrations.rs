@@ -355,6 +355,21 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX messages_reference;
     DROP INDEX messages_idempotency;
     "#,
+    // 23: merged idempotency keys in runs, one per merge, compacted as they accumulate (see
+    // `idempotency_runs`): merging a run into one table ordered by hash dirtied a page per key once the
+    // table was large. What the old table holds becomes run 1.
+    r#"
+    CREATE TABLE idempotency_keys (
+        run INTEGER NOT NULL,
+        hash INTEGER NOT NULL,
+        ids BLOB NOT NULL,
+        PRIMARY KEY (run, hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_runs (run INTEGER PRIMARY KEY, keys INTEGER NOT NULL);
+    INSERT INTO idempotency_keys (run, hash, ids) SELECT 1, hash, ids FROM message_idempotency;
+    INSERT INTO idempotency_runs (run, keys) SELECT 1, count(*) FROM message_idempotency HAVING count(*) > 0;
+    DROP TABLE message_idempotency;
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -23,6 +23,7 @@ pub mod migrations;
 mod opened;
 mod outbox;
 pub use outbox::Verdict;
+mod idempotency_runs;
 mod keys;
 mod merged_hashes;
 pub use keys::MergePolicy;

@@ -73,7 +73,7 @@ impl<'a> WriteCtx<'a> {
         match recent.or_else(|| self.merger.idempotent(value)) {
             Some(id) => Ok(vec![id]),
             None if self.merger.may_be_merged(hash) => {
-                super::keys::merged_idempotent(self.conn, hash)
+                super::idempotency_runs::ids(self.conn, hash)
             }
             None => Ok(Vec::new()),
         }
