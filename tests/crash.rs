@@ -5,7 +5,8 @@
 //! per modem: the send in flight at the kill), and none may be lost or sent twice.
 //!
 //! The simulators outlive the daemon as real modems would; the kill and the restart are synchronised on
-//! events (the daemon answering, the simulators' logs growing, the queue emptying), never on sleeps.
+//! what the daemon announces as it happens (its readiness notice to systemd, its webhooks as messages are
+//! sent or settled, its log as modems come up), never on sleeps or polls.
 
 mod common;
 
@@ -16,15 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use common::{Http, TOKEN};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use common::{Http, TOKEN, WEBHOOK_SECRET, WebhookReceiver};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use tokio::net::UnixDatagram;
+use tokio::sync::mpsc;
 
 const MODEMS: usize = 4;
 const MESSAGES: usize = 1000;
@@ -34,7 +32,6 @@ const BATCH: usize = 250;
 const KILL_AFTER: usize = 300;
 /// Bound on every wait; the whole test takes a few seconds on an idle box.
 const DEADLINE: Duration = Duration::from_secs(40);
-const POLL: Duration = Duration::from_millis(20);
 
 /// A child process that is killed (and reaped) when the test ends, whether it passes or panics.
 struct Reaped(Child);
@@ -106,7 +103,8 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-fn write_config(dir: &Path, listen: SocketAddr, modems: usize) -> PathBuf {
+/// The daemon's config: `modems` simulated modems and, if given, a webhook for every event.
+fn write_config(dir: &Path, listen: SocketAddr, modems: usize, webhook: Option<&str>) -> PathBuf {
     let mut config = format!(
         r#"
 [server]
@@ -131,24 +129,150 @@ level = "info"
             dir.join("sims").join(format!("modem{i}")).display()
         ));
     }
+    if let Some(url) = webhook {
+        config.push_str(&format!(
+            "[[webhooks]]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\n"
+        ));
+    }
     let path = dir.join("modemgate.toml");
     std::fs::write(&path, config).unwrap();
     path
 }
 
-/// `modemgate serve`, its log in `dir/serve-RUN.log`.
-fn start_daemon(dir: &Path, config: &Path, run: u32) -> Reaped {
-    let log = std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap();
-    Reaped(
-        Command::new(binary())
+/// `modemgate serve` as a child: its log (stderr) copied line by line to `dir/serve-RUN.log` and handed to
+/// the test as it is written, and its notices to systemd received on a socket of the test's
+/// (`NOTIFY_SOCKET`), as systemd would.
+struct Daemon {
+    process: Reaped,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Lines taken in while waiting for something else, for [`Daemon::next_line`].
+    held: std::collections::VecDeque<String>,
+    notices: UnixDatagram,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &Path, run: u32) -> Daemon {
+        let socket = dir.join(format!("notify-{run}.sock"));
+        let notices = UnixDatagram::bind(&socket).unwrap();
+        let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
+            .env("NOTIFY_SOCKET", &socket)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
-    )
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut log = std::fs::File::create(dir.join(format!("serve-{run}.log"))).unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        // Ends when the daemon's stderr closes, that is when it exits: the channel then says so.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
+                let _ = tx.send(line);
+            }
+        });
+        Daemon {
+            process: Reaped(child),
+            lines,
+            held: Default::default(),
+            notices,
+        }
+    }
+
+    /// The daemon's next log line; panics if it exits first or writes nothing until the deadline.
+    async fn next_line(&mut self, dir: &Path) -> String {
+        if let Some(line) = self.held.pop_front() {
+            return line;
+        }
+        match tokio::time::timeout(DEADLINE, self.lines.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "the daemon exited ({:?})\n{}",
+                self.process.0.try_wait(),
+                logs(dir)
+            ),
+            Err(_) => panic!("the daemon logged nothing for {DEADLINE:?}\n{}", logs(dir)),
+        }
+    }
+
+    /// Until the daemon tells systemd it is ready (the API listens, the queue is loaded); its exit
+    /// first fails the test.
+    async fn ready(&mut self, dir: &Path) {
+        let mut notice = [0u8; 4096];
+        let waited = tokio::time::timeout(DEADLINE, async {
+            loop {
+                tokio::select! {
+                    received = self.notices.recv(&mut notice) => {
+                        let n = received.unwrap();
+                        if String::from_utf8_lossy(&notice[..n]).lines().any(|l| l == "READY=1") {
+                            return;
+                        }
+                    }
+                    line = self.lines.recv() => match line {
+                        Some(line) => self.held.push_back(line),
+                        None => panic!("the daemon exited before it was ready\n{}", logs(dir)),
+                    },
+                }
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the daemon was not ready in time\n{}",
+            logs(dir)
+        );
+    }
+
+    /// Until the last state each of `modems` modems logged is `Ready`.
+    async fn modems_ready(&mut self, modems: usize, dir: &Path) {
+        let mut ready = HashSet::new();
+        while ready.len() < modems {
+            let line = self.next_line(dir).await;
+            if !line.contains("modem state changed") {
+                continue;
+            }
+            let Some(modem) = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("modem="))
+            else {
+                continue;
+            };
+            if line.split_whitespace().any(|field| field == "state=Ready") {
+                ready.insert(modem.to_owned());
+            } else {
+                ready.remove(modem);
+            }
+        }
+    }
+}
+
+/// Takes webhooks in until `until` distinct messages have reached a state the gateway settles them in
+/// (sent, failed, expired or unknown), adding their ids to `settled`. `sent_only` counts only
+/// `message.sent`.
+async fn settle(
+    hooks: &mut WebhookReceiver,
+    settled: &mut HashSet<String>,
+    until: usize,
+    sent_only: bool,
+) {
+    while settled.len() < until {
+        let event = hooks.next_any().await;
+        let counted: &[&str] = if sent_only {
+            &["message.sent"]
+        } else {
+            &[
+                "message.sent",
+                "message.failed",
+                "message.expired",
+                "message.unknown",
+            ]
+        };
+        if counted.iter().any(|kind| event["type"] == *kind) {
+            settled.insert(event["data"]["message_id"].as_str().unwrap().to_owned());
+        }
+    }
 }
 
 /// The last lines of every log in `dir`, for failure messages.
@@ -171,35 +295,6 @@ fn logs(dir: &Path) -> String {
         }
     }
     out
-}
-
-/// Until the daemon answers `/healthz`: connection refused is expected while it starts; its exit is not.
-async fn wait_healthy(addr: SocketAddr, daemon: &mut Reaped, dir: &Path) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let started = Instant::now();
-    loop {
-        let request = hyper::Request::get(format!("http://{addr}/healthz"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(response) = client.request(request).await
-            && response.status().is_success()
-        {
-            return;
-        }
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            panic!(
-                "the daemon exited ({status}) before answering\n{}",
-                logs(dir)
-            );
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the daemon did not answer /healthz\n{}",
-            logs(dir)
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Every successful send in the simulators' logs, as text → how many times it went out.
@@ -298,27 +393,18 @@ async fn sigkill_mid_run_loses_nothing_and_sends_nothing_twice() {
     let (_sims, _sims_stdout, control) = start_simulators(dir, MODEMS);
     let control = Http::new(control);
     let listen = free_port();
-    let config = write_config(dir, listen, MODEMS);
+    let mut hooks = WebhookReceiver::start().await;
+    let config = write_config(dir, listen, MODEMS, Some(&hooks.url));
 
-    // First run: accept everything, then kill the daemon once the simulators have taken some hundreds.
-    let mut daemon = start_daemon(dir, &config, 1);
-    wait_healthy(listen, &mut daemon, dir).await;
+    // First run: accept everything, then kill the daemon once it has announced some hundreds sent.
+    let mut daemon = Daemon::start(dir, &config, 1);
+    daemon.ready(dir).await;
     let accepted = accept_all(&Http::new(listen)).await;
-    let started = Instant::now();
-    let sent_before_kill = loop {
-        let sent: usize = sent_texts(&control).await.values().sum();
-        if sent >= KILL_AFTER {
-            break sent;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "only {sent} sends reached the simulators\n{}",
-            logs(dir)
-        );
-        tokio::time::sleep(POLL).await;
-    };
-    daemon.sigkill();
+    let mut settled = HashSet::new();
+    settle(&mut hooks, &mut settled, KILL_AFTER, true).await;
+    daemon.process.sigkill();
     let killed_at = t0.elapsed();
+    let sent_before_kill: usize = sent_texts(&control).await.values().sum();
     assert!(
         sent_before_kill < MESSAGES,
         "the kill should land mid-run, but all {sent_before_kill} were already sent"
@@ -327,26 +413,21 @@ async fn sigkill_mid_run_loses_nothing_and_sends_nothing_twice() {
     // The sends in flight at the kill finish on the simulators meanwhile; this count may still grow.
     let logged_at_kill = sends_per_modem(&control).await;
 
-    // Second run on the same database and the same (still running) simulators: it drains the rest.
-    let mut daemon = start_daemon(dir, &config, 2);
-    wait_healthy(listen, &mut daemon, dir).await;
+    // Second run on the same database and the same (still running) simulators: it drains the rest, and
+    // its webhooks (the first run's not yet delivered among them) settle every message.
+    let mut daemon = Daemon::start(dir, &config, 2);
+    daemon.ready(dir).await;
     let api = Http::new(listen);
     let restarted_at = t0.elapsed();
-    let started = Instant::now();
-    loop {
-        let left = unsettled(&api).await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{left} messages still queued, scheduled or sending after the restart\n{}",
-            logs(dir)
-        );
-        tokio::time::sleep(POLL).await;
-    }
-
+    settle(&mut hooks, &mut settled, MESSAGES, false).await;
     let drained_at = t0.elapsed();
+    let left = unsettled(&api).await;
+    assert_eq!(
+        left,
+        0,
+        "messages still queued, scheduled or sending once all were settled\n{}",
+        logs(dir)
+    );
     // The restarted daemon did the draining, and every port was re-opened: each modem is ready again
     // (whether it got a share of the drain depends on how fast it came back, which is timing, not a
     // property of the gateway).
@@ -356,23 +437,13 @@ async fn sigkill_mid_run_loses_nothing_and_sends_nothing_twice() {
         "nothing was sent after the restart ({logged_at_kill:?} then {logged:?})\n{}",
         logs(dir)
     );
-    let started = Instant::now();
-    loop {
-        let modems = api.get("/v1/modems").await;
-        let ready = modems["modems"]
-            .as_array()
-            .map(|list| list.iter().filter(|m| m["state"] == "ready").count())
-            .unwrap_or(0);
-        if ready == MODEMS {
-            break;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "only {ready} of {MODEMS} modems ready again after the restart\n{modems:#}\n{}",
-            logs(dir)
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    daemon.modems_ready(MODEMS, dir).await;
+    let modems = api.get("/v1/modems").await;
+    let ready = modems["modems"]
+        .as_array()
+        .map(|list| list.iter().filter(|m| m["state"] == "ready").count())
+        .unwrap_or(0);
+    assert_eq!(ready, MODEMS, "{modems:#}\n{}", logs(dir));
 
     // The audit. The simulators' logs are final: the daemon has nothing left to hand them.
     let network = sent_texts(&control).await;
@@ -463,9 +534,10 @@ async fn a_modem_left_at_the_pdu_prompt_by_a_killed_daemon_sends_again() {
     }
 
     let listen = free_port();
-    let config = write_config(dir, listen, 1);
-    let mut daemon = start_daemon(dir, &config, 1);
-    wait_healthy(listen, &mut daemon, dir).await;
+    let mut hooks = WebhookReceiver::start().await;
+    let config = write_config(dir, listen, 1, Some(&hooks.url));
+    let mut daemon = Daemon::start(dir, &config, 1);
+    daemon.ready(dir).await;
     let api = Http::new(listen);
     let (status, accepted) = api
         .post(
@@ -474,18 +546,15 @@ async fn a_modem_left_at_the_pdu_prompt_by_a_killed_daemon_sends_again() {
         )
         .await;
     assert_eq!(status.as_u16(), 202, "{accepted}");
-    let started = Instant::now();
-    while !sent_texts(&control).await.contains_key("after the prompt") {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the modem never sent again\n{}\n{}",
-            api.get("/v1/modems").await,
-            logs(dir)
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    assert_eq!(sent_texts(&control).await["after the prompt"], 1);
-    daemon.sigkill();
+    let sent = hooks.next("message.sent").await;
+    assert_eq!(sent["data"]["message_id"], accepted["id"], "{sent}");
+    assert_eq!(
+        sent_texts(&control).await.get("after the prompt"),
+        Some(&1),
+        "{}",
+        logs(dir)
+    );
+    daemon.process.sigkill();
 }
 
 /// A clean stop (SIGTERM, as systemd sends at every restart and upgrade) takes each modem offline without
@@ -496,25 +565,15 @@ async fn a_clean_stop_logs_no_modem_warning() {
     let dir = tmp.path();
     let (_sims, _sims_stdout, _control) = start_simulators(dir, 2);
     let listen = free_port();
-    let config = write_config(dir, listen, 2);
-    let mut daemon = start_daemon(dir, &config, 1);
-    wait_healthy(listen, &mut daemon, dir).await;
-    let api = Http::new(listen);
-    let started = Instant::now();
-    loop {
-        let modems = api.get("/v1/modems").await;
-        let ready = modems["modems"]
-            .as_array()
-            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "ready"));
-        if ready {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "{modems}\n{}", logs(dir));
-        tokio::time::sleep(POLL).await;
-    }
-    kill(daemon.pid(), Signal::SIGTERM).unwrap();
-    let status = daemon.0.wait().unwrap();
+    let config = write_config(dir, listen, 2, None);
+    let mut daemon = Daemon::start(dir, &config, 1);
+    daemon.ready(dir).await;
+    daemon.modems_ready(2, dir).await;
+    kill(daemon.process.pid(), Signal::SIGTERM).unwrap();
+    let status = daemon.process.0.wait().unwrap();
     assert!(status.success(), "{status}\n{}", logs(dir));
+    // The copy of its log is complete once its stderr has closed.
+    while daemon.lines.recv().await.is_some() {}
     let log = std::fs::read_to_string(dir.join("serve-1.log")).unwrap();
     let offline: Vec<&str> = log
         .lines()

@@ -145,6 +145,17 @@ impl WebhookReceiver {
         }
     }
 
+    /// The next event of any type (those kept by `next` first); panics if none comes within a minute.
+    pub async fn next_any(&mut self) -> Value {
+        if !self.held.is_empty() {
+            return self.held.remove(0);
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no webhook within a minute"))
+            .expect("receiver stopped")
+    }
+
     /// The next event of `kind` (others are kept for later calls); panics if none comes within a minute.
     pub async fn next(&mut self, kind: &str) -> Value {
         if let Some(i) = self.held.iter().position(|e| e["type"] == kind) {
