@@ -16,7 +16,7 @@
 //! a stop cuts short leaves its runs smaller than planned: they are runs like any other, compacted again
 //! in their turn. `idempotency_runs` lists the runs and their rows (look-ups read it first).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 /// How many runs of a size class are compacted together, and the ratio between size classes. A key
@@ -89,14 +89,23 @@ impl Runs {
         run
     }
 
-    /// Writes a key's ids to `run` (appended to the row if the run has the hash: two keys with one hash,
-    /// or the same key merged again after a stop).
-    pub fn insert(conn: &Connection, run: i64, hash: i64, packed: &[u8]) -> rusqlite::Result<()> {
+    /// The statement [`Runs::insert`] runs, prepared once for a whole slice.
+    pub fn inserting(conn: &Connection) -> rusqlite::Result<CachedStatement<'_>> {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (run, hash, ids) VALUES (?1, ?2, ?3) \
              ON CONFLICT (run, hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
-        )?
-        .execute(params![run, hash, packed])?;
+        )
+    }
+
+    /// Writes a key's ids to `run` through `inserting` (appended to the row if the run has the hash: two
+    /// keys with one hash, or the same key merged again after a stop).
+    pub fn insert(
+        inserting: &mut CachedStatement<'_>,
+        run: i64,
+        hash: i64,
+        packed: &[u8],
+    ) -> rusqlite::Result<()> {
+        inserting.execute(params![run, hash, packed])?;
         Ok(())
     }
 
@@ -303,7 +312,13 @@ mod tests {
         let mut keys: Vec<_> = keys.map(key).collect();
         keys.sort_unstable();
         for (hash, id) in &keys {
-            Runs::insert(conn, run, *hash, id.as_bytes()).unwrap();
+            Runs::insert(
+                &mut Runs::inserting(conn).unwrap(),
+                run,
+                *hash,
+                id.as_bytes(),
+            )
+            .unwrap();
         }
         Runs::grew(conn, run, keys.len() as i64).unwrap();
         runs.close();
@@ -368,7 +383,13 @@ mod tests {
         last.push((key(7).0, again));
         last.sort_unstable();
         for (hash, id) in &last {
-            Runs::insert(&conn, open, *hash, id.as_bytes()).unwrap();
+            Runs::insert(
+                &mut Runs::inserting(&conn).unwrap(),
+                open,
+                *hash,
+                id.as_bytes(),
+            )
+            .unwrap();
         }
         Runs::grew(&conn, open, last.len() as i64).unwrap();
         assert!(
@@ -465,7 +486,13 @@ mod tests {
         merge(&conn, &mut runs, 0..10);
         let again = Uuid::from_u128(1_000_000);
         let run = runs.open();
-        Runs::insert(&conn, run, key(3).0, again.as_bytes()).unwrap();
+        Runs::insert(
+            &mut Runs::inserting(&conn).unwrap(),
+            run,
+            key(3).0,
+            again.as_bytes(),
+        )
+        .unwrap();
         Runs::grew(&conn, run, 1).unwrap();
         runs.close();
 

@@ -408,23 +408,28 @@ impl Merger {
         let count = run.len().min(budget);
         let slice = &run.make_contiguous()[..count];
         let mut idempotency_rows = 0;
+        // Prepared once per slice: a cache look-up per key hashed the statement's text each time.
+        let mut insert_key = conn.prepare_cached(
+            "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut insert_idempotent = Runs::inserting(conn)?;
         for keys in slice.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
             let first = &keys[0];
             match first.kind {
-                KeyKind::Peer | KeyKind::Reference => conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![
-                        first.kind,
-                        &*first.value,
-                        first.id.as_bytes(),
-                        packed
-                    ])?,
+                KeyKind::Peer | KeyKind::Reference => insert_key.execute(params![
+                    first.kind,
+                    &*first.value,
+                    first.id.as_bytes(),
+                    packed
+                ])?,
                 KeyKind::Idempotency => {
-                    Runs::insert(conn, *idempotency_run, first.hash, &packed)?;
+                    Runs::insert(
+                        &mut insert_idempotent,
+                        *idempotency_run,
+                        first.hash,
+                        &packed,
+                    )?;
                     self.merged.add(conn, first.hash)?;
                     idempotency_rows += 1;
                     1
