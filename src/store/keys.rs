@@ -417,12 +417,14 @@ impl Merger {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
             let first = &keys[0];
             match first.kind {
-                KeyKind::Peer | KeyKind::Reference => insert_key.execute(params![
-                    first.kind,
-                    &*first.value,
-                    first.id.as_bytes(),
-                    packed
-                ])?,
+                KeyKind::Peer | KeyKind::Reference => {
+                    insert_key.execute(params![
+                        first.kind,
+                        &*first.value,
+                        first.id.as_bytes(),
+                        packed
+                    ])?;
+                }
                 KeyKind::Idempotency => {
                     Runs::insert(
                         &mut insert_idempotent,
@@ -432,9 +434,8 @@ impl Merger {
                     )?;
                     self.merged.add(conn, first.hash)?;
                     idempotency_rows += 1;
-                    1
                 }
-            };
+            }
         }
         if idempotency_rows > 0 {
             Runs::grew(conn, *idempotency_run, idempotency_rows)?;
