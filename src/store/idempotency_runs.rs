@@ -292,12 +292,6 @@ mod tests {
     use crate::store::keys::idempotency_hash;
     use crate::store::migrations;
 
-    fn database() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
-        conn
-    }
-
     /// Key `n`: its hash and the id of the message that used it.
     fn key(n: u128) -> (i64, Uuid) {
         (
@@ -369,7 +363,7 @@ mod tests {
     /// (one key is in two of the runs, as after a merge a stop cut short: the new run has both ids).
     #[test]
     fn runs_of_a_size_are_compacted_slice_by_slice_and_no_key_is_lost() {
-        let conn = database();
+        let conn = migrations::in_memory();
         let mut runs = Runs::load(&conn).unwrap();
         for run in 0..FANOUT as u128 - 1 {
             merge(&conn, &mut runs, run * 50..run * 50 + 50);
@@ -429,7 +423,7 @@ mod tests {
     /// A slice reads its hash range of each input, never a whole run.
     #[test]
     fn a_slice_reads_ranges_of_its_runs() {
-        let conn = database();
+        let conn = migrations::in_memory();
         let mut st = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", move_rows("3, 4")))
             .unwrap();
@@ -449,7 +443,7 @@ mod tests {
     /// are compacted again after the start.
     #[test]
     fn a_compaction_cut_short_loses_nothing_and_is_taken_up_again() {
-        let conn = database();
+        let conn = migrations::in_memory();
         let mut runs = Runs::load(&conn).unwrap();
         let total = FANOUT as u128 * 64;
         for run in 0..FANOUT as u128 {
@@ -481,7 +475,7 @@ mod tests {
     /// count with it.
     #[test]
     fn forgetting_takes_ids_out_of_every_run() {
-        let conn = database();
+        let conn = migrations::in_memory();
         let mut runs = Runs::load(&conn).unwrap();
         merge(&conn, &mut runs, 0..10);
         let again = Uuid::from_u128(1_000_000);

@@ -685,8 +685,7 @@ mod tests {
     /// is merged in key order (one row per number), and the watermark ends at its newest id.
     #[test]
     fn a_large_run_is_sorted_aside_then_merged_in_key_order() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        let conn = migrations::in_memory();
         let policy = MergePolicy {
             messages: 1,
             every: Duration::MAX,
@@ -758,8 +757,7 @@ mod tests {
     /// conversation, every STOP and every list by reference.
     #[test]
     fn a_look_up_reads_by_key_and_by_id_never_the_whole_log() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        let conn = migrations::in_memory();
         rusqlite::vtab::array::load_module(&conn).unwrap();
         for (kind, merged) in [
             (

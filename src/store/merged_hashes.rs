@@ -96,12 +96,6 @@ mod tests {
     use crate::store::keys::idempotency_hash;
     use crate::store::migrations;
 
-    fn table() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
-        conn
-    }
-
     fn hash(n: usize) -> i64 {
         idempotency_hash(&format!("cms\nkey-{n}"))
     }
@@ -110,7 +104,7 @@ mod tests {
     /// were not are.
     #[test]
     fn every_hash_merged_is_found_and_few_others_are() {
-        let conn = table();
+        let conn = migrations::in_memory();
         let mut insert = conn
             .prepare("INSERT INTO idempotency_keys (run, hash, ids) VALUES (1, ?1, x'00')")
             .unwrap();

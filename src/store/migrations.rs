@@ -375,6 +375,14 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build creates.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 
+/// An in-memory database at the latest schema, for unit tests of queries and their plans.
+#[cfg(test)]
+pub(crate) fn in_memory() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("an in-memory database");
+    migrate(&mut conn, LATEST).expect("the migrations");
+    conn
+}
+
 /// The schema version recorded in the database (0 for an empty one).
 pub fn version(conn: &Connection) -> Result<u32> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))

@@ -712,8 +712,7 @@ mod tests {
     /// whole queue: the plan names the index and has no temporary B-tree for the ORDER BY.
     #[test]
     fn queue_pages_are_index_range_scans() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut conn, super::super::migrations::LATEST).unwrap();
+        let conn = super::super::migrations::in_memory();
         let plan = |sql: &str| -> String {
             let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let rows: Vec<String> = st

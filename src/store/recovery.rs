@@ -119,8 +119,7 @@ mod tests {
     /// (0.3 s and the page cache's worth of memory per million).
     #[test]
     fn recovery_reads_the_in_flight_index_not_the_table() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        let conn = migrations::in_memory();
         let outer: String = conn
             .query_row(&format!("EXPLAIN QUERY PLAN {LEFT_SENDING}"), [], |row| {
                 row.get(3)
