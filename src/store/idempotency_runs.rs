@@ -230,12 +230,15 @@ impl Compaction {
 }
 
 /// The statement that copies the rows of runs `inputs` (a list of numbers) with hashes ?2 to ?3 into run
-/// ?1, a row per hash.
+/// ?1, a row per hash. Each slice writes a hash range of its own into a run nothing else writes to, so a
+/// row is never there already; were one ever, its ids are appended, as a merge's are, rather than the
+/// insert failing: that would roll back every batch after it, each retrying the same slice.
 fn move_rows(inputs: &str) -> String {
     format!(
         "INSERT INTO idempotency_keys (run, hash, ids) \
          SELECT ?1, hash, unhex(group_concat(hex(ids), '')) FROM idempotency_keys \
-         WHERE run IN ({inputs}) AND hash >= ?2 AND hash <= ?3 GROUP BY hash ORDER BY hash"
+         WHERE run IN ({inputs}) AND hash >= ?2 AND hash <= ?3 GROUP BY hash ORDER BY hash \
+         ON CONFLICT (run, hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))"
     )
 }
 
@@ -418,6 +421,23 @@ mod tests {
             .unwrap();
         assert_eq!(stored, total as i64);
         assert_all_found(&conn, 0..total, &extra);
+    }
+
+    /// A row already in the new run (none should be) takes the moved ids in, instead of failing the
+    /// slice, which would fail every batch after it.
+    #[test]
+    fn a_row_already_in_the_new_run_takes_the_moved_ids_in() {
+        let conn = migrations::in_memory();
+        let mut runs = Runs::load(&conn).unwrap();
+        for run in 0..FANOUT as u128 {
+            merge(&conn, &mut runs, run * 4..run * 4 + 4);
+        }
+        let stray = Uuid::from_u128(1_000_000);
+        let mut inserting = Runs::inserting(&conn).unwrap();
+        Runs::insert(&mut inserting, runs.next, key(5).0, stray.as_bytes()).unwrap();
+        drop(inserting);
+        while batch(&conn, &mut runs, 8, true) {}
+        assert_all_found(&conn, 0..FANOUT as u128 * 4, &[(5, stray)]);
     }
 
     /// A slice reads its hash range of each input, never a whole run.
