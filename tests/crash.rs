@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ struct Daemon {
     process: Reaped,
     lines: mpsc::UnboundedReceiver<String>,
     /// Lines taken in while waiting for something else, for [`Daemon::next_line`].
-    held: std::collections::VecDeque<String>,
+    held: VecDeque<String>,
     notices: UnixDatagram,
 }
 
@@ -168,8 +168,9 @@ impl Daemon {
         let (tx, lines) = mpsc::unbounded_channel();
         // Ends when the daemon's stderr closes, that is when it exits: the channel then says so.
         std::thread::spawn(move || {
+            use std::io::Write;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
+                let _ = writeln!(log, "{line}");
                 let _ = tx.send(line);
             }
         });
@@ -257,18 +258,18 @@ async fn settle(
     until: usize,
     sent_only: bool,
 ) {
+    let counted: &[&str] = if sent_only {
+        &["message.sent"]
+    } else {
+        &[
+            "message.sent",
+            "message.failed",
+            "message.expired",
+            "message.unknown",
+        ]
+    };
     while settled.len() < until {
         let event = hooks.next_any().await;
-        let counted: &[&str] = if sent_only {
-            &["message.sent"]
-        } else {
-            &[
-                "message.sent",
-                "message.failed",
-                "message.expired",
-                "message.unknown",
-            ]
-        };
         if counted.iter().any(|kind| event["type"] == *kind) {
             settled.insert(event["data"]["message_id"].as_str().unwrap().to_owned());
         }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 /// lets through seeks up to `FANOUT - 1` runs per class: 16 moves each key about once per 16-fold growth
 /// (a run of 50,000 keys: at 800,000 and at 12.8 M keys), and leaves a look-up a few dozen seeks, which
 /// only repeats and the filter's rare false positives pay.
-pub(crate) const FANOUT: usize = 16;
+const FANOUT: usize = 16;
 
 /// The writer's side of the runs: which run a merge writes to, and the compaction under way.
 pub(crate) struct Runs {
@@ -42,6 +42,8 @@ struct Compaction {
     output: i64,
     inputs: Vec<i64>,
     from: i64,
+    /// [`move_rows`] for these inputs, made once: every slice runs it.
+    move_rows: String,
 }
 
 /// How far a batch's compaction slice went: every input's rows up to `upto` moved (`None`: all of them,
@@ -89,7 +91,8 @@ impl Runs {
         run
     }
 
-    /// The statement [`Runs::insert`] runs, prepared once for a whole slice.
+    /// The statement [`Runs::insert`] runs, prepared once for a whole slice. Ids are appended through
+    /// hex: `||` on two blobs makes text.
     pub fn inserting(conn: &Connection) -> rusqlite::Result<CachedStatement<'_>> {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (run, hash, ids) VALUES (?1, ?2, ?3) \
@@ -128,8 +131,11 @@ impl Runs {
         {
             let output = self.take_number();
             tracing::debug!(?inputs, output, "compacting idempotency key runs");
+            // The runs' numbers are the writer's own integers, not input.
+            let listed = inputs.iter().map(i64::to_string).collect::<Vec<_>>();
             self.compaction = Some(Compaction {
                 output,
+                move_rows: move_rows(&listed.join(", ")),
                 inputs,
                 from: i64::MIN,
             });
@@ -199,18 +205,9 @@ impl Compaction {
         // No row is past the largest hash: to there, every input is moved to its end.
         let upto = upto.filter(|&upto| upto < i64::MAX);
         let to = upto.unwrap_or(i64::MAX);
-        // The runs' numbers are the writer's own integers, not input.
-        let inputs = self
-            .inputs
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let written = conn.prepare_cached(&move_rows(&inputs))?.execute(params![
-            self.output,
-            self.from,
-            to
-        ])?;
+        let written =
+            conn.prepare_cached(&self.move_rows)?
+                .execute(params![self.output, self.from, to])?;
         Runs::grew(conn, self.output, written as i64)?;
         let mut delete = conn.prepare_cached(
             "DELETE FROM idempotency_keys WHERE run = ?1 AND hash >= ?2 AND hash <= ?3",
@@ -258,10 +255,7 @@ pub(crate) fn ids(conn: &Connection, hash: i64) -> rusqlite::Result<Vec<Uuid>> {
 
 /// The statement of a look-up by idempotency hash `?1`, as `(ids, NULL)` rows, for `keys::ids`.
 pub(crate) fn look_up() -> String {
-    format!(
-        "SELECT ids, NULL FROM ({}) AS merged",
-        LOOK_UP.replacen("k.ids, k.run", "k.ids AS ids", 1)
-    )
+    format!("SELECT ids, NULL FROM ({LOOK_UP})")
 }
 
 /// Takes `deleted` (sorted) out of the rows of `hash` in every run; a row left empty is deleted.
