@@ -370,6 +370,16 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO idempotency_runs (run, keys) SELECT 1, count(*) FROM message_idempotency HAVING count(*) > 0;
     DROP TABLE message_idempotency;
     "#,
+    // 24: the due-time index holds only messages with a time (`send_at` or a retry's `not_before`). The
+    // others are due at once: the dispatcher finds them through `messages_queue_order`, and the queries by
+    // due time never match them (their due time is 0). Every accept wrote an entry nobody read.
+    r#"
+    DROP INDEX messages_queue_time;
+    CREATE INDEX messages_queue_time
+        ON messages (max(coalesce(send_at, 0), coalesce(not_before, 0)), id)
+        WHERE state IN ('queued', 'scheduled') AND direction = 'outbound'
+        AND (send_at IS NOT NULL OR not_before IS NOT NULL);
+    "#,
 ];
 
 /// The schema version this build creates.

@@ -190,6 +190,10 @@ const QUEUE_SELECT: &str = "SELECT id, peer, priority, max(coalesce(send_at, 0),
 /// the `messages_queue_time` index (migration 6) so the planner uses it.
 const DUE_AT: &str = "max(coalesce(send_at, 0), coalesce(not_before, 0))";
 
+/// The condition of the `messages_queue_time` index (migration 24), written exactly as there so the
+/// planner may use it: a message with neither time is due at once (0), which no query by due time wants.
+const TIMED: &str = "(send_at IS NOT NULL OR not_before IS NOT NULL)";
+
 /// The dispatcher's order: priority first, then age.
 const KEY_ORDER: &str = "ORDER BY priority DESC, id";
 
@@ -283,7 +287,7 @@ pub(crate) fn queue_became_due(
     limit: usize,
 ) -> Result<Vec<PagedEntry>> {
     let (now, from) = (ms(now), ms(from));
-    let range = format!("AND {DUE_AT} >= ?2 AND {DUE_AT} <= ?1");
+    let range = format!("AND {TIMED} AND {DUE_AT} >= ?2 AND {DUE_AT} <= ?1");
     match upto {
         None => queue_query(conn, &range, KEY_ORDER, &[&now, &from], Some(limit)),
         Some(upto) => queue_query(
@@ -305,7 +309,7 @@ pub(crate) fn queue_later(
 ) -> Result<Vec<PagedEntry>> {
     queue_query(
         conn,
-        &format!("AND {DUE_AT} > ?1"),
+        &format!("AND {TIMED} AND {DUE_AT} > ?1"),
         &format!("ORDER BY {DUE_AT}, id"),
         &[&ms(now)],
         Some(limit),
@@ -748,7 +752,7 @@ mod tests {
             (
                 "later",
                 main(
-                    &format!("AND {DUE_AT} > ?1"),
+                    &format!("AND {TIMED} AND {DUE_AT} > ?1"),
                     &format!("ORDER BY {DUE_AT}, id"),
                 ),
                 "messages_queue_time",
