@@ -11,7 +11,7 @@ use super::keys::MessageKeys;
 use super::outbox;
 use super::rows::{self, ms, opt_ms};
 use super::types::*;
-use super::write::{Ev, append_event, settle};
+use super::write::{Ev, append_event, first_event, settle};
 use super::writer::WriteCtx;
 
 const DB: fn(rusqlite::Error) -> StoreError =
@@ -57,7 +57,7 @@ pub(crate) fn record_inbound(ctx: &WriteCtx<'_>, inbound: &InboundPart) -> Resul
                 text,
                 encoding,
                 opt_ms(sent_at),
-                ms(ctx.now)
+                ms(ctx.now())
             ])
         })
         .map_err(DB)?;
@@ -261,7 +261,7 @@ fn create_received(
                 parts as i64,
                 modem,
                 error,
-                ms(ctx.now)
+                ms(ctx.now())
             ])
         })
         .map_err(DB)?;
@@ -276,12 +276,12 @@ fn create_received(
             "INSERT INTO modems (id, first_seen, last_seen, received) VALUES (?1, ?2, ?2, 1) \
              ON CONFLICT (id) DO UPDATE SET received = received + 1, last_seen = ?2",
         )
-        .and_then(|mut st| st.execute(params![modem, ms(ctx.now)]))
+        .and_then(|mut st| st.execute(params![modem, ms(ctx.now())]))
         .map_err(DB)?;
     let actor = format!("modem:{modem}");
     let mut ev = Ev::new(&actor, "received", MessageState::Received);
     ev.detail = error;
-    append_event(ctx, id, ev)?;
+    first_event(ctx, id, ev)?;
     // Until the reply rules have run on it (see `Store::rules_applied`).
     ctx.conn
         .prepare_cached("INSERT INTO inbound_rules_pending (message_id) VALUES (?1)")
@@ -333,9 +333,9 @@ pub(crate) fn record_report(
     window: Duration,
     at: Option<Timestamp>,
 ) -> Result<ReportOutcome> {
-    let at = at.unwrap_or(ctx.now);
+    let at = at.unwrap_or(ctx.now());
     let since =
-        ctx.now.as_millisecond() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        ctx.now().as_millisecond() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
     let sent = parts_to_recipient(
         ctx,
         report,
@@ -480,7 +480,12 @@ fn apply_report(
                  error = CASE WHEN ?4 THEN NULL ELSE error END WHERE id = ?1",
             )
             .and_then(|mut st| {
-                st.execute(params![id.to_string(), new_state, ms(ctx.now), clear_error])
+                st.execute(params![
+                    id.to_string(),
+                    new_state,
+                    ms(ctx.now()),
+                    clear_error
+                ])
             })
             .map_err(DB)?;
     }

@@ -380,6 +380,31 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IN ('queued', 'scheduled') AND direction = 'outbound'
         AND (send_at IS NOT NULL OR not_before IS NOT NULL);
     "#,
+    // 25: the event history kept in order by message, numbered within it: it is only ever read, and
+    // deleted, a message's at a time, and a row id of its own meant every event was written twice (the
+    // table, and the index by message). The trigger went with the old table.
+    r#"
+    CREATE TABLE events_by_message (
+        message_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        part INTEGER,
+        detail TEXT,
+        rule TEXT,
+        PRIMARY KEY (message_id, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO events_by_message (message_id, seq, at, actor, kind, state, part, detail, rule)
+        SELECT message_id, row_number() OVER (PARTITION BY message_id ORDER BY id),
+            at, actor, kind, state, part, detail, rule
+        FROM events ORDER BY message_id, id;
+    DROP TABLE events;
+    ALTER TABLE events_by_message RENAME TO events;
+    CREATE TRIGGER events_append_only BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    "#,
 ];
 
 /// The schema version this build creates.

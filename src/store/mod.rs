@@ -314,7 +314,7 @@ impl Store {
                         "INSERT INTO store_probe (id, at) VALUES (1, ?1) \
                          ON CONFLICT (id) DO UPDATE SET at = excluded.at",
                     )
-                    .and_then(|mut probe| probe.execute([ctx.now.to_string()]))
+                    .and_then(|mut probe| probe.execute([ctx.now().to_string()]))
                     .map(drop)
                     .map_err(StoreError::sqlite("probing for writes"))
             })
@@ -460,7 +460,7 @@ impl Store {
         let modem = modem.to_owned();
         let zone = self.inner.cap_zone.clone();
         self.inner.writer.write(move |ctx| {
-            let at = at.unwrap_or(ctx.now);
+            let at = at.unwrap_or(ctx.now());
             let day = at.to_zoned(zone).date().to_string();
             write::part_sent(ctx, id, part, &modem, tp_mr, &day, at)
         })
@@ -609,7 +609,7 @@ impl Store {
             .writer
             .write(move |ctx| {
                 let cutoff = ctx
-                    .now
+                    .now()
                     .checked_sub(
                         jiff::SignedDuration::try_from(after).unwrap_or(jiff::SignedDuration::MAX),
                     )

@@ -43,7 +43,7 @@ impl Wanted {
 fn insert(ctx: &WriteCtx<'_>, event: Event) -> Result<()> {
     let kind = event.kind();
     let message_id = event.in_order_of();
-    let payload = Envelope::new(event, ctx.now).payload().to_string();
+    let payload = Envelope::new(event, ctx.now()).payload().to_string();
     for webhook in ctx.webhooks_for(kind) {
         ctx.conn
             .prepare_cached(
@@ -55,7 +55,7 @@ fn insert(ctx: &WriteCtx<'_>, event: Event) -> Result<()> {
                     kind.as_str(),
                     message_id,
                     payload,
-                    ms(ctx.now),
+                    ms(ctx.now()),
                     webhook.url,
                     webhook.name
                 ])

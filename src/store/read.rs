@@ -91,7 +91,7 @@ pub(crate) fn message(conn: &Connection, id: Uuid) -> Result<Option<MessageDetai
         .map_err(DB)?;
     let events = conn
         .prepare_cached(&format!(
-            "SELECT {} FROM events WHERE message_id = ?1 ORDER BY id",
+            "SELECT {} FROM events WHERE message_id = ?1 ORDER BY seq",
             rows::EVENT_COLUMNS
         ))
         .and_then(|mut st| st.query_map([&id_text], rows::event)?.collect())

@@ -35,7 +35,7 @@ pub(crate) fn upsert_modem(ctx: &WriteCtx<'_>, id: &str, identity: &ModemIdentit
                 identity.imsi,
                 identity.iccid,
                 identity.own_number,
-                ms(ctx.now)
+                ms(ctx.now())
             ])
         })
         .map_err(DB)?;
@@ -70,7 +70,7 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
             st.execute(params![
                 change.number,
                 active,
-                ms(ctx.now),
+                ms(ctx.now()),
                 source,
                 change.modem,
                 change.opted_out
@@ -102,7 +102,7 @@ pub(crate) fn set_optout(ctx: &WriteCtx<'_>, change: &OptOutChange) -> Result<()
         .and_then(|mut st| {
             st.execute(params![
                 change.number,
-                ms(ctx.now),
+                ms(ctx.now()),
                 active,
                 change.actor,
                 source,

@@ -79,8 +79,9 @@ pub(crate) fn recover(
         })
         .and_then(|_| {
             tx.execute(
-                "INSERT INTO events (message_id, at, actor, kind, state, detail) \
-                 VALUES (?1, ?2, 'system', 'recovered', ?3, ?4)",
+                "INSERT INTO events (message_id, seq, at, actor, kind, state, detail) \
+                 VALUES (?1, coalesce((SELECT max(seq) FROM events WHERE message_id = ?1), 0) + 1, \
+                 ?2, 'system', 'recovered', ?3, ?4)",
                 params![id_text, ms(now), state, detail],
             )
         })

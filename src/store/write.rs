@@ -52,36 +52,48 @@ impl<'a> Ev<'a> {
     }
 }
 
+/// Appends `ev` to message `id`'s history, numbered after its last event.
 pub(crate) fn append_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO events (message_id, at, actor, kind, state, part, detail, rule) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                &*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
-                ms(ctx.now),
-                ev.actor,
-                ev.kind,
-                ev.state,
-                ev.part,
-                ev.detail,
-                ev.rule
-            ])
-        })
-        .map_err(DB)?;
+    const INSERT: &str = "INSERT INTO events (message_id, seq, at, actor, kind, state, part, detail, rule) \
+        VALUES (?1, coalesce((SELECT max(seq) FROM events WHERE message_id = ?1), 0) + 1, \
+        ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    insert_event(ctx, INSERT, id, ev)
+}
+
+/// Starts the history of message `id`, created in this operation: its first event has nothing before it
+/// to look up. Were there one, the insert would fail rather than renumber it.
+pub(crate) fn first_event(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    const INSERT: &str = "INSERT INTO events (message_id, seq, at, actor, kind, state, part, detail, rule) \
+        VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    insert_event(ctx, INSERT, id, ev)
+}
+
+fn insert_event(ctx: &WriteCtx<'_>, sql: &'static str, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    ctx.with_statement(sql, |st| {
+        st.execute(params![
+            &*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+            ms(ctx.now()),
+            ev.actor,
+            ev.kind,
+            ev.state,
+            ev.part,
+            ev.detail,
+            ev.rule
+        ])
+    })
+    .map_err(DB)?;
     Ok(())
 }
 
 /// Moves a message to `state`, records why, and queues the webhook event that state announces (if any) in
 /// the same transaction: every state change goes through here, so none can go unannounced.
 fn transition(ctx: &WriteCtx<'_>, id: Uuid, ev: Ev<'_>) -> Result<()> {
+    const UPDATE: &str = "UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1";
     let state = ev.state;
-    ctx.conn
-        .prepare_cached("UPDATE messages SET state = ?2, updated_at = ?3 WHERE id = ?1")
-        .and_then(|mut st| st.execute(params![id.to_string(), state, ms(ctx.now)]))
-        .map_err(DB)?;
+    ctx.with_statement(UPDATE, |st| {
+        st.execute(params![id.to_string(), state, ms(ctx.now())])
+    })
+    .map_err(DB)?;
     append_event(ctx, id, ev)?;
     outbox::message_reached(ctx, id, state)
 }
@@ -159,60 +171,54 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     } = request;
     let id = ctx.new_id();
     let state = match message.send_at {
-        Some(at) if at > ctx.now => MessageState::Scheduled,
+        Some(at) if at > ctx.now() => MessageState::Scheduled,
         _ => MessageState::Queued,
     };
     let metadata = message.metadata.as_ref().map(serde_json::Value::to_string);
     let mut id_buffer = Uuid::encode_buffer();
     let id_text: &str = id.hyphenated().encode_lower(&mut id_buffer);
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, priority, send_at, \
-             expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, updated_at, \
-             category, region) \
-             VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)",
-        )
-        .and_then(|mut st| {
+    const INSERT_MESSAGE: &str = "INSERT INTO messages (id, direction, state, peer, text, encoding, \
+        part_count, priority, send_at, expires_at, reference, metadata, tz, api_key, idempotency_key, \
+        body_hash, created_at, updated_at, category, region) \
+        VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)";
+    const INSERT_PART: &str = "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) VALUES (?1, ?2, 'pending', ?3, ?4)";
+    ctx.with_statement(INSERT_MESSAGE, |st| {
+        st.execute(params![
+            id_text,
+            state,
+            message.to,
+            message.text,
+            message.encoding,
+            message.parts.len() as i64,
+            message.priority,
+            opt_ms(message.send_at),
+            opt_ms(message.expires_at),
+            message.reference,
+            metadata,
+            message.tz,
+            message.api_key,
+            message.idempotency_key,
+            hash,
+            ms(ctx.now()),
+            message.category,
+            message.region,
+        ])
+    })
+    .map_err(DB)?;
+    ctx.with_statement(INSERT_PART, |st| {
+        for (index, part) in message.parts.iter().enumerate() {
             st.execute(params![
-                id_text,
-                state,
-                message.to,
-                message.text,
-                message.encoding,
-                message.parts.len() as i64,
-                message.priority,
-                opt_ms(message.send_at),
-                opt_ms(message.expires_at),
-                message.reference,
-                metadata,
-                message.tz,
-                message.api_key,
-                message.idempotency_key,
-                hash,
-                ms(ctx.now),
-                message.category,
-                message.region,
-            ])
-        })
-        .map_err(DB)?;
-    let mut insert_part = ctx
-        .conn
-        .prepare_cached(
-            "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) VALUES (?1, ?2, 'pending', ?3, ?4)",
-        )
-        .map_err(DB)?;
-    for (index, part) in message.parts.iter().enumerate() {
-        insert_part
-            .execute(params![
                 id_text,
                 index as i64 + 1,
                 part.tpdu_length as i64,
                 part.pdu_hex
-            ])
-            .map_err(DB)?;
-    }
+            ])?;
+        }
+        Ok(())
+    })
+    .map_err(DB)?;
     ctx.created(id, keys, state, None);
-    append_event(ctx, id, Ev::new("api", "accepted", state))?;
+    first_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
         id,
         state,
@@ -449,7 +455,7 @@ pub(crate) fn part_submitting(
         id,
         part,
         "state = 'submitting', modem = ?3, submitted_at = ?4",
-        &[&modem, &ms(ctx.now)],
+        &[&modem, &ms(ctx.now())],
     )?;
     // The record of why it could go now: the window it went out in, as the gate worked it out.
     let window = first
@@ -493,7 +499,7 @@ fn withdraw_unsendable(
         )
         .and_then(|mut st| st.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(DB)?;
-    let (now, actor) = (ms(ctx.now), actor(modem));
+    let (now, actor) = (ms(ctx.now()), actor(modem));
     let reason = if opted_out {
         fail_blocked(ctx, id, &actor, &OPTED_OUT)?;
         "the recipient opted out"
@@ -517,7 +523,7 @@ fn bump_modem(ctx: &WriteCtx<'_>, modem: &str, column: &'static str) -> Result<(
     );
     ctx.conn
         .prepare_cached(&sql)
-        .and_then(|mut st| st.execute(params![modem, ms(ctx.now)]))
+        .and_then(|mut st| st.execute(params![modem, ms(ctx.now())]))
         .map_err(DB)?;
     Ok(())
 }
@@ -561,7 +567,7 @@ pub(crate) fn part_sent(
         )
         .and_then(|mut st| st.execute(params![modem, day]))
         .map_err(DB)?;
-    let detail = if at == ctx.now {
+    let detail = if at == ctx.now() {
         format!("TP-MR {tp_mr}")
     } else {
         format!(
@@ -732,7 +738,7 @@ pub(crate) fn part_unknown(
     )?;
     part_state(ctx, id, part)?;
     set_part(ctx, id, part, "state = 'unknown'", &[])?;
-    count_contact(ctx.conn, id, modem, ctx.now)?;
+    count_contact(ctx.conn, id, modem, ctx.now())?;
     // The message's `error` says why, for the API and the `message.unknown` webhook (written just after).
     set_error(ctx, id, &format!("part {part}: {reason}"))?;
     transition(
