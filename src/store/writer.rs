@@ -93,8 +93,8 @@ impl<'a> WriteCtx<'a> {
     ///
     /// [`keys::idempotency`]: super::keys::idempotency
     pub fn idempotent(&self, value: &str, hash: i64) -> rusqlite::Result<Vec<Uuid>> {
-        let recent = self.created.keys.borrow().idempotent(value);
-        match recent.or_else(|| self.merger.idempotent(value)) {
+        let recent = self.created.keys.borrow().idempotent(value, hash);
+        match recent.or_else(|| self.merger.idempotent(value, hash)) {
             Some(id) => Ok(vec![id]),
             None if self.merger.may_be_merged(hash) => {
                 super::idempotency_runs::ids(self.conn, hash)
