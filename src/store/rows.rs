@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use rusqlite::Row;
-use rusqlite::types::Type;
+use rusqlite::types::{Type, ValueRef};
 use uuid::Uuid;
 
 use super::types::{Event, Message, MessageState, Part};
@@ -121,8 +121,21 @@ pub fn part(row: &Row<'_>) -> rusqlite::Result<Part> {
         report_status: row.get(7)?,
         reported_at: opt_ts(row, 8)?,
         tpdu_length: row.get::<_, u32>(9)? as usize,
-        pdu_hex: row.get(10)?,
+        pdu_hex: pdu_hex(row, 10)?,
     })
+}
+
+/// A part's PDU in hex. Parts keep it as bytes: half the size of the hex text, in a table whose rows
+/// are copied whole into its interior pages (a `WITHOUT ROWID` table), so an accept writes and splits
+/// fewer pages. Parts accepted before keep the hex text they were written with (no migration rewrites
+/// the history); both read the same, as the PDU encoder writes upper-case hex.
+pub fn pdu_hex(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
+    match row.get_ref(index)? {
+        ValueRef::Blob(bytes) => Ok(hex::encode_upper(bytes)),
+        other => other.as_str().map(str::to_owned).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(index, other.data_type(), Box::new(e))
+        }),
+    }
 }
 
 pub const EVENT_COLUMNS: &str = "at, actor, kind, state, part, detail, rule";

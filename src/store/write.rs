@@ -127,6 +127,10 @@ pub(crate) struct Fingerprinted {
     message: NewMessage,
     hash: Option<Vec<u8>>,
     keys: MessageKeys,
+    /// Each part's PDU as bytes, as the parts table keeps them (see [`rows::pdu_hex`]).
+    ///
+    /// [`rows::pdu_hex`]: super::rows::pdu_hex
+    pdus: Vec<Vec<u8>>,
 }
 
 impl Fingerprinted {
@@ -146,8 +150,19 @@ impl Fingerprinted {
             &message.api_key,
             message.idempotency_key.as_deref(),
         );
+        let pdus = message
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(index, part)| {
+                hex::decode(&part.pdu_hex).map_err(|e| {
+                    StoreError::Invalid(format!("part {} is not a hex PDU: {e}", index + 1))
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(Fingerprinted {
             message,
+            pdus,
             hash,
             keys,
         })
@@ -168,6 +183,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
         message,
         hash,
         keys,
+        pdus,
     } = request;
     let id = ctx.new_id();
     let state = match message.send_at {
@@ -206,12 +222,12 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     })
     .map_err(DB)?;
     ctx.with_statement(INSERT_PART, |st| {
-        for (index, part) in message.parts.iter().enumerate() {
+        for (index, (part, pdu)) in message.parts.iter().zip(&pdus).enumerate() {
             st.execute(params![
                 id_text,
                 index as i64 + 1,
                 part.tpdu_length as i64,
-                part.pdu_hex
+                pdu
             ])?;
         }
         Ok(())
@@ -304,7 +320,7 @@ fn pending_parts(ctx: &WriteCtx<'_>, id: Uuid) -> Result<Vec<PendingPart>> {
         Ok(PendingPart {
             part: row.get(0)?,
             tpdu_length: row.get::<_, u32>(1)? as usize,
-            pdu_hex: row.get(2)?,
+            pdu_hex: super::rows::pdu_hex(row, 2)?,
         })
     })
     .and_then(Iterator::collect)
