@@ -795,19 +795,42 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
     gateway.stop().await;
 }
 
-/// Waits (30 s at most) for `/metrics` to show `series` with a value `wanted` accepts: for what the
-/// daemon counts once it is done.
+/// The value `/metrics` shows for `series` (name and labels).
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .parse::<f64>()
+            .ok()
+    })
+}
+
+/// Waits (30 s at most) until the store's writer counts satisfy `until`, woken by each refusal and each
+/// recovery (no polling), then checks that `/metrics` shows `series` with a value `shown` accepts.
+async fn until_store(
+    gateway: &daemon::Running,
+    http: &Http,
+    until: impl Fn(&modemgate::store::WriterStats) -> bool,
+    (series, shown): (&str, impl Fn(f64) -> bool),
+) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gateway.store.writer_stats_until(until),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the store never reached the state waited for {series}"));
+    let metrics = http.text("/metrics").await;
+    assert!(
+        metric(&metrics, series).is_some_and(shown),
+        "{series}: {metrics}"
+    );
+}
+
+/// Waits (30 s at most) for `/metrics` to show `series` with a value `wanted` accepts, reading it every
+/// 20 ms: for the retention pass's count, which nothing else announces.
 async fn until_metric(http: &Http, series: &str, wanted: impl Fn(f64) -> bool) {
-    let value = |metrics: &str| {
-        metrics.lines().find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-    };
     let shown = async {
-        while !value(&http.text("/metrics").await).is_some_and(&wanted) {
+        while !metric(&http.text("/metrics").await, series).is_some_and(&wanted) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
@@ -871,7 +894,13 @@ async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers
     let id = accepted["id"].as_str().unwrap().to_owned();
     let sim = gateway.sim("m1").unwrap();
     sim.wait_sends(1).await.unwrap();
-    until_metric(&http, "modemgate_store_refused_batches_total", |n| n >= 1.0).await;
+    until_store(
+        &gateway,
+        &http,
+        |stats| stats.refused >= 1,
+        ("modemgate_store_refused_batches_total", |n| n >= 1.0),
+    )
+    .await;
     let message = http.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "sending", "{message}");
 
@@ -945,14 +974,26 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
             .is_some_and(|m| m.contains("refuses writes")),
         "{body}"
     );
-    until_metric(&http, "modemgate_store_writable", |n| n == 0.0).await;
+    until_store(
+        &gateway,
+        &http,
+        |stats| stats.failing >= 1,
+        ("modemgate_store_writable", |n| n == 0.0),
+    )
+    .await;
 
     // Nothing else is written: the daemon's own probe finds the store writable again.
     beside(
         &db,
         "DROP TRIGGER refuse_events; DROP TRIGGER refuse_probe;",
     );
-    until_metric(&http, "modemgate_store_writable", |n| n == 1.0).await;
+    until_store(
+        &gateway,
+        &http,
+        |stats| stats.failing == 0,
+        ("modemgate_store_writable", |n| n == 1.0),
+    )
+    .await;
     assert_eq!(ready().await.0.as_u16(), 200);
 
     let moved = dir.path().join("moved.db");
@@ -976,7 +1017,13 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
     std::fs::rename(&moved, &db).unwrap();
     // The writer takes writes again once a look finds the file back; a probe then ends the refusals.
     assert_eq!(ready().await.0.as_u16(), 503);
-    until_metric(&http, "modemgate_store_writable", |n| n == 1.0).await;
+    until_store(
+        &gateway,
+        &http,
+        |stats| stats.failing == 0,
+        ("modemgate_store_writable", |n| n == 1.0),
+    )
+    .await;
     assert_eq!(ready().await.0.as_u16(), 200);
     http.accepted(json!({"to": "+14158906431", "text": "hello"}))
         .await;
@@ -1027,7 +1074,13 @@ async fn a_stop_the_store_could_not_take_is_read_again_soon() {
     sim.inject(Inbound::new("+14158906431", "STOP"))
         .await
         .unwrap();
-    until_metric(&http, "modemgate_store_refused_batches_total", |n| n >= 1.0).await;
+    until_store(
+        &gateway,
+        &http,
+        |stats| stats.refused >= 1,
+        ("modemgate_store_refused_batches_total", |n| n >= 1.0),
+    )
+    .await;
     // Until it is read again and stored, the number is held in memory: nothing goes to it.
     let (status, body) = http
         .post(

@@ -355,6 +355,12 @@ impl Store {
         self.inner.writer.stats.snapshot()
     }
 
+    /// The writer's counts once `until` holds for them: for waiting until the store refuses writes, or
+    /// takes them again, without polling (they are checked at each refusal and each recovery).
+    pub async fn writer_stats_until(&self, until: impl Fn(&WriterStats) -> bool) -> WriterStats {
+        self.inner.writer.stats.until(until).await
+    }
+
     // ---- outbound life cycle ----
 
     /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use rusqlite::{CachedStatement, Connection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::checkpoint::LogKeeper;
@@ -271,12 +271,30 @@ pub(crate) struct Stats {
     /// When "the store commits again" was last logged (ms since the Unix epoch): on a full disk a small
     /// commit still fits now and then, and each would say so.
     recovery_told_ms: AtomicU64,
+    /// Woken when a batch is refused and when the store commits again after refusals: not at every
+    /// commit, so it costs the writer nothing while all is well.
+    changed: Notify,
 }
 
 /// The least time between two "the store commits again" lines.
 const RECOVERY_TOLD_EVERY_MS: u64 = 60_000;
 
 impl Stats {
+    /// Returns the counts once `until` holds for them, checked now and after each refusal or recovery.
+    pub async fn until(&self, until: impl Fn(&WriterStats) -> bool) -> WriterStats {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the counts are read, so a change in between is not missed.
+            changed.as_mut().enable();
+            let now = self.snapshot();
+            if until(&now) {
+                return now;
+            }
+            changed.await;
+        }
+    }
+
     pub fn snapshot(&self) -> WriterStats {
         WriterStats {
             requests: self.requests.load(Ordering::Relaxed),
@@ -489,6 +507,7 @@ fn commit_batch(
             stats.commits.fetch_add(1, Ordering::Relaxed);
             let refused = stats.failing.swap(0, Ordering::Relaxed);
             if refused > 0 {
+                stats.changed.notify_waiters();
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -522,6 +541,7 @@ fn commit_batch(
 fn refused(stats: &Stats, error: &StoreError, requests: usize) {
     stats.refused.fetch_add(1, Ordering::Relaxed);
     let refused = stats.failing.fetch_add(1, Ordering::Relaxed) + 1;
+    stats.changed.notify_waiters();
     if refused.is_power_of_two() {
         tracing::error!(%error, requests, refused, "batch not committed");
     }
