@@ -805,24 +805,50 @@ fn metric(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Waits (30 s at most) until the store's writer counts satisfy `until`, woken by each refusal and each
-/// recovery (no polling), then checks that `/metrics` shows `series` with a value `shown` accepts.
-async fn until_store(
-    gateway: &daemon::Running,
-    http: &Http,
-    until: impl Fn(&modemgate::store::WriterStats) -> bool,
-    (series, shown): (&str, impl Fn(f64) -> bool),
-) {
+/// What a test waits for the store to have done.
+#[derive(Clone, Copy, Debug)]
+enum StoreMoment {
+    /// Refused a batch since it opened.
+    Refused,
+    /// Refused every batch since its last commit.
+    Unwritable,
+    /// Committed since its last refusal.
+    Writable,
+}
+
+/// Waits (30 s at most) for the store to reach `moment`, woken by each refusal and each recovery (no
+/// polling), then checks that `/metrics` shows it.
+async fn until_store(gateway: &daemon::Running, http: &Http, moment: StoreMoment) {
+    type Reached = fn(&modemgate::store::WriterStats) -> bool;
+    type Shown = fn(f64) -> bool;
+    let (reached, series, shown): (Reached, &str, Shown) = match moment {
+        // The refusals may go on counting: at least one.
+        StoreMoment::Refused => (
+            |stats| stats.refused >= 1,
+            "modemgate_store_refused_batches_total",
+            |n| n >= 1.0,
+        ),
+        StoreMoment::Unwritable => (
+            |stats| stats.failing >= 1,
+            "modemgate_store_writable",
+            |n| n == 0.0,
+        ),
+        StoreMoment::Writable => (
+            |stats| stats.failing == 0,
+            "modemgate_store_writable",
+            |n| n == 1.0,
+        ),
+    };
     tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        gateway.store.writer_stats_until(until),
+        gateway.store.writer_stats_until(reached),
     )
     .await
-    .unwrap_or_else(|_| panic!("the store never reached the state waited for {series}"));
+    .unwrap_or_else(|_| panic!("the store never reached {moment:?}"));
     let metrics = http.text("/metrics").await;
     assert!(
         metric(&metrics, series).is_some_and(shown),
-        "{series}: {metrics}"
+        "{moment:?}: {metrics}"
     );
 }
 
@@ -894,13 +920,7 @@ async fn a_part_sent_while_the_store_refused_writes_is_recorded_when_it_recovers
     let id = accepted["id"].as_str().unwrap().to_owned();
     let sim = gateway.sim("m1").unwrap();
     sim.wait_sends(1).await.unwrap();
-    until_store(
-        &gateway,
-        &http,
-        |stats| stats.refused >= 1,
-        ("modemgate_store_refused_batches_total", |n| n >= 1.0),
-    )
-    .await;
+    until_store(&gateway, &http, StoreMoment::Refused).await;
     let message = http.get(&format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "sending", "{message}");
 
@@ -974,26 +994,14 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
             .is_some_and(|m| m.contains("refuses writes")),
         "{body}"
     );
-    until_store(
-        &gateway,
-        &http,
-        |stats| stats.failing >= 1,
-        ("modemgate_store_writable", |n| n == 0.0),
-    )
-    .await;
+    until_store(&gateway, &http, StoreMoment::Unwritable).await;
 
     // Nothing else is written: the daemon's own probe finds the store writable again.
     beside(
         &db,
         "DROP TRIGGER refuse_events; DROP TRIGGER refuse_probe;",
     );
-    until_store(
-        &gateway,
-        &http,
-        |stats| stats.failing == 0,
-        ("modemgate_store_writable", |n| n == 1.0),
-    )
-    .await;
+    until_store(&gateway, &http, StoreMoment::Writable).await;
     assert_eq!(ready().await.0.as_u16(), 200);
 
     let moved = dir.path().join("moved.db");
@@ -1017,13 +1025,7 @@ async fn readyz_follows_a_store_that_refuses_writes_or_lost_its_file() {
     std::fs::rename(&moved, &db).unwrap();
     // The writer takes writes again once a look finds the file back; a probe then ends the refusals.
     assert_eq!(ready().await.0.as_u16(), 503);
-    until_store(
-        &gateway,
-        &http,
-        |stats| stats.failing == 0,
-        ("modemgate_store_writable", |n| n == 1.0),
-    )
-    .await;
+    until_store(&gateway, &http, StoreMoment::Writable).await;
     assert_eq!(ready().await.0.as_u16(), 200);
     http.accepted(json!({"to": "+14158906431", "text": "hello"}))
         .await;
@@ -1074,13 +1076,7 @@ async fn a_stop_the_store_could_not_take_is_read_again_soon() {
     sim.inject(Inbound::new("+14158906431", "STOP"))
         .await
         .unwrap();
-    until_store(
-        &gateway,
-        &http,
-        |stats| stats.refused >= 1,
-        ("modemgate_store_refused_batches_total", |n| n >= 1.0),
-    )
-    .await;
+    until_store(&gateway, &http, StoreMoment::Refused).await;
     // Until it is read again and stored, the number is held in memory: nothing goes to it.
     let (status, body) = http
         .post(
