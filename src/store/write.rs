@@ -197,7 +197,8 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
         part_count, priority, send_at, expires_at, reference, metadata, tz, api_key, idempotency_key, \
         body_hash, created_at, updated_at, category, region) \
         VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)";
-    const INSERT_PART: &str = "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) VALUES (?1, ?2, 'pending', ?3, ?4)";
+    const INSERT_PART: &str = "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) \
+        VALUES (?1, ?2, 'pending', ?3, ?4)";
     ctx.with_statement(INSERT_MESSAGE, |st| {
         st.execute(params![
             id_text,
