@@ -250,8 +250,8 @@ impl NewKeys {
 /// each to its message. They are found by the hash [`MessageKeys`] computed off the writer thread, not
 /// by SipHash over the key's text again: with a look-up, an insert and a removal per key, that hashing
 /// was ~4 % of the writer's time per message. The text is still compared, so two keys with one hash
-/// stay apart. The hash is mixed with a random seed per map, so keys made to share bits of their
-/// SHA-256 do not share buckets.
+/// stay apart. The hash is mixed with a random seed per map, so a client that grinds keys whose SHA-256
+/// share bits cannot tell which of them will share a bucket.
 pub(crate) struct IdempotentIds {
     seed: u64,
     table: HashTable<(Arc<str>, i64, Uuid)>,
