@@ -774,12 +774,23 @@ async fn retention_deletes_a_finished_message_once_it_is_older_than_retain_days(
         .await;
     let recent = recent["id"].as_str().unwrap().to_owned();
     // The pass counts what it deleted once the deletion is committed: wait for the count.
-    until_metric(
-        &http,
-        "modemgate_retention_deleted_total{kind=\"messages\"}",
-        |n| n == 1.0,
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gateway
+            .metrics
+            .retention_deleted_until(|messages, _| messages >= 1),
     )
-    .await;
+    .await
+    .expect("retention never counted a deletion");
+    let metrics = http.text("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "modemgate_retention_deleted_total{kind=\"messages\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let (status, _) = http
         .call(hyper::Method::GET, &format!("/v1/messages/{old}"), None)
         .await;
@@ -850,19 +861,6 @@ async fn until_store(gateway: &daemon::Running, http: &Http, moment: StoreMoment
         metric(&metrics, series).is_some_and(shown),
         "{moment:?}: {metrics}"
     );
-}
-
-/// Waits (30 s at most) for `/metrics` to show `series` with a value `wanted` accepts, reading it every
-/// 20 ms: for the retention pass's count, which nothing else announces.
-async fn until_metric(http: &Http, series: &str, wanted: impl Fn(f64) -> bool) {
-    let shown = async {
-        while !metric(&http.text("/metrics").await, series).is_some_and(&wanted) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), shown)
-        .await
-        .unwrap_or_else(|_| panic!("/metrics never showed the value wanted for {series}"));
 }
 
 /// Runs `sql` on the database beside the daemon: triggers that refuse writes stand in for a full disk.

@@ -120,6 +120,8 @@ impl StatusCounts {
 pub struct Metrics {
     registry: Mutex<Registry>,
     responses: StatusCounts,
+    /// Woken when a retention pass has counted what it deleted.
+    retention_counted: tokio::sync::Notify,
 }
 
 impl Metrics {
@@ -190,9 +192,28 @@ impl Metrics {
 
     /// Counts what a retention pass deleted.
     pub fn add_retention_deleted(&self, messages: u64, webhook_events: u64) {
-        let mut registry = self.lock();
-        registry.retention_deleted.0 += messages;
-        registry.retention_deleted.1 += webhook_events;
+        {
+            let mut registry = self.lock();
+            registry.retention_deleted.0 += messages;
+            registry.retention_deleted.1 += webhook_events;
+        }
+        self.retention_counted.notify_waiters();
+    }
+
+    /// The messages and webhook events retention has deleted, once `until` holds for them: checked now
+    /// and each time a pass counts more (for tests and tools, instead of reading `/metrics` in a loop).
+    pub async fn retention_deleted_until(&self, until: impl Fn(u64, u64) -> bool) -> (u64, u64) {
+        loop {
+            let counted = self.retention_counted.notified();
+            let mut counted = std::pin::pin!(counted);
+            // Registered before the counts are read, so a pass counting in between is not missed.
+            counted.as_mut().enable();
+            let (messages, webhook_events) = self.lock().retention_deleted;
+            if until(messages, webhook_events) {
+                return (messages, webhook_events);
+            }
+            counted.await;
+        }
     }
 
     /// Export the TLS listener's count of failed handshakes (the API serves HTTPS).
@@ -529,6 +550,26 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waiter for retention's count wakes when a pass counts enough, not before, and is not lost to
+    /// a count made before it waited.
+    #[tokio::test]
+    async fn a_wait_for_the_retention_count_wakes_when_a_pass_counts_enough() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.add_retention_deleted(1, 0);
+        assert_eq!(metrics.retention_deleted_until(|m, _| m >= 1).await, (1, 0));
+        let waiter = tokio::spawn({
+            let metrics = metrics.clone();
+            async move {
+                metrics
+                    .retention_deleted_until(|m, e| m >= 3 && e >= 1)
+                    .await
+            }
+        });
+        metrics.add_retention_deleted(1, 0);
+        metrics.add_retention_deleted(1, 1);
+        assert_eq!(waiter.await.unwrap(), (3, 1));
+    }
 
     #[test]
     fn database_size_store_health_and_retention_counts_are_rendered() {

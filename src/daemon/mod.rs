@@ -83,6 +83,8 @@ pub struct Running {
     /// Where the API listens (the real port when the config asked for port 0).
     pub addr: SocketAddr,
     pub modems: Arc<Modems>,
+    /// What `/metrics` shows, for waiting on what the daemon counts.
+    pub metrics: Arc<Metrics>,
     config: Config,
     options: StartOptions,
     optouts: Arc<OptOuts>,
@@ -345,6 +347,7 @@ pub async fn start(config: &Config, options: StartOptions) -> anyhow::Result<Run
         dispatch,
         addr,
         modems,
+        metrics,
         config: config.clone(),
         options,
         optouts,
