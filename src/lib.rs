@@ -29,6 +29,7 @@ pub mod dispatch;
 pub mod logging;
 pub mod modem;
 pub mod msisdn;
+mod notified;
 pub mod outbound;
 pub mod pdu;
 pub mod rules;

@@ -203,17 +203,12 @@ impl Metrics {
     /// The messages and webhook events retention has deleted, once `until` holds for them: checked now
     /// and each time a pass counts more (for tests and tools, instead of reading `/metrics` in a loop).
     pub async fn retention_deleted_until(&self, until: impl Fn(u64, u64) -> bool) -> (u64, u64) {
-        loop {
-            let counted = self.retention_counted.notified();
-            let mut counted = std::pin::pin!(counted);
-            // Registered before the counts are read, so a pass counting in between is not missed.
-            counted.as_mut().enable();
-            let (messages, webhook_events) = self.lock().retention_deleted;
-            if until(messages, webhook_events) {
-                return (messages, webhook_events);
-            }
-            counted.await;
-        }
+        crate::notified::until(
+            &self.retention_counted,
+            || self.lock().retention_deleted,
+            |&(messages, webhook_events)| until(messages, webhook_events),
+        )
+        .await
     }
 
     /// Export the TLS listener's count of failed handshakes (the API serves HTTPS).

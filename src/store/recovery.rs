@@ -12,6 +12,7 @@ use super::keys::Merger;
 use super::outbox::{self, Wanted};
 use super::rows::{self, ms};
 use super::types::MessageState;
+use super::write::{self, Ev};
 use super::writer::{NewMessages, WriteCtx};
 
 /// What recovery did at open.
@@ -46,6 +47,10 @@ pub(crate) fn recover(
         })
         .map_err(DB)?;
     let mut recovery = Recovery::default();
+    let ids = uuid::ContextV7::new();
+    // Recovery creates no message, so there is nothing to tally.
+    let created = NewMessages::default();
+    let ctx = WriteCtx::new(&tx, now, &ids, wanted, &created, merger);
     for (id, in_flight) in sending {
         let (part_state, state, detail) = match (in_flight, resend_submitting) {
             (true, false) => (
@@ -77,15 +82,12 @@ pub(crate) fn recover(
                 params![id_text, state, ms(now), error],
             )
         })
-        .and_then(|_| {
-            tx.execute(
-                "INSERT INTO events (message_id, seq, at, actor, kind, state, detail) \
-                 VALUES (?1, coalesce((SELECT max(seq) FROM events WHERE message_id = ?1), 0) + 1, \
-                 ?2, 'system', 'recovered', ?3, ?4)",
-                params![id_text, ms(now), state, detail],
-            )
-        })
         .map_err(DB)?;
+        write::append_event(
+            &ctx,
+            id,
+            Ev::new("system", "recovered", state).detail(detail),
+        )?;
         if state == MessageState::Unknown {
             // The part may have reached the phone: it counts against the caps as a send would.
             let modem: String = tx
@@ -95,17 +97,14 @@ pub(crate) fn recover(
                     |row| row.get(0),
                 )
                 .map_err(DB)?;
-            super::write::count_contact(&tx, id, &modem, now)?;
-            let ids = uuid::ContextV7::new();
-            // Recovery creates no message, so there is nothing to tally.
-            let created = NewMessages::default();
-            let ctx = WriteCtx::new(&tx, now, &ids, wanted, &created, merger);
+            write::count_contact(&tx, id, &modem, now)?;
             outbox::message_reached(&ctx, id, state)?;
             recovery.unknown.push(id);
         } else {
             recovery.requeued.push(id);
         }
     }
+    drop(ctx);
     tx.commit().map_err(DB)?;
     Ok(recovery)
 }

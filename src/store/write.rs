@@ -41,7 +41,7 @@ impl<'a> Ev<'a> {
         self
     }
 
-    fn detail(mut self, detail: &'a str) -> Self {
+    pub fn detail(mut self, detail: &'a str) -> Self {
         self.detail = Some(detail);
         self
     }

@@ -282,17 +282,7 @@ const RECOVERY_TOLD_EVERY_MS: u64 = 60_000;
 impl Stats {
     /// Returns the counts once `until` holds for them, checked now and after each refusal or recovery.
     pub async fn until(&self, until: impl Fn(&WriterStats) -> bool) -> WriterStats {
-        loop {
-            let changed = self.changed.notified();
-            let mut changed = std::pin::pin!(changed);
-            // Registered before the counts are read, so a change in between is not missed.
-            changed.as_mut().enable();
-            let now = self.snapshot();
-            if until(&now) {
-                return now;
-            }
-            changed.await;
-        }
+        crate::notified::until(&self.changed, || self.snapshot(), until).await
     }
 
     pub fn snapshot(&self) -> WriterStats {
