@@ -366,11 +366,13 @@ impl Store {
     /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns
     /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
-        let request = write::Fingerprinted::new(message)?;
-        self.inner
+        let mut request = write::Fingerprinted::new(message)?;
+        let (accepted, _spent_here) = self
+            .inner
             .writer
-            .write(move |ctx| write::accept(ctx, request))
-            .await
+            .write(move |ctx| write::accept(ctx, &mut request).map(|accepted| (accepted, request)))
+            .await?;
+        Ok(accepted)
     }
 
     /// What an earlier request with the same API key and `Idempotency-Key` created, creating nothing:
@@ -390,22 +392,29 @@ impl Store {
             .into_iter()
             .map(write::Fingerprinted::new)
             .collect();
-        self.inner
+        let (results, _spent_here) = self
+            .inner
             .writer
             .write(move |ctx| {
                 let mut results = Vec::with_capacity(requests.len());
+                let mut spent = Vec::with_capacity(requests.len());
                 for request in requests {
                     let before = ctx.conn.total_changes();
-                    let result = request.and_then(|request| write::accept(ctx, request));
+                    let result = request.and_then(|mut request| {
+                        let accepted = write::accept(ctx, &mut request);
+                        spent.push(request);
+                        accepted
+                    });
                     match result {
                         // Failed halfway: the whole request (and its batch) is rolled back.
                         Err(error) if ctx.conn.total_changes() != before => return Err(error),
                         result => results.push(result),
                     }
                 }
-                Ok(results)
+                Ok((results, spent))
             })
-            .await
+            .await?;
+        Ok(results)
     }
 
     /// Queued/scheduled → sending on `modem` (`note` says why this modem, e.g. a fallback); returns the

@@ -123,10 +123,16 @@ fn require(
 
 /// A message with its idempotency fingerprint and its look-up keys, made by the caller, off the writer
 /// thread.
+///
+/// [`accept`] takes only what the store keeps in memory from it and leaves the rest for the caller to
+/// drop on its own thread (see [`Job::run`] for why the writer frees nothing its callers allocated).
+///
+/// [`Job::run`]: super::writer::Job::run
 pub(crate) struct Fingerprinted {
     message: NewMessage,
     hash: Option<Vec<u8>>,
-    keys: MessageKeys,
+    /// Taken by the accept that creates the message.
+    keys: Option<MessageKeys>,
     /// Each part's PDU as bytes, as the parts table keeps them (see [`rows::pdu_hex`]).
     ///
     /// [`rows::pdu_hex`]: super::rows::pdu_hex
@@ -164,19 +170,20 @@ impl Fingerprinted {
             message,
             pdus,
             hash,
-            keys,
+            keys: Some(keys),
         })
     }
 }
 
-pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accepted> {
+/// Creates the message, or finds the one an earlier request with the same idempotency key created.
+pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &mut Fingerprinted) -> Result<Accepted> {
     let parts = request.message.parts.len();
     if parts == 0 || parts > usize::from(u8::MAX) {
         return Err(StoreError::Invalid(format!(
             "a message needs 1 to 255 parts, not {parts}"
         )));
     }
-    if let Some(original) = replay(ctx, &request)? {
+    if let Some(original) = replay(ctx, request)? {
         return Ok(original);
     }
     let Fingerprinted {
@@ -185,6 +192,9 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
         keys,
         pdus,
     } = request;
+    let keys = keys
+        .take()
+        .ok_or_else(|| StoreError::Invalid("a message accepted twice".into()))?;
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now() => MessageState::Scheduled,
@@ -215,7 +225,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
             message.tz,
             message.api_key,
             message.idempotency_key,
-            hash,
+            &*hash,
             ms(ctx.now()),
             message.category,
             message.region,
@@ -223,7 +233,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     })
     .map_err(DB)?;
     ctx.with_statement(INSERT_PART, |st| {
-        for (index, (part, pdu)) in message.parts.iter().zip(&pdus).enumerate() {
+        for (index, (part, pdu)) in message.parts.iter().zip(pdus.iter()).enumerate() {
             st.execute(params![
                 id_text,
                 index as i64 + 1,
@@ -239,7 +249,7 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: Fingerprinted) -> Result<Accep
     Ok(Accepted {
         id,
         state,
-        to: message.to,
+        to: std::mem::take(&mut message.to),
         parts: message.parts.len(),
         encoding: message.encoding,
         duplicate: false,
@@ -252,7 +262,7 @@ pub(crate) fn replay(ctx: &WriteCtx<'_>, request: &Fingerprinted) -> Result<Opti
     match (
         &request.message.idempotency_key,
         &request.hash,
-        request.keys.idempotency(),
+        request.keys.as_ref().and_then(MessageKeys::idempotency),
     ) {
         (Some(key), Some(hash), Some(joined)) => {
             idempotent_original(ctx, &request.message.api_key, key, hash, joined)
