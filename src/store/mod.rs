@@ -367,6 +367,7 @@ impl Store {
     /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
         let mut request = write::Fingerprinted::new(message)?;
+        // The request comes back to be freed on this thread, which allocated it (see `Fingerprinted`).
         let (accepted, _spent_here) = self
             .inner
             .writer
