@@ -153,6 +153,7 @@ fn prefix(value: &str) -> u128 {
 
 /// What a `messages` row is looked up by, made ready (joined, hashed, allocated) before the writer
 /// needs it: an accept's caller builds it on its own thread, and the writer adds the id.
+#[derive(Clone)]
 pub(crate) struct MessageKeys {
     peer: Arc<str>,
     reference: Option<Arc<str>>,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::error::{Result, StoreError};
 use super::keys::{self, KeyKind, MessageKeys};
 use super::outbox;
-use super::rows::{ms, opt_ms};
+use super::rows::{self, ms, opt_ms};
 use super::types::*;
 use super::writer::WriteCtx;
 
@@ -124,18 +124,15 @@ fn require(
 /// A message with its idempotency fingerprint and its look-up keys, made by the caller, off the writer
 /// thread.
 ///
-/// [`accept`] takes only what the store keeps in memory from it and leaves the rest for the caller to
-/// drop on its own thread (see [`Job::run`] for why the writer frees nothing its callers allocated).
+/// [`accept`] borrows it, taking only the recipient it answers with and sharing the keys, and leaves the
+/// rest for the caller to drop on its own thread (see [`Job::run`] for why the writer frees nothing its callers allocated).
 ///
 /// [`Job::run`]: super::writer::Job::run
 pub(crate) struct Fingerprinted {
     message: NewMessage,
     hash: Option<Vec<u8>>,
-    /// Taken by the accept that creates the message.
-    keys: Option<MessageKeys>,
+    keys: MessageKeys,
     /// Each part's PDU as bytes, as the parts table keeps them (see [`rows::pdu_hex`]).
-    ///
-    /// [`rows::pdu_hex`]: super::rows::pdu_hex
     pdus: Vec<Vec<u8>>,
 }
 
@@ -170,7 +167,7 @@ impl Fingerprinted {
             message,
             pdus,
             hash,
-            keys: Some(keys),
+            keys,
         })
     }
 }
@@ -192,9 +189,6 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &mut Fingerprinted) -> Result<
         keys,
         pdus,
     } = request;
-    let keys = keys
-        .take()
-        .ok_or_else(|| StoreError::Invalid("a message accepted twice".into()))?;
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now() => MessageState::Scheduled,
@@ -244,7 +238,8 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &mut Fingerprinted) -> Result<
         Ok(())
     })
     .map_err(DB)?;
-    ctx.created(id, keys, state, None);
+    // Shares the keys' text (a reference count each), which the store keeps until they are merged.
+    ctx.created(id, keys.clone(), state, None);
     first_event(ctx, id, Ev::new("api", "accepted", state))?;
     Ok(Accepted {
         id,
@@ -262,7 +257,7 @@ pub(crate) fn replay(ctx: &WriteCtx<'_>, request: &Fingerprinted) -> Result<Opti
     match (
         &request.message.idempotency_key,
         &request.hash,
-        request.keys.as_ref().and_then(MessageKeys::idempotency),
+        request.keys.idempotency(),
     ) {
         (Some(key), Some(hash), Some(joined)) => {
             idempotent_original(ctx, &request.message.api_key, key, hash, joined)
@@ -331,7 +326,7 @@ fn pending_parts(ctx: &WriteCtx<'_>, id: Uuid) -> Result<Vec<PendingPart>> {
         Ok(PendingPart {
             part: row.get(0)?,
             tpdu_length: row.get::<_, u32>(1)? as usize,
-            pdu_hex: super::rows::pdu_hex(row, 2)?,
+            pdu_hex: rows::pdu_hex(row, 2)?,
         })
     })
     .and_then(Iterator::collect)
