@@ -9,8 +9,17 @@
 //! it syncs share its next sync, so the writer starts its next batch at once and the disk is waited for
 //! once per sync, not once per batch.
 //!
+//! Two threads sync, taking turns at the handed batches: while one waits for the disk or answers its
+//! callers, the other can start the sync that covers the batches committed since. With one thread those
+//! batches waited for the sync in flight, then for its answers, before theirs began: 7-9 % of the store
+//! bench's throughput (BENCHMARKS.md). A sync covers every frame written before it starts, whoever
+//! wrote it, so a thread that finishes first may mark batches durable that the other still holds.
+//!
 //! The log is the file SQLite opened at `<database>-wal`: it stays that file while the writer's
-//! connection is open (SQLite deletes it only when the last connection closes), so it is opened once.
+//! connection is open (SQLite deletes it only when the last connection closes), so each thread opens it
+//! once. Each opens its own descriptor because Linux reports a failed write-back once per open file
+//! description: sharing one, the thread that asked second could hear success for pages the first heard
+//! were lost.
 //!
 //! Readers may see a batch before its sync ends (a process crash loses nothing of it: the kernel has
 //! it; a power cut could). What acts on the outside world after a read waits for [`Durable::settled`],
@@ -24,12 +33,15 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use tokio::sync::watch;
 
 use super::error::{Result, StoreError};
 use super::writer::Finish;
+
+/// How many threads sync the log (see the module's comment for why two).
+const SYNC_THREADS: usize = 2;
 
 /// A batch handed over by the writer: its answers and the commit's outcome.
 pub(crate) struct Committed {
@@ -86,18 +98,21 @@ impl Syncer {
                 source: Arc::new(source),
             }
         };
-        let log = File::open(&wal).map_err(io_error(&wal))?;
         let state = Arc::new(State {
             committed: AtomicU64::new(0),
             synced: watch::Sender::new(0),
             failed: OnceLock::new(),
         });
         let (batches, handed) = mpsc::channel();
-        let thread_state = state.clone();
-        std::thread::Builder::new()
-            .name("store-sync".into())
-            .spawn(move || run(&log, &wal, &handed, &thread_state))
-            .map_err(io_error(&PathBuf::from("store-sync thread")))?;
+        let handed = Arc::new(Mutex::new(handed));
+        for _ in 0..SYNC_THREADS {
+            let log = File::open(&wal).map_err(io_error(&wal))?;
+            let (wal, handed, state) = (wal.clone(), handed.clone(), state.clone());
+            std::thread::Builder::new()
+                .name("store-sync".into())
+                .spawn(move || run(&log, &wal, &handed, &state))
+                .map_err(io_error(&PathBuf::from("store-sync thread")))?;
+        }
         let durable = Durable {
             state: state.clone(),
         };
@@ -127,10 +142,10 @@ impl Syncer {
     }
 }
 
-fn run(log: &File, wal: &Path, handed: &mpsc::Receiver<(Committed, u64)>, state: &State) {
-    while let Ok(first) = handed.recv() {
-        let mut batches = vec![first];
-        batches.extend(handed.try_iter());
+/// Takes every batch handed over and not yet taken, syncs the log and answers them; until the writer
+/// is gone.
+fn run(log: &File, wal: &Path, handed: &Mutex<mpsc::Receiver<(Committed, u64)>>, state: &State) {
+    while let Some(batches) = take(handed) {
         let newest = batches.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
         let needs_sync = batches.iter().any(|(batch, _)| batch.commit.is_ok());
         let synced = match state.failed.get() {
@@ -144,8 +159,14 @@ fn run(log: &File, wal: &Path, handed: &mpsc::Receiver<(Committed, u64)>, state:
                 state.failed.get_or_init(|| error).clone()
             }),
             None => Ok(()),
-        };
-        state.synced.send_replace(newest);
+        }
+        // The other thread's sync may have failed meanwhile: then nothing is promised durable.
+        .and_then(|()| state.failed.get().map_or(Ok(()), |error| Err(error.clone())));
+        state.synced.send_if_modified(|synced| {
+            let newer = newest > *synced;
+            *synced = (*synced).max(newest);
+            newer
+        });
         for (batch, _) in batches {
             let answer = batch.commit.and_then(|()| synced.clone());
             for finish in batch.finishes {
@@ -153,6 +174,19 @@ fn run(log: &File, wal: &Path, handed: &mpsc::Receiver<(Committed, u64)>, state:
             }
         }
     }
+}
+
+/// Waits for a batch, then takes it with every other one waiting; `None` once the writer is gone.
+/// The other thread waits for the lock meanwhile: it has nothing to take either.
+fn take(handed: &Mutex<mpsc::Receiver<(Committed, u64)>>) -> Option<Vec<(Committed, u64)>> {
+    // A thread that panicked holding the lock left the receiver whole: it only receives.
+    let handed = handed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let first = handed.recv().ok()?;
+    let mut batches = vec![first];
+    batches.extend(handed.try_iter());
+    Some(batches)
 }
 
 #[cfg(test)]
@@ -197,6 +231,26 @@ mod tests {
         );
         durable.settled().await.unwrap();
         assert!(syncer.failed().is_none());
+    }
+
+    /// Both threads take batches and may finish out of order; every caller is answered once, and what
+    /// is marked durable never goes back below the newest batch synced.
+    #[tokio::test]
+    async fn many_batches_are_each_answered_once_and_the_synced_mark_only_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("gw.db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let (syncer, durable) = Syncer::spawn(wal).unwrap();
+        let (answers, answered) = mpsc::channel();
+        for _ in 0..200 {
+            syncer.hand_over(batch(Ok(()), &answers));
+        }
+        drop(answers);
+        let got: Vec<Result<()>> = answered.iter().collect();
+        assert_eq!(got.len(), 400);
+        assert!(got.iter().all(Result::is_ok), "{got:?}");
+        assert_eq!(*durable.state.synced.borrow(), 200);
+        durable.settled().await.unwrap();
     }
 
     /// `fdatasync` on /dev/null fails (EINVAL), as on a disk that lost the pages.
