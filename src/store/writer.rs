@@ -544,3 +544,70 @@ fn refused(stats: &Stats, error: &StoreError, requests: usize) {
         tracing::error!(%error, requests, refused, "batch not committed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::store::checkpoint::LogKeeper;
+    use crate::store::clock::SystemClock;
+    use crate::store::keys::MergePolicy;
+    use crate::store::migrations;
+
+    /// A writer on a real database whose commits are "synced" by `fdatasync` on /dev/null, which fails
+    /// (EINVAL) as a disk that lost the pages does.
+    fn writer_with_failing_syncs(dir: &std::path::Path) -> Writer {
+        let path = dir.join("gw.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        migrations::migrate(&mut conn, migrations::LATEST).unwrap();
+        let merger = Merger::start(&conn, MergePolicy::default()).unwrap();
+        let (syncer, _durable) = Syncer::spawn("/dev/null".into()).unwrap();
+        let setting = Setting {
+            clock: Arc::new(SystemClock),
+            wanted: Arc::new(Wanted {
+                webhooks: Vec::new(),
+                verdict: None,
+            }),
+            file: OpenedFile::new(path),
+            syncer,
+        };
+        Writer::spawn(conn, setting, merger, 64, LogKeeper::new(None, 1_000)).unwrap()
+    }
+
+    /// A commit whose sync failed is not acknowledged, and nothing after it is even run: the pages the
+    /// failed sync was to write may be gone, so the store refuses writes until a restart reads back what
+    /// the log holds.
+    #[tokio::test]
+    async fn after_a_failed_sync_no_write_is_acknowledged_or_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_failing_syncs(dir.path());
+        let probe = |ctx: &WriteCtx<'_>| {
+            ctx.conn
+                .execute(
+                    "INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, 'now')",
+                    [],
+                )
+                .map_err(StoreError::sqlite("probing"))
+        };
+        let first = writer.write(probe).await;
+        assert!(matches!(first, Err(StoreError::Io { .. })), "{first:?}");
+
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_here = ran.clone();
+        let second = writer
+            .write(move |ctx| {
+                ran_here.store(true, Ordering::SeqCst);
+                probe(ctx)
+            })
+            .await;
+        assert!(matches!(second, Err(StoreError::Io { .. })), "{second:?}");
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "a write ran after the failed sync"
+        );
+        let stats = writer.stats.snapshot();
+        assert_eq!((stats.commits, stats.refused), (1, 1), "{stats:?}");
+    }
+}
