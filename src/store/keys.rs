@@ -826,6 +826,70 @@ mod tests {
         );
     }
 
+    /// The sorter thread gone with a run's keys (it cannot panic on keys it only sorts, but if it ever
+    /// did): the writer reads every unmerged key back from `messages` and sorts runs in place from then
+    /// on, so no look-up loses a message.
+    #[test]
+    fn a_run_lost_with_the_sorter_is_read_again_and_merged_in_place() {
+        let conn = migrations::in_memory();
+        let policy = MergePolicy {
+            messages: 1,
+            every: Duration::MAX,
+            slice: 4 * SORT_ASIDE,
+        };
+        let mut merger = Merger::start(&conn, policy).unwrap();
+        let ids: Vec<Uuid> = (1..=SORT_ASIDE as u128).map(Uuid::from_u128).collect();
+        let number = |n: usize| format!("+1555{:07}", 100 - n % 100);
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, \
+                 created_at, updated_at, api_key, idempotency_key) \
+                 VALUES (?1, 'outbound', 'queued', ?2, 'x', 'gsm7', 1, 0, 0, 'cms', ?3)",
+            )
+            .unwrap();
+        let mut created = NewKeys::default();
+        for (n, id) in ids.iter().enumerate() {
+            let key = format!("k-{n}");
+            insert
+                .execute(params![id.to_string(), number(n), key])
+                .unwrap();
+            created.extend(MessageKeys::new(&number(n), None, "cms", Some(&key)).keys(*id));
+        }
+        merger.committed(Slice::NONE, created);
+        merger.start_run();
+        assert!(matches!(merger.run, Run::Sorting { .. }));
+
+        // The sorter stops: the far ends of both its channels are gone.
+        merger.sorter = Sorter {
+            runs: mpsc::channel().0,
+            sorted: mpsc::channel().1,
+        };
+        let mut merged = 0;
+        for _ in 0..8 {
+            let slice = merger.slice(&conn, 0).unwrap();
+            merged += slice.keys;
+            merger.committed(slice, NewKeys::default());
+            if matches!(merger.run, Run::Idle) && merger.waiting.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(merged, 2 * SORT_ASIDE);
+        let upto: String = conn
+            .query_row("SELECT upto FROM message_keys_merged", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(upto, ids[SORT_ASIDE - 1].to_string());
+        let hash = idempotency_hash("cms\nk-7");
+        assert_eq!(idempotency_runs::ids(&conn, hash).unwrap(), vec![ids[7]]);
+        let texted: Vec<Value> = (0..SORT_ASIDE)
+            .filter(|n| n % 100 == 7)
+            .map(|n| Value::Text(ids[n].to_string()))
+            .collect();
+        assert_eq!(
+            *super::ids(&conn, KeyKind::Peer, &number(7)).unwrap(),
+            texted
+        );
+    }
+
     /// Keys are found by their hash, but told apart by their text: two keys made to share a hash name
     /// their own messages. A later message takes a key over; a removal takes out only the message named.
     #[test]
