@@ -136,7 +136,7 @@ fn durable_accepts(c: &mut Criterion) {
     group.finish();
     let stats = store.writer_stats();
     println!(
-        "writer: {} requests in {} commits ({:.1} per fsync)",
+        "writer: {} requests in {} commits ({:.1} per commit)",
         stats.requests,
         stats.commits,
         stats.requests as f64 / stats.commits.max(1) as f64
