@@ -212,23 +212,28 @@ mod tests {
         }
     }
 
+    /// Sync threads on a log file in `dir`.
+    fn on_a_log(dir: &Path) -> (Syncer, Durable) {
+        let wal = dir.join("gw.db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        Syncer::spawn(wal).unwrap()
+    }
+
     #[tokio::test]
     async fn a_batch_is_answered_once_synced_and_a_failed_commit_with_its_error() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("gw.db-wal");
-        std::fs::write(&wal, b"frames").unwrap();
-        let (syncer, durable) = Syncer::spawn(wal).unwrap();
+        let (syncer, durable) = on_a_log(dir.path());
         let (answers, answered) = mpsc::channel();
         syncer.hand_over(batch(Ok(()), &answers));
         syncer.hand_over(batch(Err(StoreError::RolledBack), &answers));
+        // The two threads may take one batch each, and the failed one needs no sync: in either order.
         let got: Vec<Result<()>> = answered.iter().take(4).collect();
-        assert!(got[..2].iter().all(Result::is_ok), "{got:?}");
-        assert!(
-            got[2..]
-                .iter()
-                .all(|answer| matches!(answer, Err(StoreError::RolledBack))),
-            "{got:?}"
-        );
+        let synced = got.iter().filter(|answer| answer.is_ok()).count();
+        let rolled_back = got
+            .iter()
+            .filter(|answer| matches!(answer, Err(StoreError::RolledBack)))
+            .count();
+        assert_eq!((synced, rolled_back), (2, 2), "{got:?}");
         durable.settled().await.unwrap();
         assert!(syncer.failed().is_none());
     }
@@ -238,9 +243,7 @@ mod tests {
     #[tokio::test]
     async fn many_batches_are_each_answered_once_and_the_synced_mark_only_grows() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = dir.path().join("gw.db-wal");
-        std::fs::write(&wal, b"frames").unwrap();
-        let (syncer, durable) = Syncer::spawn(wal).unwrap();
+        let (syncer, durable) = on_a_log(dir.path());
         let (answers, answered) = mpsc::channel();
         for _ in 0..200 {
             syncer.hand_over(batch(Ok(()), &answers));

@@ -763,43 +763,52 @@ mod tests {
             .unwrap()
     }
 
-    /// A run too big to sort in place goes to the sorter thread while batches go on; once sorted it
-    /// is merged in key order (one row per number), and the watermark ends at its newest id.
-    #[test]
-    fn a_large_run_is_sorted_aside_then_merged_in_key_order() {
-        let conn = migrations::in_memory();
+    /// A run of `SORT_ASIDE` messages' keys for the sorter: message `n` (id `n + 1`) is to one of 100
+    /// numbers, [`number`]`(n)`, with idempotency key `k-n`; merged in one slice (a number split across
+    /// slices would have a row in each).
+    fn run_for_the_sorter(conn: &Connection) -> (Merger, Vec<Uuid>) {
         let policy = MergePolicy {
             messages: 1,
             every: Duration::MAX,
-            // One slice: a number is split across slices, so only one slice has one row per number.
             slice: 4 * SORT_ASIDE,
         };
-        let mut merger = Merger::start(&conn, policy).unwrap();
+        let mut merger = Merger::start(conn, policy).unwrap();
         let ids: Vec<Uuid> = (1..=SORT_ASIDE as u128).map(Uuid::from_u128).collect();
-        let number = |n: usize| format!("+1555{:07}", 100 - n % 100);
         let mut created = NewKeys::default();
         for (n, id) in ids.iter().enumerate() {
             let key = format!("k-{n}");
             created.extend(MessageKeys::new(&number(n), None, "cms", Some(&key)).keys(*id));
         }
         merger.committed(Slice::NONE, created);
-
-        // The run goes to the sorter (started here, not through `slice`, which would race the sorter
-        // for whether this batch already finds it sorted); its keys are still answered meanwhile.
+        // Started here, not through `slice`, which would race the sorter for whether this batch
+        // already finds it sorted.
         assert!(merger.due());
         merger.start_run();
         assert!(matches!(merger.run, Run::Sorting { .. }));
-        let hash = idempotency_hash("cms\nk-7");
-        assert_eq!(merger.idempotent("cms\nk-7", hash), Some(ids[7]));
+        (merger, ids)
+    }
 
-        merger.wait_sorted();
+    fn number(n: usize) -> String {
+        format!("+1555{:07}", 100 - n % 100)
+    }
+
+    /// Runs slices (up to `rounds`) until nothing is left to merge; returns how many keys they merged.
+    fn merge_all(merger: &mut Merger, conn: &Connection, rounds: usize) -> usize {
         let mut merged = 0;
-        while !matches!(merger.run, Run::Idle) {
-            let slice = merger.slice(&conn, 0).unwrap();
+        for _ in 0..rounds {
+            let slice = merger.slice(conn, 0).unwrap();
             merged += slice.keys;
             merger.committed(slice, NewKeys::default());
+            if matches!(merger.run, Run::Idle) && merger.waiting.is_empty() {
+                break;
+            }
         }
-        assert_eq!(merged, 2 * SORT_ASIDE);
+        merged
+    }
+
+    /// Every key of [`run_for_the_sorter`]'s messages is in the tables, one row per number, and the
+    /// look-ups find them there.
+    fn assert_merged(conn: &Connection, ids: &[Uuid]) {
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |row| row.get(0)).unwrap() };
         assert_eq!(
             count("SELECT count(*) FROM message_keys WHERE kind = 0"),
@@ -813,17 +822,33 @@ mod tests {
             .query_row("SELECT upto FROM message_keys_merged", [], |row| row.get(0))
             .unwrap();
         assert_eq!(upto, ids[SORT_ASIDE - 1].to_string());
-        // Answered from the table now, not the writer's memory.
-        assert_eq!(merger.idempotent("cms\nk-7", hash), None);
-        assert_eq!(idempotency_runs::ids(&conn, hash).unwrap(), vec![ids[7]]);
+        let hash = idempotency_hash("cms\nk-7");
+        assert_eq!(idempotency_runs::ids(conn, hash).unwrap(), vec![ids[7]]);
         let texted: Vec<Value> = (0..SORT_ASIDE)
             .filter(|n| n % 100 == 7)
             .map(|n| Value::Text(ids[n].to_string()))
             .collect();
         assert_eq!(
-            *super::ids(&conn, KeyKind::Peer, &number(7)).unwrap(),
+            *super::ids(conn, KeyKind::Peer, &number(7)).unwrap(),
             texted
         );
+    }
+
+    /// A run too big to sort in place goes to the sorter thread while batches go on; once sorted it
+    /// is merged in key order (one row per number), and the watermark ends at its newest id.
+    #[test]
+    fn a_large_run_is_sorted_aside_then_merged_in_key_order() {
+        let conn = migrations::in_memory();
+        let (mut merger, ids) = run_for_the_sorter(&conn);
+        // Its keys are still answered while it is sorted.
+        let hash = idempotency_hash("cms\nk-7");
+        assert_eq!(merger.idempotent("cms\nk-7", hash), Some(ids[7]));
+
+        merger.wait_sorted();
+        assert_eq!(merge_all(&mut merger, &conn, 8), 2 * SORT_ASIDE);
+        assert_merged(&conn, &ids);
+        // Answered from the table now, not the writer's memory.
+        assert_eq!(merger.idempotent("cms\nk-7", hash), None);
     }
 
     /// The sorter thread gone with a run's keys (it cannot panic on keys it only sorts, but if it ever
@@ -832,14 +857,7 @@ mod tests {
     #[test]
     fn a_run_lost_with_the_sorter_is_read_again_and_merged_in_place() {
         let conn = migrations::in_memory();
-        let policy = MergePolicy {
-            messages: 1,
-            every: Duration::MAX,
-            slice: 4 * SORT_ASIDE,
-        };
-        let mut merger = Merger::start(&conn, policy).unwrap();
-        let ids: Vec<Uuid> = (1..=SORT_ASIDE as u128).map(Uuid::from_u128).collect();
-        let number = |n: usize| format!("+1555{:07}", 100 - n % 100);
+        let (mut merger, ids) = run_for_the_sorter(&conn);
         let mut insert = conn
             .prepare(
                 "INSERT INTO messages (id, direction, state, peer, text, encoding, part_count, \
@@ -847,47 +865,19 @@ mod tests {
                  VALUES (?1, 'outbound', 'queued', ?2, 'x', 'gsm7', 1, 0, 0, 'cms', ?3)",
             )
             .unwrap();
-        let mut created = NewKeys::default();
         for (n, id) in ids.iter().enumerate() {
-            let key = format!("k-{n}");
             insert
-                .execute(params![id.to_string(), number(n), key])
+                .execute(params![id.to_string(), number(n), format!("k-{n}")])
                 .unwrap();
-            created.extend(MessageKeys::new(&number(n), None, "cms", Some(&key)).keys(*id));
         }
-        merger.committed(Slice::NONE, created);
-        merger.start_run();
-        assert!(matches!(merger.run, Run::Sorting { .. }));
 
         // The sorter stops: the far ends of both its channels are gone.
         merger.sorter = Sorter {
             runs: mpsc::channel().0,
             sorted: mpsc::channel().1,
         };
-        let mut merged = 0;
-        for _ in 0..8 {
-            let slice = merger.slice(&conn, 0).unwrap();
-            merged += slice.keys;
-            merger.committed(slice, NewKeys::default());
-            if matches!(merger.run, Run::Idle) && merger.waiting.is_empty() {
-                break;
-            }
-        }
-        assert_eq!(merged, 2 * SORT_ASIDE);
-        let upto: String = conn
-            .query_row("SELECT upto FROM message_keys_merged", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(upto, ids[SORT_ASIDE - 1].to_string());
-        let hash = idempotency_hash("cms\nk-7");
-        assert_eq!(idempotency_runs::ids(&conn, hash).unwrap(), vec![ids[7]]);
-        let texted: Vec<Value> = (0..SORT_ASIDE)
-            .filter(|n| n % 100 == 7)
-            .map(|n| Value::Text(ids[n].to_string()))
-            .collect();
-        assert_eq!(
-            *super::ids(&conn, KeyKind::Peer, &number(7)).unwrap(),
-            texted
-        );
+        assert_eq!(merge_all(&mut merger, &conn, 8), 2 * SORT_ASIDE);
+        assert_merged(&conn, &ids);
     }
 
     /// Keys are found by their hash, but told apart by their text: two keys made to share a hash name

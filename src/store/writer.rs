@@ -607,7 +607,8 @@ mod tests {
             !ran.load(Ordering::SeqCst),
             "a write ran after the failed sync"
         );
-        let stats = writer.stats.snapshot();
+        // The refusal is counted just after its callers are told.
+        let stats = writer.stats.until(|stats| stats.refused > 0).await;
         assert_eq!((stats.commits, stats.refused), (1, 1), "{stats:?}");
     }
 }
