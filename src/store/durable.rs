@@ -4,9 +4,9 @@
 //! the one thread every write waits on, sat idle for the disk a tenth of its time under load. The writer
 //! now commits with `synchronous=NORMAL`: SQLite writes the batch's frames to the log (the page cache)
 //! and returns, and checkpoints still sync the log before copying it into the database, and the database
-//! after. The batch's answers come here; this thread `fdatasync`s the log, which makes every frame
+//! after. The batch's answers come here; a sync thread `fdatasync`s the log, which makes every frame
 //! written before the call durable, and only then answers the batch's callers. Batches committed while
-//! it syncs share its next sync, so the writer starts its next batch at once and the disk is waited for
+//! it syncs share a later sync, so the writer starts its next batch at once and the disk is waited for
 //! once per sync, not once per batch.
 //!
 //! Two threads sync, taking turns at the handed batches: while one waits for the disk or answers its
@@ -14,6 +14,8 @@
 //! batches waited for the sync in flight, then for its answers, before theirs began: 7-9 % of the store
 //! bench's throughput (BENCHMARKS.md). A sync covers every frame written before it starts, whoever
 //! wrote it, so a thread that finishes first may mark batches durable that the other still holds.
+//! Answers to different batches may therefore come out of commit order; each still comes only after a
+//! sync that began after its batch was committed.
 //!
 //! The log is the file SQLite opened at `<database>-wal`: it stays that file while the writer's
 //! connection is open (SQLite deletes it only when the last connection closes), so each thread opens it
