@@ -150,19 +150,20 @@ fn run(log: &File, wal: &Path, handed: &Mutex<mpsc::Receiver<(Committed, u64)>>,
     while let Some(batches) = take(handed) {
         let newest = batches.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
         let needs_sync = batches.iter().any(|(batch, _)| batch.commit.is_ok());
-        let synced = match state.failed.get() {
-            Some(error) => Err(error.clone()),
-            None if needs_sync => log.sync_data().map_err(|source| {
+        let synced = if needs_sync && state.failed.get().is_none() {
+            log.sync_data().map_err(|source| {
                 let error = StoreError::Io {
                     path: wal.to_path_buf(),
                     source: Arc::new(source),
                 };
                 tracing::error!(%error, "syncing the write-ahead log failed: the store refuses writes until a restart");
                 state.failed.get_or_init(|| error).clone()
-            }),
-            None => Ok(()),
+            })
+        } else {
+            Ok(())
         }
-        // The other thread's sync may have failed meanwhile: then nothing is promised durable.
+        // After a failed sync, this thread's or the other's (before or during this one), nothing is
+        // promised durable.
         .and_then(|()| state.failed.get().map_or(Ok(()), |error| Err(error.clone())));
         state.synced.send_if_modified(|synced| {
             let newer = newest > *synced;
