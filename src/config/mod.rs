@@ -174,7 +174,7 @@ pub struct Storage {
     /// Whether messages left `unknown` by a crash mid-send are queued again at start. Off by default:
     /// the modem may already have sent them, and a duplicate collection text is a complaint.
     pub resend_unknown_on_start: bool,
-    /// How large the write-ahead log may grow under a bulk load (default 512 MB): the disk space to leave.
+    /// How large the write-ahead log may grow under a bulk load (default 256 MB): the disk space to leave.
     pub wal_limit_mb: WalLimit,
     /// Finished messages older than this are deleted (see `store::retention`); absent keeps everything.
     pub retain_days: Option<RetainDays>,

@@ -634,7 +634,7 @@ impl WalLimit {
 
 impl Default for WalLimit {
     fn default() -> Self {
-        WalLimit { megabytes: 512 }
+        WalLimit { megabytes: 256 }
     }
 }
 

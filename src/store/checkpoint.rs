@@ -9,7 +9,7 @@
 //! the commits made while it copied. A bulk load grew the `-wal` file past 1 GB in 8 s that way, every
 //! frame written to new file space (which the kernel zeroes and allocates first: a fifth of the writer's
 //! time), and a start after a crash would have had to read all of it. So once the log holds a limit of
-//! frames (512 MB by default) the writer copies the rest itself, between two batches, and its next commit
+//! frames (256 MB by default) the writer copies the rest itself, between two batches, and its next commit
 //! starts the log over. The file keeps that size while the load lasts, and is given back a minute after.
 
 use std::ffi::c_int;
@@ -32,14 +32,16 @@ const NUDGE_FRAMES: u32 = 8_192;
 /// soak run), so waiting for a volume let the log reach 610 MB in ten minutes.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The default limit of frames in the log: 512 MB of 4 KB pages. Each catch-up holds the writer for the
+/// The default limit of frames in the log: 256 MB of 4 KB pages. Each catch-up holds the writer for the
 /// rest of the copy and an fsync of the database file (5-130 ms under a campaign's load), so the limit sets
 /// how often callers wait that long; but every frame past the file's size goes to new file space, which
-/// the kernel allocates and zeroes first, and a smaller log starts over into space it has sooner. In
-/// session 16 a 1 GB limit gave `bench/bench.py campaign` a p99 of 21-31 ms against 14.1 ms at 2 GB; on
-/// session 21's VM 512 MB gave 17.3-19.5 ms against 17.2-19.4 ms at 2 GB (45-s runs, alternating), and
-/// the store bench's writer spent a fifth less CPU per message (20.3 against 25.3-27.4 µs).
-pub(crate) const LIMIT_FRAMES: u32 = 131_072;
+/// the kernel allocates and zeroes first (a fifth of the writer's time in session 25's profile of a fresh
+/// database, against 2 % once the log wrote over its own file), and a smaller log starts over into space
+/// it has sooner. In session 16 a 1 GB limit gave `bench/bench.py campaign` a p99 of 21-31 ms against
+/// 14.1 ms at 2 GB; on session 21's VM 512 MB gave 17.3-19.5 ms against 17.2-19.4 ms at 2 GB. In session
+/// 25, alternating 256 MB with 512 MB: `bench/bench.py batch` 68,660 and 66,070 msg/s, p99 115 and 113 ms,
+/// against 65,710 and 62,790, p99 168 and 143 ms; `campaign` p99 12.2 and 12.8 ms against 13.5 and 13.6.
+pub(crate) const LIMIT_FRAMES: u32 = 65_536;
 
 /// Past the limit, the writer catches up once the checkpointer has left at most this many frames to copy
 /// (4 MB: a few milliseconds, which every caller in the next batch waits for) beyond the last two commits
@@ -64,7 +66,7 @@ const LIGHT_FRAMES: u32 = 512;
 const SETTLE_FRAMES: u32 = 1_024;
 
 /// Once the log has grown slower than [`LIGHT_FRAMES`] a second for this long, the campaign that grew it
-/// is over: the file, kept at up to the limit (512 MB) so a sustained load writes into space it already
+/// is over: the file, kept at up to the limit (256 MB) so a sustained load writes into space it already
 /// has, is cut back to [`QUIET_FILE_FRAMES`] when the log next starts over, which under light traffic is
 /// within seconds. A disk that a campaign filled to the limit is returned to the admin a minute after it,
 /// and the next campaign pays for new file space again until the log reaches its limit.

@@ -87,7 +87,7 @@ pub struct OpenOptions {
     pub inbound_verdict: Option<Verdict>,
     /// Frames (pages) in the write-ahead log at which the writer completes a checkpoint itself between two
     /// batches, so the log starts over (see `checkpoint`); also the size the log file is cut back to.
-    /// Default 131,072: 512 MB (`[storage] wal_limit_mb`).
+    /// Default 65,536: 256 MB (`[storage] wal_limit_mb`).
     pub wal_limit_frames: u32,
     /// Run the checkpointer thread (on by default). Off, only the writer's catch-up at
     /// `wal_limit_frames` bounds the log: tests use that to watch it alone.
