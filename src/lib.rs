@@ -18,8 +18,10 @@
 //! - [`daemon`]: `modemgate serve`: everything above wired together, signals and systemd.
 //! - [`cli`]: the subcommands of the `modemgate` binary, one library function each.
 //! - [`tls`]: TLS for the HTTP API (`[server] tls_cert`), and the https clients of the CLI and webhooks.
+//! - [`allocator`]: mimalloc, for every binary built on this crate, and its settings.
 //! - [`wire_time`]: how times are written in API answers, exports and webhooks.
 
+pub mod allocator;
 pub mod api;
 pub mod at;
 pub mod cli;
