@@ -25,7 +25,8 @@ unsafe extern "C" {
 }
 
 /// Runs as a constructor, before `main` and before the Rust runtime allocates, in every binary linked with
-/// this crate: an arena reserved before the options are set stays committed whole.
+/// this crate: an arena reserved before the options are set stays committed whole. `.init_array` is ELF's
+/// list of constructors, run by the dynamic loader on Linux, the only system the daemon is built for.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static SET_BEFORE_MAIN: extern "C" fn() = {
