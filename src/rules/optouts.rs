@@ -1,8 +1,8 @@
 //! The set of opted-out numbers, held in memory so the gate can consult it synchronously at every hand-off,
 //! and written through to the store (with its audit trail) on every change.
 
-use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use uuid::Uuid;
 
@@ -28,6 +28,9 @@ pub struct OptOuts {
     /// Each with how it came about. A std lock, not an async one: `contains` runs on the dispatcher's task
     /// and must not await; writers hold it only to insert or remove one number.
     numbers: RwLock<HashMap<String, OptOutSource>>,
+    /// Numbers in `numbers` only through [`OptOuts::hold`]: suppressed, but no opt-out is on record, so
+    /// the reply's recording is not turned away as a repeat. Locked after `numbers`, never before.
+    held: Mutex<HashSet<String>>,
 }
 
 impl OptOuts {
@@ -43,6 +46,7 @@ impl OptOuts {
         Ok(OptOuts {
             store: store.clone(),
             numbers: RwLock::new(numbers),
+            held: Mutex::default(),
         })
     }
 
@@ -75,7 +79,10 @@ impl OptOuts {
     ) -> Result<bool, StoreError> {
         {
             let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+            let held = self.held().remove(number);
             match numbers.get(number) {
+                // Only held: this is the opt-out the hold stood in for.
+                Some(_) if held => {}
                 // A reply under review confirmed by a STOP (or by the agency) becomes that opt-out: the
                 // messages it only held fail now. An agency's opt-out (a cease-communication letter)
                 // replaces a STOP too, so that a START can no longer lift it.
@@ -98,17 +105,22 @@ impl OptOuts {
         Ok(true)
     }
 
-    /// Suppresses `number` in memory only, as a reply under review would (so a STOP recorded later
-    /// replaces it): for a reply that reads as an opt-out but could not be stored (a full disk). It stays on
-    /// the SIM, is read again and recorded once the store takes writes; until then nothing goes to the
-    /// number. Returns whether it was not suppressed already.
+    /// Suppresses `number` in memory only, as a reply under review would: for a reply that reads as an
+    /// opt-out but could not be stored (a full disk). It stays on the SIM, is read again and recorded once
+    /// the store takes writes (as a STOP or as a reply under review, either replacing the hold); until then
+    /// nothing goes to the number. Returns whether it was not suppressed already.
     pub fn hold(&self, number: &str) -> bool {
         let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
         if numbers.contains_key(number) {
             return false;
         }
         numbers.insert(number.to_owned(), OptOutSource::Review);
+        self.held().insert(number.to_owned());
         true
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was
@@ -128,10 +140,9 @@ impl OptOuts {
                 detail: origin.detail,
             })
             .await?;
-        self.numbers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(number);
+        let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+        numbers.remove(number);
+        self.held().remove(number);
         Ok(true)
     }
 
@@ -201,6 +212,39 @@ mod tests {
         assert_eq!(reloaded.source(number), Some(OptOutSource::Api));
         let listed = reloaded.list().await.unwrap();
         assert_eq!(listed[0].detail.as_deref(), Some("cease letter"));
+    }
+
+    /// A reply held in memory because the store refused it ([`OptOuts::hold`]) is recorded when it is read
+    /// again, even as a reply under review, which the hold itself looks like: else the number would be
+    /// suppressed only until the next restart, with no audit entry.
+    #[tokio::test]
+    async fn a_held_reply_is_recorded_when_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("db"), OpenOptions::default()).unwrap();
+        let optouts = OptOuts::load(&store).await.unwrap();
+        let rules = || Origin {
+            actor: "rules",
+            detail: Some("please stop texting me".into()),
+            ..Origin::default()
+        };
+        for source in [OptOutSource::Review, OptOutSource::Keyword] {
+            let number = match source {
+                OptOutSource::Review => "+14155550100",
+                _ => "+14155550101",
+            };
+            assert!(optouts.hold(number));
+            assert!(!optouts.hold(number), "held twice");
+            assert!(optouts.contains(number));
+            assert!(optouts.add(number, source, rules()).await.unwrap());
+            assert!(!optouts.add(number, source, rules()).await.unwrap());
+            let reloaded = OptOuts::load(&store).await.unwrap();
+            assert_eq!(reloaded.source(number), Some(source), "{source:?}");
+        }
+        // Lifted while held (an admin's removal): nothing of the hold is left to record later.
+        assert!(optouts.hold("+14155550102"));
+        assert!(optouts.remove("+14155550102", rules()).await.unwrap());
+        assert!(!optouts.contains("+14155550102"));
+        assert!(optouts.hold("+14155550102"));
     }
 
     #[tokio::test]
