@@ -1,8 +1,8 @@
 //! The set of opted-out numbers, held in memory so the gate can consult it synchronously at every hand-off,
 //! and written through to the store (with its audit trail) on every change.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 
 use uuid::Uuid;
 
@@ -27,10 +27,26 @@ pub struct OptOuts {
     store: Store,
     /// Each with how it came about. A std lock, not an async one: `contains` runs on the dispatcher's task
     /// and must not await; writers hold it only to insert or remove one number.
-    numbers: RwLock<HashMap<String, OptOutSource>>,
-    /// Numbers in `numbers` only through [`OptOuts::hold`]: suppressed, but no opt-out is on record, so
-    /// the reply's recording is not turned away as a repeat. Locked after `numbers`, never before.
-    held: Mutex<HashSet<String>>,
+    numbers: RwLock<HashMap<String, Suppressed>>,
+}
+
+/// Why a number is suppressed.
+#[derive(Debug, Clone, Copy)]
+enum Suppressed {
+    /// An opt-out on record.
+    Recorded(OptOutSource),
+    /// Only through [`OptOuts::hold`]: no opt-out is on record yet, so the reply's recording, when it is
+    /// read again, is not turned away as a repeat. Counts as a reply under review meanwhile.
+    Held,
+}
+
+impl Suppressed {
+    fn source(self) -> OptOutSource {
+        match self {
+            Suppressed::Recorded(source) => source,
+            Suppressed::Held => OptOutSource::Review,
+        }
+    }
 }
 
 impl OptOuts {
@@ -41,12 +57,14 @@ impl OptOuts {
             .await?
             .into_iter()
             // A source this build does not know is kept as the strictest: lifted only through the API.
-            .map(|r| (r.number, r.source.unwrap_or(OptOutSource::Api)))
+            .map(|r| {
+                let source = r.source.unwrap_or(OptOutSource::Api);
+                (r.number, Suppressed::Recorded(source))
+            })
             .collect();
         Ok(OptOuts {
             store: store.clone(),
             numbers: RwLock::new(numbers),
-            held: Mutex::default(),
         })
     }
 
@@ -63,7 +81,7 @@ impl OptOuts {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(number)
-            .copied()
+            .map(|suppressed| suppressed.source())
     }
 
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
@@ -79,18 +97,17 @@ impl OptOuts {
     ) -> Result<bool, StoreError> {
         {
             let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
-            let held = self.held().remove(number);
             match numbers.get(number) {
                 // Only held: this is the opt-out the hold stood in for.
-                Some(_) if held => {}
+                Some(Suppressed::Held) => {}
                 // A reply under review confirmed by a STOP (or by the agency) becomes that opt-out: the
                 // messages it only held fail now. An agency's opt-out (a cease-communication letter)
                 // replaces a STOP too, so that a START can no longer lift it.
-                Some(&existing) if outranks(source, existing) => {}
+                Some(&Suppressed::Recorded(existing)) if outranks(source, existing) => {}
                 Some(_) => return Ok(false),
                 None => {}
             }
-            numbers.insert(number.to_owned(), source);
+            numbers.insert(number.to_owned(), Suppressed::Recorded(source));
         }
         self.store
             .set_optout(OptOutChange {
@@ -114,13 +131,8 @@ impl OptOuts {
         if numbers.contains_key(number) {
             return false;
         }
-        numbers.insert(number.to_owned(), OptOutSource::Review);
-        self.held().insert(number.to_owned());
+        numbers.insert(number.to_owned(), Suppressed::Held);
         true
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records an opt-in (consent given again, or an admin's removal); returns whether the number was
@@ -140,9 +152,10 @@ impl OptOuts {
                 detail: origin.detail,
             })
             .await?;
-        let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
-        numbers.remove(number);
-        self.held().remove(number);
+        self.numbers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(number);
         Ok(true)
     }
 
