@@ -1076,6 +1076,16 @@ async fn a_stop_the_store_could_not_take_is_read_again_soon() {
         .unwrap();
     until_store(&gateway, &http, StoreMoment::Refused).await;
     // Until it is read again and stored, the number is held in memory: nothing goes to it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gateway.optouts_unrecorded_until(|n| n == 1),
+    )
+    .await
+    .expect("the STOP's number was never held");
+    assert_eq!(
+        metric(&http.text("/metrics").await, "modemgate_optouts_unrecorded"),
+        Some(1.0)
+    );
     let (status, body) = http
         .post(
             "/v1/messages",
@@ -1092,6 +1102,11 @@ async fn a_stop_the_store_could_not_take_is_read_again_soon() {
     .await
     .expect("the STOP was left for the periodic sweep");
     assert_eq!(opted["data"]["number"], "+14158906431", "{opted}");
+    // The hold gave way to the record before the webhook was queued.
+    assert_eq!(
+        metric(&http.text("/metrics").await, "modemgate_optouts_unrecorded"),
+        Some(0.0)
+    );
     gateway.stop().await;
 }
 

@@ -479,6 +479,7 @@ impl Backend for Gateway {
                 self.store.check().is_ok(),
                 self.store.writer_stats().refused,
             );
+            metrics.set_optouts_unrecorded(self.optouts.unrecorded());
             // The modems' own gauges are current even when the store cannot count their sends.
             let today = self.store.daily_sent(self.store.clock().now()).await;
             let records = self.store.modems().await;

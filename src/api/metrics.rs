@@ -97,6 +97,8 @@ struct Registry {
     retention_deleted: (u64, u64),
     /// Whether the store takes writes, and the write batches it refused since start.
     store: (bool, u64),
+    /// Numbers suppressed in memory with no opt-out on record (see `OptOuts::unrecorded`).
+    optouts_unrecorded: usize,
 }
 
 /// API answers by HTTP status (100-599) since start: counted on every request, so without a lock.
@@ -181,6 +183,11 @@ impl Metrics {
     /// Whether the store takes writes now (see `Store::check`), and the batches it refused since start.
     pub fn set_store(&self, writable: bool, refused_batches: u64) {
         self.lock().store = (writable, refused_batches);
+    }
+
+    /// Numbers suppressed in memory with no opt-out on record yet.
+    pub fn set_optouts_unrecorded(&self, numbers: usize) {
+        self.lock().optouts_unrecorded = numbers;
     }
 
     /// Counts an API answer.
@@ -280,6 +287,20 @@ impl Metrics {
             "modemgate_store_refused_batches_total",
             &[],
             refused as f64,
+        );
+        header(
+            &mut out,
+            "modemgate_optouts_unrecorded",
+            "gauge",
+            "Numbers nothing is sent to although no opt-out is on record: a reply that reads as one, or an \
+             opt-out, the store refused. Each is recorded when its reply is read again from the SIM or its \
+             rules run again.",
+        );
+        sample(
+            &mut out,
+            "modemgate_optouts_unrecorded",
+            &[],
+            registry.optouts_unrecorded as f64,
         );
         let codes: Vec<(String, u64)> = (100u16..600)
             .filter_map(|code| {
@@ -573,6 +594,7 @@ mod tests {
         metrics.add_retention_deleted(3, 1);
         metrics.add_retention_deleted(2, 0);
         metrics.set_store(false, 7);
+        metrics.set_optouts_unrecorded(2);
         metrics.count_response(202);
         metrics.count_response(503);
         metrics.count_response(202);
@@ -584,6 +606,7 @@ mod tests {
             "modemgate_retention_deleted_total{kind=\"webhook_events\"} 1",
             "modemgate_store_writable 0",
             "modemgate_store_refused_batches_total 7",
+            "modemgate_optouts_unrecorded 2",
             "modemgate_http_responses_total{code=\"202\"} 2",
             "modemgate_http_responses_total{code=\"503\"} 1",
         ] {

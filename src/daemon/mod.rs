@@ -387,6 +387,12 @@ impl Running {
             .map(|r| r.handle.health())
     }
 
+    /// Waits until the count of numbers suppressed with no opt-out on record (`/metrics`'
+    /// `modemgate_optouts_unrecorded`) satisfies `until`: for tests to wait on a hold, not on time.
+    pub async fn optouts_unrecorded_until(&self, until: impl Fn(usize) -> bool) -> usize {
+        self.optouts.unrecorded_until(until).await
+    }
+
     /// Apply a new configuration without dropping the queue: API keys are swapped; modems are added,
     /// removed, re-opened (device, baud or PIN changed), paused or resumed; rates, daily caps, quiet
     /// hours, contact caps, `[dispatch]`, keywords, opt-out texts and reply rules take effect through a

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use crate::store::OptOutSource;
@@ -28,6 +29,9 @@ pub struct OptOuts {
     /// Each with how it came about. A std lock, not an async one: `contains` runs on the dispatcher's task
     /// and must not await; writers hold it only to insert or remove one number.
     numbers: RwLock<HashMap<String, Suppressed>>,
+    /// How many numbers are [`Suppressed::Held`]: an admin's sign that opt-outs are enforced from memory
+    /// alone, with nothing on record yet (`/metrics`), and a test's to wait for a hold.
+    held: watch::Sender<usize>,
 }
 
 /// Why a number is suppressed.
@@ -35,16 +39,17 @@ pub struct OptOuts {
 enum Suppressed {
     /// An opt-out on record.
     Recorded(OptOutSource),
-    /// Only through [`OptOuts::hold`]: no opt-out is on record yet, so the reply's recording, when it is
-    /// read again, is not turned away as a repeat. Counts as a reply under review meanwhile.
-    Held,
+    /// In memory only, as the source would have it: no opt-out is on record yet, so the next
+    /// [`OptOuts::add`] for the number writes one rather than being turned away as a repeat. Through
+    /// [`OptOuts::hold`] (a reply the store refused, as a reply under review) or an `add` whose write
+    /// failed.
+    Held(OptOutSource),
 }
 
 impl Suppressed {
     fn source(self) -> OptOutSource {
         match self {
-            Suppressed::Recorded(source) => source,
-            Suppressed::Held => OptOutSource::Review,
+            Suppressed::Recorded(source) | Suppressed::Held(source) => source,
         }
     }
 }
@@ -65,7 +70,26 @@ impl OptOuts {
         Ok(OptOuts {
             store: store.clone(),
             numbers: RwLock::new(numbers),
+            held: watch::Sender::new(0),
         })
+    }
+
+    /// How many numbers are suppressed with no opt-out on record (see [`Suppressed::Held`]).
+    pub fn unrecorded(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Waits until the count of [`OptOuts::unrecorded`] numbers satisfies `until`, and returns it.
+    pub async fn unrecorded_until(&self, until: impl Fn(usize) -> bool) -> usize {
+        let mut held = self.held.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        held.wait_for(|n| until(*n)).await.map_or(0, |n| *n)
+    }
+
+    /// Counts a number that became held (`+1`) or stopped being held (`-1`).
+    fn count_held(&self, change: isize) {
+        self.held
+            .send_modify(|n| *n = n.saturating_add_signed(change));
     }
 
     pub fn contains(&self, number: &str) -> bool {
@@ -87,29 +111,32 @@ impl OptOuts {
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
     /// record (when, which message, which modem), unless the new one is firmer: a STOP replaces a reply
     /// under review, and the agency's opt-out replaces either. The number is suppressed in memory before the store is
-    /// written, so no hand-off slips through while the write is in flight; if the write fails it stays
-    /// suppressed until restart.
+    /// written, so no hand-off slips through while the write is in flight. If the write fails it stays
+    /// suppressed until restart, held (see [`Suppressed::Held`]) when nothing was on record before.
     pub async fn add(
         &self,
         number: &str,
         source: OptOutSource,
         origin: Origin<'_>,
     ) -> Result<bool, StoreError> {
-        {
+        let before = {
             let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
-            match numbers.get(number) {
-                // Only held: this is the opt-out the hold stood in for.
-                Some(Suppressed::Held) => {}
+            let before = numbers.get(number).copied();
+            match before {
+                // Not on record: this is the opt-out the hold stood in for.
+                Some(Suppressed::Held(_)) => self.count_held(-1),
                 // A reply under review confirmed by a STOP (or by the agency) becomes that opt-out: the
                 // messages it only held fail now. An agency's opt-out (a cease-communication letter)
                 // replaces a STOP too, so that a START can no longer lift it.
-                Some(&Suppressed::Recorded(existing)) if outranks(source, existing) => {}
-                Some(_) => return Ok(false),
+                Some(Suppressed::Recorded(existing)) if outranks(source, existing) => {}
+                Some(Suppressed::Recorded(_)) => return Ok(false),
                 None => {}
             }
             numbers.insert(number.to_owned(), Suppressed::Recorded(source));
-        }
-        self.store
+            before
+        };
+        let written = self
+            .store
             .set_optout(OptOutChange {
                 number: number.to_owned(),
                 opted_out: Some(source),
@@ -118,7 +145,18 @@ impl OptOuts {
                 modem: origin.modem.map(str::to_owned),
                 detail: origin.detail,
             })
-            .await?;
+            .await;
+        if written.is_err() && !matches!(before, Some(Suppressed::Recorded(_))) {
+            let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+            // Unless something changed it meanwhile (a removal, another source).
+            if let Some(entry @ Suppressed::Recorded(_)) = numbers.get_mut(number)
+                && entry.source() == source
+            {
+                *entry = Suppressed::Held(source);
+                self.count_held(1);
+            }
+        }
+        written?;
         Ok(true)
     }
 
@@ -131,7 +169,8 @@ impl OptOuts {
         if numbers.contains_key(number) {
             return false;
         }
-        numbers.insert(number.to_owned(), Suppressed::Held);
+        numbers.insert(number.to_owned(), Suppressed::Held(OptOutSource::Review));
+        self.count_held(1);
         true
     }
 
@@ -152,10 +191,14 @@ impl OptOuts {
                 detail: origin.detail,
             })
             .await?;
-        self.numbers
+        let removed = self
+            .numbers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(number);
+        if let Some(Suppressed::Held(_)) = removed {
+            self.count_held(-1);
+        }
         Ok(true)
     }
 
@@ -248,7 +291,9 @@ mod tests {
             assert!(optouts.hold(number));
             assert!(!optouts.hold(number), "held twice");
             assert!(optouts.contains(number));
+            assert_eq!(optouts.unrecorded(), 1);
             assert!(optouts.add(number, source, rules()).await.unwrap());
+            assert_eq!(optouts.unrecorded(), 0);
             assert!(!optouts.add(number, source, rules()).await.unwrap());
             let reloaded = OptOuts::load(&store).await.unwrap();
             assert_eq!(reloaded.source(number), Some(source), "{source:?}");
@@ -257,7 +302,51 @@ mod tests {
         assert!(optouts.hold("+14155550102"));
         assert!(optouts.remove("+14155550102", rules()).await.unwrap());
         assert!(!optouts.contains("+14155550102"));
+        assert_eq!(optouts.unrecorded(), 0);
         assert!(optouts.hold("+14155550102"));
+        assert_eq!(optouts.unrecorded_until(|n| n == 1).await, 1);
+    }
+
+    /// An opt-out the store refused stays suppressed and is held, not taken for recorded: the next
+    /// request for it writes it instead of being turned away as a repeat.
+    #[tokio::test]
+    async fn an_opt_out_the_store_refused_is_written_by_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path, OpenOptions::default()).unwrap();
+        let optouts = OptOuts::load(&store).await.unwrap();
+        let beside = rusqlite::Connection::open(&path).unwrap();
+        beside
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON optouts \
+                 BEGIN SELECT RAISE(ABORT, 'no space left'); END;",
+            )
+            .unwrap();
+        let stop = || Origin {
+            actor: "rules",
+            detail: Some("STOP".into()),
+            ..Origin::default()
+        };
+        let number = "+14155550100";
+        assert!(
+            optouts
+                .add(number, OptOutSource::Keyword, stop())
+                .await
+                .is_err()
+        );
+        assert!(optouts.contains(number));
+        assert_eq!(optouts.source(number), Some(OptOutSource::Keyword));
+        assert_eq!(optouts.unrecorded(), 1);
+        beside.execute_batch("DROP TRIGGER refuse;").unwrap();
+        assert!(
+            optouts
+                .add(number, OptOutSource::Keyword, stop())
+                .await
+                .unwrap()
+        );
+        assert_eq!(optouts.unrecorded(), 0);
+        let reloaded = OptOuts::load(&store).await.unwrap();
+        assert_eq!(reloaded.source(number), Some(OptOutSource::Keyword));
     }
 
     #[tokio::test]
