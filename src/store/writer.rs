@@ -458,21 +458,21 @@ fn commit_batch(
             .map_err(StoreError::sqlite("beginning a transaction")),
     };
     if let Err(error) = began {
-        let mut requests = 0;
-        batch.for_each(|job| {
-            requests += 1;
-            job.abort(error.clone());
-        });
-        refused(stats, &error, requests);
+        // Counted before any caller hears of it, so a caller that saw its 503 finds it in `/metrics`.
+        let jobs: Vec<_> = batch.collect();
+        refused(stats, &error, jobs.len());
+        jobs.into_iter().for_each(|job| job.abort(error.clone()));
         return;
     }
     let mut finishes = Vec::new();
+    // Requests after one that broke the batch, answered once the refusal is counted.
+    let mut unrun = Vec::new();
     let mut broken = None;
     let created = NewMessages::default();
     let ctx = WriteCtx::new(conn, clock.now(), ids, wanted, &created, merger);
     for job in batch {
-        if let Some(error) = &broken {
-            job.abort(StoreError::clone(error));
+        if broken.is_some() {
+            unrun.push(job);
             continue;
         }
         ctx.now.set(clock.now());
@@ -520,10 +520,11 @@ fn commit_batch(
             (Ok(()), Some(slice))
         }
         Err(error) => {
-            refused(stats, &error, finishes.len());
+            refused(stats, &error, finishes.len() + unrun.len());
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            unrun.into_iter().for_each(|job| job.abort(error.clone()));
             (Err(error), None)
         }
     };
@@ -607,8 +608,8 @@ mod tests {
             !ran.load(Ordering::SeqCst),
             "a write ran after the failed sync"
         );
-        // The refusal is counted just after its callers are told.
-        let stats = writer.stats.until(|stats| stats.refused > 0).await;
+        // Counted before its callers are told.
+        let stats = writer.stats.snapshot();
         assert_eq!((stats.commits, stats.refused), (1, 1), "{stats:?}");
     }
 }
