@@ -142,7 +142,12 @@ impl Fingerprinted {
         let hash = match message.idempotency_key {
             None => None,
             Some(_) => {
-                let body = serde_json::to_vec(&message)
+                // Sized for the whole body at once: grown from empty, its copies were a tenth of the
+                // time an accept spends off the writer (the store bench's profile).
+                let strings = message.text.len()
+                    + message.parts.iter().map(|p| p.pdu_hex.len()).sum::<usize>();
+                let mut body = Vec::with_capacity(512 + strings);
+                serde_json::to_writer(&mut body, &message)
                     .map_err(|e| StoreError::Invalid(format!("message not serialisable: {e}")))?;
                 Some(Sha256::digest(&body).to_vec())
             }
@@ -158,9 +163,12 @@ impl Fingerprinted {
             .iter()
             .enumerate()
             .map(|(index, part)| {
-                hex::decode(&part.pdu_hex).map_err(|e| {
+                // Into its final size: `hex::decode` grows a vector a byte at a time.
+                let mut pdu = vec![0; part.pdu_hex.len() / 2];
+                hex::decode_to_slice(&part.pdu_hex, &mut pdu).map_err(|e| {
                     StoreError::Invalid(format!("part {} is not a hex PDU: {e}", index + 1))
-                })
+                })?;
+                Ok(pdu)
             })
             .collect::<Result<_>>()?;
         Ok(Fingerprinted {
