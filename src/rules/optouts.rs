@@ -74,7 +74,8 @@ impl OptOuts {
         })
     }
 
-    /// How many numbers are suppressed with no opt-out on record (see [`Suppressed::Held`]).
+    /// How many numbers are suppressed with no opt-out on record: held for a reply the store refused
+    /// ([`OptOuts::hold`]), or left so by an [`OptOuts::add`] whose write failed.
     pub fn unrecorded(&self) -> usize {
         *self.held.borrow()
     }
@@ -110,9 +111,10 @@ impl OptOuts {
 
     /// Records an opt-out; returns whether it is new. A number already opted out keeps its original
     /// record (when, which message, which modem), unless the new one is firmer: a STOP replaces a reply
-    /// under review, and the agency's opt-out replaces either. The number is suppressed in memory before the store is
-    /// written, so no hand-off slips through while the write is in flight. If the write fails it stays
-    /// suppressed until restart, held (see [`Suppressed::Held`]) when nothing was on record before.
+    /// under review, and the agency's opt-out replaces either. The number is suppressed in memory before
+    /// the store is written, so no hand-off slips through while the write is in flight. If the write
+    /// fails it stays suppressed until restart, and when nothing was on record before it is held
+    /// (counted in [`OptOuts::unrecorded`]): the next `add` for it writes it.
     pub async fn add(
         &self,
         number: &str,
