@@ -14,6 +14,7 @@
 //! Every method that changes something returns only after its change is on disk; an error means nothing of
 //! it was committed (the API answers 503 for [`StoreError::is_unavailable`] errors).
 
+mod accepted_rows;
 mod checkpoint;
 mod clock;
 mod durable;
@@ -366,12 +367,12 @@ impl Store {
     /// Stores a new outbound message durably. A repeat of an idempotency key with the same body returns
     /// the original (`duplicate: true`); with a different body, [`StoreError::IdempotencyConflict`].
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted> {
-        let mut request = write::Fingerprinted::new(message)?;
+        let request = Arc::new(write::Fingerprinted::new(message)?);
         // The request comes back to be freed on this thread, which allocated it (see `Fingerprinted`).
         let (accepted, _spent_here) = self
             .inner
             .writer
-            .write(move |ctx| write::accept(ctx, &mut request).map(|accepted| (accepted, request)))
+            .accept(move |ctx| write::accept(ctx, &request).map(|accepted| (accepted, request)))
             .await?;
         Ok(accepted)
     }
@@ -391,24 +392,24 @@ impl Store {
     pub async fn accept_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Result<Accepted>>> {
         let requests: Vec<_> = messages
             .into_iter()
-            .map(write::Fingerprinted::new)
+            .map(|message| write::Fingerprinted::new(message).map(Arc::new))
             .collect();
         let (results, _spent_here) = self
             .inner
             .writer
-            .write(move |ctx| {
+            .accept(move |ctx| {
                 let mut results = Vec::with_capacity(requests.len());
                 let mut spent = Vec::with_capacity(requests.len());
                 for request in requests {
-                    let before = ctx.conn.total_changes();
-                    let result = request.and_then(|mut request| {
-                        let accepted = write::accept(ctx, &mut request);
+                    let before = ctx.changes();
+                    let result = request.and_then(|request| {
+                        let accepted = write::accept(ctx, &request);
                         spent.push(request);
                         accepted
                     });
                     match result {
                         // Failed halfway: the whole request (and its batch) is rolled back.
-                        Err(error) if ctx.conn.total_changes() != before => return Err(error),
+                        Err(error) if ctx.changes() != before => return Err(error),
                         result => results.push(result),
                     }
                 }

@@ -1,10 +1,13 @@
 //! The write operations: each runs inside the writer's batch transaction and appends the events it causes.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::accepted_rows::AcceptedRows;
 use super::error::{Result, StoreError};
 use super::keys::{self, KeyKind, MessageKeys};
 use super::outbox;
@@ -124,16 +127,20 @@ fn require(
 /// A message with its idempotency fingerprint and its look-up keys, made by the caller, off the writer
 /// thread.
 ///
-/// [`accept`] borrows it, taking only the recipient it answers with and sharing the keys, and leaves the
-/// rest for the caller to drop on its own thread (see [`Job::run`] for why the writer frees nothing its callers allocated).
+/// [`accept`] shares it with the rows it holds back (see [`accepted_rows`]) and shares its keys, and
+/// leaves it for the caller to drop on its own thread (see [`Job::run`] for why the writer frees nothing
+/// its callers allocated).
 ///
 /// [`Job::run`]: super::writer::Job::run
+/// [`accepted_rows`]: super::accepted_rows
 pub(crate) struct Fingerprinted {
-    message: NewMessage,
-    hash: Option<Vec<u8>>,
+    pub(super) message: NewMessage,
+    pub(super) hash: Option<Vec<u8>>,
     keys: MessageKeys,
     /// Each part's PDU as bytes, as the parts table keeps them (see [`rows::pdu_hex`]).
-    pdus: Vec<Vec<u8>>,
+    pub(super) pdus: Vec<Vec<u8>>,
+    /// The metadata as the messages table keeps it: JSON text.
+    pub(super) metadata: Option<String>,
 }
 
 impl Fingerprinted {
@@ -171,18 +178,24 @@ impl Fingerprinted {
                 Ok(pdu)
             })
             .collect::<Result<_>>()?;
+        let metadata = message.metadata.as_ref().map(serde_json::Value::to_string);
         Ok(Fingerprinted {
             message,
             pdus,
             hash,
             keys,
+            metadata,
         })
     }
 }
 
-/// Creates the message, or finds the one an earlier request with the same idempotency key created.
-pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &mut Fingerprinted) -> Result<Accepted> {
-    let parts = request.message.parts.len();
+/// Creates the message, or finds the one an earlier request with the same idempotency key created. Its
+/// rows are held back, for the writer to write with the batch's others (see [`accepted_rows`]).
+///
+/// [`accepted_rows`]: super::accepted_rows
+pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &Arc<Fingerprinted>) -> Result<Accepted> {
+    let message = &request.message;
+    let parts = message.parts.len();
     if parts == 0 || parts > usize::from(u8::MAX) {
         return Err(StoreError::Invalid(format!(
             "a message needs 1 to 255 parts, not {parts}"
@@ -191,69 +204,24 @@ pub(crate) fn accept(ctx: &WriteCtx<'_>, request: &mut Fingerprinted) -> Result<
     if let Some(original) = replay(ctx, request)? {
         return Ok(original);
     }
-    let Fingerprinted {
-        message,
-        hash,
-        keys,
-        pdus,
-    } = request;
     let id = ctx.new_id();
     let state = match message.send_at {
         Some(at) if at > ctx.now() => MessageState::Scheduled,
         _ => MessageState::Queued,
     };
-    let metadata = message.metadata.as_ref().map(serde_json::Value::to_string);
-    let mut id_buffer = Uuid::encode_buffer();
-    let id_text: &str = id.hyphenated().encode_lower(&mut id_buffer);
-    const INSERT_MESSAGE: &str = "INSERT INTO messages (id, direction, state, peer, text, encoding, \
-        part_count, priority, send_at, expires_at, reference, metadata, tz, api_key, idempotency_key, \
-        body_hash, created_at, updated_at, category, region) \
-        VALUES (?1, 'outbound', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)";
-    const INSERT_PART: &str = "INSERT INTO parts (message_id, part, state, tpdu_length, pdu) \
-        VALUES (?1, ?2, 'pending', ?3, ?4)";
-    ctx.with_statement(INSERT_MESSAGE, |st| {
-        st.execute(params![
-            id_text,
-            state,
-            message.to,
-            message.text,
-            message.encoding,
-            message.parts.len() as i64,
-            message.priority,
-            opt_ms(message.send_at),
-            opt_ms(message.expires_at),
-            message.reference,
-            metadata,
-            message.tz,
-            message.api_key,
-            message.idempotency_key,
-            &*hash,
-            ms(ctx.now()),
-            message.category,
-            message.region,
-        ])
-    })
-    .map_err(DB)?;
-    ctx.with_statement(INSERT_PART, |st| {
-        for (index, (part, pdu)) in message.parts.iter().zip(pdus.iter()).enumerate() {
-            st.execute(params![
-                id_text,
-                index as i64 + 1,
-                part.tpdu_length as i64,
-                pdu
-            ])?;
-        }
-        Ok(())
-    })
-    .map_err(DB)?;
     // Shares the keys' text (a reference count each), which the store keeps until they are merged.
-    ctx.created(id, keys.clone(), state, None);
-    first_event(ctx, id, Ev::new("api", "accepted", state))?;
+    ctx.created(id, request.keys.clone(), state, None);
+    ctx.hold(AcceptedRows {
+        id,
+        state,
+        at: ctx.now(),
+        request: request.clone(),
+    });
     Ok(Accepted {
         id,
         state,
-        to: std::mem::take(&mut message.to),
-        parts: message.parts.len(),
+        to: message.to.clone(),
+        parts,
         encoding: message.encoding,
         duplicate: false,
     })
@@ -284,6 +252,10 @@ fn idempotent_original(
     (value, value_hash): (&str, i64),
 ) -> Result<Option<Accepted>> {
     let candidates = ctx.idempotent(value, value_hash).map_err(DB)?;
+    if !candidates.is_empty() {
+        // One may be this batch's, its row still held back.
+        ctx.write_held().map_err(DB)?;
+    }
     let mut st = ctx
         .conn
         .prepare_cached(

@@ -18,6 +18,7 @@ use rusqlite::{CachedStatement, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::accepted_rows::{self, AcceptedRows};
 use super::checkpoint::LogKeeper;
 use super::clock::Clock;
 use super::durable::{Committed, Syncer};
@@ -39,6 +40,11 @@ pub(crate) struct WriteCtx<'a> {
     created: &'a NewMessages,
     merger: &'a Merger,
     prepared: Prepared<'a>,
+    /// Accepted messages whose rows are not written yet (see [`accepted_rows`]).
+    held: RefCell<Vec<AcceptedRows>>,
+    /// Rows written for [`WriteCtx::hold`] since the batch began: not the doing of the request that
+    /// happened to need them written (see [`WriteCtx::changes`]).
+    held_changes: Cell<u64>,
 }
 
 impl<'a> WriteCtx<'a> {
@@ -61,7 +67,35 @@ impl<'a> WriteCtx<'a> {
                 conn,
                 statements: RefCell::default(),
             },
+            held: RefCell::default(),
+            held_changes: Cell::new(0),
         }
+    }
+
+    /// Rows the batch's requests have changed so far, less those of held-back accepts written on
+    /// another request's turn: a request that failed and changed none of its own left nothing behind.
+    pub fn changes(&self) -> u64 {
+        self.conn.total_changes() - self.held_changes.get()
+    }
+
+    /// Holds an accepted message's rows back, to be written with the batch's others (see
+    /// [`accepted_rows`]). Only an accept may hold rows back: the writer writes them before it runs any
+    /// other request, and before the commit.
+    pub fn hold(&self, rows: AcceptedRows) {
+        self.held.borrow_mut().push(rows);
+    }
+
+    /// Writes the rows held back so far, so what follows finds them in the database.
+    pub fn write_held(&self) -> rusqlite::Result<()> {
+        let held = self.held.take();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let before = self.conn.total_changes();
+        let written = accepted_rows::write(self, &held);
+        self.held_changes
+            .set(self.held_changes.get() + (self.conn.total_changes() - before));
+        written
     }
 
     /// The time the current operation runs at.
@@ -212,6 +246,9 @@ pub(crate) trait Job: Send {
     /// own allocations take too. Freed on the writer, requests and their messages' memory made it wait on
     /// those locks; perf caught it asleep there at 60 % of its context switches under the store bench.
     fn run(self: Box<Self>, ctx: &WriteCtx<'_>) -> (bool, Box<dyn Finish>);
+    /// Whether the request only accepts messages, which may leave their rows for the writer to write
+    /// later (see [`WriteCtx::hold`]). Any other request finds the database as if none were held.
+    fn accepts_only(&self) -> bool;
     /// The batch could not even start: tell the caller without running.
     fn abort(self: Box<Self>, error: StoreError);
 }
@@ -224,6 +261,7 @@ pub(crate) trait Finish: Send {
 struct Request<T, F> {
     /// Taken when the request runs.
     op: Option<F>,
+    accepts_only: bool,
     /// What the operation returned, kept for [`Finish::finish`].
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
@@ -242,6 +280,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         (ok, self)
+    }
+
+    fn accepts_only(&self) -> bool {
+        self.accepts_only
     }
 
     fn abort(self: Box<Self>, error: StoreError) {
@@ -330,6 +372,9 @@ impl Writer {
         // Commits write the log; `syncer` makes them durable (see `durable`). Checkpoints still sync.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(StoreError::sqlite("setting synchronous=NORMAL"))?;
+        // Room for every statement the writer runs, the held-back accepts' nine among them: one pushed
+        // out of rusqlite's cache (16 by default) is compiled again at its next use.
+        conn.set_prepared_statement_cache_capacity(128);
         // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
         let (jobs, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
@@ -362,11 +407,34 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
+        self.queue(op, false)
+    }
+
+    /// As [`Writer::write`], for an `op` that does nothing but accept messages: it may hold their rows
+    /// back (see [`WriteCtx::hold`]).
+    pub fn accept<T, F>(&self, op: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.queue(op, true)
+    }
+
+    fn queue<T, F>(
+        &self,
+        op: F,
+        accepts_only: bool,
+    ) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let queued = self
             .jobs
             .send(Box::new(Request {
                 op: Some(op),
+                accepts_only,
                 result: None,
                 reply,
             }))
@@ -471,12 +539,15 @@ fn commit_batch(
     let created = NewMessages::default();
     let ctx = WriteCtx::new(conn, clock.now(), ids, wanted, &created, merger);
     for job in batch {
+        if broken.is_none() && !job.accepts_only() {
+            broken = held_written(&ctx);
+        }
         if broken.is_some() {
             unrun.push(job);
             continue;
         }
         ctx.now.set(clock.now());
-        let before = conn.total_changes();
+        let before = ctx.changes();
         let (ok, finish) = job.run(&ctx);
         finishes.push(finish);
         // Operations check everything that can refuse a request before they write, so a refused request
@@ -484,9 +555,12 @@ fn commit_batch(
         // part of its rows: then the whole batch is rolled back, as it is when SQLite itself abandons the
         // transaction (disk full, I/O error). Savepoints per request would avoid that, but they cost more
         // than the rest of the batch together.
-        if (!ok && conn.total_changes() != before) || conn.is_autocommit() {
+        if (!ok && ctx.changes() != before) || conn.is_autocommit() {
             broken = Some(StoreError::RolledBack);
         }
+    }
+    if broken.is_none() {
+        broken = held_written(&ctx);
     }
     // Its statements go back to rusqlite's cache, and the merger is free to move on.
     drop(ctx);
@@ -533,6 +607,14 @@ fn commit_batch(
     if let Some(slice) = slice {
         merger.committed(slice, keys);
     }
+}
+
+/// Writes the rows the batch's accepts held back; what breaks the batch if that failed (a full disk:
+/// every request in it hears so, those that ran before as well).
+fn held_written(ctx: &WriteCtx<'_>) -> Option<StoreError> {
+    ctx.write_held()
+        .err()
+        .map(StoreError::sqlite("writing accepted messages"))
 }
 
 /// Counts a batch the store refused, and logs the first refusal in a row, then the 2nd, 4th, 8th...: the
