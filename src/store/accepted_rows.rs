@@ -3,10 +3,9 @@
 //!
 //! Written one statement per row, an accept ran three statements, each opening a cursor on every B-tree
 //! it writes (the table, its indexes, the parent a part's foreign key checks) and searching each one from
-//! its root. Message ids grow, so each row goes at the end of each tree. One statement for many rows
-//! keeps its cursors open, and SQLite skips the search when the cursor is already on the tree's last page
-//! and the new key goes after it. Under callgrind the writer's instructions per accept, the key merge
-//! left aside, fell from 50,100 to 43,700 (BENCHMARKS.md, "Store", session 26).
+//! its root, though each goes at the end of each tree. Written many to a statement (see [`many_rows`]),
+//! under callgrind the writer's instructions per accept, the key merge left aside, fell from 50,100 to
+//! 43,700 (BENCHMARKS.md, "Store", session 26).
 //!
 //! `OR FAIL`: a statement of many rows that may stop halfway at a failed constraint makes SQLite keep a
 //! statement journal (a copy of every page it touches) to undo the rows before it. A failure here breaks
@@ -16,9 +15,9 @@
 use std::sync::{Arc, LazyLock};
 
 use jiff::Timestamp;
-use rusqlite::{Statement, ToSql};
 use uuid::Uuid;
 
+use super::many_rows::{self, Binder, Texts};
 use super::rows::{ms, opt_ms};
 use super::types::{MessageState, NewPart};
 use super::write::Fingerprinted;
@@ -34,48 +33,38 @@ pub(crate) struct AcceptedRows {
     pub request: Arc<Fingerprinted>,
 }
 
-/// Rows per statement, largest first: a batch's rows go in as few statements as these sizes allow (77
-/// rows: four of 16, three of 4, one), each prepared once per connection. 64 rows a statement measured
-/// no better: SQLite's copies of that many bound values no longer fit the connection's own small
-/// allocations (its lookaside) and went to `malloc`.
-const ROWS_PER_STATEMENT: [usize; 3] = [16, 4, 1];
-
-/// One statement text per size in [`ROWS_PER_STATEMENT`].
-type Texts = [String; ROWS_PER_STATEMENT.len()];
-
-fn texts(head: &str, row: &str) -> Texts {
-    ROWS_PER_STATEMENT.map(|rows| format!("{head} VALUES {}", vec![row; rows].join(", ")))
-}
-
 static MESSAGES: LazyLock<Texts> = LazyLock::new(|| {
-    texts(
+    many_rows::texts(
         "INSERT OR FAIL INTO messages (id, direction, state, peer, text, encoding, part_count, priority, \
          send_at, expires_at, reference, metadata, tz, api_key, idempotency_key, body_hash, created_at, \
          updated_at, category, region)",
         "(?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "",
     )
 });
 
 static PARTS: LazyLock<Texts> = LazyLock::new(|| {
-    texts(
+    many_rows::texts(
         "INSERT OR FAIL INTO parts (message_id, part, state, tpdu_length, pdu)",
         "(?, ?, 'pending', ?, ?)",
+        "",
     )
 });
 
 static EVENTS: LazyLock<Texts> = LazyLock::new(|| {
-    texts(
+    many_rows::texts(
         "INSERT OR FAIL INTO events (message_id, seq, at, actor, kind, state)",
         "(?, 1, ?, 'api', 'accepted', ?)",
+        "",
     )
 });
 
 /// Writes `rows`: every message, then every part, then every first event.
 pub(crate) fn write(ctx: &WriteCtx<'_>, rows: &[AcceptedRows]) -> rusqlite::Result<()> {
-    in_statements(ctx, &MESSAGES, rows, |bind, row| {
+    insert(ctx, &MESSAGES, rows, |bind, row| {
         let message = &row.request.message;
         let at = ms(row.at);
-        bind.id(row.id)?;
+        id(bind, row.id)?;
         bind.value(row.state)?;
         bind.value(&message.to)?;
         bind.value(&message.text)?;
@@ -105,62 +94,41 @@ pub(crate) fn write(ctx: &WriteCtx<'_>, rows: &[AcceptedRows]) -> rusqlite::Resu
                 .map(move |(index, (part, pdu))| (row.id, index + 1, part, pdu.as_slice()))
         })
         .collect();
-    in_statements(ctx, &PARTS, &parts, |bind, &(id, number, part, pdu)| {
-        bind.id(id)?;
-        bind.value(number as i64)?;
-        bind.value(part.tpdu_length as i64)?;
-        bind.value(pdu)
-    })?;
-    in_statements(ctx, &EVENTS, rows, |bind, row| {
-        bind.id(row.id)?;
+    insert(
+        ctx,
+        &PARTS,
+        &parts,
+        |bind, &(message, number, part, pdu)| {
+            id(bind, message)?;
+            bind.value(number as i64)?;
+            bind.value(part.tpdu_length as i64)?;
+            bind.value(pdu)
+        },
+    )?;
+    insert(ctx, &EVENTS, rows, |bind, row| {
+        id(bind, row.id)?;
         bind.value(ms(row.at))?;
         bind.value(row.state)
     })
 }
 
-/// Inserts `rows` through the fewest of `texts`' statements, `bind` giving each row's values in order.
-fn in_statements<T>(
+/// Inserts `rows` through `texts`' statements, kept by the batch (see [`WriteCtx::with_statement`]).
+fn insert<T>(
     ctx: &WriteCtx<'_>,
     texts: &'static Texts,
     rows: &[T],
     bind: impl Fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    let mut rest = rows;
-    for (size, text) in ROWS_PER_STATEMENT.into_iter().zip(texts.iter()) {
-        while rest.len() >= size {
-            let (these, after) = rest.split_at(size);
-            ctx.with_statement(text, |statement| {
-                let mut binder = Binder { statement, next: 1 };
-                for row in these {
-                    bind(&mut binder, row)?;
-                }
-                binder.statement.raw_execute().map(drop)
-            })?;
-            rest = after;
-        }
+    for (text, chunk) in many_rows::chunks(texts, rows) {
+        ctx.with_statement(text, |statement| many_rows::fill(statement, chunk, &bind))?;
     }
     Ok(())
 }
 
-/// Binds a statement's parameters one after another.
-struct Binder<'s, 'c> {
-    statement: &'s mut Statement<'c>,
-    /// The next parameter's number (from 1).
-    next: usize,
-}
-
-impl Binder<'_, '_> {
-    fn value(&mut self, value: impl ToSql) -> rusqlite::Result<()> {
-        self.statement.raw_bind_parameter(self.next, value)?;
-        self.next += 1;
-        Ok(())
-    }
-
-    /// A message id as the tables keep it: lower-case hyphenated text.
-    fn id(&mut self, id: Uuid) -> rusqlite::Result<()> {
-        // SQLite copies the text as it is bound, so the buffer may go once bound.
-        self.value(&*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
-    }
+/// Binds a message id as the tables keep it: lower-case hyphenated text.
+fn id(bind: &mut Binder<'_, '_>, id: Uuid) -> rusqlite::Result<()> {
+    // SQLite copies the text as it is bound, so the buffer may go once bound.
+    bind.value(&*id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
 }
 
 #[cfg(test)]

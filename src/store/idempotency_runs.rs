@@ -16,8 +16,12 @@
 //! a stop cuts short leaves its runs smaller than planned: they are runs like any other, compacted again
 //! in their turn. `idempotency_runs` lists the runs and their rows (look-ups read it first).
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
+
+use super::many_rows::{self, Texts};
 
 /// How many runs of a size class are compacted together, and the ratio between size classes. A key
 /// moves once per class (each move an insert and a delete, ~1.7 µs of SQLite), and a look-up the filter
@@ -91,25 +95,22 @@ impl Runs {
         run
     }
 
-    /// The statement [`Runs::insert`] runs, prepared once for a whole slice. Ids are appended through
-    /// hex: `||` on two blobs makes text.
-    pub fn inserting(conn: &Connection) -> rusqlite::Result<CachedStatement<'_>> {
-        conn.prepare_cached(
-            "INSERT INTO idempotency_keys (run, hash, ids) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (run, hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
-        )
-    }
-
-    /// Writes a key's ids to `run` through `inserting` (appended to the row if the run has the hash: two
-    /// keys with one hash, or the same key merged again after a stop).
-    pub fn insert(
-        inserting: &mut CachedStatement<'_>,
-        run: i64,
-        hash: i64,
-        packed: &[u8],
-    ) -> rusqlite::Result<()> {
-        inserting.execute(params![run, hash, packed])?;
-        Ok(())
+    /// Writes each key's ids, by hash, to `run`: appended to the row if the run has the hash (two keys
+    /// with one hash, or the same key merged again after a stop). Many rows to a statement (see
+    /// `many_rows`); ids are appended through hex, as `||` on two blobs makes text.
+    pub fn insert(conn: &Connection, run: i64, rows: &[(i64, Vec<u8>)]) -> rusqlite::Result<()> {
+        static INSERT: LazyLock<Texts> = LazyLock::new(|| {
+            many_rows::texts(
+                "INSERT INTO idempotency_keys (run, hash, ids)",
+                "(?, ?, ?)",
+                "ON CONFLICT (run, hash) DO UPDATE SET ids = unhex(hex(ids) || hex(excluded.ids))",
+            )
+        });
+        many_rows::insert(conn, &INSERT, rows, |bind, (hash, packed)| {
+            bind.value(run)?;
+            bind.value(hash)?;
+            bind.value(packed)
+        })
     }
 
     /// Adds `rows` to the rows `run` is listed with (listing it if it is new).
@@ -302,15 +303,11 @@ mod tests {
         let run = runs.open();
         let mut keys: Vec<_> = keys.map(key).collect();
         keys.sort_unstable();
-        for (hash, id) in &keys {
-            Runs::insert(
-                &mut Runs::inserting(conn).unwrap(),
-                run,
-                *hash,
-                id.as_bytes(),
-            )
-            .unwrap();
-        }
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|(hash, id)| (*hash, id.as_bytes().to_vec()))
+            .collect();
+        Runs::insert(conn, run, &rows).unwrap();
         Runs::grew(conn, run, keys.len() as i64).unwrap();
         runs.close();
     }
@@ -373,15 +370,11 @@ mod tests {
         let mut last: Vec<_> = (total - 50..total).map(key).collect();
         last.push((key(7).0, again));
         last.sort_unstable();
-        for (hash, id) in &last {
-            Runs::insert(
-                &mut Runs::inserting(&conn).unwrap(),
-                open,
-                *hash,
-                id.as_bytes(),
-            )
-            .unwrap();
-        }
+        let rows: Vec<_> = last
+            .iter()
+            .map(|(hash, id)| (*hash, id.as_bytes().to_vec()))
+            .collect();
+        Runs::insert(&conn, open, &rows).unwrap();
         Runs::grew(&conn, open, last.len() as i64).unwrap();
         assert!(
             !batch(&conn, &mut runs, 32, true),
@@ -427,9 +420,7 @@ mod tests {
             merge(&conn, &mut runs, run * 4..run * 4 + 4);
         }
         let stray = Uuid::from_u128(1_000_000);
-        let mut inserting = Runs::inserting(&conn).unwrap();
-        Runs::insert(&mut inserting, runs.next, key(5).0, stray.as_bytes()).unwrap();
-        drop(inserting);
+        Runs::insert(&conn, runs.next, &[(key(5).0, stray.as_bytes().to_vec())]).unwrap();
         while batch(&conn, &mut runs, 8, true) {}
         assert_all_found(&conn, 0..FANOUT as u128 * 4, &[(5, stray)]);
     }
@@ -494,13 +485,7 @@ mod tests {
         merge(&conn, &mut runs, 0..10);
         let again = Uuid::from_u128(1_000_000);
         let run = runs.open();
-        Runs::insert(
-            &mut Runs::inserting(&conn).unwrap(),
-            run,
-            key(3).0,
-            again.as_bytes(),
-        )
-        .unwrap();
+        Runs::insert(&conn, run, &[(key(3).0, again.as_bytes().to_vec())]).unwrap();
         Runs::grew(&conn, run, 1).unwrap();
         runs.close();
 

@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, LazyLock, mpsc};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
@@ -44,6 +44,7 @@ use uuid::Uuid;
 
 use super::error::{Result, StoreError};
 use super::idempotency_runs::{self, Moved, Runs};
+use super::many_rows::{self, Texts};
 use super::merged_hashes::MergedHashes;
 
 /// When the writer merges new messages into the look-ups.
@@ -68,6 +69,15 @@ impl Default for MergePolicy {
         }
     }
 }
+
+/// Merged keys by number and by reference, many to a statement; a key merged again replaces its row.
+static INSERT_KEYS: LazyLock<Texts> = LazyLock::new(|| {
+    many_rows::texts(
+        "INSERT OR REPLACE INTO message_keys (kind, key, first, ids)",
+        "(?, ?, ?, ?)",
+        "",
+    )
+});
 
 /// What a key is of; stored as its number in `message_keys.kind` (idempotency keys have a table of their
 /// own).
@@ -491,36 +501,29 @@ impl Merger {
         };
         let count = run.len().min(budget);
         let slice = &run.make_contiguous()[..count];
-        let mut idempotency_rows = 0;
-        // Prepared once per slice: a cache look-up per key hashed the statement's text each time.
-        let mut insert_key = conn.prepare_cached(
-            "INSERT OR REPLACE INTO message_keys (kind, key, first, ids) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut insert_idempotent = Runs::inserting(conn)?;
+        let mut key_rows = Vec::new();
+        let mut idempotency_rows = Vec::new();
         for keys in slice.chunk_by(|a, b| (a.kind, &a.value) == (b.kind, &b.value)) {
             let packed: Vec<u8> = keys.iter().flat_map(|key| *key.id.as_bytes()).collect();
             let first = &keys[0];
             match first.kind {
-                KeyKind::Peer | KeyKind::Reference => {
-                    insert_key.execute(params![
-                        first.kind,
-                        &*first.value,
-                        first.id.as_bytes(),
-                        packed
-                    ])?;
-                }
-                KeyKind::Idempotency => {
-                    Runs::insert(
-                        &mut insert_idempotent,
-                        *idempotency_run,
-                        first.hash,
-                        &packed,
-                    )?;
-                    self.merged.add(conn, first.hash)?;
-                    idempotency_rows += 1;
-                }
+                KeyKind::Peer | KeyKind::Reference => key_rows.push((first, packed)),
+                KeyKind::Idempotency => idempotency_rows.push((first.hash, packed)),
             }
         }
+        // Many rows to a statement (see `many_rows`): a statement per key cost more than its insert.
+        many_rows::insert(conn, &INSERT_KEYS, &key_rows, |bind, (key, packed)| {
+            bind.value(key.kind)?;
+            bind.value(&*key.value)?;
+            bind.value(key.id.as_bytes())?;
+            bind.value(packed)
+        })?;
+        Runs::insert(conn, *idempotency_run, &idempotency_rows)?;
+        // After the rows are in: a filter outgrown is loaded again from the table.
+        for &(hash, _) in &idempotency_rows {
+            self.merged.add(conn, hash)?;
+        }
+        let idempotency_rows = idempotency_rows.len() as i64;
         if idempotency_rows > 0 {
             Runs::grew(conn, *idempotency_run, idempotency_rows)?;
         }

@@ -26,6 +26,7 @@ mod outbox;
 pub use outbox::Verdict;
 mod idempotency_runs;
 mod keys;
+mod many_rows;
 mod merged_hashes;
 pub use keys::MergePolicy;
 mod read;
