@@ -137,32 +137,18 @@ mod tests {
 
     use tokio::sync::oneshot;
 
-    use super::*;
-    use crate::store::types::{Accepted, Category, NewMessage, TextEncoding};
+    use crate::outbound::ComposeOptions;
+    use crate::store::types::{Accepted, NewMessage};
     use crate::store::{OpenOptions, Store, StoreError};
 
-    fn message(to: &str, key: &str, text: &str, parts: usize) -> NewMessage {
-        NewMessage {
+    /// A send of `text` with idempotency key `key`, made as the API makes one: 153 characters a part.
+    fn message(to: &str, key: &str, text: &str) -> NewMessage {
+        let options = ComposeOptions {
             api_key: "cms".into(),
             idempotency_key: Some(key.into()),
-            to: to.into(),
-            text: text.into(),
-            encoding: TextEncoding::Gsm7,
-            parts: (1..=parts)
-                .map(|i| NewPart {
-                    tpdu_length: 20 + i,
-                    pdu_hex: format!("0011000B91{i:02X}"),
-                })
-                .collect(),
-            priority: 0,
-            send_at: None,
-            expires_at: None,
-            reference: None,
-            metadata: None,
-            tz: None,
-            region: None,
-            category: Category::Standard,
-        }
+            ..ComposeOptions::default()
+        };
+        crate::outbound::compose(to, text, options).unwrap()
     }
 
     /// Polls `request` once, which queues it with the writer, and hands it back to be awaited.
@@ -220,7 +206,11 @@ mod tests {
                 let store = store.clone();
                 Box::pin(async move {
                     store
-                        .accept(message("+14155550100", &format!("k{n}"), "hello", n + 1))
+                        .accept(message(
+                            "+14155550100",
+                            &format!("k{n}"),
+                            &"x".repeat(153 * (n + 1)),
+                        ))
                         .await
                 }) as Answer
             });
@@ -274,7 +264,7 @@ mod tests {
         let store = open(dir.path());
         let send = |text: &'static str| {
             let store = store.clone();
-            Box::pin(async move { store.accept(message("+14155550100", "k", text, 1)).await })
+            Box::pin(async move { store.accept(message("+14155550100", "k", text)).await })
                 as Answer
         };
         let answers = in_one_batch(&store, || {
