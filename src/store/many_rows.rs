@@ -57,7 +57,9 @@ pub(crate) fn insert<T>(
     Ok(())
 }
 
-/// Binds `rows`' values to `statement`, one of [`chunks`]' for as many rows, and runs it.
+/// Binds `rows`' values to `statement`, one of [`chunks`]' for as many rows, and runs it. Refuses to run
+/// it unless every parameter was bound: the statement keeps its last run's values, which a `bind`
+/// giving too few would silently reuse.
 pub(crate) fn fill<T>(
     statement: &mut Statement<'_>,
     rows: &[T],
@@ -66,6 +68,10 @@ pub(crate) fn fill<T>(
     let mut binder = Binder { statement, next: 1 };
     for row in rows {
         bind(&mut binder, row)?;
+    }
+    let (bound, expected) = (binder.next - 1, binder.statement.parameter_count());
+    if bound != expected {
+        return Err(rusqlite::Error::InvalidParameterCount(bound, expected));
     }
     binder.statement.raw_execute().map(drop)
 }
@@ -106,5 +112,40 @@ mod tests {
             assert_eq!(text.matches("(?)").count(), chunk.len(), "{text}");
         }
         assert_eq!(TEXTS[2], "INSERT INTO t (a) VALUES (?)");
+    }
+
+    /// Every row goes in once; a `bind` that gives a row too few values is refused, not run with the
+    /// values the statement kept from its last run.
+    #[test]
+    fn rows_are_inserted_and_a_short_bind_is_refused() {
+        static TEXTS: std::sync::LazyLock<Texts> =
+            std::sync::LazyLock::new(|| texts("INSERT INTO t (a, b)", "(?, ?)", ""));
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+            .unwrap();
+        let rows: Vec<i64> = (1..=21).collect();
+        insert(&conn, &TEXTS, &rows, |bind, n| {
+            bind.value(n)?;
+            bind.value(format!("row {n}"))
+        })
+        .unwrap();
+        let stored: Vec<(i64, String)> = conn
+            .prepare("SELECT a, b FROM t ORDER BY a")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected: Vec<(i64, String)> = rows.iter().map(|&n| (n, format!("row {n}"))).collect();
+        assert_eq!(stored, expected);
+        let short = insert(&conn, &TEXTS, &[100_i64], |bind, n| bind.value(n));
+        assert!(
+            matches!(short, Err(rusqlite::Error::InvalidParameterCount(1, 2))),
+            "{short:?}"
+        );
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 21);
     }
 }
