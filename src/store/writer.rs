@@ -372,8 +372,9 @@ impl Writer {
         // Commits write the log; `syncer` makes them durable (see `durable`). Checkpoints still sync.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(StoreError::sqlite("setting synchronous=NORMAL"))?;
-        // Room for every statement the writer runs, the held-back accepts' nine among them: one pushed
-        // out of rusqlite's cache (16 by default) is compiled again at its next use.
+        // Room for every statement the writer runs, among them the fifteen of `many_rows` (three sizes
+        // each for messages, parts, events, merged keys and idempotency runs): one pushed out of
+        // rusqlite's cache (16 by default) is compiled again at its next use.
         conn.set_prepared_statement_cache_capacity(128);
         // Unbounded: every caller waits for its own answer, so what is queued is bounded by the callers.
         let (jobs, rx) = mpsc::unbounded_channel();
