@@ -95,6 +95,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(io("reading the control address"))?;
+    let interrupted = interrupted()?;
     {
         let mut stdout = std::io::stdout().lock();
         for sim in sims.iter() {
@@ -105,7 +106,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     }
     let app = super::control::router(sims.clone());
     axum::serve(listener, app)
-        .with_graceful_shutdown(interrupted())
+        .with_graceful_shutdown(interrupted)
         .await
         .map_err(io("serving the control API"))?;
     for sim in sims.iter() {
@@ -114,17 +115,17 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Waits for SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is
+/// first polled: it is called before the paths are printed, so a supervisor (or a test) that signals as
+/// soon as it has read them stops the simulator cleanly, its links removed, rather than killing it.
+fn interrupted() -> Result<impl Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(io("listening for SIGTERM"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(io("listening for SIGINT"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
